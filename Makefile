@@ -1,0 +1,57 @@
+# wgpy: `make test` on a fresh machine installs what the tests need, then runs them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables
+STAMP := $(VENV)/.installed
+
+.PHONY: setup apt venv test lint typecheck unit coverage bench bench-core demo clean
+
+setup: apt venv
+
+# Debian packages the tests use; apt runs only when one is missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make setup: installing$$missing needs root; run it as root or install them first." >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# Unit tests under coverage; the sans-IO protocol core must keep >= 90 % branch coverage.
+unit: venv
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage report --include='wgpy/protocol/*' --fail-under=90
+
+test: setup lint typecheck unit
+
+bench-core: venv
+	$(BIN)/python benchmarks/core.py
+
+bench: bench-core
+
+# The main job, for now: two protocol cores handshake and exchange packets in memory.
+demo: venv
+	$(BIN)/python examples/in_memory_pair.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .hypothesis

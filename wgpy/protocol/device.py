@@ -1,0 +1,693 @@
+"""A WireGuard device, sans-IO: many peers, one index table, batches in and out.
+
+The shell feeds it inner packets from the TUN (:meth:`Device.send_packets`) and datagrams from
+the UDP socket (:meth:`Device.receive_datagrams`), then drains what to send
+(:meth:`Device.datagrams_to_send`) and what to deliver to the TUN
+(:meth:`Device.packets_to_deliver`). It keeps one timer: read the deadline with
+:meth:`Device.get_timer` and call :meth:`Device.handle_timer` when it passes. ``now`` is the
+caller's monotonic clock in seconds; wall-clock time (for TAI64N timestamps and the last
+handshake time) and randomness come from the constructor.
+
+Nothing a datagram contains makes these methods raise: every drop is counted in
+:attr:`Device.drops` by its :class:`DropReason`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from .allowedips import AllowedIPs
+from .constants import (
+    DEFAULT_MTU,
+    MAX_TIMER_HANDSHAKES,
+    MESSAGE_COOKIE_REPLY_TYPE,
+    MESSAGE_INITIATION_TYPE,
+    MESSAGE_RESPONSE_TYPE,
+    MESSAGE_TRANSPORT_OVERHEAD,
+    MESSAGE_TRANSPORT_TYPE,
+    PADDING_MULTIPLE,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_ON_RECEIVE_AFTER,
+    REKEY_TIMEOUT,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_QUEUE_SIZE,
+    ZERO_KEY_MATERIAL_AFTER,
+)
+from .cookie import CookieChecker
+from .crypto import ZERO_KEY, Rng, dh_generate, tai64n
+from .errors import DropReason, LocalProtocolError, RemoteProtocolError
+from .handshake import (
+    StaticIdentity,
+    consume_initiation,
+    consume_initiation_static,
+    consume_response,
+    create_initiation,
+    create_response,
+    derive_keys,
+)
+from .keypair import Keypair
+from .messages import (
+    TRANSPORT_HEADER,
+    MessageCookieReply,
+    MessageInitiation,
+    MessageResponse,
+    message_type,
+)
+from .peer import Endpoint, Peer
+from .ratelimiter import RateLimiter, source_key
+from .timers import Timer
+
+Datagram = tuple[bytes, Endpoint]
+WallClock = Callable[[], int]
+"""Returns wall-clock time in integer nanoseconds since the Unix epoch (``time.time_ns``)."""
+
+_NONCE_PREFIX = b"\x00\x00\x00\x00"
+_ZEROS = bytes(PADDING_MULTIPLE + 65536)
+_INF = float("inf")
+_HANDSHAKE_TYPES = (MESSAGE_INITIATION_TYPE, MESSAGE_RESPONSE_TYPE, MESSAGE_COOKIE_REPLY_TYPE)
+
+
+def padded_length(length: int, mtu: int) -> int:
+    """The plaintext length after padding, as wireguard-go's calculatePaddingSize."""
+    last_unit = length
+    if mtu and last_unit > mtu:
+        last_unit %= mtu
+    padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+    if mtu and padded > mtu:
+        padded = mtu
+    return length + (padded - last_unit)
+
+
+def endpoint_bytes(endpoint: Endpoint) -> bytes:
+    """Packed address and port of an endpoint, for cookies and rate limits."""
+    if isinstance(endpoint, tuple) and len(endpoint) >= 2 and isinstance(endpoint[0], str):
+        try:
+            packed = ipaddress.ip_address(endpoint[0]).packed
+        except ValueError:
+            return repr(endpoint).encode()
+        return packed + int(endpoint[1]).to_bytes(2, "big")
+    return repr(endpoint).encode()
+
+
+class Device:
+    """Many peers behind one static key; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        private_key: bytes | None = None,
+        *,
+        rng: Rng,
+        wall_clock: WallClock,
+        mtu: int = DEFAULT_MTU,
+    ) -> None:
+        self._rng = rng
+        self._wall_clock = wall_clock
+        self.mtu = mtu
+        self.identity: StaticIdentity | None = None
+        self._checker: CookieChecker | None = None
+        self.peers: dict[bytes, Peer] = {}
+        self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
+        self._index: dict[int, Peer | Keypair] = {}
+        self._out: list[Datagram] = []
+        self._delivered: list[bytes] = []
+        self.drops: Counter[DropReason] = Counter()
+        self.cookie_replies_sent = 0
+        self.under_load_queue_size = UNDER_LOAD_QUEUE_SIZE
+        self._under_load_until = -_INF
+        self._ratelimiter = RateLimiter()
+        self._heap: list[tuple[float, int, Peer]] = []
+        self._seq = itertools.count()
+        self._dirty: set[Peer] = set()
+        if private_key is not None:
+            self.set_private_key(private_key)
+
+    # ----------------------------------------------------------------- configuration
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self.identity.public if self.identity else None
+
+    def set_private_key(self, private_key: bytes | None) -> None:
+        """Change our static key: peers with the new public key are removed (as the kernel
+        does), and every session must be renegotiated."""
+        if private_key is not None and len(private_key) != 32:
+            raise LocalProtocolError("a private key is 32 bytes; decode it before passing it")
+        if self.identity is not None and self.identity.private == private_key:
+            return
+        identity = StaticIdentity(private_key) if private_key is not None else None
+        if identity is not None and identity.public in self.peers:
+            self.remove_peer(identity.public)
+        self.identity = identity
+        self._checker = CookieChecker(identity.public) if identity else None
+        for peer in self.peers.values():
+            self._clear_handshake(peer)
+            peer.handshake.precompute(identity)
+            for kp in (peer.current, peer.next):
+                if kp is not None:
+                    kp.send_counter = REJECT_AFTER_MESSAGES  # expire for sending
+
+    def add_peer(
+        self,
+        public_key: bytes,
+        *,
+        preshared_key: bytes | None = None,
+        endpoint: Endpoint | None = None,
+        persistent_keepalive: int = 0,
+        allowed_ips: Iterable[str] = (),
+    ) -> Peer:
+        """Add a peer (or return the existing one with that key, unchanged)."""
+        if len(public_key) != 32:
+            raise LocalProtocolError("a public key is 32 bytes; decode it before passing it")
+        if self.identity is not None and public_key == self.identity.public:
+            raise LocalProtocolError("that public key is this device's own; it cannot be a peer")
+        peer = self.peers.get(public_key)
+        if peer is None:
+            peer = Peer(public_key, preshared_key or ZERO_KEY)
+            peer.handshake.precompute(self.identity)
+            self.peers[public_key] = peer
+        elif preshared_key is not None:
+            peer.preshared_key = preshared_key
+        if endpoint is not None:
+            peer.endpoint = endpoint
+        if persistent_keepalive:
+            peer.timers.persistent_keepalive_interval = persistent_keepalive
+        for prefix in allowed_ips:
+            self.allowed_ips.insert(prefix, peer)
+        return peer
+
+    def remove_peer(self, public_key: bytes) -> None:
+        peer = self.peers.pop(public_key, None)
+        if peer is None:
+            return
+        peer.removed = True
+        self.allowed_ips.remove_value(peer)
+        self._zero_key_material(peer)
+        peer.staged.clear()
+        peer.timers.stop_all()
+        self._dirty.discard(peer)
+
+    def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
+        """Set the interval (0 turns it off); like wireguard-go, send one at once when on."""
+        peer.timers.persistent_keepalive_interval = interval
+        if interval > 0:
+            self._send_keepalive(peer, now)
+        else:
+            peer.timers.persistent_keepalive = _INF
+        self._dirty.add(peer)
+
+    # ----------------------------------------------------------------- output
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Datagrams produced since the last call, in order, with their destinations."""
+        out, self._out = self._out, []
+        return out
+
+    def packets_to_deliver(self) -> list[bytes]:
+        """Decrypted inner packets for the TUN, produced since the last call."""
+        out, self._delivered = self._delivered, []
+        return out
+
+    # ----------------------------------------------------------------- TUN -> network
+
+    def send_packets(self, packets: Iterable[bytes | bytearray | memoryview], now: float) -> None:
+        """Route a batch of inner IP packets to their peers and encrypt them."""
+        lookup = self.allowed_ips.lookup
+        drops = self.drops
+        by_peer: dict[Peer, list[Any]] = {}
+        for pkt in packets:
+            n = len(pkt)
+            version = pkt[0] >> 4 if n else 0
+            if version == 4 and n >= 20:
+                peer = lookup(pkt[16:20])
+            elif version == 6 and n >= 40:
+                peer = lookup(pkt[24:40])
+            else:
+                drops[DropReason.INVALID_OUTBOUND] += 1
+                continue
+            if peer is None:
+                drops[DropReason.NO_ROUTE] += 1
+                continue
+            batch = by_peer.get(peer)
+            if batch is None:
+                by_peer[peer] = [pkt]
+            else:
+                batch.append(pkt)
+        for peer, batch in by_peer.items():
+            self._send_to_peer(peer, batch, now)
+
+    def _usable_for_sending(self, kp: Keypair | None, count: int, now: float) -> bool:
+        return (
+            kp is not None
+            and kp.send_counter + count < REJECT_AFTER_MESSAGES
+            and now - kp.created < REJECT_AFTER_TIME
+        )
+
+    def _send_to_peer(self, peer: Peer, packets: list[Any], now: float) -> None:
+        kp = peer.current
+        if (
+            peer.staged
+            or peer.endpoint is None
+            or not self._usable_for_sending(kp, len(packets), now)
+        ):
+            self._stage(peer, packets)
+            self._send_staged(peer, now)
+            return
+        assert kp is not None
+        self._encrypt(peer, kp, packets, now)
+
+    def _stage(self, peer: Peer, packets: Sequence[Any]) -> None:
+        staged = peer.staged
+        overflow = len(staged) + len(packets) - (staged.maxlen or 0)
+        if overflow > 0:
+            self.drops[DropReason.STAGED_OVERFLOW] += overflow
+        staged.extend(bytes(p) for p in packets)
+
+    def _send_staged(self, peer: Peer, now: float) -> None:
+        if not peer.staged:
+            return
+        kp = peer.current
+        if peer.endpoint is None or not self._usable_for_sending(kp, len(peer.staged), now):
+            self._initiate(peer, now, retry=False)
+            return
+        assert kp is not None
+        packets = list(peer.staged)
+        peer.staged.clear()
+        self._encrypt(peer, kp, packets, now)
+
+    def _encrypt(self, peer: Peer, kp: Keypair, packets: list[Any], now: float) -> None:
+        """The hot path: encrypt a batch for one peer with one keypair."""
+        out = self._out
+        endpoint = peer.endpoint
+        prefix = kp.header_prefix
+        encrypt = kp.send.encrypt
+        mtu = self.mtu
+        counter = kp.send_counter
+        sent_data = False
+        nbytes = 0
+        for pkt in packets:
+            n = len(pkt)
+            if n:
+                sent_data = True
+                rem = n & 15
+                if rem and n < mtu:
+                    pad = min(16 - rem, mtu - n)
+                    pkt = bytes(pkt) + _ZEROS[:pad]
+                elif n > mtu:
+                    pad = padded_length(n, mtu) - n
+                    if pad:
+                        pkt = bytes(pkt) + _ZEROS[:pad]
+            c8 = counter.to_bytes(8, "little")
+            datagram = prefix + c8 + encrypt(_NONCE_PREFIX + c8, pkt, None)
+            out.append((datagram, endpoint))
+            nbytes += len(datagram)
+            counter += 1
+        kp.send_counter = counter
+        peer.tx_bytes += nbytes
+        timers = peer.timers
+        if timers.persistent_keepalive_interval:
+            timers.on_any_authenticated_packet_traversal(now)
+        timers.on_any_authenticated_packet_sent()
+        if sent_data:
+            timers.on_data_sent(now, self._rng)
+        self._dirty.add(peer)
+        # keep the key fresh (whitepaper 6.2): the initiator rekeys after REKEY_AFTER_TIME
+        if counter > REKEY_AFTER_MESSAGES or (
+            kp.is_initiator and now - kp.created >= REKEY_AFTER_TIME
+        ):
+            self._initiate(peer, now, retry=False)
+
+    def _send_keepalive(self, peer: Peer, now: float) -> None:
+        """Send the staged packets, or an empty one; start a handshake if needed."""
+        if not peer.staged:
+            peer.staged.append(b"")
+        self._send_staged(peer, now)
+
+    # ----------------------------------------------------------------- network -> TUN
+
+    def receive_datagrams(self, datagrams: Iterable[Datagram], now: float) -> None:
+        """Consume a batch of datagrams from the network. Never raises for bad input."""
+        handshakes: list[Datagram] = []
+        drops = self.drops
+        for datagram in datagrams:
+            data = datagram[0]
+            if len(data) < 4:
+                drops[DropReason.TOO_SHORT] += 1
+                continue
+            kind = message_type(data)
+            if kind == MESSAGE_TRANSPORT_TYPE:
+                try:
+                    self._receive_transport(data, datagram[1], now)
+                except RemoteProtocolError as e:
+                    drops[e.reason] += 1
+            elif kind:
+                handshakes.append(datagram)
+            else:
+                drops[DropReason.UNKNOWN_TYPE] += 1
+        if handshakes:
+            if len(handshakes) >= self.under_load_queue_size:
+                self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+            for data, source in handshakes:
+                try:
+                    self._receive_handshake(data, source, now)
+                except RemoteProtocolError as e:
+                    drops[e.reason] += 1
+
+    @property
+    def under_load(self) -> bool:
+        return self._under_load_until > -_INF
+
+    def is_under_load(self, now: float) -> bool:
+        return now < self._under_load_until
+
+    def _receive_transport(self, data: bytes, source: Endpoint, now: float) -> None:
+        n = len(data)
+        if n < MESSAGE_TRANSPORT_OVERHEAD:
+            raise RemoteProtocolError(DropReason.TOO_SHORT)
+        _, index, counter = TRANSPORT_HEADER.unpack_from(data)
+        kp = self._index.get(index)
+        if type(kp) is not Keypair:
+            raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
+        if now - kp.created >= REJECT_AFTER_TIME:
+            raise RemoteProtocolError(DropReason.EXPIRED_KEYPAIR)
+        replay = kp.replay
+        if not replay.check(counter):
+            raise RemoteProtocolError(DropReason.REPLAYED)
+        try:
+            packet = kp.receive.decrypt(_NONCE_PREFIX + data[8:16], memoryview(data)[16:], None)
+        except InvalidTag:
+            raise RemoteProtocolError(DropReason.DECRYPTION_FAILED) from None
+        if not replay.update(counter):
+            raise RemoteProtocolError(DropReason.REPLAYED)
+        peer = kp.peer
+        if kp is peer.next:
+            self._confirm_next(peer, kp, now)
+        peer.endpoint = source
+        peer.rx_bytes += n
+        timers = peer.timers
+        if timers.persistent_keepalive_interval:
+            timers.on_any_authenticated_packet_traversal(now)
+        timers.on_any_authenticated_packet_received()
+        self._dirty.add(peer)
+        # keep the key fresh on receive: the initiator rekeys shortly before REJECT_AFTER_TIME
+        if (
+            kp.is_initiator
+            and not timers.sent_last_minute_handshake
+            and kp is peer.current
+            and now - kp.created > REKEY_ON_RECEIVE_AFTER
+        ):
+            timers.sent_last_minute_handshake = True
+            self._initiate(peer, now, retry=False)
+        if not packet:
+            return  # keepalive
+        timers.on_data_received(now)
+        self._deliver(peer, packet)
+
+    def _deliver(self, peer: Peer, packet: bytes) -> None:
+        n = len(packet)
+        version = packet[0] >> 4
+        if version == 4 and n >= 20:
+            length = (packet[2] << 8) | packet[3]
+            src = packet[12:16]
+        elif version == 6 and n >= 40:
+            length = 40 + ((packet[4] << 8) | packet[5])
+            src = packet[8:24]
+        else:
+            raise RemoteProtocolError(DropReason.INVALID_INNER_PACKET)
+        if length > n or length < 20:
+            raise RemoteProtocolError(DropReason.INVALID_INNER_PACKET)
+        if self.allowed_ips.lookup(src) is not peer:
+            raise RemoteProtocolError(DropReason.DISALLOWED_SOURCE)
+        self._delivered.append(packet if length == n else packet[:length])
+
+    def _confirm_next(self, peer: Peer, kp: Keypair, now: float) -> None:
+        """The initiator used our new keypair: it becomes current (whitepaper 5.4.6)."""
+        self._drop_keypair(peer.previous)
+        peer.previous = peer.current
+        peer.current = kp
+        peer.next = None
+        self._handshake_complete(peer)
+        self._send_staged(peer, now)
+
+    # ----------------------------------------------------------------- handshakes
+
+    def _receive_handshake(self, data: bytes, source: Endpoint, now: float) -> None:
+        kind = data[0]
+        if kind == MESSAGE_COOKIE_REPLY_TYPE:
+            self._receive_cookie_reply(data, now)
+            return
+        checker = self._checker
+        if checker is None or self.identity is None:
+            raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
+        if kind == MESSAGE_INITIATION_TYPE:
+            msg_i = MessageInitiation.parse(data)
+        else:
+            msg_r = MessageResponse.parse(data)
+        if not checker.check_mac1(data):
+            raise RemoteProtocolError(DropReason.INVALID_MAC1)
+        if now < self._under_load_until:
+            src = endpoint_bytes(source)
+            if not checker.check_mac2(data, src, now, self._rng):
+                sender = int.from_bytes(data[4:8], "little")
+                reply = checker.create_reply(data, sender, src, now, self._rng)
+                self._out.append((reply.pack(), source))
+                self.cookie_replies_sent += 1
+                return
+            if not self._ratelimiter.allow(source_key(src[:-2]), now):
+                raise RemoteProtocolError(DropReason.RATE_LIMITED)
+        if kind == MESSAGE_INITIATION_TYPE:
+            self._receive_initiation(msg_i, source, now)
+        else:
+            self._receive_response(msg_r, source, now)
+
+    def _receive_initiation(self, msg: MessageInitiation, source: Endpoint, now: float) -> None:
+        assert self.identity is not None
+        c, h, static = consume_initiation_static(self.identity, msg)
+        peer = self.peers.get(static)
+        if peer is None:
+            raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
+        consume_initiation(peer.handshake, msg, c, h, now)
+        peer.endpoint = source
+        peer.rx_bytes += 148
+        timers = peer.timers
+        timers.on_any_authenticated_packet_traversal(now)
+        timers.on_any_authenticated_packet_received()
+        # respond
+        hs = peer.handshake
+        self._remove_handshake_index(peer)
+        index = self._new_index(peer)
+        response = create_response(hs, sender_index=index, ephemeral=dh_generate(self._rng))
+        buf = bytearray(response.pack())
+        peer.cookie.add_macs(buf, now)
+        send_key, receive_key, _ = derive_keys(hs)
+        kp = Keypair(
+            peer=peer,
+            send_key=send_key,
+            receive_key=receive_key,
+            local_index=index,
+            remote_index=response.receiver,
+            is_initiator=False,
+            created=now,
+        )
+        self._index[index] = kp
+        self._begin_session(peer, kp)
+        timers.on_session_derived(now)
+        timers.on_any_authenticated_packet_traversal(now)
+        timers.on_any_authenticated_packet_sent()
+        self._out.append((bytes(buf), source))
+        peer.tx_bytes += len(buf)
+        self._dirty.add(peer)
+
+    def _receive_response(self, msg: MessageResponse, source: Endpoint, now: float) -> None:
+        assert self.identity is not None
+        peer = self._index.get(msg.receiver)
+        if type(peer) is not Peer or peer.handshake.local_index != msg.receiver:
+            raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
+        hs = peer.handshake
+        consume_response(self.identity, hs, msg)
+        peer.endpoint = source
+        peer.rx_bytes += 92
+        timers = peer.timers
+        timers.on_any_authenticated_packet_traversal(now)
+        timers.on_any_authenticated_packet_received()
+        index = hs.local_index
+        send_key, receive_key, _ = derive_keys(hs)
+        kp = Keypair(
+            peer=peer,
+            send_key=send_key,
+            receive_key=receive_key,
+            local_index=index,
+            remote_index=msg.sender,
+            is_initiator=True,
+            created=now,
+        )
+        self._index[index] = kp
+        self._begin_session(peer, kp)
+        timers.on_session_derived(now)
+        self._handshake_complete(peer)
+        self._dirty.add(peer)
+        self._send_keepalive(peer, now)
+
+    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
+        msg = MessageCookieReply.parse(data)
+        entry = self._index.get(msg.receiver)
+        if entry is None:
+            raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
+        peer = entry if type(entry) is Peer else entry.peer  # type: ignore[union-attr]
+        assert isinstance(peer, Peer)
+        if not peer.cookie.has_sent_mac1:
+            raise RemoteProtocolError(DropReason.UNEXPECTED_COOKIE)
+        peer.cookie.consume_reply(msg, now)
+
+    def _initiate(self, peer: Peer, now: float, *, retry: bool) -> None:
+        """SendHandshakeInitiation: at most one initiation per REKEY_TIMEOUT."""
+        timers = peer.timers
+        if not retry:
+            timers.handshake_attempts = 0
+        hs = peer.handshake
+        if now - hs.last_sent_initiation < REKEY_TIMEOUT:
+            return
+        if self.identity is None or not hs.can_handshake or peer.endpoint is None:
+            if peer.endpoint is None:
+                self.drops[DropReason.NO_ENDPOINT] += 1
+            return
+        hs.last_sent_initiation = now
+        self._remove_handshake_index(peer)
+        index = self._new_index(peer)
+        msg = create_initiation(
+            self.identity,
+            hs,
+            sender_index=index,
+            ephemeral=dh_generate(self._rng),
+            timestamp=tai64n(self._wall_clock()),
+        )
+        buf = bytearray(msg.pack())
+        peer.cookie.add_macs(buf, now)
+        timers.on_any_authenticated_packet_traversal(now)
+        timers.on_any_authenticated_packet_sent()
+        self._out.append((bytes(buf), peer.endpoint))
+        peer.tx_bytes += len(buf)
+        timers.on_handshake_initiated(now, self._rng)
+        self._dirty.add(peer)
+
+    def _handshake_complete(self, peer: Peer) -> None:
+        peer.timers.on_handshake_complete()
+        peer.last_handshake_ns = self._wall_clock()
+
+    def _begin_session(self, peer: Peer, kp: Keypair) -> None:
+        """Rotate keypairs as wireguard-go's BeginSymmetricSession does."""
+        if kp.is_initiator:
+            if peer.next is not None:
+                self._drop_keypair(peer.previous)
+                self._drop_keypair(peer.current)
+                peer.previous = peer.next
+                peer.next = None
+            else:
+                self._drop_keypair(peer.previous)
+                peer.previous = peer.current
+            peer.current = kp
+        else:
+            self._drop_keypair(peer.next)
+            self._drop_keypair(peer.previous)
+            peer.previous = None
+            peer.next = kp
+
+    # ----------------------------------------------------------------- index table
+
+    def _new_index(self, peer: Peer) -> int:
+        index = self._index
+        while True:
+            i = int.from_bytes(self._rng(4), "little")
+            if i not in index:
+                index[i] = peer
+                peer.handshake.local_index = i
+                return i
+
+    def _remove_handshake_index(self, peer: Peer) -> None:
+        i = peer.handshake.local_index
+        if i and self._index.get(i) is peer:
+            del self._index[i]
+        peer.handshake.local_index = 0
+
+    def _clear_handshake(self, peer: Peer) -> None:
+        self._remove_handshake_index(peer)
+        peer.handshake.clear()
+
+    def _drop_keypair(self, kp: Keypair | None) -> None:
+        if kp is not None and self._index.get(kp.local_index) is kp:
+            del self._index[kp.local_index]
+
+    def _zero_key_material(self, peer: Peer) -> None:
+        for kp in peer.keypairs():
+            self._drop_keypair(kp)
+        peer.previous = peer.current = peer.next = None
+        self._clear_handshake(peer)
+
+    # ----------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        """The next deadline at which :meth:`handle_timer` must be called, or None."""
+        self._flush_dirty()
+        heap = self._heap
+        while heap:
+            deadline, _, peer = heap[0]
+            if peer._deadline == deadline and not peer.removed:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at ``now``."""
+        self._flush_dirty()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, peer = heapq.heappop(heap)
+            if peer._deadline != deadline or peer.removed:
+                continue
+            peer._deadline = _INF
+            for timer in peer.timers.pop_due(now):
+                self._expired(peer, timer, now)
+            self._dirty.add(peer)
+            self._flush_dirty()
+
+    def _flush_dirty(self) -> None:
+        heap = self._heap
+        for peer in self._dirty:
+            deadline = peer.timers.next_deadline()
+            if deadline != peer._deadline:
+                peer._deadline = deadline
+                if deadline != _INF:
+                    heapq.heappush(heap, (deadline, next(self._seq), peer))
+        self._dirty.clear()
+
+    def _expired(self, peer: Peer, timer: Timer, now: float) -> None:
+        timers = peer.timers
+        if timer is Timer.RETRANSMIT_HANDSHAKE:
+            if timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
+                # give up: drop what waited for a session, forget the partial exchange later
+                self.drops[DropReason.HANDSHAKE_GAVE_UP] += len(peer.staged)
+                peer.staged.clear()
+                timers.send_keepalive = _INF
+                if timers.zero_key_material == _INF:
+                    timers.zero_key_material = now + ZERO_KEY_MATERIAL_AFTER
+            else:
+                timers.handshake_attempts += 1
+                self._initiate(peer, now, retry=True)
+        elif timer is Timer.SEND_KEEPALIVE:
+            self._send_keepalive(peer, now)
+            timers.on_keepalive_sent_by_timer(now)
+        elif timer is Timer.NEW_HANDSHAKE:
+            self._initiate(peer, now, retry=False)
+        elif timer is Timer.ZERO_KEY_MATERIAL:
+            self._zero_key_material(peer)
+        elif timer is Timer.PERSISTENT_KEEPALIVE and timers.persistent_keepalive_interval:
+            self._send_keepalive(peer, now)

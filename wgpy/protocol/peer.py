@@ -1,0 +1,71 @@
+"""One peer: its handshake, keypairs, staged packets, timers and counters."""
+
+from __future__ import annotations
+
+import base64
+from collections import deque
+from collections.abc import Hashable
+
+from .constants import MAX_STAGED_PACKETS
+from .cookie import CookieGenerator
+from .crypto import ZERO_KEY
+from .handshake import Handshake
+from .keypair import Keypair
+from .timers import PeerTimers
+
+Endpoint = Hashable
+"""Where a peer is on the underlay. The shell uses socket address tuples ``(host, port, ...)``;
+the core only compares and stores them."""
+
+
+class Peer:
+    __slots__ = (
+        "_deadline",
+        "cookie",
+        "current",
+        "endpoint",
+        "handshake",
+        "last_handshake_ns",
+        "next",
+        "previous",
+        "public_key",
+        "removed",
+        "rx_bytes",
+        "staged",
+        "timers",
+        "tx_bytes",
+    )
+
+    def __init__(self, public_key: bytes, preshared_key: bytes = ZERO_KEY) -> None:
+        self.public_key = public_key
+        self.handshake = Handshake(public_key, preshared_key)
+        self.cookie = CookieGenerator(public_key)
+        self.previous: Keypair | None = None
+        self.current: Keypair | None = None
+        self.next: Keypair | None = None
+        self.endpoint: Endpoint | None = None
+        self.staged: deque[bytes] = deque(maxlen=MAX_STAGED_PACKETS)
+        self.timers = PeerTimers()
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        self.last_handshake_ns = 0  # wall-clock time of the last completed handshake, 0 = never
+        self.removed = False
+        self._deadline = float("inf")
+
+    @property
+    def preshared_key(self) -> bytes:
+        return self.handshake.preshared_key
+
+    @preshared_key.setter
+    def preshared_key(self, key: bytes) -> None:
+        self.handshake.preshared_key = key
+
+    @property
+    def persistent_keepalive(self) -> int:
+        return self.timers.persistent_keepalive_interval
+
+    def __repr__(self) -> str:
+        return f"<Peer {base64.b64encode(self.public_key).decode()[:8]}…>"
+
+    def keypairs(self) -> list[Keypair]:
+        return [kp for kp in (self.previous, self.current, self.next) if kp is not None]
