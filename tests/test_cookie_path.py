@@ -63,12 +63,33 @@ def test_under_load_sources_are_rate_limited() -> None:
 def test_cookie_reply_for_unknown_index_or_forged_is_dropped() -> None:
     wire, a, b, _ = pair()
     b.device.under_load_queue_size = 1
+    wire.drop_to.add(a.address)  # hold the cookie reply back
     wire.send(a, [ipv4_packet(a.inner, b.inner)], 0.0)
     wire.run(0.0)
     reply = bytearray(wire.log[1][2])
     forged = bytes(reply[:-1]) + bytes([reply[-1] ^ 1])
     a.device.receive_datagrams([(forged, b.address)], 0.1)
     assert a.device.drops[DropReason.DECRYPTION_FAILED] == 1
-    reply[4:8] = b"\xff\xff\xff\xff"
-    a.device.receive_datagrams([(bytes(reply), b.address)], 0.1)
+    wrong_index = bytes(reply[:4]) + b"\xff\xff\xff\xff" + bytes(reply[8:])
+    a.device.receive_datagrams([(wrong_index, b.address)], 0.1)
     assert a.device.drops[DropReason.UNKNOWN_INDEX] == 1
+    # the real reply is taken once; a replay of it is refused (as the kernel does)
+    a.device.receive_datagrams([(bytes(reply), b.address)] * 2, 0.1)
+    assert a.device.drops[DropReason.UNEXPECTED_COOKIE] == 1
+
+
+def test_under_load_when_many_handshakes_arrive_within_an_eighth_of_a_second() -> None:
+    from wgpy.protocol.constants import UNDER_LOAD_QUEUE_SIZE
+
+    wire, a, b, _ = pair()
+    wire.send(a, [ipv4_packet(a.inner, b.inner)], 0.0)
+    initiation = a.device.datagrams_to_send()[0][0]
+    # one at a time, spread over more than 1/8 s: never under load
+    for i in range(UNDER_LOAD_QUEUE_SIZE):
+        b.device.receive_datagrams([(initiation, ("203.0.113.1", 1))], 1.0 + i * 0.01)
+    assert not b.device.is_under_load(1.0 + UNDER_LOAD_QUEUE_SIZE * 0.01)
+    # one at a time, all within 1/8 s: under load, for one second
+    for _ in range(UNDER_LOAD_QUEUE_SIZE):
+        b.device.receive_datagrams([(initiation, ("203.0.113.1", 1))], 10.0)
+    assert b.device.is_under_load(10.0) and b.device.is_under_load(10.99)
+    assert not b.device.is_under_load(11.01)

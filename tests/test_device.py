@@ -280,3 +280,30 @@ def test_zero_length_keepalive_is_not_delivered() -> None:
     wire.run(0.0)
     assert len(b.received) == 1  # only the data, not the keepalive that confirmed the session
     assert bytes(32) == ZERO_KEY
+
+
+def test_rekey_after_messages_and_reject_after_messages() -> None:
+    from wgpy.protocol.constants import REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES
+
+    wire, a, b, _ = pair()
+    wire.send(b, [ipv4_packet(b.inner, a.inner)], 0.0)  # b initiates: a is the responder
+    wire.run(0.0)
+    peer_b = a.device.peers[b.public]
+    kp = peer_b.current
+    assert kp is not None and not kp.is_initiator
+    # past REKEY_AFTER_MESSAGES even the responder starts a handshake after sending
+    kp.send_counter = REKEY_AFTER_MESSAGES
+    start = len(wire.log)
+    wire.send(a, [ipv4_packet(a.inner, b.inner, b"many")], 6.0)
+    wire.run(6.0)
+    assert kinds(wire, start)[:2] == [4, 1]
+    # at REJECT_AFTER_MESSAGES a keypair is never used again: the packet waits for a new one
+    kp2 = peer_b.current
+    assert kp2 is not None and kp2 is not kp
+    kp2.send_counter = REJECT_AFTER_MESSAGES - 1
+    start = len(wire.log)
+    wire.send(a, [ipv4_packet(a.inner, b.inner, b"last")], 20.0)
+    wire.run(20.0)
+    assert kinds(wire, start) == [1, 2, 4]
+    assert b.received[-1].endswith(b"last")
+    assert peer_b.current is not kp2

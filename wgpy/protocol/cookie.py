@@ -93,6 +93,7 @@ class CookieGenerator:
         )
         self._cookie = cookie
         self._cookie_set_at = now
+        self._last_mac1 = b""  # one reply per message, as the kernel does
 
     @property
     def has_sent_mac1(self) -> bool:

@@ -20,7 +20,7 @@ from .constants import (
     MESSAGE_TRANSPORT_HEADER_SIZE,
     MESSAGE_TRANSPORT_TYPE,
 )
-from .errors import DropReason, RemoteProtocolError
+from .errors import DropReason, LocalProtocolError, RemoteProtocolError
 
 _INITIATION = struct.Struct("<II32s48s28s16s16s")
 _RESPONSE = struct.Struct("<III32s16s16s16s")
@@ -46,6 +46,13 @@ def message_type(data: bytes | bytearray | memoryview) -> int:
     return t if MESSAGE_INITIATION_TYPE <= t <= MESSAGE_TRANSPORT_TYPE else 0
 
 
+def _fields(*pairs: tuple[bytes, int]) -> None:
+    """pack() refuses a field of the wrong size instead of letting struct pad or cut it."""
+    for value, size in pairs:
+        if len(value) != size:
+            raise LocalProtocolError(f"a message field is {len(value)} bytes, expected {size}")
+
+
 def _check(data: bytes | bytearray | memoryview, size: int, type_: int) -> None:
     if len(data) != size:
         raise RemoteProtocolError(DropReason.BAD_SIZE)
@@ -63,6 +70,13 @@ class MessageInitiation:
     mac2: bytes = bytes(16)
 
     def pack(self) -> bytes:
+        _fields(
+            (self.ephemeral, 32),
+            (self.encrypted_static, 48),
+            (self.encrypted_timestamp, 28),
+            (self.mac1, 16),
+            (self.mac2, 16),
+        )
         return _INITIATION.pack(
             MESSAGE_INITIATION_TYPE,
             self.sender,
@@ -90,6 +104,9 @@ class MessageResponse:
     mac2: bytes = bytes(16)
 
     def pack(self) -> bytes:
+        _fields(
+            (self.ephemeral, 32), (self.encrypted_nothing, 16), (self.mac1, 16), (self.mac2, 16)
+        )
         return _RESPONSE.pack(
             MESSAGE_RESPONSE_TYPE,
             self.sender,
@@ -114,6 +131,7 @@ class MessageCookieReply:
     encrypted_cookie: bytes
 
     def pack(self) -> bytes:
+        _fields((self.nonce, 24), (self.encrypted_cookie, 32))
         return _COOKIE_REPLY.pack(
             MESSAGE_COOKIE_REPLY_TYPE, self.receiver, self.nonce, self.encrypted_cookie
         )
