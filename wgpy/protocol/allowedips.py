@@ -245,6 +245,21 @@ class AllowedIPs(Generic[V]):
 
     # -- queries -------------------------------------------------------------------------------
 
+    def raw_prefixes(self, value: V) -> list[tuple[int, int, int]]:
+        """(IP version, network address as int, prefix length) of ``value``'s prefixes, in
+        insertion order: what the control socket prints, without building ip_network objects."""
+        owner = self._owners.get(id(value))
+        if owner is None:
+            return []
+        return [
+            (
+                6 if c & 1 else 4,
+                (c >> 9) << (_BITS[c & 1] - ((c >> 1) & 0xFF)),
+                (c >> 1) & 0xFF,
+            )
+            for c in owner[1]
+        ]
+
     def prefixes(self, value: V) -> list[IPNetwork]:
         """The prefixes of ``value`` in insertion order (a moved prefix counts as new)."""
         owner = self._owners.get(id(value))

@@ -207,6 +207,13 @@ class Device:
             peer.timers.persistent_keepalive = _INF
         self._dirty.add(peer)
 
+    def send_staged(self, peer: Peer, now: float) -> None:
+        """Send what waits for ``peer`` (after its configuration changed, e.g. an endpoint
+        arrived), starting a handshake if there is no usable session."""
+        if peer.staged and not peer.removed:
+            self._send_staged(peer, now)
+            self._dirty.add(peer)
+
     # ----------------------------------------------------------------- output
 
     def datagrams_to_send(self) -> list[Datagram]:

@@ -1,0 +1,1 @@
+"""The asyncio shell around the sans-IO core: TUN, UDP, the control socket, the interface."""

@@ -1,0 +1,159 @@
+"""A running WireGuard interface: the sans-IO core driven by asyncio over a TUN and UDP.
+
+Like aioquic's asyncio protocol, this is a thin shell: every wake-up (the TUN readable, a
+socket readable, the timer) hands a batch to the core with ``now = loop.time()`` and then
+flushes what the core produced. There is one timer, re-armed from the core's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..log import get_logger
+from ..protocol.constants import DEFAULT_MTU
+from ..protocol.device import Device
+from .tun import TunDevice
+from .udp import UdpBind
+
+
+class Interface:
+    """One interface: a TUN device, a listen port and the core. Satisfies ``UapiTarget``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        mtu: int = DEFAULT_MTU,
+        listen_port: int = 0,
+        private_key: bytes | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        wall_clock: Callable[[], int] = time.time_ns,
+        tun: TunDevice | None = None,
+    ) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.log = get_logger(interface=name)
+        self.tun = tun if tun is not None else TunDevice(name, mtu)
+        self.name = self.tun.name
+        self.device = Device(private_key, rng=rng, wall_clock=wall_clock, mtu=mtu)
+        self.udp = UdpBind(listen_port)
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._watch()
+        self.log.info("interface up", listen_port=self.udp.port, mtu=mtu)
+
+    # ---------------------------------------------------------------- UapiTarget
+
+    @property
+    def listen_port(self) -> int:
+        return self.udp.port
+
+    def set_listen_port(self, port: int) -> None:
+        if port == self.udp.port and port != 0:
+            return
+        self._unwatch_udp()
+        try:
+            self.udp.rebind(port)
+        finally:
+            self._watch_udp()
+        self.log.info("listen port changed", listen_port=self.udp.port)
+
+    @property
+    def fwmark(self) -> int:
+        return self.udp.fwmark
+
+    def set_fwmark(self, mark: int) -> None:
+        self.udp.set_fwmark(mark)
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def flush(self) -> None:
+        """Send what the core produced, deliver what it decrypted, re-arm the timer."""
+        device = self.device
+        out = device.datagrams_to_send()
+        if out:
+            self.udp.send_batch(out)
+        packets = device.packets_to_deliver()
+        if packets:
+            self.tun.write_batch(packets)
+        deadline = device.get_timer()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = float("inf")
+        elif deadline < self._timer_at:
+            # arm only when earlier: a later deadline is found when the early timer fires
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    # ---------------------------------------------------------------- event handlers
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = max(self._timer_at, self.loop.time())
+        self._timer_at = float("inf")
+        try:
+            self.device.handle_timer(now)
+        finally:
+            self.flush()
+
+    def _on_tun_readable(self) -> None:
+        try:
+            packets = self.tun.read_batch()
+        except OSError as e:
+            # EBADFD: the interface was deleted (ip link del); wireguard-go exits too
+            self.close(f"TUN device gone ({errno.errorcode.get(e.errno or 0, e.errno)})")
+            return
+        if packets:
+            self.device.send_packets(packets, self.loop.time())
+            self.flush()
+
+    def _on_udp_readable(self, sock: Any) -> None:
+        try:
+            datagrams = self.udp.read_batch(sock)
+        except OSError as e:
+            self.log.error("socket read failed", error=str(e))
+            return
+        if datagrams:
+            self.device.receive_datagrams(datagrams, self.loop.time())
+            self.flush()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _watch(self) -> None:
+        self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
+        self._watch_udp()
+
+    def _watch_udp(self) -> None:
+        for sock in self.udp.sockets():
+            self.loop.add_reader(sock.fileno(), self._on_udp_readable, sock)
+
+    def _unwatch_udp(self) -> None:
+        for sock in self.udp.sockets():
+            self.loop.remove_reader(sock.fileno())
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._unwatch_udp()
+        self.udp.close()
+        if self.tun.fileno() >= 0:
+            self.loop.remove_reader(self.tun.fileno())
+        self.tun.close()
+        self.closed.set()
+        self.log.info("interface down", reason=reason)

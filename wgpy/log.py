@@ -1,0 +1,43 @@
+"""Structured logging (structlog), configured once by the command line.
+
+Nothing in wgpy prints outside ``cli/``; libraries log through ``get_logger``. Secrets are
+never passed to a logger. Log lines carry the interface and, per peer, a short key.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+LEVELS = {
+    "verbose": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "error": logging.ERROR,
+    "silent": logging.CRITICAL + 10,
+}
+
+
+def configure(level_name: str = "error", *, stream: Any = None, json: bool = False) -> None:
+    """Set up structlog for a process: LOG_LEVEL as wireguard-go reads it."""
+    level = LEVELS.get(level_name.lower(), logging.ERROR)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(**context: Any) -> Any:
+    return structlog.get_logger("wgpy").bind(**context)
