@@ -17,8 +17,8 @@ import wgpy
 
 NODE = r"""
 import asyncio, sys, wgpy
-async def main(key, peer, endpoint, address, peer_ip):
-    async with wgpy.open_interface("wgdemo", private_key=key, listen_port=51820,
+async def main(name, key, peer, endpoint, address, peer_ip):
+    async with wgpy.open_interface(name, private_key=key, listen_port=51820,
                                    addresses=[address]) as wg:
         wg.add_peer(peer, endpoint=endpoint, allowed_ips=[peer_ip + "/32"])
         print("up", wg.public_key, flush=True)
@@ -59,35 +59,27 @@ async def main() -> int:
         for n, dev, addr in ((ns[0], "vex1", "192.0.2.1/24"), (ns[1], "vex2", "192.0.2.2/24")):
             sh("ip", "-n", n, "addr", "add", addr, "dev", dev)
             sh("ip", "-n", n, "link", "set", dev, "up")
-        for n, key, peer, ep, addr, peer_ip in (
-            (ns[0], key_a, pub_b, "192.0.2.2:51820", "10.7.0.1/24", "10.7.0.2"),
-            (ns[1], key_b, pub_a, "192.0.2.1:51820", "10.7.0.2/24", "10.7.0.1"),
+        # interface names must differ: the control sockets share /var/run/wireguard
+        names = [f"wgex{os.getpid() % 10000}a", f"wgex{os.getpid() % 10000}b"]
+        for args in (
+            (ns[0], names[0], key_a, pub_b, "192.0.2.2:51820", "10.7.0.1/24", "10.7.0.2"),
+            (ns[1], names[1], key_b, pub_a, "192.0.2.1:51820", "10.7.0.2/24", "10.7.0.1"),
         ):
             proc = await asyncio.create_subprocess_exec(
-                "ip",
-                "netns",
-                "exec",
-                n,
-                sys.executable,
-                "-c",
-                NODE,
-                key,
-                peer,
-                ep,
-                addr,
-                peer_ip,
+                "ip", "netns", "exec", args[0], sys.executable, "-c", NODE, *args[1:],
                 stdout=asyncio.subprocess.PIPE,
-            )
+            )  # fmt: skip
             procs.append(proc)
             assert proc.stdout is not None
-            print(n, (await proc.stdout.readline()).decode().strip())
+            print(args[0], (await proc.stdout.readline()).decode().strip())
         sh("ip", "netns", "exec", ns[0], "ping", "-c", "3", "-i", "0.2", "10.7.0.2")
-        sh("ip", "netns", "exec", ns[0], "wg", "show", "wgdemo")
+        sh("ip", "netns", "exec", ns[0], "wg", "show", names[0])
         return 0
     finally:
         for proc in procs:
-            proc.terminate()
-            await proc.wait()
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
         for n in ns:
             subprocess.run(["ip", "netns", "del", n], check=False)
 

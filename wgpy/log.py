@@ -40,4 +40,8 @@ def configure(level_name: str = "error", *, stream: Any = None, json: bool = Fal
 
 
 def get_logger(**context: Any) -> Any:
+    """A logger bound to ``context``. If the application has not configured structlog, wgpy
+    logs only errors, to stderr (structlog's own default would print everything to stdout)."""
+    if not structlog.is_configured():
+        configure("error")
     return structlog.get_logger("wgpy").bind(**context)
