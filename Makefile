@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt venv test lint typecheck unit coverage bench bench-core demo clean
+.PHONY: setup apt venv test lint typecheck unit coverage bench bench-core demo demo-core clean
 
 setup: apt venv
 
@@ -49,8 +49,12 @@ bench-core: venv
 
 bench: bench-core
 
-# The main job, for now: two protocol cores handshake and exchange packets in memory.
-demo: venv
+# The main job: wgpy interfaces beside wireguard-go in network namespaces (needs root).
+demo: setup
+	$(BIN)/python examples/demo.py
+
+# The sans-IO core alone, in memory: no root needed.
+demo-core: venv
 	$(BIN)/python examples/in_memory_pair.py
 
 clean:

@@ -8,6 +8,7 @@ flushes what the core produced. There is one timer, re-armed from the core's nex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import time
@@ -99,7 +100,14 @@ class Interface:
 
     # ---------------------------------------------------------------- event handlers
 
+    def _sync_mtu(self) -> None:
+        """Padding follows the TUN's MTU, which `ip link set mtu` may have changed."""
+        # pytun.Error once the interface has moved to another namespace: keep the last value
+        with contextlib.suppress(Exception):
+            self.device.mtu = self.tun.mtu
+
     def _on_timer(self) -> None:
+        self._sync_mtu()
         self._timer = None
         now = max(self._timer_at, self.loop.time())
         self._timer_at = float("inf")
