@@ -18,9 +18,15 @@ from typing import NoReturn
 from wgpy import __version__
 
 from . import keys
+from . import quick as quick_commands
+from . import show as show_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (keys,)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    keys,
+    show_commands,
+    quick_commands,
+)
 
 Handler = Callable[[argparse.Namespace, Environment], ExitStatus]
 
