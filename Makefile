@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables
+APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables postgresql
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv test lint typecheck unit coverage bench bench-core demo demo-core clean
