@@ -303,6 +303,10 @@ class Device:
         counter = kp.send_counter
         sent_data = False
         nbytes = 0
+        flows = peer.inbound_filter
+        if flows is not None:
+            for pkt in packets:
+                flows.outbound(bytes(pkt), now)
         for pkt in packets:
             n = len(pkt)
             if n:
@@ -414,7 +418,13 @@ class Device:
                 if lookup(src) is not peer:
                     drops[DropReason.DISALLOWED_SOURCE] += 1
                     continue
-                delivered.append(packet if length == m else packet[:length])
+                if length != m:
+                    packet = packet[:length]
+                flows = peer.inbound_filter
+                if flows is not None and not flows.inbound(packet, now):
+                    drops[DropReason.POLICY_DENIED] += 1
+                    continue
+                delivered.append(packet)
             elif n < 4:
                 drops[DropReason.TOO_SHORT] += 1
             elif message_type(data) in _HANDSHAKE_TYPES:

@@ -32,6 +32,7 @@ class DropReason(enum.Enum):
     REPLAYED = "replayed"
     INVALID_INNER_PACKET = "invalid_inner_packet"
     DISALLOWED_SOURCE = "disallowed_source"
+    POLICY_DENIED = "policy_denied"
     # Packets from the TUN side
     NO_ROUTE = "no_route"
     NO_ENDPOINT = "no_endpoint"

@@ -9,6 +9,7 @@ from collections.abc import Hashable
 from .constants import MAX_STAGED_PACKETS
 from .cookie import CookieGenerator
 from .crypto import ZERO_KEY
+from .flows import ReplyOnlyFilter
 from .handshake import Handshake
 from .keypair import Keypair
 from .timers import PeerTimers
@@ -25,6 +26,7 @@ class Peer:
         "current",
         "endpoint",
         "handshake",
+        "inbound_filter",
         "last_handshake_ns",
         "next",
         "previous",
@@ -50,6 +52,8 @@ class Peer:
         self.rx_bytes = 0
         self.last_handshake_ns = 0  # wall-clock time of the last completed handshake, 0 = never
         self.removed = False
+        # set when policy lets us reach this peer but not the peer reach us
+        self.inbound_filter: ReplyOnlyFilter | None = None
         self._deadline = float("inf")
 
     @property
