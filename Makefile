@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables postgresql
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt venv test lint typecheck unit coverage bench bench-core demo demo-core clean
+.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core demo demo-core clean
 
 setup: apt venv
 
@@ -39,10 +39,19 @@ typecheck: venv
 # Unit tests under coverage; the sans-IO protocol core must keep >= 90 % branch coverage.
 unit: venv
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage run -m pytest --ignore=tests/interop
 	$(BIN)/coverage report --include='wgpy/protocol/*' --fail-under=90
 
-test: setup lint typecheck unit
+# wgpy against wireguard-go and itself in network namespaces (root). The slow ones wait on
+# real protocol timers (a rekey after 120 s, a handshake given up after 90 s) and run in
+# parallel: each test makes namespaces of its own.
+interop: venv
+	$(BIN)/pytest tests/interop -m "not slow"
+
+interop-slow: venv
+	$(BIN)/pytest tests/interop -m slow -n 4
+
+test: setup lint typecheck unit interop interop-slow
 
 bench-core: venv
 	$(BIN)/python benchmarks/core.py
