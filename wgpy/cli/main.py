@@ -18,7 +18,9 @@ from typing import NoReturn
 from wgpy import __version__
 
 from . import keys
+from . import mesh as mesh_commands
 from . import quick as quick_commands
+from . import server as server_commands
 from . import show as show_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
@@ -26,6 +28,8 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     keys,
     show_commands,
     quick_commands,
+    mesh_commands,
+    server_commands,
 )
 
 Handler = Callable[[argparse.Namespace, Environment], ExitStatus]

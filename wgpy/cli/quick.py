@@ -48,6 +48,7 @@ from wgpy.config import Config, ConfigError, Endpoint, Peer
 from wgpy.device import uapi_client
 from wgpy.device.uapi_client import DeviceState, UapiError
 
+from . import mesh as mesh_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 TUN_PATH = Path("/dev/net/tun")
@@ -71,7 +72,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Create a userspace WireGuard interface from a wg-quick configuration "
         f"file, with its addresses, routes, DNS and hooks, as `wg-quick up` does. {what}",
     )
-    up.add_argument("config", metavar="CONFIG")
+    up.add_argument("config", metavar="CONFIG", nargs="?")
+    mesh_commands.add_up_arguments(up)
     up.set_defaults(handler=up_command)
     down = commands.add_parser(
         "down",
@@ -79,7 +81,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Remove an interface and what `wgpy up` set up for it, as `wg-quick down` "
         f"does. {what} If there is no such file, IFNAME is taken down without hooks.",
     )
-    down.add_argument("config", metavar="CONFIG|IFNAME")
+    down.add_argument("config", metavar="CONFIG|IFNAME", nargs="?")
+    mesh_commands.add_down_arguments(down)
     down.set_defaults(handler=down_command)
     save = commands.add_parser(
         "save",
@@ -95,6 +98,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def up_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    mesh_status = mesh_commands.maybe_mesh_up(args, env)
+    if mesh_status is not None:
+        return mesh_status
     _check_root("up")
     quick = Quick.from_argument("up", args.config, env)
     if not TUN_PATH.exists():
@@ -107,6 +113,9 @@ def up_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def down_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    mesh_status = mesh_commands.maybe_mesh_down(args, env)
+    if mesh_status is not None:
+        return mesh_status
     _check_root("down")
     Quick.from_argument("down", args.config, env, allow_missing=True).down()
     return ExitStatus.SUCCESS

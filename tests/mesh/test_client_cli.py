@@ -1,0 +1,264 @@
+"""``wgpy up --login-server`` (its checks, before the daemon), ``down --state-dir`` and
+``logout``, in-process against the fake server."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_client_fakes import FakeServer, new_keypair
+
+from wgpy.cli import mesh
+from wgpy.cli.environment import CommandError, Environment, ExitStatus
+from wgpy.mesh.client import state as state_module
+from wgpy.mesh.client.state import Settings, StateDir, register_interface
+
+
+def environment(env: dict[str, str] | None = None) -> Environment:
+    return Environment(
+        stdin=io.BytesIO(), stdout=io.StringIO(), stderr=io.StringIO(), env=env or {}
+    )
+
+
+def up_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    mesh.add_up_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def run(*argv: str) -> tuple[ExitStatus, str, str]:
+    env = environment()
+    status = mesh.main(list(argv), env)
+    return status, env.stdout.getvalue(), env.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ up, before the daemon
+
+
+def test_up_makes_the_state_and_key_and_fills_in_defaults(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    args = up_args(
+        "--login-server", "https://mesh.example/", "--auth-key", "wgpy_auth_a_b",
+        "--state-dir", str(state_dir),
+    )  # fmt: skip
+    options, state = mesh.prepare_up(args, environment())
+    assert state.read_key() is not None
+    assert (
+        os.stat(state_dir).st_mode & 0o777,
+        os.stat(state.file("node.key")).st_mode & 0o777,
+    ) == (
+        0o700,
+        0o600,
+    )
+    assert options.server_url == "https://mesh.example"
+    assert options.node.interface == "wgpy0" and options.node.listen_port == 41641
+    assert options.node.auth_key == "wgpy_auth_a_b"
+    assert options.node.hostname == mesh.default_hostname()  # this machine's name
+    assert options.ca_cert is None
+    # the next up remembers what the last one was run with
+    state.write_token("wgpy_node_1_x")
+    state.write_settings(Settings("https://mesh.example", "wgm7", 5000, "box", None))
+    options, _ = mesh.prepare_up(
+        up_args("--login-server", "https://mesh.example", "--state-dir", str(state_dir)),
+        environment(),
+    )
+    assert (options.node.interface, options.node.listen_port, options.node.hostname) == (
+        "wgm7",
+        5000,
+        "box",
+    )
+    assert options.node.auth_key is None  # log in again with the token
+
+
+def test_up_reads_the_auth_key_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("wgpy_auth_f_g\n")
+    base = ["--login-server", "http://127.0.0.1:1", "--state-dir", str(tmp_path / "s")]
+    options, _ = mesh.prepare_up(up_args(*base, "--auth-key", f"file:{key_file}"), environment())
+    assert options.node.auth_key == "wgpy_auth_f_g"
+    options, _ = mesh.prepare_up(up_args(*base), environment({"WGPY_AUTH_KEY": "wgpy_auth_e"}))
+    assert options.node.auth_key == "wgpy_auth_e"
+    with pytest.raises(CommandError, match="cannot read the pre-auth key"):
+        mesh.prepare_up(up_args(*base, "--auth-key", "file:/nonexistent"), environment())
+
+
+def test_up_refuses_clearly(tmp_path: Path) -> None:
+    state_dir = tmp_path / "s"
+    base = ["--login-server", "https://mesh.example", "--state-dir", str(state_dir)]
+    with pytest.raises(CommandError) as e:
+        mesh.prepare_up(up_args(*base), environment())
+    assert e.value.message == (
+        f"this node is not registered yet ({state_dir} holds no node token); "
+        "give a pre-auth key with --auth-key"
+    )
+    with pytest.raises(CommandError, match=r"--login-server: 'mesh\.example' is not an http"):
+        mesh.prepare_up(up_args("--login-server", "mesh.example", "--auth-key", "k"), environment())
+    state = StateDir(state_dir)
+    state.write_token("wgpy_node_1_x")
+    state.write_settings(Settings("https://other.example", "wgpy0", 41641, "box"))
+    with pytest.raises(CommandError, match=r"the node token in .* is for https://other\.example"):
+        mesh.prepare_up(up_args(*base), environment())
+    # a daemon already runs on this state dir
+    state.write_pid(os.getpid())
+    with pytest.raises(CommandError, match=rf"already runs on {state_dir} \(pid {os.getpid()}"):
+        mesh.prepare_up(up_args(*base, "--auth-key", "k"), environment())
+    state.remove_pid(os.getpid())
+    with pytest.raises(CommandError, match="is not a valid interface name"):
+        mesh.prepare_up(up_args(*base, "--auth-key", "k", "--interface", "x" * 16), environment())
+    with pytest.raises(CommandError, match=r"the CA certificate .* does not exist"):
+        mesh.prepare_up(up_args(*base, "--auth-key", "k", "--ca-cert", "/nope.pem"), environment())
+    status, _, err = run("up", "--login-server", "https://mesh.example", "--listen-port", "0")
+    assert status == ExitStatus.USAGE and "is not a port" in err
+
+
+# ------------------------------------------------------------------ down and logout
+
+
+def registered(server: FakeServer, directory: Path, *, ephemeral: bool = False) -> StateDir:
+    """A state dir as `up` leaves it, for a node the server knows."""
+    state = StateDir(directory)
+    state.load_or_create_key()
+    _, public = new_keypair()
+    auth = server.add_auth_key(ephemeral=ephemeral)
+
+    def create() -> str:
+        node = server._create("box", public, "alice", ephemeral=ephemeral)
+        return node.token
+
+    token = server.call(create)
+    del auth
+    state.write_token(token)
+    state.write_settings(Settings(server.url, "wgm9", 41641, "box"))
+    state.write_node({"ephemeral": ephemeral})
+    return state
+
+
+def test_logout_logs_out_and_forgets(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        state = registered(server, tmp_path / "s")
+        token = state.read_token()
+        status, _, err = run("logout", "--state-dir", str(state.path))
+        assert status == ExitStatus.SUCCESS, err
+        (logout,) = server.requests_to("POST", "/api/v1/logout")
+        assert logout.authorization == f"Bearer {token}" and logout.body == b"{}"
+        assert not state.file("node.key").exists() and not state.file("node.token").exists()
+        assert not state.file("state.json").exists()
+        assert f"[#] log out at {server.url}\n" in err
+        status, _, err = run("logout", "--state-dir", str(state.path))
+        assert status == ExitStatus.ERROR
+        assert err == f"wgpy logout: there is no mesh node in {state.path} to forget\n"
+
+
+def test_logout_forgets_even_when_the_server_is_away(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        state = registered(server, tmp_path / "s")
+    status, _, err = run("logout", "--state-dir", str(state.path))
+    assert status == ExitStatus.SUCCESS
+    assert "wgpy logout: warning: the node was not logged out at the server: cannot reach" in err
+    assert not state.file("node.key").exists()
+
+
+def test_down_logs_out_and_an_ephemeral_token_is_dropped(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        state = registered(server, tmp_path / "s")
+        status, _, err = run("down", "--state-dir", str(state.path))
+        assert status == ExitStatus.SUCCESS, err
+        assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+        assert state.read_token() is not None  # a normal node logs in again later
+        assert state.read_key() is not None
+        ephemeral = registered(server, tmp_path / "e", ephemeral=True)
+        status, _, err = run("down", "--state-dir", str(ephemeral.path))
+        assert status == ExitStatus.SUCCESS, err
+        assert ephemeral.read_token() is None  # the server deleted the node
+    empty = tmp_path / "empty"
+    status, _, err = run("down", "--state-dir", str(empty))
+    assert status == ExitStatus.ERROR and err == f"wgpy down: no mesh node is up on {empty}\n"
+
+
+def test_down_stops_the_daemon_of_the_state_dir(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        state = registered(server, tmp_path / "s")
+        # a stand-in daemon that takes a moment to go on SIGTERM
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", "import signal, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.1), exit(0)))\n"
+             "print('ready', flush=True)\ntime.sleep(30)"],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert daemon.stdout is not None and daemon.stdout.readline() == b"ready\n"
+            state.write_pid(daemon.pid)
+            status, _, err = run("down", "--state-dir", str(state.path))
+            assert status == ExitStatus.SUCCESS, err
+            assert daemon.wait(5) == 0
+            assert f"[#] stop the mesh daemon of wgm9 (kill -TERM {daemon.pid})\n" in err
+            assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGKILL)
+                daemon.wait()
+
+
+def test_down_by_interface_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "RUN_DIR", tmp_path / "run")
+    with FakeServer() as server:
+        state = registered(server, tmp_path / "s")
+        name = f"wgm{os.getpid() % 10000}"
+        assert not mesh.wants_mesh_down(argparse.Namespace(config=name, state_dir=None))
+        register_interface(name, state.path)
+        assert mesh.wants_mesh_down(argparse.Namespace(config=name, state_dir=None))
+        assert mesh.wants_mesh_down(argparse.Namespace(config="wg0", state_dir=tmp_path))
+        status, _, err = run("down", name)
+        assert status == ExitStatus.SUCCESS, err
+        assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+
+
+def test_default_hostname_is_a_dns_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, label in [
+        ("Laptop.example.com", "laptop"),
+        ("my_box", "my-box"),
+        ("-x-", "x"),
+        ("___", "node"),
+        ("a" * 80, "a" * 63),
+    ]:
+        monkeypatch.setattr(mesh.socket, "gethostname", lambda name=name: name)
+        assert mesh.default_hostname() == label
+
+
+def test_foreground_up_reports_like_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--foreground runs daemon.serve in this process: its report becomes the output."""
+    calls: list[object] = []
+
+    async def serve(options: object, report: Callable[[str | None, str], None]) -> int:
+        calls.append(options)
+        report(None, "wgm0 is up as 100.64.0.1 with 0 peers")
+        return 0
+
+    async def failing(options: object, report: Callable[[str | None, str], None]) -> int:
+        report("the server refused to register this node: no.", "")
+        return 1
+
+    monkeypatch.setattr(mesh.daemon, "serve", serve)
+    monkeypatch.setattr(mesh.log, "configure", lambda *a, **k: None)  # keep the test's logging
+    argv = ["up", "--login-server", "http://127.0.0.1:9", "--auth-key", "k", "--foreground",
+            "--state-dir", str(tmp_path / "s"), "--interface", "wgm0"]  # fmt: skip
+    status, out, err = run(*argv)
+    assert status == ExitStatus.SUCCESS, err
+    assert out == "wgm0 is up as 100.64.0.1 with 0 peers\n"
+    assert len(calls) == 1
+    monkeypatch.setattr(mesh.daemon, "serve", failing)
+    status, out, err = run(*argv)
+    assert status == ExitStatus.ERROR
+    assert err.endswith("wgpy up: the server refused to register this node: no.\n")

@@ -1,0 +1,181 @@
+"""The in-memory index (wgpy/mesh/server/netmap.py): deltas applied to every viewer's map
+always give the map a full rebuild would, and a change costs little with 1,000 viewers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wgpy.mesh.server import policy as P
+from wgpy.mesh.server.models import Node
+from wgpy.mesh.server.netmap import NetIndex
+
+NOW = 1_800_000_000.0
+USERS = ("alice", "bob", "carol")
+TAGS = ("tag:web", "tag:ci")
+POLICIES = [
+    P.DEFAULT,
+    P.parse_policy({"acls": []}),
+    P.parse_policy({"acls": [{"action": "accept", "src": ["*"], "dst": ["*"]}]}),
+    P.parse_policy(
+        {
+            "acls": [
+                {"action": "accept", "src": ["user:alice"], "dst": ["tag:web"]},
+                {"action": "accept", "src": ["tag:ci"], "dst": ["user:bob", "100.64.0.2"]},
+            ],
+            "tagOwners": {"tag:web": ["user:alice"], "tag:ci": ["user:bob"]},
+        }
+    ),
+]
+
+
+def node(i: int, user: str = "alice", **fields: Any) -> Node:
+    base = Node(
+        id=i,
+        user_id=USERS.index(user) + 1 if user in USERS else 99,
+        user=user,
+        hostname=f"h{i}",
+        public_key=base64.b64encode(i.to_bytes(32, "big")).decode(),
+        addr_index=i,
+        endpoints=(),
+        tags=(),
+        ephemeral=False,
+        expires_at=None,
+        last_seen=NOW,
+        stream_id=None,
+        stream_replica=None,
+        created_at=NOW,
+    )
+    return replace(base, **fields)
+
+
+def peers_of(index: NetIndex, viewer: int) -> dict[str, dict[str, Any]]:
+    return {p["public_key"]: p for p in json.loads(index.full(viewer, NOW))["peers"]}
+
+
+def apply_messages(view: dict[str, dict[str, Any]], lines: list[bytes]) -> None:
+    for line in lines:
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        m = json.loads(line)
+        if m["type"] == "peer_upsert":
+            view[m["peer"]["public_key"]] = m["peer"]
+        elif m["type"] == "peer_remove":
+            assert m["public_key"] in view, "removing a peer the viewer does not have"
+            del view[m["public_key"]]
+
+
+node_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "user": st.sampled_from(USERS),
+        "tags": st.lists(st.sampled_from(TAGS), max_size=2, unique=True).map(tuple),
+        "endpoints": st.sampled_from([(), ("192.0.2.1:1",), ("192.0.2.2:2", "[2001:db8::1]:3")]),
+        "expires_at": st.sampled_from([None, NOW - 1, NOW + 100]),
+        "stream_id": st.sampled_from([None, "s1"]),
+        "hostname": st.sampled_from(["x", "y"]),
+        "public_key": st.sampled_from(["A" * 43 + "=", "B" * 43 + "="]),
+    },
+)
+operation = st.one_of(
+    st.tuples(st.just("upsert"), st.integers(1, 8), node_changes),
+    st.tuples(st.just("remove"), st.integers(1, 8), st.just({})),
+    st.tuples(st.just("policy"), st.integers(0, len(POLICIES) - 1), st.just({})),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(st.lists(operation, min_size=1, max_size=4), min_size=1, max_size=6))
+def test_deltas_give_every_viewer_the_full_map(
+    batches: list[list[tuple[str, int, dict[str, Any]]]],
+) -> None:
+    index = NetIndex()
+    current: dict[int, Node] = {}
+    version = 0
+    views: dict[int, dict[str, dict[str, Any]]] = {}
+    for batch in batches:
+        upserts: dict[int, Node] = {}
+        removed: set[int] = set()
+        policy = None
+        for kind, n, changes in batch:
+            if kind == "policy":
+                version += 1
+                policy = (POLICIES[n], version)
+            elif kind == "remove":
+                current.pop(n, None)
+                upserts.pop(n, None)
+                removed.add(n)
+            else:
+                if changes.get("public_key") in {
+                    x.public_key for i, x in current.items() if i != n
+                }:
+                    changes = {k: v for k, v in changes.items() if k != "public_key"}
+                current[n] = replace(current.get(n) or node(n), **changes)
+                upserts[n] = current[n]
+                removed.discard(n)
+        result = index.apply(upserts.values(), removed=removed, policy=policy, now=NOW)
+        deltas = index.deltas(result, list(views), NOW)
+        for viewer in list(views):
+            if viewer not in index.entries:
+                del views[viewer]
+                continue
+            apply_messages(views[viewer], deltas.get(viewer, []))
+        for viewer in index.entries:
+            views.setdefault(viewer, peers_of(index, viewer))
+        for viewer, view in views.items():
+            assert view == peers_of(index, viewer), f"viewer {viewer} after {batch}"
+
+
+def test_a_self_message_when_the_node_itself_changes() -> None:
+    index = NetIndex()
+    index.apply([node(1), node(2)], now=NOW)
+    batch = index.apply([node(1, expires_at=NOW - 1)], now=NOW)
+    messages = {
+        v: [json.loads(line) for line in lines]
+        for v, lines in index.deltas(batch, [1, 2], NOW).items()
+    }
+    assert [m["type"] for m in messages[1]] == ["self", "peer_remove"]
+    assert messages[1][0]["self"]["expired"] is True
+    assert [m["type"] for m in messages[2]] == ["peer_remove"]
+    assert json.loads(index.full(1, NOW))["peers"] == []
+
+
+def test_a_change_reaches_1000_viewers_quickly() -> None:
+    index = NetIndex()
+    population = [
+        node(i, USERS[i % 2], tags=(TAGS[i % 3 % 2],) if i % 3 else ()) for i in range(1, 1001)
+    ]
+    index.apply(population, now=NOW)
+    viewers = list(index.entries)
+    timings = {}
+
+    started = time.perf_counter()
+    batch = index.apply([replace(population[10], endpoints=("192.0.2.9:9",))], now=NOW)
+    out = index.deltas(batch, viewers, NOW)
+    timings["endpoints"] = time.perf_counter() - started
+    assert len(out) == 500  # the other 499 nodes of that user, and the node itself (self)
+    assert json.loads(out[11][0])["type"] == "self"
+
+    started = time.perf_counter()
+    batch = index.apply([node(2000, "alice")], now=NOW)
+    out = index.deltas(batch, viewers, NOW)
+    timings["join"] = time.perf_counter() - started
+    assert len(out) == 500
+
+    started = time.perf_counter()
+    batch = index.apply([], policy=(POLICIES[3], 1), now=NOW)
+    out = index.deltas(batch, [*viewers, 2000], NOW)
+    timings["policy"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for v in viewers:
+        index.full(v, NOW)
+    timings["1000 full maps"] = time.perf_counter() - started
+    print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()})
+    assert timings["endpoints"] < 0.2 and timings["join"] < 0.2
+    assert timings["policy"] < 2.0

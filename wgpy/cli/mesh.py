@@ -1,0 +1,836 @@
+"""The mesh commands: ``up --login-server``, ``down --state-dir``, ``logout`` and ``admin``.
+
+``wgpy up --login-server URL [--auth-key KEY]``
+    Make the node key in the state directory if there is none (it never leaves this
+    machine), then start the mesh daemon: it registers with the pre-auth key (or logs in
+    again with the stored node token), creates the interface, and follows the server's map.
+    The command returns once the interface is up and the first map applied, or says in one
+    sentence why not. ``--foreground`` keeps the node in this process, logging to stderr;
+    otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
+
+``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
+    Stop the daemon and log out at the server (an ephemeral node is removed there).
+
+``wgpy logout [--state-dir DIR]``
+    Stop the daemon if it runs, log out at the server if it answers, and delete the node
+    key, token and settings.
+
+``wgpy admin --server URL --api-key KEY ...``
+    Users, pre-auth keys, nodes and the policy, through the admin API.
+
+``up`` and ``down`` are wg-quick's commands too (``wgpy.cli.quick``): its parsers take
+:func:`add_up_arguments` and :func:`add_down_arguments`, and its handlers first ask
+:func:`maybe_mesh_up` and :func:`maybe_mesh_down`, which run the mesh commands when
+``--login-server``, ``--state-dir`` or a mesh interface's name is given. ``python -m
+wgpy.cli.mesh`` runs these commands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeAlias
+
+from wgpy import config as wgconfig
+from wgpy import log
+from wgpy.device import uapi_client
+from wgpy.mesh.client import daemon
+from wgpy.mesh.client.admin import AdminClient
+from wgpy.mesh.client.api import ApiError, MeshClientError, NodeClient, check_server_url
+from wgpy.mesh.client.node import NodeConfig
+from wgpy.mesh.client.state import (
+    DEFAULT_STATE_DIR,
+    LOG_FILE,
+    TOKEN_FILE,
+    Settings,
+    StateDir,
+    StateError,
+    interface_state_dir,
+    process_start_time,
+)
+
+from .environment import PROG, CommandError, Environment, ExitStatus
+
+DEFAULT_INTERFACE = "wgpy0"
+DEFAULT_LISTEN_PORT = 41641
+READY_TIMEOUT = 120.0  # seconds for the daemon to say it is up (it gives up sooner itself)
+STOP_TIMEOUT = 5.0  # seconds for the daemon to go after SIGTERM
+LOGOUT_TIMEOUT = 5.0  # seconds for the server to answer a logout
+MAX_LOG_BYTES = 10 * 1024 * 1024  # the daemon's log is rotated (to .1) past this at start
+_IFNAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+# ========================================================================================
+# Arguments
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    """The mesh options of ``wgpy up``."""
+    group = parser.add_argument_group(
+        "mesh", "join a mesh instead of reading a configuration file (no CONFIG)"
+    )
+    group.add_argument("--login-server", metavar="URL", help="the coordination server")
+    group.add_argument(
+        "--auth-key",
+        metavar="KEY",
+        help="a pre-auth key to register with (file:PATH reads it from a file; "
+        "default: $WGPY_AUTH_KEY); without one, log in again with the stored node token",
+    )
+    group.add_argument("--hostname", metavar="NAME", help="this node's name in the mesh")
+    group.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        help=f"where the node key and token are kept (default {DEFAULT_STATE_DIR})",
+    )
+    group.add_argument(
+        "--interface", metavar="IFNAME", help=f"the interface (default {DEFAULT_INTERFACE})"
+    )
+    group.add_argument(
+        "--listen-port",
+        metavar="PORT",
+        type=_port,
+        help=f"the UDP port (default {DEFAULT_LISTEN_PORT})",
+    )
+    group.add_argument(
+        "--ca-cert", metavar="FILE", help="trust only this CA for the server (default: system)"
+    )
+    group.add_argument(
+        "--foreground", action="store_true", help="run the node in this process, logging to stderr"
+    )
+
+
+def add_down_arguments(parser: argparse.ArgumentParser) -> None:
+    """The mesh option of ``wgpy down``."""
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        help="leave the mesh: stop the node of this state directory and log it out",
+    )
+
+
+def register(commands: Subparsers) -> None:
+    """Add ``logout`` and ``admin`` to the ``wgpy`` parser."""
+    logout = commands.add_parser(
+        "logout",
+        help="leave the mesh for good: log out and forget the node key and token",
+        description="Stop the mesh node if it runs, log it out at the server if the server "
+        "answers, and delete its key, token and settings from the state directory.",
+    )
+    logout.add_argument(
+        "--state-dir", metavar="DIR", type=Path, help=f"default {DEFAULT_STATE_DIR}"
+    )
+    logout.set_defaults(handler=logout_command)
+    _register_admin(commands)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    return int(text)
+
+
+# ========================================================================================
+# Hooks for wgpy.cli.quick, whose `up` and `down` these extend
+
+_MESH_UP_OPTIONS = ("auth_key", "hostname", "state_dir", "interface", "listen_port", "ca_cert")
+
+
+def maybe_mesh_up(args: argparse.Namespace, env: Environment) -> ExitStatus | None:
+    """Run ``wgpy up`` as a mesh node if ``--login-server`` is given; None if this is
+    wg-quick's ``up CONFIG`` (the caller goes on)."""
+    if getattr(args, "login_server", None) is None:
+        given = [f"--{o.replace('_', '-')}" for o in _MESH_UP_OPTIONS if getattr(args, o, None)]
+        if getattr(args, "foreground", False):
+            given.append("--foreground")
+        if given:
+            raise CommandError(f"{given[0]} is for joining a mesh: give --login-server too")
+        if getattr(args, "config", None) is None:
+            raise CommandError(
+                "give a configuration file, or --login-server URL to join a mesh",
+                ExitStatus.USAGE,
+            )
+        return None
+    if getattr(args, "config", None) is not None:
+        raise CommandError("give either a configuration file or --login-server, not both")
+    return mesh_up(args, env)
+
+
+def maybe_mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus | None:
+    """Run ``wgpy down`` for a mesh node if that is what it names; None otherwise."""
+    if wants_mesh_down(args):
+        return mesh_down(args, env)
+    if getattr(args, "config", None) is None:
+        raise CommandError(
+            "give a configuration file or interface name, or --state-dir of a mesh node",
+            ExitStatus.USAGE,
+        )
+    return None
+
+
+# ========================================================================================
+# up
+
+
+def mesh_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    """``wgpy up --login-server URL ...``."""
+    if os.geteuid() != 0:
+        raise CommandError(f"`{PROG} up' must be run as root; try it with sudo")
+    if not Path("/dev/net/tun").exists():
+        raise CommandError(
+            "/dev/net/tun does not exist, so no TUN interface can be created; "
+            "load the tun kernel module (modprobe tun) or give the container the device"
+        )
+    options, state = prepare_up(args, env)
+    if getattr(args, "foreground", False):
+        return _up_foreground(options, env)
+    return _up_daemon(options, state, env)
+
+
+def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.DaemonOptions, StateDir]:
+    """Check the arguments and the state directory, make the node key if there is none,
+    and say what the daemon is to do."""
+    try:
+        server_url = check_server_url(args.login_server)
+    except ValueError as e:
+        raise CommandError(f"--login-server: {e}") from None
+    auth_key = _auth_key(args.auth_key, env)
+    state = StateDir(args.state_dir or DEFAULT_STATE_DIR)
+    try:
+        state.ensure()
+        previous = state.read_settings()
+        token = state.read_token()
+        running = state.daemon_pid()
+        if running is not None:
+            name = previous.interface if previous else "its interface"
+            raise CommandError(
+                f"a mesh node already runs on {state.path} (pid {running}, {name}); "
+                f"take it down first with `{PROG} down --state-dir {state.path}'"
+            )
+        if auth_key is None:
+            if token is None:
+                raise CommandError(
+                    f"this node is not registered yet ({state.path} holds no node token); "
+                    "give a pre-auth key with --auth-key"
+                )
+            if previous is not None and previous.server_url != server_url:
+                raise CommandError(
+                    f"the node token in {state.path} is for {previous.server_url}; "
+                    f"register with --auth-key, or use another --state-dir"
+                )
+        state.load_or_create_key(env.rng)
+    except StateError as e:
+        raise CommandError(e.message) from None
+    name = args.interface or (previous.interface if previous else DEFAULT_INTERFACE)
+    if not _IFNAME.match(name):
+        raise CommandError(f"{name!r} is not a valid interface name")
+    if uapi_client.has_interface(name):
+        raise CommandError(f"`{name}' already exists: {uapi_client.socket_path(name)} is served")
+    ca_cert = args.ca_cert or (previous.ca_cert if previous else None)
+    if ca_cert is not None:
+        ca_cert = os.path.abspath(ca_cert)  # the daemon runs from /
+        if not os.path.isfile(ca_cert):
+            raise CommandError(f"the CA certificate {ca_cert} does not exist")
+    node = NodeConfig(
+        interface=name,
+        listen_port=args.listen_port or (previous.listen_port if previous else DEFAULT_LISTEN_PORT),
+        hostname=args.hostname or (previous.hostname if previous else default_hostname()),
+        auth_key=auth_key,
+    )
+    options = daemon.DaemonOptions(
+        state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert
+    )
+    return options, state
+
+
+def default_hostname() -> str:
+    """This machine's name as a DNS label, as the server wants it: the first label of the
+    host name, lowercase, other characters as ``-``."""
+    label = socket.gethostname().split(".")[0].lower()
+    label = re.sub(r"[^a-z0-9-]", "-", label).strip("-")[:63].strip("-")
+    return label or "node"
+
+
+def _auth_key(value: str | None, env: Environment) -> str | None:
+    if value is None:
+        value = env.env.get("WGPY_AUTH_KEY") or None
+    if value is not None and value.startswith("file:"):
+        path = value[len("file:") :]
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as e:
+            raise CommandError(f"cannot read the pre-auth key from {path}: {e.strerror}") from None
+    if value is not None and not value.strip():
+        raise CommandError("the pre-auth key is empty")
+    return None if value is None else value.strip()
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(main)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(main)
+
+
+def _up_foreground(options: daemon.DaemonOptions, env: Environment) -> ExitStatus:
+    log.configure(env.env.get("LOG_LEVEL", "info"), stream=env.stderr)
+    failed: list[str] = []
+
+    def report(error: str | None, summary: str) -> None:
+        if error is not None:
+            failed.append(error)
+        else:
+            env.stdout.write(summary + "\n")
+            env.stdout.flush()
+
+    status = _run_loop(daemon.serve(options, report))
+    if failed:
+        raise CommandError(failed[0])
+    return ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR
+
+
+def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment) -> ExitStatus:
+    """Fork; the child becomes the daemon, the parent waits for its first report."""
+    read_fd, write_fd = os.pipe()
+    env.stdout.flush()
+    env.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the daemon (tested as a process, by root)
+        os.close(read_fd)
+        _daemon_child(options, state, env, write_fd)
+    os.close(write_fd)
+    message = _read_report(read_fd, pid)
+    if message.startswith("ok\n"):
+        env.stdout.write(message[3:].rstrip("\n") + "\n")
+        return ExitStatus.SUCCESS
+    raise CommandError(
+        message or f"the mesh daemon exited before it was up; see {state.file(LOG_FILE)}"
+    )
+
+
+def _read_report(fd: int, pid: int) -> str:
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + READY_TIMEOUT
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
+            readable, _, _ = select.select([fd], [], [], left)
+            if not readable:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # the child forks no further; reap it if it died
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _daemon_child(
+    options: daemon.DaemonOptions, state: StateDir, env: Environment, ready_fd: int
+) -> NoReturn:  # pragma: no cover - runs in the forked daemon
+    status = 1
+    try:
+        os.setsid()
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        logfile = _open_log(state.file(LOG_FILE))
+        os.dup2(logfile.fileno(), 2)  # whatever escapes the logger lands there too
+        log.configure(env.env.get("LOG_LEVEL", "info"), stream=logfile)
+        reported = False
+
+        def report(error: str | None, summary: str) -> None:
+            nonlocal reported
+            if reported:
+                return
+            reported = True
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"ok\n" + summary.encode() if error is None else error.encode())
+                os.close(ready_fd)
+
+        status = _run_loop(daemon.serve(options, report))
+        if not reported:
+            report("the mesh daemon stopped before it was up", "")
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()  # into the log
+            os.write(ready_fd, f"the mesh daemon failed: {e}".encode())
+    finally:
+        os._exit(status)
+
+
+def _open_log(path: Path) -> Any:
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > MAX_LOG_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="replace")
+
+
+# ========================================================================================
+# down and logout
+
+
+def wants_mesh_down(args: argparse.Namespace) -> bool:
+    """Whether ``wgpy down`` means the mesh: ``--state-dir`` was given, or CONFIG is the
+    name of a running mesh interface that has no wg-quick file."""
+    if getattr(args, "state_dir", None) is not None:
+        return True
+    name = getattr(args, "config", None)
+    return (
+        isinstance(name, str)
+        and wgconfig.valid_interface_name(name)
+        and not (wgconfig.CONFIG_DIR / f"{name}.conf").exists()
+        and interface_state_dir(name) is not None
+    )
+
+
+def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    """``wgpy down --state-dir DIR`` or ``wgpy down IFNAME``: stop the node, log out."""
+    if os.geteuid() != 0:
+        raise CommandError(f"`{PROG} down' must be run as root; try it with sudo")
+    state_dir = args.state_dir
+    if state_dir is None and getattr(args, "config", None):
+        state_dir = interface_state_dir(args.config)
+    state = StateDir(state_dir or DEFAULT_STATE_DIR)
+    try:
+        settings = state.read_settings()
+        token = state.read_token()
+    except StateError as e:
+        raise CommandError(e.message) from None
+    stopped = _stop_daemon(state, settings, env)
+    if not stopped and token is None:
+        raise CommandError(f"no mesh node is up on {state.path}")
+    if token is not None and settings is not None and _logout(settings, token, env, "down"):
+        with contextlib.suppress(StateError, OSError):
+            if (state.read_node() or {}).get("ephemeral") is True:
+                state.file(TOKEN_FILE).unlink()  # the server deleted the node: a dead token
+    return ExitStatus.SUCCESS
+
+
+def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    state = StateDir(args.state_dir or DEFAULT_STATE_DIR)
+    try:
+        settings = state.read_settings()
+        token = state.read_token()
+        _stop_daemon(state, settings, env)
+        if token is not None and settings is not None:
+            _logout(settings, token, env, "logout")
+        removed = state.forget()
+    except StateError as e:
+        raise CommandError(e.message) from None
+    if not removed:
+        raise CommandError(f"there is no mesh node in {state.path} to forget")
+    env.stderr.write(f"[#] deleted {', '.join(p.name for p in removed)} from {state.path}\n")
+    return ExitStatus.SUCCESS
+
+
+def _echo(env: Environment, text: str) -> None:
+    env.stdout.flush()
+    env.stderr.write(f"[#] {text}\n")
+    env.stderr.flush()
+
+
+def _stop_daemon(state: StateDir, settings: Settings | None, env: Environment) -> bool:
+    """Stop the daemon of ``state`` if it runs (SIGTERM, then SIGKILL); whether it ran."""
+    pid = state.daemon_pid()
+    if pid is None:
+        return False
+    start = process_start_time(pid)
+    name = settings.interface if settings else "the mesh interface"
+    _echo(env, f"stop the mesh daemon of {name} (kill -TERM {pid})")
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while process_start_time(pid) == start and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.02)
+        if process_start_time(pid) != start:
+            break
+        _echo(env, f"the mesh daemon did not stop in time: kill -KILL {pid}")
+    if settings is not None:
+        uapi_client.has_interface(settings.interface)  # removes a socket left behind
+    return True
+
+
+def _logout(settings: Settings, token: str, env: Environment, command: str) -> bool:
+    """Log the node out at the server; a warning (not an error) if that fails."""
+    _echo(env, f"log out at {settings.server_url}")
+
+    async def go() -> None:
+        async with NodeClient(
+            settings.server_url, token=token, ca_cert=settings.ca_cert, timeout=LOGOUT_TIMEOUT
+        ) as client:
+            await client.logout()
+
+    try:
+        asyncio.run(go())
+    except MeshClientError as e:
+        env.stderr.write(
+            f"{PROG} {command}: warning: the node was not logged out at the server: {e.message}\n"
+        )
+        return False
+    return True
+
+
+# ========================================================================================
+# admin
+
+
+def _register_admin(commands: Subparsers) -> None:
+    admin = commands.add_parser(
+        "admin",
+        help="manage the mesh: users, pre-auth keys, nodes, policy",
+        description="Manage a coordination server through its admin API.",
+    )
+    admin.add_argument("--server", metavar="URL", help="the server (default $WGPY_SERVER)")
+    admin.add_argument("--api-key", metavar="KEY", help="an admin API key (default $WGPY_API_KEY)")
+    admin.add_argument("--ca-cert", metavar="FILE", help="trust only this CA for the server")
+    admin.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    admin.set_defaults(handler=admin_command)
+    groups = admin.add_subparsers(title="objects", dest="object", metavar="OBJECT", required=True)
+
+    def action(
+        group: Subparsers, name: str, function: AdminAction, help: str
+    ) -> argparse.ArgumentParser:
+        parser = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        parser.set_defaults(admin_action=function)
+        return parser
+
+    users = groups.add_parser("users", help="users").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    action(users, "create", users_create, "create a user").add_argument("name", metavar="NAME")
+    action(users, "list", users_list, "list the users")
+    action(users, "delete", users_delete, "delete a user").add_argument("name", metavar="NAME")
+
+    keys = groups.add_parser("preauthkeys", help="pre-auth keys").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    create = action(keys, "create", preauthkeys_create, "create a pre-auth key (shown once)")
+    create.add_argument("--user", metavar="USER", help="the user its nodes belong to")
+    create.add_argument("--reusable", action="store_true", help="may register many nodes")
+    create.add_argument(
+        "--ephemeral", action="store_true", help="its nodes are removed when they log out"
+    )
+    create.add_argument(
+        "--expiration", metavar="DURATION", type=parse_duration, help="e.g. 30m, 1h, 7d"
+    )
+    create.add_argument("--tags", metavar="TAGS", type=_tags, help="tag:a,tag:b for its nodes")
+    action(keys, "list", preauthkeys_list, "list the pre-auth keys")
+    action(keys, "expire", preauthkeys_expire, "expire a pre-auth key").add_argument("id")
+
+    nodes = groups.add_parser("nodes", help="nodes").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    action(nodes, "list", nodes_list, "list the nodes").add_argument(
+        "--user", metavar="USER", help="only this user's"
+    )
+    action(nodes, "expire", nodes_expire, "expire a node's key").add_argument("id")
+    action(nodes, "delete", nodes_delete, "delete a node").add_argument("id")
+    rename = action(nodes, "rename", nodes_rename, "rename a node")
+    rename.add_argument("id")
+    rename.add_argument("hostname", metavar="NAME")
+    tag = action(nodes, "tag", nodes_tag, "set a node's tags (an empty TAGS clears them)")
+    tag.add_argument("id")
+    tag.add_argument("tags", metavar="TAGS", type=_tags)
+
+    policy = groups.add_parser("policy", help="the access policy").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    action(policy, "get", policy_get, "print the policy")
+    action(policy, "set", policy_set, "replace the policy with FILE (- for stdin)").add_argument(
+        "file", metavar="FILE"
+    )
+    action(
+        policy, "check", policy_check, "check FILE (- for stdin) without applying it"
+    ).add_argument("file", metavar="FILE")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``90``, ``90s``, ``30m``, ``1h30m``, ``7d``, ``2w``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text.isdigit():
+        return int(text)
+    parts = re.findall(r"(\d+)([smhdw])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 90s, 30m, 1h30m or 7d"
+        )
+    seconds = sum(int(n) * units[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("a duration must be longer than 0 seconds")
+    return seconds
+
+
+def _tags(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+AdminAction = Callable[[AdminClient, argparse.Namespace, Environment], Coroutine[Any, Any, None]]
+
+
+def admin_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    server = args.server or env.env.get("WGPY_SERVER")
+    if not server:
+        raise CommandError("give the server's URL with --server or WGPY_SERVER")
+    api_key = args.api_key or env.env.get("WGPY_API_KEY")
+    if not api_key:
+        raise CommandError("give an admin API key with --api-key or WGPY_API_KEY")
+    try:
+        url = check_server_url(server)
+    except ValueError as e:
+        raise CommandError(f"--server: {e}") from None
+    action: AdminAction = args.admin_action
+
+    async def go() -> None:
+        async with AdminClient(url, token=api_key, ca_cert=args.ca_cert) as client:
+            await action(client, args, env)
+
+    try:
+        asyncio.run(go())
+    except ApiError as e:
+        if e.status == 401:
+            raise CommandError(f"the server refused the API key: {e.message}") from None
+        raise CommandError(e.message) from None
+    except MeshClientError as e:
+        raise CommandError(e.message) from None
+    return ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return str(value.get("name", value.get("id", "-")))
+    return str(value)
+
+
+def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
+    """Plain aligned columns under a header; ``columns`` are (title, field) pairs."""
+    table = [[title for title, _ in columns]]
+    table += [[_cell(row.get(name)) for _, name in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+    return "\n".join(lines) + "\n"
+
+
+USER_COLUMNS = [("ID", "id"), ("NAME", "name"), ("CREATED", "created_at")]
+KEY_COLUMNS = [
+    ("ID", "id"),
+    ("USER", "user"),
+    ("REUSABLE", "reusable"),
+    ("EPHEMERAL", "ephemeral"),
+    ("USED", "used"),
+    ("TAGS", "tags"),
+    ("EXPIRES", "expires_at"),
+    ("CREATED", "created_at"),
+]
+NODE_COLUMNS = [
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("USER", "user"),
+    ("IPV4", "ipv4"),
+    ("IPV6", "ipv6"),
+    ("TAGS", "tags"),
+    ("ONLINE", "online"),
+    ("LAST SEEN", "last_seen"),
+    ("EXPIRES", "expires_at"),
+]
+
+
+def _show(env: Environment, args: argparse.Namespace, data: Any, text: str) -> None:
+    """``text`` for people, or ``data`` as JSON with ``--json``."""
+    env.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else text)
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+async def users_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    user = await client.create_user(args.name)
+    _show(env, args, user, format_table(USER_COLUMNS, [user]))
+
+
+async def users_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    users = await client.list_users()
+    _show(env, args, users, format_table(USER_COLUMNS, users))
+
+
+async def users_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.delete_user(args.name)
+    _show(env, args, {}, f"deleted user {args.name}\n")
+
+
+async def preauthkeys_create(
+    client: AdminClient, args: argparse.Namespace, env: Environment
+) -> None:
+    secret, record = await client.create_preauthkey(
+        user=args.user,
+        reusable=args.reusable,
+        ephemeral=args.ephemeral,
+        expiration_seconds=args.expiration,
+        tags=args.tags,
+    )
+    # the key alone on stdout, for KEY=$(wgpy admin preauthkeys create ...)
+    _show(env, args, {**record, "key": secret}, secret + "\n")
+    if not args.json:
+        env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
+
+
+async def preauthkeys_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    keys = await client.list_preauthkeys()
+    _show(env, args, keys, format_table(KEY_COLUMNS, keys))
+
+
+async def preauthkeys_expire(
+    client: AdminClient, args: argparse.Namespace, env: Environment
+) -> None:
+    await client.expire_preauthkey(args.id)
+    _show(env, args, {}, f"expired pre-auth key {args.id}\n")
+
+
+async def nodes_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    nodes = await client.list_nodes(args.user)
+    _show(env, args, nodes, format_table(NODE_COLUMNS, nodes))
+
+
+async def nodes_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.expire_node(args.id)
+    _show(env, args, {}, f"expired node {args.id}\n")
+
+
+async def nodes_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.delete_node(args.id)
+    _show(env, args, {}, f"deleted node {args.id}\n")
+
+
+async def nodes_rename(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    node = await client.rename_node(args.id, args.hostname)
+    name = node.get("hostname") or args.hostname  # the server may have made it unique
+    _show(env, args, node, f"renamed node {args.id} to {name}\n")
+
+
+async def nodes_tag(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    node = await client.tag_node(args.id, args.tags)
+    _show(env, args, node, f"node {args.id} now has tags {_cell(node.get('tags', args.tags))}\n")
+
+
+async def policy_get(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    document, version = await client.get_policy()
+    data = {"version": version, "policy": document} if args.json else document
+    env.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _read_policy(path: str, env: Environment) -> Any:
+    try:
+        data = env.stdin.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise CommandError(f"{path} is not JSON: {e}") from None
+
+
+async def policy_set(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    version = await client.set_policy(_read_policy(args.file, env))
+    suffix = f" (version {version})" if version is not None else ""
+    _show(env, args, {"version": version}, f"policy updated{suffix}\n")
+
+
+async def policy_check(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.check_policy(_read_policy(args.file, env))
+    _show(env, args, {}, "the policy is valid\n")
+
+
+# ========================================================================================
+# On its own: python -m wgpy.cli.mesh
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``up``, ``down``, ``logout`` and ``admin`` without the rest of ``wgpy``."""
+    parser = argparse.ArgumentParser(prog=PROG, description="The wgpy mesh commands.")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+    up = commands.add_parser("up", help="join a mesh")
+    add_up_arguments(up)
+    up.set_defaults(handler=_standalone_up)
+    down = commands.add_parser("down", help="leave a mesh")
+    down.add_argument("config", metavar="IFNAME", nargs="?")
+    add_down_arguments(down)
+    down.set_defaults(handler=mesh_down)
+    register(commands)
+    return parser
+
+
+def _standalone_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    if not args.login_server:
+        raise CommandError("give the coordination server with --login-server")
+    return mesh_up(args, env)
+
+
+def main(argv: Sequence[str], env: Environment | None = None) -> ExitStatus:
+    from .main import _error
+
+    env = env or Environment.from_process()
+    try:
+        with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
+            args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return ExitStatus.SUCCESS if e.code in (0, None) else ExitStatus.USAGE
+    try:
+        status: ExitStatus = args.handler(args, env)
+        env.stdout.flush()
+        return status
+    except CommandError as e:
+        _error(env, args.command, e.message)
+        return e.status
+    except KeyboardInterrupt:
+        return ExitStatus.INTERRUPTED
+    except OSError as e:
+        _error(env, args.command, f"{e.strerror or e}")
+        return ExitStatus.ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

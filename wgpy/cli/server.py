@@ -1,0 +1,190 @@
+"""``wgpy server``: the mesh coordination server (docs/mesh-api.md).
+
+``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]``
+    Serve the API until SIGINT or SIGTERM; print where it listens. State lives in SQLite
+    (``DIR/wgpy.db``, default /var/lib/wgpy) or, with a ``postgresql://`` URL (or
+    ``WGPY_DATABASE_URL``, which keeps a password out of the process list), in PostgreSQL,
+    which several replicas can share. Logs go to stderr (``LOG_LEVEL``, default info).
+
+``wgpy server apikey create [--expiration SECONDS]``
+    Make an admin API key directly in the database (the bootstrap: no server needed) and
+    print it, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import re
+import signal
+from pathlib import Path
+
+from wgpy import log
+from wgpy.mesh.server import MeshServer, ServerConfig
+from wgpy.mesh.server.config import DEFAULT_PORT, DEFAULT_STATE_DIR
+from wgpy.mesh.server.service import ServerError, create_api_key
+
+from .environment import PROG, CommandError, Environment, ExitStatus
+
+DATABASE_ENV = "WGPY_DATABASE_URL"
+API_KEY_DAYS = 90
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``server`` (and ``server apikey create``) to the ``wgpy`` parser."""
+    server = commands.add_parser(
+        "server",
+        help="run the mesh coordination server",
+        description="Run the mesh coordination server: nodes register with pre-auth keys and "
+        "follow a map of their peers; admins manage users, keys, nodes and the policy.",
+    )
+    server.add_argument(
+        "--listen",
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help=f"address and port to serve on (default 127.0.0.1:{DEFAULT_PORT})",
+    )
+    _add_database_arguments(server, argparse.SUPPRESS)
+    server.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS: certificate")
+    server.add_argument("--tls-key", type=Path, metavar="FILE", help="... and its private key")
+    server.add_argument(
+        "--ephemeral-grace",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long an ephemeral node may be offline before it is deleted (default 2)",
+    )
+    server.set_defaults(handler=serve, state_dir=DEFAULT_STATE_DIR, database_url=None)
+    actions = server.add_subparsers(title="actions", dest="action", metavar="ACTION")
+    apikey = actions.add_parser("apikey", help="admin API keys, made in the database directly")
+    apikey_actions = apikey.add_subparsers(dest="apikey_action", metavar="ACTION", required=True)
+    create = apikey_actions.add_parser(
+        "create",
+        help="create an admin API key and print it (once)",
+        description="Create an admin API key directly in the server's database and print it. "
+        "It is shown only this once.",
+    )
+    create.add_argument(
+        "--expiration",
+        type=int,
+        default=API_KEY_DAYS * 86400,
+        metavar="SECONDS",
+        help=f"lifetime in seconds (default {API_KEY_DAYS} days)",
+    )
+    _add_database_arguments(create, argparse.SUPPRESS)
+    create.set_defaults(handler=apikey_create)
+
+
+def _add_database_arguments(parser: argparse.ArgumentParser, default: object) -> None:
+    # Given before or after ``apikey create``: defaults are set once, on ``server``.
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default,
+        metavar="DIR",
+        help=f"SQLite database directory (default {DEFAULT_STATE_DIR})",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=default,
+        metavar="URL",
+        help=f"postgresql://... to use PostgreSQL instead of SQLite (or ${DATABASE_ENV})",
+    )
+
+
+def _listen(text: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", text)
+    if match is None or not 0 <= int(match[2] or match[4]) <= 65535:
+        raise CommandError(
+            f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or [::]:8080",
+            ExitStatus.USAGE,
+        )
+    host = match[1] or match[3] or "0.0.0.0"
+    return host, int(match[2] or match[4])
+
+
+def _database_url(args: argparse.Namespace, env: Environment) -> str | None:
+    url: str | None = args.database_url or env.env.get(DATABASE_ENV) or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise CommandError(
+            "--database-url must be a postgresql:// URL (SQLite needs only --state-dir)",
+            ExitStatus.USAGE,
+        )
+    return url
+
+
+def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
+    host, port = _listen(getattr(args, "listen", f"127.0.0.1:{DEFAULT_PORT}"))
+    grace = getattr(args, "ephemeral_grace", 2.0)
+    if not grace >= 0:
+        raise CommandError("--ephemeral-grace must be 0 or more seconds", ExitStatus.USAGE)
+    return ServerConfig(
+        host=host,
+        port=port,
+        state_dir=args.state_dir,
+        database_url=_database_url(args, env),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+        ephemeral_grace=grace,
+    )
+
+
+def serve(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    config = _config(args, env)
+    log.configure(env.env.get("LOG_LEVEL", "info"), stream=env.stderr)
+    try:
+        asyncio.run(_serve(config, env))
+    except ServerError as e:
+        raise CommandError(str(e)) from None
+    return ExitStatus.SUCCESS
+
+
+async def _serve(config: ServerConfig, env: Environment) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = MeshServer(config)
+    await server.start()
+    try:
+        where = (
+            "a PostgreSQL database"
+            if config.database_url
+            else f"SQLite {config.state_dir / 'wgpy.db' if config.state_dir else ''}"
+        )
+        env.stdout.write(f"{PROG} server: listening on {server.url} ({where})\n")
+        env.stdout.flush()
+        if config.tls_cert is None and not _loopback(config.host):
+            env.stderr.write(
+                f"{PROG} server: warning: plain HTTP on {config.host}: keys and tokens cross "
+                "the network in clear; use --tls-cert and --tls-key, or a TLS proxy\n"
+            )
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def apikey_create(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    if args.expiration <= 0:
+        raise CommandError("--expiration must be a positive number of seconds", ExitStatus.USAGE)
+    config = _config(args, env)
+    try:
+        key, secret = asyncio.run(create_api_key(config, args.expiration))
+    except ServerError as e:
+        raise CommandError(str(e)) from None
+    env.stdout.write(f"{secret}\n")
+    env.stderr.write(
+        f"{PROG} server apikey create: key {key.id}, valid for {args.expiration} s; "
+        "it is shown only this once\n"
+    )
+    return ExitStatus.SUCCESS

@@ -1,0 +1,35 @@
+"""The mesh node: joins a coordination server and keeps a WireGuard interface in step with
+its map (docs/mesh-api.md).
+
+| module | concept |
+| --- | --- |
+| ``state`` | the state directory: node key and token (0600), settings, PID file |
+| ``api`` | the HTTP client and the node endpoints; errors as sentences |
+| ``admin`` | the admin endpoints as typed calls |
+| ``netmap`` | the server's NODE and PEER objects, checked and typed |
+| ``backoff`` | exponential backoff with jitter for reconnecting |
+| ``system`` | the host's side: addresses, routes and local endpoints with ``ip`` |
+| ``node`` | the running node: login, interface, the map stream applied to the device |
+| ``daemon`` | the node as a process: real interface, control socket, signals |
+"""
+
+from .admin import AdminClient
+from .api import ApiError, MeshClientError, NodeClient, ServerUnreachable
+from .backoff import Backoff
+from .node import MeshError, MeshNode, NodeConfig
+from .state import DEFAULT_STATE_DIR, StateDir, StateError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "AdminClient",
+    "ApiError",
+    "Backoff",
+    "MeshClientError",
+    "MeshError",
+    "MeshNode",
+    "NodeClient",
+    "NodeConfig",
+    "ServerUnreachable",
+    "StateDir",
+    "StateError",
+]

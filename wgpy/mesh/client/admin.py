@@ -1,0 +1,149 @@
+"""The admin endpoints of docs/mesh-api.md as typed calls (``wgpy admin`` is built on them).
+
+Answers are taken as the server gives them: a list is found whether it comes bare or in an
+object (``{"users": [...]}``), a single record whether it comes bare or in an object
+(``{"user": {...}}``). Names and ids are quoted as one path segment each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from .api import ApiError, Client
+
+__all__ = ["AdminClient"]
+
+Record = dict[str, Any]
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _items(reply: Any, key: str) -> list[Record]:
+    """The list of records in an answer: the answer itself, or its ``key`` member (or its
+    only list member)."""
+    if isinstance(reply, dict):
+        reply = reply.get(key, next((v for v in reply.values() if isinstance(v, list)), []))
+    if not isinstance(reply, list):
+        return []
+    return [item for item in reply if isinstance(item, dict)]
+
+
+def _one(reply: Any, key: str) -> Record:
+    """The record in an answer: its ``key`` member, or the answer itself."""
+    if isinstance(reply, dict) and isinstance(reply.get(key), dict):
+        return dict(reply[key])
+    return dict(reply) if isinstance(reply, dict) else {}
+
+
+def _find_secret(value: Any, prefix: str) -> str | None:
+    """The first string in ``value`` (searched through) that starts with ``prefix``."""
+    if isinstance(value, str):
+        return value if value.startswith(prefix) else None
+    if isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, list):
+        children = value
+    else:
+        return None
+    for child in children:
+        found = _find_secret(child, prefix)
+        if found is not None:
+            return found
+    return None
+
+
+class AdminClient(Client):
+    """The admin API with an admin API key as ``token``."""
+
+    async def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
+        """``method`` on ``/api/v1`` + ``path``; the decoded answer."""
+        return await self.request(method, "/api/v1" + path, body, params=params)
+
+    # -- users
+
+    async def create_user(self, name: str) -> Record:
+        return _one(await self.call("POST", "/users", {"name": name}), "user")
+
+    async def list_users(self) -> list[Record]:
+        return _items(await self.call("GET", "/users"), "users")
+
+    async def delete_user(self, name: str) -> None:
+        await self.call("DELETE", f"/users/{_segment(name)}")
+
+    # -- pre-auth keys
+
+    async def create_preauthkey(
+        self,
+        *,
+        user: str | None = None,
+        reusable: bool = False,
+        ephemeral: bool = False,
+        expiration_seconds: int | None = None,
+        tags: list[str] | None = None,
+    ) -> tuple[str, Record]:
+        """A new pre-auth key (its secret, shown once) and its record. Only the options that
+        are set are sent; the server fills in its defaults."""
+        body: Record = {"reusable": reusable, "ephemeral": ephemeral}
+        if user is not None:
+            body["user"] = user
+        if expiration_seconds is not None:
+            body["expiration_seconds"] = expiration_seconds
+        if tags is not None:
+            body["tags"] = tags
+        reply = await self.call("POST", "/preauthkeys", body)
+        secret = _find_secret(reply, "wgpy_auth_")
+        if secret is None:
+            raise ApiError(200, "the server's answer holds no pre-auth key")
+        record = _one(reply, "preauthkey")
+        record.pop("key", None)
+        return secret, record
+
+    async def list_preauthkeys(self) -> list[Record]:
+        return _items(await self.call("GET", "/preauthkeys"), "preauthkeys")
+
+    async def expire_preauthkey(self, key_id: str) -> None:
+        await self.call("POST", f"/preauthkeys/{_segment(key_id)}/expire", {})
+
+    # -- nodes
+
+    async def list_nodes(self, user: str | None = None) -> list[Record]:
+        params = {"user": user} if user else None
+        return _items(await self.call("GET", "/nodes", params=params), "nodes")
+
+    async def expire_node(self, node_id: str) -> None:
+        await self.call("POST", f"/nodes/{_segment(node_id)}/expire", {})
+
+    async def delete_node(self, node_id: str) -> None:
+        await self.call("DELETE", f"/nodes/{_segment(node_id)}")
+
+    async def rename_node(self, node_id: str, hostname: str) -> Record:
+        reply = await self.call(
+            "POST", f"/nodes/{_segment(node_id)}/rename", {"hostname": hostname}
+        )
+        return _one(reply, "node")
+
+    async def tag_node(self, node_id: str, tags: list[str]) -> Record:
+        reply = await self.call("POST", f"/nodes/{_segment(node_id)}/tags", {"tags": tags})
+        return _one(reply, "node")
+
+    # -- policy
+
+    async def get_policy(self) -> tuple[Any, Any]:
+        """The policy document (None: the default policy) and its version."""
+        reply = await self.call("GET", "/policy")
+        if isinstance(reply, dict) and "policy" in reply:
+            return reply["policy"], reply.get("version")
+        return reply, None
+
+    async def set_policy(self, document: Any) -> Any:
+        """Replace the policy; the new version if the server says it."""
+        reply = await self.call("PUT", "/policy", document)
+        return reply.get("version") if isinstance(reply, dict) else None
+
+    async def check_policy(self, document: Any) -> None:
+        await self.call("POST", "/policy/check", document)

@@ -1,0 +1,182 @@
+"""The server's NODE and PEER objects (docs/mesh-api.md), checked and typed.
+
+The server is trusted to say who the peers are, but what it sends is still input: a record
+that does not parse raises :class:`MapError` (a ValueError) saying which field is wrong, and
+the node skips that record instead of stopping. Unknown fields are ignored, so a newer server
+can add some.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ...device.uapi import parse_endpoint
+from ...keys import key_from_base64
+from ...protocol.allowedips import IPNetwork
+
+__all__ = ["MapError", "NodeRecord", "PeerRecord", "parse_node", "parse_peer", "parse_time"]
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class MapError(ValueError):
+    """A NODE or PEER object that cannot be used."""
+
+
+def _field(data: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise MapError(f"{name!r} has the wrong type")
+    return value
+
+
+def _strings(data: dict[str, Any], name: str) -> tuple[str, ...]:
+    values = _field(data, name, list, [])
+    if not all(isinstance(v, str) for v in values):
+        raise MapError(f"{name!r} is not a list of strings")
+    return tuple(values)
+
+
+def _public_key(data: dict[str, Any]) -> bytes:
+    text = data.get("public_key")
+    if not isinstance(text, str):
+        raise MapError("'public_key' is missing")
+    try:
+        return key_from_base64(text)
+    except ValueError as e:
+        raise MapError(f"'public_key' is not a valid WireGuard key: {e}") from None
+
+
+def parse_time(value: Any) -> float | None:
+    """Seconds since the epoch from a number of seconds or an ISO 8601 text (None: never)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise MapError(f"{value!r} is not a time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    raise MapError("a time is neither a number nor ISO 8601 text")
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """This node as the server describes it (``self``, or ``node`` in a login reply)."""
+
+    public_key: bytes | None
+    hostname: str
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+    expires_at: float | None
+    expired_flag: bool
+    ephemeral: bool
+    raw: dict[str, Any]
+
+    def expired(self, now: float) -> bool:
+        """Whether the node's key has expired at wall-clock time ``now`` (seconds)."""
+        return self.expired_flag or (self.expires_at is not None and self.expires_at <= now)
+
+    @property
+    def addresses(self) -> list[IPInterface]:
+        """The overlay addresses as the interface carries them: /32 and /128."""
+        out: list[IPInterface] = []
+        if self.ipv4 is not None:
+            out.append(ipaddress.IPv4Interface((self.ipv4, 32)))
+        if self.ipv6 is not None:
+            out.append(ipaddress.IPv6Interface((self.ipv6, 128)))
+        return out
+
+
+def _address(data: dict[str, Any], name: str, version: int) -> Any:
+    text = _field(data, name, str, None)
+    if text is None:
+        return None
+    try:
+        address = ipaddress.ip_interface(text).ip
+    except ValueError:
+        raise MapError(f"{name!r} is not an IP address") from None
+    if address.version != version:
+        raise MapError(f"{name!r} is not an IPv{version} address")
+    return address
+
+
+def parse_node(data: Any) -> NodeRecord:
+    if not isinstance(data, dict):
+        raise MapError("a node is not a JSON object")
+    key = _public_key(data) if data.get("public_key") is not None else None
+    return NodeRecord(
+        public_key=key,
+        hostname=_field(data, "hostname", str, ""),
+        ipv4=_address(data, "ipv4", 4),
+        ipv6=_address(data, "ipv6", 6),
+        expires_at=parse_time(data.get("expires_at")),
+        expired_flag=_field(data, "expired", bool, False),
+        ephemeral=_field(data, "ephemeral", bool, False),
+        raw=data,
+    )
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    """One entry of the netmap: a peer this node may reach or be reached from."""
+
+    public_key: bytes
+    hostname: str
+    user: str
+    allowed_ips: tuple[IPNetwork, ...]
+    endpoints: tuple[str, ...]
+    tags: tuple[str, ...]
+    online: bool
+    can_reach: bool  # this node may start flows to the peer
+    reachable_from: bool  # the peer may start flows to this node
+
+    @property
+    def endpoint(self) -> tuple[str, int] | None:
+        """The first reported endpoint that is a numeric ``ip:port`` (host names are not
+        resolved: nodes report addresses)."""
+        for text in self.endpoints:
+            try:
+                host, port = parse_endpoint(text)
+            except ValueError:
+                continue
+            if port:
+                return host, port
+        return None
+
+
+def parse_peer(data: Any) -> PeerRecord:
+    if not isinstance(data, dict):
+        raise MapError("a peer is not a JSON object")
+    networks: list[IPNetwork] = []
+    for text in _strings(data, "addresses"):
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise MapError(f"'addresses' holds {text!r}, which is not a network") from None
+        if network.prefixlen == 0:
+            # a default route through a peer (an exit node) needs policy routing; never
+            # let a map take over this machine's traffic by accident
+            raise MapError(f"'addresses' holds the default route {text!r}")
+        networks.append(network)
+    return PeerRecord(
+        public_key=_public_key(data),
+        hostname=_field(data, "hostname", str, ""),
+        user=_field(data, "user", str, ""),
+        allowed_ips=tuple(networks),
+        endpoints=_strings(data, "endpoints"),
+        tags=_strings(data, "tags"),
+        online=_field(data, "online", bool, False),
+        # a missing direction is a denied one
+        can_reach=_field(data, "can_reach", bool, False),
+        reachable_from=_field(data, "reachable_from", bool, False),
+    )

@@ -1,0 +1,23 @@
+"""The mesh coordination server (``wgpy server``): the HTTP API of docs/mesh-api.md over a
+SQLite or PostgreSQL store, with map streams pushed to nodes as deltas.
+
+| module | concept |
+| --- | --- |
+| ``errors`` | the 4xx errors every layer raises, one sentence each |
+| ``auth`` | credentials (``wgpy_<kind>_<id>_<secret>``), hashing, rate limits |
+| ``schemas`` | request bodies: JSON objects with known fields of checked types |
+| ``policy`` | the ACL document: parse, validate, evaluate (pure) |
+| ``models`` | users, nodes, keys as records, and their JSON |
+| ``db`` | SQLite and PostgreSQL behind one transaction interface; change notification |
+| ``migrations`` | numbered schema migrations, recorded in the database |
+| ``store`` | every read and write of the data model, in transactions |
+| ``netmap`` | the in-memory index of nodes: full maps and per-change deltas (pure) |
+| ``hub`` | open map streams, change batching, expiry timers, ephemeral grace |
+| ``app``, ``admin`` | the aiohttp routes |
+| ``service`` | configuration and the server's life cycle |
+"""
+
+from .config import ServerConfig
+from .service import MeshServer
+
+__all__ = ["MeshServer", "ServerConfig"]

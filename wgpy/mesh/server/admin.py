@@ -1,0 +1,249 @@
+"""Admin endpoints: users, pre-auth keys, nodes, the policy, API keys. Each needs an admin API
+key (``Authorization: Bearer wgpy_api_...``); secrets appear once, in the creating reply."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from . import schemas
+from .app import admin_key, context, read_json, reply
+from .errors import BadRequest
+from .models import iso
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _admin(handler: Handler) -> Handler:
+    async def checked(request: web.Request) -> web.Response:
+        await admin_key(request)
+        return await handler(request)
+
+    return checked
+
+
+def _node_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise BadRequest(f'"{text[:40]}" is not a node id (a number)')
+    return int(text)
+
+
+def _key_id(request: web.Request) -> str:
+    text = request.match_info["id"]
+    if not re.fullmatch(r"[0-9a-f]{16}", text):
+        raise BadRequest("a key id is 16 hexadecimal digits")
+    return text
+
+
+def _user_query(request: web.Request) -> str | None:
+    for name in request.query:
+        if name != "user":
+            raise BadRequest(f'unknown query parameter "{name[:40]}"; the only one is "user"')
+    user = request.query.get("user")
+    return None if user is None else schemas.user_name("user", user)
+
+
+# ----------------------------------------------------------------------------------------
+# Users
+
+
+@_admin
+async def list_users(request: web.Request) -> web.Response:
+    return reply({"users": [u.to_json() for u in await context(request).store.users()]})
+
+
+@_admin
+async def create_user(request: web.Request) -> web.Response:
+    body = schemas.fields(await read_json(request), {"name": schemas.user_name})
+    user = await context(request).store.create_user(body["name"])
+    context(request).log.info("user created", user=user.name)
+    return reply({"user": user.to_json()})
+
+
+@_admin
+async def delete_user(request: web.Request) -> web.Response:
+    name = schemas.user_name("user", request.match_info["name"])
+    await context(request).store.delete_user(name)
+    context(request).log.info("user deleted", user=name)
+    return reply({})
+
+
+# ----------------------------------------------------------------------------------------
+# Pre-auth keys
+
+
+@_admin
+async def list_preauth_keys(request: web.Request) -> web.Response:
+    ctx = context(request)
+    keys = await ctx.store.preauth_keys(_user_query(request))
+    return reply({"preauthkeys": [k.to_json(ctx.clock()) for k in keys]})
+
+
+@_admin
+async def create_preauth_key(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = schemas.fields(
+        await read_json(request),
+        {"user": schemas.user_name},
+        {
+            "reusable": schemas.boolean,
+            "ephemeral": schemas.boolean,
+            "expiration_seconds": schemas.seconds,
+            "tags": schemas.tags,
+        },
+    )
+    key, secret = await ctx.store.create_preauth_key(
+        body["user"],
+        reusable=body.get("reusable", False),
+        ephemeral=body.get("ephemeral", False),
+        tags=body.get("tags", ()),
+        lifetime=body.get("expiration_seconds", ctx.config.preauth_lifetime),
+    )
+    context(request).log.info("pre-auth key created", key=key.id, user=key.user)
+    return reply({"preauthkey": {**key.to_json(ctx.clock()), "key": str(secret)}})
+
+
+@_admin
+async def expire_preauth_key(request: web.Request) -> web.Response:
+    ctx = context(request)
+    schemas.fields(await read_json(request, empty_ok=True), {})
+    key = await ctx.store.expire_preauth_key(_key_id(request))
+    return reply({"preauthkey": key.to_json(ctx.clock())})
+
+
+# ----------------------------------------------------------------------------------------
+# Nodes
+
+
+@_admin
+async def list_nodes(request: web.Request) -> web.Response:
+    ctx = context(request)
+    nodes = await ctx.store.nodes(_user_query(request))
+    now = ctx.clock()
+    return reply({"nodes": [n.to_json(now) for n in nodes]})
+
+
+@_admin
+async def expire_node(request: web.Request) -> web.Response:
+    ctx = context(request)
+    schemas.fields(await read_json(request, empty_ok=True), {})
+    node = await ctx.store.expire_node(_node_id(request))
+    context(request).log.info("node expired", node=node.id)
+    return reply({"node": node.to_json(ctx.clock())})
+
+
+@_admin
+async def delete_node(request: web.Request) -> web.Response:
+    node_id = _node_id(request)
+    await context(request).store.delete_node(node_id)
+    context(request).log.info("node deleted", node=node_id)
+    return reply({})
+
+
+@_admin
+async def rename_node(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = schemas.fields(await read_json(request), {"hostname": schemas.hostname})
+    node = await ctx.store.rename_node(_node_id(request), body["hostname"])
+    return reply({"node": node.to_json(ctx.clock())})
+
+
+@_admin
+async def tag_node(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = schemas.fields(await read_json(request), {"tags": schemas.tags})
+    node = await ctx.store.set_tags(_node_id(request), body["tags"])
+    return reply({"node": node.to_json(ctx.clock())})
+
+
+# ----------------------------------------------------------------------------------------
+# Policy
+
+
+def _policy_json(version: int, document: object, updated_at: str | None) -> dict[str, object]:
+    return {"policy": document, "version": version, "updated_at": updated_at}
+
+
+@_admin
+async def get_policy(request: web.Request) -> web.Response:
+    record = await context(request).store.policy()
+    return reply(_policy_json(record.version, record.document, iso(record.updated_at)))
+
+
+@_admin
+async def put_policy(request: web.Request) -> web.Response:
+    document = await read_json(request)
+    if not isinstance(document, dict):
+        raise BadRequest('the policy must be a JSON object with "acls" and optionally "tagOwners"')
+    record = await context(request).store.set_policy(document)
+    context(request).log.info("policy set", version=record.version)
+    return reply(_policy_json(record.version, record.document, iso(record.updated_at)))
+
+
+@_admin
+async def delete_policy(request: web.Request) -> web.Response:
+    record = await context(request).store.set_policy(None)
+    context(request).log.info("policy reset to the default", version=record.version)
+    return reply(_policy_json(record.version, None, iso(record.updated_at)))
+
+
+@_admin
+async def check_policy(request: web.Request) -> web.Response:
+    await context(request).store.check_policy(await read_json(request))
+    return reply({"ok": True})
+
+
+# ----------------------------------------------------------------------------------------
+# API keys
+
+
+@_admin
+async def list_api_keys(request: web.Request) -> web.Response:
+    ctx = context(request)
+    keys = await ctx.store.api_keys()
+    return reply({"apikeys": [k.to_json(ctx.clock()) for k in keys]})
+
+
+@_admin
+async def create_api_key(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = schemas.fields(
+        await read_json(request, empty_ok=True), {}, {"expiration_seconds": schemas.seconds}
+    )
+    lifetime = body.get("expiration_seconds", ctx.config.api_key_lifetime)
+    key, secret = await ctx.store.create_api_key(ctx.clock() + lifetime)
+    context(request).log.info("API key created", key=key.id)
+    return reply({"apikey": {**key.to_json(ctx.clock()), "key": str(secret)}})
+
+
+@_admin
+async def expire_api_key(request: web.Request) -> web.Response:
+    ctx = context(request)
+    schemas.fields(await read_json(request, empty_ok=True), {})
+    key = await ctx.store.expire_api_key(_key_id(request))
+    return reply({"apikey": key.to_json(ctx.clock())})
+
+
+def add_routes(app: web.Application, api: str) -> None:
+    r = app.router
+    r.add_get(f"{api}/users", list_users)
+    r.add_post(f"{api}/users", create_user)
+    r.add_delete(f"{api}/users/{{name}}", delete_user)
+    r.add_get(f"{api}/preauthkeys", list_preauth_keys)
+    r.add_post(f"{api}/preauthkeys", create_preauth_key)
+    r.add_post(f"{api}/preauthkeys/{{id}}/expire", expire_preauth_key)
+    r.add_get(f"{api}/nodes", list_nodes)
+    r.add_post(f"{api}/nodes/{{id}}/expire", expire_node)
+    r.add_delete(f"{api}/nodes/{{id}}", delete_node)
+    r.add_post(f"{api}/nodes/{{id}}/rename", rename_node)
+    r.add_post(f"{api}/nodes/{{id}}/tags", tag_node)
+    r.add_get(f"{api}/policy", get_policy)
+    r.add_put(f"{api}/policy", put_policy)
+    r.add_delete(f"{api}/policy", delete_policy)
+    r.add_post(f"{api}/policy/check", check_policy)
+    r.add_get(f"{api}/apikeys", list_api_keys)
+    r.add_post(f"{api}/apikeys", create_api_key)
+    r.add_post(f"{api}/apikeys/{{id}}/expire", expire_api_key)

@@ -1,0 +1,230 @@
+"""The aiohttp application: what every route shares (errors as JSON, body limits, credentials,
+rate limits) and the node endpoints, among them the map stream. Admin routes: admin.py.
+
+A node token names one node and every node endpoint acts on that node only: no node endpoint
+takes a node id, so one node cannot act on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from wgpy.log import get_logger
+
+from . import schemas
+from .auth import RateLimiter, bearer_token, parse_credential
+from .config import ServerConfig
+from .errors import MeshError, TooLarge, TooManyRequests
+from .hub import KEEPALIVE, Hub
+from .models import ApiKey, Node
+from .store import Store
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Context:
+    config: ServerConfig
+    store: Store
+    hub: Hub
+    limiter: RateLimiter
+    clock: Callable[[], float] = time.time
+    # Bound when the app is made: after the command line has configured logging.
+    log: Any = field(default_factory=lambda: get_logger(component="api"))
+
+
+CONTEXT = web.AppKey("wgpy_mesh", Context)
+WRITE_TIMEOUT = 30.0  # seconds
+
+
+def context(request: web.Request) -> Context:
+    return request.app[CONTEXT]
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, headers={"Cache-Control": "no-store"})
+
+
+def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    response = web.json_response({"error": message}, status=status, headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+_HTTP_MESSAGES = {
+    404: "there is no such endpoint; see docs/mesh-api.md",
+    405: "this endpoint does not take that method; see docs/mesh-api.md",
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except MeshError as e:
+        return error_reply(e.status, e.message, e.headers)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        if e.status == 413:
+            return error_reply(413, _too_large(context(request)).message)
+        message = _HTTP_MESSAGES.get(e.status, e.reason)
+        headers = {k: v for k, v in e.headers.items() if k in ("Allow",)}
+        return error_reply(e.status, message, headers)
+    except Exception:
+        context(request).log.exception("request failed", method=request.method, path=request.path)
+        return error_reply(500, "the server failed to handle the request; its log says why")
+
+
+def _too_large(ctx: Context) -> TooLarge:
+    return TooLarge(f"the request body is larger than {ctx.config.max_body // 1024} KiB")
+
+
+async def read_json(request: web.Request, *, empty_ok: bool = False) -> Any:
+    ctx = context(request)
+    if request.content_length is not None and request.content_length > ctx.config.max_body:
+        raise _too_large(ctx)
+    try:
+        raw = await request.read()  # the app's client_max_size stops longer chunked bodies
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(ctx) from None
+    if empty_ok and not raw.strip():
+        return {}
+    return schemas.parse_json(raw)
+
+
+async def admin_key(request: web.Request) -> ApiKey:
+    key = bearer_token(request.headers.get("Authorization"), "api")
+    return await context(request).store.check_api_key(key)
+
+
+async def node_of(request: web.Request) -> Node:
+    token = bearer_token(request.headers.get("Authorization"), "node")
+    return await context(request).store.authenticate_node(token)
+
+
+def rate_limit(request: web.Request) -> None:
+    wait = context(request).limiter.take(request.remote or "unknown")
+    if wait > 0:
+        raise TooManyRequests(
+            f"too many registrations or logins from this address; retry in {math.ceil(wait)} s",
+            wait,
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Node endpoints
+
+
+async def register(request: web.Request) -> web.Response:
+    rate_limit(request)
+    ctx = context(request)
+    body = schemas.fields(
+        await read_json(request),
+        {
+            "auth_key": schemas.credential_text,
+            "public_key": schemas.public_key,
+            "hostname": schemas.hostname,
+        },
+    )
+    auth_key = parse_credential(body["auth_key"], "auth")
+    node, token = await ctx.store.register(auth_key, body["public_key"], body["hostname"])
+    ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
+    return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
+
+
+async def login(request: web.Request) -> web.Response:
+    rate_limit(request)
+    ctx = context(request)
+    node = await node_of(request)
+    body = schemas.fields(
+        await read_json(request),
+        {"public_key": schemas.public_key, "hostname": schemas.hostname},
+    )
+    node = await ctx.store.login(node.id, body["public_key"], body["hostname"])
+    return reply({"node": node.to_json(ctx.clock())})
+
+
+async def set_endpoints(request: web.Request) -> web.Response:
+    ctx = context(request)
+    node = await node_of(request)
+    body = schemas.fields(await read_json(request), {"endpoints": schemas.endpoints})
+    await ctx.store.set_endpoints(node.id, body["endpoints"])
+    return reply({})
+
+
+async def logout(request: web.Request) -> web.Response:
+    ctx = context(request)
+    node = await node_of(request)
+    schemas.fields(await read_json(request, empty_ok=True), {})
+    await ctx.store.logout(node.id)
+    stream = ctx.hub.streams.get(node.id)
+    if stream is not None:
+        stream.close()
+    ctx.log.info("node logged out", node=node.id)
+    return reply({})
+
+
+async def node_map(request: web.Request) -> web.StreamResponse:
+    """The NDJSON map stream: the full map, then deltas, keepalives when idle. The node is
+    online while it is open."""
+    ctx = context(request)
+    node = await node_of(request)
+    stream_id = secrets.token_hex(8)
+    await ctx.store.stream_opened(node.id, stream_id)
+    try:
+        if node.id not in ctx.hub.index.entries:
+            await ctx.hub.flush()  # a node that just registered: bring it into the index
+        stream, full = ctx.hub.open_stream(node.id, stream_id)
+    except BaseException:
+        ctx.hub.stream_ended(node.id, stream_id)
+        raise
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"}
+    )
+    # A client that stops reading holds a write for at most this long, then loses the
+    # connection; meanwhile its stream ends once it falls too far behind (hub.MapStream).
+    timeout = WRITE_TIMEOUT + ctx.config.keepalive
+    try:
+        await response.prepare(request)
+        await _write(request, response.write(full), timeout)
+        while (lines := await stream.next(ctx.config.keepalive)) is not None:
+            await _write(request, response.write(b"".join(lines) if lines else KEEPALIVE), timeout)
+        await _write(request, response.write_eof(), timeout)
+    except ConnectionError:
+        pass  # the client went away (or aiohttp cancels the handler: CancelledError)
+    finally:
+        ctx.hub.stream_done(stream)
+    return response
+
+
+async def _write(request: web.Request, write: Awaitable[None], timeout: float) -> None:
+    try:
+        await asyncio.wait_for(write, timeout)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionError("the client stopped reading its map stream") from None
+
+
+def create_app(ctx: Context) -> web.Application:
+    from . import admin
+
+    app = web.Application(client_max_size=ctx.config.max_body, middlewares=[errors_middleware])
+    app[CONTEXT] = ctx
+    api = "/api/v1"
+    app.router.add_post(f"{api}/register", register)
+    app.router.add_post(f"{api}/login", login)
+    app.router.add_post(f"{api}/node/endpoints", set_endpoints)
+    app.router.add_get(f"{api}/node/map", node_map)
+    app.router.add_post(f"{api}/logout", logout)
+    admin.add_routes(app, api)
+    return app

@@ -1,0 +1,132 @@
+"""Credentials and abuse limits.
+
+A credential is ``wgpy_<kind>_<id>_<secret>``: ``kind`` is ``api`` (admin API key), ``auth``
+(pre-auth key) or ``node`` (node token); ``id`` is 16 hex digits naming the database row;
+``secret`` is 32 random bytes in URL-safe base64 without padding. The server stores the id and
+the SHA-256 of the secret, so a leaked database holds no usable credential, and compares hashes
+in constant time. A secret is shown once, when it is created; it is never logged (the
+:class:`Credential` repr leaves it out).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import Unauthorized
+
+KINDS = ("api", "auth", "node")
+ID_BYTES = 8
+SECRET_BYTES = 32
+_CREDENTIAL = re.compile(r"wgpy_(api|auth|node)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})\Z")
+_NAMES = {"api": "an admin API key", "auth": "an auth key", "node": "a node token"}
+
+Rng = Callable[[int], bytes]
+
+
+@dataclass(frozen=True)
+class Credential:
+    kind: str
+    id: str
+    secret: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"wgpy_{self.kind}_{self.id}_{self.secret}"
+
+    @property
+    def secret_hash(self) -> str:
+        return hash_secret(self.secret)
+
+
+def new_credential(kind: str, rng: Rng = os.urandom) -> Credential:
+    """A fresh credential of ``kind``; store ``id`` and ``secret_hash``, show ``str()`` once."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown credential kind {kind!r}")
+    secret = base64.urlsafe_b64encode(rng(SECRET_BYTES)).rstrip(b"=").decode("ascii")
+    return Credential(kind, rng(ID_BYTES).hex(), secret)
+
+
+def parse_credential(text: str, kind: str) -> Credential:
+    """The credential in ``text``, which must be of ``kind``; Unauthorized says what is wrong."""
+    name = _NAMES[kind]
+    match = _CREDENTIAL.match(text)
+    if match is None:
+        raise Unauthorized(f"that is not {name}: expected wgpy_{kind}_<id>_<secret>")
+    if match[1] != kind:
+        raise Unauthorized(f"this needs {name}, but {_NAMES[match[1]]} was given")
+    return Credential(kind, match[2], match[3])
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def secret_matches(credential: Credential, stored_hash: str | None) -> bool:
+    """Whether the credential's secret hashes to ``stored_hash``, compared in constant time."""
+    if stored_hash is None:
+        return False
+    return hmac.compare_digest(credential.secret_hash, stored_hash)
+
+
+def bearer_token(header: str | None, kind: str) -> Credential:
+    """The credential in an ``Authorization: Bearer ...`` header."""
+    name = _NAMES[kind]
+    if not header:
+        raise Unauthorized(f"this endpoint needs {name} in an 'Authorization: Bearer' header")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(f"send {name} as 'Authorization: Bearer <key>'")
+    return parse_credential(token.strip(), kind)
+
+
+class RateLimiter:
+    """A token bucket per key (a source address): ``burst`` requests at once, refilled at
+    ``rate`` per second. At most ``max_keys`` buckets are kept; full ones go first."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a rate limiter needs rate > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str) -> float:
+        """Spend one token of ``key``'s bucket: 0.0 if there was one, else the seconds until
+        there will be."""
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+        if key not in self._buckets and len(self._buckets) >= self._max_keys:
+            self._prune(now)
+        self._buckets[key] = (tokens - 1, now)
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        full = [
+            k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= self.burst
+        ]
+        for k in full:
+            del self._buckets[k]
+        if len(self._buckets) >= self._max_keys:  # all busy: forget the oldest half
+            for k in sorted(self._buckets, key=lambda k: self._buckets[k][1])[
+                : self._max_keys // 2
+            ]:
+                del self._buckets[k]

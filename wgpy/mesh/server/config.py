@@ -1,0 +1,31 @@
+"""The server's settings; every one has a default that suits production."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 8080
+DEFAULT_STATE_DIR = Path("/var/lib/wgpy")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0: any free port
+    state_dir: Path | None = DEFAULT_STATE_DIR  # SQLite: state_dir/wgpy.db
+    database_url: str | None = None  # postgresql://...: PostgreSQL instead of SQLite
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    ephemeral_grace: float = 2.0  # seconds an ephemeral node may be offline before deletion
+    ephemeral_idle: float = 300.0  # ... when its replica died or it never opened a stream
+    coalesce: float = 0.05  # seconds changes are gathered before streams hear of them
+    keepalive: float = 15.0  # seconds between keepalive lines on an idle map stream
+    heartbeat: float = 10.0  # seconds between a replica's heartbeats (and sweeps)
+    replica_timeout: float = 30.0  # a replica silent this long is dead: its nodes go offline
+    auth_rate: float = 1.0  # register/login requests per second per source address...
+    auth_burst: float = 20.0  # ... after a burst of this many
+    max_body: int = 64 * 1024  # bytes
+    preauth_lifetime: float = 3600.0  # default pre-auth key lifetime, seconds
+    api_key_lifetime: float = 90 * 86400.0  # default admin API key lifetime, seconds
+    shutdown_timeout: float = 2.0

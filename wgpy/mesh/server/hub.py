@@ -1,0 +1,257 @@
+"""The hub: this replica's open map streams, fed from the in-memory index (netmap.py).
+
+Every committed change (from this replica, or from another one through NOTIFY) lands in
+:meth:`Hub.notify`. Changes are coalesced for ``coalesce`` seconds (50 ms), then one flush
+reloads just the changed rows (and the policy if it changed), applies them to the index and
+sends each open stream the deltas it needs. Flushes take turns; a failed reload is retried.
+
+Also here: expiry (a timer at the next node's ``expires_at`` turns into a change), the
+ephemeral grace (a stream that closes leaves an ephemeral node offline; after ``grace``
+seconds, if no stream came back on any replica, the node is deleted), and ending streams
+whose node was deleted or which another stream of the same node replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from wgpy.log import get_logger
+
+from .db import Change
+from .errors import Unavailable
+from .netmap import Batch, NetIndex
+from .store import Store
+
+KEEPALIVE = b'{"type":"keepalive"}\n'
+RETRY_DELAY = 1.0
+
+
+class MapStream:
+    """Lines waiting for one node's open stream. A stream that falls ``max_backlog`` lines
+    behind is closed: the node reconnects and gets a full map."""
+
+    def __init__(self, node_id: int, stream_id: str, max_backlog: int) -> None:
+        self.node_id = node_id
+        self.stream_id = stream_id
+        self.closed = False
+        self._lines: deque[bytes] = deque()
+        self._max_backlog = max_backlog
+        self._wake = asyncio.Event()
+
+    def send(self, line: bytes) -> None:
+        if self.closed:
+            return
+        self._lines.append(line)
+        if len(self._lines) > self._max_backlog:
+            self.close()
+        self._wake.set()
+
+    def send_all(self, lines: list[bytes]) -> None:
+        if self.closed:
+            return
+        self._lines.extend(lines)
+        if len(self._lines) > self._max_backlog:
+            self.close()
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def next(self, timeout: float) -> list[bytes] | None:
+        """What is waiting ([] after ``timeout`` seconds of nothing), None once closed."""
+        if not self._lines and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+        if self.closed:
+            return None
+        lines = list(self._lines)
+        self._lines.clear()
+        return lines
+
+
+class Hub:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        coalesce: float = 0.05,
+        ephemeral_grace: float = 2.0,
+        max_backlog: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.coalesce = coalesce
+        self.ephemeral_grace = ephemeral_grace
+        self.max_backlog = max_backlog
+        self.clock = clock
+        self.index = NetIndex()
+        self.streams: dict[int, MapStream] = {}
+        self.last_flush_seconds = 0.0
+        self.log = get_logger(component="hub", replica=store.replica)
+        self._pending = Change()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._grace_timers: dict[int, asyncio.TimerHandle] = {}
+        self._flush_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Load every node and the policy, then follow the store's changes."""
+        self.store.db.on_change = self.notify
+        self._pending = Change(everything=True)
+        await self.flush()
+
+    # ------------------------------------------------------------------------------------
+    # Changes
+
+    def notify(self, change: Change) -> None:
+        self._pending = self._pending | change
+        if self._flush_timer is None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.coalesce, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_timer = None
+        self.spawn(self.flush())
+
+    async def flush(self) -> None:
+        """Apply every pending change now (also what a new stream waits for)."""
+        async with self._flush_lock:
+            change, self._pending = self._pending, Change()
+            if not change:
+                return
+            started = time.perf_counter()
+            try:
+                await self._apply(change)
+            except Exception:
+                self.log.exception("reloading changes failed; retrying")
+                self._pending = self._pending | change
+                if self._flush_timer is None and not self._stopping:
+                    loop = asyncio.get_running_loop()
+                    self._flush_timer = loop.call_later(RETRY_DELAY, self._flush_soon)
+                return
+            self.last_flush_seconds = time.perf_counter() - started
+
+    async def _apply(self, change: Change) -> None:
+        policy = None
+        if change.policy or change.everything:
+            record, parsed = await self.store.current_policy()
+            policy = (parsed, record.version)
+        if change.everything:
+            nodes = await self.store.nodes()
+            now = self.clock()
+            batch = self.index.apply(nodes, policy=policy, now=now, replace_all=True)
+        else:
+            ids = sorted(change.nodes)
+            nodes = await self.store.nodes_by_id(ids) if ids else []
+            now = self.clock()
+            removed = set(ids) - {n.id for n in nodes}
+            batch = self.index.apply(nodes, removed=removed, policy=policy, now=now)
+        self._dispatch(batch, now)
+        self._schedule_expiry(now)
+
+    def _dispatch(self, batch: Batch, now: float) -> None:
+        for node_id, lines in self.index.deltas(batch, list(self.streams), now).items():
+            self.streams[node_id].send_all(lines)
+        for node_id in batch.changed:
+            own = self.streams.get(node_id)
+            if own is None:
+                continue
+            entry = self.index.entries.get(node_id)
+            if entry is None:
+                own.close()  # the node was deleted
+            elif entry.node.stream_replica not in (None, self.store.replica):
+                own.close()  # a newer stream of this node, on another replica
+
+    def _schedule_expiry(self, now: float) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        at = self.index.next_expiry(now)
+        if at is not None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._expiry_timer = loop.call_later(max(0.0, at - now) + 0.001, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._expiry_timer = None
+        due = self.index.due_to_expire(self.clock())
+        if due:
+            self.notify(Change(frozenset(due)))
+        else:
+            self._schedule_expiry(self.clock())
+
+    # ------------------------------------------------------------------------------------
+    # Streams
+
+    def open_stream(self, node_id: int, stream_id: str) -> tuple[MapStream, bytes]:
+        """Register a stream and return it with its full map: both from the index as it is
+        now, so the deltas of every later flush apply on top."""
+        if node_id not in self.index.entries:  # deleted meanwhile, or the reload failed
+            raise Unavailable("the server could not load this node's map; try again")
+        previous = self.streams.get(node_id)
+        if previous is not None:
+            previous.close()
+        stream = MapStream(node_id, stream_id, self.max_backlog)
+        self.streams[node_id] = stream
+        return stream, self.index.full(node_id, self.clock())
+
+    def stream_done(self, stream: MapStream) -> None:
+        """The stream's response ended: forget it, and record the node offline."""
+        stream.close()
+        if self.streams.get(stream.node_id) is stream:
+            del self.streams[stream.node_id]
+        self.stream_ended(stream.node_id, stream.stream_id)
+
+    def stream_ended(self, node_id: int, stream_id: str) -> None:
+        self.spawn(self._stream_ended(node_id, stream_id))
+
+    async def _stream_ended(self, node_id: int, stream_id: str) -> None:
+        if await self.store.stream_closed(node_id, stream_id) and not self._stopping:
+            loop = asyncio.get_running_loop()
+            previous = self._grace_timers.pop(node_id, None)
+            if previous is not None:
+                previous.cancel()
+            handle = loop.call_later(self.ephemeral_grace, self._grace_over, node_id)
+            self._grace_timers[node_id] = handle
+
+    def _grace_over(self, node_id: int) -> None:
+        self._grace_timers.pop(node_id, None)
+        if node_id not in self.streams:
+            self.spawn(self.store.delete_if_offline_ephemeral(node_id))
+
+    # ------------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("background task failed", error=repr(task.exception()))
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """End every stream and wait (up to ``timeout``) for what they started to finish."""
+        self._stopping = True
+        for handle in (self._flush_timer, self._expiry_timer, *self._grace_timers.values()):
+            if handle is not None:
+                handle.cancel()
+        for stream in list(self.streams.values()):
+            stream.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.streams and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=max(0.001, deadline - loop.time()))
+        for task in list(self._tasks):
+            task.cancel()

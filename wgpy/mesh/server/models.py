@@ -1,0 +1,172 @@
+"""The data model as immutable records, and their JSON as the API shows it.
+
+Overlay addresses come from one number per node, ``addr_index`` (1 .. 2^22 - 2): the IPv4
+address is 100.64.0.0 + index, the IPv6 address fd7a:115c:a1e0:: + index. The index is
+allocated once, when the node is created, and kept for the node's life (restarts, re-logins,
+key changes). Times are seconds since the epoch (floats); the API shows them in ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+IPV4_POOL = ipaddress.IPv4Network("100.64.0.0/10")
+IPV6_POOL = ipaddress.IPv6Network("fd7a:115c:a1e0::/48")
+MAX_ADDR_INDEX = IPV4_POOL.num_addresses - 2  # not the pool's first or last address
+_V4_BASE = int(IPV4_POOL.network_address)
+_V6_BASE = int(IPV6_POOL.network_address)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "created_at": iso(self.created_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: int
+    user_id: int
+    user: str
+    hostname: str
+    public_key: str
+    addr_index: int
+    endpoints: tuple[str, ...]
+    tags: tuple[str, ...]
+    ephemeral: bool
+    expires_at: float | None
+    last_seen: float | None
+    stream_id: str | None  # the open map stream, if any: the node is online
+    stream_replica: str | None  # the server replica that holds it
+    created_at: float
+
+    @property
+    def online(self) -> bool:
+        return self.stream_id is not None
+
+    @property
+    def ipv4(self) -> ipaddress.IPv4Address:
+        return ipaddress.IPv4Address(_V4_BASE + self.addr_index)
+
+    @property
+    def ipv6(self) -> ipaddress.IPv6Address:
+        return ipaddress.IPv6Address(_V6_BASE + self.addr_index)
+
+    @property
+    def ip_addresses(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+        return self.ipv4, self.ipv6
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def to_json(self, now: float, *, online: bool | None = None) -> dict[str, Any]:
+        """NODE as the API shows it (the node itself and admins)."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "user": self.user,
+            "hostname": self.hostname,
+            "public_key": self.public_key,
+            "ipv4": str(self.ipv4),
+            "ipv6": str(self.ipv6),
+            "endpoints": list(self.endpoints),
+            "tags": list(self.tags),
+            "ephemeral": self.ephemeral,
+            "expires_at": iso(self.expires_at),
+            "expired": self.expired(now),
+            "last_seen": iso(self.last_seen),
+            "online": self.online if online is None else online,
+            "created_at": iso(self.created_at),
+        }
+
+    def peer_json(self, can_reach: bool, reachable_from: bool) -> dict[str, Any]:
+        """PEER: what another node's map says of this one."""
+        return {
+            "public_key": self.public_key,
+            "hostname": self.hostname,
+            "user": self.user,
+            "addresses": [f"{self.ipv4}/32", f"{self.ipv6}/128"],
+            "endpoints": list(self.endpoints),
+            "tags": list(self.tags),
+            "online": self.online,
+            "can_reach": can_reach,
+            "reachable_from": reachable_from,
+        }
+
+    def peer_view(self) -> tuple[object, ...]:
+        """What PEER shows, for telling whether peers must hear of a change."""
+        return (
+            self.public_key,
+            self.hostname,
+            self.user,
+            self.addr_index,
+            self.endpoints,
+            self.tags,
+            self.online,
+        )
+
+    def self_view(self) -> tuple[object, ...]:
+        """What the node's own record shows, less what churns (online, last_seen)."""
+        return (*self.peer_view()[:-1], self.user_id, self.ephemeral, self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class PreAuthKey:
+    id: str
+    user_id: int
+    user: str
+    reusable: bool
+    ephemeral: bool
+    tags: tuple[str, ...]
+    expires_at: float
+    used: bool
+    created_at: float
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "user": self.user,
+            "reusable": self.reusable,
+            "ephemeral": self.ephemeral,
+            "tags": list(self.tags),
+            "expires_at": iso(self.expires_at),
+            "expired": self.expires_at <= now,
+            "used": self.used,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    expires_at: float | None
+    created_at: float
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "expires_at": iso(self.expires_at),
+            "expired": self.expires_at is not None and self.expires_at <= now,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    version: int  # 0: never set
+    document: dict[str, Any] | None  # None: the default policy
+    updated_at: float | None

@@ -1,0 +1,268 @@
+"""Who sees whom: the in-memory index of nodes, full maps, and the deltas a change causes.
+
+Pure (no I/O, no clock: ``now`` is an argument). Node V's map holds every other node P that V
+may reach or that may reach V, unless either has expired; the entry says which
+(``can_reach`` = V may start traffic to P, ``reachable_from`` = P may start traffic to V). An
+expired node sees no peers and is no one's peer.
+
+Each :class:`Entry` keeps the node's policy masks (policy.Policy.masks), so a relation costs
+two ANDs. A batch of changes (some nodes, maybe the policy) costs, per open stream, O(changed
+nodes) plus O(classes) when the policy changed: nodes whose masks and expiry are the same
+before and after form one class, and a class is only walked when its relation to the viewer
+changed. Only a viewer whose own masks or expiry changed is compared against every node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .models import Node
+from .policy import DEFAULT, Policy
+
+Line = bytes  # one NDJSON message, newline included
+Relation = tuple[bool, bool]  # (can_reach, reachable_from), from the viewer's side
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    node: Node
+    src: int
+    dst: int
+    expired: bool
+
+    def same_relations(self, other: Entry) -> bool:
+        return (self.src, self.dst, self.expired) == (other.src, other.dst, other.expired)
+
+
+def relation(viewer: Entry | None, peer: Entry | None) -> Relation | None:
+    """How ``viewer`` and ``peer`` relate, or None if ``peer`` is not in the viewer's map."""
+    if viewer is None or peer is None or viewer.expired or peer.expired:
+        return None
+    can_reach = (viewer.src & peer.dst) != 0
+    reachable_from = (peer.src & viewer.dst) != 0
+    return (can_reach, reachable_from) if can_reach or reachable_from else None
+
+
+def encode(message: dict[str, Any]) -> Line:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def self_line(node: Node, now: float) -> Line:
+    return encode({"type": "self", "self": node.to_json(now, online=True)})
+
+
+@dataclass
+class Batch:
+    """What :meth:`NetIndex.apply` changed: the entries before, and which ids moved."""
+
+    old: dict[int, Entry]
+    changed: set[int]
+    policy_changed: bool
+
+
+class NetIndex:
+    def __init__(self, policy: Policy = DEFAULT, policy_version: int = 0) -> None:
+        self.policy = policy
+        self.policy_version = policy_version
+        self.entries: dict[int, Entry] = {}
+        # PEER as JSON, per node and relation: every viewer with that relation shares it.
+        self._peer_json: dict[tuple[int, Relation], bytes] = {}
+
+    def entry(self, node: Node, now: float) -> Entry:
+        src, dst = self.policy.masks(node)
+        return Entry(node, src, dst, node.expired(now))
+
+    def apply(
+        self,
+        nodes: Iterable[Node],
+        *,
+        removed: Iterable[int] = (),
+        policy: tuple[Policy, int] | None = None,
+        now: float,
+        replace_all: bool = False,
+    ) -> Batch:
+        """Put ``nodes`` in (replacing the same ids), take ``removed`` out (with
+        ``replace_all``, everything not in ``nodes``), maybe switch to a new policy."""
+        old = dict(self.entries)
+        nodes = list(nodes)
+        policy_changed = policy is not None and policy[1] != self.policy_version
+        if policy is not None:
+            self.policy, self.policy_version = policy
+        if policy_changed:
+            self.entries = {i: self.entry(e.node, now) for i, e in self.entries.items()}
+        changed: set[int] = set()
+        for node in nodes:
+            entry = self.entry(node, now)
+            if self.entries.get(node.id) != entry:
+                changed.add(node.id)
+            self.entries[node.id] = entry
+        gone = set(self.entries) - {n.id for n in nodes} if replace_all else set(removed)
+        for node_id in gone:
+            if self.entries.pop(node_id, None) is not None:
+                changed.add(node_id)
+        for node_id in changed:
+            for rel in _RELATIONS:
+                self._peer_json.pop((node_id, rel), None)
+        return Batch(old, changed, policy_changed)
+
+    def peer_json(self, peer: Node, rel: Relation) -> bytes:
+        key = (peer.id, rel)
+        cached = self._peer_json.get(key)
+        if cached is None:
+            cached = json.dumps(peer.peer_json(*rel), separators=(",", ":")).encode()
+            self._peer_json[key] = cached
+        return cached
+
+    def full(self, viewer_id: int, now: float) -> Line:
+        """The ``full`` message for a viewer."""
+        viewer = self.entries[viewer_id]
+        peers = [
+            self.peer_json(peer.node, rel)
+            for peer in self.entries.values()
+            if peer.node.id != viewer_id and (rel := relation(viewer, peer)) is not None
+        ]
+        head = encode(
+            {
+                "type": "full",
+                "version": self.policy_version,
+                "self": viewer.node.to_json(now, online=True),
+                "peers": [],
+            }
+        )
+        return head[: -len(b"[]}\n")] + b"[" + b",".join(peers) + b"]}\n"
+
+    def next_expiry(self, now: float) -> float | None:
+        """When the next node that has not expired yet will."""
+        times = [
+            e.node.expires_at
+            for e in self.entries.values()
+            if e.node.expires_at is not None and not e.expired
+        ]
+        return min(times) if times else None
+
+    def due_to_expire(self, now: float) -> list[int]:
+        return [i for i, e in self.entries.items() if not e.expired and e.node.expired(now)]
+
+    def deltas(self, batch: Batch, viewers: Iterable[int], now: float) -> dict[int, list[Line]]:
+        """The lines each of ``viewers`` (ids with an open stream) needs after ``batch``."""
+        old, new, changed = batch.old, self.entries, batch.changed
+        view_changed = {
+            i: i not in old or i not in new or old[i].node.peer_view() != new[i].node.peer_view()
+            for i in changed
+        }
+        lines = _Lines(self)
+        classes = _classes(old, new, changed) if batch.policy_changed else []
+        everyone = set(old) | set(new)
+        out: dict[int, list[Line]] = {}
+        for v in viewers:
+            ov, nv = old.get(v), new.get(v)
+            if nv is None:
+                continue  # deleted: the hub ends its stream
+            # The node itself first, then removals, then upserts (a public key may move from
+            # a deleted node to a new one in one batch).
+            head: list[Line] = []
+            removes: list[Line] = []
+            messages: list[Line] = []
+            if v in changed and (
+                ov is None or ov.node.self_view() != nv.node.self_view() or ov.expired != nv.expired
+            ):
+                head.append(self_line(nv.node, now))
+            if not batch.policy_changed and (ov is None or not ov.same_relations(nv)):
+                # The viewer's own relations moved: compare it with every node.
+                for p in everyone:
+                    if p != v:
+                        changed_view = p in changed and view_changed[p]
+                        lines.pair(messages, removes, ov, nv, old.get(p), new.get(p), changed_view)
+            else:
+                for p in changed:
+                    if p != v:
+                        lines.pair(
+                            messages, removes, ov, nv, old.get(p), new.get(p), view_changed[p]
+                        )
+                # The policy changed: unchanged nodes by class (every node is in one).
+                for (old_rep, new_rep), members in classes:
+                    after = relation(nv, new_rep)
+                    if relation(ov, old_rep) != after:
+                        lines.group(removes if after is None else messages, v, members, after)
+            if head or removes or messages:
+                out[v] = head + removes + messages
+        return out
+
+
+_RELATIONS: tuple[Relation, ...] = ((True, True), (True, False), (False, True))
+
+
+class _Lines:
+    """The delta lines of one batch, each encoded once however many viewers get it."""
+
+    def __init__(self, index: NetIndex) -> None:
+        self.index = index
+        self._upserts: dict[tuple[int, Relation], Line] = {}
+        self._removes: dict[str, Line] = {}
+
+    def upsert(self, peer: Node, rel: Relation) -> Line:
+        key = (peer.id, rel)
+        line = self._upserts.get(key)
+        if line is None:
+            line = b'{"type":"peer_upsert","peer":' + self.index.peer_json(peer, rel) + b"}\n"
+            self._upserts[key] = line
+        return line
+
+    def remove(self, peer: Node) -> Line:
+        line = self._removes.get(peer.public_key)
+        if line is None:
+            line = encode({"type": "peer_remove", "public_key": peer.public_key})
+            self._removes[peer.public_key] = line
+        return line
+
+    def pair(
+        self,
+        out: list[Line],
+        removes: list[Line],
+        ov: Entry | None,
+        nv: Entry,
+        op: Entry | None,
+        np: Entry | None,
+        view_changed: bool,
+    ) -> None:
+        """The line (if any) that moves the viewer's entry for one peer from old to new."""
+        before = relation(ov, op)
+        after = relation(nv, np)
+        if after is None or np is None:
+            if before is not None and op is not None:
+                removes.append(self.remove(op.node))
+            return
+        if before is not None and op is not None:
+            if op.node.public_key != np.node.public_key:
+                removes.append(self.remove(op.node))
+            elif before == after and not view_changed:
+                return
+        out.append(self.upsert(np.node, after))
+
+    def group(
+        self, out: list[Line], viewer: int, members: list[int], after: Relation | None
+    ) -> None:
+        """A class of unchanged peers whose relation to the viewer changed (to ``after``)."""
+        entries = self.index.entries
+        if after is None:
+            out.extend(self.remove(entries[p].node) for p in members if p != viewer)
+        else:
+            out.extend(self.upsert(entries[p].node, after) for p in members if p != viewer)
+
+
+def _classes(
+    old: Mapping[int, Entry], new: Mapping[int, Entry], changed: set[int]
+) -> list[tuple[tuple[Entry, Entry], list[int]]]:
+    """Unchanged nodes grouped by (masks and expiry before, after): one representative pair
+    and the members of each group."""
+    groups: dict[tuple[int, int, bool, int, int, bool], list[int]] = defaultdict(list)
+    for i, n in new.items():
+        o = old.get(i)
+        if o is None or i in changed:
+            continue
+        groups[(o.src, o.dst, o.expired, n.src, n.dst, n.expired)].append(i)
+    return [((old[ids[0]], new[ids[0]]), ids) for ids in groups.values()]

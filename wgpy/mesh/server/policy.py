@@ -1,0 +1,291 @@
+"""The mesh policy: parse and validate the JSON document, then decide who may reach whom.
+
+Pure: no I/O, no clock. A policy is ``{"acls": [RULE, ...], "tagOwners": {TAG: [OWNER]}}``;
+a rule ``{"action": "accept", "src": [SEL, ...], "dst": [SEL, ...]}`` lets every node matched
+by a ``src`` selector start traffic to every node matched by a ``dst`` selector. Selectors:
+
+- ``*``: every node;
+- ``user:NAME``: every node of that user (tagged or not);
+- ``tag:NAME``: every node carrying the tag, which ``tagOwners`` must declare;
+- ``node:USER/HOSTNAME``: one node;
+- an IPv4 or IPv6 prefix (or a bare address): nodes with an overlay address inside it.
+
+``tagOwners`` maps each tag to the users (``user:NAME``) whose nodes may carry it. With no
+policy set, :data:`DEFAULT` applies: nodes of one user reach each other, nothing across users.
+
+Errors are :class:`PolicyError` whose message starts with the path of the offending part,
+``acls[1].dst[0]: unknown user "bob"``. For fast evaluation over many nodes, :meth:`Policy.masks`
+gives a node two bit sets (the rules whose ``src``, and whose ``dst``, match it):
+``may_reach(a, b)`` is ``src_mask(a) & dst_mask(b) != 0``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
+HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+TAG = re.compile(r"tag:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+MAX_RULES = 1000
+MAX_SELECTORS = 1000
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class PolicyError(ValueError):
+    """A policy document that does not validate; the message names the offending part."""
+
+
+class Subject(Protocol):
+    """What the policy knows of a node."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def hostname(self) -> str: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def ip_addresses(self) -> Sequence[IPAddress]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnyNode:
+    def matches(self, s: Subject) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class UserSelector:
+    name: str
+
+    def matches(self, s: Subject) -> bool:
+        return s.user == self.name
+
+
+@dataclass(frozen=True, slots=True)
+class TagSelector:
+    tag: str
+
+    def matches(self, s: Subject) -> bool:
+        return self.tag in s.tags
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSelector:
+    user: str
+    hostname: str
+
+    def matches(self, s: Subject) -> bool:
+        return s.user == self.user and s.hostname == self.hostname
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixSelector:
+    network: IPNetwork
+
+    def matches(self, s: Subject) -> bool:
+        return any(a in self.network for a in s.ip_addresses if a.version == self.network.version)
+
+
+Selector = AnyNode | UserSelector | TagSelector | NodeSelector | PrefixSelector
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    src: tuple[Selector, ...]
+    dst: tuple[Selector, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy; ``document`` is the JSON it came from (None for :data:`DEFAULT`)."""
+
+    rules: tuple[Rule, ...]
+    tag_owners: Mapping[str, frozenset[str]]
+    document: Mapping[str, Any] | None
+    # DEFAULT's masks: one implicit rule "user:X -> user:X" per user, numbered on first sight.
+    _user_bits: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_default(self) -> bool:
+        return self.document is None
+
+    def may_reach(self, src: Subject, dst: Subject) -> bool:
+        """Whether ``src`` may start traffic to ``dst``."""
+        if self.is_default:
+            return src.user == dst.user
+        return any(_any(r.src, src) and _any(r.dst, dst) for r in self.rules)
+
+    def masks(self, s: Subject) -> tuple[int, int]:
+        """(rules whose src matches ``s``, rules whose dst matches ``s``) as bit sets."""
+        if self.is_default:
+            bit = self._user_bits.setdefault(s.user, len(self._user_bits))
+            return 1 << bit, 1 << bit
+        src = dst = 0
+        for i, rule in enumerate(self.rules):
+            if _any(rule.src, s):
+                src |= 1 << i
+            if _any(rule.dst, s):
+                dst |= 1 << i
+        return src, dst
+
+    def users_named(self) -> frozenset[str]:
+        """Every user the policy names (in selectors or as a tag owner)."""
+        names: set[str] = set()
+        for owners in self.tag_owners.values():
+            names |= owners
+        for rule in self.rules:
+            for sel in rule.src + rule.dst:
+                if isinstance(sel, UserSelector):
+                    names.add(sel.name)
+                elif isinstance(sel, NodeSelector):
+                    names.add(sel.user)
+        return frozenset(names)
+
+    def check_tags(self, user: str, tags: Collection[str]) -> None:
+        """PolicyError unless nodes of ``user`` may carry every tag (any tag, by DEFAULT)."""
+        if self.is_default:
+            return
+        for tag in tags:
+            owners = self.tag_owners.get(tag)
+            if owners is None:
+                raise PolicyError(f'tag "{tag}" is not declared in the policy\'s tagOwners')
+            if user not in owners:
+                raise PolicyError(
+                    f'user "{user}" may not use tag "{tag}": tagOwners lists '
+                    + (", ".join(f"user:{o}" for o in sorted(owners)) or "no one")
+                )
+
+
+DEFAULT = Policy(rules=(), tag_owners={}, document=None)
+
+
+def _any(selectors: tuple[Selector, ...], s: Subject) -> bool:
+    return any(sel.matches(s) for sel in selectors)
+
+
+def parse_policy(document: object, users: Collection[str] | None = None) -> Policy:
+    """Validate ``document`` (parsed JSON). With ``users``, every user it names must be one of
+    them; without, user names are only checked for form (a stored policy, validated before)."""
+    if not isinstance(document, dict):
+        raise PolicyError('the policy must be a JSON object with "acls" and optionally "tagOwners"')
+    for key in document:
+        if key not in ("acls", "tagOwners"):
+            raise PolicyError(f'{_key(key)}: unknown field; a policy has "acls" and "tagOwners"')
+    if "acls" not in document:
+        raise PolicyError('acls: missing; a policy needs "acls", a list of rules (it may be empty)')
+    parser = _Parser(users)
+    tag_owners = parser.tag_owners(document.get("tagOwners", {}))
+    rules = parser.rules(document["acls"], tag_owners)
+    return Policy(rules=rules, tag_owners=tag_owners, document=document)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else json.dumps(key)
+
+
+@dataclass
+class _Parser:
+    users: Collection[str] | None
+
+    def user(self, path: str, name: str) -> str:
+        if not USER_NAME.match(name):
+            raise PolicyError(f'{path}: "{name}" is not a user name ([a-z0-9][a-z0-9._-]*)')
+        if self.users is not None and name not in self.users:
+            raise PolicyError(f'{path}: unknown user "{name}"')
+        return name
+
+    def tag_owners(self, value: object) -> dict[str, frozenset[str]]:
+        if not isinstance(value, dict):
+            raise PolicyError("tagOwners: expected an object mapping tags to lists of users")
+        owners: dict[str, frozenset[str]] = {}
+        for tag, names in value.items():
+            path = f"tagOwners[{json.dumps(tag)}]"
+            if not TAG.match(tag):
+                raise PolicyError(f"{path}: {json.dumps(tag)} is not a tag; expected tag:NAME")
+            if not isinstance(names, list):
+                raise PolicyError(f'{path}: expected a list of owners ("user:NAME")')
+            users = set()
+            for i, owner in enumerate(names):
+                if not isinstance(owner, str) or not owner.startswith("user:"):
+                    raise PolicyError(f"{path}[{i}]: expected an owner user:NAME")
+                users.add(self.user(f"{path}[{i}]", owner[5:]))
+            owners[tag] = frozenset(users)
+        return owners
+
+    def rules(self, value: object, tag_owners: Mapping[str, object]) -> tuple[Rule, ...]:
+        if not isinstance(value, list):
+            raise PolicyError("acls: expected a list of rules")
+        if len(value) > MAX_RULES:
+            raise PolicyError(f"acls: {len(value)} rules, more than the {MAX_RULES} allowed")
+        rules = []
+        for i, rule in enumerate(value):
+            path = f"acls[{i}]"
+            if not isinstance(rule, dict):
+                raise PolicyError(f'{path}: expected an object with "action", "src" and "dst"')
+            for key in rule:
+                if key not in ("action", "src", "dst"):
+                    raise PolicyError(
+                        f'{path}.{_key(key)}: unknown field; a rule has "action", "src" and "dst"'
+                    )
+            if rule.get("action") != "accept":
+                raise PolicyError(f'{path}.action: expected "accept"')
+            src = self.selectors(f"{path}.src", rule.get("src"), tag_owners)
+            dst = self.selectors(f"{path}.dst", rule.get("dst"), tag_owners)
+            rules.append(Rule(src, dst))
+        return tuple(rules)
+
+    def selectors(
+        self, path: str, value: object, tag_owners: Mapping[str, object]
+    ) -> tuple[Selector, ...]:
+        if not isinstance(value, list) or not value:
+            raise PolicyError(f"{path}: expected a non-empty list of selectors")
+        if len(value) > MAX_SELECTORS:
+            raise PolicyError(f"{path}: more than {MAX_SELECTORS} selectors")
+        return tuple(
+            self.selector(f"{path}[{i}]", item, tag_owners) for i, item in enumerate(value)
+        )
+
+    def selector(self, path: str, value: object, tag_owners: Mapping[str, object]) -> Selector:
+        if not isinstance(value, str):
+            raise PolicyError(f"{path}: expected a selector (a string)")
+        if value == "*":
+            return AnyNode()
+        if value.startswith("user:"):
+            return UserSelector(self.user(path, value[5:]))
+        if value.startswith("tag:"):
+            if not TAG.match(value):
+                raise PolicyError(f'{path}: "{value}" is not a tag; expected tag:NAME')
+            if value not in tag_owners:
+                raise PolicyError(f'{path}: tag "{value}" is not declared in tagOwners')
+            return TagSelector(value)
+        if value.startswith("node:"):
+            user, slash, hostname = value[5:].partition("/")
+            if not slash or not HOSTNAME.match(hostname):
+                raise PolicyError(f'{path}: "{value}" is not a node; expected node:USER/HOSTNAME')
+            return NodeSelector(self.user(path, user), hostname)
+        return PrefixSelector(_prefix(path, value))
+
+
+def _prefix(path: str, value: str) -> IPNetwork:
+    if not re.fullmatch(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?", value):
+        raise PolicyError(
+            f"{path}: {json.dumps(value)} is not a selector; expected *, user:NAME, tag:NAME, "
+            "node:USER/HOSTNAME or an IP prefix"
+        )
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise PolicyError(f'{path}: "{value}" is not a valid IP prefix') from None
+    raise PolicyError(f'{path}: "{value}" has host bits set; did you mean {loose}?')

@@ -1,0 +1,168 @@
+"""Request bodies: a JSON object whose fields are all known and of the right form.
+
+Each endpoint names its required and optional fields with a check that turns the JSON value
+into what the store takes, or raises BadRequest naming the field. Unknown fields are refused.
+A field whose name contains "private" is refused before anything else, on every endpoint:
+the server never takes a private key (nodes send their public key only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from wgpy import keys
+
+from .errors import BadRequest
+from .policy import HOSTNAME, TAG, USER_NAME
+
+MAX_ENDPOINTS = 16
+MAX_TAGS = 32
+MAX_LIFETIME = 10 * 365 * 86400  # seconds
+PRIVATE_FIELD = re.compile("private", re.IGNORECASE)
+
+Check = Callable[[str, Any], Any]
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise BadRequest("the request needs a JSON body (use {} for none)")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BadRequest(f"the body is not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise BadRequest("the body is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"the body is not usable JSON: {e}") from None
+
+
+def fields(
+    body: Any, required: Mapping[str, Check], optional: Mapping[str, Check] | None = None
+) -> dict[str, Any]:
+    """The body's fields, checked; optional ones that are absent are left out."""
+    optional = optional or {}
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    for name in body:
+        if PRIVATE_FIELD.search(name):
+            raise BadRequest(
+                f'field "{_printable(name)}" refused: the server never takes private keys; '
+                "send only the public key"
+            )
+    unknown = [n for n in body if n not in required and n not in optional]
+    if unknown:
+        known = ", ".join(f'"{n}"' for n in (*required, *optional))
+        takes = f"the fields are {known}" if known else "this endpoint takes none ({})"
+        raise BadRequest(f'unknown field "{_printable(unknown[0])}"; {takes}')
+    out = {}
+    for name, check in required.items():
+        if name not in body:
+            raise BadRequest(f'missing field "{name}"')
+        out[name] = check(name, body[name])
+    for name, check in optional.items():
+        if name in body:
+            out[name] = check(name, body[name])
+    return out
+
+
+def _printable(text: str) -> str:
+    return json.dumps(text[:64])[1:-1]
+
+
+def _string(name: str, value: Any, max_len: int = 256) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f'"{name}" must be a string')
+    if len(value) > max_len:
+        raise BadRequest(f'"{name}" is longer than {max_len} characters')
+    return value
+
+
+def credential_text(name: str, value: Any) -> str:
+    return _string(name, value, 200)
+
+
+def public_key(name: str, value: Any) -> str:
+    text = _string(name, value, 64)
+    try:
+        keys.key_from_base64(text)
+    except ValueError as e:
+        raise BadRequest(f'"{name}" is not a valid WireGuard public key: {e}') from None
+    return text
+
+
+def hostname(name: str, value: Any) -> str:
+    text = _string(name, value, 63).lower()
+    if not HOSTNAME.match(text):
+        raise BadRequest(
+            f'"{name}" must be a DNS label: 1 to 63 letters, digits and "-", not starting or '
+            'ending with "-"'
+        )
+    return text
+
+
+def user_name(name: str, value: Any) -> str:
+    text = _string(name, value, 63)
+    if not USER_NAME.match(text):
+        raise BadRequest(
+            f'"{name}" must be 1 to 63 of a-z, 0-9, ".", "_" and "-", starting with a letter '
+            "or digit"
+        )
+    return text
+
+
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f'"{name}" must be true or false')
+    return value
+
+
+def seconds(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIFETIME:
+        raise BadRequest(f'"{name}" must be a whole number of seconds from 1 to {MAX_LIFETIME}')
+    return value
+
+
+def tags(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise BadRequest(f'"{name}" must be a list of at most {MAX_TAGS} tags')
+    for tag in value:
+        if not isinstance(tag, str) or not TAG.match(tag):
+            shown = _printable(tag) if isinstance(tag, str) else json.dumps(tag)[:64]
+            raise BadRequest(f'"{name}": "{shown}" is not a tag; expected tag:NAME (a DNS label)')
+    return tuple(sorted(set(value)))
+
+
+def endpoints(name: str, value: Any) -> tuple[str, ...]:
+    """``IPv4:port`` or ``[IPv6]:port``, normalized, duplicates dropped, order kept."""
+    if not isinstance(value, list) or len(value) > MAX_ENDPOINTS:
+        raise BadRequest(f'"{name}" must be a list of at most {MAX_ENDPOINTS} "host:port"')
+    out: list[str] = []
+    for item in value:
+        endpoint = _endpoint(name, item)
+        if endpoint not in out:
+            out.append(endpoint)
+    return tuple(out)
+
+
+def _endpoint(name: str, item: Any) -> str:
+    bad = BadRequest(
+        f'"{name}": {json.dumps(item)[:80]} is not an endpoint; expected "192.0.2.1:51820" '
+        'or "[2001:db8::1]:51820"'
+    )
+    if not isinstance(item, str) or len(item) > 64:
+        raise bad
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", item)
+    if match is None:
+        raise bad
+    host, port = (match[1], match[2]) if match[1] else (match[3], match[4])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise bad from None
+    if (address.version == 6) != bool(match[1]) or not 1 <= int(port) <= 65535:
+        raise bad
+    return f"[{address}]:{int(port)}" if address.version == 6 else f"{address}:{int(port)}"

@@ -1,0 +1,188 @@
+"""The server's life cycle: open the store (migrations), load the hub, listen, heartbeat; and
+stop in order (streams end, nodes go offline, the replica leaves, the database closes).
+
+Each process is one *replica* with a random id. Replicas sharing a PostgreSQL database hear
+each other's changes through LISTEN/NOTIFY (db.py) and write a heartbeat every
+``heartbeat`` seconds; each heartbeat also sweeps: a replica silent for ``replica_timeout``
+seconds is dead and its nodes offline, and ephemeral nodes offline for ``ephemeral_idle``
+seconds are deleted. With SQLite there is one replica, so at start every stream that the
+database still records belongs to a previous run and is cleared at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from wgpy.log import get_logger
+
+from .app import Context, create_app
+from .auth import Credential, RateLimiter, Rng
+from .config import ServerConfig
+from .db import DatabaseUnavailable
+from .hub import Hub
+from .models import ApiKey
+from .store import Store, open_store
+
+
+class ServerError(Exception):
+    """The server cannot start; the message is one sentence for the operator."""
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None and config.tls_key is None:
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise ServerError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ServerError(f"cannot load the TLS certificate and key: {reason}") from None
+    return context
+
+
+async def _open_store(
+    config: ServerConfig, replica: str, clock: Callable[[], float], rng: Rng
+) -> Store:
+    try:
+        return await open_store(
+            state_dir=config.state_dir,
+            database_url=config.database_url,
+            replica=replica,
+            clock=clock,
+            rng=rng,
+        )
+    except DatabaseUnavailable as e:
+        raise ServerError(str(e)) from None
+
+
+class MeshServer:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Rng = os.urandom,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.replica = secrets.token_hex(6)
+        self.log = get_logger(component="server", replica=self.replica)
+        self._store: Store | None = None
+        self._hub: Hub | None = None
+        self._runner: web.AppRunner | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the server is not started"
+        return self._store
+
+    @property
+    def hub(self) -> Hub:
+        assert self._hub is not None, "the server is not started"
+        return self._hub
+
+    @property
+    def url(self) -> str:
+        """Where it listens, e.g. ``http://127.0.0.1:8080``."""
+        assert self._runner is not None, "the server is not started"
+        host, port = self._runner.addresses[0][:2]
+        scheme = "https" if self.config.tls_cert else "http"
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{port}"
+
+    async def start(self) -> None:
+        config = self.config
+        tls = ssl_context(config)
+        self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
+        try:
+            await store.heartbeat()
+            single = store.db.dialect == "sqlite"
+            await store.sweep(
+                dead_after=0.0 if single else config.replica_timeout,
+                ephemeral_idle=config.ephemeral_idle,
+            )
+            self._hub = hub = Hub(
+                store,
+                coalesce=config.coalesce,
+                ephemeral_grace=config.ephemeral_grace,
+                clock=self.clock,
+            )
+            await store.db.listen()  # before the hub loads all, so nothing falls between
+            await hub.start()
+            limiter = RateLimiter(config.auth_rate, config.auth_burst)
+            app = create_app(Context(config, store, hub, limiter, self.clock))
+            self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, config.host, config.port, ssl_context=tls)
+            try:
+                await site.start()
+            except OSError as e:
+                where = f"{config.host}:{config.port}"
+                raise ServerError(f"cannot listen on {where}: {e.strerror or e}") from None
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        except BaseException:
+            await self.stop()
+            raise
+        self.log.info("listening", url=self.url, database=store.db.dialect)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat)
+            try:
+                if not await self.store.heartbeat():
+                    # Others took this replica for dead (it stalled) and cleared its streams.
+                    self.log.error("this replica was taken for dead; restoring its streams")
+                    for stream in list(self.hub.streams.values()):
+                        await self.store.stream_opened(stream.node_id, stream.stream_id)
+                await self.store.sweep(
+                    dead_after=self.config.replica_timeout,
+                    ephemeral_idle=self.config.ephemeral_idle,
+                )
+            except Exception:
+                self.log.exception("heartbeat failed")
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        if self._hub is not None:
+            await self._hub.stop(self.config.shutdown_timeout)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.leave()
+            await self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> MeshServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+async def create_api_key(config: ServerConfig, lifetime: float | None) -> tuple[ApiKey, Credential]:
+    """Bootstrap: an admin API key made directly in the database (no server needed)."""
+    store = await _open_store(config, "cli-" + secrets.token_hex(4), time.time, os.urandom)
+    try:
+        return await store.create_api_key(None if lifetime is None else time.time() + lifetime)
+    finally:
+        await store.close()

@@ -1,0 +1,392 @@
+"""Nodes in the store: registration and login, the admin's node operations, map streams
+(online state) and the replicas that hold them.
+
+Every write that changes what a map shows records the node in the transaction's change, so
+the hubs of all replicas push it to the streams (see db.py). Registration retries the whole
+transaction when a concurrent one took the same hostname or address first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .auth import Credential, new_credential, secret_matches
+from .db import IntegrityConflict, Tx, placeholders
+from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from .models import MAX_ADDR_INDEX, Node
+from .policy import PolicyError
+from .store_base import NODE_COLUMNS, NODES_FROM, StoreBase, dump_list, load_list, node_from
+
+ATTEMPTS = 5
+HOSTNAME_MAX = 63
+_CHUNK = 500  # ids per IN (...) list
+
+AUTH_KEY_INVALID = "the auth key is not valid (unknown or mistyped); ask an admin for a new one"
+AUTH_KEY_EXPIRED = "the auth key has expired; ask an admin for a new one"
+AUTH_KEY_USED = "the auth key is a one-off key and was already used; ask an admin for a new one"
+TOKEN_INVALID = (
+    "the node token is not valid (unknown, logged out, or the node was deleted); "
+    "register again with an auth key"
+)
+NODE_EXPIRED = "this node has expired; register it again with an auth key"
+
+
+class NodeStore(StoreBase):
+    # ------------------------------------------------------------------------------------
+    # Registration and the node's own requests
+
+    async def register(
+        self, auth_key: Credential, public_key: str, hostname: str
+    ) -> tuple[Node, Credential]:
+        """Create the node of ``public_key`` with a pre-auth key, or re-register it (same
+        node, same addresses, a new token); the node and its token."""
+        for _ in range(ATTEMPTS):
+            try:
+                return await self._register(auth_key, public_key, hostname)
+            except IntegrityConflict:
+                continue  # a concurrent registration took the hostname or address first
+        raise Conflict("the registration kept colliding with concurrent ones; try again")
+
+    async def _register(
+        self, auth_key: Credential, public_key: str, hostname: str
+    ) -> tuple[Node, Credential]:
+        now = self.clock()
+        token = new_credential("node", self.rng)
+        async with self.db.transaction() as tx:
+            key = await tx.fetchrow(
+                "SELECT user_id, key_hash, reusable, ephemeral, tags, expires_at, used"
+                " FROM preauth_keys WHERE id = ?",
+                auth_key.id,
+            )
+            if key is None or not secret_matches(auth_key, key["key_hash"]):
+                raise Unauthorized(AUTH_KEY_INVALID)
+            if key["expires_at"] <= now:
+                raise Forbidden(AUTH_KEY_EXPIRED)
+            taken = await tx.execute(
+                "UPDATE preauth_keys SET used = TRUE WHERE id = ? AND (reusable OR NOT used)",
+                auth_key.id,
+            )
+            if not taken:
+                raise Forbidden(AUTH_KEY_USED)
+            user_id = int(key["user_id"])
+            key_tags = load_list(key["tags"])
+            existing = await tx.fetchrow(
+                "SELECT id, user_id, hostname, tags FROM nodes WHERE public_key = ?", public_key
+            )
+            if existing is not None:
+                if int(existing["user_id"]) != user_id:
+                    raise Conflict(
+                        "this public key belongs to another user's node; generate a new key "
+                        "or have an admin delete that node"
+                    )
+                node_id = int(existing["id"])
+                name = existing["hostname"]
+                if name != hostname:
+                    name = await self._free_hostname(tx, user_id, hostname, node_id)
+                await tx.execute(
+                    "UPDATE nodes SET hostname = ?, tags = ?, ephemeral = ?, expires_at = NULL,"
+                    " last_seen = ?, token_id = ?, token_hash = ? WHERE id = ?",
+                    name,
+                    dump_list(key_tags) if key_tags else existing["tags"],
+                    bool(key["ephemeral"]),
+                    now,
+                    token.id,
+                    token.secret_hash,
+                    node_id,
+                )
+            else:
+                name = await self._free_hostname(tx, user_id, hostname, None)
+                node_id = int(
+                    await tx.fetchval(
+                        "INSERT INTO nodes (user_id, hostname, public_key, addr_index, endpoints,"
+                        " tags, ephemeral, expires_at, last_seen, token_id, token_hash,"
+                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) RETURNING id",
+                        user_id,
+                        name,
+                        public_key,
+                        await self._free_addr_index(tx),
+                        "[]",
+                        dump_list(key_tags),
+                        bool(key["ephemeral"]),
+                        now,
+                        token.id,
+                        token.secret_hash,
+                        now,
+                    )
+                )
+            tx.changed([node_id])
+            return await self._node(tx, node_id), token
+
+    async def authenticate_node(self, token: Credential) -> Node:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(
+                f"SELECT {NODE_COLUMNS}, n.token_hash FROM nodes n"
+                " JOIN users u ON u.id = n.user_id WHERE n.token_id = ?",
+                token.id,
+            )
+        if row is None or not secret_matches(token, row["token_hash"]):
+            raise Unauthorized(TOKEN_INVALID)
+        return node_from(row)
+
+    async def login(self, node_id: int, public_key: str, hostname: str) -> Node:
+        """The node comes back with its token, maybe with a new key or hostname."""
+        now = self.clock()
+        try:
+            async with self.db.transaction() as tx:
+                node = await self._node(tx, node_id)
+                if node.expired(now):
+                    raise Forbidden(NODE_EXPIRED)
+                if public_key != node.public_key and await tx.fetchval(
+                    "SELECT id FROM nodes WHERE public_key = ?", public_key
+                ):
+                    raise Conflict("this public key belongs to another node; generate a new key")
+                name = node.hostname
+                if hostname != node.hostname:
+                    name = await self._free_hostname(tx, node.user_id, hostname, node_id)
+                await tx.execute(
+                    "UPDATE nodes SET public_key = ?, hostname = ?, last_seen = ? WHERE id = ?",
+                    public_key,
+                    name,
+                    now,
+                    node_id,
+                )
+                if (public_key, name) != (node.public_key, node.hostname):
+                    tx.changed([node_id])
+                return await self._node(tx, node_id)
+        except IntegrityConflict:
+            raise Conflict("another node took this key or hostname meanwhile; try again") from None
+
+    async def set_endpoints(self, node_id: int, endpoints: tuple[str, ...]) -> Node:
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            node = await self._node(tx, node_id)
+            if node.expired(now):
+                raise Forbidden(NODE_EXPIRED)
+            await tx.execute(
+                "UPDATE nodes SET endpoints = ?, last_seen = ? WHERE id = ?",
+                dump_list(endpoints),
+                now,
+                node_id,
+            )
+            if endpoints != node.endpoints:
+                tx.changed([node_id])
+            return await self._node(tx, node_id)
+
+    async def logout(self, node_id: int) -> None:
+        """The token stops working; an ephemeral node is deleted, another one expires."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            if not await tx.execute("DELETE FROM nodes WHERE id = ? AND ephemeral", node_id):
+                await tx.execute(
+                    "UPDATE nodes SET token_id = NULL, token_hash = NULL, last_seen = ?,"
+                    " expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at <= ?"
+                    " THEN expires_at ELSE ? END WHERE id = ?",
+                    now,
+                    now,
+                    now,
+                    node_id,
+                )
+            tx.changed([node_id])
+
+    # ------------------------------------------------------------------------------------
+    # Admin
+
+    async def node(self, node_id: int) -> Node:
+        async with self.db.transaction() as tx:
+            return await self._node(tx, node_id)
+
+    async def nodes(self, user: str | None = None) -> list[Node]:
+        async with self.db.transaction() as tx:
+            if user is None:
+                rows = await tx.fetch(f"{NODES_FROM} ORDER BY n.id")
+            else:
+                if await tx.fetchval("SELECT id FROM users WHERE name = ?", user) is None:
+                    raise NotFound(f'there is no user "{user}"')
+                rows = await tx.fetch(f"{NODES_FROM} WHERE u.name = ? ORDER BY n.id", user)
+        return [node_from(r) for r in rows]
+
+    async def nodes_by_id(self, ids: Sequence[int]) -> list[Node]:
+        """The nodes among ``ids`` that exist."""
+        found: list[Node] = []
+        async with self.db.transaction() as tx:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                rows = await tx.fetch(f"{NODES_FROM} WHERE n.id IN ({placeholders(chunk)})", *chunk)
+                found.extend(node_from(r) for r in rows)
+        return found
+
+    async def expire_node(self, node_id: int) -> Node:
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            node = await self._node(tx, node_id)
+            if not node.expired(now):
+                await tx.execute("UPDATE nodes SET expires_at = ? WHERE id = ?", now, node_id)
+                tx.changed([node_id])
+            return await self._node(tx, node_id)
+
+    async def delete_node(self, node_id: int) -> None:
+        async with self.db.transaction() as tx:
+            if not await tx.execute("DELETE FROM nodes WHERE id = ?", node_id):
+                raise NotFound(f"there is no node {node_id}")
+            tx.changed([node_id])
+
+    async def rename_node(self, node_id: int, hostname: str) -> Node:
+        try:
+            async with self.db.transaction() as tx:
+                node = await self._node(tx, node_id)
+                if hostname != node.hostname:
+                    await tx.execute(
+                        "UPDATE nodes SET hostname = ? WHERE id = ?", hostname, node_id
+                    )
+                    tx.changed([node_id])
+                return await self._node(tx, node_id)
+        except IntegrityConflict:
+            raise Conflict(
+                f'user "{node.user}" already has a node named "{hostname}"; pick another name'
+            ) from None
+
+    async def set_tags(self, node_id: int, tags: tuple[str, ...]) -> Node:
+        async with self.db.transaction() as tx:
+            node = await self._node(tx, node_id)
+            _, policy = await self._policy(tx)
+            try:
+                policy.check_tags(node.user, tags)
+            except PolicyError as e:
+                raise BadRequest(f"tags: {e}") from None
+            if tags != node.tags:
+                await tx.execute("UPDATE nodes SET tags = ? WHERE id = ?", dump_list(tags), node_id)
+                tx.changed([node_id])
+            return await self._node(tx, node_id)
+
+    # ------------------------------------------------------------------------------------
+    # Map streams and replicas
+
+    async def stream_opened(self, node_id: int, stream_id: str) -> None:
+        """The node is online, through ``stream_id`` on this replica (it replaces any other)."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE nodes SET stream_id = ?, stream_replica = ?, last_seen = ? WHERE id = ?",
+                stream_id,
+                self.replica,
+                self.clock(),
+                node_id,
+            )
+            tx.changed([node_id])
+
+    async def stream_closed(self, node_id: int, stream_id: str) -> bool:
+        """The stream ended; the node is offline unless a newer stream took over. Whether it
+        went offline and is ephemeral (then delete it after the grace)."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(
+                "UPDATE nodes SET stream_id = NULL, stream_replica = NULL, last_seen = ?"
+                " WHERE id = ? AND stream_id = ? RETURNING ephemeral",
+                self.clock(),
+                node_id,
+                stream_id,
+            )
+            if rows:
+                tx.changed([node_id])
+        return bool(rows) and bool(rows[0]["ephemeral"])
+
+    async def delete_if_offline_ephemeral(self, node_id: int) -> bool:
+        async with self.db.transaction() as tx:
+            deleted = await tx.execute(
+                "DELETE FROM nodes WHERE id = ? AND ephemeral AND stream_id IS NULL", node_id
+            )
+            if deleted:
+                tx.changed([node_id])
+        return bool(deleted)
+
+    async def heartbeat(self) -> bool:
+        """This replica is alive, and so are the nodes whose streams it holds (last_seen).
+        False if the replica was unknown: new, or taken for dead (its streams were cleared)."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            known = await tx.execute(
+                "UPDATE replicas SET seen_at = ? WHERE id = ?", now, self.replica
+            )
+            if not known:
+                await tx.execute(
+                    "INSERT INTO replicas (id, seen_at) VALUES (?, ?)", self.replica, now
+                )
+            await tx.execute(
+                "UPDATE nodes SET last_seen = ? WHERE stream_replica = ?", now, self.replica
+            )
+        return bool(known)
+
+    async def sweep(self, *, dead_after: float, ephemeral_idle: float) -> None:
+        """Forget replicas silent for ``dead_after`` seconds (their nodes go offline) and
+        delete ephemeral nodes offline for ``ephemeral_idle`` seconds."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM replicas WHERE seen_at < ? AND id <> ?", now - dead_after, self.replica
+            )
+            offline = await tx.fetch(
+                "UPDATE nodes SET stream_id = NULL, stream_replica = NULL"
+                " WHERE stream_replica IS NOT NULL"
+                " AND stream_replica NOT IN (SELECT id FROM replicas) RETURNING id"
+            )
+            deleted = await tx.fetch(
+                "DELETE FROM nodes WHERE ephemeral AND stream_id IS NULL"
+                " AND COALESCE(last_seen, created_at) < ? RETURNING id",
+                now - ephemeral_idle,
+            )
+            tx.changed(int(r["id"]) for r in [*offline, *deleted])
+
+    async def leave(self) -> None:
+        """This replica stops: its streams are gone, and so is its row."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(
+                "UPDATE nodes SET stream_id = NULL, stream_replica = NULL"
+                " WHERE stream_replica = ? RETURNING id",
+                self.replica,
+            )
+            await tx.execute("DELETE FROM replicas WHERE id = ?", self.replica)
+            tx.changed(int(r["id"]) for r in rows)
+
+    # ------------------------------------------------------------------------------------
+
+    async def _node(self, tx: Tx, node_id: int) -> Node:
+        row = await tx.fetchrow(f"{NODES_FROM} WHERE n.id = ?", node_id)
+        if row is None:
+            raise NotFound(f"there is no node {node_id}")
+        return node_from(row)
+
+    async def _free_hostname(self, tx: Tx, user_id: int, wanted: str, node_id: int | None) -> str:
+        """``wanted``, or ``wanted-1``, ``wanted-2``, ... whichever the user's other nodes
+        do not have."""
+        rows = await tx.fetch(  # every candidate starts so (a suffix is at most 13 characters)
+            "SELECT hostname FROM nodes WHERE user_id = ? AND id <> ? AND hostname LIKE ?",
+            user_id,
+            -1 if node_id is None else node_id,
+            wanted[: HOSTNAME_MAX - 13] + "%",
+        )
+        taken = {r["hostname"] for r in rows}
+        name, n = wanted, 0
+        while name in taken:
+            n += 1
+            suffix = f"-{n}"
+            name = wanted[: HOSTNAME_MAX - len(suffix)] + suffix
+        return name
+
+    async def _free_addr_index(self, tx: Tx) -> int:
+        """The next address never handed out (a counter, so a deleted node's address is not
+        reused soon); once the pool's end is reached, the lowest free one."""
+        index = int(
+            await tx.fetchval(
+                "UPDATE counters SET value = value + 1 WHERE name = 'addr_index' RETURNING value"
+            )
+        )
+        if index <= MAX_ADDR_INDEX:
+            return index
+        if not await tx.fetchval("SELECT id FROM nodes WHERE addr_index = 1"):
+            return 1
+        gap = await tx.fetchval(
+            "SELECT MIN(a.addr_index) + 1 FROM nodes a WHERE a.addr_index < ? AND NOT EXISTS"
+            " (SELECT 1 FROM nodes b WHERE b.addr_index = a.addr_index + 1)",
+            MAX_ADDR_INDEX,
+        )
+        if gap is None:
+            raise Conflict("the overlay address pool is full; delete unused nodes")
+        return int(gap)
