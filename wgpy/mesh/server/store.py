@@ -57,9 +57,7 @@ class Store(NodeStore):
         """Refused while the user has nodes or the policy names them; the user's pre-auth
         keys go with them."""
         async with self.db.transaction() as tx:
-            user_id = await tx.fetchval("SELECT id FROM users WHERE name = ?", name)
-            if user_id is None:
-                raise NotFound(f'there is no user "{name}"')
+            user_id = await self._user_id(tx, name)
             count = await tx.fetchval("SELECT COUNT(*) FROM nodes WHERE user_id = ?", user_id)
             if count:
                 raise Conflict(f'user "{name}" still has {count} node(s); delete them first')
@@ -127,9 +125,7 @@ class Store(NodeStore):
         now = self.clock()
         key = new_credential("auth", self.rng)
         async with self.db.transaction() as tx:
-            user_id = await tx.fetchval("SELECT id FROM users WHERE name = ?", user)
-            if user_id is None:
-                raise NotFound(f'there is no user "{user}"; create it first')
+            user_id = await self._user_id(tx, user, "; create it first")
             _, policy = await self._policy(tx)
             try:
                 policy.check_tags(user, tags)
@@ -156,8 +152,7 @@ class Store(NodeStore):
             if user is None:
                 rows = await tx.fetch(f"{PREAUTH_FROM} ORDER BY k.created_at")
             else:
-                if await tx.fetchval("SELECT id FROM users WHERE name = ?", user) is None:
-                    raise NotFound(f'there is no user "{user}"')
+                await self._user_id(tx, user)
                 rows = await tx.fetch(
                     f"{PREAUTH_FROM} WHERE u.name = ? ORDER BY k.created_at", user
                 )

@@ -12,6 +12,7 @@ from typing import Any
 from . import policy as policies
 from .auth import Rng
 from .db import Database, Row, Tx
+from .errors import NotFound
 from .models import ApiKey, Node, PolicyRecord, PreAuthKey, User
 
 NODE_COLUMNS = (
@@ -28,6 +29,13 @@ PREAUTH_FROM = f"SELECT {PREAUTH_COLUMNS} FROM preauth_keys k JOIN users u ON u.
 
 
 class StoreBase:
+    async def _user_id(self, tx: Tx, name: str, hint: str = "") -> Any:
+        """The id of user ``name``; NotFound (with ``hint`` appended) when there is none."""
+        user_id = await tx.fetchval("SELECT id FROM users WHERE name = ?", name)
+        if user_id is None:
+            raise NotFound(f'there is no user "{name}"{hint}')
+        return user_id
+
     def __init__(
         self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
     ) -> None:

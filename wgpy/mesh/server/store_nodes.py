@@ -200,8 +200,7 @@ class NodeStore(StoreBase):
             if user is None:
                 rows = await tx.fetch(f"{NODES_FROM} ORDER BY n.id")
             else:
-                if await tx.fetchval("SELECT id FROM users WHERE name = ?", user) is None:
-                    raise NotFound(f'there is no user "{user}"')
+                await self._user_id(tx, user)
                 rows = await tx.fetch(f"{NODES_FROM} WHERE u.name = ? ORDER BY n.id", user)
         return [node_from(r) for r in rows]
 
