@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables postgresql
 STAMP := $(VENV)/.installed
+# Each test stage is bounded as a whole too: a process that will not exit (a thread left
+# running after the last test) fails the stage instead of stalling CI.
+BOUNDED := timeout --kill-after=30
 
 .PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core demo demo-core clean
 
@@ -39,17 +42,17 @@ typecheck: venv
 # Unit tests under coverage; the sans-IO protocol core must keep >= 90 % branch coverage.
 unit: venv
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest --ignore=tests/interop
+	$(BOUNDED) 1500 $(BIN)/coverage run -m pytest --ignore=tests/interop
 	$(BIN)/coverage report --include='wgpy/protocol/*' --fail-under=90
 
 # wgpy against wireguard-go and itself in network namespaces (root). The slow ones wait on
 # real protocol timers (a rekey after 120 s, a handshake given up after 90 s) and run in
 # parallel: each test makes namespaces of its own.
 interop: venv
-	$(BIN)/pytest tests/interop -m "not slow"
+	$(BOUNDED) 1200 $(BIN)/pytest tests/interop -m "not slow"
 
 interop-slow: venv
-	$(BIN)/pytest tests/interop -m slow -n 4
+	$(BOUNDED) 1200 $(BIN)/pytest tests/interop -m slow -n 4
 
 test: setup lint typecheck unit interop interop-slow
 

@@ -155,6 +155,9 @@ class _SqliteTx(Tx):
         return cast(list[Row], list(rows))
 
 
+_BUSY_TIMEOUT = 10.0  # seconds a statement waits for another connection's lock
+
+
 class SqliteDatabase(Database):
     """One connection in WAL mode; transactions take turns (``BEGIN IMMEDIATE``)."""
 
@@ -171,18 +174,28 @@ class SqliteDatabase(Database):
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the file's mode, before sqlite
             os.close(fd)
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            # The busy timeout holds from the first statement on: switching to WAL takes an
+            # exclusive lock, and replicas starting together contend for it.
+            conn = await aiosqlite.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT)
         except (OSError, sqlite3.Error) as e:
             message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise DatabaseUnavailable(f"cannot open the database {path}: {message}") from None
         conn.row_factory = sqlite3.Row
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
-            await conn.execute(pragma)
+        try:
+            for pragma in (
+                f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}",
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA foreign_keys=ON",
+            ):
+                await conn.execute(pragma)
+        except BaseException as e:
+            # aiosqlite's worker thread is not a daemon: a connection left open would keep
+            # the process from exiting.
+            await conn.close()
+            if isinstance(e, sqlite3.Error):
+                raise DatabaseUnavailable(f"cannot open the database {path}: {e}") from None
+            raise
         return cls(conn, replica)
 
     @contextlib.asynccontextmanager
