@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core demo demo-core clean
+.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core bench-mesh demo demo-core clean
 
 setup: apt venv
 
@@ -59,7 +59,11 @@ test: setup lint typecheck unit interop interop-slow
 bench-core: venv
 	$(BIN)/python benchmarks/core.py
 
-bench: bench-core
+# The coordination server with 1,000 simulated nodes (registrations, fan-out, CPU, RSS).
+bench-mesh: venv
+	$(BIN)/python benchmarks/mesh_scale.py
+
+bench: bench-core bench-mesh
 
 # The main job: wgpy interfaces beside wireguard-go in network namespaces (needs root).
 demo: setup

@@ -220,6 +220,8 @@ class MapReader:
             self.peers[message["peer"]["public_key"]] = message["peer"]
         elif kind == "peer_remove":
             self.peers.pop(message["public_key"], None)
+        elif kind == "peer_online":
+            self.peers[message["public_key"]]["online"] = message["online"]
         elif kind == "self":
             self.self_node = message["self"]
         return message

@@ -564,6 +564,8 @@ def test_bad_map_entries_are_skipped_and_unknown_messages_ignored(tmp_path: Path
                     {"type": "peer_upsert", "peer": {**b.peer_json(), "addresses": ["0.0.0.0/0"]}},
                     {"type": "peer_upsert", "peer": {**b.peer_json(), "addresses": ["x"]}},
                     {"type": "peer_remove", "public_key": 12},
+                    {"type": "peer_online", "public_key": "nope", "online": True},
+                    {"type": "peer_online", "public_key": pub_b, "online": "yes"},
                     {"type": "something_new", "x": 1},
                     {"type": "peer_upsert", "peer": {"public_key": h.public, "addresses": []}},
                 ]
@@ -576,6 +578,10 @@ def test_bad_map_entries_are_skipped_and_unknown_messages_ignored(tmp_path: Path
                 assert node.device.peers[k(pub_x)].endpoint == ("192.0.2.2", 41641)
                 assert node.connected  # none of it broke the stream
                 assert node.full_maps == 1
+                # a peer's online state follows the short peer_online line
+                assert node.peers[k(pub_b)].online is False
+                server.push(me.id, {"type": "peer_online", "public_key": pub_b, "online": True})
+                await until(lambda: node.peers[k(pub_b)].online, 1.0)
             finally:
                 await h.stop()
 

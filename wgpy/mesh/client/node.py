@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import time
 from collections.abc import Awaitable, Callable
@@ -346,6 +347,15 @@ class MeshNode:
                 self.log.warning("unusable peer in the map: skipped", error=str(e))
                 return
             self._upsert(peer)
+        elif kind == "peer_online":
+            # only what `wgpy status` would show: nothing to change on the interface
+            with contextlib.suppress(ValueError):
+                key = key_from_base64(str(message.get("public_key")))
+                peer = self.peers.get(key)
+                online = message.get("online")
+                if peer is not None and isinstance(online, bool):
+                    self.peers[key] = dataclasses.replace(peer, online=online)
+            return
         elif kind == "peer_remove":
             try:
                 key = key_from_base64(str(message.get("public_key")))

@@ -30,6 +30,10 @@ from .store import Store
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+FULL_MAPS_AT_ONCE = 16
+FULL_MAP_SLOT = 5.0  # seconds a slow reader may hold a slot before the next map is built
+
+
 @dataclass
 class Context:
     config: ServerConfig
@@ -37,6 +41,11 @@ class Context:
     hub: Hub
     limiter: RateLimiter
     clock: Callable[[], float] = time.time
+    # Full maps being built and written at once: a mesh of N nodes that all reconnect (after
+    # a restart) would otherwise hold N full maps of N - 1 peers in memory together.
+    full_map_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(FULL_MAPS_AT_ONCE)
+    )
     # Bound when the app is made: after the command line has configured logging.
     log: Any = field(default_factory=lambda: get_logger(component="api"))
 
@@ -180,29 +189,38 @@ async def node_map(request: web.Request) -> web.StreamResponse:
     node = await node_of(request)
     stream_id = secrets.token_hex(8)
     await ctx.store.stream_opened(node.id, stream_id)
-    try:
-        if node.id not in ctx.hub.index.entries:
-            await ctx.hub.flush()  # a node that just registered: bring it into the index
-        stream, full = ctx.hub.open_stream(node.id, stream_id)
-    except BaseException:
-        ctx.hub.stream_ended(node.id, stream_id)
-        raise
     response = web.StreamResponse(
         headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"}
     )
     # A client that stops reading holds a write for at most this long, then loses the
     # connection; meanwhile its stream ends once it falls too far behind (hub.MapStream).
     timeout = WRITE_TIMEOUT + ctx.config.keepalive
+    stream = None
+    sending: asyncio.Future[None] | None = None
     try:
-        await response.prepare(request)
-        await _write(request, response.write(full), timeout)
+        async with ctx.full_map_slots:
+            if node.id not in ctx.hub.index.entries:
+                await ctx.hub.flush()  # a node that just registered: bring it into the index
+            stream, full = ctx.hub.open_stream(node.id, stream_id)
+            await response.prepare(request)
+            # The map leaves this process (the write returns once the socket took all but
+            # the transport's low-water mark) or the slot passes on after FULL_MAP_SLOT.
+            sending = asyncio.ensure_future(response.write(full))
+            del full
+            await asyncio.wait({sending}, timeout=FULL_MAP_SLOT)
+        await _write(request, sending, timeout)
         while (lines := await stream.next(ctx.config.keepalive)) is not None:
             await _write(request, response.write(b"".join(lines) if lines else KEEPALIVE), timeout)
         await _write(request, response.write_eof(), timeout)
     except ConnectionError:
         pass  # the client went away (or aiohttp cancels the handler: CancelledError)
     finally:
-        ctx.hub.stream_done(stream)
+        if sending is not None and not sending.done():
+            sending.cancel()
+        if stream is None:
+            ctx.hub.stream_ended(node.id, stream_id)
+        else:
+            ctx.hub.stream_done(stream)
     return response
 
 

@@ -150,10 +150,7 @@ class NetIndex:
     def deltas(self, batch: Batch, viewers: Iterable[int], now: float) -> dict[int, list[Line]]:
         """The lines each of ``viewers`` (ids with an open stream) needs after ``batch``."""
         old, new, changed = batch.old, self.entries, batch.changed
-        view_changed = {
-            i: i not in old or i not in new or old[i].node.peer_view() != new[i].node.peer_view()
-            for i in changed
-        }
+        view_changed = {i: _view_change(old.get(i), new.get(i)) for i in changed}
         lines = _Lines(self)
         classes = _classes(old, new, changed) if batch.policy_changed else []
         everyone = set(old) | set(new)
@@ -175,7 +172,7 @@ class NetIndex:
                 # The viewer's own relations moved: compare it with every node.
                 for p in everyone:
                     if p != v:
-                        changed_view = p in changed and view_changed[p]
+                        changed_view = view_changed[p] if p in changed else _SAME
                         lines.pair(messages, removes, ov, nv, old.get(p), new.get(p), changed_view)
             else:
                 for p in changed:
@@ -195,6 +192,20 @@ class NetIndex:
 
 _RELATIONS: tuple[Relation, ...] = ((True, True), (True, False), (False, True))
 
+# How a peer's PEER changed: not at all, only its online state (a short ``peer_online`` line
+# says so: when a whole mesh reconnects, every node's coming online reaches every other
+# node, and N^2 short lines cost a fraction of N^2 whole PEERs), or otherwise.
+_SAME, _ONLINE, _OTHER = 0, 1, 2
+
+
+def _view_change(old: Entry | None, new: Entry | None) -> int:
+    if old is None or new is None:
+        return _OTHER
+    before, after = old.node.peer_view(), new.node.peer_view()
+    if before == after:
+        return _SAME
+    return _ONLINE if before[:-1] == after[:-1] else _OTHER  # online is peer_view's last
+
 
 class _Lines:
     """The delta lines of one batch, each encoded once however many viewers get it."""
@@ -203,6 +214,7 @@ class _Lines:
         self.index = index
         self._upserts: dict[tuple[int, Relation], Line] = {}
         self._removes: dict[str, Line] = {}
+        self._online: dict[int, Line] = {}
 
     def upsert(self, peer: Node, rel: Relation) -> Line:
         key = (peer.id, rel)
@@ -210,6 +222,15 @@ class _Lines:
         if line is None:
             line = b'{"type":"peer_upsert","peer":' + self.index.peer_json(peer, rel) + b"}\n"
             self._upserts[key] = line
+        return line
+
+    def online(self, peer: Node) -> Line:
+        line = self._online.get(peer.id)
+        if line is None:
+            line = encode(
+                {"type": "peer_online", "public_key": peer.public_key, "online": peer.online}
+            )
+            self._online[peer.id] = line
         return line
 
     def remove(self, peer: Node) -> Line:
@@ -227,7 +248,7 @@ class _Lines:
         nv: Entry,
         op: Entry | None,
         np: Entry | None,
-        view_changed: bool,
+        view_change: int,
     ) -> None:
         """The line (if any) that moves the viewer's entry for one peer from old to new."""
         before = relation(ov, op)
@@ -239,8 +260,11 @@ class _Lines:
         if before is not None and op is not None:
             if op.node.public_key != np.node.public_key:
                 removes.append(self.remove(op.node))
-            elif before == after and not view_changed:
-                return
+            elif before == after:
+                if view_change == _ONLINE:
+                    out.append(self.online(np.node))
+                if view_change != _OTHER:
+                    return
         out.append(self.upsert(np.node, after))
 
     def group(
