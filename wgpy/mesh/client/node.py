@@ -351,10 +351,10 @@ class MeshNode:
             # only what `wgpy status` would show: nothing to change on the interface
             with contextlib.suppress(ValueError):
                 key = key_from_base64(str(message.get("public_key")))
-                peer = self.peers.get(key)
+                record = self.peers.get(key)
                 online = message.get("online")
-                if peer is not None and isinstance(online, bool):
-                    self.peers[key] = dataclasses.replace(peer, online=online)
+                if record is not None and isinstance(online, bool):
+                    self.peers[key] = dataclasses.replace(record, online=online)
             return
         elif kind == "peer_remove":
             try:
