@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core bench-mesh demo demo-core clean
+.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core bench-mesh demo demo-wg demo-core clean
 
 setup: apt venv
 
@@ -65,8 +65,13 @@ bench-mesh: venv
 
 bench: bench-core bench-mesh
 
-# The main job: wgpy interfaces beside wireguard-go in network namespaces (needs root).
+# The main job: a coordination server and three nodes in network namespaces join a mesh
+# and ping each other (needs root).
 demo: setup
+	$(BIN)/python examples/mesh_demo.py
+
+# wgpy interfaces beside wireguard-go from wg-quick configs, in network namespaces (root).
+demo-wg: setup
 	$(BIN)/python examples/demo.py
 
 # The sans-IO core alone, in memory: no root needed.

@@ -1,0 +1,63 @@
+"""`make demo` and `make demo-wg` run to the end, show what they promise, and leave nothing
+behind (namespaces, control sockets)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .netns import run
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def namespaces() -> set[str]:
+    return set(run(["ip", "netns", "list"]).stdout.split())
+
+
+def sockets() -> set[str]:
+    directory = Path("/var/run/wireguard")
+    return {p.name for p in directory.glob("*.sock")} if directory.exists() else set()
+
+
+def run_demo(script: str) -> subprocess.CompletedProcess[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+        process.wait()
+    # the demo names its namespaces and interfaces after its PID
+    tag = str(process.pid % 100000)
+    assert not [n for n in namespaces() if f"-{tag}-" in n]
+    assert not [s for s in sockets() if s.startswith((f"wgd{tag}", f"wgm{tag}"))]
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_the_mesh_demo() -> None:
+    result = run_demo("mesh_demo.py")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for name in ("laptop", "nas", "pi"):
+        assert f"{name}'s WireGuard interface" in out
+    assert out.count(" 0% packet loss") == 6
+    assert out.count("latest handshake:") == 6  # each node shows both others
+    assert "==> the mesh works" in out and "namespaces, processes and files removed" in out
+
+
+def test_the_wireguard_demo() -> None:
+    result = run_demo("demo.py")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count(" 0% packet loss") == 6
+    assert "wg show on carol (wireguard-go)" in result.stdout
