@@ -19,6 +19,11 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from hashlib import blake2s
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 from wgpy.protocol.crypto import generate_private_key, public_key
 from wgpy.protocol.device import Device
@@ -99,6 +104,40 @@ def bench_responses(n: int) -> float:
     return n / elapsed
 
 
+def bench_handshake_floor(n: int, *, x25519_only: bool = False) -> float:
+    """The cryptography one full handshake cannot do without, and nothing else: 2 fixed-base
+    and 6 variable-base X25519, 96 BLAKE2s (84 inside the 16 KDFs, 12 HASH), 4 keyed BLAKE2s
+    (MAC1 made and checked twice), 4 AEAD calls and 4 more AEAD contexts (the two keypairs),
+    5 random draws. Full handshakes/s can never exceed this; the gap is protocol logic."""
+    private = os.urandom(32)
+    out = _ffi.new("unsigned char[32]")
+    _lib.crypto_scalarmult_base(out, private)
+    public = bytes(_ffi.buffer(out))
+    key, nonce, data = os.urandom(32), bytes(12), os.urandom(96)
+    start = time.perf_counter()
+    for _ in range(n):
+        for _ in range(2):
+            o = _ffi.new("unsigned char[32]")
+            _lib.crypto_scalarmult_base(o, private)
+            bytes(_ffi.buffer(o))
+        for _ in range(6):
+            o = _ffi.new("unsigned char[32]")
+            _lib.crypto_scalarmult(o, private, public)
+            bytes(_ffi.buffer(o))
+        if x25519_only:
+            continue
+        for _ in range(96):
+            blake2s(data).digest()
+        for _ in range(4):
+            blake2s(data[:64], key=key, digest_size=16).digest()
+        for _ in range(4):
+            ChaCha20Poly1305(key).encrypt(nonce, data[:12], data[:32])
+            ChaCha20Poly1305(key)
+        for _ in range(5):
+            os.urandom(32)
+    return n / (time.perf_counter() - start)
+
+
 def established(size: int) -> tuple[Device, Device]:
     a, b, _, _ = make_pair()
     a.send_packets([packet(64)], 0.0)
@@ -170,6 +209,20 @@ def main(argv: list[str]) -> int:
         med, lo, hi = median_of(args.rounds, fn)
         results[key] = {"median": med, "min": lo, "max": hi}
         print(f"{label:34s} {med:12,.0f}   (min {lo:,.0f}, max {hi:,.0f})", flush=True)
+    # The handshake against its cryptographic floor, interleaved round by round so that the
+    # ratios come from the same moments of this noisy machine.
+    n = 500 // scale
+    floors: dict[str, list[float]] = {"full": [], "floor": [], "x25519": []}
+    for _ in range(args.rounds):
+        floors["full"].append(bench_handshakes(n))
+        floors["floor"].append(bench_handshake_floor(n))
+        floors["x25519"].append(bench_handshake_floor(n, x25519_only=True))
+    med = {k: statistics.median(v) for k, v in floors.items()}
+    results["handshake_floor_per_s"] = {"median": med["floor"]}
+    results["handshake_x25519_per_s"] = {"median": med["x25519"]}
+    print(f"{'crypto floor of a handshake/s':34s} {med['floor']:12,.0f}   "
+          f"(X25519 alone {med['x25519']:,.0f}/s; full handshakes this moment "
+          f"{med['full']:,.0f}/s = {med['full'] / med['floor']:.0%} of the floor)")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"python": sys.version.split()[0], "results": results}, f, indent=2)
