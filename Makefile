@@ -63,7 +63,10 @@ bench-core: venv
 bench-mesh: venv
 	$(BIN)/python benchmarks/mesh_scale.py
 
-bench: bench-core bench-mesh
+# wgpy beside wireguard-go through real tunnels in namespaces (root): throughput, latency,
+# CPU per GB, RSS, with ratios from the same run; writes benchmarks/results/.
+bench: setup
+	$(BIN)/python benchmarks/tunnel.py
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).

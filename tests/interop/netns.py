@@ -424,6 +424,7 @@ class WgInterface:
         key: Key | None = None,
         listen_port: int | None = None,
         name: str | None = None,
+        log_level: str = "verbose",
     ):
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {impl!r}")
@@ -435,6 +436,7 @@ class WgInterface:
         self.name = name or unique_ifname()
         self.socket = SOCKET_DIR / f"{self.name}.sock"
         self.proc: Process | None = None
+        self.log_level = log_level
 
     def __repr__(self) -> str:
         return f"WgInterface({self.impl} {self.name} in {self.ns.name})"
@@ -459,7 +461,7 @@ class WgInterface:
         self.proc = self.ns.spawn(
             [exe, "-f", self.name],
             log=f"{self.impl}-{self.name}",
-            env={"WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "verbose"},
+            env={"WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": self.log_level},
         )
 
         def ready() -> bool:
@@ -627,6 +629,7 @@ class Lab(contextlib.ExitStack):
         self.namespaces: list[Namespace] = []
         self.interfaces: list[WgInterface] = []
         self._subnet = itertools.count(1)
+        self.log_level = "verbose"  # of the WireGuard daemons; benchmarks want "error"
 
     def namespace(self, role: str) -> Namespace:
         ns = self.enter_context(Namespace(role, self.workdir))
@@ -661,7 +664,9 @@ class Lab(contextlib.ExitStack):
         listen_port: int | None = None,
     ) -> WgInterface:
         iface = self.enter_context(
-            WgInterface(ns, impl, self.workdir, key=key, listen_port=listen_port)
+            WgInterface(
+                ns, impl, self.workdir, key=key, listen_port=listen_port, log_level=self.log_level
+            )
         )
         self.interfaces.append(iface)
         return iface

@@ -1,0 +1,90 @@
+"""`make bench` in its smoke form: every pairing is measured, the three outputs are written,
+and nothing is left behind. No figure is judged here: benchmarks are read as ratios from one
+run on a quiet machine, never asserted in a test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .netns import run
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "tunnel.py"
+METRICS = {
+    "tcp1_mbps", "tcp4_mbps", "udp_mbps", "udp_loss_pct", "added_latency_p50_ms",
+    "added_latency_p99_ms", "cpu_s_per_gb", "peak_rss_mb",
+}  # fmt: skip
+
+
+def test_the_harness_measures_every_pairing_and_cleans_up(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, str(HARNESS), "--quick", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        out, err = process.communicate(timeout=400)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, out[-3000:] + err[-3000:]
+    assert "[3/3] round 1: wgpy/wireguard-go" in out  # progress was shown
+    result = json.loads((tmp_path / "latest.json").read_text())
+    for pairing in ("wgpy/wgpy", "wireguard-go/wireguard-go", "wgpy/wireguard-go"):
+        figures = result["per_round"][0][pairing]
+        assert set(figures) == METRICS
+        assert figures["tcp1_mbps"] > 0 and figures["tcp4_mbps"] > 0 and figures["udp_mbps"] > 0
+        assert figures["peak_rss_mb"] > 0
+    assert set(result["ratios"]) == {"wgpy/wgpy", "wgpy/wireguard-go"}
+    assert {m["peers"] for m in result["many_peers"].values()} == {1000}
+    assert result["core"]["full_handshakes_per_s"]["median"] > 0
+    assert "| TCP, 1 stream (Mbit/s) |" in (tmp_path / "latest.md").read_text()
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the lab names its namespaces wgpy-PID-N-ROLE after the harness's own PID
+    leftovers = [n for n in run(["ip", "netns", "list"]).stdout.split()
+                 if n.startswith(f"wgpy-{process.pid}-")]  # fmt: skip
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_harness_removes_what_it_made(tmp_path: Path, sig: str) -> None:
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, str(HARNESS), "--quick", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # "[1/3] round 1: wgpy/wgpy"
+        assert first.startswith("[1/3]"), first
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not [
+            n for n in run(["ip", "netns", "list"]).stdout.split()
+            if n.startswith(f"wgpy-{process.pid}-")
+        ]:  # fmt: skip
+            time.sleep(0.1)
+        time.sleep(2)  # in the middle of a measurement
+        process.send_signal(getattr(signal, sig))
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, out
+    assert "interrupted: cleaned up, nothing written" in out
+    leftovers = [n for n in run(["ip", "netns", "list"]).stdout.split()
+                 if n.startswith(f"wgpy-{process.pid}-")]  # fmt: skip
+    assert leftovers == []
+    assert not list(tmp_path.iterdir())
