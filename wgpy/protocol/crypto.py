@@ -30,6 +30,7 @@ _BLOCK = 64
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 _ZERO_BLOCK = bytes(_BLOCK)
+_PAD32 = bytes(32)  # a 32-byte key's zero padding to the block size
 ZERO_KEY = bytes(KEY_LEN)
 EMPTY = b""
 
@@ -46,7 +47,7 @@ def mac(key: bytes, data: bytes) -> bytes:
 
 def hmac(key: bytes, data: bytes) -> bytes:
     """HMAC-BLAKE2s(key, input) for keys of at most 64 bytes (RFC 2104)."""
-    k = key + _ZERO_BLOCK[len(key) :]
+    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
     inner = blake2s(k.translate(_IPAD) + data).digest()
     return blake2s(k.translate(_OPAD) + inner).digest()
 
@@ -56,16 +57,16 @@ def hmac(key: bytes, data: bytes) -> bytes:
 
 
 def kdf1(key: bytes, data: bytes) -> bytes:
-    k = key + _ZERO_BLOCK[len(key) :]
+    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
     t0 = blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + data).digest()).digest()
-    k = t0 + _ZERO_BLOCK[32:]
+    k = t0 + _PAD32
     return blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + b"\x01").digest()).digest()
 
 
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
-    k = key + _ZERO_BLOCK[len(key) :]
+    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
     t0 = blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + data).digest()).digest()
-    k = t0 + _ZERO_BLOCK[32:]
+    k = t0 + _PAD32
     ipad = k.translate(_IPAD)
     opad = k.translate(_OPAD)
     t1 = blake2s(opad + blake2s(ipad + b"\x01").digest()).digest()
@@ -73,9 +74,9 @@ def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
-    k = key + _ZERO_BLOCK[len(key) :]
+    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
     t0 = blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + data).digest()).digest()
-    k = t0 + _ZERO_BLOCK[32:]
+    k = t0 + _PAD32
     ipad = k.translate(_IPAD)
     opad = k.translate(_OPAD)
     t1 = blake2s(opad + blake2s(ipad + b"\x01").digest()).digest()
@@ -155,13 +156,16 @@ def nonce(counter: int) -> bytes:
     return b"\x00\x00\x00\x00" + counter.to_bytes(8, "little")
 
 
+_NONCE0 = nonce(0)  # every AEAD of the handshake uses counter 0
+
+
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, ad: bytes) -> bytes:
-    return ChaCha20Poly1305(key).encrypt(nonce(counter), plaintext, ad)
+    return ChaCha20Poly1305(key).encrypt(nonce(counter) if counter else _NONCE0, plaintext, ad)
 
 
 def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, ad: bytes) -> bytes:
     try:
-        return ChaCha20Poly1305(key).decrypt(nonce(counter), ciphertext, ad)
+        return ChaCha20Poly1305(key).decrypt(nonce(counter) if counter else _NONCE0, ciphertext, ad)
     except InvalidTag:
         raise RemoteProtocolError(DropReason.DECRYPTION_FAILED) from None
 

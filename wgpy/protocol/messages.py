@@ -2,13 +2,15 @@
 
 Every message starts with a little-endian u32 whose low byte is the type and whose three
 reserved bytes are zero; anything else is not a WireGuard message. ``parse`` raises
-:class:`RemoteProtocolError` on a wrong size; ``pack`` is its exact inverse.
+:class:`RemoteProtocolError` on a wrong size; ``pack`` is its exact inverse. The messages are
+named tuples: a handshake builds and parses four of them, and a tuple is made several times
+faster than a frozen dataclass.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .constants import (
     MESSAGE_COOKIE_REPLY_SIZE,
@@ -60,8 +62,7 @@ def _check(data: bytes | bytearray | memoryview, size: int, type_: int) -> None:
         raise RemoteProtocolError(DropReason.UNKNOWN_TYPE)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageInitiation:
+class MessageInitiation(NamedTuple):
     sender: int
     ephemeral: bytes
     encrypted_static: bytes
@@ -94,8 +95,7 @@ class MessageInitiation:
         return cls(sender, eph, static, ts, mac1, mac2)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageResponse:
+class MessageResponse(NamedTuple):
     sender: int
     receiver: int
     ephemeral: bytes
@@ -124,8 +124,7 @@ class MessageResponse:
         return cls(sender, receiver, eph, empty, mac1, mac2)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageCookieReply:
+class MessageCookieReply(NamedTuple):
     receiver: int
     nonce: bytes
     encrypted_cookie: bytes
@@ -143,8 +142,7 @@ class MessageCookieReply:
         return cls(receiver, nonce, cookie)
 
 
-@dataclass(frozen=True, slots=True)
-class MessageTransport:
+class MessageTransport(NamedTuple):
     """A transport data message; an empty ``packet`` after decryption is a keepalive."""
 
     receiver: int
