@@ -89,7 +89,7 @@ def lab(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def cli_module() -> str:
     """``wgpy`` once its up/down hand mesh runs to wgpy.cli.mesh, else that module alone."""
-    main = importlib.import_module("wgpy.cli.main")
+    main = importlib.import_module("wgpy.cli.commands")
     mesh = importlib.import_module("wgpy.cli.mesh")
     return "wgpy" if mesh in main.COMMAND_MODULES else "wgpy.cli.mesh"
 

@@ -810,7 +810,7 @@ def _standalone_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def main(argv: Sequence[str], env: Environment | None = None) -> ExitStatus:
-    from .main import _error
+    from .commands import _error
 
     env = env or Environment.from_process()
     try:

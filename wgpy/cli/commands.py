@@ -1,4 +1,4 @@
-"""The ``wgpy`` command: parse the arguments, run one subcommand, return an exit status.
+"""The ``wgpy`` command table: parse the arguments, run one subcommand, return an exit status.
 
 Each subcommand lives in its own module with a ``register(commands)`` function that adds its
 parser and sets ``handler``, a function ``(args, env) -> ExitStatus``; add new modules to
