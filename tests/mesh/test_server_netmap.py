@@ -68,6 +68,11 @@ def apply_messages(view: dict[str, dict[str, Any]], lines: list[bytes]) -> None:
         elif m["type"] == "peer_remove":
             assert m["public_key"] in view, "removing a peer the viewer does not have"
             del view[m["public_key"]]
+        elif m["type"] == "peer_online":
+            assert m["public_key"] in view, "an online state for a peer the viewer does not have"
+            view[m["public_key"]] = {**view[m["public_key"]], "online": m["online"]}
+        else:
+            assert m["type"] == "self", f"unexpected delta {m['type']}"  # not about peers
 
 
 node_changes = st.fixed_dictionaries(
