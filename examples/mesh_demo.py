@@ -4,8 +4,8 @@ A coordination server (`wgpy server`, SQLite) runs in one namespace; three nodes
 namespace of its own on one bridged LAN, join it with `wgpy up --login-server --auth-key`.
 The server only hands out keys, addresses and the policy: the nodes then ping each other
 directly over WireGuard. The demo prints the server's view of the mesh (`wgpy admin nodes
-list`) and each node's WireGuard state (`wgpy show`), then removes everything, also on
-Ctrl-C or a failure. Needs root.
+list`), one node's view of it (`wgpy status`) and each node's WireGuard state (`wgpy show`),
+then removes everything, also on Ctrl-C or a failure. Needs root.
 """
 
 from __future__ import annotations
@@ -157,6 +157,9 @@ class Demo:
     def show_state(self) -> None:
         step("the mesh as the server sees it: wgpy admin nodes list")
         self.admin("nodes", "list", quiet=False)
+        step("the mesh as laptop sees it: wgpy status")
+        in_ns(self.spaces["laptop"], WGPY, "status", "--state-dir", str(self.workdir / "laptop"),
+              quiet=False)  # fmt: skip
         for name in NODES:
             step(f"{name}'s WireGuard interface: wgpy show {self.ifnames[name]}")
             in_ns(self.spaces[name], WGPY, "show", self.ifnames[name], quiet=False)

@@ -53,6 +53,7 @@ def test_the_mesh_demo() -> None:
         assert f"{name}'s WireGuard interface" in out
     assert out.count(" 0% packet loss") == 6
     assert out.count("latest handshake:") == 6  # each node shows both others
+    assert "this node: " in out and out.count("online; direct 10.98.0.") == 2  # wgpy status
     assert "==> the mesh works" in out and "namespaces, processes and files removed" in out
 
 

@@ -16,12 +16,13 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 from mesh.pg import PostgresCluster, PostgresUnavailable, postgres_cluster
 
-from .mesh_lab import Mesh, MeshNode
+from .mesh_lab import WGPY, Mesh, MeshNode
 from .netns import Lab, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -82,6 +83,11 @@ def others(mesh: Mesh, node: MeshNode, *, excluding: tuple[MeshNode, ...] = ()) 
     return {n for n in mesh.nodes.values() if n is not node and n not in excluding and n.joined}
 
 
+def wgpy_status(mesh: Mesh, node: MeshNode) -> Any:
+    result = node.ns.run([WGPY, "status", "--json", "--state-dir", str(node.state_dir)])
+    return json.loads(result.stdout)
+
+
 def pair_policy(allowed: list[tuple[str, str]], user: str = "alice") -> dict[str, object]:
     """Accept rules both ways for each pair of hostnames, nothing else."""
     acls = []
@@ -110,6 +116,18 @@ def test_three_nodes_ping_each_other_and_a_policy_separates_one_pair(
         for dst in others(mesh, src):
             mesh.wait_ping(src, dst)
     assert a.ping(c, ipv6=True) == 1 and c.ping(a, ipv6=True) == 1
+    # `wgpy status` on a: both peers, online, with a handshake over their veth addresses
+    status = wgpy_status(mesh, a)
+    assert status["self"]["running"] is True and status["self"]["ipv4"] == a.ipv4
+    peers = {p["hostname"]: p for p in status["peers"]}
+    assert set(peers) == {"b", "c"}
+    for node in (b, c):
+        assert peers[node.name]["online"] is True
+        assert peers[node.name]["endpoint"] == f"{node.underlay}:41641"
+        assert peers[node.name]["latest_handshake"] and peers[node.name]["rx_bytes"] > 0
+    table = a.ns.run([WGPY, "status", "--state-dir", str(a.state_dir)]).stdout
+    assert f"this node: {a.ifname}, running" in table
+    assert re.search(rf"{re.escape(b.ipv4)}\s+b\s+alice\s+online; direct {b.underlay}:41641", table)
 
     # a and c may no longer reach each other; b still reaches both
     set_policy(mesh, pair_policy([("a", "b"), ("b", "c")]))
@@ -118,6 +136,11 @@ def test_three_nodes_ping_each_other_and_a_policy_separates_one_pair(
     mesh.wait_peers(b, {a, c}, timeout=CHANGE_DEADLINE)
     assert c.ipv4 not in a.routes() and a.ipv4 not in c.routes()
     assert a.ping(c, count=2) == 0 and c.ping(a, count=2) == 0
+    wait_for(
+        lambda: [p["hostname"] for p in wgpy_status(mesh, a)["peers"]] == ["b"],
+        timeout=5,
+        what="a's status to list only b",
+    )
     for src, dst in ((a, b), (b, a), (b, c), (c, b)):
         assert src.ping(dst, count=2, wait=2) >= 1, f"{src.name} -> {dst.name}"
 

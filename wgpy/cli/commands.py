@@ -22,6 +22,7 @@ from . import mesh as mesh_commands
 from . import quick as quick_commands
 from . import server as server_commands
 from . import show as show_commands
+from . import status as status_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
@@ -29,6 +30,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     show_commands,
     quick_commands,
     mesh_commands,
+    status_commands,
     server_commands,
 )
 

@@ -52,6 +52,7 @@ STARTUP_TIMEOUT = 30.0  # seconds from start to the first map applied
 # seconds a stream must have lasted for its loss to restart the backoff from the shortest
 # delay: a server that drops every stream at once is not hammered twice a second
 HEALTHY_STREAM = 10.0
+PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy status` once
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
 
 
@@ -134,6 +135,7 @@ class MeshNode:
         self.iface: MeshInterface | None = None
         self.self_node: NodeRecord | None = None
         self.peers: dict[bytes, PeerRecord] = {}  # the map, as applied to the device
+        self._peers_save: asyncio.TimerHandle | None = None
         self.map_version: Any = None
         self.expired = False  # expired or refused by the server: no peers
         self.ready = asyncio.Event()  # the first full map is applied
@@ -228,6 +230,9 @@ class MeshNode:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._peers_save is not None:  # the last change, saved now
+                self._peers_save.cancel()
+                self._save_peers()
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
 
@@ -355,6 +360,7 @@ class MeshNode:
                 online = message.get("online")
                 if record is not None and isinstance(online, bool):
                     self.peers[key] = dataclasses.replace(record, online=online)
+                    self._peers_changed()
             return
         elif kind == "peer_remove":
             try:
@@ -378,6 +384,34 @@ class MeshNode:
         await self._sync_routes(strict=not self.ready.is_set())
         if kind == "full":
             self._full_map_applied()
+        self._peers_changed()
+
+    def _peers_changed(self) -> None:
+        """Save the peer list for `wgpy status`, at most every PEERS_SAVE_DELAY seconds."""
+        if self._peers_save is None:
+            loop = asyncio.get_running_loop()
+            self._peers_save = loop.call_later(PEERS_SAVE_DELAY, self._save_peers)
+
+    def _save_peers(self) -> None:
+        self._peers_save = None
+        peers = [
+            {
+                "public_key": key_to_base64(p.public_key),
+                "hostname": p.hostname,
+                "user": p.user,
+                "addresses": [str(n) for n in p.allowed_ips],
+                "endpoints": list(p.endpoints),
+                "tags": list(p.tags),
+                "online": p.online,
+                "can_reach": p.can_reach,
+                "reachable_from": p.reachable_from,
+            }
+            for p in self.peers.values()
+        ]
+        try:
+            self.state.write_peers(peers)
+        except StateError as e:
+            self.log.warning("cannot save the peer list", error=e.message)
 
     async def _apply_full(self, message: dict[str, Any]) -> None:
         node: NodeRecord | None

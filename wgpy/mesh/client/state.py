@@ -52,9 +52,10 @@ KEY_FILE = "node.key"
 TOKEN_FILE = "node.token"
 SETTINGS_FILE = "state.json"
 NODE_FILE = "node.json"
+PEERS_FILE = "peers.json"  # the netmap's peers as the daemon last applied them (wgpy status)
 PID_FILE = "daemon.pid"
 LOG_FILE = "wgpy.log"
-_FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PID_FILE)
+_FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, PID_FILE)
 
 
 class StateError(Exception):
@@ -235,6 +236,14 @@ class StateDir:
     def write_node(self, node: dict[str, Any]) -> None:
         data = json.dumps(node, indent=2).encode() + b"\n"
         self._write_private(NODE_FILE, data, "the node record")
+
+    def read_peers(self) -> list[dict[str, Any]]:
+        data = self._read_json(PEERS_FILE)
+        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+
+    def write_peers(self, peers: list[dict[str, Any]]) -> None:
+        data = json.dumps(peers, indent=1).encode() + b"\n"
+        self._write_private(PEERS_FILE, data, "the peer list")
 
     def _read_json(self, name: str) -> Any:
         try:
