@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,17 +182,6 @@ async def settle(server: ServerProcess, timeout: float = 30) -> float:
     return time.monotonic() - start
 
 
-@dataclass
-class Phase:
-    name: str
-    seconds: list[float]
-    server_cpu: float
-    unit: str = "s"
-
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="wgpy-mesh-scale-"))
     server = ServerProcess(workdir, args.database_url)
@@ -236,9 +226,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             *(register(sessions[i // PER_SOURCE], node) for i, node in enumerate(nodes))
         )
         elapsed = time.perf_counter() - t0
-        register_phase = Phase("register", [elapsed], server.cpu_seconds() - cpu0)
         results["registrations_per_s"] = args.nodes / elapsed
-        results["register_server_cpu_s"] = register_phase.server_cpu
+        results["register_server_cpu_s"] = server.cpu_seconds() - cpu0
         results["rss_after_register_mb"] = server.memory_mb()[0]
         say(f"  {args.nodes / elapsed:,.0f} registrations/s")
 
@@ -263,27 +252,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["settle_s"] = settled
         say(f"  the server went idle {settled:.2f} s later")
 
+        async def fan_out(
+            change: Callable[[], Awaitable[None]], needle: bytes, watchers: list[SimNode]
+        ) -> tuple[float, float]:
+            """Make ``change``; (seconds until every watcher's stream carried ``needle``,
+            server CPU seconds meanwhile)."""
+            for n in watchers:
+                n.watch.append(needle)
+            cpu0, t0 = server.cpu_seconds(), time.monotonic()
+            await change()
+            arrivals = await wait_all_seen(watchers, needle, timeout=30)
+            return max(arrivals) - t0, server.cpu_seconds() - cpu0
+
         endpoint_times, endpoint_cpu = [], 0.0
         for r in range(args.rounds):
             mover = nodes[r * 7 % len(nodes)]
             endpoint = f"192.0.2.{1 + r}:{41641 + r}"
-            needle = endpoint.encode()
+
+            async def move(mover: SimNode = mover, endpoint: str = endpoint) -> None:
+                async with admin.post(
+                    server.url + API + "/node/endpoints",
+                    json={"endpoints": [endpoint]},
+                    headers={"Authorization": f"Bearer {mover.token}"},
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+
             others = [n for n in nodes if n is not mover]
-            for n in others:
-                n.watch.append(needle)
-            mover_headers = {"Authorization": f"Bearer {mover.token}"}
-            cpu0, t0 = server.cpu_seconds(), time.monotonic()
-            async with admin.post(
-                server.url + API + "/node/endpoints",
-                json={"endpoints": [endpoint]},
-                headers=mover_headers,
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-            arrivals = await wait_all_seen(others, needle, timeout=30)
-            endpoint_times.append(max(arrivals) - t0)
-            endpoint_cpu += server.cpu_seconds() - cpu0
+            seconds, cpu = await fan_out(move, endpoint.encode(), others)
+            endpoint_times.append(seconds)
+            endpoint_cpu += cpu
             say(f"  round {r + 1}: an endpoint change reached all {len(others)} streams in "
-                f"{endpoint_times[-1] * 1000:.0f} ms")  # fmt: skip
+                f"{seconds * 1000:.0f} ms")  # fmt: skip
             await asyncio.sleep(0.2)
         results["endpoint_change_all_s"] = endpoint_times
         results["endpoint_server_cpu_s_per_change"] = endpoint_cpu / args.rounds
@@ -291,16 +290,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         join_times, join_cpu = [], 0.0
         for r in range(args.rounds):
             newcomer = SimNode(f"late{r}", new_public_key())
-            needle = newcomer.public_key.encode()
-            for n in nodes:
-                n.watch.append(needle)
-            cpu0, t0 = server.cpu_seconds(), time.monotonic()
-            await register(admin, newcomer)
-            arrivals = await wait_all_seen(nodes, needle, timeout=30)
-            join_times.append(max(arrivals) - t0)
-            join_cpu += server.cpu_seconds() - cpu0
+            seconds, cpu = await fan_out(
+                lambda newcomer=newcomer: register(admin, newcomer),
+                newcomer.public_key.encode(),
+                nodes,
+            )
+            join_times.append(seconds)
+            join_cpu += cpu
             say(f"  round {r + 1}: a join reached all {len(nodes)} streams in "
-                f"{join_times[-1] * 1000:.0f} ms")  # fmt: skip
+                f"{seconds * 1000:.0f} ms")  # fmt: skip
             await asyncio.sleep(0.2)
         results["join_all_s"] = join_times
         results["join_server_cpu_s_per_change"] = join_cpu / args.rounds

@@ -100,6 +100,31 @@ def run(
     return result
 
 
+def run_program(
+    cmd: Sequence[str], *, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run a program to completion (killed at the timeout); its result and its PID, after
+    which labs and demos name the namespaces and interfaces they make."""
+    process = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err), process.pid
+
+
+def namespaces_matching(predicate: Callable[[str], bool]) -> list[str]:
+    """The network namespaces on this machine whose names satisfy ``predicate``."""
+    return [n for n in run(["ip", "netns", "list"]).stdout.split() if predicate(n)]
+
+
 def wait_for(
     predicate: Callable[[], T],
     *,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .netns import run
+from .netns import namespaces_matching, run_program
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -23,20 +23,11 @@ METRICS = {
 
 
 def test_the_harness_measures_every_pairing_and_cleans_up(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, str(HARNESS), "--quick", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    result, pid = run_program(
+        [sys.executable, str(HARNESS), "--quick", "--out", str(tmp_path)], timeout=400
     )
-    try:
-        out, err = process.communicate(timeout=400)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 0, out[-3000:] + err[-3000:]
-    assert "[3/3] round 1: wgpy/wireguard-go" in out  # progress was shown
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[3/3] round 1: wgpy/wireguard-go" in result.stdout  # progress was shown
     result = json.loads((tmp_path / "latest.json").read_text())
     for pairing in ("wgpy/wgpy", "wireguard-go/wireguard-go", "wgpy/wireguard-go"):
         figures = result["per_round"][0][pairing]
@@ -49,9 +40,7 @@ def test_the_harness_measures_every_pairing_and_cleans_up(tmp_path: Path) -> Non
     assert "| TCP, 1 stream (Mbit/s) |" in (tmp_path / "latest.md").read_text()
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the lab names its namespaces wgpy-PID-N-ROLE after the harness's own PID
-    leftovers = [n for n in run(["ip", "netns", "list"]).stdout.split()
-                 if n.startswith(f"wgpy-{process.pid}-")]  # fmt: skip
-    assert leftovers == []
+    assert namespaces_matching(lambda n: n.startswith(f"wgpy-{pid}-")) == []
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
@@ -71,10 +60,8 @@ def test_an_interrupted_harness_removes_what_it_made(tmp_path: Path, sig: str) -
         first = process.stdout.readline()  # "[1/3] round 1: wgpy/wgpy"
         assert first.startswith("[1/3]"), first
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not [
-            n for n in run(["ip", "netns", "list"]).stdout.split()
-            if n.startswith(f"wgpy-{process.pid}-")
-        ]:  # fmt: skip
+        ours = lambda n: n.startswith(f"wgpy-{process.pid}-")  # noqa: E731
+        while time.monotonic() < deadline and not namespaces_matching(ours):
             time.sleep(0.1)
         time.sleep(2)  # in the middle of a measurement
         process.send_signal(getattr(signal, sig))
@@ -84,7 +71,5 @@ def test_an_interrupted_harness_removes_what_it_made(tmp_path: Path, sig: str) -
         process.wait()
     assert process.returncode == 130, out
     assert "interrupted: cleaned up, nothing written" in out
-    leftovers = [n for n in run(["ip", "netns", "list"]).stdout.split()
-                 if n.startswith(f"wgpy-{process.pid}-")]  # fmt: skip
-    assert leftovers == []
+    assert namespaces_matching(ours) == []
     assert not list(tmp_path.iterdir())

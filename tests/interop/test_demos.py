@@ -9,15 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from .netns import run
+from .netns import namespaces_matching, run_program
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def namespaces() -> set[str]:
-    return set(run(["ip", "netns", "list"]).stdout.split())
 
 
 def sockets() -> set[str]:
@@ -26,23 +22,12 @@ def sockets() -> set[str]:
 
 
 def run_demo(script: str) -> subprocess.CompletedProcess[str]:
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        out, err = process.communicate(timeout=300)
-    finally:
-        process.kill()
-        process.wait()
+    result, pid = run_program([sys.executable, str(EXAMPLES / script)], timeout=300)
     # the demo names its namespaces and interfaces after its PID
-    tag = str(process.pid % 100000)
-    assert not [n for n in namespaces() if f"-{tag}-" in n]
+    tag = str(pid % 100000)
+    assert not namespaces_matching(lambda n: f"-{tag}-" in n)
     assert not [s for s in sockets() if s.startswith((f"wgd{tag}", f"wgm{tag}"))]
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return result
 
 
 def test_the_mesh_demo() -> None:

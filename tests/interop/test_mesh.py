@@ -8,17 +8,14 @@ routes, and pings over the mesh.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import secrets
 import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from mesh.pg import PostgresCluster, PostgresUnavailable, postgres_cluster
 
@@ -42,18 +39,8 @@ def postgres() -> Iterator[PostgresCluster]:
 
 def new_database(cluster: PostgresCluster) -> str:
     """A fresh database, reached through the cluster's Unix socket: the servers run in a
-    namespace of their own, where the cluster's loopback address does not exist."""
-    name = "mesh_" + secrets.token_hex(6)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(cluster.dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return f"postgresql://{cluster.user}@/{name}?host={cluster.directory}&port={cluster.port}"
+    namespace of their own."""
+    return cluster.socket_dsn_for(cluster.create_database("mesh_"))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -16,7 +16,6 @@ import base64
 import inspect
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from wgpy.mesh.server import MeshServer, ServerConfig
@@ -54,17 +52,7 @@ def postgres() -> Iterator[PostgresCluster]:
 
 
 def new_database(cluster: PostgresCluster) -> str:
-    name = "t_" + secrets.token_hex(6)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(cluster.dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return cluster.dsn_for(name)
+    return cluster.dsn_for(cluster.create_database("t_"))
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,20 @@ synchronous_commit): the data lives only as long as the test session.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import asyncpg
 
 TIMEOUT = 60
 
@@ -71,6 +75,25 @@ class PostgresCluster:
 
     def dsn_for(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def socket_dsn_for(self, database: str) -> str:
+        """The DSN through the cluster's Unix socket, for processes in other network
+        namespaces (where the cluster's loopback address does not exist)."""
+        return f"postgresql://{self.user}@/{database}?host={self.directory}&port={self.port}"
+
+    def create_database(self, prefix: str) -> str:
+        """A fresh, empty database; its name."""
+        name = prefix + secrets.token_hex(6)
+
+        async def create() -> None:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute(f"CREATE DATABASE {name}")
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        return name
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         command = [str(self.bin_dir / argv[0]), *argv[1:]]

@@ -19,10 +19,8 @@ from wgpy.mesh.client.state import DEFAULT_STATE_DIR, StateDir, StateError
 
 from .environment import CommandError, Environment, ExitStatus
 
-Subparsers = Any
 
-
-def register(commands: Subparsers) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
         "status",
         help="show this mesh node and its peers",
@@ -60,7 +58,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         else:
             live = {key_to_base64(p.public_key): p for p in device.peers}
     now = time.time()
-    rows = [_peer_row(p, live.get(str(p.get("public_key"))), now) for p in peers]
+    rows = [_peer_row(p, live.get(str(p.get("public_key")))) for p in peers]
     if args.json:
         report = {
             "self": {
@@ -90,7 +88,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.SUCCESS
 
 
-def _peer_row(peer: dict[str, Any], state: PeerState | None, now: float) -> dict[str, Any]:
+def _peer_row(peer: dict[str, Any], state: PeerState | None) -> dict[str, Any]:
     addresses = [str(a) for a in peer.get("addresses", [])]
     ipv4 = next((a.split("/")[0] for a in addresses if ":" not in a), "-")
     row: dict[str, Any] = {

@@ -29,8 +29,8 @@ Rng = Callable[[int], bytes]
 _BLOCK = 64
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
-_ZERO_BLOCK = bytes(_BLOCK)
-_PAD32 = bytes(32)  # a 32-byte key's zero padding to the block size
+# A key's zero padding to the block size, by key length: no slice made per HMAC.
+_PADS = tuple(bytes(_BLOCK - n) for n in range(_BLOCK + 1))
 ZERO_KEY = bytes(KEY_LEN)
 EMPTY = b""
 
@@ -47,7 +47,7 @@ def mac(key: bytes, data: bytes) -> bytes:
 
 def hmac(key: bytes, data: bytes) -> bytes:
     """HMAC-BLAKE2s(key, input) for keys of at most 64 bytes (RFC 2104)."""
-    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
+    k = key + _PADS[len(key)]
     inner = blake2s(k.translate(_IPAD) + data).digest()
     return blake2s(k.translate(_OPAD) + inner).digest()
 
@@ -57,16 +57,16 @@ def hmac(key: bytes, data: bytes) -> bytes:
 
 
 def kdf1(key: bytes, data: bytes) -> bytes:
-    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
+    k = key + _PADS[len(key)]
     t0 = blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + data).digest()).digest()
-    k = t0 + _PAD32
+    k = t0 + _PADS[32]
     return blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + b"\x01").digest()).digest()
 
 
 def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
-    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
+    k = key + _PADS[len(key)]
     t0 = blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + data).digest()).digest()
-    k = t0 + _PAD32
+    k = t0 + _PADS[32]
     ipad = k.translate(_IPAD)
     opad = k.translate(_OPAD)
     t1 = blake2s(opad + blake2s(ipad + b"\x01").digest()).digest()
@@ -74,9 +74,9 @@ def kdf2(key: bytes, data: bytes) -> tuple[bytes, bytes]:
 
 
 def kdf3(key: bytes, data: bytes) -> tuple[bytes, bytes, bytes]:
-    k = key + _PAD32 if len(key) == 32 else key + _ZERO_BLOCK[len(key) :]
+    k = key + _PADS[len(key)]
     t0 = blake2s(k.translate(_OPAD) + blake2s(k.translate(_IPAD) + data).digest()).digest()
-    k = t0 + _PAD32
+    k = t0 + _PADS[32]
     ipad = k.translate(_IPAD)
     opad = k.translate(_OPAD)
     t1 = blake2s(opad + blake2s(ipad + b"\x01").digest()).digest()
