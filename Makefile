@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-core bench-mesh demo demo-wg demo-core clean
+.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh demo demo-wg demo-core clean
 
 setup: apt venv
 
@@ -67,6 +67,11 @@ bench-mesh: venv
 # CPU per GB, RSS, with ratios from the same run; writes benchmarks/results/.
 bench: setup
 	$(BIN)/python benchmarks/tunnel.py
+
+# A data-path change judged against a git revision (BASE, default HEAD), interleaved in one
+# run with wireguard-go beside them: make bench-ab BASE=HEAD~1 TESTS=latency,tcp1
+bench-ab: setup
+	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1)
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).

@@ -172,3 +172,21 @@ def test_timer_hooks_arm_and_cancel() -> None:
     t.on_session_derived(0.0)
     t.stop_all()
     assert t.next_deadline() == float("inf")
+
+
+def test_pooled_rng_serves_small_draws_from_one_call_in_order() -> None:
+    from wgpy.protocol.timers import pooled
+
+    calls: list[int] = []
+    stream = bytes(range(256)) * 8
+
+    def rng(n: int) -> bytes:
+        start = sum(calls)
+        calls.append(n)
+        return stream[start : start + n]
+
+    draw = pooled(rng, size=16)
+    out = b"".join(draw(2) for _ in range(8))  # 16 bytes: one call to rng
+    assert out == stream[:16] and calls == [16]
+    assert draw(2) == stream[16:18] and calls == [16, 16]  # the pool was refilled
+    assert draw(40) == stream[32:72] and calls == [16, 16, 40]  # larger than the pool

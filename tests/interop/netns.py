@@ -450,6 +450,7 @@ class WgInterface:
         listen_port: int | None = None,
         name: str | None = None,
         log_level: str = "verbose",
+        pythonpath: str | None = None,
     ):
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {impl!r}")
@@ -462,6 +463,7 @@ class WgInterface:
         self.socket = SOCKET_DIR / f"{self.name}.sock"
         self.proc: Process | None = None
         self.log_level = log_level
+        self.pythonpath = pythonpath
 
     def __repr__(self) -> str:
         return f"WgInterface({self.impl} {self.name} in {self.ns.name})"
@@ -486,7 +488,12 @@ class WgInterface:
         self.proc = self.ns.spawn(
             [exe, "-f", self.name],
             log=f"{self.impl}-{self.name}",
-            env={"WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": self.log_level},
+            env={
+                "WG_PROCESS_FOREGROUND": "1",
+                "LOG_LEVEL": self.log_level,
+                # wgpy from another source tree (benchmarks/ab.py compares two revisions)
+                **({"PYTHONPATH": self.pythonpath} if self.pythonpath else {}),
+            },
         )
 
         def ready() -> bool:
@@ -655,6 +662,7 @@ class Lab(contextlib.ExitStack):
         self.interfaces: list[WgInterface] = []
         self._subnet = itertools.count(1)
         self.log_level = "verbose"  # of the WireGuard daemons; benchmarks want "error"
+        self.pythonpath: str | None = None  # wgpy daemons import wgpy from here if set
 
     def namespace(self, role: str) -> Namespace:
         ns = self.enter_context(Namespace(role, self.workdir))
@@ -690,7 +698,13 @@ class Lab(contextlib.ExitStack):
     ) -> WgInterface:
         iface = self.enter_context(
             WgInterface(
-                ns, impl, self.workdir, key=key, listen_port=listen_port, log_level=self.log_level
+                ns,
+                impl,
+                self.workdir,
+                key=key,
+                listen_port=listen_port,
+                log_level=self.log_level,
+                pythonpath=self.pythonpath,
             )
         )
         self.interfaces.append(iface)

@@ -5,6 +5,7 @@ run on a quiet machine, never asserted in a test."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,30 @@ def test_an_interrupted_harness_removes_what_it_made(tmp_path: Path, sig: str) -
     assert "interrupted: cleaned up, nothing written" in out
     assert namespaces_matching(ours) == []
     assert not list(tmp_path.iterdir())
+
+
+AB = HARNESS.parent / "ab.py"
+
+
+def test_ab_compares_a_revision_with_the_working_tree_and_cleans_up() -> None:
+    root = AB.parents[1]
+    worktrees_before = subprocess.run(
+        ["git", "-C", str(root), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    result, pid = run_program(
+        [sys.executable, str(AB), "--base", "HEAD", "--rounds", "1", "--tests", "latency,tcp1",
+         "--seconds", "1", "--pings", "10"],
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for test in ("latency", "tcp1"):
+        line = next(x for x in result.stdout.splitlines() if x.startswith(test))
+        figures = dict(re.findall(r"(base|new|wireguard-go)\s+(-?[\d.]+)", line))
+        assert set(figures) == {"base", "new", "wireguard-go"}, line
+        if test == "tcp1":
+            assert all(float(v) > 0 for v in figures.values()), line
+    assert namespaces_matching(lambda n: n.startswith(f"wgpy-{pid}-")) == []
+    worktrees_after = subprocess.run(
+        ["git", "-C", str(root), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    assert worktrees_after == worktrees_before

@@ -21,6 +21,15 @@ from ..protocol.device import Device
 from .tun import TunDevice
 from .udp import UdpBind
 
+BATCH = 128
+"""Most packets one wake-up reads from the TUN or a socket."""
+BURST_GAP = 0.001
+"""A wake-up within this many seconds of the previous one drains its queue (up to BATCH);
+one after a quiet spell reads a single packet. Draining costs one read that fails with
+EAGAIN, an exception in Python: paid once per batch under load, it would double the system
+calls of a lone packet (a ping, a keystroke), where latency is what counts. If more than one
+packet was waiting, the level-triggered poller wakes us again at once, now in a burst."""
+
 
 class Interface:
     """One interface: a TUN device, a listen port and the core. Satisfies ``UapiTarget``."""
@@ -47,6 +56,7 @@ class Interface:
         self.close_reason = ""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._tun_woke = self._udp_woke = float("-inf")
         self._watch()
         self.log.info("interface up", listen_port=self.udp.port, mtu=mtu)
 
@@ -117,24 +127,30 @@ class Interface:
             self.flush()
 
     def _on_tun_readable(self) -> None:
+        now = self.loop.time()
+        limit = BATCH if now - self._tun_woke < BURST_GAP else 1
+        self._tun_woke = now
         try:
-            packets = self.tun.read_batch()
+            packets = self.tun.read_batch(limit)
         except OSError as e:
             # EBADFD: the interface was deleted (ip link del); wireguard-go exits too
             self.close(f"TUN device gone ({errno.errorcode.get(e.errno or 0, e.errno)})")
             return
         if packets:
-            self.device.send_packets(packets, self.loop.time())
+            self.device.send_packets(packets, now)
             self.flush()
 
     def _on_udp_readable(self, sock: Any) -> None:
+        now = self.loop.time()
+        limit = BATCH if now - self._udp_woke < BURST_GAP else 1
+        self._udp_woke = now
         try:
-            datagrams = self.udp.read_batch(sock)
+            datagrams = self.udp.read_batch(sock, limit)
         except OSError as e:
             self.log.error("socket read failed", error=str(e))
             return
         if datagrams:
-            self.device.receive_datagrams(datagrams, self.loop.time())
+            self.device.receive_datagrams(datagrams, now)
             self.flush()
 
     # ---------------------------------------------------------------- lifecycle

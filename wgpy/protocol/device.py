@@ -65,7 +65,7 @@ from .messages import (
 )
 from .peer import Endpoint, Peer
 from .ratelimiter import RateLimiter, source_key
-from .timers import Timer
+from .timers import Timer, pooled
 
 Datagram = tuple[bytes, Endpoint]
 WallClock = Callable[[], int]
@@ -111,6 +111,7 @@ class Device:
         mtu: int = DEFAULT_MTU,
     ) -> None:
         self._rng = rng
+        self._jitter_rng = pooled(rng)  # timer jitter only
         self._wall_clock = wall_clock
         self.mtu = mtu
         self.identity: StaticIdentity | None = None
@@ -331,7 +332,7 @@ class Device:
             timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent()
         if sent_data:
-            timers.on_data_sent(now, self._rng)
+            timers.on_data_sent(now, self._jitter_rng)
         self._dirty.add(peer)
         # keep the key fresh (whitepaper 6.2): the initiator rekeys after REKEY_AFTER_TIME
         if counter > REKEY_AFTER_MESSAGES or (
@@ -624,7 +625,7 @@ class Device:
         timers.on_any_authenticated_packet_sent()
         self._out.append((bytes(buf), peer.endpoint))
         peer.tx_bytes += len(buf)
-        timers.on_handshake_initiated(now, self._rng)
+        timers.on_handshake_initiated(now, self._jitter_rng)
         self._dirty.add(peer)
 
     def _handshake_complete(self, peer: Peer) -> None:

@@ -41,6 +41,23 @@ def jitter(rng: Rng) -> float:
     return (int.from_bytes(rng(2), "little") % int(REKEY_TIMEOUT_JITTER_MAX * 1000)) / 1000.0
 
 
+def pooled(rng: Rng, size: int = 512) -> Rng:
+    """``rng`` drawn ``size`` bytes at a time: jitter is drawn on every send that follows a
+    receive, and one ``getrandom`` system call per packet is measurable on the latency path.
+    Only for small draws (timer jitter), never for keys."""
+    pool = b""
+    used = 0
+
+    def draw(n: int) -> bytes:
+        nonlocal pool, used
+        if used + n > len(pool):
+            pool, used = rng(max(size, n)), 0
+        used += n
+        return pool[used - n : used]
+
+    return draw
+
+
 class PeerTimers:
     __slots__ = (
         "handshake_attempts",
