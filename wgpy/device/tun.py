@@ -3,17 +3,30 @@
 python-pytun opens the fd blocking and inheritable; both are fixed here. Reads go through
 ``os.read`` on the fd (pytun's own ``read`` raises ``pytun.Error`` instead of
 BlockingIOError on an empty non-blocking fd).
+
+By default the device is opened with IFF_VNET_HDR (see offload.py) and runs of TCP segments
+are written as one super-packet: one write, and one pass through the receiving TCP stack, for
+up to 64 KiB. Reads stay one packet each unless ``tso=True`` asks the kernel for TCP
+super-packets too (TUNSETOFFLOAD): cutting them up costs a checksum per segment in Python,
+more than the reads it saves (measured in benchmarks/README.md). ``offload=False`` opens the
+device without virtio headers at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 from collections.abc import Iterable
 
 import pytun
 
+from .offload import VNET_HDR_LEN, OffloadError, coalesce, split
+
 MAX_PACKET = 65535
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 
 
 class TunError(OSError):
@@ -23,7 +36,7 @@ class TunError(OSError):
 class TunDevice:
     """One TUN interface. The interface lives as long as this object keeps its fd open."""
 
-    def __init__(self, name: str, mtu: int) -> None:
+    def __init__(self, name: str, mtu: int, *, offload: bool = True, tso: bool = False) -> None:
         if not os.path.exists("/dev/net/tun"):
             raise TunError(
                 errno.ENODEV,
@@ -31,7 +44,8 @@ class TunDevice:
                 "where TUN devices are available",
             )
         try:
-            self._tun = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+            flags = pytun.IFF_TUN | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
+            self._tun = pytun.TunTapDevice(name=name, flags=flags)
         except pytun.Error as e:
             code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
             if code == errno.EBUSY:
@@ -45,6 +59,13 @@ class TunDevice:
         os.set_inheritable(self._fd, False)
         self.set_mtu(mtu)
         self.write_errors = 0
+        self.read_errors = 0  # frames that could not be split
+        self.vnet = offload  # every frame starts with a virtio-net header; we write runs
+        self.tso = False  # the kernel may send us TCP super-packets
+        if offload and tso:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                self.tso = True
 
     def fileno(self) -> int:
         return self._fd
@@ -57,24 +78,45 @@ class TunDevice:
         return int(self._tun.mtu)
 
     def read_batch(self, limit: int = 128) -> list[bytes]:
-        """Up to ``limit`` packets, as many as are waiting. Raises OSError if the device is
+        """Packets until ``limit`` are read (a super-packet brings up to ~45 at once, so a
+        batch may end a little above it) or none are left. Raises OSError if the device is
         gone (EBADFD once the interface has been deleted)."""
         read = os.read
         fd = self._fd
-        packets = []
+        packets: list[bytes] = []
+        if not self.vnet:
+            for _ in range(limit):
+                try:
+                    packets.append(read(fd, MAX_PACKET))
+                except BlockingIOError:
+                    break
+            return packets
         for _ in range(limit):
+            if len(packets) >= limit:
+                break
             try:
-                packets.append(read(fd, MAX_PACKET))
+                frame = read(fd, VNET_HDR_LEN + MAX_PACKET)
             except BlockingIOError:
                 break
+            if frame[1] == 0 and not frame[0] & 1:  # no GSO, checksum complete
+                packets.append(frame[VNET_HDR_LEN:])
+                continue
+            try:
+                packets += split(frame)
+            except OffloadError:
+                self.read_errors += 1
         return packets
 
     def write_batch(self, packets: Iterable[bytes]) -> None:
+        if self.vnet:
+            frames: Iterable[bytes] = coalesce(list(packets))
+        else:
+            frames = packets
         write = os.write
         fd = self._fd
-        for packet in packets:
+        for frame in frames:
             try:
-                write(fd, packet)
+                write(fd, frame)
             except BlockingIOError:
                 self.write_errors += 1
             except OSError as e:

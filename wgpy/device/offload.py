@@ -1,0 +1,272 @@
+"""TUN segmentation offloads: the virtio-net header, TCP segmentation and TCP coalescing.
+
+With ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD`` (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) the kernel
+hands the TUN reader whole TCP super-packets of up to 64 KiB, one read for what would have been
+some 45 packets, and accepts such super-packets on write: one write, and one pass through the
+receiving TCP stack, for a run of segments. Every frame on the fd starts with a 10-byte
+``struct virtio_net_hdr``:
+
+    flags u8 (NEEDS_CSUM), gso_type u8 (NONE, TCPV4, TCPV6), hdr_len u16, gso_size u16,
+    csum_start u16, csum_offset u16        (host byte order, little-endian here)
+
+- :func:`split` turns a frame read from the TUN into IP packets with complete checksums, as
+  the kernel's GSO would: per segment its IPv4 total length, ID and header checksum (or IPv6
+  payload length), TCP sequence number, FIN and PSH on the last segment only, TCP checksum.
+- :func:`coalesce` turns decrypted packets into frames to write: consecutive TCP segments of
+  one flow (in order, same ACK, window and options, ACK or ACK|PSH only, PSH only last, equal
+  sizes but a shorter last, valid checksums) become one frame with GSO type TCPV4/TCPV6 and a
+  partial checksum; everything else goes out alone behind a zero header. The rules are the
+  kernel's GRO rules (tcp_gro_receive), as wireguard-go's tun/offload_linux.go applies them.
+
+Both run on input from outside (a peer decides what :func:`coalesce` sees): every length and
+offset is checked, and what does not fit the rules is passed on untouched, never raised.
+
+Checksums use the identity that a ones' complement sum of 16-bit words is the number those
+bytes spell, modulo 0xFFFF (2**16 = 1 mod 0xFFFF): one ``int.from_bytes`` per packet.
+"""
+
+from __future__ import annotations
+
+import struct
+
+VNET_HDR_LEN = 10
+NEEDS_CSUM = 1
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4
+ZERO_HEADER = bytes(VNET_HDR_LEN)
+
+_VNET = struct.Struct("<BBHHHH")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_TCP = 6
+_FIN, _PSH, _ACK = 0x01, 0x08, 0x10
+_MAX_IP = 0xFFFF
+
+
+class OffloadError(ValueError):
+    """A frame from the TUN that cannot be split (counted and dropped by the caller)."""
+
+
+def _sum(data: bytes) -> int:
+    """The ones' complement sum of ``data`` as 16-bit big-endian words, modulo 0xFFFF."""
+    if len(data) & 1:
+        data += b"\0"
+    return int.from_bytes(data, "big") % 0xFFFF
+
+
+def _finish(total: int) -> bytes:
+    """The checksum field for a sum (mod 0xFFFF) of everything it covers, field zeroed."""
+    s = total % 0xFFFF or 0xFFFF  # a nonzero sum never folds to 0 in ones' complement
+    return _U16.pack(0xFFFF - s)
+
+
+def _pseudo(packet: bytes, v6: bool, proto: int, length: int) -> int:
+    addrs = packet[8:40] if v6 else packet[12:20]
+    return int.from_bytes(addrs, "big") + proto + length
+
+
+def ipv4_header_checksum(header: bytes) -> bytes:
+    """The checksum of an IPv4 header whose checksum field is zero."""
+    return _finish(_sum(header))
+
+
+def transport_checksum_valid(packet: bytes, iph: int, v6: bool, proto: int) -> bool:
+    l4 = packet[iph:]
+    return (_pseudo(packet, v6, proto, len(l4)) + _sum(l4)) % 0xFFFF == 0
+
+
+# ---------------------------------------------------------------------- TUN -> network
+
+
+def split(frame: bytes) -> list[bytes]:
+    """The IP packets in one frame read from a TUN opened with IFF_VNET_HDR."""
+    if len(frame) < VNET_HDR_LEN + 20:
+        raise OffloadError(f"frame of {len(frame)} bytes is too short")
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _VNET.unpack_from(frame)
+    packet = frame[VNET_HDR_LEN:]
+    if gso_type == GSO_NONE:
+        if flags & NEEDS_CSUM:
+            # the field holds the pseudo-header's partial sum: add the rest and complement
+            at = csum_start + csum_offset
+            if at + 2 > len(packet) or csum_start >= len(packet):
+                raise OffloadError("checksum offsets point past the packet")
+            field = _finish(_sum(packet[csum_start:]))
+            packet = packet[:at] + field + packet[at + 2 :]
+        return [packet]
+    version = packet[0] >> 4
+    if not ((gso_type == GSO_TCPV4 and version == 4) or (gso_type == GSO_TCPV6 and version == 6)):
+        raise OffloadError(f"GSO type {gso_type} with IP version {version} is not supported")
+    v6 = version == 6
+    iph = csum_start
+    if iph < 20 or iph + 20 > len(packet) or csum_offset != 16 or gso_size == 0:
+        raise OffloadError("GSO frame with impossible offsets")
+    tcph = (packet[iph + 12] >> 4) * 4
+    hdr_len = iph + tcph  # the kernel's hdr_len is not always right; the header says
+    if tcph < 20 or hdr_len > len(packet):
+        raise OffloadError(f"GSO frame with a TCP header of {tcph} bytes")
+    ip_header = packet[:iph]
+    tcp_header = packet[iph:hdr_len]
+    src_dst = _pseudo(packet, v6, _TCP, 0)
+    seq0 = _U32.unpack_from(tcp_header, 4)[0]
+    tcp_flags = tcp_header[13]
+    head = tcp_header[:4]
+    middle = tcp_header[8:13]
+    window = tcp_header[14:16]
+    options = tcp_header[18:]
+    ip_id = 0 if v6 else _U16.unpack_from(ip_header, 4)[0]
+    out = []
+    end = len(packet)
+    for i, start in enumerate(range(hdr_len, end, gso_size)):
+        chunk = packet[start : start + gso_size]
+        last = start + gso_size >= end
+        l4_len = tcph + len(chunk)
+        if v6:
+            ip = ip_header[:4] + _U16.pack(l4_len) + ip_header[6:]
+        else:
+            ip = (
+                ip_header[:2]
+                + _U16.pack(iph + l4_len)
+                + _U16.pack((ip_id + i) & 0xFFFF)
+                + ip_header[6:10]
+            )
+            ip += ipv4_header_checksum(ip + b"\0\0" + ip_header[12:]) + ip_header[12:]
+        fl = tcp_flags if last else tcp_flags & ~(_FIN | _PSH)
+        before = (
+            head + _U32.pack((seq0 + i * gso_size) & 0xFFFFFFFF) + middle + bytes((fl,)) + window
+        )
+        l4 = before + b"\0\0" + options + chunk
+        out.append(ip + before + _finish(src_dst + l4_len + _sum(l4)) + options + chunk)
+    return out
+
+
+# ---------------------------------------------------------------------- network -> TUN
+
+
+class _Run:
+    """Consecutive segments of one TCP flow, to be written as one frame."""
+
+    __slots__ = (
+        "ack_window",
+        "first",
+        "gso",
+        "iph",
+        "last_len",
+        "next_seq",
+        "parts",
+        "psh",
+        "size",
+        "tcph",
+        "v6",
+    )
+
+    def __init__(
+        self, packet: bytes, v6: bool, iph: int, tcph: int, seq: int, plen: int, psh: bool
+    ) -> None:
+        self.first = packet
+        self.v6 = v6
+        self.iph = iph
+        self.tcph = tcph
+        self.gso = plen
+        self.last_len = plen
+        self.next_seq = (seq + plen) & 0xFFFFFFFF
+        self.psh = psh
+        self.size = len(packet)
+        self.parts: list[bytes] = []
+        self.ack_window = packet[iph + 8 : iph + 12] + packet[iph + 14 : iph + 16]
+
+    def frame(self) -> bytes:
+        first = self.first
+        if not self.parts:
+            return ZERO_HEADER + first
+        iph, v6 = self.iph, self.v6
+        hdr_len = iph + self.tcph
+        total = self.size
+        l4_len = total - iph
+        if v6:
+            ip = first[:4] + _U16.pack(l4_len) + first[6:iph]
+        else:
+            ip = first[:2] + _U16.pack(total) + first[4:10]
+            ip += ipv4_header_checksum(ip + b"\0\0" + first[12:iph]) + first[12:iph]
+        flags = first[iph + 13] | (_PSH if self.psh else 0)
+        partial = _U16.pack(_pseudo(first, v6, _TCP, l4_len) % 0xFFFF or 0xFFFF)
+        tcp = first[iph : iph + 13] + bytes((flags,)) + first[iph + 14 : iph + 16] + partial
+        vnet = _VNET.pack(NEEDS_CSUM, GSO_TCPV6 if v6 else GSO_TCPV4, hdr_len, self.gso, iph, 16)
+        return b"".join((vnet, ip, tcp, first[iph + 18 :], *self.parts))
+
+
+def _same_ip_fields(a: bytes, b: bytes, v6: bool) -> bool:
+    if v6:  # version, traffic class, flow label; hop limit
+        return a[:4] == b[:4] and a[7] == b[7]
+    # TOS; DF and reserved bits (fragments never get here); TTL
+    return a[1] == b[1] and a[6] >> 5 == b[6] >> 5 and a[8] == b[8]
+
+
+def coalesce(packets: list[bytes], *, verify: bool = False) -> list[bytes]:
+    """Frames (virtio-net header + packet) to write for ``packets``, in order per flow.
+
+    A merged frame goes up the stack as CHECKSUM_PARTIAL, so the kernel does not check the
+    TCP checksums of the segments in it. ``verify`` checks them here first, as the kernel's
+    GRO and wireguard-go do; by default they are not checked, as the Linux kernel's WireGuard
+    marks every decrypted packet CHECKSUM_UNNECESSARY: the AEAD has already authenticated
+    every byte, and a peer that wants to send a wrong segment can send it with a right
+    checksum. (Checking costs a pass over each payload in Python, about a third of the
+    receiving side's time in a bulk TCP transfer.)"""
+    out: list[bytes | _Run] = []
+    runs: dict[bytes, _Run] = {}
+    for p in packets:
+        n = len(p)
+        version = p[0] >> 4 if n else 0
+        if version == 4 and n >= 40 and p[9] == _TCP:
+            v6 = False
+            iph = 20
+            if p[0] & 0x0F != 5 or _U16.unpack_from(p, 2)[0] != n or (p[6] & 0x3F) or p[7]:
+                iph = 0  # options, a fragment or a length that disagrees: not merged
+            key = p[12:20] + p[20:24]
+        elif version == 6 and n >= 60 and p[6] == _TCP:
+            v6 = True
+            iph = 40 if _U16.unpack_from(p, 4)[0] == n - 40 else 0
+            key = p[8:40] + p[40:44]
+        else:
+            out.append(ZERO_HEADER + p)
+            continue
+        tcph = (p[iph + 12] >> 4) * 4 if iph else 0
+        plen = n - iph - tcph
+        flags = p[iph + 13] if iph else 0
+        if not iph or tcph < 20 or plen <= 0 or flags not in (_ACK, _ACK | _PSH):
+            runs.pop(key, None)  # keep this flow's order: nothing later joins an earlier run
+            out.append(ZERO_HEADER + p)
+            continue
+        seq = _U32.unpack_from(p, iph + 4)[0]
+        psh = flags == _ACK | _PSH
+        run = runs.get(key)
+        if (
+            run is not None
+            and seq == run.next_seq
+            and not run.psh
+            and run.last_len == run.gso
+            and plen <= run.gso
+            and run.size + plen <= _MAX_IP
+            and run.v6 == v6
+            and run.tcph == tcph
+            and run.ack_window == p[iph + 8 : iph + 12] + p[iph + 14 : iph + 16]
+            and (tcph == 20 or run.first[iph + 20 : iph + tcph] == p[iph + 20 : iph + tcph])
+            and _same_ip_fields(run.first, p, v6)
+            and (
+                not verify
+                or (
+                    (run.parts or transport_checksum_valid(run.first, iph, v6, _TCP))
+                    and transport_checksum_valid(p, iph, v6, _TCP)
+                )
+            )
+        ):
+            run.parts.append(p[iph + tcph :])
+            run.size += plen
+            run.last_len = plen
+            run.next_seq = (seq + plen) & 0xFFFFFFFF
+            run.psh = psh
+            continue
+        run = _Run(p, v6, iph, tcph, seq, plen, psh)
+        runs[key] = run
+        out.append(run)
+    return [x if isinstance(x, bytes) else x.frame() for x in out]
