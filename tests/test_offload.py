@@ -234,3 +234,35 @@ def test_garbage_never_breaks_either_side(blobs: list[bytes], data: st.DataObjec
     for blob in blobs:
         with contextlib.suppress(OffloadError):
             split(blob)
+
+
+def udp_packet(payload: bytes, *, v6: bool = False, ip_id: int = 1, sport: int = 4000) -> bytes:
+    udp = struct.pack("!HHHH", sport, 53, 8 + len(payload), 0)
+    if v6:
+        src, dst = ipaddress.ip_address("fd77::1").packed, ipaddress.ip_address("fd77::2").packed
+        ip = struct.pack("!IHBB", 6 << 28, 8 + len(payload), 17, 64) + src + dst
+    else:
+        src, dst = bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 28 + len(payload), ip_id, 0x4000, 64, 17, 0)
+        ip = ip[:10] + struct.pack("!H", 0xFFFF - csum16(ip + src + dst)) + src + dst
+    c = 0xFFFF - csum16(pseudo(src, dst, 17, 8 + len(payload)) + udp + payload)
+    return ip + udp[:6] + struct.pack("!H", c or 0xFFFF) + payload
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_a_udp_run_becomes_one_frame_where_asked(v6: bool) -> None:
+    payloads = [os.urandom(1200) for _ in range(10)] + [os.urandom(5)]
+    packets = [udp_packet(p, v6=v6, ip_id=i) for i, p in enumerate(payloads)]
+    assert coalesce(packets) == [ZERO_HEADER + p for p in packets]  # not unless asked
+    frames = coalesce(packets, udp=True)
+    assert len(frames) == 1
+    iph = 40 if v6 else 20
+    assert struct.unpack_from("<BBHHHH", frames[0]) == (NEEDS_CSUM, 5, iph + 8, 1200, iph, 6)
+    frame = frames[0][VNET_HDR_LEN:]
+    assert frame[iph + 8 :] == b"".join(payloads)
+    assert struct.unpack_from("!H", frame, iph + 4)[0] == 8 + sum(map(len, payloads))
+    if not v6:
+        assert struct.unpack_from("!H", frame, 2)[0] == len(frame) and ipv4_header_valid(frame)
+    # a longer datagram after a shorter one, or another flow, starts a new frame
+    mixed = [packets[0], packets[-1], packets[1], udp_packet(b"x" * 1200, v6=v6, sport=1)]
+    assert len(coalesce(mixed, udp=True)) == 3

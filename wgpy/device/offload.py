@@ -34,12 +34,14 @@ NEEDS_CSUM = 1
 GSO_NONE = 0
 GSO_TCPV4 = 1
 GSO_TCPV6 = 4
+GSO_UDP_L4 = 5
 ZERO_HEADER = bytes(VNET_HDR_LEN)
 
 _VNET = struct.Struct("<BBHHHH")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _TCP = 6
+_UDP = 17
 _FIN, _PSH, _ACK = 0x01, 0x08, 0x10
 _MAX_IP = 0xFFFF
 
@@ -144,29 +146,31 @@ def split(frame: bytes) -> list[bytes]:
 
 
 class _Run:
-    """Consecutive segments of one TCP flow, to be written as one frame."""
+    """Consecutive segments of one TCP or UDP flow, to be written as one frame."""
 
     __slots__ = (
         "ack_window",
         "first",
         "gso",
         "iph",
+        "l4h",
         "last_len",
         "next_seq",
         "parts",
         "psh",
         "size",
-        "tcph",
+        "udp",
         "v6",
     )
 
     def __init__(
-        self, packet: bytes, v6: bool, iph: int, tcph: int, seq: int, plen: int, psh: bool
+        self, packet: bytes, v6: bool, iph: int, l4h: int, seq: int, plen: int, psh: bool
     ) -> None:
         self.first = packet
         self.v6 = v6
         self.iph = iph
-        self.tcph = tcph
+        self.l4h = l4h  # the TCP or UDP header's length
+        self.udp = l4h == 8
         self.gso = plen
         self.last_len = plen
         self.next_seq = (seq + plen) & 0xFFFFFFFF
@@ -180,7 +184,6 @@ class _Run:
         if not self.parts:
             return ZERO_HEADER + first
         iph, v6 = self.iph, self.v6
-        hdr_len = iph + self.tcph
         total = self.size
         l4_len = total - iph
         if v6:
@@ -188,10 +191,16 @@ class _Run:
         else:
             ip = first[:2] + _U16.pack(total) + first[4:10]
             ip += ipv4_header_checksum(ip + b"\0\0" + first[12:iph]) + first[12:iph]
+        if self.udp:
+            partial = _U16.pack(_pseudo(first, v6, _UDP, l4_len) % 0xFFFF or 0xFFFF)
+            l4 = first[iph : iph + 4] + _U16.pack(l4_len) + partial
+            vnet = _VNET.pack(NEEDS_CSUM, GSO_UDP_L4, iph + 8, self.gso, iph, 6)
+            return b"".join((vnet, ip, l4, first[iph + 8 :], *self.parts))
         flags = first[iph + 13] | (_PSH if self.psh else 0)
         partial = _U16.pack(_pseudo(first, v6, _TCP, l4_len) % 0xFFFF or 0xFFFF)
         tcp = first[iph : iph + 13] + bytes((flags,)) + first[iph + 14 : iph + 16] + partial
-        vnet = _VNET.pack(NEEDS_CSUM, GSO_TCPV6 if v6 else GSO_TCPV4, hdr_len, self.gso, iph, 16)
+        gso_type = GSO_TCPV6 if v6 else GSO_TCPV4
+        vnet = _VNET.pack(NEEDS_CSUM, gso_type, iph + self.l4h, self.gso, iph, 16)
         return b"".join((vnet, ip, tcp, first[iph + 18 :], *self.parts))
 
 
@@ -202,8 +211,12 @@ def _same_ip_fields(a: bytes, b: bytes, v6: bool) -> bool:
     return a[1] == b[1] and a[6] >> 5 == b[6] >> 5 and a[8] == b[8]
 
 
-def coalesce(packets: list[bytes], *, verify: bool = False) -> list[bytes]:
+def coalesce(packets: list[bytes], *, udp: bool = False, verify: bool = False) -> list[bytes]:
     """Frames (virtio-net header + packet) to write for ``packets``, in order per flow.
+
+    ``udp`` also merges runs of UDP datagrams of one flow (GSO type UDP_L4: only where the
+    kernel has USO, Linux 6.2; the kernel cuts them apart again unless the receiving socket
+    asked for UDP_GRO).
 
     A merged frame goes up the stack as CHECKSUM_PARTIAL, so the kernel does not check the
     TCP checksums of the segments in it. ``verify`` checks them here first, as the kernel's
@@ -217,23 +230,50 @@ def coalesce(packets: list[bytes], *, verify: bool = False) -> list[bytes]:
     for p in packets:
         n = len(p)
         version = p[0] >> 4 if n else 0
-        if version == 4 and n >= 40 and p[9] == _TCP:
+        if version == 4 and n >= 28:
             v6 = False
             iph = 20
-            if p[0] & 0x0F != 5 or _U16.unpack_from(p, 2)[0] != n or (p[6] & 0x3F) or p[7]:
-                iph = 0  # options, a fragment or a length that disagrees: not merged
-            key = p[12:20] + p[20:24]
-        elif version == 6 and n >= 60 and p[6] == _TCP:
+            proto = p[9]
+            # options, a fragment or a length that disagrees: passed on alone
+            alone = p[0] & 0x0F != 5 or _U16.unpack_from(p, 2)[0] != n or (p[6] & 0x3F) or p[7]
+            key = p[12:24]  # addresses and ports
+        elif version == 6 and n >= 48:
             v6 = True
-            iph = 40 if _U16.unpack_from(p, 4)[0] == n - 40 else 0
-            key = p[8:40] + p[40:44]
+            iph = 40
+            proto = p[6]
+            alone = _U16.unpack_from(p, 4)[0] != n - 40
+            key = p[8:44]
         else:
             out.append(ZERO_HEADER + p)
             continue
-        tcph = (p[iph + 12] >> 4) * 4 if iph else 0
+        if proto == _UDP and udp:
+            key = b"u" + key
+            plen = n - iph - 8
+            run = runs.get(key)
+            if alone or plen <= 0 or _U16.unpack_from(p, iph + 4)[0] != n - iph:
+                runs.pop(key, None)
+                out.append(ZERO_HEADER + p)
+            elif (
+                run is not None
+                and run.last_len == run.gso
+                and plen <= run.gso
+                and run.size + plen <= _MAX_IP
+                and _same_ip_fields(run.first, p, v6)
+            ):
+                run.parts.append(p[iph + 8 :])
+                run.size += plen
+                run.last_len = plen
+            else:
+                run = runs[key] = _Run(p, v6, iph, 8, 0, plen, False)
+                out.append(run)
+            continue
+        if proto != _TCP or n < iph + 20:
+            out.append(ZERO_HEADER + p)
+            continue
+        tcph = (p[iph + 12] >> 4) * 4
         plen = n - iph - tcph
-        flags = p[iph + 13] if iph else 0
-        if not iph or tcph < 20 or plen <= 0 or flags not in (_ACK, _ACK | _PSH):
+        flags = p[iph + 13]
+        if alone or tcph < 20 or plen <= 0 or flags not in (_ACK, _ACK | _PSH):
             runs.pop(key, None)  # keep this flow's order: nothing later joins an earlier run
             out.append(ZERO_HEADER + p)
             continue
@@ -247,8 +287,7 @@ def coalesce(packets: list[bytes], *, verify: bool = False) -> list[bytes]:
             and run.last_len == run.gso
             and plen <= run.gso
             and run.size + plen <= _MAX_IP
-            and run.v6 == v6
-            and run.tcph == tcph
+            and run.l4h == tcph
             and run.ack_window == p[iph + 8 : iph + 12] + p[iph + 14 : iph + 16]
             and (tcph == 20 or run.first[iph + 20 : iph + tcph] == p[iph + 20 : iph + tcph])
             and _same_ip_fields(run.first, p, v6)
@@ -266,7 +305,6 @@ def coalesce(packets: list[bytes], *, verify: bool = False) -> list[bytes]:
             run.next_seq = (seq + plen) & 0xFFFFFFFF
             run.psh = psh
             continue
-        run = _Run(p, v6, iph, tcph, seq, plen, psh)
-        runs[key] = run
+        run = runs[key] = _Run(p, v6, iph, tcph, seq, plen, psh)
         out.append(run)
     return [x if isinstance(x, bytes) else x.frame() for x in out]

@@ -27,6 +27,7 @@ from .offload import VNET_HDR_LEN, OffloadError, coalesce, split
 MAX_PACKET = 65535
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+TUN_F_USO4, TUN_F_USO6 = 0x20, 0x40
 
 
 class TunError(OSError):
@@ -62,6 +63,14 @@ class TunDevice:
         self.read_errors = 0  # frames that could not be split
         self.vnet = offload  # every frame starts with a virtio-net header; we write runs
         self.tso = False  # the kernel may send us TCP super-packets
+        self.uso = False  # the kernel knows UDP super-packets (Linux 6.2): we write those too
+        if offload:
+            # the kernel takes UDP_L4 frames where it could also send them: ask, then undo
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6)
+                self.uso = True
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fd, TUNSETOFFLOAD, 0)
         if offload and tso:
             with contextlib.suppress(OSError):
                 fcntl.ioctl(self._fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
@@ -109,7 +118,7 @@ class TunDevice:
 
     def write_batch(self, packets: Iterable[bytes]) -> None:
         if self.vnet:
-            frames: Iterable[bytes] = coalesce(list(packets))
+            frames: Iterable[bytes] = coalesce(list(packets), udp=self.uso)
         else:
             frames = packets
         write = os.write
