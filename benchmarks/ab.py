@@ -72,11 +72,15 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wgpy-ab-")))
         base_tree = tmp / "base"
-        subprocess.run(
+        checkout = subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if checkout.returncode != 0:
+            reason = checkout.stderr.strip().splitlines()[-1] if checkout.stderr else "?"
+            say(f"cannot check out --base {args.base} ({reason}); give a commit, tag or branch")
+            return 2
         stack.callback(
             subprocess.run,
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
