@@ -71,18 +71,20 @@ def test_handshake_and_ping(
 
 
 @pairs
-def test_tcp_transfer_50mb(lab: Lab, impl_a: str, impl_b: str) -> None:
-    """50 MiB over TCP from A to B through the tunnel arrive intact (sha256 on both ends)."""
+@pytest.mark.parametrize("inner", ["ipv4", "ipv6"])
+def test_tcp_transfer_50mb(lab: Lab, impl_a: str, impl_b: str, inner: str) -> None:
+    """50 MiB over TCP from A to B through the tunnel arrive intact (sha256 on both ends),
+    over IPv4 and IPv6 inside: a wgpy receiver writes them as coalesced super-packets."""
+    to = TUN4[1] if inner == "ipv4" else TUN6[1]
     pair = make_pair(lab, impl_a, impl_b)
     size, port = 50 * 2**20, 5001
     assert pair.a.ns.ping(TUN4[1], count=1, wait=5) == 1
+    wait_for(lambda: pair.a.ns.ping(TUN6[1], count=1, wait=2) == 1, timeout=10, what="IPv6")
 
-    receiver = lab.spawn_python(
-        pair.b.ns, "recv", "--bind", TUN4[1], "--port", str(port), log="recv"
-    )
+    receiver = lab.spawn_python(pair.b.ns, "recv", "--bind", to, "--port", str(port), log="recv")
     wait_for(lambda: pair.b.ns.tcp_listening(port), timeout=10, what="the receiver to listen")
     result = pair.a.ns.run(
-        [PYTHON, str(TRAFFIC), "send", "--to", TUN4[1], "--port", str(port), "--bytes", str(size)],
+        [PYTHON, str(TRAFFIC), "send", "--to", to, "--port", str(port), "--bytes", str(size)],
         timeout=120,
     )
     sent = json.loads(result.stdout.splitlines()[-1])

@@ -107,7 +107,8 @@ class TunDevice:
                 frame = read(fd, VNET_HDR_LEN + MAX_PACKET)
             except BlockingIOError:
                 break
-            if frame[1] == 0 and not frame[0] & 1:  # no GSO, checksum complete
+            if len(frame) > VNET_HDR_LEN and not frame[1] and not frame[0] & 1:
+                # no GSO, checksum complete: the common case, and the only one without tso
                 packets.append(frame[VNET_HDR_LEN:])
                 continue
             try:
