@@ -266,3 +266,15 @@ def test_a_udp_run_becomes_one_frame_where_asked(v6: bool) -> None:
     # a longer datagram after a shorter one, or another flow, starts a new frame
     mixed = [packets[0], packets[-1], packets[1], udp_packet(b"x" * 1200, v6=v6, sport=1)]
     assert len(coalesce(mixed, udp=True)) == 3
+
+
+def test_an_ipv4_packet_with_options_ends_its_flows_run() -> None:
+    one = flow(3)
+    with_options = bytearray(one[1])
+    # the same segment with a 4-byte IP option (NOP x4): IHL 6, lengths and checksum fixed up
+    raw = bytes([0x46]) + bytes(with_options[1:20]) + b"\x01\x01\x01\x01" + one[1][20:]
+    raw = raw[:2] + struct.pack("!H", len(raw)) + raw[4:10] + b"\0\0" + raw[12:]
+    raw = raw[:10] + struct.pack("!H", 0xFFFF - csum16(raw[:24])) + raw[12:]
+    assert len(coalesce([one[0], one[1]])) == 1  # these two would merge...
+    frames = coalesce([one[0], raw, one[1]])  # ...but not across a packet that cannot join
+    assert frames == [ZERO_HEADER + one[0], ZERO_HEADER + raw, ZERO_HEADER + one[1]]

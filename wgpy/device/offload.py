@@ -149,18 +149,21 @@ class _Run:
     """Consecutive segments of one TCP or UDP flow, to be written as one frame."""
 
     __slots__ = (
-        "ack_window",
+        "ack_doff",
         "first",
         "gso",
+        "ip_sig",
         "iph",
         "l4h",
         "last_len",
         "next_seq",
+        "options",
         "parts",
         "psh",
         "size",
         "udp",
         "v6",
+        "window",
     )
 
     def __init__(
@@ -177,7 +180,11 @@ class _Run:
         self.psh = psh
         self.size = len(packet)
         self.parts: list[bytes] = []
-        self.ack_window = packet[iph + 8 : iph + 12] + packet[iph + 14 : iph + 16]
+        self.ip_sig = _ip_sig(packet, v6)
+        # what every later segment must repeat: ACK number and data offset, window, options
+        self.ack_doff = packet[iph + 8 : iph + 13]
+        self.window = packet[iph + 14 : iph + 16]
+        self.options = packet[iph + 18 : iph + l4h]  # the urgent pointer, then options
 
     def frame(self) -> bytes:
         first = self.first
@@ -204,11 +211,12 @@ class _Run:
         return b"".join((vnet, ip, tcp, first[iph + 18 :], *self.parts))
 
 
-def _same_ip_fields(a: bytes, b: bytes, v6: bool) -> bool:
+def _ip_sig(p: bytes, v6: bool) -> int:
+    """The IP header fields segments of one run must share, as one number."""
     if v6:  # version, traffic class, flow label; hop limit
-        return a[:4] == b[:4] and a[7] == b[7]
+        return (p[0] << 32 | p[1] << 24 | p[2] << 16 | p[3] << 8) | p[7]
     # TOS; DF and reserved bits (fragments never get here); TTL
-    return a[1] == b[1] and a[6] >> 5 == b[6] >> 5 and a[8] == b[8]
+    return p[1] << 16 | (p[6] >> 5) << 8 | p[8]
 
 
 def coalesce(packets: list[bytes], *, udp: bool = False, verify: bool = False) -> list[bytes]:
@@ -227,59 +235,65 @@ def coalesce(packets: list[bytes], *, udp: bool = False, verify: bool = False) -
     receiving side's time in a bulk TCP transfer.)"""
     out: list[bytes | _Run] = []
     runs: dict[bytes, _Run] = {}
+    append = out.append
+    get = runs.get
+    u32 = _U32.unpack_from
     for p in packets:
         n = len(p)
-        version = p[0] >> 4 if n else 0
-        if version == 4 and n >= 28:
+        b0 = p[0] if n >= 28 else 0
+        if b0 == 0x45:  # IPv4 without options
             v6 = False
             iph = 20
             proto = p[9]
-            # options, a fragment or a length that disagrees: passed on alone
-            alone = p[0] & 0x0F != 5 or _U16.unpack_from(p, 2)[0] != n or (p[6] & 0x3F) or p[7]
+            # a fragment or a length that disagrees: passed on alone
+            alone = (p[2] << 8 | p[3]) != n or bool(p[6] & 0x3F or p[7])
             key = p[12:24]  # addresses and ports
-        elif version == 6 and n >= 48:
+        elif b0 >> 4 == 6 and n >= 48:
             v6 = True
             iph = 40
             proto = p[6]
-            alone = _U16.unpack_from(p, 4)[0] != n - 40
+            alone = (p[4] << 8 | p[5]) != n - 40
             key = p[8:44]
         else:
-            out.append(ZERO_HEADER + p)
+            ihl = (b0 & 15) * 4
+            if b0 >> 4 == 4 and n >= ihl + 4:
+                # IPv4 with options goes alone and ends its flow's run, keeping the order
+                runs.pop(p[12:20] + p[ihl : ihl + 4], None)
+            append(ZERO_HEADER + p)
             continue
         if proto == _UDP and udp:
             key = b"u" + key
             plen = n - iph - 8
-            run = runs.get(key)
-            if alone or plen <= 0 or _U16.unpack_from(p, iph + 4)[0] != n - iph:
+            run = get(key)
+            if alone or plen <= 0 or (p[iph + 4] << 8 | p[iph + 5]) != n - iph:
                 runs.pop(key, None)
-                out.append(ZERO_HEADER + p)
+                append(ZERO_HEADER + p)
             elif (
                 run is not None
                 and run.last_len == run.gso
                 and plen <= run.gso
                 and run.size + plen <= _MAX_IP
-                and _same_ip_fields(run.first, p, v6)
+                and run.ip_sig == _ip_sig(p, v6)
             ):
                 run.parts.append(p[iph + 8 :])
                 run.size += plen
                 run.last_len = plen
             else:
                 run = runs[key] = _Run(p, v6, iph, 8, 0, plen, False)
-                out.append(run)
+                append(run)
             continue
         if proto != _TCP or n < iph + 20:
-            out.append(ZERO_HEADER + p)
+            append(ZERO_HEADER + p)
             continue
-        tcph = (p[iph + 12] >> 4) * 4
-        plen = n - iph - tcph
+        hl = iph + ((p[iph + 12] >> 4) << 2)
+        plen = n - hl
         flags = p[iph + 13]
-        if alone or tcph < 20 or plen <= 0 or flags not in (_ACK, _ACK | _PSH):
+        if alone or hl < iph + 20 or plen <= 0 or (flags != _ACK and flags != _ACK | _PSH):
             runs.pop(key, None)  # keep this flow's order: nothing later joins an earlier run
-            out.append(ZERO_HEADER + p)
+            append(ZERO_HEADER + p)
             continue
-        seq = _U32.unpack_from(p, iph + 4)[0]
-        psh = flags == _ACK | _PSH
-        run = runs.get(key)
+        seq = u32(p, iph + 4)[0]
+        run = get(key)
         if (
             run is not None
             and seq == run.next_seq
@@ -287,10 +301,11 @@ def coalesce(packets: list[bytes], *, udp: bool = False, verify: bool = False) -
             and run.last_len == run.gso
             and plen <= run.gso
             and run.size + plen <= _MAX_IP
-            and run.l4h == tcph
-            and run.ack_window == p[iph + 8 : iph + 12] + p[iph + 14 : iph + 16]
-            and (tcph == 20 or run.first[iph + 20 : iph + tcph] == p[iph + 20 : iph + tcph])
-            and _same_ip_fields(run.first, p, v6)
+            and run.l4h == hl - iph
+            and p[iph + 8 : iph + 13] == run.ack_doff
+            and p[iph + 14 : iph + 16] == run.window
+            and p[iph + 18 : hl] == run.options
+            and run.ip_sig == _ip_sig(p, v6)
             and (
                 not verify
                 or (
@@ -299,12 +314,12 @@ def coalesce(packets: list[bytes], *, udp: bool = False, verify: bool = False) -
                 )
             )
         ):
-            run.parts.append(p[iph + tcph :])
+            run.parts.append(p[hl:])
             run.size += plen
             run.last_len = plen
             run.next_seq = (seq + plen) & 0xFFFFFFFF
-            run.psh = psh
+            run.psh = flags != _ACK
             continue
-        run = runs[key] = _Run(p, v6, iph, tcph, seq, plen, psh)
-        out.append(run)
+        run = runs[key] = _Run(p, v6, iph, hl - iph, seq, plen, flags != _ACK)
+        append(run)
     return [x if isinstance(x, bytes) else x.frame() for x in out]
