@@ -28,6 +28,7 @@ bytes spell, modulo 0xFFFF (2**16 = 1 mod 0xFFFF): one ``int.from_bytes`` per pa
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 VNET_HDR_LEN = 10
 NEEDS_CSUM = 1
@@ -78,6 +79,16 @@ def transport_checksum_valid(packet: bytes, iph: int, v6: bool, proto: int) -> b
     return (_pseudo(packet, v6, proto, len(l4)) + _sum(l4)) % 0xFFFF == 0
 
 
+def _ip_header(header: bytes, v6: bool, l4_len: int, ip_id: int | None = None) -> bytes:
+    """``header`` (a whole IP header) for a packet with ``l4_len`` bytes after it: length
+    field set and, for IPv4, the ID replaced by ``ip_id`` if given and the checksum redone."""
+    if v6:
+        return header[:4] + _U16.pack(l4_len) + header[6:]
+    ident = header[4:6] if ip_id is None else _U16.pack(ip_id)
+    start = header[:2] + _U16.pack(len(header) + l4_len) + ident + header[6:10]
+    return start + ipv4_header_checksum(start + b"\0\0" + header[12:]) + header[12:]
+
+
 # ---------------------------------------------------------------------- TUN -> network
 
 
@@ -123,16 +134,7 @@ def split(frame: bytes) -> list[bytes]:
         chunk = packet[start : start + gso_size]
         last = start + gso_size >= end
         l4_len = tcph + len(chunk)
-        if v6:
-            ip = ip_header[:4] + _U16.pack(l4_len) + ip_header[6:]
-        else:
-            ip = (
-                ip_header[:2]
-                + _U16.pack(iph + l4_len)
-                + _U16.pack((ip_id + i) & 0xFFFF)
-                + ip_header[6:10]
-            )
-            ip += ipv4_header_checksum(ip + b"\0\0" + ip_header[12:]) + ip_header[12:]
+        ip = _ip_header(ip_header, v6, l4_len, (ip_id + i) & 0xFFFF)
         fl = tcp_flags if last else tcp_flags & ~(_FIN | _PSH)
         before = (
             head + _U32.pack((seq0 + i * gso_size) & 0xFFFFFFFF) + middle + bytes((fl,)) + window
@@ -191,20 +193,16 @@ class _Run:
         if not self.parts:
             return ZERO_HEADER + first
         iph, v6 = self.iph, self.v6
-        total = self.size
-        l4_len = total - iph
-        if v6:
-            ip = first[:4] + _U16.pack(l4_len) + first[6:iph]
-        else:
-            ip = first[:2] + _U16.pack(total) + first[4:10]
-            ip += ipv4_header_checksum(ip + b"\0\0" + first[12:iph]) + first[12:iph]
+        l4_len = self.size - iph
+        ip = _ip_header(first[:iph], v6, l4_len)
+        # NEEDS_CSUM: the field holds the pseudo-header's sum, the kernel adds the rest
+        proto = _UDP if self.udp else _TCP
+        partial = _U16.pack(_pseudo(first, v6, proto, l4_len) % 0xFFFF or 0xFFFF)
         if self.udp:
-            partial = _U16.pack(_pseudo(first, v6, _UDP, l4_len) % 0xFFFF or 0xFFFF)
             l4 = first[iph : iph + 4] + _U16.pack(l4_len) + partial
             vnet = _VNET.pack(NEEDS_CSUM, GSO_UDP_L4, iph + 8, self.gso, iph, 6)
             return b"".join((vnet, ip, l4, first[iph + 8 :], *self.parts))
         flags = first[iph + 13] | (_PSH if self.psh else 0)
-        partial = _U16.pack(_pseudo(first, v6, _TCP, l4_len) % 0xFFFF or 0xFFFF)
         tcp = first[iph : iph + 13] + bytes((flags,)) + first[iph + 14 : iph + 16] + partial
         gso_type = GSO_TCPV6 if v6 else GSO_TCPV4
         vnet = _VNET.pack(NEEDS_CSUM, gso_type, iph + self.l4h, self.gso, iph, 16)
@@ -219,7 +217,7 @@ def _ip_sig(p: bytes, v6: bool) -> int:
     return p[1] << 16 | (p[6] >> 5) << 8 | p[8]
 
 
-def coalesce(packets: list[bytes], *, udp: bool = False, verify: bool = False) -> list[bytes]:
+def coalesce(packets: Iterable[bytes], *, udp: bool = False, verify: bool = False) -> list[bytes]:
     """Frames (virtio-net header + packet) to write for ``packets``, in order per flow.
 
     ``udp`` also merges runs of UDP datagrams of one flow (GSO type UDP_L4: only where the

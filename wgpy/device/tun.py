@@ -119,7 +119,7 @@ class TunDevice:
 
     def write_batch(self, packets: Iterable[bytes]) -> None:
         if self.vnet:
-            frames: Iterable[bytes] = coalesce(list(packets), udp=self.uso)
+            frames: Iterable[bytes] = coalesce(packets, udp=self.uso)
         else:
             frames = packets
         write = os.write
