@@ -10,9 +10,10 @@ import base64
 
 import pytest
 
+from wgpy.mesh.client.api import ApiError, NodeClient
 from wgpy.mesh.server import ServerConfig
 
-from .conftest import register, running
+from .conftest import new_public_key, open_map, register, running
 
 P = 2**255 - 19
 LOW_ORDER = [
@@ -46,3 +47,97 @@ async def test_low_order_keys_are_refused_at_register_and_login(
         body = {"public_key": b64(u), "hostname": "laptop"}
         assert "small order" in await node.client.error("POST", "/login", body, status=400)
         assert [n["hostname"] for n in (await r.admin.call("GET", "/nodes"))["nodes"]] == ["laptop"]
+
+
+async def test_another_pre_auth_key_cannot_take_over_a_nodes_public_key(
+    backend: str, config: ServerConfig
+) -> None:
+    """The review's attack: Alice's laptop reads node V's public key from its map and
+    registers it with another pre-auth key of alice; then logs in with a key of its own."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        await r.admin.user("bob")
+        await r.admin.call(
+            "PUT",
+            "/policy",
+            {
+                "acls": [{"action": "accept", "src": ["tag:vault"], "dst": ["*"]}],
+                "tagOwners": {"tag:vault": ["user:alice"]},
+            },
+        )
+        victim = await register(r.admin, await r.admin.auth_key("alice", tags=["tag:vault"]), "v")
+        laptop = await register(r.admin, await r.admin.auth_key("alice"), "laptop")
+        seen = await open_map(laptop)
+        assert victim.public_key in seen.peers  # what the attacker reads
+        seen.close()
+        spare = await r.admin.auth_key("alice", reusable=True)
+        attack = {"auth_key": spare, "public_key": victim.public_key, "hostname": "laptop2"}
+        message = await r.admin.using(None).error("POST", "/register", attack, status=409)
+        assert message.startswith(f"this public key belongs to node {victim.id}, and the request")
+        # Nor with the attacker's own token, nor a made-up one, nor another user's key.
+        for token in (laptop.token, "wgpy_node_" + "0" * 16 + "_" + "A" * 43, "garbage"):
+            await r.admin.using(token).error("POST", "/register", attack, status=409)
+        bobs = {**attack, "auth_key": await r.admin.auth_key("bob")}
+        await r.admin.using(None).error("POST", "/register", bobs, status=409)
+        # Nor by switching to it at login with a token of its own.
+        body = {"public_key": victim.public_key, "hostname": "laptop"}
+        assert "belongs to another node" in await laptop.client.error(
+            "POST", "/login", body, status=409
+        )
+        # V is untouched: its token works, its key, tags and address are its own.
+        reply = await victim.client.call(
+            "POST", "/login", {"public_key": victim.public_key, "hostname": "v"}
+        )
+        assert (reply["node"]["id"], reply["node"]["tags"]) == (victim.id, ["tag:vault"])
+        assert reply["node"]["ipv4"] == victim.node["ipv4"]
+        # The one-off key the refused attempts carried was not used up.
+        keys = (await r.admin.call("GET", "/preauthkeys?user=bob"))["preauthkeys"]
+        assert [k["used"] for k in keys] == [False]
+
+
+async def test_the_holder_of_a_node_registers_its_key_again(
+    backend: str, config: ServerConfig
+) -> None:
+    """`wgpy up --auth-key` on a node that has a token sends it: the same node, its name and
+    addresses, a new token; also after an admin expired the node. An admin who deletes the
+    node releases the key."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        node = await register(r.admin, key, "laptop")
+        body = {"auth_key": key, "public_key": node.public_key, "hostname": "laptop"}
+        again = await node.client.call("POST", "/register", body)
+        assert (again["node"]["id"], again["node"]["hostname"]) == (node.id, "laptop")
+        assert again["node"]["ipv4"] == node.node["ipv4"]
+        await node.client.error("POST", "/node/endpoints", {"endpoints": []}, status=401)
+        token = again["token"]
+        await r.admin.call("POST", f"/nodes/{node.id}/expire")
+        back = await r.admin.using(token).call("POST", "/register", body)
+        assert (back["node"]["id"], back["node"]["expired"]) == (node.id, False)
+        await r.admin.call("POST", f"/nodes/{node.id}/expire")
+        await r.admin.using(back["token"]).call("POST", "/logout", {})  # the token is gone
+        await r.admin.using(back["token"]).error("POST", "/register", body, status=409)
+        await r.admin.call("DELETE", f"/nodes/{node.id}")  # the admin releases the key
+        fresh = await r.admin.using(None).call("POST", "/register", body)
+        assert fresh["node"]["id"] != node.id and fresh["node"]["hostname"] == "laptop"
+
+
+async def test_the_node_client_registers_its_key_again_with_its_stored_token(
+    backend: str, config: ServerConfig
+) -> None:
+    """What `wgpy up --auth-key` does on a node that registered before: its client starts
+    with the stored token, which goes with the registration as the proof."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        public = new_public_key()
+        async with NodeClient(r.url) as client:
+            first, token = await client.register(key, public, "laptop")
+        async with NodeClient(r.url, token=token) as client:
+            again, _ = await client.register(key, public, "laptop")
+            assert (again["id"], again["hostname"]) == (first["id"], "laptop")
+            assert (await client.login(public, "laptop"))["id"] == first["id"]
+        async with NodeClient(r.url) as client:  # without the token: refused, said why
+            with pytest.raises(ApiError) as e:
+                await client.register(key, public, "laptop")
+            assert e.value.status == 409 and "send the node's token" in e.value.message

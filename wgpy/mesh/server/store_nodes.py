@@ -8,6 +8,7 @@ transaction when a concurrent one took the same hostname or address first.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from .auth import Credential, new_credential, secret_matches
@@ -31,24 +32,49 @@ TOKEN_INVALID = (
 NODE_EXPIRED = "this node has expired; register it again with an auth key"
 
 
+def key_taken(node_id: int) -> str:
+    return (
+        f"this public key belongs to node {node_id}, and the request does not prove that it "
+        "holds that node; send the node's token (Authorization: Bearer wgpy_node_...) to "
+        f"register it again, or generate a new key, or have an admin delete node {node_id}"
+    )
+
+
+def _holds(holder: Credential | None, token_id: str | None, token_hash: str | None) -> bool:
+    """Whether ``holder`` is the node token of the node with these columns."""
+    if holder is None or token_id is None:
+        return False
+    return secrets.compare_digest(holder.id, token_id) & secret_matches(holder, token_hash)
+
+
 class NodeStore(StoreBase):
     # ------------------------------------------------------------------------------------
     # Registration and the node's own requests
 
     async def register(
-        self, auth_key: Credential, public_key: str, hostname: str
+        self,
+        auth_key: Credential,
+        public_key: str,
+        hostname: str,
+        holder: Credential | None = None,
     ) -> tuple[Node, Credential]:
         """Create the node of ``public_key`` with a pre-auth key, or re-register it (same
-        node, same addresses, a new token); the node and its token."""
+        node, same addresses, a new token); the node and its token.
+
+        A key that already has a node is that node's: only a caller that proves it holds the
+        node, with the node's token (``holder``, valid even if the node expired), registers
+        it again. Anyone else could otherwise read a peer's public key from their map and
+        take over its node, tags, address and rights. An admin releases a key by deleting
+        its node."""
         for _ in range(ATTEMPTS):
             try:
-                return await self._register(auth_key, public_key, hostname)
+                return await self._register(auth_key, public_key, hostname, holder)
             except IntegrityConflict:
                 continue  # a concurrent registration took the hostname or address first
         raise Conflict("the registration kept colliding with concurrent ones; try again")
 
     async def _register(
-        self, auth_key: Credential, public_key: str, hostname: str
+        self, auth_key: Credential, public_key: str, hostname: str, holder: Credential | None
     ) -> tuple[Node, Credential]:
         now = self.clock()
         token = new_credential("node", self.rng)
@@ -71,9 +97,13 @@ class NodeStore(StoreBase):
             user_id = int(key["user_id"])
             key_tags = load_list(key["tags"])
             existing = await tx.fetchrow(
-                "SELECT id, user_id, hostname, tags FROM nodes WHERE public_key = ?", public_key
+                "SELECT id, user_id, hostname, tags, token_id, token_hash FROM nodes"
+                " WHERE public_key = ?",
+                public_key,
             )
             if existing is not None:
+                if not _holds(holder, existing["token_id"], existing["token_hash"]):
+                    raise Conflict(key_taken(int(existing["id"])))
                 if int(existing["user_id"]) != user_id:
                     raise Conflict(
                         "this public key belongs to another user's node; generate a new key "
