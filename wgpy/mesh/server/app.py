@@ -155,7 +155,11 @@ async def register(request: web.Request) -> web.Response:
     )
     auth_key = parse_credential(body["auth_key"], "auth")
     node, token = await ctx.store.register(
-        auth_key, body["public_key"], body["hostname"], holder=_node_token_if_any(request)
+        auth_key,
+        body["public_key"],
+        body["hostname"],
+        holder=_node_token_if_any(request),
+        max_nodes=ctx.config.max_nodes_per_user,
     )
     ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})

@@ -57,6 +57,8 @@ class NodeStore(StoreBase):
         public_key: str,
         hostname: str,
         holder: Credential | None = None,
+        *,
+        max_nodes: int = 0,
     ) -> tuple[Node, Credential]:
         """Create the node of ``public_key`` with a pre-auth key, or re-register it (same
         node, same addresses, a new token); the node and its token.
@@ -65,16 +67,23 @@ class NodeStore(StoreBase):
         node, with the node's token (``holder``, valid even if the node expired), registers
         it again. Anyone else could otherwise read a peer's public key from their map and
         take over its node, tags, address and rights. An admin releases a key by deleting
-        its node."""
+        its node.
+
+        A new node beyond ``max_nodes`` of its user (0: no limit) is refused."""
         for _ in range(ATTEMPTS):
             try:
-                return await self._register(auth_key, public_key, hostname, holder)
+                return await self._register(auth_key, public_key, hostname, holder, max_nodes)
             except IntegrityConflict:
                 continue  # a concurrent registration took the hostname or address first
         raise Conflict("the registration kept colliding with concurrent ones; try again")
 
     async def _register(
-        self, auth_key: Credential, public_key: str, hostname: str, holder: Credential | None
+        self,
+        auth_key: Credential,
+        public_key: str,
+        hostname: str,
+        holder: Credential | None,
+        max_nodes: int,
     ) -> tuple[Node, Credential]:
         now = self.clock()
         token = new_credential("node", self.rng)
@@ -125,6 +134,8 @@ class NodeStore(StoreBase):
                     node_id,
                 )
             else:
+                if max_nodes:
+                    await self._check_quota(tx, user_id, max_nodes)
                 name = await self._free_hostname(tx, user_id, hostname, None)
                 node_id = int(
                     await tx.fetchval(
@@ -381,6 +392,19 @@ class NodeStore(StoreBase):
         if row is None:
             raise NotFound(f"there is no node {node_id}")
         return node_from(row)
+
+    async def _check_quota(self, tx: Tx, user_id: int, max_nodes: int) -> None:
+        """Forbidden if the user already has ``max_nodes`` nodes. The no-op update locks the
+        user's row (PostgreSQL), so concurrent registrations of one user count in turn."""
+        await tx.execute("UPDATE users SET name = name WHERE id = ?", user_id)
+        count = int(await tx.fetchval("SELECT COUNT(*) FROM nodes WHERE user_id = ?", user_id))
+        if count >= max_nodes:
+            name = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+            raise Forbidden(
+                f'user "{name}" already has {count} nodes, the most this server allows per '
+                "user; delete unused nodes (wgpy admin nodes delete ID), or ask the server's "
+                "operator to raise --max-nodes-per-user"
+            )
 
     async def _free_hostname(self, tx: Tx, user_id: int, wanted: str, node_id: int | None) -> str:
         """``wanted``, or ``wanted-1``, ``wanted-2``, ... whichever the user's other nodes
