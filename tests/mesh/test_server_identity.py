@@ -172,3 +172,46 @@ async def test_a_users_nodes_are_bounded(backend: str, config: ServerConfig) -> 
         await register(r.admin, key, "n5")
         body = {"auth_key": key, "public_key": new_public_key(), "hostname": "n6"}
         await r.admin.using(None).error("POST", "/register", body, status=403)
+
+
+async def test_a_tag_follows_the_policy_in_force(backend: str, config: ServerConfig) -> None:
+    """A pre-auth key made before tagOwners restricted a tag no longer hands it out; nodes
+    that carry a tag their user no longer owns lose it when the policy changes, and their
+    peers hear of it."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        await r.admin.user("bob")
+        old_key = await r.admin.auth_key("alice", tags=["tag:prod"], reusable=True)
+        tagged = await register(r.admin, old_key, "web")  # no policy: any tag
+        both = await register(
+            r.admin, await r.admin.auth_key("alice", tags=["tag:prod", "tag:dev"]), "both"
+        )
+        watcher = await register(r.admin, await r.admin.auth_key("alice"), "watcher")
+        seen = await open_map(watcher)
+        assert seen.peers[tagged.public_key]["tags"] == ["tag:prod"]
+        policy = {
+            "acls": [{"action": "accept", "src": ["*"], "dst": ["*"]}],
+            "tagOwners": {"tag:prod": ["user:bob"], "tag:dev": ["user:alice"]},
+        }
+        reply = await r.admin.call("PUT", "/policy", policy)
+        assert reply["tags_removed"] == [
+            {"node": tagged.id, "name": "alice/web", "tags": ["tag:prod"]},
+            {"node": both.id, "name": "alice/both", "tags": ["tag:prod"]},
+        ]
+        await seen.until(lambda m: m.peers[tagged.public_key]["tags"] == [])
+        await seen.until(lambda m: m.peers[both.public_key]["tags"] == ["tag:dev"])
+        seen.close()
+        nodes = {n["hostname"]: n["tags"] for n in (await r.admin.call("GET", "/nodes"))["nodes"]}
+        assert nodes == {"web": [], "both": ["tag:dev"], "watcher": []}
+        # The old key no longer hands the tag out, neither to a new node nor to its own.
+        body = {"auth_key": old_key, "public_key": new_public_key(), "hostname": "web2"}
+        message = await r.admin.using(None).error("POST", "/register", body, status=403)
+        assert message == (
+            'the auth key carries tags that the policy no longer allows (user "alice" may '
+            'not use tag "tag:prod": tagOwners lists user:bob); ask an admin for a new key'
+        )
+        again = {**body, "public_key": tagged.public_key, "hostname": "web"}
+        await r.admin.using(tagged.token).error("POST", "/register", again, status=403)
+        assert len((await r.admin.call("GET", "/nodes"))["nodes"]) == 3
+        # A policy that changes nothing for tags removes nothing.
+        assert (await r.admin.call("PUT", "/policy", policy))["tags_removed"] == []

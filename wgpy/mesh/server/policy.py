@@ -149,6 +149,10 @@ class Policy:
                     names.add(sel.user)
         return frozenset(names)
 
+    def may_carry(self, user: str, tag: str) -> bool:
+        """Whether nodes of ``user`` may carry ``tag`` (any tag, by DEFAULT)."""
+        return self.is_default or user in self.tag_owners.get(tag, ())
+
     def check_tags(self, user: str, tags: Collection[str]) -> None:
         """PolicyError unless nodes of ``user`` may carry every tag (any tag, by DEFAULT)."""
         if self.is_default:

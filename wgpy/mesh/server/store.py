@@ -8,6 +8,7 @@ keeps only their SHA-256. Errors are the API's (errors.py), with the sentence th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,11 +18,19 @@ from typing import Any
 
 from . import migrations
 from .auth import Credential, Rng, new_credential, secret_matches
-from .db import IntegrityConflict, open_database
+from .db import IntegrityConflict, Tx, open_database
 from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from .models import ApiKey, PolicyRecord, PreAuthKey, User
+from .models import ApiKey, PolicyRecord, PreAuthKey, TagsRemoved, User
 from .policy import Policy, PolicyError, parse_policy
-from .store_base import PREAUTH_FROM, api_key_from, dump_list, preauth_from, user_from
+from .store_base import (
+    NODES_FROM,
+    PREAUTH_FROM,
+    api_key_from,
+    dump_list,
+    node_from,
+    preauth_from,
+    user_from,
+)
 from .store_nodes import NodeStore
 
 API_KEY_INVALID = (
@@ -187,15 +196,22 @@ class Store(NodeStore):
 
     async def set_policy(self, document: dict[str, Any] | None) -> PolicyRecord:
         """Validate ``document`` against the users as they are in this transaction and store
-        it with the next version; None goes back to the default policy."""
+        it with the next version; None goes back to the default policy.
+
+        Nodes carrying a tag that the new policy does not let their user carry lose it, in
+        the same transaction (as Headscale counts such tags invalid): a tag's rights follow
+        ``tagOwners`` as it is now, not as it was when the tag was given. The record says
+        which nodes lost which tags."""
         now = self.clock()
+        removed: tuple[TagsRemoved, ...] = ()
         async with self.db.transaction() as tx:
             if document is not None:
                 users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
                 try:
-                    parse_policy(document, users)
+                    policy = parse_policy(document, users)
                 except PolicyError as e:
                     raise BadRequest(f"the policy is not valid: {e}") from None
+                removed = await self._drop_unowned_tags(tx, policy)
             await tx.execute(
                 "UPDATE policy SET version = version + 1, document = ?, updated_at = ?"
                 " WHERE id = 1",
@@ -204,7 +220,19 @@ class Store(NodeStore):
             )
             tx.changed(policy=True)
             record, _ = await self._policy(tx)
-        return record
+        return dataclasses.replace(record, tags_removed=removed)
+
+    async def _drop_unowned_tags(self, tx: Tx, policy: Policy) -> tuple[TagsRemoved, ...]:
+        rows = await tx.fetch(f"{NODES_FROM} WHERE n.tags <> '[]' ORDER BY n.id")
+        removed = []
+        for node in map(node_from, rows):
+            kept = tuple(t for t in node.tags if policy.may_carry(node.user, t))
+            if kept != node.tags:
+                await tx.execute("UPDATE nodes SET tags = ? WHERE id = ?", dump_list(kept), node.id)
+                lost = tuple(t for t in node.tags if t not in kept)
+                removed.append(TagsRemoved(node.id, f"{node.user}/{node.hostname}", lost))
+        tx.changed(r.node_id for r in removed)
+        return tuple(removed)
 
     async def check_policy(self, document: object) -> None:
         """BadRequest unless ``document`` would be accepted by :meth:`set_policy` now."""

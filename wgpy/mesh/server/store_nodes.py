@@ -105,6 +105,16 @@ class NodeStore(StoreBase):
                 raise Forbidden(AUTH_KEY_USED)
             user_id = int(key["user_id"])
             key_tags = load_list(key["tags"])
+            if key_tags:  # the key's tags, as the policy in force now allows them
+                _, policy = await self._policy(tx)
+                user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+                try:
+                    policy.check_tags(user, key_tags)
+                except PolicyError as e:
+                    raise Forbidden(
+                        f"the auth key carries tags that the policy no longer allows ({e}); "
+                        "ask an admin for a new key"
+                    ) from None
             existing = await tx.fetchrow(
                 "SELECT id, user_id, hostname, tags, token_id, token_hash FROM nodes"
                 " WHERE public_key = ?",
