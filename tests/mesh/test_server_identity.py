@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import pytest
 
 from wgpy.mesh.client.api import ApiError, NodeClient
 from wgpy.mesh.server import ServerConfig
+from wgpy.mesh.server.auth import parse_credential
+from wgpy.mesh.server.store import open_store
 
 from .conftest import ApiError as HttpError
-from .conftest import new_public_key, open_map, register, running, with_
+from .conftest import (
+    Client,
+    Database,
+    MapReader,
+    Node,
+    Running,
+    new_public_key,
+    open_map,
+    register,
+    running,
+    with_,
+)
 
 P = 2**255 - 19
 LOW_ORDER = [
@@ -29,6 +43,12 @@ LOW_ORDER = [
     1 << 255,  # 0 with the top bit set
     (P - 1) | 1 << 255,
 ]
+
+
+async def map_of(r: Running, node: Node | Client) -> MapReader:
+    """The node's map stream, once the server applied every change made so far."""
+    await r.server.hub.flush()
+    return await open_map(node)
 
 
 def b64(u: int) -> str:
@@ -69,7 +89,7 @@ async def test_another_pre_auth_key_cannot_take_over_a_nodes_public_key(
         )
         victim = await register(r.admin, await r.admin.auth_key("alice", tags=["tag:vault"]), "v")
         laptop = await register(r.admin, await r.admin.auth_key("alice"), "laptop")
-        seen = await open_map(laptop)
+        seen = await map_of(r, laptop)
         assert victim.public_key in seen.peers  # what the attacker reads
         seen.close()
         spare = await r.admin.auth_key("alice", reusable=True)
@@ -187,7 +207,7 @@ async def test_a_tag_follows_the_policy_in_force(backend: str, config: ServerCon
             r.admin, await r.admin.auth_key("alice", tags=["tag:prod", "tag:dev"]), "both"
         )
         watcher = await register(r.admin, await r.admin.auth_key("alice"), "watcher")
-        seen = await open_map(watcher)
+        seen = await map_of(r, watcher)
         assert seen.peers[tagged.public_key]["tags"] == ["tag:prod"]
         policy = {
             "acls": [{"action": "accept", "src": ["*"], "dst": ["*"]}],
@@ -215,3 +235,165 @@ async def test_a_tag_follows_the_policy_in_force(backend: str, config: ServerCon
         assert len((await r.admin.call("GET", "/nodes"))["nodes"]) == 3
         # A policy that changes nothing for tags removes nothing.
         assert (await r.admin.call("PUT", "/policy", policy))["tags_removed"] == []
+
+
+def login_body(node: Node, hostname: str) -> dict[str, str]:
+    return {"public_key": node.public_key, "hostname": hostname}
+
+
+async def test_node_selectors_follow_the_node_not_its_name(
+    backend: str, config: ServerConfig
+) -> None:
+    """`node:USER/HOSTNAME` means the node of that name when the policy is set: a node that
+    renames itself at /login cannot take a name the policy names, and a rename does not move
+    the selector."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        server = await register(r.admin, key, "server")
+        laptop = await register(r.admin, key, "laptop")
+        intruder = await register(r.admin, key, "x")
+        policy = {"acls": [{"action": "accept", "src": ["node:alice/laptop"], "dst": ["*"]}]}
+        assert 'there is no node "alice/nobody"' in await r.admin.error(
+            "PUT",
+            "/policy",
+            {"acls": [{"action": "accept", "src": ["node:alice/nobody"], "dst": ["*"]}]},
+            status=400,
+        )
+        await r.admin.call("PUT", "/policy", policy)
+        seen = await map_of(r, server)
+        assert set(seen.peers) == {laptop.public_key}
+        # The laptop renames itself (its OS hostname changed): its rights stay with it...
+        reply = await laptop.client.call("POST", "/login", login_body(laptop, "laptop2"))
+        assert reply["node"]["hostname"] == "laptop2"
+        await seen.until(lambda m: m.peers[laptop.public_key]["hostname"] == "laptop2")
+        # ...and the intruder cannot take the name the policy names, nor its rights.
+        reply = await intruder.client.call("POST", "/login", login_body(intruder, "laptop"))
+        assert reply["node"]["hostname"] == "laptop-1"
+        reply = await intruder.client.call(
+            "POST", "/register", {"auth_key": key, **login_body(intruder, "laptop")}
+        )
+        assert reply["node"]["hostname"] == "laptop-1"
+        intruder = Node(
+            intruder.client.using(reply["token"]),
+            reply["node"],
+            reply["token"],
+            intruder.public_key,
+        )
+        theirs = await map_of(r, intruder)
+        assert set(theirs.peers) == {laptop.public_key}  # reached by the laptop, as every node
+        assert theirs.peers[laptop.public_key]["reachable_from"] is True
+        assert theirs.peers[laptop.public_key]["can_reach"] is False
+        theirs.close()
+        assert set(seen.peers) == {laptop.public_key}
+        seen.close()
+        # The laptop may take its old name back: the name the policy gave it.
+        reply = await laptop.client.call("POST", "/login", login_body(laptop, "laptop"))
+        assert reply["node"]["hostname"] == "laptop"
+
+
+async def test_the_same_node_coming_back_keeps_its_name_and_its_selector(
+    backend: str, config: ServerConfig
+) -> None:
+    """Down and up (stream closed, login again with the token; or registering again with the
+    token, also after an admin expired it) keep the name, so `node:alice/laptop` keeps
+    matching; laptop -> laptop-1 -> laptop-2 no more."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        laptop = await register(r.admin, key, "laptop")
+        other = await register(r.admin, key, "other")
+        await r.admin.call(
+            "PUT",
+            "/policy",
+            {"acls": [{"action": "accept", "src": ["node:alice/laptop"], "dst": ["*"]}]},
+        )
+        token = laptop.token
+        for cycle in range(3):
+            stream = await map_of(r, laptop.client.using(token))
+            assert set(stream.peers) == {other.public_key}, cycle
+            stream.close()  # down
+            reply = await laptop.client.using(token).call(
+                "POST", "/login", login_body(laptop, "laptop")
+            )
+            assert (reply["node"]["id"], reply["node"]["hostname"]) == (laptop.id, "laptop")
+            await r.admin.call("POST", f"/nodes/{laptop.id}/expire")
+            reply = await laptop.client.using(token).call(
+                "POST", "/register", {"auth_key": key, **login_body(laptop, "laptop")}
+            )
+            assert (reply["node"]["id"], reply["node"]["hostname"]) == (laptop.id, "laptop")
+            token = reply["token"]
+        names = sorted(n["hostname"] for n in (await r.admin.call("GET", "/nodes"))["nodes"])
+        assert names == ["laptop", "other"]
+        stream = await map_of(r, other)
+        assert stream.peers[laptop.public_key]["reachable_from"] is True
+        stream.close()
+
+
+async def test_a_policy_stored_before_resolution_gets_its_node_ids_at_start(
+    backend: str, database: Database
+) -> None:
+    """A database whose policy was set by a wgpy that matched node selectors by name: the
+    next start resolves them to the nodes of those names, once."""
+    store = await open_store(
+        state_dir=database.state_dir, database_url=database.database_url, replica="r1"
+    )
+    try:
+        await store.create_user("alice")
+        _, key = await store.create_preauth_key(
+            "alice", reusable=True, ephemeral=False, tags=(), lifetime=3600.0
+        )
+        auth = parse_credential(str(key), "auth")
+        laptop, _ = await store.register(auth, new_public_key(), "laptop")
+        other, _ = await store.register(auth, new_public_key(), "other")
+        document = {"acls": [{"action": "accept", "src": ["node:alice/laptop"], "dst": ["*"]}]}
+        async with store.db.transaction() as tx:  # as schema 1 left it
+            await tx.execute(
+                "UPDATE policy SET version = 1, document = ?, node_ids = NULL WHERE id = 1",
+                json.dumps(document),
+            )
+    finally:
+        await store.close()
+    store = await open_store(
+        state_dir=database.state_dir, database_url=database.database_url, replica="r2"
+    )
+    try:
+        await store.rename_node(laptop.id, "renamed")
+        await store.rename_node(other.id, "laptop")
+        _, policy = await store.current_policy()
+        renamed, impostor = await store.node(laptop.id), await store.node(other.id)
+        assert policy.may_reach(renamed, impostor)
+        assert not policy.may_reach(impostor, renamed)
+    finally:
+        await store.close()
+
+
+async def test_a_node_that_logged_out_gives_its_name_to_the_next_one(
+    backend: str, config: ServerConfig
+) -> None:
+    """`wgpy logout` then `wgpy up --auth-key` is a new node (a new key): it gets the name,
+    and the departed node, which can never come back, takes a suffix; it keeps its policy
+    rights only until the policy is set again."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        other = await register(r.admin, key, "other")
+        first = await register(r.admin, key, "laptop")
+        policy = {"acls": [{"action": "accept", "src": ["node:alice/laptop"], "dst": ["*"]}]}
+        await r.admin.call("PUT", "/policy", policy)
+        ids = [first.id]
+        node = first
+        for _ in range(3):
+            await node.client.call("POST", "/logout", {})
+            node = await register(r.admin, key, "laptop")
+            assert node.node["hostname"] == "laptop"
+            ids.append(node.id)
+        nodes = {n["id"]: n for n in (await r.admin.call("GET", "/nodes"))["nodes"]}
+        assert [nodes[i]["hostname"] for i in ids] == ["laptop-1", "laptop-2", "laptop-3", "laptop"]
+        assert [nodes[i]["expired"] for i in ids] == [True, True, True, False]
+        seen = await map_of(r, other)
+        assert node.public_key not in seen.peers  # the selector meant the first laptop
+        await r.admin.call("PUT", "/policy", policy)  # set again: the laptop of now
+        await seen.until(lambda m: node.public_key in m.peers)
+        assert seen.peers[node.public_key]["reachable_from"] is True
+        seen.close()

@@ -205,18 +205,16 @@ class Store(NodeStore):
         now = self.clock()
         removed: tuple[TagsRemoved, ...] = ()
         async with self.db.transaction() as tx:
+            node_ids = None
             if document is not None:
-                users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
-                try:
-                    policy = parse_policy(document, users)
-                except PolicyError as e:
-                    raise BadRequest(f"the policy is not valid: {e}") from None
+                policy, node_ids = await self._validate_policy(tx, document)
                 removed = await self._drop_unowned_tags(tx, policy)
             await tx.execute(
-                "UPDATE policy SET version = version + 1, document = ?, updated_at = ?"
-                " WHERE id = 1",
+                "UPDATE policy SET version = version + 1, document = ?, updated_at = ?,"
+                " node_ids = ? WHERE id = 1",
                 None if document is None else json.dumps(document, separators=(",", ":")),
                 now,
+                None if node_ids is None else json.dumps(node_ids),
             )
             tx.changed(policy=True)
             record, _ = await self._policy(tx)
@@ -237,11 +235,28 @@ class Store(NodeStore):
     async def check_policy(self, document: object) -> None:
         """BadRequest unless ``document`` would be accepted by :meth:`set_policy` now."""
         async with self.db.transaction() as tx:
-            users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
+            await self._validate_policy(tx, document)
+
+    async def _validate_policy(self, tx: Tx, document: object) -> tuple[Policy, dict[str, int]]:
+        """The policy, checked against the users and nodes as they are now, and the ids of
+        the nodes it names (node selectors mean those nodes from now on)."""
+        users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
         try:
-            parse_policy(document, users)
+            node_ids = await self._node_ids(tx, parse_policy(document, users))
+            return parse_policy(document, users, node_ids), node_ids
         except PolicyError as e:
             raise BadRequest(f"the policy is not valid: {e}") from None
+
+    async def resolve_stored_policy(self) -> None:
+        """A policy stored before node selectors were resolved (schema 1) gets its nodes'
+        ids now, once: from then on, renames do not move its selectors."""
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow("SELECT document, node_ids FROM policy WHERE id = 1")
+            if row is None or row["document"] is None or row["node_ids"] is not None:
+                return
+            node_ids = await self._node_ids(tx, parse_policy(json.loads(row["document"])))
+            await tx.execute("UPDATE policy SET node_ids = ? WHERE id = 1", json.dumps(node_ids))
+            tx.changed(policy=True)
 
 
 async def open_store(
@@ -256,7 +271,9 @@ async def open_store(
     db = await open_database(state_dir=state_dir, database_url=database_url, replica=replica)
     try:
         await migrations.migrate(db, clock())
+        store = Store(db, clock=clock, rng=rng)
+        await store.resolve_stored_policy()
     except BaseException:
         await db.close()
         raise
-    return Store(db, clock=clock, rng=rng)
+    return store

@@ -131,7 +131,9 @@ class NodeStore(StoreBase):
                 node_id = int(existing["id"])
                 name = existing["hostname"]
                 if name != hostname:
-                    name = await self._free_hostname(tx, user_id, hostname, node_id)
+                    user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+                    reserved = await self._reserved_names(tx, node_id, user)
+                    name = await self._free_hostname(tx, user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET hostname = ?, tags = ?, ephemeral = ?, expires_at = NULL,"
                     " last_seen = ?, token_id = ?, token_hash = ? WHERE id = ?",
@@ -146,6 +148,7 @@ class NodeStore(StoreBase):
             else:
                 if max_nodes:
                     await self._check_quota(tx, user_id, max_nodes)
+                await self._release_name_of_departed(tx, user_id, hostname)
                 name = await self._free_hostname(tx, user_id, hostname, None)
                 node_id = int(
                     await tx.fetchval(
@@ -193,7 +196,8 @@ class NodeStore(StoreBase):
                     raise Conflict("this public key belongs to another node; generate a new key")
                 name = node.hostname
                 if hostname != node.hostname:
-                    name = await self._free_hostname(tx, node.user_id, hostname, node_id)
+                    reserved = await self._reserved_names(tx, node_id, node.user)
+                    name = await self._free_hostname(tx, node.user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET public_key = ?, hostname = ?, last_seen = ? WHERE id = ?",
                     public_key,
@@ -416,16 +420,41 @@ class NodeStore(StoreBase):
                 "operator to raise --max-nodes-per-user"
             )
 
-    async def _free_hostname(self, tx: Tx, user_id: int, wanted: str, node_id: int | None) -> str:
+    async def _release_name_of_departed(self, tx: Tx, user_id: int, hostname: str) -> None:
+        """A node that logged out (no token) can never come back, its key not even with an
+        auth key: a new node of its user that asks for its name gets it, and the departed
+        one (kept for the admin to see) takes the next free suffix. So `wgpy logout` then
+        `wgpy up` is "laptop" again, not laptop-1, laptop-2, ... Its policy rights stay with
+        it (selectors mean node ids); setting the policy again resolves the name anew."""
+        departed = await tx.fetchval(
+            "SELECT id FROM nodes WHERE user_id = ? AND hostname = ? AND token_id IS NULL",
+            user_id,
+            hostname,
+        )
+        if departed is not None:
+            renamed = await self._free_hostname(
+                tx, user_id, hostname, int(departed), frozenset([hostname])
+            )
+            await tx.execute("UPDATE nodes SET hostname = ? WHERE id = ?", renamed, departed)
+            tx.changed([int(departed)])
+
+    async def _free_hostname(
+        self,
+        tx: Tx,
+        user_id: int,
+        wanted: str,
+        node_id: int | None,
+        reserved: frozenset[str] = frozenset(),
+    ) -> str:
         """``wanted``, or ``wanted-1``, ``wanted-2``, ... whichever the user's other nodes
-        do not have."""
+        do not have and is not ``reserved``."""
         rows = await tx.fetch(  # every candidate starts so (a suffix is at most 13 characters)
             "SELECT hostname FROM nodes WHERE user_id = ? AND id <> ? AND hostname LIKE ?",
             user_id,
             -1 if node_id is None else node_id,
             wanted[: HOSTNAME_MAX - 13] + "%",
         )
-        taken = {r["hostname"] for r in rows}
+        taken = {r["hostname"] for r in rows} | reserved
         name, n = wanted, 0
         while name in taken:
             n += 1
