@@ -397,3 +397,36 @@ async def test_a_node_that_logged_out_gives_its_name_to_the_next_one(
         await seen.until(lambda m: node.public_key in m.peers)
         assert seen.peers[node.public_key]["reachable_from"] is True
         seen.close()
+
+
+async def test_racing_for_one_key_leaves_it_with_one_node(
+    backend: str, config: ServerConfig
+) -> None:
+    """Several nodes log in with the same new key while others register it: exactly one
+    node ends up with it, every other request is refused with 409, and no node lost its own
+    key to the race."""
+    async with running(with_(config, auth_burst=100)) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        nodes = [await register(r.admin, key, f"n{i}") for i in range(6)]
+        contested = new_public_key()
+        body = {"auth_key": key, "public_key": contested, "hostname": "new"}
+        results = await asyncio.gather(
+            *(
+                n.client.call(
+                    "POST", "/login", login_body(n, n.node["hostname"]) | {"public_key": contested}
+                )
+                for n in nodes
+            ),
+            *(r.admin.using(None).call("POST", "/register", body) for _ in range(4)),
+            return_exceptions=True,
+        )
+        won = [x for x in results if not isinstance(x, BaseException)]
+        lost = [x for x in results if isinstance(x, BaseException)]
+        assert len(won) == 1, results
+        assert all(isinstance(x, HttpError) and x.status == 409 for x in lost), lost
+        listed = (await r.admin.call("GET", "/nodes"))["nodes"]
+        holders = [n["id"] for n in listed if n["public_key"] == contested]
+        assert holders == [won[0]["node"]["id"]]
+        kept = {n.id: n.public_key for n in nodes if n.id not in holders}
+        assert all(n["public_key"] == kept[n["id"]] for n in listed if n["id"] in kept)
