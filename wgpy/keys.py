@@ -18,6 +18,7 @@ __all__ = [
     "KEY_LEN",
     "KEY_LEN_BASE64",
     "KEY_LEN_HEX",
+    "is_low_order",
     "key_from_base64",
     "key_from_hex",
     "key_to_base64",
@@ -27,6 +28,22 @@ __all__ = [
 KEY_LEN = 32
 KEY_LEN_BASE64 = 44
 KEY_LEN_HEX = 64
+
+# The u-coordinates of the Curve25519 points of small order (the seven that libsodium
+# refuses are these plus p and p + 1, which reduce to 0 and 1): a DH with any of them gives
+# a result that does not depend on the private key (the all-zero output, or one of a
+# handful), so such a "public key" is nobody's key. Computed as in RFC 7748 section 7 and
+# checked against cryptography's X25519, which refuses each (tests/test_keys.py).
+_P25519 = 2**255 - 19
+_LOW_ORDER_U = frozenset(
+    {
+        0,  # order 2 (and the all-zero key)
+        1,  # order 4
+        _P25519 - 1,  # order 4
+        325606250916557431795983626356110631294008115727848805560023387167927233504,  # order 8
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,  # order 8
+    }
+)
 
 _BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _BASE64_VALUE = {c: i for i, c in enumerate(_BASE64_ALPHABET)}
@@ -85,3 +102,12 @@ def key_from_hex(text: str) -> bytes:
         if char not in _HEX_DIGITS:
             raise ValueError(f"{_EXPECTED_HEX}, but character {position} is {char!r}")
     return bytes.fromhex(text)
+
+
+def is_low_order(key: bytes) -> bool:
+    """Whether a 32-byte X25519 public key is a point of small order, in any encoding: X25519
+    ignores the top bit (RFC 7748) and reduces values of p or more modulo p, so each point
+    has up to four spellings, all of which are caught."""
+    _check_key(key)
+    u = int.from_bytes(key, "little") & ((1 << 255) - 1)
+    return u % _P25519 in _LOW_ORDER_U

@@ -174,10 +174,15 @@ class Node:
 
 
 async def register(
-    client: Client, auth_key: str, hostname: str, public_key: str | None = None
+    client: Client,
+    auth_key: str,
+    hostname: str,
+    public_key: str | None = None,
+    holder: str | None = None,
 ) -> Node:
+    """Register a node; ``holder``: the node token that proves a known key is the caller's."""
     public_key = public_key or new_public_key()
-    reply = await client.using(None).call(
+    reply = await client.using(holder).call(
         "POST", "/register", {"auth_key": auth_key, "public_key": public_key, "hostname": hostname}
     )
     return Node(client.using(reply["token"]), reply["node"], reply["token"], public_key)

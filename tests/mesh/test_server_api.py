@@ -78,7 +78,7 @@ async def test_addresses_survive_relogin_and_a_server_restart(config: ServerConf
         key = await r.admin.auth_key("alice", reusable=True)
         node = await register(r.admin, key, "laptop")
         await register(r.admin, key, "other")
-        again = await register(r.admin, key, "laptop", node.public_key)
+        again = await register(r.admin, key, "laptop", node.public_key, node.token)
         assert (again.node["id"], again.node["ipv4"], again.node["ipv6"]) == (
             node.node["id"],
             node.node["ipv4"],

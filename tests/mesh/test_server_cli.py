@@ -72,6 +72,11 @@ def test_apikey_create_on_postgresql_from_the_environment(postgres: PostgresClus
             "wgpy server: --expiration must be a positive number of seconds\n",
         ),
         (
+            ["server", "--max-nodes-per-user", "-1"],
+            ExitStatus.USAGE,
+            "wgpy server: --max-nodes-per-user must be 0 (no limit) or more\n",
+        ),
+        (
             ["server", "--tls-cert", "/nonexistent.pem", "--listen", "127.0.0.1:0"],
             ExitStatus.ERROR,
             "wgpy server: TLS needs both a certificate and its key (--tls-cert and --tls-key)\n",

@@ -182,7 +182,7 @@ async def test_addresses_are_stable_across_relogin_and_restart(
         pub = new_public_key()
         first, token1 = await store.register(key, pub, "laptop")
         other, _ = await store.register(key, new_public_key(), "desktop")
-        again, token2 = await store.register(key, pub, "laptop")  # same node key: same node
+        again, token2 = await store.register(key, pub, "laptop", token1)  # its holder: same node
         assert (again.id, again.ipv4, again.ipv6, again.hostname) == (
             first.id,
             first.ipv4,
@@ -224,18 +224,25 @@ async def test_login_refuses_another_nodes_key_and_expired_nodes(
     async with opened(database) as store:
         await store.create_user("alice")
         await store.create_user("bob")
-        a, _ = await store.register(await new_key(store, reusable=True), new_public_key(), "a")
-        b, _ = await store.register(await new_key(store, "bob"), new_public_key(), "b")
+        a, a_token = await store.register(
+            await new_key(store, reusable=True), new_public_key(), "a"
+        )
+        b, b_token = await store.register(await new_key(store, "bob"), new_public_key(), "b")
         with pytest.raises(Conflict, match="belongs to another node"):
             await store.login(a.id, b.public_key, "a")
-        with pytest.raises(Conflict, match="belongs to another user's node"):
+        assert (await store.node(a.id)).public_key == a.public_key
+        with pytest.raises(Conflict, match=f"belongs to node {b.id}, and the request does not"):
             await store.register(await new_key(store), b.public_key, "x")
+        with pytest.raises(Conflict, match=f"belongs to node {b.id}, and the request does not"):
+            await store.register(await new_key(store), b.public_key, "x", a_token)
+        with pytest.raises(Conflict, match="belongs to another user's node"):
+            await store.register(await new_key(store), b.public_key, "x", b_token)
         await store.expire_node(a.id)
         with pytest.raises(Forbidden, match="expired"):
             await store.login(a.id, a.public_key, "a")
         with pytest.raises(Forbidden, match="expired"):
             await store.set_endpoints(a.id, ("192.0.2.1:1",))
-        back, _ = await store.register(await new_key(store), a.public_key, "a")  # re-register
+        back, _ = await store.register(await new_key(store), a.public_key, "a", a_token)
         assert back.id == a.id and back.expires_at is None
 
 

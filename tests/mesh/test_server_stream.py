@@ -73,7 +73,7 @@ async def test_full_map_then_deltas_for_every_kind_of_change(
             "bee",
         ]
         mb.close()
-        new_key = (await register(r.admin, key, "c", c.public_key)).public_key  # c re-registers
+        new_key = (await register(r.admin, key, "c", c.public_key, c.token)).public_key  # c again
         times["re-register"] = await m.until(lambda m: new_key in m.peers)
         print({k: f"{v * 1000:.0f} ms" for k, v in times.items()})
         assert max(times.values()) < LIMIT
@@ -97,7 +97,7 @@ async def test_a_node_hears_of_its_own_changes(config: ServerConfig) -> None:
             )
         ) == ("this node has expired; register it again with an auth key")
         key = await r.admin.auth_key("alice")
-        await register(r.admin, key, "renamed", a.public_key)
+        await register(r.admin, key, "renamed", a.public_key, a.token)
         await m.until(lambda m: not m.self_node["expired"] and b.public_key in m.peers)
         m.close()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from wgpy import log
 from wgpy.mesh.server import MeshServer, ServerConfig
-from wgpy.mesh.server.config import DEFAULT_PORT, DEFAULT_STATE_DIR
+from wgpy.mesh.server.config import DEFAULT_MAX_NODES_PER_USER, DEFAULT_PORT, DEFAULT_STATE_DIR
 from wgpy.mesh.server.service import ServerError, create_api_key
 
 from .environment import PROG, CommandError, Environment, ExitStatus
@@ -54,6 +54,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=2.0,
         metavar="SECONDS",
         help="how long an ephemeral node may be offline before it is deleted (default 2)",
+    )
+    server.add_argument(
+        "--max-nodes-per-user",
+        type=int,
+        default=DEFAULT_MAX_NODES_PER_USER,
+        metavar="N",
+        help="refuse to register a user's node beyond N (default "
+        f"{DEFAULT_MAX_NODES_PER_USER}; 0: no limit)",
     )
     server.set_defaults(handler=serve, state_dir=DEFAULT_STATE_DIR, database_url=None)
     actions = server.add_subparsers(title="actions", dest="action", metavar="ACTION")
@@ -119,6 +127,9 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
     grace = getattr(args, "ephemeral_grace", 2.0)
     if not grace >= 0:
         raise CommandError("--ephemeral-grace must be 0 or more seconds", ExitStatus.USAGE)
+    max_nodes = getattr(args, "max_nodes_per_user", DEFAULT_MAX_NODES_PER_USER)
+    if max_nodes < 0:
+        raise CommandError("--max-nodes-per-user must be 0 (no limit) or more", ExitStatus.USAGE)
     return ServerConfig(
         host=host,
         port=port,
@@ -127,6 +138,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         tls_cert=getattr(args, "tls_cert", None),
         tls_key=getattr(args, "tls_key", None),
         ephemeral_grace=grace,
+        max_nodes_per_user=max_nodes,
     )
 
 

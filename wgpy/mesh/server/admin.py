@@ -179,8 +179,10 @@ async def put_policy(request: web.Request) -> web.Response:
     if not isinstance(document, dict):
         raise BadRequest('the policy must be a JSON object with "acls" and optionally "tagOwners"')
     record = await context(request).store.set_policy(document)
-    context(request).log.info("policy set", version=record.version)
-    return reply(_policy_json(record.version, record.document, iso(record.updated_at)))
+    removed = [r.to_json() for r in record.tags_removed]
+    context(request).log.info("policy set", version=record.version, tags_removed=removed)
+    body = _policy_json(record.version, record.document, iso(record.updated_at))
+    return reply({**body, "tags_removed": removed})
 
 
 @_admin

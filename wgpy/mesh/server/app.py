@@ -20,9 +20,9 @@ from aiohttp import web
 from wgpy.log import get_logger
 
 from . import schemas
-from .auth import RateLimiter, bearer_token, parse_credential
+from .auth import Credential, RateLimiter, bearer_token, parse_credential
 from .config import ServerConfig
-from .errors import MeshError, TooLarge, TooManyRequests
+from .errors import MeshError, TooLarge, TooManyRequests, Unauthorized
 from .hub import KEEPALIVE, Hub
 from .models import ApiKey, Node
 from .store import Store
@@ -120,6 +120,15 @@ async def node_of(request: web.Request) -> Node:
     return await context(request).store.authenticate_node(token)
 
 
+def _node_token_if_any(request: web.Request) -> Credential | None:
+    """The node token a registration carries to prove it holds the key's node; a missing or
+    malformed one proves nothing (a new key needs no proof)."""
+    try:
+        return bearer_token(request.headers.get("Authorization"), "node")
+    except Unauthorized:
+        return None
+
+
 def rate_limit(request: web.Request) -> None:
     wait = context(request).limiter.take(request.remote or "unknown")
     if wait > 0:
@@ -145,7 +154,13 @@ async def register(request: web.Request) -> web.Response:
         },
     )
     auth_key = parse_credential(body["auth_key"], "auth")
-    node, token = await ctx.store.register(auth_key, body["public_key"], body["hostname"])
+    node, token = await ctx.store.register(
+        auth_key,
+        body["public_key"],
+        body["hostname"],
+        holder=_node_token_if_any(request),
+        max_nodes=ctx.config.max_nodes_per_user,
+    )
     ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
 

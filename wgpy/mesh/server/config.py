@@ -7,6 +7,7 @@ from pathlib import Path
 
 DEFAULT_PORT = 8080
 DEFAULT_STATE_DIR = Path("/var/lib/wgpy")
+DEFAULT_MAX_NODES_PER_USER = 100
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ServerConfig:
     auth_rate: float = 1.0  # register/login requests per second per source address...
     auth_burst: float = 20.0  # ... after a burst of this many
     max_body: int = 64 * 1024  # bytes
+    max_nodes_per_user: int = DEFAULT_MAX_NODES_PER_USER  # 0: no limit
     preauth_lifetime: float = 3600.0  # default pre-auth key lifetime, seconds
     api_key_lifetime: float = 90 * 86400.0  # default admin API key lifetime, seconds
     shutdown_timeout: float = 2.0

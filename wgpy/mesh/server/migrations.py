@@ -84,6 +84,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 seen_at DOUBLE PRECISION NOT NULL)""",
         ),
     ),
+    Migration(
+        2,
+        "the nodes a policy names, by id",
+        # {"USER/HOSTNAME": node id} for the policy's node selectors, resolved when it is set.
+        ("ALTER TABLE policy ADD COLUMN node_ids TEXT",),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

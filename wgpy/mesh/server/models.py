@@ -166,7 +166,20 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class TagsRemoved:
+    """A node that lost tags because a new policy no longer lets its user carry them."""
+
+    node_id: int
+    name: str  # USER/HOSTNAME
+    tags: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node_id, "name": self.name, "tags": list(self.tags)}
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyRecord:
     version: int  # 0: never set
     document: dict[str, Any] | None  # None: the default policy
     updated_at: float | None
+    tags_removed: tuple[TagsRemoved, ...] = ()  # what setting this policy took off nodes

@@ -7,7 +7,8 @@ by a ``src`` selector start traffic to every node matched by a ``dst`` selector.
 - ``*``: every node;
 - ``user:NAME``: every node of that user (tagged or not);
 - ``tag:NAME``: every node carrying the tag, which ``tagOwners`` must declare;
-- ``node:USER/HOSTNAME``: one node;
+- ``node:USER/HOSTNAME``: one node; given ``nodes`` (the store does), the node of that name
+  when the policy is set, by id: renames later do not move the selector to another node;
 - an IPv4 or IPv6 prefix (or a bare address): nodes with an overlay address inside it.
 
 ``tagOwners`` maps each tag to the users (``user:NAME``) whose nodes may carry it. With no
@@ -46,6 +47,8 @@ class Subject(Protocol):
     """What the policy knows of a node."""
 
     @property
+    def id(self) -> int: ...
+    @property
     def user(self) -> str: ...
     @property
     def hostname(self) -> str: ...
@@ -81,8 +84,11 @@ class TagSelector:
 class NodeSelector:
     user: str
     hostname: str
+    node_id: int | None = None  # resolved: this node, whatever it is called now
 
     def matches(self, s: Subject) -> bool:
+        if self.node_id is not None:
+            return s.id == self.node_id
         return s.user == self.user and s.hostname == self.hostname
 
 
@@ -149,6 +155,22 @@ class Policy:
                     names.add(sel.user)
         return frozenset(names)
 
+    def node_selectors(self) -> frozenset[NodeSelector]:
+        return frozenset(
+            sel
+            for rule in self.rules
+            for sel in rule.src + rule.dst
+            if isinstance(sel, NodeSelector)
+        )
+
+    def nodes_named(self) -> frozenset[str]:
+        """Every node the policy names, as ``USER/HOSTNAME``."""
+        return frozenset(f"{sel.user}/{sel.hostname}" for sel in self.node_selectors())
+
+    def may_carry(self, user: str, tag: str) -> bool:
+        """Whether nodes of ``user`` may carry ``tag`` (any tag, by DEFAULT)."""
+        return self.is_default or user in self.tag_owners.get(tag, ())
+
     def check_tags(self, user: str, tags: Collection[str]) -> None:
         """PolicyError unless nodes of ``user`` may carry every tag (any tag, by DEFAULT)."""
         if self.is_default:
@@ -171,9 +193,15 @@ def _any(selectors: tuple[Selector, ...], s: Subject) -> bool:
     return any(sel.matches(s) for sel in selectors)
 
 
-def parse_policy(document: object, users: Collection[str] | None = None) -> Policy:
+def parse_policy(
+    document: object,
+    users: Collection[str] | None = None,
+    nodes: Mapping[str, int] | None = None,
+) -> Policy:
     """Validate ``document`` (parsed JSON). With ``users``, every user it names must be one of
-    them; without, user names are only checked for form (a stored policy, validated before)."""
+    them; without, user names are only checked for form (a stored policy, validated before).
+    With ``nodes`` (``USER/HOSTNAME`` -> node id), node selectors mean those ids; a name
+    missing from it is an error with ``users`` given, else a node that no longer exists."""
     if not isinstance(document, dict):
         raise PolicyError('the policy must be a JSON object with "acls" and optionally "tagOwners"')
     for key in document:
@@ -181,7 +209,7 @@ def parse_policy(document: object, users: Collection[str] | None = None) -> Poli
             raise PolicyError(f'{_key(key)}: unknown field; a policy has "acls" and "tagOwners"')
     if "acls" not in document:
         raise PolicyError('acls: missing; a policy needs "acls", a list of rules (it may be empty)')
-    parser = _Parser(users)
+    parser = _Parser(users, nodes)
     tag_owners = parser.tag_owners(document.get("tagOwners", {}))
     rules = parser.rules(document["acls"], tag_owners)
     return Policy(rules=rules, tag_owners=tag_owners, document=document)
@@ -194,6 +222,7 @@ def _key(key: str) -> str:
 @dataclass
 class _Parser:
     users: Collection[str] | None
+    nodes: Mapping[str, int] | None = None
 
     def user(self, path: str, name: str) -> str:
         if not USER_NAME.match(name):
@@ -270,7 +299,16 @@ class _Parser:
             user, slash, hostname = value[5:].partition("/")
             if not slash or not HOSTNAME.match(hostname):
                 raise PolicyError(f'{path}: "{value}" is not a node; expected node:USER/HOSTNAME')
-            return NodeSelector(self.user(path, user), hostname)
+            selector = NodeSelector(self.user(path, user), hostname)
+            if self.nodes is None:
+                return selector
+            node_id = self.nodes.get(value[5:])
+            if node_id is None and self.users is not None:
+                raise PolicyError(
+                    f'{path}: there is no node "{value[5:]}"; register it first (a node '
+                    "selector means the node of that name when the policy is set)"
+                )
+            return NodeSelector(selector.user, hostname, 0 if node_id is None else node_id)
         return PrefixSelector(_prefix(path, value))
 
 

@@ -88,9 +88,14 @@ def credential_text(name: str, value: Any) -> str:
 def public_key(name: str, value: Any) -> str:
     text = _string(name, value, 64)
     try:
-        keys.key_from_base64(text)
+        key = keys.key_from_base64(text)
     except ValueError as e:
         raise BadRequest(f'"{name}" is not a valid WireGuard public key: {e}') from None
+    if keys.is_low_order(key):
+        raise BadRequest(
+            f'"{name}" is a point of small order on Curve25519 (such as all zeros), which no '
+            "private key owns; send the public key derived from the node's private key"
+        )
     return text
 
 

@@ -8,6 +8,7 @@ keeps only their SHA-256. Errors are the API's (errors.py), with the sentence th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,11 +18,19 @@ from typing import Any
 
 from . import migrations
 from .auth import Credential, Rng, new_credential, secret_matches
-from .db import IntegrityConflict, open_database
+from .db import IntegrityConflict, Tx, open_database
 from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from .models import ApiKey, PolicyRecord, PreAuthKey, User
+from .models import ApiKey, PolicyRecord, PreAuthKey, TagsRemoved, User
 from .policy import Policy, PolicyError, parse_policy
-from .store_base import PREAUTH_FROM, api_key_from, dump_list, preauth_from, user_from
+from .store_base import (
+    NODES_FROM,
+    PREAUTH_FROM,
+    api_key_from,
+    dump_list,
+    node_from,
+    preauth_from,
+    user_from,
+)
 from .store_nodes import NodeStore
 
 API_KEY_INVALID = (
@@ -187,33 +196,67 @@ class Store(NodeStore):
 
     async def set_policy(self, document: dict[str, Any] | None) -> PolicyRecord:
         """Validate ``document`` against the users as they are in this transaction and store
-        it with the next version; None goes back to the default policy."""
+        it with the next version; None goes back to the default policy.
+
+        Nodes carrying a tag that the new policy does not let their user carry lose it, in
+        the same transaction (as Headscale counts such tags invalid): a tag's rights follow
+        ``tagOwners`` as it is now, not as it was when the tag was given. The record says
+        which nodes lost which tags."""
         now = self.clock()
+        removed: tuple[TagsRemoved, ...] = ()
         async with self.db.transaction() as tx:
+            node_ids = None
             if document is not None:
-                users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
-                try:
-                    parse_policy(document, users)
-                except PolicyError as e:
-                    raise BadRequest(f"the policy is not valid: {e}") from None
+                policy, node_ids = await self._validate_policy(tx, document)
+                removed = await self._drop_unowned_tags(tx, policy)
             await tx.execute(
-                "UPDATE policy SET version = version + 1, document = ?, updated_at = ?"
-                " WHERE id = 1",
+                "UPDATE policy SET version = version + 1, document = ?, updated_at = ?,"
+                " node_ids = ? WHERE id = 1",
                 None if document is None else json.dumps(document, separators=(",", ":")),
                 now,
+                None if node_ids is None else json.dumps(node_ids),
             )
             tx.changed(policy=True)
             record, _ = await self._policy(tx)
-        return record
+        return dataclasses.replace(record, tags_removed=removed)
+
+    async def _drop_unowned_tags(self, tx: Tx, policy: Policy) -> tuple[TagsRemoved, ...]:
+        rows = await tx.fetch(f"{NODES_FROM} WHERE n.tags <> '[]' ORDER BY n.id")
+        removed = []
+        for node in map(node_from, rows):
+            kept = tuple(t for t in node.tags if policy.may_carry(node.user, t))
+            if kept != node.tags:
+                await tx.execute("UPDATE nodes SET tags = ? WHERE id = ?", dump_list(kept), node.id)
+                lost = tuple(t for t in node.tags if t not in kept)
+                removed.append(TagsRemoved(node.id, f"{node.user}/{node.hostname}", lost))
+        tx.changed(r.node_id for r in removed)
+        return tuple(removed)
 
     async def check_policy(self, document: object) -> None:
         """BadRequest unless ``document`` would be accepted by :meth:`set_policy` now."""
         async with self.db.transaction() as tx:
-            users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
+            await self._validate_policy(tx, document)
+
+    async def _validate_policy(self, tx: Tx, document: object) -> tuple[Policy, dict[str, int]]:
+        """The policy, checked against the users and nodes as they are now, and the ids of
+        the nodes it names (node selectors mean those nodes from now on)."""
+        users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
         try:
-            parse_policy(document, users)
+            node_ids = await self._node_ids(tx, parse_policy(document, users))
+            return parse_policy(document, users, node_ids), node_ids
         except PolicyError as e:
             raise BadRequest(f"the policy is not valid: {e}") from None
+
+    async def resolve_stored_policy(self) -> None:
+        """A policy stored before node selectors were resolved (schema 1) gets its nodes'
+        ids now, once: from then on, renames do not move its selectors."""
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow("SELECT document, node_ids FROM policy WHERE id = 1")
+            if row is None or row["document"] is None or row["node_ids"] is not None:
+                return
+            node_ids = await self._node_ids(tx, parse_policy(json.loads(row["document"])))
+            await tx.execute("UPDATE policy SET node_ids = ? WHERE id = 1", json.dumps(node_ids))
+            tx.changed(policy=True)
 
 
 async def open_store(
@@ -228,7 +271,9 @@ async def open_store(
     db = await open_database(state_dir=state_dir, database_url=database_url, replica=replica)
     try:
         await migrations.migrate(db, clock())
+        store = Store(db, clock=clock, rng=rng)
+        await store.resolve_stored_policy()
     except BaseException:
         await db.close()
         raise
-    return Store(db, clock=clock, rng=rng)
+    return store

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import policy as policies
 from .auth import Rng
-from .db import Database, Row, Tx
+from .db import Database, Row, Tx, placeholders
 from .errors import NotFound
 from .models import ApiKey, Node, PolicyRecord, PreAuthKey, User
 
@@ -51,12 +51,40 @@ class StoreBase:
         await self.db.close()
 
     async def _policy(self, tx: Tx) -> tuple[PolicyRecord, policies.Policy]:
-        row = await tx.fetchrow("SELECT version, document, updated_at FROM policy WHERE id = 1")
+        row = await tx.fetchrow(
+            "SELECT version, document, updated_at, node_ids FROM policy WHERE id = 1"
+        )
         if row is None or row["document"] is None:
             return PolicyRecord(0 if row is None else row["version"], None, None), policies.DEFAULT
         document = json.loads(row["document"])
         record = PolicyRecord(row["version"], document, row["updated_at"])
-        return record, policies.parse_policy(document)
+        nodes = None if row["node_ids"] is None else json.loads(row["node_ids"])
+        return record, policies.parse_policy(document, nodes=nodes)
+
+    async def _node_ids(self, tx: Tx, policy: policies.Policy) -> dict[str, int]:
+        """The ids of the nodes ``policy`` names (``USER/HOSTNAME``), those that exist."""
+        wanted = policy.nodes_named()
+        if not wanted:
+            return {}
+        users = sorted({name.partition("/")[0] for name in wanted})
+        rows = await tx.fetch(
+            "SELECT n.id, u.name, n.hostname FROM nodes n JOIN users u ON u.id = n.user_id"
+            f" WHERE u.name IN ({placeholders(users)})",
+            *users,
+        )
+        found = {f"{r['name']}/{r['hostname']}": int(r["id"]) for r in rows}
+        return {name: found[name] for name in sorted(wanted) if name in found}
+
+    async def _reserved_names(self, tx: Tx, node: int, user: str) -> frozenset[str]:
+        """The hostnames of ``user`` that the policy names for nodes other than ``node``: a
+        node renaming itself may not take one (the policy's next setting would resolve the
+        name to it)."""
+        _, policy = await self._policy(tx)
+        return frozenset(
+            sel.hostname
+            for sel in policy.node_selectors()
+            if sel.user == user and sel.node_id != node
+        )
 
 
 def dump_list(values: tuple[str, ...]) -> str:

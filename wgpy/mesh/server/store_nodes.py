@@ -8,6 +8,7 @@ transaction when a concurrent one took the same hostname or address first.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from .auth import Credential, new_credential, secret_matches
@@ -31,24 +32,58 @@ TOKEN_INVALID = (
 NODE_EXPIRED = "this node has expired; register it again with an auth key"
 
 
+def key_taken(node_id: int) -> str:
+    return (
+        f"this public key belongs to node {node_id}, and the request does not prove that it "
+        "holds that node; send the node's token (Authorization: Bearer wgpy_node_...) to "
+        f"register it again, or generate a new key, or have an admin delete node {node_id}"
+    )
+
+
+def _holds(holder: Credential | None, token_id: str | None, token_hash: str | None) -> bool:
+    """Whether ``holder`` is the node token of the node with these columns."""
+    if holder is None or token_id is None:
+        return False
+    return secrets.compare_digest(holder.id, token_id) & secret_matches(holder, token_hash)
+
+
 class NodeStore(StoreBase):
     # ------------------------------------------------------------------------------------
     # Registration and the node's own requests
 
     async def register(
-        self, auth_key: Credential, public_key: str, hostname: str
+        self,
+        auth_key: Credential,
+        public_key: str,
+        hostname: str,
+        holder: Credential | None = None,
+        *,
+        max_nodes: int = 0,
     ) -> tuple[Node, Credential]:
         """Create the node of ``public_key`` with a pre-auth key, or re-register it (same
-        node, same addresses, a new token); the node and its token."""
+        node, same addresses, a new token); the node and its token.
+
+        A key that already has a node is that node's: only a caller that proves it holds the
+        node, with the node's token (``holder``, valid even if the node expired), registers
+        it again. Anyone else could otherwise read a peer's public key from their map and
+        take over its node, tags, address and rights. An admin releases a key by deleting
+        its node.
+
+        A new node beyond ``max_nodes`` of its user (0: no limit) is refused."""
         for _ in range(ATTEMPTS):
             try:
-                return await self._register(auth_key, public_key, hostname)
+                return await self._register(auth_key, public_key, hostname, holder, max_nodes)
             except IntegrityConflict:
                 continue  # a concurrent registration took the hostname or address first
         raise Conflict("the registration kept colliding with concurrent ones; try again")
 
     async def _register(
-        self, auth_key: Credential, public_key: str, hostname: str
+        self,
+        auth_key: Credential,
+        public_key: str,
+        hostname: str,
+        holder: Credential | None,
+        max_nodes: int,
     ) -> tuple[Node, Credential]:
         now = self.clock()
         token = new_credential("node", self.rng)
@@ -70,10 +105,24 @@ class NodeStore(StoreBase):
                 raise Forbidden(AUTH_KEY_USED)
             user_id = int(key["user_id"])
             key_tags = load_list(key["tags"])
+            if key_tags:  # the key's tags, as the policy in force now allows them
+                _, policy = await self._policy(tx)
+                user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+                try:
+                    policy.check_tags(user, key_tags)
+                except PolicyError as e:
+                    raise Forbidden(
+                        f"the auth key carries tags that the policy no longer allows ({e}); "
+                        "ask an admin for a new key"
+                    ) from None
             existing = await tx.fetchrow(
-                "SELECT id, user_id, hostname, tags FROM nodes WHERE public_key = ?", public_key
+                "SELECT id, user_id, hostname, tags, token_id, token_hash FROM nodes"
+                " WHERE public_key = ?",
+                public_key,
             )
             if existing is not None:
+                if not _holds(holder, existing["token_id"], existing["token_hash"]):
+                    raise Conflict(key_taken(int(existing["id"])))
                 if int(existing["user_id"]) != user_id:
                     raise Conflict(
                         "this public key belongs to another user's node; generate a new key "
@@ -82,7 +131,9 @@ class NodeStore(StoreBase):
                 node_id = int(existing["id"])
                 name = existing["hostname"]
                 if name != hostname:
-                    name = await self._free_hostname(tx, user_id, hostname, node_id)
+                    user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+                    reserved = await self._reserved_names(tx, node_id, user)
+                    name = await self._free_hostname(tx, user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET hostname = ?, tags = ?, ephemeral = ?, expires_at = NULL,"
                     " last_seen = ?, token_id = ?, token_hash = ? WHERE id = ?",
@@ -95,6 +146,9 @@ class NodeStore(StoreBase):
                     node_id,
                 )
             else:
+                if max_nodes:
+                    await self._check_quota(tx, user_id, max_nodes)
+                await self._release_name_of_departed(tx, user_id, hostname)
                 name = await self._free_hostname(tx, user_id, hostname, None)
                 node_id = int(
                     await tx.fetchval(
@@ -142,7 +196,8 @@ class NodeStore(StoreBase):
                     raise Conflict("this public key belongs to another node; generate a new key")
                 name = node.hostname
                 if hostname != node.hostname:
-                    name = await self._free_hostname(tx, node.user_id, hostname, node_id)
+                    reserved = await self._reserved_names(tx, node_id, node.user)
+                    name = await self._free_hostname(tx, node.user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET public_key = ?, hostname = ?, last_seen = ? WHERE id = ?",
                     public_key,
@@ -352,16 +407,54 @@ class NodeStore(StoreBase):
             raise NotFound(f"there is no node {node_id}")
         return node_from(row)
 
-    async def _free_hostname(self, tx: Tx, user_id: int, wanted: str, node_id: int | None) -> str:
+    async def _check_quota(self, tx: Tx, user_id: int, max_nodes: int) -> None:
+        """Forbidden if the user already has ``max_nodes`` nodes. The no-op update locks the
+        user's row (PostgreSQL), so concurrent registrations of one user count in turn."""
+        await tx.execute("UPDATE users SET name = name WHERE id = ?", user_id)
+        count = int(await tx.fetchval("SELECT COUNT(*) FROM nodes WHERE user_id = ?", user_id))
+        if count >= max_nodes:
+            name = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+            raise Forbidden(
+                f'user "{name}" already has {count} nodes, the most this server allows per '
+                "user; delete unused nodes (wgpy admin nodes delete ID), or ask the server's "
+                "operator to raise --max-nodes-per-user"
+            )
+
+    async def _release_name_of_departed(self, tx: Tx, user_id: int, hostname: str) -> None:
+        """A node that logged out (no token) can never come back, its key not even with an
+        auth key: a new node of its user that asks for its name gets it, and the departed
+        one (kept for the admin to see) takes the next free suffix. So `wgpy logout` then
+        `wgpy up` is "laptop" again, not laptop-1, laptop-2, ... Its policy rights stay with
+        it (selectors mean node ids); setting the policy again resolves the name anew."""
+        departed = await tx.fetchval(
+            "SELECT id FROM nodes WHERE user_id = ? AND hostname = ? AND token_id IS NULL",
+            user_id,
+            hostname,
+        )
+        if departed is not None:
+            renamed = await self._free_hostname(
+                tx, user_id, hostname, int(departed), frozenset([hostname])
+            )
+            await tx.execute("UPDATE nodes SET hostname = ? WHERE id = ?", renamed, departed)
+            tx.changed([int(departed)])
+
+    async def _free_hostname(
+        self,
+        tx: Tx,
+        user_id: int,
+        wanted: str,
+        node_id: int | None,
+        reserved: frozenset[str] = frozenset(),
+    ) -> str:
         """``wanted``, or ``wanted-1``, ``wanted-2``, ... whichever the user's other nodes
-        do not have."""
+        do not have and is not ``reserved``."""
         rows = await tx.fetch(  # every candidate starts so (a suffix is at most 13 characters)
             "SELECT hostname FROM nodes WHERE user_id = ? AND id <> ? AND hostname LIKE ?",
             user_id,
             -1 if node_id is None else node_id,
             wanted[: HOSTNAME_MAX - 13] + "%",
         )
-        taken = {r["hostname"] for r in rows}
+        taken = {r["hostname"] for r in rows} | reserved
         name, n = wanted, 0
         while name in taken:
             n += 1
