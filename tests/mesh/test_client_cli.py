@@ -7,6 +7,7 @@ import argparse
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -262,3 +263,32 @@ def test_foreground_up_reports_like_the_daemon(
     status, out, err = run(*argv)
     assert status == ExitStatus.ERROR
     assert err.endswith("wgpy up: the server refused to register this node: no.\n")
+
+
+def test_up_refuses_an_interface_that_exists_in_one_whole_sentence(tmp_path: Path) -> None:
+    """Checked before anything is registered: a served control socket, or a link of the
+    name (a kernel interface such as lo or eth0, where no TUN can be made)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to serve a control socket in /var/run/wireguard")
+    base = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
+    name = f"wgc{os.getpid() % 100000}"
+    path = mesh.uapi_client.socket_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as served:
+        served.bind(str(path))
+        served.listen()
+        try:
+            args = up_args(*base, "--auth-key", "k", "--interface", name)
+            with pytest.raises(CommandError) as e:
+                mesh.prepare_up(args, environment())
+        finally:
+            path.unlink()
+    assert e.value.message == (
+        f"the interface `{name}' already exists: another process serves its control socket "
+        f"{path}; take it down first (wgpy down {name}) or choose another --interface"
+    )
+    with pytest.raises(CommandError) as e:
+        mesh.prepare_up(up_args(*base, "--auth-key", "k", "--interface", "lo"), environment())
+    assert e.value.message == (
+        "the interface `lo' already exists on this host; choose another --interface"
+    )

@@ -239,8 +239,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
     name = args.interface or (previous.interface if previous else DEFAULT_INTERFACE)
     if not _IFNAME.match(name):
         raise CommandError(f"{name!r} is not a valid interface name")
-    if uapi_client.has_interface(name):
-        raise CommandError(f"`{name}' already exists: {uapi_client.socket_path(name)} is served")
+    _check_interface_free(name)
     ca_cert = args.ca_cert or (previous.ca_cert if previous else None)
     if ca_cert is not None:
         ca_cert = os.path.abspath(ca_cert)  # the daemon runs from /
@@ -256,6 +255,23 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert
     )
     return options, state
+
+
+def _check_interface_free(name: str) -> None:
+    """Refuse an interface name that is taken here, before anything is registered."""
+    if uapi_client.has_interface(name):
+        raise CommandError(
+            f"the interface `{name}' already exists: another process serves its control "
+            f"socket {uapi_client.socket_path(name)}; take it down first ({PROG} down {name}) "
+            "or choose another --interface"
+        )
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return  # no such link: free
+    raise CommandError(
+        f"the interface `{name}' already exists on this host; choose another --interface"
+    )
 
 
 def default_hostname() -> str:
