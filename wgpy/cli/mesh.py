@@ -541,6 +541,14 @@ def _register_admin(commands: Subparsers) -> None:
     ) -> argparse.ArgumentParser:
         parser = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
         parser.set_defaults(admin_action=function)
+        # --json after the action too (`wgpy admin users list --json`), as `wgpy status --json`;
+        # SUPPRESS: when it is not given here, the one before the object (if any) stands
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print JSON instead of tables",
+        )
         return parser
 
     users = groups.add_parser("users", help="users").add_subparsers(
@@ -554,7 +562,9 @@ def _register_admin(commands: Subparsers) -> None:
         dest="action", metavar="ACTION", required=True
     )
     create = action(keys, "create", preauthkeys_create, "create a pre-auth key (shown once)")
-    create.add_argument("--user", metavar="USER", help="the user its nodes belong to")
+    create.add_argument(
+        "--user", metavar="USER", required=True, help="the user its nodes belong to (required)"
+    )
     create.add_argument("--reusable", action="store_true", help="may register many nodes")
     create.add_argument(
         "--ephemeral", action="store_true", help="its nodes are removed when they log out"
@@ -591,6 +601,25 @@ def _register_admin(commands: Subparsers) -> None:
     action(
         policy, "check", policy_check, "check FILE (- for stdin) without applying it"
     ).add_argument("file", metavar="FILE")
+    action(
+        policy,
+        "delete",
+        policy_delete,
+        "delete the policy: the default policy is in force again (each user's nodes reach "
+        "each other, nothing across users)",
+    )
+
+    apikeys = groups.add_parser("apikeys", help="admin API keys").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    create_api = action(apikeys, "create", apikeys_create, "create an admin API key (shown once)")
+    create_api.add_argument(
+        "--expiration", metavar="DURATION", type=parse_duration, help="e.g. 30d (server default)"
+    )
+    action(apikeys, "list", apikeys_list, "list the admin API keys (never their secrets)")
+    action(
+        apikeys, "expire", apikeys_expire, "revoke an admin API key: it stops working at once"
+    ).add_argument("id")
 
 
 def parse_duration(text: str) -> int:
@@ -679,6 +708,12 @@ KEY_COLUMNS = [
     ("EPHEMERAL", "ephemeral"),
     ("USED", "used"),
     ("TAGS", "tags"),
+    ("EXPIRES", "expires_at"),
+    ("CREATED", "created_at"),
+]
+API_KEY_COLUMNS = [
+    ("ID", "id"),
+    ("EXPIRED", "expired"),
     ("EXPIRES", "expires_at"),
     ("CREATED", "created_at"),
 ]
@@ -772,10 +807,20 @@ async def nodes_tag(client: AdminClient, args: argparse.Namespace, env: Environm
     _show(env, args, node, f"node {args.id} now has tags {_cell(node.get('tags', args.tags))}\n")
 
 
+DEFAULT_POLICY = (
+    "no policy is set: the default policy is in force (each user's nodes reach each other, "
+    "nothing across users)"
+)
+
+
 async def policy_get(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     document, version = await client.get_policy()
-    data = {"version": version, "policy": document} if args.json else document
-    env.stdout.write(json.dumps(data, indent=2) + "\n")
+    if args.json:
+        env.stdout.write(json.dumps({"version": version, "policy": document}, indent=2) + "\n")
+    elif document is None:
+        env.stdout.write(DEFAULT_POLICY + "\n")
+    else:
+        env.stdout.write(json.dumps(document, indent=2) + "\n")  # ready to edit and set
 
 
 def _read_policy(path: str, env: Environment) -> Any:
@@ -798,6 +843,29 @@ async def policy_set(client: AdminClient, args: argparse.Namespace, env: Environ
 async def policy_check(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     await client.check_policy(_read_policy(args.file, env))
     _show(env, args, {}, "the policy is valid\n")
+
+
+async def policy_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    version = await client.delete_policy()
+    suffix = f" (version {version})" if version is not None else ""
+    _show(env, args, {"version": version}, f"policy deleted{suffix}; the default is in force\n")
+
+
+async def apikeys_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    secret, record = await client.create_api_key(args.expiration)
+    _show(env, args, {**record, "key": secret}, secret + "\n")
+    if not args.json:
+        env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
+
+
+async def apikeys_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    keys = await client.list_api_keys()
+    _show(env, args, keys, format_table(API_KEY_COLUMNS, keys))
+
+
+async def apikeys_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    record = await client.expire_api_key(args.id)
+    _show(env, args, record, f"expired API key {args.id}\n")
 
 
 # ========================================================================================
