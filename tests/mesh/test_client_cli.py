@@ -169,18 +169,14 @@ def test_logout_forgets_even_when_the_server_is_away(tmp_path: Path) -> None:
     assert not state.file("node.key").exists()
 
 
-def test_down_logs_out_and_an_ephemeral_token_is_dropped(tmp_path: Path) -> None:
+def test_down_without_a_running_node_says_so_and_changes_nothing(tmp_path: Path) -> None:
     with FakeServer() as server:
         state = registered(server, tmp_path / "s")
         status, _, err = run("down", "--state-dir", str(state.path))
-        assert status == ExitStatus.SUCCESS, err
-        assert len(server.requests_to("POST", "/api/v1/logout")) == 1
-        assert state.read_token() is not None  # a normal node logs in again later
-        assert state.read_key() is not None
-        ephemeral = registered(server, tmp_path / "e", ephemeral=True)
-        status, _, err = run("down", "--state-dir", str(ephemeral.path))
-        assert status == ExitStatus.SUCCESS, err
-        assert ephemeral.read_token() is None  # the server deleted the node
+        assert status == ExitStatus.ERROR
+        assert err == f"wgpy down: no mesh node is up on {state.path}\n"
+        assert server.requests_to("POST", "/api/v1/logout") == []
+        assert state.read_token() is not None and state.read_key() is not None
     empty = tmp_path / "empty"
     status, _, err = run("down", "--state-dir", str(empty))
     assert status == ExitStatus.ERROR and err == f"wgpy down: no mesh node is up on {empty}\n"
@@ -203,7 +199,11 @@ def test_down_stops_the_daemon_of_the_state_dir(tmp_path: Path) -> None:
             assert status == ExitStatus.SUCCESS, err
             assert daemon.wait(5) == 0
             assert f"[#] stop the mesh daemon of wgm9 (kill -TERM {daemon.pid})\n" in err
-            assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+            # as `tailscale down`: stopped, still logged in (no logout, the token kept)
+            assert server.requests_to("POST", "/api/v1/logout") == []
+            assert "log out" not in err
+            assert state.read_token() is not None and state.read_settings() is not None
+            assert state.read_key() is not None
         finally:
             if daemon.poll() is None:
                 daemon.send_signal(signal.SIGKILL)
@@ -219,9 +219,9 @@ def test_down_by_interface_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         register_interface(name, state.path)
         assert mesh.wants_mesh_down(argparse.Namespace(config=name, state_dir=None))
         assert mesh.wants_mesh_down(argparse.Namespace(config="wg0", state_dir=tmp_path))
-        status, _, err = run("down", name)
-        assert status == ExitStatus.SUCCESS, err
-        assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+        status, _, err = run("down", name)  # found its state dir: nothing runs there
+        assert status == ExitStatus.ERROR
+        assert err == f"wgpy down: no mesh node is up on {state.path}\n"
 
 
 def test_default_hostname_is_a_dns_label(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,9 @@
     otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
-    Stop the daemon and log out at the server (an ephemeral node is removed there).
+    Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
+    settings are kept, nothing is sent to the server), so the next ``wgpy up`` without a key
+    brings it back with the same name and addresses.
 
 ``wgpy logout [--state-dir DIR]``
     Stop the daemon if it runs, log out at the server if it answers, and delete the node
@@ -53,7 +55,6 @@ from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import (
     DEFAULT_STATE_DIR,
     LOG_FILE,
-    TOKEN_FILE,
     Settings,
     StateDir,
     StateError,
@@ -88,7 +89,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--auth-key",
         metavar="KEY",
         help="a pre-auth key to register with (file:PATH reads it from a file; "
-        "default: $WGPY_AUTH_KEY); without one, log in again with the stored node token",
+        "default: $WGPY_AUTH_KEY); without one, log in again with the node token stored "
+        "by an earlier up (kept by `wgpy down`, deleted by `wgpy logout`)",
     )
     group.add_argument("--hostname", metavar="NAME", help="this node's name in the mesh")
     group.add_argument(
@@ -120,7 +122,9 @@ def add_down_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         metavar="DIR",
         type=Path,
-        help="leave the mesh: stop the node of this state directory and log it out",
+        help="stop the mesh node of this state directory; it stays logged in, and the next "
+        f"`{PROG} up --login-server URL` brings it back without a key (`{PROG} logout` leaves "
+        "the mesh)",
     )
 
 
@@ -428,7 +432,9 @@ def wants_mesh_down(args: argparse.Namespace) -> bool:
 
 
 def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    """``wgpy down --state-dir DIR`` or ``wgpy down IFNAME``: stop the node, log out."""
+    """``wgpy down --state-dir DIR`` or ``wgpy down IFNAME``: stop the node, as ``tailscale
+    down`` does. It stays logged in: the next ``wgpy up`` logs in again with the stored
+    token, with the same name and addresses; ``wgpy logout`` is the command that leaves."""
     if os.geteuid() != 0:
         raise CommandError(f"`{PROG} down' must be run as root; try it with sudo")
     state_dir = args.state_dir
@@ -437,16 +443,10 @@ def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
     state = StateDir(state_dir or DEFAULT_STATE_DIR)
     try:
         settings = state.read_settings()
-        token = state.read_token()
     except StateError as e:
         raise CommandError(e.message) from None
-    stopped = _stop_daemon(state, settings, env)
-    if not stopped and token is None:
+    if not _stop_daemon(state, settings, env):
         raise CommandError(f"no mesh node is up on {state.path}")
-    if token is not None and settings is not None and _logout(settings, token, env, "down"):
-        with contextlib.suppress(StateError, OSError):
-            if (state.read_node() or {}).get("ephemeral") is True:
-                state.file(TOKEN_FILE).unlink()  # the server deleted the node: a dead token
     return ExitStatus.SUCCESS
 
 
