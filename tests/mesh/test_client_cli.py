@@ -292,3 +292,19 @@ def test_up_refuses_an_interface_that_exists_in_one_whole_sentence(tmp_path: Pat
     assert e.value.message == (
         "the interface `lo' already exists on this host; choose another --interface"
     )
+
+
+def test_up_tightens_a_loose_state_dir_and_says_so(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    state.write_token("wgpy_node_1_secret")
+    state.write_settings(Settings("https://mesh.example", "wgpy0", 41641, "box"))
+    os.chmod(state.path, 0o755)
+    os.chmod(state.file("node.token"), 0o644)
+    env = environment()
+    mesh.prepare_up(up_args("--login-server", "https://mesh.example", "--state-dir",
+                            str(state.path)), env)  # fmt: skip
+    assert os.stat(state.path).st_mode & 0o777 == 0o700
+    assert os.stat(state.file("node.token")).st_mode & 0o777 == 0o600
+    err = env.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"wgpy up: warning: {state.file('node.token')} had mode 0644" in err
+    assert err.count("\n") == 2  # the directory and the token

@@ -216,7 +216,8 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
     auth_key = _auth_key(args.auth_key, env)
     state = StateDir(args.state_dir or DEFAULT_STATE_DIR)
     try:
-        state.ensure()
+        for sentence in state.ensure():
+            env.stderr.write(f"{PROG} up: warning: {sentence}\n")
         previous = state.read_settings()
         token = state.read_token()
         running = state.daemon_pid()
