@@ -253,8 +253,16 @@ def test_foreground_up_reports_like_the_daemon(
 
     monkeypatch.setattr(mesh.daemon, "serve", serve)
     monkeypatch.setattr(mesh.log, "configure", lambda *a, **k: None)  # keep the test's logging
-    argv = ["up", "--login-server", "http://127.0.0.1:9", "--auth-key", "k", "--foreground",
+    # the key from the environment: on the command line it would make `up` exec the
+    # daemon's own program (tests/interop/test_mesh_life.py)
+    argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
             "--state-dir", str(tmp_path / "s"), "--interface", "wgm0"]  # fmt: skip
+
+    def run(*argv: str) -> tuple[ExitStatus, str, str]:
+        env = environment({"WGPY_AUTH_KEY": "k"})
+        status = mesh.main(list(argv), env)
+        return status, env.stdout.getvalue(), env.stderr.getvalue()  # type: ignore[attr-defined]
+
     status, out, err = run(*argv)
     assert status == ExitStatus.SUCCESS, err
     assert out == "wgm0 is up as 100.64.0.1 with 0 peers\n"
@@ -308,3 +316,23 @@ def test_up_tightens_a_loose_state_dir_and_says_so(tmp_path: Path) -> None:
     err = env.stderr.getvalue()  # type: ignore[attr-defined]
     assert f"wgpy up: warning: {state.file('node.token')} had mode 0644" in err
     assert err.count("\n") == 2  # the directory and the token
+
+
+def test_up_warns_of_plain_http_off_this_host(tmp_path: Path) -> None:
+    def warning(url: str) -> str:
+        env = environment()
+        args = up_args("--login-server", url, "--auth-key", "k", "--state-dir",
+                       str(tmp_path / "s"))  # fmt: skip
+        mesh.prepare_up(args, env)
+        return env.stderr.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+    said = warning("http://192.0.2.7:8080")
+    assert said == (
+        "wgpy up: warning: http://192.0.2.7:8080 is plain http:// on an address that is not "
+        "loopback: the pre-auth key and the node token cross the network in clear text; "
+        "use https://\n"
+    )
+    assert "is plain http://" in warning("http://mesh.example")
+    for quiet in ("https://mesh.example", "http://127.0.0.1:8080", "http://[::1]:8080",
+                  "http://localhost:8080", "http://127.3.4.5"):  # fmt: skip
+        assert warning(quiet) == "", quiet

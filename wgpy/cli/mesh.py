@@ -2,11 +2,15 @@
 
 ``wgpy up --login-server URL [--auth-key KEY]``
     Make the node key in the state directory if there is none (it never leaves this
-    machine), then start the mesh daemon: it registers with the pre-auth key (or logs in
-    again with the stored node token), creates the interface, and follows the server's map.
-    The command returns once the interface is up and the first map applied, or says in one
-    sentence why not. ``--foreground`` keeps the node in this process, logging to stderr;
-    otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
+    machine), then start the mesh daemon (:mod:`wgpy.cli.mesh_daemon`, a program of its own
+    whose command line and environment hold no secret: the key reaches it through a pipe):
+    it creates the interface, then registers with the pre-auth key (or logs in again with
+    the stored node token), and follows the server's map. The command returns once the
+    interface is up and the first map applied, or says in one sentence why not; while it
+    waits it says so every few seconds, and Ctrl-C stops the daemon (nothing is left
+    registering in the background). ``--foreground`` keeps the node attached, logging to
+    stderr; otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default
+    info). A plain ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
@@ -32,18 +36,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import re
 import select
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
-import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
 from wgpy import log
@@ -62,11 +69,13 @@ from wgpy.mesh.client.state import (
     process_start_time,
 )
 
+from . import mesh_daemon
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
 READY_TIMEOUT = 120.0  # seconds for the daemon to say it is up (it gives up sooner itself)
+PROGRESS_INTERVAL = 5.0  # seconds between words while `up` waits for the daemon
 STOP_TIMEOUT = 5.0  # seconds for the daemon to go after SIGTERM
 LOGOUT_TIMEOUT = 5.0  # seconds for the server to answer a logout
 MAX_LOG_BYTES = 10 * 1024 * 1024  # the daemon's log is rotated (to .1) past this at start
@@ -202,7 +211,8 @@ def mesh_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
         )
     options, state = prepare_up(args, env)
     if getattr(args, "foreground", False):
-        return _up_foreground(options, env)
+        key_in_argv = args.auth_key is not None and not args.auth_key.startswith("file:")
+        return _up_foreground(options, env, key_in_argv=key_in_argv)
     return _up_daemon(options, state, env)
 
 
@@ -213,6 +223,12 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         server_url = check_server_url(args.login_server)
     except ValueError as e:
         raise CommandError(f"--login-server: {e}") from None
+    if not _private_transport(server_url):
+        env.stderr.write(
+            f"{PROG} up: warning: {server_url} is plain http:// on an address that is not "
+            "loopback: the pre-auth key and the node token cross the network in clear text; "
+            "use https://\n"
+        )
     auth_key = _auth_key(args.auth_key, env)
     state = StateDir(args.state_dir or DEFAULT_STATE_DIR)
     try:
@@ -262,6 +278,20 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
     return options, state
 
 
+def _private_transport(url: str) -> bool:
+    """Whether credentials sent to ``url`` stay private: https://, or http:// to this host."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_interface_free(name: str) -> None:
     """Refuse an interface name that is taken here, before anything is registered."""
     if uapi_client.has_interface(name):
@@ -301,17 +331,20 @@ def _auth_key(value: str | None, env: Environment) -> str | None:
     return None if value is None else value.strip()
 
 
-def _run_loop(main: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-
-        return uvloop.run(main)
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run(main)
-
-
-def _up_foreground(options: daemon.DaemonOptions, env: Environment) -> ExitStatus:
-    log.configure(env.env.get("LOG_LEVEL", "info"), stream=env.stderr)
+def _up_foreground(
+    options: daemon.DaemonOptions, env: Environment, *, key_in_argv: bool
+) -> ExitStatus:
+    level = env.env.get("LOG_LEVEL", "info")
+    if key_in_argv:
+        # this process's command line shows the key to every local user: become the node's
+        # own program, whose command line holds none
+        env.stdout.flush()
+        env.stderr.flush()
+        options_fd = mesh_daemon.options_pipe(options, level)
+        os.set_inheritable(options_fd, True)
+        argv = mesh_daemon.command(options_fd)
+        os.execve(argv[0], argv, mesh_daemon.clean_environment())
+    log.configure(level, stream=env.stderr)
     failed: list[str] = []
 
     def report(error: str | None, summary: str) -> None:
@@ -321,89 +354,111 @@ def _up_foreground(options: daemon.DaemonOptions, env: Environment) -> ExitStatu
             env.stdout.write(summary + "\n")
             env.stdout.flush()
 
-    status = _run_loop(daemon.serve(options, report))
+    status = mesh_daemon.run_loop(daemon.serve(options, report))
     if failed:
         raise CommandError(failed[0])
     return ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR
 
 
 def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment) -> ExitStatus:
-    """Fork; the child becomes the daemon, the parent waits for its first report."""
-    read_fd, write_fd = os.pipe()
+    """Start the daemon as a program of its own (``python -m wgpy.cli.mesh_daemon``: a
+    command line and environment without secrets, its options through a pipe), then wait
+    for its first report. Ctrl-C stops it: a node that is not up yet is not left behind."""
+    level = env.env.get("LOG_LEVEL", "info")
     env.stdout.flush()
     env.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the daemon (tested as a process, by root)
+    logfile = _open_log(state.file(LOG_FILE))
+    options_fd = mesh_daemon.options_pipe(options, level)
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            mesh_daemon.command(options_fd, report_fd=write_fd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=logfile,
+            pass_fds=(options_fd, write_fd),
+            cwd="/",
+            env=mesh_daemon.clean_environment(),
+            start_new_session=True,  # Ctrl-C on the terminal reaches `up`, which decides
+        )
+    except BaseException:
         os.close(read_fd)
-        _daemon_child(options, state, env, write_fd)
-    os.close(write_fd)
-    message = _read_report(read_fd, pid)
+        raise
+    finally:
+        os.close(options_fd)
+        os.close(write_fd)
+        logfile.close()
+    message = _await_report(read_fd, process, options.server_url, env)
     if message.startswith("ok\n"):
         env.stdout.write(message[3:].rstrip("\n") + "\n")
         return ExitStatus.SUCCESS
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(STOP_TIMEOUT)  # it said why it stops: reap it
     raise CommandError(
         message or f"the mesh daemon exited before it was up; see {state.file(LOG_FILE)}"
     )
 
 
-def _read_report(fd: int, pid: int) -> str:
+def _await_report(
+    fd: int, process: subprocess.Popen[bytes], server_url: str, env: Environment
+) -> str:
+    """The daemon's report; meanwhile a word every PROGRESS_INTERVAL seconds. On Ctrl-C (or
+    the READY_TIMEOUT) the daemon is stopped before this returns or raises."""
     chunks: list[bytes] = []
-    deadline = time.monotonic() + READY_TIMEOUT
+    start = time.monotonic()
+    next_word = start + PROGRESS_INTERVAL
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
+            now = time.monotonic()
+            if now - start >= READY_TIMEOUT:
+                _stop_child(process, env, "it did not come up in time")
                 return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
-            readable, _, _ = select.select([fd], [], [], left)
+            wait = min(start + READY_TIMEOUT, next_word) - now
+            readable, _, _ = select.select([fd], [], [], max(0.0, wait))
             if not readable:
+                if time.monotonic() >= next_word:
+                    waited = round(time.monotonic() - start)
+                    _echo(env, f"waiting for the login server at {server_url} ({waited} s)...")
+                    next_word += PROGRESS_INTERVAL
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:
                 break
             chunks.append(chunk)
+    except KeyboardInterrupt:
+        _stop_child(process, env, "interrupted")
+        raise
     finally:
         os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # the child forks no further; reap it if it died
     return b"".join(chunks).decode(errors="replace")
 
 
-def _daemon_child(
-    options: daemon.DaemonOptions, state: StateDir, env: Environment, ready_fd: int
-) -> NoReturn:  # pragma: no cover - runs in the forked daemon
-    status = 1
+def _stop_child(process: subprocess.Popen[bytes], env: Environment, why: str) -> None:
+    """Stop the daemon that is not up yet (SIGTERM: it abandons the login; then SIGKILL),
+    and wait for it; a second Ctrl-C meanwhile does not leave it running."""
+    if process.poll() is not None:
+        return
+    _echo(env, f"{why}: stop the mesh daemon (kill -TERM {process.pid})")
+    with _sigint_ignored():
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _echo(env, f"the mesh daemon did not stop in time: kill -KILL {process.pid}")
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        os.setsid()
-        os.chdir("/")
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-        logfile = _open_log(state.file(LOG_FILE))
-        os.dup2(logfile.fileno(), 2)  # whatever escapes the logger lands there too
-        log.configure(env.env.get("LOG_LEVEL", "info"), stream=logfile)
-        reported = False
-
-        def report(error: str | None, summary: str) -> None:
-            nonlocal reported
-            if reported:
-                return
-            reported = True
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, b"ok\n" + summary.encode() if error is None else error.encode())
-                os.close(ready_fd)
-
-        status = _run_loop(daemon.serve(options, report))
-        if not reported:
-            report("the mesh daemon stopped before it was up", "")
-    except BaseException as e:
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()  # into the log
-            os.write(ready_fd, f"the mesh daemon failed: {e}".encode())
+        yield
     finally:
-        os._exit(status)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _open_log(path: Path) -> Any:
