@@ -172,6 +172,7 @@ def test_nothing_is_registered_when_the_interface_or_port_is_taken(mesh: Mesh) -
     other = a.ns.run([*args, "--interface", unique_ifname("wm")], check=False, timeout=60)
     assert other.returncode == 1
     assert "UDP port 41641 or its control socket is in use" in other.stderr
+    assert set(mesh.server_nodes()) == {"a"}, "the failed node was registered"
     eth = a.ns.run([*args, "--interface", "eth0"], check=False, timeout=60)
     assert eth.returncode == 1
     assert "the interface `eth0' already exists on this host" in eth.stderr
