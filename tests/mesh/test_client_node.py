@@ -31,7 +31,9 @@ from test_client_fakes import (
     until,
 )
 
+from wgpy import log
 from wgpy.keys import key_from_base64, key_to_base64
+from wgpy.mesh.client import node as node_module
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
 from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
@@ -682,6 +684,7 @@ def test_stop_while_logging_in_abandons_the_login(tmp_path: Path) -> None:
         task = asyncio.create_task(node.run())
         await until(lambda: node.control.get("state") == "connecting", 2.0, "logging in")
         await asyncio.sleep(0.2)  # the request is on the wire
+        await asyncio.sleep(node_module.PROGRESS_INTERVAL)  # the server stays silent
         node.stop()
         await asyncio.wait_for(task, 1.0)  # not the 20 s request timeout
         assert [i.closed.is_set() for i in h.interfaces] == [True]
@@ -689,7 +692,14 @@ def test_stop_while_logging_in_abandons_the_login(tmp_path: Path) -> None:
         await client.close()
 
     try:
-        run(main())
+        log.configure("info")  # capture_logs keeps the level filter
+        try:
+            with structlog.testing.capture_logs() as logs:
+                run(main())
+        finally:
+            log.configure("error")
+        said = [e["event"] for e in logs]
+        assert f"waiting for the login server at http://127.0.0.1:{port} (5 s)" in said, said
         conn, _ = silent.accept()  # the abandoned request's connection: closed by the node
         conn.settimeout(2.0)
         received = b""

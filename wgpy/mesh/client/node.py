@@ -54,6 +54,7 @@ STARTUP_TIMEOUT = 30.0  # seconds from start to the first map applied
 HEALTHY_STREAM = 10.0
 PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy status` once
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
+PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
 
 T = TypeVar("T")
 
@@ -249,8 +250,17 @@ class MeshNode:
         request in flight is abandoned, its connection closed)."""
         task = asyncio.ensure_future(work)
         stopped = asyncio.create_task(self._stop.wait())
+        started = asyncio.get_running_loop().time()
         try:
-            await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+            while not (task.done() or stopped.done()):
+                await asyncio.wait(
+                    [task, stopped], timeout=PROGRESS_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not (task.done() or stopped.done()):  # a silent server: say so
+                    waited = round(asyncio.get_running_loop().time() - started)
+                    self.log.info(
+                        f"waiting for the login server at {self.client.base_url} ({waited} s)"
+                    )
         finally:
             stopped.cancel()
             if not task.done():
