@@ -2,6 +2,10 @@
 
 Nothing in wgpy prints outside ``cli/``; libraries log through ``get_logger``. Secrets are
 never passed to a logger. Log lines carry the interface and, per peer, a short key.
+
+Tracebacks are plain text, without local variables: structlog's console renderer would print
+every frame's locals when rich (or better-exceptions) is installed, and a frame of the node's
+registration holds the pre-auth key. The JSON renderer gets the same plain text traceback.
 """
 
 from __future__ import annotations
@@ -24,15 +28,20 @@ LEVELS = {
 def configure(level_name: str = "error", *, stream: Any = None, json: bool = False) -> None:
     """Set up structlog for a process: LOG_LEVEL as wireguard-go reads it."""
     level = LEVELS.get(level_name.lower(), logging.ERROR)
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    processors: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
@@ -13,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_client_fakes import API_KEY, FakeServer, new_keypair
 
-from wgpy.cli import mesh
+from wgpy.cli import mesh, mesh_admin
 from wgpy.cli.environment import Environment, ExitStatus
+from wgpy.mesh.server import MeshServer, ServerConfig
 
 
 class Run:
@@ -99,16 +101,16 @@ def test_preauthkeys(server: FakeServer) -> None:
     key = r.out.strip()
     assert key.startswith("wgpy_auth_") and key in server.auth_keys  # alone on stdout
     assert "shown only once" in r.err
-    # the defaults: only what was asked for is sent
-    admin(server, "preauthkeys", "create")
-    assert last_body(server) == {"reusable": False, "ephemeral": False}
+    # the defaults: only what was asked for is sent (--user is required)
+    admin(server, "preauthkeys", "create", "--user", "alice")
+    assert last_body(server) == {"user": "alice", "reusable": False, "ephemeral": False}
     r = admin(server, "preauthkeys", "list")
     header, first, second = r.out.splitlines()
     assert header.split() == [
         "ID", "USER", "REUSABLE", "EPHEMERAL", "USED", "TAGS", "EXPIRES", "CREATED"
     ]  # fmt: skip
     assert first.split()[1:6] == ["alice", "yes", "yes", "no", "tag:ci,tag:web"]
-    assert second.split()[1:6] == ["-", "no", "no", "no", "-"]
+    assert second.split()[1:6] == ["alice", "no", "no", "no", "-"]
     key_id = first.split()[0]
     r = admin(server, "preauthkeys", "expire", key_id)
     assert r.status == 0 and server.requests[-1].path == f"/api/v1/preauthkeys/{key_id}/expire"
@@ -192,12 +194,98 @@ def test_credentials_and_server_errors(server: FakeServer) -> None:
 
 
 def test_durations() -> None:
-    assert mesh.parse_duration("90") == 90
-    assert mesh.parse_duration("90s") == 90
-    assert mesh.parse_duration("30m") == 1800
-    assert mesh.parse_duration("1h30m") == 5400
-    assert mesh.parse_duration("7d") == 604800
-    assert mesh.parse_duration("2w") == 1209600
+    assert mesh_admin.parse_duration("90") == 90
+    assert mesh_admin.parse_duration("90s") == 90
+    assert mesh_admin.parse_duration("30m") == 1800
+    assert mesh_admin.parse_duration("1h30m") == 5400
+    assert mesh_admin.parse_duration("7d") == 604800
+    assert mesh_admin.parse_duration("2w") == 1209600
     for bad in ("", "h", "1x", "1h 30m", "-1h", "0s"):
         with pytest.raises(Exception, match="duration"):
-            mesh.parse_duration(bad)
+            mesh_admin.parse_duration(bad)
+
+
+# ------------------------------------------------------------------ against the real server
+
+
+def real_admin(url: str, key: str, *args: str, stdin: bytes = b"") -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdin=io.BytesIO(stdin), stdout=out, stderr=err, env={})
+    status = mesh.main(["admin", "--server", url, "--api-key", key, *args], env)
+    return Run(status, out.getvalue(), err.getvalue())
+
+
+def test_admin_cli_against_the_real_server(tmp_path: Path) -> None:
+    """--json after the action, the default policy said in words, policy delete, API keys
+    listed and revoked, --user required: on wgpy.mesh.server (SQLite) in this process."""
+    config = ServerConfig(
+        host="127.0.0.1", port=0, state_dir=tmp_path / "server", shutdown_timeout=1.0
+    )
+
+    async def main() -> None:
+        server = MeshServer(config)
+        await server.start()
+        try:
+            await body(server)
+        finally:
+            await server.stop()
+
+    async def body(server: MeshServer) -> None:
+        _, api_key = await server.store.create_api_key(None)
+        url, key = server.url, str(api_key)
+
+        def cli(*args: str, stdin: bytes = b"") -> Run:
+            return real_admin(url, key, *args, stdin=stdin)
+
+        call = asyncio.to_thread
+        r = await call(cli, "users", "create", "alice")
+        assert r.status == 0, r.err
+        # --json before the object and after the action alike
+        for argv in (("--json", "users", "list"), ("users", "list", "--json")):
+            r = await call(cli, *argv)
+            assert r.status == 0, r.err
+            assert [u["name"] for u in json.loads(r.out)] == ["alice"]
+        r = await call(cli, "users", "list")
+        assert r.out.split()[:3] == ["ID", "NAME", "CREATED"]
+        # no policy: said in words (not `null`); JSON keeps the null
+        r = await call(cli, "policy", "get")
+        assert (r.status, r.out) == (0, mesh_admin.DEFAULT_POLICY + "\n")
+        assert "default policy is in force" in r.out
+        r = await call(cli, "policy", "get", "--json")
+        assert json.loads(r.out)["policy"] is None
+        policy = {"acls": [{"action": "accept", "src": ["user:alice"], "dst": ["*"]}]}
+        r = await call(cli, "policy", "set", "-", stdin=json.dumps(policy).encode())
+        assert r.status == 0, r.err
+        r = await call(cli, "policy", "get")
+        assert json.loads(r.out) == policy
+        r = await call(cli, "policy", "delete")
+        assert r.status == 0, r.err
+        assert r.out.startswith("policy deleted (version ") and "default is in force" in r.out
+        r = await call(cli, "policy", "get")
+        assert r.out == mesh_admin.DEFAULT_POLICY + "\n"
+        # admin API keys: create, list (no secrets), revoke
+        r = await call(cli, "apikeys", "create", "--expiration", "1d")
+        assert r.status == 0, r.err
+        second = r.out.strip()
+        assert second.startswith("wgpy_api_") and "shown only once" in r.err
+        r = await call(cli, "apikeys", "list", "--json")
+        keys = json.loads(r.out)
+        assert len(keys) == 2 and not any(k.get("expired") for k in keys)
+        assert second not in r.out and key not in r.out
+        second_id = next(k["id"] for k in keys if second.startswith(f"wgpy_api_{k['id']}_"))
+        r = await call(cli, "apikeys", "list")
+        assert r.out.split()[:4] == ["ID", "EXPIRED", "EXPIRES", "CREATED"]
+        assert len(r.out.splitlines()) == 3
+        r = await call(real_admin, url, second, "users", "list")
+        assert r.status == 0, r.err
+        r = await call(cli, "apikeys", "expire", str(second_id))
+        assert (r.status, r.out) == (0, f"expired API key {second_id}\n"), r.err
+        r = await call(real_admin, url, second, "users", "list")
+        assert r.status == 1 and "the API key has expired" in r.err
+        # --user is required, said by the command line before any request
+        r = await call(cli, "preauthkeys", "create")
+        assert r.status == ExitStatus.USAGE
+        assert "the following arguments are required: --user" in r.err
+        assert 'missing field "user"' not in r.err
+
+    asyncio.run(asyncio.wait_for(main(), 30))

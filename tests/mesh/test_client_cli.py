@@ -7,6 +7,7 @@ import argparse
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -168,18 +169,14 @@ def test_logout_forgets_even_when_the_server_is_away(tmp_path: Path) -> None:
     assert not state.file("node.key").exists()
 
 
-def test_down_logs_out_and_an_ephemeral_token_is_dropped(tmp_path: Path) -> None:
+def test_down_without_a_running_node_says_so_and_changes_nothing(tmp_path: Path) -> None:
     with FakeServer() as server:
         state = registered(server, tmp_path / "s")
         status, _, err = run("down", "--state-dir", str(state.path))
-        assert status == ExitStatus.SUCCESS, err
-        assert len(server.requests_to("POST", "/api/v1/logout")) == 1
-        assert state.read_token() is not None  # a normal node logs in again later
-        assert state.read_key() is not None
-        ephemeral = registered(server, tmp_path / "e", ephemeral=True)
-        status, _, err = run("down", "--state-dir", str(ephemeral.path))
-        assert status == ExitStatus.SUCCESS, err
-        assert ephemeral.read_token() is None  # the server deleted the node
+        assert status == ExitStatus.ERROR
+        assert err == f"wgpy down: no mesh node is up on {state.path}\n"
+        assert server.requests_to("POST", "/api/v1/logout") == []
+        assert state.read_token() is not None and state.read_key() is not None
     empty = tmp_path / "empty"
     status, _, err = run("down", "--state-dir", str(empty))
     assert status == ExitStatus.ERROR and err == f"wgpy down: no mesh node is up on {empty}\n"
@@ -202,7 +199,11 @@ def test_down_stops_the_daemon_of_the_state_dir(tmp_path: Path) -> None:
             assert status == ExitStatus.SUCCESS, err
             assert daemon.wait(5) == 0
             assert f"[#] stop the mesh daemon of wgm9 (kill -TERM {daemon.pid})\n" in err
-            assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+            # as `tailscale down`: stopped, still logged in (no logout, the token kept)
+            assert server.requests_to("POST", "/api/v1/logout") == []
+            assert "log out" not in err
+            assert state.read_token() is not None and state.read_settings() is not None
+            assert state.read_key() is not None
         finally:
             if daemon.poll() is None:
                 daemon.send_signal(signal.SIGKILL)
@@ -218,9 +219,9 @@ def test_down_by_interface_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         register_interface(name, state.path)
         assert mesh.wants_mesh_down(argparse.Namespace(config=name, state_dir=None))
         assert mesh.wants_mesh_down(argparse.Namespace(config="wg0", state_dir=tmp_path))
-        status, _, err = run("down", name)
-        assert status == ExitStatus.SUCCESS, err
-        assert len(server.requests_to("POST", "/api/v1/logout")) == 1
+        status, _, err = run("down", name)  # found its state dir: nothing runs there
+        assert status == ExitStatus.ERROR
+        assert err == f"wgpy down: no mesh node is up on {state.path}\n"
 
 
 def test_default_hostname_is_a_dns_label(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,8 +253,16 @@ def test_foreground_up_reports_like_the_daemon(
 
     monkeypatch.setattr(mesh.daemon, "serve", serve)
     monkeypatch.setattr(mesh.log, "configure", lambda *a, **k: None)  # keep the test's logging
-    argv = ["up", "--login-server", "http://127.0.0.1:9", "--auth-key", "k", "--foreground",
+    # the key from the environment: on the command line it would make `up` exec the
+    # daemon's own program (tests/interop/test_mesh_life.py)
+    argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
             "--state-dir", str(tmp_path / "s"), "--interface", "wgm0"]  # fmt: skip
+
+    def run(*argv: str) -> tuple[ExitStatus, str, str]:
+        env = environment({"WGPY_AUTH_KEY": "k"})
+        status = mesh.main(list(argv), env)
+        return status, env.stdout.getvalue(), env.stderr.getvalue()  # type: ignore[attr-defined]
+
     status, out, err = run(*argv)
     assert status == ExitStatus.SUCCESS, err
     assert out == "wgm0 is up as 100.64.0.1 with 0 peers\n"
@@ -262,3 +271,68 @@ def test_foreground_up_reports_like_the_daemon(
     status, out, err = run(*argv)
     assert status == ExitStatus.ERROR
     assert err.endswith("wgpy up: the server refused to register this node: no.\n")
+
+
+def test_up_refuses_an_interface_that_exists_in_one_whole_sentence(tmp_path: Path) -> None:
+    """Checked before anything is registered: a served control socket, or a link of the
+    name (a kernel interface such as lo or eth0, where no TUN can be made)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to serve a control socket in /var/run/wireguard")
+    base = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
+    name = f"wgc{os.getpid() % 100000}"
+    path = mesh.uapi_client.socket_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as served:
+        served.bind(str(path))
+        served.listen()
+        try:
+            args = up_args(*base, "--auth-key", "k", "--interface", name)
+            with pytest.raises(CommandError) as e:
+                mesh.prepare_up(args, environment())
+        finally:
+            path.unlink()
+    assert e.value.message == (
+        f"the interface `{name}' already exists: another process serves its control socket "
+        f"{path}; take it down first (wgpy down {name}) or choose another --interface"
+    )
+    with pytest.raises(CommandError) as e:
+        mesh.prepare_up(up_args(*base, "--auth-key", "k", "--interface", "lo"), environment())
+    assert e.value.message == (
+        "the interface `lo' already exists on this host; choose another --interface"
+    )
+
+
+def test_up_tightens_a_loose_state_dir_and_says_so(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    state.write_token("wgpy_node_1_secret")
+    state.write_settings(Settings("https://mesh.example", "wgpy0", 41641, "box"))
+    os.chmod(state.path, 0o755)
+    os.chmod(state.file("node.token"), 0o644)
+    env = environment()
+    mesh.prepare_up(up_args("--login-server", "https://mesh.example", "--state-dir",
+                            str(state.path)), env)  # fmt: skip
+    assert os.stat(state.path).st_mode & 0o777 == 0o700
+    assert os.stat(state.file("node.token")).st_mode & 0o777 == 0o600
+    err = env.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"wgpy up: warning: {state.file('node.token')} had mode 0644" in err
+    assert err.count("\n") == 2  # the directory and the token
+
+
+def test_up_warns_of_plain_http_off_this_host(tmp_path: Path) -> None:
+    def warning(url: str) -> str:
+        env = environment()
+        args = up_args("--login-server", url, "--auth-key", "k", "--state-dir",
+                       str(tmp_path / "s"))  # fmt: skip
+        mesh.prepare_up(args, env)
+        return env.stderr.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+    said = warning("http://192.0.2.7:8080")
+    assert said == (
+        "wgpy up: warning: http://192.0.2.7:8080 is plain http:// on an address that is not "
+        "loopback: the pre-auth key and the node token cross the network in clear text; "
+        "use https://\n"
+    )
+    assert "is plain http://" in warning("http://mesh.example")
+    for quiet in ("https://mesh.example", "http://127.0.0.1:8080", "http://[::1]:8080",
+                  "http://localhost:8080", "http://127.3.4.5"):  # fmt: skip
+        assert warning(quiet) == "", quiet

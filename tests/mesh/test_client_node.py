@@ -7,8 +7,10 @@ No TUN: the node gets a FakeInterface (a real Device) and a FakeHost (recorded r
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
+import socket
 import stat
 import sys
 from collections.abc import Coroutine
@@ -29,7 +31,9 @@ from test_client_fakes import (
     until,
 )
 
+from wgpy import log
 from wgpy.keys import key_from_base64, key_to_base64
+from wgpy.mesh.client import node as node_module
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
 from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
@@ -268,7 +272,8 @@ def test_a_refused_registration_is_one_sentence(tmp_path: Path) -> None:
             assert e.value.message == (
                 "the server refused to register this node: The pre-auth key is not valid."
             )
-            assert h.interfaces == []  # nothing was created
+            # the interface was made first (local checks before the server), then closed
+            assert [i.closed.is_set() for i in h.interfaces] == [True]
             assert h.state.read_token() is None
             await h.node.client.close()  # type: ignore[union-attr]
 
@@ -637,3 +642,70 @@ def test_state_dir_key_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(state.path.stat().st_mode) == 0o700
     assert stat.S_IMODE(state.file("node.key").stat().st_mode) == 0o600
     assert state.load_or_create_key() == key
+
+
+def test_nothing_is_registered_when_the_interface_cannot_be_made(tmp_path: Path) -> None:
+    """A port in use or a name taken is found before the server hears of the node: no
+    register request, no node, no token."""
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+
+        async def main() -> None:
+            h = Harness(server, tmp_path, auth_key=auth)
+
+            async def in_use(name: str, key: bytes, port: int) -> FakeInterface:
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+            h.factory = in_use  # type: ignore[method-assign]
+            with pytest.raises(MeshError, match=r"UDP port 41641 or its control socket is in use"):
+                await h.start()
+            await h.node.client.close()  # type: ignore[union-attr]
+
+        run(main())
+        assert server.requests_to("POST", "/api/v1/register") == []
+        assert server.nodes == {}
+    assert not (tmp_path / "state" / "node.token").exists()
+
+
+def test_stop_while_logging_in_abandons_the_login(tmp_path: Path) -> None:
+    """Ctrl-C (stop) while the server is silent: run() returns at once, the request is
+    abandoned (its connection closed), no token is stored."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections queue up; nothing ever answers
+    port = silent.getsockname()[1]
+
+    async def main() -> None:
+        h = Harness(FakeServer(), tmp_path, auth_key="wgpy_auth_a_b")
+        client = NodeClient(f"http://127.0.0.1:{port}", timeout=20.0)
+        node = MeshNode(
+            h.config, client, h.state, h.private, interface_factory=h.factory, host=h.host
+        )
+        task = asyncio.create_task(node.run())
+        await until(lambda: node.control.get("state") == "connecting", 2.0, "logging in")
+        await asyncio.sleep(0.2)  # the request is on the wire
+        await asyncio.sleep(node_module.PROGRESS_INTERVAL)  # the server stays silent
+        node.stop()
+        await asyncio.wait_for(task, 1.0)  # not the 20 s request timeout
+        assert [i.closed.is_set() for i in h.interfaces] == [True]
+        assert h.state.read_token() is None
+        await client.close()
+
+    try:
+        log.configure("info")  # capture_logs keeps the level filter
+        try:
+            with structlog.testing.capture_logs() as logs:
+                run(main())
+        finally:
+            log.configure("error")
+        said = [e["event"] for e in logs]
+        assert f"waiting for the login server at http://127.0.0.1:{port} (5 s)" in said, said
+        conn, _ = silent.accept()  # the abandoned request's connection: closed by the node
+        conn.settimeout(2.0)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+        assert received.startswith(b"POST /api/v1/register ")
+        conn.close()
+    finally:
+        silent.close()

@@ -156,3 +156,40 @@ def test_interface_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     unregister_interface("wgm0", state_dir)
     assert interface_state_dir("wgm0") is None
     assert interface_state_dir("../etc") is None
+
+
+def test_loose_files_of_an_existing_state_dir_are_tightened_and_said(tmp_path: Path) -> None:
+    """A state dir made by hand or copied with 0755/0644: every private file is made 0600
+    (the token, settings, node record, peers, control state and log, not only the key)."""
+    state = StateDir(tmp_path / "state")
+    state.load_or_create_key()
+    state.write_token("wgpy_node_1_secret")
+    state.write_settings(Settings("https://mesh.example", "wgpy0", 41641, "laptop"))
+    state.write_node({"hostname": "laptop"})
+    state.write_peers([])
+    state.write_control({"state": "connected"})
+    state.file("wgpy.log").write_text("a log line\n")
+    names = ["node.key", "node.token", "state.json", "node.json", "peers.json"]
+    names += ["control.json", "wgpy.log"]
+    os.chmod(state.path, 0o755)
+    for name in names:
+        os.chmod(state.file(name), 0o644)
+    said = state.ensure()
+    assert mode(state.path) == 0o700
+    for name in names:
+        assert mode(state.file(name)) == 0o600, name
+    assert said[0] == f"{state.path} had mode 0755, which others could read: made it 0700"
+    assert f"{state.file('node.token')} had mode 0644, which others could read: made it 0600" in (
+        said
+    )
+    assert len(said) == 1 + len(names)
+    assert state.ensure() == []  # once tight, nothing more to say
+    # a symbolic link where a private file belongs is refused, never followed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("x")
+    os.chmod(elsewhere, 0o644)
+    state.file("node.token").unlink()
+    state.file("node.token").symlink_to(elsewhere)
+    with pytest.raises(StateError, match=r"node\.token is a symbolic link; remove it"):
+        state.ensure()
+    assert mode(elsewhere) == 0o644

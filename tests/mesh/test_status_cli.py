@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 from pathlib import Path
 
+import pytest
+
 from wgpy.cli import Environment, ExitStatus, main
+from wgpy.cli import status as status_module
+from wgpy.device.uapi_client import DeviceState
 from wgpy.mesh.client.state import Settings, StateDir
 
 
@@ -52,7 +58,8 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
     report = json.loads(out)
     assert report["self"] == {"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
                               "ipv6": "fd7a:115c:a1e0::1", "interface": "wgpy0",
-                              "server": "https://mesh.example", "running": False}  # fmt: skip
+                              "server": "https://mesh.example", "running": False,
+                              "control": None, "problem": None}  # fmt: skip
     assert [p["hostname"] for p in report["peers"]] == ["pi", "nas"]
     assert report["peers"][0]["latest_handshake"] is None
     assert oct((state.path / "peers.json").stat().st_mode & 0o777) == "0o600"
@@ -74,3 +81,71 @@ def test_no_node_and_a_damaged_peer_list_are_one_sentence_each(tmp_path: Path) -
     )
     assert state.forget()  # logout forgets the peer list too
     assert not (state.path / "peers.json").exists()
+
+
+@pytest.fixture
+def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateDir:
+    """A state dir whose daemon runs (this process stands in for it) and whose interface
+    answers (its control socket is the one thing not real here: the namespace suite in
+    tests/interop/test_mesh_life.py runs it for real)."""
+    state = populated(tmp_path)
+    state.write_pid(os.getpid())
+    monkeypatch.setattr(status_module, "uapi_get", lambda name: DeviceState(name))
+    return state
+
+
+def test_a_running_node_says_what_is_wrong_with_the_control_plane(running: StateDir) -> None:
+    path = str(running.path)
+    now = time.time()
+    running.write_control({"state": "connected", "since": now - 5, "error": None})
+    status, out, _ = run("status", "--state-dir", path)
+    assert status == 0 and f"running (pid {os.getpid()})" in out and "#" not in out
+    # the server went away 3 minutes ago
+    since = now - 180
+    running.write_control(
+        {"state": "unreachable", "since": since, "error": "cannot reach it: Connection refused."}
+    )
+    status, out, _ = run("status", "--state-dir", path)
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    assert (
+        f"# the coordination server https://mesh.example has been unreachable since {at}, "
+        "3 min ago (cannot reach it: Connection refused); the peers are kept" in out
+    )
+    report = json.loads(run("status", "--json", "--state-dir", path)[1])
+    assert report["self"]["control"]["state"] == "unreachable"
+    assert report["self"]["problem"].startswith("the coordination server https://mesh.example")
+    # deleted at the server: its token is refused; no peers, and no word of the policy
+    running.write_peers([])
+    running.write_control(
+        {"state": "refused", "since": now - 2, "error": "The node token is not valid."}
+    )
+    status, out, _ = run("status", "--state-dir", path)
+    assert "# the coordination server no longer accepts this node since " in out
+    assert "(The node token is not valid): it was deleted or logged out there" in out
+    assert out.endswith("(no peers)\n") and "policy" not in out
+    running.write_control({"state": "expired", "since": now - 2, "error": None})
+    status, out, _ = run("status", "--state-dir", path)
+    assert "# this node has expired at the coordination server since " in out
+    # stopped: what the daemon last saw is not shown as if it were now
+    running.remove_pid(os.getpid())
+    status, out, _ = run("status", "--state-dir", path)
+    assert "stopped (wgpy up to start)" in out and "#" not in out
+
+
+def test_long_names_keep_the_columns(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    peers = state.read_peers()
+    peers[0]["hostname"] = "a-very-long-hostname-that-goes-on-and-on-for-ever"
+    peers[1]["user"] = "someone-with-a-very-long-user-name"
+    state.write_peers(peers)
+    status, out, _ = run("status", "--state-dir", str(state.path))
+    assert status == 0
+    lines = out.splitlines()
+    # the descriptions start in one column, however long the names
+    words = ("this node:", "online;", "offline;")
+    assert len({line.index(word) for line, word in zip(lines, words, strict=True)}) == 1, out
+    assert max(len(line.split("  ")[0]) for line in lines) <= 15
+    assert "a-very-long-hostname-th…" in out and "a-very-long-hostname-that" not in out
+    assert "someone-with-a-…" in out
+    report = json.loads(run("status", "--json", "--state-dir", str(state.path))[1])
+    assert report["peers"][0]["hostname"] == "a-very-long-hostname-that-goes-on-and-on-for-ever"

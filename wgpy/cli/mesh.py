@@ -2,21 +2,28 @@
 
 ``wgpy up --login-server URL [--auth-key KEY]``
     Make the node key in the state directory if there is none (it never leaves this
-    machine), then start the mesh daemon: it registers with the pre-auth key (or logs in
-    again with the stored node token), creates the interface, and follows the server's map.
-    The command returns once the interface is up and the first map applied, or says in one
-    sentence why not. ``--foreground`` keeps the node in this process, logging to stderr;
-    otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
+    machine), then start the mesh daemon (:mod:`wgpy.cli.mesh_daemon`, a program of its own
+    whose command line and environment hold no secret: the key reaches it through a pipe):
+    it creates the interface, then registers with the pre-auth key (or logs in again with
+    the stored node token), and follows the server's map. The command returns once the
+    interface is up and the first map applied, or says in one sentence why not; while it
+    waits it says so every few seconds, and Ctrl-C stops the daemon (nothing is left
+    registering in the background). ``--foreground`` keeps the node attached, logging to
+    stderr; otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default
+    info). A plain ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
-    Stop the daemon and log out at the server (an ephemeral node is removed there).
+    Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
+    settings are kept, nothing is sent to the server), so the next ``wgpy up`` without a key
+    brings it back with the same name and addresses.
 
 ``wgpy logout [--state-dir DIR]``
     Stop the daemon if it runs, log out at the server if it answers, and delete the node
     key, token and settings.
 
 ``wgpy admin --server URL --api-key KEY ...``
-    Users, pre-auth keys, nodes and the policy, through the admin API.
+    Users, pre-auth keys, nodes, the policy and admin API keys, through the admin API
+    (:mod:`wgpy.cli.mesh_admin`).
 
 ``up`` and ``down`` are wg-quick's commands too (``wgpy.cli.quick``): its parsers take
 :func:`add_up_arguments` and :func:`add_down_arguments`, and its handlers first ask
@@ -30,30 +37,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import ipaddress
 import os
 import re
 import select
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
-import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
 from wgpy import log
 from wgpy.device import uapi_client
 from wgpy.mesh.client import daemon
-from wgpy.mesh.client.admin import AdminClient
-from wgpy.mesh.client.api import ApiError, MeshClientError, NodeClient, check_server_url
+from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import (
     DEFAULT_STATE_DIR,
     LOG_FILE,
-    TOKEN_FILE,
     Settings,
     StateDir,
     StateError,
@@ -61,11 +68,13 @@ from wgpy.mesh.client.state import (
     process_start_time,
 )
 
+from . import mesh_admin, mesh_daemon
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
 READY_TIMEOUT = 120.0  # seconds for the daemon to say it is up (it gives up sooner itself)
+PROGRESS_INTERVAL = 5.0  # seconds between words while `up` waits for the daemon
 STOP_TIMEOUT = 5.0  # seconds for the daemon to go after SIGTERM
 LOGOUT_TIMEOUT = 5.0  # seconds for the server to answer a logout
 MAX_LOG_BYTES = 10 * 1024 * 1024  # the daemon's log is rotated (to .1) past this at start
@@ -88,7 +97,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--auth-key",
         metavar="KEY",
         help="a pre-auth key to register with (file:PATH reads it from a file; "
-        "default: $WGPY_AUTH_KEY); without one, log in again with the stored node token",
+        "default: $WGPY_AUTH_KEY); without one, log in again with the node token stored "
+        "by an earlier up (kept by `wgpy down`, deleted by `wgpy logout`)",
     )
     group.add_argument("--hostname", metavar="NAME", help="this node's name in the mesh")
     group.add_argument(
@@ -120,7 +130,9 @@ def add_down_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         metavar="DIR",
         type=Path,
-        help="leave the mesh: stop the node of this state directory and log it out",
+        help="stop the mesh node of this state directory; it stays logged in, and the next "
+        f"`{PROG} up --login-server URL` brings it back without a key (`{PROG} logout` leaves "
+        "the mesh)",
     )
 
 
@@ -136,7 +148,7 @@ def register(commands: Subparsers) -> None:
         "--state-dir", metavar="DIR", type=Path, help=f"default {DEFAULT_STATE_DIR}"
     )
     logout.set_defaults(handler=logout_command)
-    _register_admin(commands)
+    mesh_admin.register(commands)
 
 
 def _port(text: str) -> int:
@@ -198,7 +210,8 @@ def mesh_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
         )
     options, state = prepare_up(args, env)
     if getattr(args, "foreground", False):
-        return _up_foreground(options, env)
+        key_in_argv = args.auth_key is not None and not args.auth_key.startswith("file:")
+        return _up_foreground(options, env, key_in_argv=key_in_argv)
     return _up_daemon(options, state, env)
 
 
@@ -209,10 +222,17 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         server_url = check_server_url(args.login_server)
     except ValueError as e:
         raise CommandError(f"--login-server: {e}") from None
+    if not _private_transport(server_url):
+        env.stderr.write(
+            f"{PROG} up: warning: {server_url} is plain http:// on an address that is not "
+            "loopback: the pre-auth key and the node token cross the network in clear text; "
+            "use https://\n"
+        )
     auth_key = _auth_key(args.auth_key, env)
     state = StateDir(args.state_dir or DEFAULT_STATE_DIR)
     try:
-        state.ensure()
+        for sentence in state.ensure():
+            env.stderr.write(f"{PROG} up: warning: {sentence}\n")
         previous = state.read_settings()
         token = state.read_token()
         running = state.daemon_pid()
@@ -239,8 +259,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
     name = args.interface or (previous.interface if previous else DEFAULT_INTERFACE)
     if not _IFNAME.match(name):
         raise CommandError(f"{name!r} is not a valid interface name")
-    if uapi_client.has_interface(name):
-        raise CommandError(f"`{name}' already exists: {uapi_client.socket_path(name)} is served")
+    _check_interface_free(name)
     ca_cert = args.ca_cert or (previous.ca_cert if previous else None)
     if ca_cert is not None:
         ca_cert = os.path.abspath(ca_cert)  # the daemon runs from /
@@ -256,6 +275,37 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert
     )
     return options, state
+
+
+def _private_transport(url: str) -> bool:
+    """Whether credentials sent to ``url`` stay private: https://, or http:// to this host."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_interface_free(name: str) -> None:
+    """Refuse an interface name that is taken here, before anything is registered."""
+    if uapi_client.has_interface(name):
+        raise CommandError(
+            f"the interface `{name}' already exists: another process serves its control "
+            f"socket {uapi_client.socket_path(name)}; take it down first ({PROG} down {name}) "
+            "or choose another --interface"
+        )
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return  # no such link: free
+    raise CommandError(
+        f"the interface `{name}' already exists on this host; choose another --interface"
+    )
 
 
 def default_hostname() -> str:
@@ -280,17 +330,20 @@ def _auth_key(value: str | None, env: Environment) -> str | None:
     return None if value is None else value.strip()
 
 
-def _run_loop(main: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-
-        return uvloop.run(main)
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run(main)
-
-
-def _up_foreground(options: daemon.DaemonOptions, env: Environment) -> ExitStatus:
-    log.configure(env.env.get("LOG_LEVEL", "info"), stream=env.stderr)
+def _up_foreground(
+    options: daemon.DaemonOptions, env: Environment, *, key_in_argv: bool
+) -> ExitStatus:
+    level = env.env.get("LOG_LEVEL", "info")
+    if key_in_argv:
+        # this process's command line shows the key to every local user: become the node's
+        # own program, whose command line holds none
+        env.stdout.flush()
+        env.stderr.flush()
+        options_fd = mesh_daemon.options_pipe(options, level)
+        os.set_inheritable(options_fd, True)
+        argv = mesh_daemon.command(options_fd)
+        os.execve(argv[0], argv, mesh_daemon.clean_environment())
+    log.configure(level, stream=env.stderr)
     failed: list[str] = []
 
     def report(error: str | None, summary: str) -> None:
@@ -300,89 +353,111 @@ def _up_foreground(options: daemon.DaemonOptions, env: Environment) -> ExitStatu
             env.stdout.write(summary + "\n")
             env.stdout.flush()
 
-    status = _run_loop(daemon.serve(options, report))
+    status = mesh_daemon.run_loop(daemon.serve(options, report))
     if failed:
         raise CommandError(failed[0])
     return ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR
 
 
 def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment) -> ExitStatus:
-    """Fork; the child becomes the daemon, the parent waits for its first report."""
-    read_fd, write_fd = os.pipe()
+    """Start the daemon as a program of its own (``python -m wgpy.cli.mesh_daemon``: a
+    command line and environment without secrets, its options through a pipe), then wait
+    for its first report. Ctrl-C stops it: a node that is not up yet is not left behind."""
+    level = env.env.get("LOG_LEVEL", "info")
     env.stdout.flush()
     env.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the daemon (tested as a process, by root)
+    logfile = _open_log(state.file(LOG_FILE))
+    options_fd = mesh_daemon.options_pipe(options, level)
+    read_fd, write_fd = os.pipe()
+    try:
+        process = subprocess.Popen(
+            mesh_daemon.command(options_fd, report_fd=write_fd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=logfile,
+            pass_fds=(options_fd, write_fd),
+            cwd="/",
+            env=mesh_daemon.clean_environment(),
+            start_new_session=True,  # Ctrl-C on the terminal reaches `up`, which decides
+        )
+    except BaseException:
         os.close(read_fd)
-        _daemon_child(options, state, env, write_fd)
-    os.close(write_fd)
-    message = _read_report(read_fd, pid)
+        raise
+    finally:
+        os.close(options_fd)
+        os.close(write_fd)
+        logfile.close()
+    message = _await_report(read_fd, process, options.server_url, env)
     if message.startswith("ok\n"):
         env.stdout.write(message[3:].rstrip("\n") + "\n")
         return ExitStatus.SUCCESS
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(STOP_TIMEOUT)  # it said why it stops: reap it
     raise CommandError(
         message or f"the mesh daemon exited before it was up; see {state.file(LOG_FILE)}"
     )
 
 
-def _read_report(fd: int, pid: int) -> str:
+def _await_report(
+    fd: int, process: subprocess.Popen[bytes], server_url: str, env: Environment
+) -> str:
+    """The daemon's report; meanwhile a word every PROGRESS_INTERVAL seconds. On Ctrl-C (or
+    the READY_TIMEOUT) the daemon is stopped before this returns or raises."""
     chunks: list[bytes] = []
-    deadline = time.monotonic() + READY_TIMEOUT
+    start = time.monotonic()
+    next_word = start + PROGRESS_INTERVAL
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
+            now = time.monotonic()
+            if now - start >= READY_TIMEOUT:
+                _stop_child(process, env, "it did not come up in time")
                 return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
-            readable, _, _ = select.select([fd], [], [], left)
+            wait = min(start + READY_TIMEOUT, next_word) - now
+            readable, _, _ = select.select([fd], [], [], max(0.0, wait))
             if not readable:
+                if time.monotonic() >= next_word:
+                    waited = round(time.monotonic() - start)
+                    _echo(env, f"waiting for the login server at {server_url} ({waited} s)...")
+                    next_word += PROGRESS_INTERVAL
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:
                 break
             chunks.append(chunk)
+    except KeyboardInterrupt:
+        _stop_child(process, env, "interrupted")
+        raise
     finally:
         os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # the child forks no further; reap it if it died
     return b"".join(chunks).decode(errors="replace")
 
 
-def _daemon_child(
-    options: daemon.DaemonOptions, state: StateDir, env: Environment, ready_fd: int
-) -> NoReturn:  # pragma: no cover - runs in the forked daemon
-    status = 1
+def _stop_child(process: subprocess.Popen[bytes], env: Environment, why: str) -> None:
+    """Stop the daemon that is not up yet (SIGTERM: it abandons the login; then SIGKILL),
+    and wait for it; a second Ctrl-C meanwhile does not leave it running."""
+    if process.poll() is not None:
+        return
+    _echo(env, f"{why}: stop the mesh daemon (kill -TERM {process.pid})")
+    with _sigint_ignored():
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _echo(env, f"the mesh daemon did not stop in time: kill -KILL {process.pid}")
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        os.setsid()
-        os.chdir("/")
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-        logfile = _open_log(state.file(LOG_FILE))
-        os.dup2(logfile.fileno(), 2)  # whatever escapes the logger lands there too
-        log.configure(env.env.get("LOG_LEVEL", "info"), stream=logfile)
-        reported = False
-
-        def report(error: str | None, summary: str) -> None:
-            nonlocal reported
-            if reported:
-                return
-            reported = True
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, b"ok\n" + summary.encode() if error is None else error.encode())
-                os.close(ready_fd)
-
-        status = _run_loop(daemon.serve(options, report))
-        if not reported:
-            report("the mesh daemon stopped before it was up", "")
-    except BaseException as e:
-        with contextlib.suppress(BaseException):
-            traceback.print_exc()  # into the log
-            os.write(ready_fd, f"the mesh daemon failed: {e}".encode())
+        yield
     finally:
-        os._exit(status)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _open_log(path: Path) -> Any:
@@ -412,7 +487,9 @@ def wants_mesh_down(args: argparse.Namespace) -> bool:
 
 
 def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    """``wgpy down --state-dir DIR`` or ``wgpy down IFNAME``: stop the node, log out."""
+    """``wgpy down --state-dir DIR`` or ``wgpy down IFNAME``: stop the node, as ``tailscale
+    down`` does. It stays logged in: the next ``wgpy up`` logs in again with the stored
+    token, with the same name and addresses; ``wgpy logout`` is the command that leaves."""
     if os.geteuid() != 0:
         raise CommandError(f"`{PROG} down' must be run as root; try it with sudo")
     state_dir = args.state_dir
@@ -421,16 +498,10 @@ def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
     state = StateDir(state_dir or DEFAULT_STATE_DIR)
     try:
         settings = state.read_settings()
-        token = state.read_token()
     except StateError as e:
         raise CommandError(e.message) from None
-    stopped = _stop_daemon(state, settings, env)
-    if not stopped and token is None:
+    if not _stop_daemon(state, settings, env):
         raise CommandError(f"no mesh node is up on {state.path}")
-    if token is not None and settings is not None and _logout(settings, token, env, "down"):
-        with contextlib.suppress(StateError, OSError):
-            if (state.read_node() or {}).get("ephemeral") is True:
-                state.file(TOKEN_FILE).unlink()  # the server deleted the node: a dead token
     return ExitStatus.SUCCESS
 
 
@@ -504,287 +575,6 @@ def _logout(settings: Settings, token: str, env: Environment, command: str) -> b
 
 
 # ========================================================================================
-# admin
-
-
-def _register_admin(commands: Subparsers) -> None:
-    admin = commands.add_parser(
-        "admin",
-        help="manage the mesh: users, pre-auth keys, nodes, policy",
-        description="Manage a coordination server through its admin API.",
-    )
-    admin.add_argument("--server", metavar="URL", help="the server (default $WGPY_SERVER)")
-    admin.add_argument("--api-key", metavar="KEY", help="an admin API key (default $WGPY_API_KEY)")
-    admin.add_argument("--ca-cert", metavar="FILE", help="trust only this CA for the server")
-    admin.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    admin.set_defaults(handler=admin_command)
-    groups = admin.add_subparsers(title="objects", dest="object", metavar="OBJECT", required=True)
-
-    def action(
-        group: Subparsers, name: str, function: AdminAction, help: str
-    ) -> argparse.ArgumentParser:
-        parser = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
-        parser.set_defaults(admin_action=function)
-        return parser
-
-    users = groups.add_parser("users", help="users").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    action(users, "create", users_create, "create a user").add_argument("name", metavar="NAME")
-    action(users, "list", users_list, "list the users")
-    action(users, "delete", users_delete, "delete a user").add_argument("name", metavar="NAME")
-
-    keys = groups.add_parser("preauthkeys", help="pre-auth keys").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    create = action(keys, "create", preauthkeys_create, "create a pre-auth key (shown once)")
-    create.add_argument("--user", metavar="USER", help="the user its nodes belong to")
-    create.add_argument("--reusable", action="store_true", help="may register many nodes")
-    create.add_argument(
-        "--ephemeral", action="store_true", help="its nodes are removed when they log out"
-    )
-    create.add_argument(
-        "--expiration", metavar="DURATION", type=parse_duration, help="e.g. 30m, 1h, 7d"
-    )
-    create.add_argument("--tags", metavar="TAGS", type=_tags, help="tag:a,tag:b for its nodes")
-    action(keys, "list", preauthkeys_list, "list the pre-auth keys")
-    action(keys, "expire", preauthkeys_expire, "expire a pre-auth key").add_argument("id")
-
-    nodes = groups.add_parser("nodes", help="nodes").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    action(nodes, "list", nodes_list, "list the nodes").add_argument(
-        "--user", metavar="USER", help="only this user's"
-    )
-    action(nodes, "expire", nodes_expire, "expire a node's key").add_argument("id")
-    action(nodes, "delete", nodes_delete, "delete a node").add_argument("id")
-    rename = action(nodes, "rename", nodes_rename, "rename a node")
-    rename.add_argument("id")
-    rename.add_argument("hostname", metavar="NAME")
-    tag = action(nodes, "tag", nodes_tag, "set a node's tags (an empty TAGS clears them)")
-    tag.add_argument("id")
-    tag.add_argument("tags", metavar="TAGS", type=_tags)
-
-    policy = groups.add_parser("policy", help="the access policy").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    action(policy, "get", policy_get, "print the policy")
-    action(policy, "set", policy_set, "replace the policy with FILE (- for stdin)").add_argument(
-        "file", metavar="FILE"
-    )
-    action(
-        policy, "check", policy_check, "check FILE (- for stdin) without applying it"
-    ).add_argument("file", metavar="FILE")
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in ``90``, ``90s``, ``30m``, ``1h30m``, ``7d``, ``2w``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text.isdigit():
-        return int(text)
-    parts = re.findall(r"(\d+)([smhdw])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration such as 90s, 30m, 1h30m or 7d"
-        )
-    seconds = sum(int(n) * units[u] for n, u in parts)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("a duration must be longer than 0 seconds")
-    return seconds
-
-
-def _tags(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-AdminAction = Callable[[AdminClient, argparse.Namespace, Environment], Coroutine[Any, Any, None]]
-
-
-def admin_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    server = args.server or env.env.get("WGPY_SERVER")
-    if not server:
-        raise CommandError("give the server's URL with --server or WGPY_SERVER")
-    api_key = args.api_key or env.env.get("WGPY_API_KEY")
-    if not api_key:
-        raise CommandError("give an admin API key with --api-key or WGPY_API_KEY")
-    try:
-        url = check_server_url(server)
-    except ValueError as e:
-        raise CommandError(f"--server: {e}") from None
-    action: AdminAction = args.admin_action
-
-    async def go() -> None:
-        async with AdminClient(url, token=api_key, ca_cert=args.ca_cert) as client:
-            await action(client, args, env)
-
-    try:
-        asyncio.run(go())
-    except ApiError as e:
-        if e.status == 401:
-            raise CommandError(f"the server refused the API key: {e.message}") from None
-        raise CommandError(e.message) from None
-    except MeshClientError as e:
-        raise CommandError(e.message) from None
-    return ExitStatus.SUCCESS
-
-
-# ---------------------------------------------------------------------------- output
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    if isinstance(value, dict):
-        return str(value.get("name", value.get("id", "-")))
-    return str(value)
-
-
-def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
-    """Plain aligned columns under a header; ``columns`` are (title, field) pairs."""
-    table = [[title for title, _ in columns]]
-    table += [[_cell(row.get(name)) for _, name in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    ]
-    return "\n".join(lines) + "\n"
-
-
-USER_COLUMNS = [("ID", "id"), ("NAME", "name"), ("CREATED", "created_at")]
-KEY_COLUMNS = [
-    ("ID", "id"),
-    ("USER", "user"),
-    ("REUSABLE", "reusable"),
-    ("EPHEMERAL", "ephemeral"),
-    ("USED", "used"),
-    ("TAGS", "tags"),
-    ("EXPIRES", "expires_at"),
-    ("CREATED", "created_at"),
-]
-NODE_COLUMNS = [
-    ("ID", "id"),
-    ("HOSTNAME", "hostname"),
-    ("USER", "user"),
-    ("IPV4", "ipv4"),
-    ("IPV6", "ipv6"),
-    ("TAGS", "tags"),
-    ("ONLINE", "online"),
-    ("LAST SEEN", "last_seen"),
-    ("EXPIRES", "expires_at"),
-]
-
-
-def _show(env: Environment, args: argparse.Namespace, data: Any, text: str) -> None:
-    """``text`` for people, or ``data`` as JSON with ``--json``."""
-    env.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else text)
-
-
-# ---------------------------------------------------------------------------- actions
-
-
-async def users_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    user = await client.create_user(args.name)
-    _show(env, args, user, format_table(USER_COLUMNS, [user]))
-
-
-async def users_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    users = await client.list_users()
-    _show(env, args, users, format_table(USER_COLUMNS, users))
-
-
-async def users_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    await client.delete_user(args.name)
-    _show(env, args, {}, f"deleted user {args.name}\n")
-
-
-async def preauthkeys_create(
-    client: AdminClient, args: argparse.Namespace, env: Environment
-) -> None:
-    secret, record = await client.create_preauthkey(
-        user=args.user,
-        reusable=args.reusable,
-        ephemeral=args.ephemeral,
-        expiration_seconds=args.expiration,
-        tags=args.tags,
-    )
-    # the key alone on stdout, for KEY=$(wgpy admin preauthkeys create ...)
-    _show(env, args, {**record, "key": secret}, secret + "\n")
-    if not args.json:
-        env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
-
-
-async def preauthkeys_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    keys = await client.list_preauthkeys()
-    _show(env, args, keys, format_table(KEY_COLUMNS, keys))
-
-
-async def preauthkeys_expire(
-    client: AdminClient, args: argparse.Namespace, env: Environment
-) -> None:
-    await client.expire_preauthkey(args.id)
-    _show(env, args, {}, f"expired pre-auth key {args.id}\n")
-
-
-async def nodes_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    nodes = await client.list_nodes(args.user)
-    _show(env, args, nodes, format_table(NODE_COLUMNS, nodes))
-
-
-async def nodes_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    await client.expire_node(args.id)
-    _show(env, args, {}, f"expired node {args.id}\n")
-
-
-async def nodes_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    await client.delete_node(args.id)
-    _show(env, args, {}, f"deleted node {args.id}\n")
-
-
-async def nodes_rename(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    node = await client.rename_node(args.id, args.hostname)
-    name = node.get("hostname") or args.hostname  # the server may have made it unique
-    _show(env, args, node, f"renamed node {args.id} to {name}\n")
-
-
-async def nodes_tag(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    node = await client.tag_node(args.id, args.tags)
-    _show(env, args, node, f"node {args.id} now has tags {_cell(node.get('tags', args.tags))}\n")
-
-
-async def policy_get(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    document, version = await client.get_policy()
-    data = {"version": version, "policy": document} if args.json else document
-    env.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def _read_policy(path: str, env: Environment) -> Any:
-    try:
-        data = env.stdin.read() if path == "-" else Path(path).read_bytes()
-    except OSError as e:
-        raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        return json.loads(data)
-    except ValueError as e:
-        raise CommandError(f"{path} is not JSON: {e}") from None
-
-
-async def policy_set(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    version = await client.set_policy(_read_policy(args.file, env))
-    suffix = f" (version {version})" if version is not None else ""
-    _show(env, args, {"version": version}, f"policy updated{suffix}\n")
-
-
-async def policy_check(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    await client.check_policy(_read_policy(args.file, env))
-    _show(env, args, {}, "the policy is valid\n")
-
-
-# ========================================================================================
 # On its own: python -m wgpy.cli.mesh
 
 
@@ -795,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="join a mesh")
     add_up_arguments(up)
     up.set_defaults(handler=_standalone_up)
-    down = commands.add_parser("down", help="leave a mesh")
+    down = commands.add_parser("down", help="stop the mesh node (it stays logged in)")
     down.add_argument("config", metavar="IFNAME", nargs="?")
     add_down_arguments(down)
     down.set_defaults(handler=mesh_down)

@@ -3,6 +3,9 @@
 The peers come from the list the node's daemon saves in its state directory whenever its map
 changes (``peers.json``); what WireGuard knows of each (the endpoint in use, the latest
 handshake, bytes moved) comes live from the interface's control socket while the daemon runs.
+What the daemon last saw of the coordination server (``control.json``) is said in one line
+when something is wrong: the server unreachable since when, the node deleted (its token
+refused) or expired.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         settings = state.read_settings()
         node = state.read_node()
         peers = state.read_peers()
+        control = state.read_control()
         pid = state.daemon_pid()
     except StateError as e:
         raise CommandError(e.message) from None
@@ -59,6 +63,9 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
             live = {key_to_base64(p.public_key): p for p in device.peers}
     now = time.time()
     rows = [_peer_row(p, live.get(str(p.get("public_key")))) for p in peers]
+    # the control plane as the running daemon last saw it (a stopped node has none)
+    control = control if pid is not None else None
+    problem = _problem(control, settings.server_url, now)
     if args.json:
         report = {
             "self": {
@@ -69,23 +76,88 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 "interface": settings.interface,
                 "server": settings.server_url,
                 "running": pid is not None,
+                "control": control,
+                "problem": problem,
             },
             "peers": rows,
         }
         env.stdout.write(json.dumps(report, indent=2) + "\n")
         return ExitStatus.SUCCESS
     running = f"running (pid {pid})" if pid is not None else "stopped (wgpy up to start)"
-    env.stdout.write(
-        f"{node.get('ipv4', '-'):<16}{node.get('hostname', '-'):<16}{node.get('user', '-'):<12}"
-        f"this node: {settings.interface}, {running}, server {settings.server_url}\n"
-    )
-    for row in sorted(rows, key=lambda r: _address_key(r["ipv4"])):
-        env.stdout.write(
-            f"{row['ipv4']:<16}{row['hostname']:<16}{row['user']:<12}{_describe(row, now)}\n"
-        )
+    me = {
+        "ipv4": str(node.get("ipv4") or "-"),
+        "hostname": str(node.get("hostname") or "-"),
+        "user": str(node.get("user") or "-"),
+    }
+    ordered = sorted(rows, key=lambda r: _address_key(r["ipv4"]))
+    widths = {
+        column: min(limit, max(len(r[column]) for r in [me, *ordered]))
+        for column, limit in COLUMN_LIMITS.items()
+    }
+    lines = [(me, f"this node: {settings.interface}, {running}, server {settings.server_url}")]
+    lines += [(row, _describe(row, now)) for row in ordered]
+    for row, text in lines:
+        cells = [_fit(row[column], width) for column, width in widths.items()]
+        env.stdout.write("  ".join(cells) + "  " + text + "\n")
+    if problem is not None:
+        env.stdout.write(f"# {problem}\n")
     if not rows:
-        env.stdout.write("(no peers: the policy lets this node reach no one yet)\n")
+        if pid is not None and problem is None:
+            env.stdout.write("(no peers: the policy lets this node reach no one yet)\n")
+        else:
+            env.stdout.write("(no peers)\n")
     return ExitStatus.SUCCESS
+
+
+# columns of the table and their widest (a longer name is cut, with "…" as its last mark;
+# --json has it whole)
+COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16}
+
+
+def _fit(text: str, width: int) -> str:
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return text.ljust(width)
+
+
+def _problem(control: dict[str, Any] | None, server: str, now: float) -> str | None:
+    """One sentence on what keeps the running node from its mesh (None: nothing)."""
+    if control is None:
+        return None
+    state = control.get("state")
+    since = control.get("since")
+    when = _since(since, now) if isinstance(since, int | float) else "a while"
+    error = str(control.get("error") or "").rstrip(".")
+    because = f" ({error})" if error else ""
+    if state == "unreachable":
+        return (
+            f"the coordination server {server} has been unreachable since {when}{because}; "
+            "the peers are kept as they were and the node keeps trying"
+        )
+    if state == "refused":
+        return (
+            f"the coordination server no longer accepts this node since {when}{because}: it was "
+            "deleted or logged out there; register again with "
+            "`wgpy up --login-server URL --auth-key KEY` after `wgpy down`"
+        )
+    if state == "expired":
+        return (
+            f"this node has expired at the coordination server since {when}: its peers are "
+            "removed until an admin renews it or it registers again with --auth-key"
+        )
+    if state == "connecting":
+        return f"still logging in at the coordination server {server} since {when}"
+    return None
+
+
+def _since(timestamp: float, now: float) -> str:
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+    ago = max(0, int(now - timestamp))
+    if ago < 120:
+        return f"{at}, {ago} s ago"
+    if ago < 7200:
+        return f"{at}, {ago // 60} min ago"
+    return f"{at}, {ago // 3600} h ago"
 
 
 def _peer_row(peer: dict[str, Any], state: PeerState | None) -> dict[str, Any]:

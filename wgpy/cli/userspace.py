@@ -1,4 +1,5 @@
-"""``wgpy-userspace [-f|--foreground] IFNAME``: a drop-in for wireguard-go's command line.
+"""``wgpy-userspace [-f|--foreground] IFNAME``: a drop-in for wireguard-go's command line
+(``--version`` prints ``wgpy-userspace vX.Y.Z``).
 
 It creates the TUN device and the control socket /var/run/wireguard/IFNAME.sock, then goes to
 the background (unless ``-f`` or ``WG_PROCESS_FOREGROUND=1``); the parent returns only once
@@ -17,7 +18,7 @@ import re
 import signal
 import sys
 
-from .. import log
+from .. import __version__, log
 from ..device.interface import Interface
 from ..device.tun import TunError
 from ..device.uapi_server import serve_uapi
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Userspace WireGuard interface (a drop-in for wireguard-go's command line).",
     )
     parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    parser.add_argument(
+        "--version", action="version", version=f"wgpy-userspace v{__version__}", help="print it"
+    )
     parser.add_argument("interface", metavar="IFNAME")
     args = parser.parse_args(argv)
     name: str = args.interface

@@ -147,3 +147,29 @@ class AdminClient(Client):
 
     async def check_policy(self, document: Any) -> None:
         await self.call("POST", "/policy/check", document)
+
+    async def delete_policy(self) -> Any:
+        """Back to the default policy; the new version if the server says it."""
+        reply = await self.call("DELETE", "/policy")
+        return reply.get("version") if isinstance(reply, dict) else None
+
+    # -- admin API keys
+
+    async def list_api_keys(self) -> list[Record]:
+        return _items(await self.call("GET", "/apikeys"), "apikeys")
+
+    async def create_api_key(self, expiration_seconds: int | None = None) -> tuple[str, Record]:
+        """A new admin API key (its secret, shown once) and its record."""
+        body: Record = {}
+        if expiration_seconds is not None:
+            body["expiration_seconds"] = expiration_seconds
+        reply = await self.call("POST", "/apikeys", body)
+        secret = _find_secret(reply, "wgpy_api_")
+        if secret is None:
+            raise ApiError(200, "the server's answer holds no API key")
+        record = _one(reply, "apikey")
+        record.pop("key", None)
+        return secret, record
+
+    async def expire_api_key(self, key_id: str) -> Record:
+        return _one(await self.call("POST", f"/apikeys/{_segment(key_id)}/expire", {}), "apikey")

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...device.interface import Interface
 from ...device.uapi_server import SOCKET_DIRECTORY, UapiServer, serve_uapi
@@ -44,6 +45,47 @@ class DaemonOptions:
     ca_cert: str | None = None
     run_dir: Path | None = None  # default: RUN_DIR
     socket_directory: str = SOCKET_DIRECTORY
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``wgpy up`` hands the daemon process through a pipe (never its command line
+        or environment: the pre-auth key is in it)."""
+        node = self.node
+        return {
+            "state_dir": str(self.state_dir),
+            "server_url": self.server_url,
+            "ca_cert": self.ca_cert,
+            "run_dir": None if self.run_dir is None else str(self.run_dir),
+            "socket_directory": self.socket_directory,
+            "node": {
+                "interface": node.interface,
+                "listen_port": node.listen_port,
+                "hostname": node.hostname,
+                "auth_key": node.auth_key,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> DaemonOptions:
+        """ValueError if ``data`` is not what :meth:`to_json` makes."""
+        try:
+            node = data["node"]
+            auth_key = node["auth_key"]
+            ca_cert, run_dir = data["ca_cert"], data["run_dir"]
+            return cls(
+                state_dir=Path(str(data["state_dir"])),
+                server_url=str(data["server_url"]),
+                node=NodeConfig(
+                    interface=str(node["interface"]),
+                    listen_port=int(node["listen_port"]),
+                    hostname=str(node["hostname"]),
+                    auth_key=None if auth_key is None else str(auth_key),
+                ),
+                ca_cert=None if ca_cert is None else str(ca_cert),
+                run_dir=None if run_dir is None else Path(str(run_dir)),
+                socket_directory=str(data["socket_directory"]),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"the daemon's options are incomplete: {e}") from None
 
 
 def summary(node: MeshNode) -> str:

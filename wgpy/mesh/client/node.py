@@ -29,7 +29,7 @@ import errno
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ...device.uapi import format_endpoint as format_uapi_endpoint
 from ...keys import key_from_base64, key_to_base64
@@ -42,7 +42,7 @@ from ...protocol.flows import ReplyOnlyFilter
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node, parse_peer
-from .state import StateDir, StateError
+from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError, format_endpoint
 
 __all__ = ["InterfaceFactory", "MeshError", "MeshInterface", "MeshNode", "NodeConfig"]
@@ -54,6 +54,9 @@ STARTUP_TIMEOUT = 30.0  # seconds from start to the first map applied
 HEALTHY_STREAM = 10.0
 PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy status` once
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
+PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
+
+T = TypeVar("T")
 
 
 class MeshInterface(Protocol):
@@ -149,6 +152,7 @@ class MeshNode:
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
+        self.control: dict[str, Any] = {}  # see _set_control and state.CONTROL_FILE
 
     # ------------------------------------------------------------------ status
 
@@ -184,8 +188,13 @@ class MeshNode:
         :meth:`stop` or the interface goes away. MeshError if it cannot start."""
         tasks: list[asyncio.Task[Any]] = []
         try:
-            node = await self._log_in()
+            # what can fail here is tried before the server hears of the node: a name that
+            # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
+            self._set_control(CONNECTING)
+            node = await self._unless_stopped(self._log_in())
+            if node is None:
+                return  # stopped (Ctrl-C, SIGTERM) while logging in: nothing more is sent
             await self._configure_host(iface, node)
             await self._report_endpoints()
             stream = asyncio.create_task(self._stream_loop())
@@ -236,6 +245,32 @@ class MeshNode:
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
 
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """``work``'s result, or None if :meth:`stop` came first (``work`` is cancelled: a
+        request in flight is abandoned, its connection closed)."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.create_task(self._stop.wait())
+        started = asyncio.get_running_loop().time()
+        try:
+            while not (task.done() or stopped.done()):
+                await asyncio.wait(
+                    [task, stopped], timeout=PROGRESS_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not (task.done() or stopped.done()):  # a silent server: say so
+                    waited = round(asyncio.get_running_loop().time() - started)
+                    self.log.info(
+                        f"waiting for the login server at {self.client.base_url} ({waited} s)"
+                    )
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            self.log.info("stopped while logging in: the login was abandoned")
+            return None
+        return task.result()
+
     async def _log_in(self) -> NodeRecord:
         public = key_to_base64(self.public_key)
         hostname = self.config.hostname
@@ -248,6 +283,7 @@ class MeshNode:
                 raw = await self.client.login(public, hostname)
                 what = "logged in"
         except ApiError as e:
+            self._set_control(REFUSED if e.unauthorized else UNREACHABLE, e.message)
             if self.config.auth_key is not None:
                 raise MeshError(f"the server refused to register this node: {e.message}") from None
             if e.unauthorized:
@@ -257,6 +293,7 @@ class MeshNode:
                 ) from None
             raise MeshError(f"the server refused to log this node in: {e.message}") from None
         except MeshClientError as e:
+            self._set_control(UNREACHABLE, e.message)
             raise MeshError(e.message) from None
         except StateError as e:
             raise MeshError(e.message) from None
@@ -303,15 +340,18 @@ class MeshNode:
                     async for message in stream:
                         await self._handle(message)
                 reason = "the server ended the map stream"
+                self._set_control(UNREACHABLE, reason)
             except _Resync:
                 reason, resync = "a fresh map is needed", True
             except ApiError as e:
+                self._set_control(REFUSED if e.unauthorized else UNREACHABLE, e.message)
                 if not self.ready.is_set():
                     raise MeshError(f"the server refused the map stream: {e.message}") from None
                 reason = e.message
                 if e.unauthorized:
                     self._tear_down(f"the server refused this node's token: {e.message}")
             except MeshClientError as e:
+                self._set_control(UNREACHABLE, e.message)
                 if not self.ready.is_set():
                     raise MeshError(e.message) from None
                 reason = e.message
@@ -443,6 +483,8 @@ class MeshNode:
 
     def _full_map_applied(self) -> None:
         self.full_maps += 1
+        if not self.expired:
+            self._set_control(CONNECTED)
         if not self.connected and self.ready.is_set():
             self.log.info("map stream restored", peers=len(self.peers), version=self.map_version)
             self.reported_endpoints = None  # tell the server again where we are
@@ -457,8 +499,10 @@ class MeshNode:
         self._store_node(node)
         if node.expired(self.wall_clock()):
             self._tear_down("this node has expired at the coordination server")
+            self._set_control(EXPIRED, "the node's key has expired at the server")
         elif self.expired:
             self.expired = False
+            self._set_control(CONNECTED)
             self.log.info("this node is valid again at the coordination server")
             if not in_full_map:
                 raise _Resync()
@@ -467,6 +511,24 @@ class MeshNode:
                 await self._sync_addresses(self.iface, node.addresses, strict=False)
             except HostNetworkError as e:  # pragma: no cover - strict=False logs instead
                 self.log.error("cannot change the overlay addresses", error=str(e))
+
+    def _set_control(self, state: str, error: str | None = None) -> None:
+        """Record the control plane's state for ``wgpy status`` when it changes (``since``
+        is kept while the state stays the same: unreachable since the first failure)."""
+        previous = self.control
+        if previous.get("state") == state and previous.get("error") == error:
+            return
+        since = previous.get("since") if previous.get("state") == state else None
+        self.control = {
+            "state": state,
+            "since": since if isinstance(since, float) else self.wall_clock(),
+            "error": error,
+            "server": self.client.base_url,
+        }
+        try:
+            self.state.write_control(self.control)
+        except StateError as e:
+            self.log.warning("cannot save the control state", error=e.message)
 
     def _store_node(self, node: NodeRecord) -> None:
         try:
@@ -593,6 +655,7 @@ class MeshNode:
             node = self.self_node
             if node is not None and not self.expired and node.expired(self.wall_clock()):
                 self._tear_down("this node's key has expired")
+                self._set_control(EXPIRED, "the node's key has expired")
                 await self._sync_routes(strict=False)
             await self._report_endpoints()
 

@@ -8,12 +8,19 @@ file               mode  holds
 ``node.token``     0600  the node token the server gave at registration
 ``state.json``     0600  the server URL, interface name, listen port, hostname, CA file
 ``node.json``      0600  this node's record as the server last described it
+``peers.json``     0600  the peers as the daemon last applied them (``wgpy status``)
+``control.json``   0600  the control plane as the daemon last saw it (``wgpy status``):
+                         ``{"state", "since", "error", "server"}``, the state one of
+                         connecting, connected, unreachable, refused, expired
 ``daemon.pid``     0644  ``PID START`` of the running daemon (START: its start time in
                          clock ticks, so a recycled PID is never mistaken for it)
 ``wgpy.log``       0600  the daemon's log
 =================  ====  ==========================================================
 
 Files are written whole (a temporary file, then a rename), created with their final mode.
+A directory or file found with a looser mode (0755, 0644: made by hand, or by another tool)
+is tightened by :meth:`StateDir.ensure`, which says which; a symbolic link in their place is
+refused.
 While a daemon runs, ``/run/wgpy/mesh/IFNAME`` names the state directory of the interface,
 so ``wgpy down IFNAME`` finds it.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -53,9 +61,18 @@ TOKEN_FILE = "node.token"
 SETTINGS_FILE = "state.json"
 NODE_FILE = "node.json"
 PEERS_FILE = "peers.json"  # the netmap's peers as the daemon last applied them (wgpy status)
+CONTROL_FILE = "control.json"  # the control plane's state as the daemon last saw it
 PID_FILE = "daemon.pid"
 LOG_FILE = "wgpy.log"
-_FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, PID_FILE)
+_FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, PID_FILE)
+_PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, LOG_FILE)
+
+# the control plane's states (control.json)
+CONNECTING = "connecting"  # logging in, before the first map
+CONNECTED = "connected"  # the map stream is open
+UNREACHABLE = "unreachable"  # no answer, or an error answer: reconnecting with backoff
+REFUSED = "refused"  # the server no longer accepts the node's token (deleted, logged out)
+EXPIRED = "expired"  # the node's key has expired at the server
 
 
 class StateError(Exception):
@@ -130,6 +147,10 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def _tightened(path: Path, mode: int, new: int) -> str:
+    return f"{path} had mode {stat.S_IMODE(mode):04o}, which others could read: made it {new:04o}"
+
+
 class StateDir:
     """One node's state directory; nothing is touched until a method is called."""
 
@@ -144,8 +165,34 @@ class StateDir:
 
     # -------------------------------------------------------------- the directory
 
-    def ensure(self) -> None:
-        """Create the directory (0700) if needed, or tighten an existing one to 0700."""
+    def ensure(self) -> list[str]:
+        """Create the directory (0700) if needed, or tighten an existing one to 0700 and
+        its private files to 0600; a sentence for each one tightened."""
+        tightened = self._ensure_directory()
+        for name in _PRIVATE:
+            path = self.file(name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise StateError(
+                        f"{path} is a symbolic link; remove it (the node writes its own file)"
+                    ) from None
+                raise StateError(f"cannot use {path}: {e.strerror or e}") from None
+            try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_IMODE(mode) & 0o077:
+                    os.fchmod(fd, 0o600)
+                    tightened.append(_tightened(path, mode, 0o600))
+            except OSError as e:
+                raise StateError(f"cannot tighten the mode of {path}: {e.strerror or e}") from None
+            finally:
+                os.close(fd)
+        return tightened
+
+    def _ensure_directory(self) -> list[str]:
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             st = os.lstat(self.path)
@@ -153,10 +200,12 @@ class StateDir:
                 raise StateError(f"the state directory {self.path} is not a directory")
             if stat.S_IMODE(st.st_mode) != 0o700:
                 os.chmod(self.path, 0o700)
+                return [_tightened(self.path, st.st_mode, 0o700)]
         except OSError as e:
             raise StateError(
                 f"cannot use the state directory {self.path}: {e.strerror or e}"
             ) from None
+        return []
 
     def exists(self) -> bool:
         return self.path.is_dir()
@@ -245,6 +294,14 @@ class StateDir:
         data = json.dumps(peers, indent=1).encode() + b"\n"
         self._write_private(PEERS_FILE, data, "the peer list")
 
+    def read_control(self) -> dict[str, Any] | None:
+        data = self._read_json(CONTROL_FILE)
+        return data if isinstance(data, dict) else None
+
+    def write_control(self, control: dict[str, Any]) -> None:
+        data = json.dumps(control, indent=1).encode() + b"\n"
+        self._write_private(CONTROL_FILE, data, "the control state")
+
     def _read_json(self, name: str) -> Any:
         try:
             text = self.file(name).read_text(encoding="utf-8")
@@ -260,7 +317,7 @@ class StateDir:
             ) from None
 
     def _write_private(self, name: str, data: bytes, what: str) -> None:
-        self.ensure()
+        self._ensure_directory()
         try:
             _write_file(self.file(name), data)
         except OSError as e:
@@ -272,7 +329,7 @@ class StateDir:
 
     def write_pid(self, pid: int) -> None:
         start = process_start_time(pid)
-        self.ensure()
+        self._ensure_directory()
         _write_file(self.file(PID_FILE), f"{pid} {start or 0}\n".encode(), mode=0o644)
 
     def daemon_pid(self) -> int | None:

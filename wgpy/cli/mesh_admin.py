@@ -1,0 +1,370 @@
+"""``wgpy admin --server URL --api-key KEY OBJECT ACTION``: the admin API of docs/mesh-api.md
+on the command line (users, pre-auth keys, nodes, the policy, admin API keys).
+
+Tables for people, ``--json`` (before the object or after the action) for scripts. A secret
+the server shows once (a new pre-auth key or API key) is printed alone on stdout, so that
+``KEY=$(wgpy admin preauthkeys create --user alice)`` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from wgpy.mesh.client.admin import AdminClient
+from wgpy.mesh.client.api import ApiError, MeshClientError, check_server_url
+
+from .environment import PROG, CommandError, Environment, ExitStatus
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(commands: Subparsers) -> None:
+    """Add ``admin`` to the ``wgpy`` parser."""
+    admin = commands.add_parser(
+        "admin",
+        help="manage the mesh: users, pre-auth keys, nodes, policy",
+        description="Manage a coordination server through its admin API.",
+    )
+    admin.add_argument("--server", metavar="URL", help="the server (default $WGPY_SERVER)")
+    admin.add_argument("--api-key", metavar="KEY", help="an admin API key (default $WGPY_API_KEY)")
+    admin.add_argument("--ca-cert", metavar="FILE", help="trust only this CA for the server")
+    admin.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    admin.set_defaults(handler=admin_command)
+    groups = admin.add_subparsers(title="objects", dest="object", metavar="OBJECT", required=True)
+
+    def action(
+        group: Subparsers, name: str, function: AdminAction, help: str
+    ) -> argparse.ArgumentParser:
+        parser = group.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        parser.set_defaults(admin_action=function)
+        # --json after the action too (`wgpy admin users list --json`), as `wgpy status --json`;
+        # SUPPRESS: when it is not given here, the one before the object (if any) stands
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print JSON instead of tables",
+        )
+        return parser
+
+    users = groups.add_parser("users", help="users").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    action(users, "create", users_create, "create a user").add_argument("name", metavar="NAME")
+    action(users, "list", users_list, "list the users")
+    action(users, "delete", users_delete, "delete a user").add_argument("name", metavar="NAME")
+
+    keys = groups.add_parser("preauthkeys", help="pre-auth keys").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    create = action(keys, "create", preauthkeys_create, "create a pre-auth key (shown once)")
+    create.add_argument(
+        "--user", metavar="USER", required=True, help="the user its nodes belong to (required)"
+    )
+    create.add_argument("--reusable", action="store_true", help="may register many nodes")
+    create.add_argument(
+        "--ephemeral", action="store_true", help="its nodes are removed when they log out"
+    )
+    create.add_argument(
+        "--expiration", metavar="DURATION", type=parse_duration, help="e.g. 30m, 1h, 7d"
+    )
+    create.add_argument("--tags", metavar="TAGS", type=_tags, help="tag:a,tag:b for its nodes")
+    action(keys, "list", preauthkeys_list, "list the pre-auth keys")
+    action(keys, "expire", preauthkeys_expire, "expire a pre-auth key").add_argument("id")
+
+    nodes = groups.add_parser("nodes", help="nodes").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    action(nodes, "list", nodes_list, "list the nodes").add_argument(
+        "--user", metavar="USER", help="only this user's"
+    )
+    action(nodes, "expire", nodes_expire, "expire a node's key").add_argument("id")
+    action(nodes, "delete", nodes_delete, "delete a node").add_argument("id")
+    rename = action(nodes, "rename", nodes_rename, "rename a node")
+    rename.add_argument("id")
+    rename.add_argument("hostname", metavar="NAME")
+    tag = action(nodes, "tag", nodes_tag, "set a node's tags (an empty TAGS clears them)")
+    tag.add_argument("id")
+    tag.add_argument("tags", metavar="TAGS", type=_tags)
+
+    policy = groups.add_parser("policy", help="the access policy").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    action(policy, "get", policy_get, "print the policy")
+    action(policy, "set", policy_set, "replace the policy with FILE (- for stdin)").add_argument(
+        "file", metavar="FILE"
+    )
+    action(
+        policy, "check", policy_check, "check FILE (- for stdin) without applying it"
+    ).add_argument("file", metavar="FILE")
+    action(
+        policy,
+        "delete",
+        policy_delete,
+        "delete the policy: the default policy is in force again (each user's nodes reach "
+        "each other, nothing across users)",
+    )
+
+    apikeys = groups.add_parser("apikeys", help="admin API keys").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    create_api = action(apikeys, "create", apikeys_create, "create an admin API key (shown once)")
+    create_api.add_argument(
+        "--expiration", metavar="DURATION", type=parse_duration, help="e.g. 30d (server default)"
+    )
+    action(apikeys, "list", apikeys_list, "list the admin API keys (never their secrets)")
+    action(
+        apikeys, "expire", apikeys_expire, "revoke an admin API key: it stops working at once"
+    ).add_argument("id")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``90``, ``90s``, ``30m``, ``1h30m``, ``7d``, ``2w``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text.isdigit():
+        return int(text)
+    parts = re.findall(r"(\d+)([smhdw])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 90s, 30m, 1h30m or 7d"
+        )
+    seconds = sum(int(n) * units[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("a duration must be longer than 0 seconds")
+    return seconds
+
+
+def _tags(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+AdminAction = Callable[[AdminClient, argparse.Namespace, Environment], Coroutine[Any, Any, None]]
+
+
+def admin_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    server = args.server or env.env.get("WGPY_SERVER")
+    if not server:
+        raise CommandError("give the server's URL with --server or WGPY_SERVER")
+    api_key = args.api_key or env.env.get("WGPY_API_KEY")
+    if not api_key:
+        raise CommandError("give an admin API key with --api-key or WGPY_API_KEY")
+    try:
+        url = check_server_url(server)
+    except ValueError as e:
+        raise CommandError(f"--server: {e}") from None
+    action: AdminAction = args.admin_action
+
+    async def go() -> None:
+        async with AdminClient(url, token=api_key, ca_cert=args.ca_cert) as client:
+            await action(client, args, env)
+
+    try:
+        asyncio.run(go())
+    except ApiError as e:
+        if e.status == 401:
+            raise CommandError(f"the server refused the API key: {e.message}") from None
+        raise CommandError(e.message) from None
+    except MeshClientError as e:
+        raise CommandError(e.message) from None
+    return ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return str(value.get("name", value.get("id", "-")))
+    return str(value)
+
+
+def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
+    """Plain aligned columns under a header; ``columns`` are (title, field) pairs."""
+    table = [[title for title, _ in columns]]
+    table += [[_cell(row.get(name)) for _, name in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+    return "\n".join(lines) + "\n"
+
+
+USER_COLUMNS = [("ID", "id"), ("NAME", "name"), ("CREATED", "created_at")]
+KEY_COLUMNS = [
+    ("ID", "id"),
+    ("USER", "user"),
+    ("REUSABLE", "reusable"),
+    ("EPHEMERAL", "ephemeral"),
+    ("USED", "used"),
+    ("TAGS", "tags"),
+    ("EXPIRES", "expires_at"),
+    ("CREATED", "created_at"),
+]
+API_KEY_COLUMNS = [
+    ("ID", "id"),
+    ("EXPIRED", "expired"),
+    ("EXPIRES", "expires_at"),
+    ("CREATED", "created_at"),
+]
+NODE_COLUMNS = [
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("USER", "user"),
+    ("IPV4", "ipv4"),
+    ("IPV6", "ipv6"),
+    ("TAGS", "tags"),
+    ("ONLINE", "online"),
+    ("LAST SEEN", "last_seen"),
+    ("EXPIRES", "expires_at"),
+]
+
+
+def _show(env: Environment, args: argparse.Namespace, data: Any, text: str) -> None:
+    """``text`` for people, or ``data`` as JSON with ``--json``."""
+    env.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else text)
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+async def users_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    user = await client.create_user(args.name)
+    _show(env, args, user, format_table(USER_COLUMNS, [user]))
+
+
+async def users_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    users = await client.list_users()
+    _show(env, args, users, format_table(USER_COLUMNS, users))
+
+
+async def users_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.delete_user(args.name)
+    _show(env, args, {}, f"deleted user {args.name}\n")
+
+
+async def preauthkeys_create(
+    client: AdminClient, args: argparse.Namespace, env: Environment
+) -> None:
+    secret, record = await client.create_preauthkey(
+        user=args.user,
+        reusable=args.reusable,
+        ephemeral=args.ephemeral,
+        expiration_seconds=args.expiration,
+        tags=args.tags,
+    )
+    # the key alone on stdout, for KEY=$(wgpy admin preauthkeys create ...)
+    _show(env, args, {**record, "key": secret}, secret + "\n")
+    if not args.json:
+        env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
+
+
+async def preauthkeys_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    keys = await client.list_preauthkeys()
+    _show(env, args, keys, format_table(KEY_COLUMNS, keys))
+
+
+async def preauthkeys_expire(
+    client: AdminClient, args: argparse.Namespace, env: Environment
+) -> None:
+    await client.expire_preauthkey(args.id)
+    _show(env, args, {}, f"expired pre-auth key {args.id}\n")
+
+
+async def nodes_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    nodes = await client.list_nodes(args.user)
+    _show(env, args, nodes, format_table(NODE_COLUMNS, nodes))
+
+
+async def nodes_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.expire_node(args.id)
+    _show(env, args, {}, f"expired node {args.id}\n")
+
+
+async def nodes_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.delete_node(args.id)
+    _show(env, args, {}, f"deleted node {args.id}\n")
+
+
+async def nodes_rename(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    node = await client.rename_node(args.id, args.hostname)
+    name = node.get("hostname") or args.hostname  # the server may have made it unique
+    _show(env, args, node, f"renamed node {args.id} to {name}\n")
+
+
+async def nodes_tag(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    node = await client.tag_node(args.id, args.tags)
+    _show(env, args, node, f"node {args.id} now has tags {_cell(node.get('tags', args.tags))}\n")
+
+
+DEFAULT_POLICY = (
+    "no policy is set: the default policy is in force (each user's nodes reach each other, "
+    "nothing across users)"
+)
+
+
+async def policy_get(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    document, version = await client.get_policy()
+    if args.json:
+        env.stdout.write(json.dumps({"version": version, "policy": document}, indent=2) + "\n")
+    elif document is None:
+        env.stdout.write(DEFAULT_POLICY + "\n")
+    else:
+        env.stdout.write(json.dumps(document, indent=2) + "\n")  # ready to edit and set
+
+
+def _read_policy(path: str, env: Environment) -> Any:
+    try:
+        data = env.stdin.read() if path == "-" else Path(path).read_bytes()
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise CommandError(f"{path} is not JSON: {e}") from None
+
+
+async def policy_set(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    version = await client.set_policy(_read_policy(args.file, env))
+    suffix = f" (version {version})" if version is not None else ""
+    _show(env, args, {"version": version}, f"policy updated{suffix}\n")
+
+
+async def policy_check(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.check_policy(_read_policy(args.file, env))
+    _show(env, args, {}, "the policy is valid\n")
+
+
+async def policy_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    version = await client.delete_policy()
+    suffix = f" (version {version})" if version is not None else ""
+    _show(env, args, {"version": version}, f"policy deleted{suffix}; the default is in force\n")
+
+
+async def apikeys_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    secret, record = await client.create_api_key(args.expiration)
+    _show(env, args, {**record, "key": secret}, secret + "\n")
+    if not args.json:
+        env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
+
+
+async def apikeys_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    keys = await client.list_api_keys()
+    _show(env, args, keys, format_table(API_KEY_COLUMNS, keys))
+
+
+async def apikeys_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    record = await client.expire_api_key(args.id)
+    _show(env, args, record, f"expired API key {args.id}\n")
