@@ -23,10 +23,10 @@ import os
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import asyncpg
@@ -37,6 +37,7 @@ CHANNEL = "changes"
 MAX_NOTIFIED_IDS = 500  # more than this and the notification says "reload everything"
 MAX_PAYLOAD = 7000
 Row = Mapping[str, Any]
+T = TypeVar("T")
 
 
 class IntegrityConflict(Exception):
@@ -200,21 +201,43 @@ class SqliteDatabase(Database):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        # aiohttp cancels a handler whose client hung up, at whatever it awaits. A statement
+        # runs to its end in aiosqlite's thread even when its caller is cancelled, so the
+        # connection's state is known only once BEGIN, COMMIT and ROLLBACK have finished:
+        # they run to the end (and the cancellation is raised after), and the lock passes
+        # on only with the connection outside any transaction.
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
+            except BaseException:
+                await to_the_end(self._rollback())  # BEGIN may have run all the same
+                raise
             tx = _SqliteTx(self._conn)
             try:
                 yield tx
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await to_the_end(self._rollback())
                 raise
             # A request cancelled now (its client left) must not lose the news of what it
             # committed: the commit and the announcement finish regardless.
-            await asyncio.shield(self._commit(tx.change))
+            await to_the_end(self._commit(tx.change))
 
     async def _commit(self, change: Change) -> None:
-        await self._conn.execute("COMMIT")
+        try:
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
         self._committed(change)
+
+    async def _rollback(self) -> None:
+        """Roll back whatever is open (statements queued before this one finish first)."""
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            if self._conn.in_transaction:
+                raise
+            # "no transaction is active": BEGIN failed or never ran
 
     async def close(self) -> None:
         await self._conn.close()
@@ -338,6 +361,23 @@ class PostgresDatabase(Database):
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)
         await self._pool.close()
+
+
+async def to_the_end(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile; the cancellation
+    is raised once ``work`` is done (its own error, if it failed, is chained to it)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled() and task.exception() is not None:
+            raise asyncio.CancelledError() from task.exception()
+        raise asyncio.CancelledError()
+    return task.result()
 
 
 def _describe(e: BaseException) -> str:
