@@ -33,7 +33,10 @@ import asyncpg
 
 from wgpy.log import get_logger
 
+from . import statedir
+
 CHANNEL = "changes"
+DATABASE_FILE = "wgpy.db"  # in the state directory
 MAX_NOTIFIED_IDS = 500  # more than this and the notification says "reload everything"
 MAX_PAYLOAD = 7000
 Row = Mapping[str, Any]
@@ -108,6 +111,9 @@ class Tx(ABC):
         return None if row is None else cast(Any, row)[0]  # both row types index by position
 
 
+Setup = Callable[["Database"], Awaitable[object]]
+
+
 class Database(ABC):
     dialect: str
 
@@ -157,6 +163,33 @@ class _SqliteTx(Tx):
 
 
 _BUSY_TIMEOUT = 10.0  # seconds a statement waits for another connection's lock
+_LOCKED_RETRY = 0.05  # seconds between attempts to set up a connection a lock refused
+
+
+async def _sqlite_connect(path: Path) -> aiosqlite.Connection:
+    """A connection with the busy timeout, in WAL mode. Switching to WAL (and reading the
+    WAL index while another process checkpoints on closing) can fail at once with "database
+    is locked", without the busy handler: that is retried until the busy timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BUSY_TIMEOUT
+    while True:
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT)
+        conn.row_factory = sqlite3.Row
+        try:
+            for pragma in (
+                f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}",
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA foreign_keys=ON",
+            ):
+                await conn.execute(pragma)
+            return conn
+        except BaseException as e:
+            await conn.close()
+            locked = isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+            if not locked or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(_LOCKED_RETRY)
 
 
 class SqliteDatabase(Database):
@@ -170,34 +203,33 @@ class SqliteDatabase(Database):
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, replica: str) -> SqliteDatabase:
+    async def open(cls, path: Path, replica: str, setup: Setup | None = None) -> SqliteDatabase:
+        """Open (or create) the database in WAL mode and run ``setup`` (the migrations) on
+        it, while holding the opener's lock (statedir.py): processes that open one file
+        together take turns, and each waits at most ``_BUSY_TIMEOUT`` seconds."""
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            statedir.secure(path.parent, path)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the file's mode, before sqlite
             os.close(fd)
-            # The busy timeout holds from the first statement on: switching to WAL takes an
-            # exclusive lock, and replicas starting together contend for it.
-            conn = await aiosqlite.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT)
+            async with statedir.opening(path, _BUSY_TIMEOUT):
+                conn = await _sqlite_connect(path)
+                try:
+                    db = cls(conn, replica)
+                    if setup is not None:
+                        await setup(db)
+                except BaseException as e:
+                    # aiosqlite's worker thread is not a daemon: a connection left open would
+                    # keep the process from exiting.
+                    await conn.close()
+                    if isinstance(e, sqlite3.Error):
+                        raise DatabaseUnavailable(f"cannot open the database {path}: {e}") from None
+                    raise
+        except statedir.StateDirError as e:
+            raise DatabaseUnavailable(str(e)) from None
         except (OSError, sqlite3.Error) as e:
             message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise DatabaseUnavailable(f"cannot open the database {path}: {message}") from None
-        conn.row_factory = sqlite3.Row
-        try:
-            for pragma in (
-                f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}",
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=NORMAL",
-                "PRAGMA foreign_keys=ON",
-            ):
-                await conn.execute(pragma)
-        except BaseException as e:
-            # aiosqlite's worker thread is not a daemon: a connection left open would keep
-            # the process from exiting.
-            await conn.close()
-            if isinstance(e, sqlite3.Error):
-                raise DatabaseUnavailable(f"cannot open the database {path}: {e}") from None
-            raise
-        return cls(conn, replica)
+        return db
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -387,13 +419,26 @@ def _describe(e: BaseException) -> str:
 
 
 async def open_database(
-    *, state_dir: Path | None, database_url: str | None, replica: str
+    *,
+    state_dir: Path | None,
+    database_url: str | None,
+    replica: str,
+    setup: Setup | None = None,
 ) -> Database:
+    """The database, after ``setup`` (the migrations) ran on it. SQLite: one process at a
+    time opens and sets up the file; PostgreSQL: ``setup`` takes its own lock."""
     if database_url:
-        return await PostgresDatabase.open(database_url, replica)
+        db: Database = await PostgresDatabase.open(database_url, replica)
+        if setup is not None:
+            try:
+                await setup(db)
+            except BaseException:
+                await db.close()
+                raise
+        return db
     if state_dir is None:
         raise DatabaseUnavailable("give a state directory or a database URL")
-    return await SqliteDatabase.open(state_dir / "wgpy.db", replica)
+    return await SqliteDatabase.open(state_dir / DATABASE_FILE, replica, setup)
 
 
 def placeholders(values: Sequence[object]) -> str:

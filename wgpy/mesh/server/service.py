@@ -23,10 +23,11 @@ from aiohttp import web
 
 from wgpy.log import get_logger
 
+from . import statedir
 from .app import Context, create_app
 from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
-from .db import DatabaseUnavailable
+from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
 from .models import ApiKey
 from .store import Store, open_store
@@ -83,6 +84,7 @@ class MeshServer:
         self._hub: Hub | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._state_lock: statedir.ServerLock | None = None
 
     @property
     def store(self) -> Store:
@@ -106,7 +108,12 @@ class MeshServer:
     async def start(self) -> None:
         config = self.config
         tls = ssl_context(config)
-        self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
+        self._lock_state_dir()
+        try:
+            self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
+        except BaseException:
+            await self.stop()
+            raise
         try:
             await store.heartbeat()
             single = store.db.dialect == "sqlite"
@@ -137,6 +144,21 @@ class MeshServer:
             await self.stop()
             raise
         self.log.info("listening", url=self.url, database=store.db.dialect)
+
+    def _lock_state_dir(self) -> None:
+        """One server per SQLite state directory: a second one would take the first one's
+        streams for a dead replica's. Replicas sharing PostgreSQL need no such lock."""
+        state_dir = self.config.state_dir
+        if self.config.database_url or state_dir is None:
+            return
+        database = state_dir / DATABASE_FILE
+        try:
+            statedir.secure(state_dir, database)
+            self._state_lock = statedir.ServerLock(state_dir)
+        except statedir.StateDirError as e:
+            raise ServerError(str(e)) from None
+        except OSError as e:
+            raise ServerError(f"cannot open the database {database}: {e.strerror or e}") from None
 
     async def _beat(self) -> None:
         while True:
@@ -170,6 +192,9 @@ class MeshServer:
                 await self._store.leave()
             await self._store.close()
             self._store = None
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
 
     async def __aenter__(self) -> MeshServer:
         await self.start()

@@ -225,10 +225,10 @@ async def open_store(
     rng: Rng = os.urandom,
 ) -> Store:
     """Open the database and bring its schema up to date."""
-    db = await open_database(state_dir=state_dir, database_url=database_url, replica=replica)
-    try:
-        await migrations.migrate(db, clock())
-    except BaseException:
-        await db.close()
-        raise
+    db = await open_database(
+        state_dir=state_dir,
+        database_url=database_url,
+        replica=replica,
+        setup=lambda db: migrations.migrate(db, clock()),
+    )
     return Store(db, clock=clock, rng=rng)
