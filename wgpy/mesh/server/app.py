@@ -20,9 +20,16 @@ from aiohttp import web
 from wgpy.log import get_logger
 
 from . import schemas
-from .auth import RateLimiter, bearer_token, parse_credential
+from .auth import RateLimiter, bearer_token, parse_credential, source_key
 from .config import ServerConfig
-from .errors import MeshError, TooLarge, TooManyRequests
+from .errors import (
+    Forbidden,
+    MeshError,
+    RequestTimeout,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
 from .hub import KEEPALIVE, Hub
 from .models import ApiKey, Node
 from .store import Store
@@ -39,7 +46,8 @@ class Context:
     config: ServerConfig
     store: Store
     hub: Hub
-    limiter: RateLimiter
+    limiter: RateLimiter  # registrations and logins, per source
+    failures: RateLimiter  # failed authentications, per source
     clock: Callable[[], float] = time.time
     # Full maps being built and written at once: a mesh of N nodes that all reconnect (after
     # a restart) would otherwise hold N full maps of N - 1 peers in memory together.
@@ -51,6 +59,7 @@ class Context:
 
 
 CONTEXT = web.AppKey("wgpy_mesh", Context)
+CREDENTIAL = web.RequestKey("wgpy_credential", str)  # the kind a request authenticates with
 WRITE_TIMEOUT = 30.0  # seconds
 
 
@@ -79,6 +88,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except MeshError as e:
+        if isinstance(e, Unauthorized | Forbidden) and request.get(CREDENTIAL):
+            _authentication_failed(request, e)
         return error_reply(e.status, e.message, e.headers)
     except web.HTTPException as e:
         if e.status < 400:
@@ -102,26 +113,72 @@ async def read_json(request: web.Request, *, empty_ok: bool = False) -> Any:
     if request.content_length is not None and request.content_length > ctx.config.max_body:
         raise _too_large(ctx)
     try:
-        raw = await request.read()  # the app's client_max_size stops longer chunked bodies
+        async with asyncio.timeout(ctx.config.body_timeout):
+            raw = await request.read()  # the app's client_max_size stops longer chunked bodies
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(ctx) from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body took longer than {ctx.config.body_timeout:g} s to arrive; "
+            "send it at once"
+        ) from None
     if empty_ok and not raw.strip():
         return {}
     return schemas.parse_json(raw)
 
 
 async def admin_key(request: web.Request) -> ApiKey:
+    refuse_failing_source(request)
     key = bearer_token(request.headers.get("Authorization"), "api")
-    return await context(request).store.check_api_key(key)
+    request[CREDENTIAL] = "an admin API key"  # well-formed: a failure from now on counts
+    api_key = await context(request).store.check_api_key(key)
+    del request[CREDENTIAL]
+    return api_key
 
 
 async def node_of(request: web.Request) -> Node:
+    refuse_failing_source(request)
     token = bearer_token(request.headers.get("Authorization"), "node")
-    return await context(request).store.authenticate_node(token)
+    request[CREDENTIAL] = "a node token"
+    node = await context(request).store.authenticate_node(token)
+    del request[CREDENTIAL]
+    return node
+
+
+def refuse_failing_source(request: web.Request) -> None:
+    """429, before the database is asked, for a source whose authentications keep failing
+    (guessed tokens or keys). Failures count from :func:`errors_middleware`: a credential
+    of the right form that the database refused (or found expired)."""
+    wait = context(request).failures.wait(source_key(request.remote))
+    if wait > 0:
+        raise TooManyRequests(
+            "too many failed authentications from this address; check the credential and "
+            f"retry in {math.ceil(wait)} s",
+            wait,
+        )
+
+
+def _authentication_failed(request: web.Request, error: MeshError) -> None:
+    """Count a failed authentication against its source and log it (never the secret)."""
+    ctx = context(request)
+    source = source_key(request.remote)
+    ctx.failures.take(source)
+    ctx.log.warning(
+        "authentication failed",
+        credential=request[CREDENTIAL],
+        source=request.remote,
+        path=request.path,
+        status=error.status,
+    )
 
 
 def rate_limit(request: web.Request) -> None:
-    wait = context(request).limiter.take(request.remote or "unknown")
+    """Registrations and logins, per source; also a source whose authentications keep
+    failing is refused here, before its auth key or token reaches the database."""
+    refuse_failing_source(request)
+    if request.path.endswith("/register"):
+        request[CREDENTIAL] = "an auth key"
+    wait = context(request).limiter.take(source_key(request.remote))
     if wait > 0:
         raise TooManyRequests(
             f"too many registrations or logins from this address; retry in {math.ceil(wait)} s",

@@ -41,6 +41,10 @@ class Conflict(MeshError):
     status = 409
 
 
+class RequestTimeout(MeshError):
+    status = 408
+
+
 class TooLarge(MeshError):
     status = 413
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import ssl
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from wgpy.log import get_logger
 
-from . import statedir
+from . import guard, statedir
 from .app import Context, create_app
 from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
@@ -31,6 +32,9 @@ from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
 from .models import ApiKey
 from .store import Store, open_store
+
+LINGER = 2.0  # seconds an unread request body is drained after the reply, then closed
+THROTTLED_LOGGERS = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access")
 
 
 class ServerError(Exception):
@@ -85,6 +89,8 @@ class MeshServer:
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._state_lock: statedir.ServerLock | None = None
+        self.guard: guard.ConnectionGuard | None = None
+        self._throttle = guard.Throttle()
 
     @property
     def store(self) -> Store:
@@ -109,6 +115,8 @@ class MeshServer:
         config = self.config
         tls = ssl_context(config)
         self._lock_state_dir()
+        for name in THROTTLED_LOGGERS:  # they log per connection: a flood must not multiply
+            logging.getLogger(name).addFilter(self._throttle)
         try:
             self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
         except BaseException:
@@ -130,10 +138,32 @@ class MeshServer:
             await store.db.listen()  # before the hub loads all, so nothing falls between
             await hub.start()
             limiter = RateLimiter(config.auth_rate, config.auth_burst)
-            app = create_app(Context(config, store, hub, limiter, self.clock))
-            self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            failures = RateLimiter(config.auth_failure_rate, config.auth_failure_burst)
+            app = create_app(Context(config, store, hub, limiter, failures, self.clock))
+            # aiohttp's keep-alive timeout runs from the connection's start too: a
+            # connection must complete a request's headers within it (guard.py).
+            self._runner = web.AppRunner(
+                app,
+                handler_cancellation=True,
+                access_log=None,
+                keepalive_timeout=config.header_timeout,
+                lingering_time=LINGER,
+            )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, config.host, config.port, ssl_context=tls)
+            open_files = guard.raise_open_files_limit()
+            self.guard = guard.ConnectionGuard(
+                config.max_idle_per_source,
+                config.max_connections or guard.connection_budget(open_files),
+                self.log,
+            )
+            site = guard.GuardedSite(
+                self._runner,
+                config.host,
+                config.port,
+                self.guard,
+                ssl_context=tls,
+                handshake_timeout=config.header_timeout,
+            )
             try:
                 await site.start()
             except OSError as e:
@@ -195,6 +225,8 @@ class MeshServer:
         if self._state_lock is not None:
             self._state_lock.release()
             self._state_lock = None
+        for name in THROTTLED_LOGGERS:
+            logging.getLogger(name).removeFilter(self._throttle)
 
     async def __aenter__(self) -> MeshServer:
         await self.start()
