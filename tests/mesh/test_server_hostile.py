@@ -393,3 +393,51 @@ async def _flood(url: str, key: str) -> None:
     finally:
         for writer in half_open:
             writer.transport.abort()
+
+
+# ----------------------------------------------------------------------------------------
+# Map streams that never read
+
+
+async def test_map_streams_that_never_read_are_capped(config: ServerConfig) -> None:
+    """Twelve nodes open their map streams from three sources and never read them. Once
+    their writes stall, at most 3 (at most 2 per source) stay open; the others are closed
+    at once rather than after the 30 s write timeout, each pinning its buffers till then."""
+    config = with_(
+        config, max_unread_streams=3, max_unread_streams_per_source=2, stream_send_buffer=4096
+    )
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        nodes = [await register(r.admin, key, f"n{i}") for i in range(12)]
+        host, port = address(r)
+        sockets = []
+        for i, node in enumerate(nodes):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            sock.bind((f"127.0.0.{2 + i % 3}", 0))
+            sock.connect((host, port))
+            sock.sendall(request("GET", "/node/map", node.token))
+            sockets.append(sock)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3.0
+            while len(r.server.hub.streams) < 12 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert len(r.server.hub.streams) == 12
+            # each report reaches the 11 other streams as a PEER of ~1 KiB: 120 KiB each
+            for round_ in range(40):
+                endpoints = [
+                    f"[2001:db8:aaaa:bbbb:cccc:dddd:{round_ + 1:x}:{j + 1:x}]:51820"
+                    for j in range(16)
+                ]
+                for node in nodes[:3]:
+                    await node.client.call("POST", "/node/endpoints", {"endpoints": endpoints})
+            deadline = loop.time() + 6.0
+            while len(r.server.hub.streams) > 3 and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            assert len(r.server.hub.streams) <= 3
+            assert r.server.unread is not None and r.server.unread.closed >= 9
+        finally:
+            for sock in sockets:
+                sock.close()

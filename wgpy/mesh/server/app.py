@@ -8,8 +8,10 @@ takes a node id, so one node cannot act on another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from .errors import (
     TooManyRequests,
     Unauthorized,
 )
+from .guard import UnreadStreams
 from .hub import KEEPALIVE, Hub
 from .models import ApiKey, Node
 from .store import Store
@@ -48,6 +51,7 @@ class Context:
     hub: Hub
     limiter: RateLimiter  # registrations and logins, per source
     failures: RateLimiter  # failed authentications, per source
+    unread: UnreadStreams  # map streams whose client stopped reading
     clock: Callable[[], float] = time.time
     # Full maps being built and written at once: a mesh of N nodes that all reconnect (after
     # a restart) would otherwise hold N full maps of N - 1 peers in memory together.
@@ -61,6 +65,7 @@ class Context:
 CONTEXT = web.AppKey("wgpy_mesh", Context)
 CREDENTIAL = web.RequestKey("wgpy_credential", str)  # the kind a request authenticates with
 WRITE_TIMEOUT = 30.0  # seconds
+STALLED = 2.0  # seconds a map stream's write may wait before the stream counts as unread
 
 
 def context(request: web.Request) -> Context:
@@ -260,14 +265,16 @@ async def node_map(request: web.Request) -> web.StreamResponse:
                 await ctx.hub.flush()  # a node that just registered: bring it into the index
             stream, full = ctx.hub.open_stream(node.id, stream_id)
             await response.prepare(request)
+            _bound_buffers(request, ctx.config.stream_send_buffer)
             # The map leaves this process (the write returns once the socket took all but
             # the transport's low-water mark) or the slot passes on after FULL_MAP_SLOT.
-            sending = asyncio.ensure_future(response.write(full))
+            sending = asyncio.ensure_future(_written(request, response, full))
             del full
             await asyncio.wait({sending}, timeout=FULL_MAP_SLOT)
         await _write(request, sending, timeout)
         while (lines := await stream.next(ctx.config.keepalive)) is not None:
-            await _write(request, response.write(b"".join(lines) if lines else KEEPALIVE), timeout)
+            data = b"".join(lines) if lines else KEEPALIVE
+            await _write(request, _written(request, response, data), timeout)
         await _write(request, response.write_eof(), timeout)
     except ConnectionError:
         pass  # the client went away (or aiohttp cancels the handler: CancelledError)
@@ -281,13 +288,56 @@ async def node_map(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _bound_buffers(request: web.Request, size: int) -> None:
+    """A stream whose client stops reading pins its send buffers until it is closed: keep
+    the kernel's (SO_SNDBUF) and the transport's small."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        transport.set_write_buffer_limits(high=size)
+
+
+async def _written(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write ``data``, then wait while the transport holds more than its high-water mark
+    (aiohttp itself waits only every 64 KiB written)."""
+    await response.write(data)
+    await request.writer.drain()
+
+
 async def _write(request: web.Request, write: Awaitable[None], timeout: float) -> None:
+    """Write to the stream. A write still pending after STALLED seconds makes the stream
+    *unread*: over the caps (per source, in all) it is closed at once, else after
+    ``timeout``."""
+    task = asyncio.ensure_future(write)
     try:
-        await asyncio.wait_for(write, timeout)
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionError("the client stopped reading its map stream") from None
+        done, _ = await asyncio.wait({task}, timeout=min(STALLED, timeout))
+        if done:
+            return task.result()
+        unread = context(request).unread
+        source = source_key(request.remote)
+        if not unread.add(source):
+            _abort(request)
+            raise ConnectionError("too many map streams are not read; closed this one")
+        try:
+            await asyncio.wait_for(task, max(0.0, timeout - STALLED))
+        except TimeoutError:
+            _abort(request)
+            raise ConnectionError("the client stopped reading its map stream") from None
+        finally:
+            unread.remove(source)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
 
 
 def create_app(ctx: Context) -> web.Application:

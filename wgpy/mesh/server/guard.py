@@ -204,6 +204,37 @@ class ConnectionGuard:
         self._reported_counts = (self.refused, self.evicted)
 
 
+class UnreadStreams:
+    """Map streams whose client stopped reading (a write pending for a while), counted per
+    source and in all. Each pins a full map and its send buffers until it is closed; past
+    either cap, a stream that stalls is closed at once instead of after the write timeout."""
+
+    def __init__(self, per_source: int, total: int) -> None:
+        self.per_source = per_source
+        self.total = total
+        self.count = 0
+        self.closed = 0  # streams closed for a cap
+        self._by_source: dict[str, int] = {}
+
+    def add(self, source: str) -> bool:
+        """Count a stalled stream of ``source``; False (not counted) if over a cap."""
+        mine = self._by_source.get(source, 0)
+        if mine >= self.per_source or self.count >= self.total:
+            self.closed += 1
+            return False
+        self._by_source[source] = mine + 1
+        self.count += 1
+        return True
+
+    def remove(self, source: str) -> None:
+        self.count -= 1
+        mine = self._by_source[source] - 1
+        if mine:
+            self._by_source[source] = mine
+        else:
+            del self._by_source[source]
+
+
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections pass through ``guard``."""
 

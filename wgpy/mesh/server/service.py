@@ -90,6 +90,7 @@ class MeshServer:
         self._heartbeat: asyncio.Task[None] | None = None
         self._state_lock: statedir.ServerLock | None = None
         self.guard: guard.ConnectionGuard | None = None
+        self.unread: guard.UnreadStreams | None = None
         self._throttle = guard.Throttle()
 
     @property
@@ -139,7 +140,10 @@ class MeshServer:
             await hub.start()
             limiter = RateLimiter(config.auth_rate, config.auth_burst)
             failures = RateLimiter(config.auth_failure_rate, config.auth_failure_burst)
-            app = create_app(Context(config, store, hub, limiter, failures, self.clock))
+            self.unread = unread = guard.UnreadStreams(
+                config.max_unread_streams_per_source, config.max_unread_streams
+            )
+            app = create_app(Context(config, store, hub, limiter, failures, unread, self.clock))
             # aiohttp's keep-alive timeout runs from the connection's start too: a
             # connection must complete a request's headers within it (guard.py).
             self._runner = web.AppRunner(
