@@ -527,3 +527,28 @@ async def test_a_large_policy_does_not_hold_the_event_loop(config: ServerConfig)
         for a, b, reaches in ((1, 900, True), (1, 2, False), (2, 899, True), (900, 1, True)):
             assert (index.entries[a].src & index.entries[b].dst != 0) is reaches, (a, b)
             assert index.policy.may_reach(index.entries[a].node, index.entries[b].node) is reaches
+
+
+async def test_a_full_accept_queue_is_logged_once_per_heartbeat(config: ServerConfig) -> None:
+    """The kernel drops connections when an accept queue is full and tells no one but a
+    counter: the server reads it each heartbeat and logs its growth in one line."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepted: its queue is full at once
+    clients = []
+    try:
+        with captured_logs() as logs:
+            async with running(config):  # heartbeats every 0.5 s
+                for _ in range(30):
+                    client = socket.socket()
+                    client.setblocking(False)
+                    client.connect_ex(listener.getsockname())
+                    clients.append(client)
+                await asyncio.sleep(1.8)
+        dropped = [e for e in logs if e["event"].startswith("connections were dropped")]
+        assert 1 <= len(dropped) <= 4, dropped
+        assert all(e["dropped"] > 0 for e in dropped)
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()

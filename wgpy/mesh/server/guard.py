@@ -13,6 +13,8 @@ limit, and logs that a flood cannot multiply.
   header timeout to finish.
 - :func:`raise_open_files_limit` lifts the soft ``RLIMIT_NOFILE`` to the hard one at start;
   the total cap stays below it, so ``accept()`` does not fail with EMFILE.
+- :func:`listen_overflows` reads the kernel's count of connections dropped on a full accept
+  queue: the server logs its growth once per heartbeat (10 s), not per connection.
 - :class:`Throttle` lets one log line of a kind through per interval (with the count of those
   it held back): asyncio's and aiohttp's loggers get it, as they log per connection.
 
@@ -29,6 +31,7 @@ import resource
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +54,21 @@ def raise_open_files_limit() -> int:
         except (OSError, ValueError):
             pass
     return soft
+
+
+def listen_overflows(netstat: Path = Path("/proc/net/netstat")) -> int | None:
+    """How many connections the kernel dropped because an accept queue was full (TcpExt
+    ListenOverflows: for the whole network namespace, not one socket); None if unreadable."""
+    try:
+        lines = netstat.read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            counters = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            value = counters.get("ListenOverflows", "")
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def connection_budget(open_files: int) -> int:

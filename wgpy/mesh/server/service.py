@@ -195,8 +195,18 @@ class MeshServer:
             raise ServerError(f"cannot open the database {database}: {e.strerror or e}") from None
 
     async def _beat(self) -> None:
+        overflows = guard.listen_overflows()
         while True:
             await asyncio.sleep(self.config.heartbeat)
+            now = guard.listen_overflows()
+            if now is not None and overflows is not None and now > overflows:
+                self.log.warning(
+                    "connections were dropped: an accept queue was full",
+                    dropped=now - overflows,
+                    seconds=self.config.heartbeat,
+                    counted="for the whole network namespace",
+                )
+            overflows = now
             try:
                 if not await self.store.heartbeat():
                     # Others took this replica for dead (it stalled) and cleared its streams.
