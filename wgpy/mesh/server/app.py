@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -38,6 +38,7 @@ from .models import ApiKey, Node
 from .store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 FULL_MAPS_AT_ONCE = 16
@@ -135,19 +136,28 @@ async def read_json(request: web.Request, *, empty_ok: bool = False) -> Any:
 async def admin_key(request: web.Request) -> ApiKey:
     refuse_failing_source(request)
     key = bearer_token(request.headers.get("Authorization"), "api")
-    request[CREDENTIAL] = "an admin API key"  # well-formed: a failure from now on counts
-    api_key = await context(request).store.check_api_key(key)
-    del request[CREDENTIAL]
-    return api_key
+    store = context(request).store
+    return await _authenticating(request, "an admin API key", store.check_api_key(key))
 
 
 async def node_of(request: web.Request) -> Node:
     refuse_failing_source(request)
     token = bearer_token(request.headers.get("Authorization"), "node")
-    request[CREDENTIAL] = "a node token"
-    node = await context(request).store.authenticate_node(token)
-    del request[CREDENTIAL]
-    return node
+    store = context(request).store
+    return await _authenticating(request, "a node token", store.authenticate_node(token))
+
+
+async def _authenticating(request: web.Request, credential: str, check: Awaitable[T]) -> T:
+    """Await ``check`` of a well-formed ``credential``: if it fails, the failure counts
+    (errors_middleware); once it passed, what the request does next is not authentication."""
+    previous = request.get(CREDENTIAL)
+    request[CREDENTIAL] = credential
+    result = await check
+    if previous is None:
+        del request[CREDENTIAL]
+    else:
+        request[CREDENTIAL] = previous
+    return result
 
 
 def refuse_failing_source(request: web.Request) -> None:

@@ -3,7 +3,9 @@
 Queries are written once, with ``?`` placeholders (PostgreSQL gets ``$1``, ``$2``, ... in
 their place): every value travels as a parameter, never inside the SQL text. Work happens in
 :meth:`Database.transaction`; a unique-constraint violation raises :class:`IntegrityConflict`
-so callers can retry or report it.
+so callers can retry or report it. A transaction whose task is cancelled (aiohttp cancels the
+handler of a client that hung up) at any of its awaits commits all of its writes or none, and
+leaves the connection ready for the next one (tests/mesh/test_db_cancel.py).
 
 Change notification: a transaction records which nodes it changed (and whether the policy
 did) with :meth:`Tx.changed`. When it commits, the database's ``on_change`` callback runs in
