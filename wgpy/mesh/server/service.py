@@ -6,7 +6,9 @@ each other's changes through LISTEN/NOTIFY (db.py) and write a heartbeat every
 ``heartbeat`` seconds; each heartbeat also sweeps: a replica silent for ``replica_timeout``
 seconds is dead and its nodes offline, and ephemeral nodes offline for ``ephemeral_idle``
 seconds are deleted. With SQLite there is one replica, so at start every stream that the
-database still records belongs to a previous run and is cleared at once.
+database still records belongs to a previous run and is cleared at once; a lock in the state
+directory (statedir.py) keeps a second server from starting on it. What the server does
+against hostile clients (timeouts, connection caps, the open-files limit) is in guard.py.
 """
 
 from __future__ import annotations
