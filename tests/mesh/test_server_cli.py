@@ -4,32 +4,22 @@ arguments and errors, as the installed command for serving and stopping."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from wgpy.cli import Environment, ExitStatus, main
+from wgpy.cli import ExitStatus
 
 from .conftest import Client
 from .pg import PostgresCluster
+from .support import WGPY, run
 
-WGPY = Path(sys.executable).parent / "wgpy"
 API_KEY = re.compile(r"wgpy_api_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n")
-
-
-def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    status = main(
-        list(argv), Environment(stdin=io.BytesIO(), stdout=stdout, stderr=stderr, env=env or {})
-    )
-    return status, stdout.getvalue(), stderr.getvalue()
 
 
 def test_apikey_create_prints_a_key_once(tmp_path: Path) -> None:

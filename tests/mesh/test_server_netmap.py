@@ -3,7 +3,6 @@ always give the map a full rebuild would, and a change costs little with 1,000 v
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from dataclasses import replace
@@ -16,8 +15,8 @@ from wgpy.mesh.server import policy as P
 from wgpy.mesh.server.models import Node
 from wgpy.mesh.server.netmap import NetIndex
 
-NOW = 1_800_000_000.0
-USERS = ("alice", "bob", "carol")
+from .support import NOW, USERS, node
+
 TAGS = ("tag:web", "tag:ci")
 POLICIES = [
     P.DEFAULT,
@@ -33,26 +32,6 @@ POLICIES = [
         }
     ),
 ]
-
-
-def node(i: int, user: str = "alice", **fields: Any) -> Node:
-    base = Node(
-        id=i,
-        user_id=USERS.index(user) + 1 if user in USERS else 99,
-        user=user,
-        hostname=f"h{i}",
-        public_key=base64.b64encode(i.to_bytes(32, "big")).decode(),
-        addr_index=i,
-        endpoints=(),
-        tags=(),
-        ephemeral=False,
-        expires_at=None,
-        last_seen=NOW,
-        stream_id=None,
-        stream_replica=None,
-        created_at=NOW,
-    )
-    return replace(base, **fields)
 
 
 def peers_of(index: NetIndex, viewer: int) -> dict[str, dict[str, Any]]:

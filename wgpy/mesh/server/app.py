@@ -8,26 +8,38 @@ takes a node id, so one node cannot act on another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from wgpy.log import get_logger
 
 from . import schemas
-from .auth import Credential, RateLimiter, bearer_token, parse_credential
+from .auth import Credential, RateLimiter, bearer_token, parse_credential, source_key
 from .config import ServerConfig
-from .errors import MeshError, TooLarge, TooManyRequests, Unauthorized
+from .errors import (
+    Forbidden,
+    MeshError,
+    NotAllowed,
+    RequestTimeout,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
+from .guard import UnreadStreams
 from .hub import KEEPALIVE, Hub
 from .models import ApiKey, Node
 from .store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 FULL_MAPS_AT_ONCE = 16
@@ -39,7 +51,9 @@ class Context:
     config: ServerConfig
     store: Store
     hub: Hub
-    limiter: RateLimiter
+    limiter: RateLimiter  # registrations and logins, per source
+    failures: RateLimiter  # failed authentications, per source
+    unread: UnreadStreams  # map streams whose client stopped reading
     clock: Callable[[], float] = time.time
     # Full maps being built and written at once: a mesh of N nodes that all reconnect (after
     # a restart) would otherwise hold N full maps of N - 1 peers in memory together.
@@ -51,7 +65,9 @@ class Context:
 
 
 CONTEXT = web.AppKey("wgpy_mesh", Context)
+CREDENTIAL = web.RequestKey("wgpy_credential", str)  # the kind a request authenticates with
 WRITE_TIMEOUT = 30.0  # seconds
+STALLED = 2.0  # seconds a map stream's write may wait before the stream counts as unread
 
 
 def context(request: web.Request) -> Context:
@@ -79,6 +95,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except MeshError as e:
+        failed = isinstance(e, Unauthorized | Forbidden) and not isinstance(e, NotAllowed)
+        if failed and request.get(CREDENTIAL):
+            _authentication_failed(request, e)
         return error_reply(e.status, e.message, e.headers)
     except web.HTTPException as e:
         if e.status < 400:
@@ -102,22 +121,72 @@ async def read_json(request: web.Request, *, empty_ok: bool = False) -> Any:
     if request.content_length is not None and request.content_length > ctx.config.max_body:
         raise _too_large(ctx)
     try:
-        raw = await request.read()  # the app's client_max_size stops longer chunked bodies
+        async with asyncio.timeout(ctx.config.body_timeout):
+            raw = await request.read()  # the app's client_max_size stops longer chunked bodies
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(ctx) from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body took longer than {ctx.config.body_timeout:g} s to arrive; "
+            "send it at once"
+        ) from None
     if empty_ok and not raw.strip():
         return {}
     return schemas.parse_json(raw)
 
 
 async def admin_key(request: web.Request) -> ApiKey:
+    refuse_failing_source(request)
     key = bearer_token(request.headers.get("Authorization"), "api")
-    return await context(request).store.check_api_key(key)
+    store = context(request).store
+    return await _authenticating(request, "an admin API key", store.check_api_key(key))
 
 
 async def node_of(request: web.Request) -> Node:
+    refuse_failing_source(request)
     token = bearer_token(request.headers.get("Authorization"), "node")
-    return await context(request).store.authenticate_node(token)
+    store = context(request).store
+    return await _authenticating(request, "a node token", store.authenticate_node(token))
+
+
+async def _authenticating(request: web.Request, credential: str, check: Awaitable[T]) -> T:
+    """Await ``check`` of a well-formed ``credential``: if it fails, the failure counts
+    (errors_middleware); once it passed, what the request does next is not authentication."""
+    previous = request.get(CREDENTIAL)
+    request[CREDENTIAL] = credential
+    result = await check
+    if previous is None:
+        del request[CREDENTIAL]
+    else:
+        request[CREDENTIAL] = previous
+    return result
+
+
+def refuse_failing_source(request: web.Request) -> None:
+    """429, before the database is asked, for a source whose authentications keep failing
+    (guessed tokens or keys). Failures count from :func:`errors_middleware`: a credential
+    of the right form that the database refused (or found expired)."""
+    wait = context(request).failures.wait(source_key(request.remote))
+    if wait > 0:
+        raise TooManyRequests(
+            "too many failed authentications from this address; check the credential and "
+            f"retry in {math.ceil(wait)} s",
+            wait,
+        )
+
+
+def _authentication_failed(request: web.Request, error: MeshError) -> None:
+    """Count a failed authentication against its source and log it (never the secret)."""
+    ctx = context(request)
+    source = source_key(request.remote)
+    ctx.failures.take(source)
+    ctx.log.warning(
+        "authentication failed",
+        credential=request[CREDENTIAL],
+        source=request.remote,
+        path=request.path,
+        status=error.status,
+    )
 
 
 def _node_token_if_any(request: web.Request) -> Credential | None:
@@ -130,7 +199,12 @@ def _node_token_if_any(request: web.Request) -> Credential | None:
 
 
 def rate_limit(request: web.Request) -> None:
-    wait = context(request).limiter.take(request.remote or "unknown")
+    """Registrations and logins, per source; also a source whose authentications keep
+    failing is refused here, before its auth key or token reaches the database."""
+    refuse_failing_source(request)
+    if request.path.endswith("/register"):
+        request[CREDENTIAL] = "an auth key"
+    wait = context(request).limiter.take(source_key(request.remote))
     if wait > 0:
         raise TooManyRequests(
             f"too many registrations or logins from this address; retry in {math.ceil(wait)} s",
@@ -218,14 +292,16 @@ async def node_map(request: web.Request) -> web.StreamResponse:
                 await ctx.hub.flush()  # a node that just registered: bring it into the index
             stream, full = ctx.hub.open_stream(node.id, stream_id)
             await response.prepare(request)
+            _bound_buffers(request, ctx.config.stream_send_buffer)
             # The map leaves this process (the write returns once the socket took all but
             # the transport's low-water mark) or the slot passes on after FULL_MAP_SLOT.
-            sending = asyncio.ensure_future(response.write(full))
+            sending = asyncio.ensure_future(_written(request, response, full))
             del full
             await asyncio.wait({sending}, timeout=FULL_MAP_SLOT)
         await _write(request, sending, timeout)
         while (lines := await stream.next(ctx.config.keepalive)) is not None:
-            await _write(request, response.write(b"".join(lines) if lines else KEEPALIVE), timeout)
+            data = b"".join(lines) if lines else KEEPALIVE
+            await _write(request, _written(request, response, data), timeout)
         await _write(request, response.write_eof(), timeout)
     except ConnectionError:
         pass  # the client went away (or aiohttp cancels the handler: CancelledError)
@@ -239,13 +315,56 @@ async def node_map(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _bound_buffers(request: web.Request, size: int) -> None:
+    """A stream whose client stops reading pins its send buffers until it is closed: keep
+    the kernel's (SO_SNDBUF) and the transport's small."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        transport.set_write_buffer_limits(high=size)
+
+
+async def _written(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write ``data``, then wait while the transport holds more than its high-water mark
+    (aiohttp itself waits only every 64 KiB written)."""
+    await response.write(data)
+    await request.writer.drain()
+
+
 async def _write(request: web.Request, write: Awaitable[None], timeout: float) -> None:
+    """Write to the stream. A write still pending after STALLED seconds makes the stream
+    *unread*: over the caps (per source, in all) it is closed at once, else after
+    ``timeout``."""
+    task = asyncio.ensure_future(write)
     try:
-        await asyncio.wait_for(write, timeout)
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionError("the client stopped reading its map stream") from None
+        done, _ = await asyncio.wait({task}, timeout=min(STALLED, timeout))
+        if done:
+            return task.result()
+        unread = context(request).unread
+        source = source_key(request.remote)
+        if not unread.add(source):
+            _abort(request)
+            raise ConnectionError("too many map streams are not read; closed this one")
+        try:
+            await asyncio.wait_for(task, max(0.0, timeout - STALLED))
+        except TimeoutError:
+            _abort(request)
+            raise ConnectionError("the client stopped reading its map stream") from None
+        finally:
+            unread.remove(source)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
 
 
 def create_app(ctx: Context) -> web.Application:

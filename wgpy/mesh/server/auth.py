@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import time
@@ -85,9 +86,27 @@ def bearer_token(header: str | None, kind: str) -> Credential:
     return parse_credential(token.strip(), kind)
 
 
+def source_key(address: str | None) -> str:
+    """What abuse limits count by: an IPv4 address, or an IPv6 /64 (a single host or site
+    usually holds a whole /64, so counting its addresses one by one would limit nothing).
+    An IPv4-mapped IPv6 address counts as its IPv4 address."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
 class RateLimiter:
-    """A token bucket per key (a source address): ``burst`` requests at once, refilled at
-    ``rate`` per second. At most ``max_keys`` buckets are kept; full ones go first."""
+    """A token bucket per key (a source, :func:`source_key`): ``burst`` requests at once,
+    refilled at ``rate`` per second. At most ``max_keys`` buckets are kept; full ones go
+    first."""
 
     def __init__(
         self,
@@ -118,6 +137,15 @@ class RateLimiter:
             self._prune(now)
         self._buckets[key] = (tokens - 1, now)
         return 0.0
+
+    def wait(self, key: str) -> float:
+        """The seconds until ``key``'s bucket has a token (0.0: now), spending none."""
+        entry = self._buckets.get(key)
+        if entry is None:
+            return 0.0
+        tokens, at = entry
+        tokens = min(self.burst, tokens + (self._clock() - at) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
     def _prune(self, now: float) -> None:
         full = [

@@ -26,6 +26,15 @@ class ServerConfig:
     replica_timeout: float = 30.0  # a replica silent this long is dead: its nodes go offline
     auth_rate: float = 1.0  # register/login requests per second per source address...
     auth_burst: float = 20.0  # ... after a burst of this many
+    auth_failure_rate: float = 0.5  # failed authentications per second per source...
+    auth_failure_burst: float = 20.0  # ... after a burst of this many; then 429 at once
+    header_timeout: float = 20.0  # seconds to send a request's headers (or stay idle between)
+    body_timeout: float = 20.0  # seconds to send a request's body
+    max_idle_per_source: int = 64  # idle connections per IPv4 address or IPv6 /64 (guard.py)
+    max_connections: int = 0  # open connections in all; 0: from the open-files limit
+    max_unread_streams: int = 64  # map streams whose client stopped reading, in all...
+    max_unread_streams_per_source: int = 8  # ... and per source
+    stream_send_buffer: int = 64 * 1024  # bytes of kernel send buffer per map stream
     max_body: int = 64 * 1024  # bytes
     max_nodes_per_user: int = DEFAULT_MAX_NODES_PER_USER  # 0: no limit
     preauth_lifetime: float = 3600.0  # default pre-auth key lifetime, seconds

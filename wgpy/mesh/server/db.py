@@ -3,7 +3,9 @@
 Queries are written once, with ``?`` placeholders (PostgreSQL gets ``$1``, ``$2``, ... in
 their place): every value travels as a parameter, never inside the SQL text. Work happens in
 :meth:`Database.transaction`; a unique-constraint violation raises :class:`IntegrityConflict`
-so callers can retry or report it.
+so callers can retry or report it. A transaction whose task is cancelled (aiohttp cancels the
+handler of a client that hung up) at any of its awaits commits all of its writes or none, and
+leaves the connection ready for the next one (tests/mesh/test_db_cancel.py).
 
 Change notification: a transaction records which nodes it changed (and whether the policy
 did) with :meth:`Tx.changed`. When it commits, the database's ``on_change`` callback runs in
@@ -23,20 +25,24 @@ import os
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import asyncpg
 
 from wgpy.log import get_logger
 
+from . import statedir
+
 CHANNEL = "changes"
+DATABASE_FILE = "wgpy.db"  # in the state directory
 MAX_NOTIFIED_IDS = 500  # more than this and the notification says "reload everything"
 MAX_PAYLOAD = 7000
 Row = Mapping[str, Any]
+T = TypeVar("T")
 
 
 class IntegrityConflict(Exception):
@@ -107,6 +113,9 @@ class Tx(ABC):
         return None if row is None else cast(Any, row)[0]  # both row types index by position
 
 
+Setup = Callable[["Database"], Awaitable[object]]
+
+
 class Database(ABC):
     dialect: str
 
@@ -156,6 +165,33 @@ class _SqliteTx(Tx):
 
 
 _BUSY_TIMEOUT = 10.0  # seconds a statement waits for another connection's lock
+_LOCKED_RETRY = 0.05  # seconds between attempts to set up a connection a lock refused
+
+
+async def _sqlite_connect(path: Path) -> aiosqlite.Connection:
+    """A connection with the busy timeout, in WAL mode. Switching to WAL (and reading the
+    WAL index while another process checkpoints on closing) can fail at once with "database
+    is locked", without the busy handler: that is retried until the busy timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BUSY_TIMEOUT
+    while True:
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT)
+        conn.row_factory = sqlite3.Row
+        try:
+            for pragma in (
+                f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}",
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA foreign_keys=ON",
+            ):
+                await conn.execute(pragma)
+            return conn
+        except BaseException as e:
+            await conn.close()
+            locked = isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+            if not locked or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(_LOCKED_RETRY)
 
 
 class SqliteDatabase(Database):
@@ -169,52 +205,73 @@ class SqliteDatabase(Database):
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, replica: str) -> SqliteDatabase:
+    async def open(cls, path: Path, replica: str, setup: Setup | None = None) -> SqliteDatabase:
+        """Open (or create) the database in WAL mode and run ``setup`` (the migrations) on
+        it, while holding the opener's lock (statedir.py): processes that open one file
+        together take turns, and each waits at most ``_BUSY_TIMEOUT`` seconds."""
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            statedir.secure(path.parent, path)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the file's mode, before sqlite
             os.close(fd)
-            # The busy timeout holds from the first statement on: switching to WAL takes an
-            # exclusive lock, and replicas starting together contend for it.
-            conn = await aiosqlite.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT)
+            async with statedir.opening(path, _BUSY_TIMEOUT):
+                conn = await _sqlite_connect(path)
+                try:
+                    db = cls(conn, replica)
+                    if setup is not None:
+                        await setup(db)
+                except BaseException as e:
+                    # aiosqlite's worker thread is not a daemon: a connection left open would
+                    # keep the process from exiting.
+                    await conn.close()
+                    if isinstance(e, sqlite3.Error):
+                        raise DatabaseUnavailable(f"cannot open the database {path}: {e}") from None
+                    raise
+        except statedir.StateDirError as e:
+            raise DatabaseUnavailable(str(e)) from None
         except (OSError, sqlite3.Error) as e:
             message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             raise DatabaseUnavailable(f"cannot open the database {path}: {message}") from None
-        conn.row_factory = sqlite3.Row
-        try:
-            for pragma in (
-                f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}",
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=NORMAL",
-                "PRAGMA foreign_keys=ON",
-            ):
-                await conn.execute(pragma)
-        except BaseException as e:
-            # aiosqlite's worker thread is not a daemon: a connection left open would keep
-            # the process from exiting.
-            await conn.close()
-            if isinstance(e, sqlite3.Error):
-                raise DatabaseUnavailable(f"cannot open the database {path}: {e}") from None
-            raise
-        return cls(conn, replica)
+        return db
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        # aiohttp cancels a handler whose client hung up, at whatever it awaits. A statement
+        # runs to its end in aiosqlite's thread even when its caller is cancelled, so the
+        # connection's state is known only once BEGIN, COMMIT and ROLLBACK have finished:
+        # they run to the end (and the cancellation is raised after), and the lock passes
+        # on only with the connection outside any transaction.
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
+            except BaseException:
+                await to_the_end(self._rollback())  # BEGIN may have run all the same
+                raise
             tx = _SqliteTx(self._conn)
             try:
                 yield tx
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                await to_the_end(self._rollback())
                 raise
             # A request cancelled now (its client left) must not lose the news of what it
             # committed: the commit and the announcement finish regardless.
-            await asyncio.shield(self._commit(tx.change))
+            await to_the_end(self._commit(tx.change))
 
     async def _commit(self, change: Change) -> None:
-        await self._conn.execute("COMMIT")
+        try:
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
         self._committed(change)
+
+    async def _rollback(self) -> None:
+        """Roll back whatever is open (statements queued before this one finish first)."""
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            if self._conn.in_transaction:
+                raise
+            # "no transaction is active": BEGIN failed or never ran
 
     async def close(self) -> None:
         await self._conn.close()
@@ -340,6 +397,23 @@ class PostgresDatabase(Database):
         await self._pool.close()
 
 
+async def to_the_end(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile; the cancellation
+    is raised once ``work`` is done (its own error, if it failed, is chained to it)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled() and task.exception() is not None:
+            raise asyncio.CancelledError() from task.exception()
+        raise asyncio.CancelledError()
+    return task.result()
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
@@ -347,13 +421,26 @@ def _describe(e: BaseException) -> str:
 
 
 async def open_database(
-    *, state_dir: Path | None, database_url: str | None, replica: str
+    *,
+    state_dir: Path | None,
+    database_url: str | None,
+    replica: str,
+    setup: Setup | None = None,
 ) -> Database:
+    """The database, after ``setup`` (the migrations) ran on it. SQLite: one process at a
+    time opens and sets up the file; PostgreSQL: ``setup`` takes its own lock."""
     if database_url:
-        return await PostgresDatabase.open(database_url, replica)
+        db: Database = await PostgresDatabase.open(database_url, replica)
+        if setup is not None:
+            try:
+                await setup(db)
+            except BaseException:
+                await db.close()
+                raise
+        return db
     if state_dir is None:
         raise DatabaseUnavailable("give a state directory or a database URL")
-    return await SqliteDatabase.open(state_dir / "wgpy.db", replica)
+    return await SqliteDatabase.open(state_dir / DATABASE_FILE, replica, setup)
 
 
 def placeholders(values: Sequence[object]) -> str:

@@ -33,12 +33,21 @@ class Forbidden(MeshError):
     status = 403
 
 
+class NotAllowed(Forbidden):
+    """A credential that passed, asking for what it may not have (a quota, a tag): not a
+    failed authentication."""
+
+
 class NotFound(MeshError):
     status = 404
 
 
 class Conflict(MeshError):
     status = 409
+
+
+class RequestTimeout(MeshError):
+    status = 408
 
 
 class TooLarge(MeshError):

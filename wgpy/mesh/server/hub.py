@@ -17,18 +17,34 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from wgpy.log import get_logger
 
 from .db import Change
 from .errors import Unavailable
-from .netmap import Batch, NetIndex
+from .models import Node
+from .netmap import Batch, Masks, NetIndex
+from .policy import Policy
 from .store import Store
 
 KEEPALIVE = b'{"type":"keepalive"}\n'
 RETRY_DELAY = 1.0
+SLICE = 0.02  # seconds of work on a policy's masks between two turns of the event loop
+VIEWERS_AT_ONCE = 64  # streams whose deltas are worked out between two turns
+
+
+async def _masks(policy: tuple[Policy, int], nodes: Iterable[Node]) -> Masks:
+    """Every node's masks under ``policy``, giving the event loop a turn every SLICE s."""
+    masks: dict[int, tuple[int, int]] = {}
+    deadline = time.perf_counter() + SLICE
+    for node in nodes:
+        masks[node.id] = policy[0].masks(node)
+        if time.perf_counter() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + SLICE
+    return masks
 
 
 class MapStream:
@@ -141,26 +157,42 @@ class Hub:
             self.last_flush_seconds = time.perf_counter() - started
 
     async def _apply(self, change: Change) -> None:
+        # A new policy is applied to every node, and its deltas may reach every stream: that
+        # work is done a slice at a time, giving the event loop back in between, so requests
+        # and other streams go on being served however large the policy or the mesh.
         policy = None
         if change.policy or change.everything:
             record, parsed = await self.store.current_policy()
             policy = (parsed, record.version)
         if change.everything:
             nodes = await self.store.nodes()
+            masks = await _masks(policy, nodes) if policy is not None else None
             now = self.clock()
-            batch = self.index.apply(nodes, policy=policy, now=now, replace_all=True)
+            batch = self.index.apply(nodes, policy=policy, now=now, replace_all=True, masks=masks)
         else:
             ids = sorted(change.nodes)
             nodes = await self.store.nodes_by_id(ids) if ids else []
+            masks = None
+            if policy is not None and policy[1] != self.index.policy_version:
+                everyone = {e.node.id: e.node for e in self.index.entries.values()}
+                everyone.update((n.id, n) for n in nodes)
+                masks = await _masks(policy, everyone.values())
             now = self.clock()
             removed = set(ids) - {n.id for n in nodes}
-            batch = self.index.apply(nodes, removed=removed, policy=policy, now=now)
-        self._dispatch(batch, now)
+            batch = self.index.apply(nodes, removed=removed, policy=policy, now=now, masks=masks)
+        await self._dispatch(batch, now)
         self._schedule_expiry(now)
 
-    def _dispatch(self, batch: Batch, now: float) -> None:
-        for node_id, lines in self.index.deltas(batch, list(self.streams), now).items():
-            self.streams[node_id].send_all(lines)
+    async def _dispatch(self, batch: Batch, now: float) -> None:
+        # The streams open now, each kept: one replaced meanwhile ignores what it is sent,
+        # and one opened meanwhile got its full map from the index as it is after the batch.
+        streams = list(self.streams.items())
+        for start in range(0, len(streams), VIEWERS_AT_ONCE):
+            part = dict(streams[start : start + VIEWERS_AT_ONCE])
+            for node_id, lines in self.index.deltas(batch, list(part), now).items():
+                part[node_id].send_all(lines)
+            if start + VIEWERS_AT_ONCE < len(streams):
+                await asyncio.sleep(0)
         for node_id in batch.changed:
             own = self.streams.get(node_id)
             if own is None:

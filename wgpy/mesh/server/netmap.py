@@ -25,6 +25,7 @@ from .policy import DEFAULT, Policy
 
 Line = bytes  # one NDJSON message, newline included
 Relation = tuple[bool, bool]  # (can_reach, reachable_from), from the viewer's side
+Masks = Mapping[int, tuple[int, int]]  # node id -> (src mask, dst mask), policy.Policy.masks
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,9 @@ class NetIndex:
         # PEER as JSON, per node and relation: every viewer with that relation shares it.
         self._peer_json: dict[tuple[int, Relation], bytes] = {}
 
-    def entry(self, node: Node, now: float) -> Entry:
-        src, dst = self.policy.masks(node)
+    def entry(self, node: Node, now: float, masks: Masks | None = None) -> Entry:
+        known = None if masks is None else masks.get(node.id)
+        src, dst = self.policy.masks(node) if known is None else known
         return Entry(node, src, dst, node.expired(now))
 
     def apply(
@@ -84,19 +86,22 @@ class NetIndex:
         policy: tuple[Policy, int] | None = None,
         now: float,
         replace_all: bool = False,
+        masks: Masks | None = None,
     ) -> Batch:
         """Put ``nodes`` in (replacing the same ids), take ``removed`` out (with
-        ``replace_all``, everything not in ``nodes``), maybe switch to a new policy."""
+        ``replace_all``, everything not in ``nodes``), maybe switch to a new policy.
+        ``masks``: the nodes' masks under the (new) policy, if the caller worked them out
+        already (hub.py does, a slice at a time)."""
         old = dict(self.entries)
         nodes = list(nodes)
         policy_changed = policy is not None and policy[1] != self.policy_version
         if policy is not None:
             self.policy, self.policy_version = policy
         if policy_changed:
-            self.entries = {i: self.entry(e.node, now) for i, e in self.entries.items()}
+            self.entries = {i: self.entry(e.node, now, masks) for i, e in self.entries.items()}
         changed: set[int] = set()
         for node in nodes:
-            entry = self.entry(node, now)
+            entry = self.entry(node, now, masks)
             if self.entries.get(node.id) != entry:
                 changed.add(node.id)
             self.entries[node.id] = entry

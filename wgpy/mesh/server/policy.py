@@ -118,6 +118,8 @@ class Policy:
     document: Mapping[str, Any] | None
     # DEFAULT's masks: one implicit rule "user:X -> user:X" per user, numbered on first sight.
     _user_bits: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # The rules as look-ups, made on first use of masks().
+    _lookup: list[_Lookup] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def is_default(self) -> bool:
@@ -134,13 +136,9 @@ class Policy:
         if self.is_default:
             bit = self._user_bits.setdefault(s.user, len(self._user_bits))
             return 1 << bit, 1 << bit
-        src = dst = 0
-        for i, rule in enumerate(self.rules):
-            if _any(rule.src, s):
-                src |= 1 << i
-            if _any(rule.dst, s):
-                dst |= 1 << i
-        return src, dst
+        if not self._lookup:
+            self._lookup.append(_Lookup.of(self.rules))
+        return self._lookup[0].masks(s)
 
     def users_named(self) -> frozenset[str]:
         """Every user the policy names (in selectors or as a tag owner)."""
@@ -184,6 +182,60 @@ class Policy:
                     f'user "{user}" may not use tag "{tag}": tagOwners lists '
                     + (", ".join(f"user:{o}" for o in sorted(owners)) or "no one")
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """The rules, arranged so that a node's masks cost a few dictionary look-ups per prefix
+    length instead of a test per selector: a policy of 3,600 prefixes held the event loop
+    3.8 s for 900 nodes when every selector was tried on every node. Prefix selectors go in
+    one table per (IP version, prefix length), keyed by network; the others are tried one
+    by one, per rule."""
+
+    # (IP version, bits below the prefix, {network >> those bits: (src bits, dst bits)})
+    prefixes: tuple[tuple[int, int, dict[int, tuple[int, int]]], ...]
+    # (rule number, its other src selectors, its other dst selectors)
+    others: tuple[tuple[int, tuple[Selector, ...], tuple[Selector, ...]], ...]
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule]) -> _Lookup:
+        tables: dict[tuple[int, int], dict[int, tuple[int, int]]] = {}
+        others = []
+        for i, rule in enumerate(rules):
+            rest: tuple[list[Selector], list[Selector]] = ([], [])
+            for side, selectors in enumerate((rule.src, rule.dst)):
+                for sel in selectors:
+                    if not isinstance(sel, PrefixSelector):
+                        rest[side].append(sel)
+                        continue
+                    net = sel.network
+                    shift = net.max_prefixlen - net.prefixlen
+                    table = tables.setdefault((net.version, shift), {})
+                    key = int(net.network_address) >> shift
+                    src, dst = table.get(key, (0, 0))
+                    table[key] = (src | 1 << i, dst) if side == 0 else (src, dst | 1 << i)
+            if rest[0] or rest[1]:
+                others.append((i, tuple(rest[0]), tuple(rest[1])))
+        prefixes = tuple((version, shift, t) for (version, shift), t in tables.items())
+        return cls(prefixes, tuple(others))
+
+    def masks(self, s: Subject) -> tuple[int, int]:
+        src = dst = 0
+        addresses = [(a.version, int(a)) for a in s.ip_addresses]
+        for version, shift, table in self.prefixes:
+            for a_version, value in addresses:
+                if a_version == version:
+                    hit = table.get(value >> shift)
+                    if hit is not None:
+                        src |= hit[0]
+                        dst |= hit[1]
+        for i, src_selectors, dst_selectors in self.others:
+            bit = 1 << i
+            if not src & bit and _any(src_selectors, s):
+                src |= bit
+            if not dst & bit and _any(dst_selectors, s):
+                dst |= bit
+        return src, dst
 
 
 DEFAULT = Policy(rules=(), tag_owners={}, document=None)

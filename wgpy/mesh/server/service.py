@@ -6,13 +6,16 @@ each other's changes through LISTEN/NOTIFY (db.py) and write a heartbeat every
 ``heartbeat`` seconds; each heartbeat also sweeps: a replica silent for ``replica_timeout``
 seconds is dead and its nodes offline, and ephemeral nodes offline for ``ephemeral_idle``
 seconds are deleted. With SQLite there is one replica, so at start every stream that the
-database still records belongs to a previous run and is cleared at once.
+database still records belongs to a previous run and is cleared at once; a lock in the state
+directory (statedir.py) keeps a second server from starting on it. What the server does
+against hostile clients (timeouts, connection caps, the open-files limit) is in guard.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import ssl
@@ -23,13 +26,17 @@ from aiohttp import web
 
 from wgpy.log import get_logger
 
+from . import guard, statedir
 from .app import Context, create_app
 from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
-from .db import DatabaseUnavailable
+from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
 from .models import ApiKey
 from .store import Store, open_store
+
+LINGER = 2.0  # seconds an unread request body is drained after the reply, then closed
+THROTTLED_LOGGERS = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access")
 
 
 class ServerError(Exception):
@@ -83,6 +90,10 @@ class MeshServer:
         self._hub: Hub | None = None
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._state_lock: statedir.ServerLock | None = None
+        self.guard: guard.ConnectionGuard | None = None
+        self.unread: guard.UnreadStreams | None = None
+        self._throttle = guard.Throttle()
 
     @property
     def store(self) -> Store:
@@ -106,7 +117,14 @@ class MeshServer:
     async def start(self) -> None:
         config = self.config
         tls = ssl_context(config)
-        self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
+        self._lock_state_dir()
+        for name in THROTTLED_LOGGERS:  # they log per connection: a flood must not multiply
+            logging.getLogger(name).addFilter(self._throttle)
+        try:
+            self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
+        except BaseException:
+            await self.stop()
+            raise
         try:
             await store.heartbeat()
             single = store.db.dialect == "sqlite"
@@ -123,10 +141,35 @@ class MeshServer:
             await store.db.listen()  # before the hub loads all, so nothing falls between
             await hub.start()
             limiter = RateLimiter(config.auth_rate, config.auth_burst)
-            app = create_app(Context(config, store, hub, limiter, self.clock))
-            self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+            failures = RateLimiter(config.auth_failure_rate, config.auth_failure_burst)
+            self.unread = unread = guard.UnreadStreams(
+                config.max_unread_streams_per_source, config.max_unread_streams
+            )
+            app = create_app(Context(config, store, hub, limiter, failures, unread, self.clock))
+            # aiohttp's keep-alive timeout runs from the connection's start too: a
+            # connection must complete a request's headers within it (guard.py).
+            self._runner = web.AppRunner(
+                app,
+                handler_cancellation=True,
+                access_log=None,
+                keepalive_timeout=config.header_timeout,
+                lingering_time=LINGER,
+            )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, config.host, config.port, ssl_context=tls)
+            open_files = guard.raise_open_files_limit()
+            self.guard = guard.ConnectionGuard(
+                config.max_idle_per_source,
+                config.max_connections or guard.connection_budget(open_files),
+                self.log,
+            )
+            site = guard.GuardedSite(
+                self._runner,
+                config.host,
+                config.port,
+                self.guard,
+                ssl_context=tls,
+                handshake_timeout=config.header_timeout,
+            )
             try:
                 await site.start()
             except OSError as e:
@@ -138,9 +181,34 @@ class MeshServer:
             raise
         self.log.info("listening", url=self.url, database=store.db.dialect)
 
+    def _lock_state_dir(self) -> None:
+        """One server per SQLite state directory: a second one would take the first one's
+        streams for a dead replica's. Replicas sharing PostgreSQL need no such lock."""
+        state_dir = self.config.state_dir
+        if self.config.database_url or state_dir is None:
+            return
+        database = state_dir / DATABASE_FILE
+        try:
+            statedir.secure(state_dir, database)
+            self._state_lock = statedir.ServerLock(state_dir)
+        except statedir.StateDirError as e:
+            raise ServerError(str(e)) from None
+        except OSError as e:
+            raise ServerError(f"cannot open the database {database}: {e.strerror or e}") from None
+
     async def _beat(self) -> None:
+        overflows = guard.listen_overflows()
         while True:
             await asyncio.sleep(self.config.heartbeat)
+            now = guard.listen_overflows()
+            if now is not None and overflows is not None and now > overflows:
+                self.log.warning(
+                    "connections were dropped: an accept queue was full",
+                    dropped=now - overflows,
+                    seconds=self.config.heartbeat,
+                    counted="for the whole network namespace",
+                )
+            overflows = now
             try:
                 if not await self.store.heartbeat():
                     # Others took this replica for dead (it stalled) and cleared its streams.
@@ -170,6 +238,11 @@ class MeshServer:
                 await self._store.leave()
             await self._store.close()
             self._store = None
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
+        for name in THROTTLED_LOGGERS:
+            logging.getLogger(name).removeFilter(self._throttle)
 
     async def __aenter__(self) -> MeshServer:
         await self.start()

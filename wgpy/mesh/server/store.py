@@ -268,9 +268,13 @@ async def open_store(
     rng: Rng = os.urandom,
 ) -> Store:
     """Open the database and bring its schema up to date."""
-    db = await open_database(state_dir=state_dir, database_url=database_url, replica=replica)
+    db = await open_database(
+        state_dir=state_dir,
+        database_url=database_url,
+        replica=replica,
+        setup=lambda db: migrations.migrate(db, clock()),
+    )
     try:
-        await migrations.migrate(db, clock())
         store = Store(db, clock=clock, rng=rng)
         await store.resolve_stored_policy()
     except BaseException:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .auth import Credential, new_credential, secret_matches
 from .db import IntegrityConflict, Tx, placeholders
-from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from .errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from .models import MAX_ADDR_INDEX, Node
 from .policy import PolicyError
 from .store_base import NODE_COLUMNS, NODES_FROM, StoreBase, dump_list, load_list, node_from
@@ -111,7 +111,7 @@ class NodeStore(StoreBase):
                 try:
                     policy.check_tags(user, key_tags)
                 except PolicyError as e:
-                    raise Forbidden(
+                    raise NotAllowed(
                         f"the auth key carries tags that the policy no longer allows ({e}); "
                         "ask an admin for a new key"
                     ) from None
@@ -414,7 +414,7 @@ class NodeStore(StoreBase):
         count = int(await tx.fetchval("SELECT COUNT(*) FROM nodes WHERE user_id = ?", user_id))
         if count >= max_nodes:
             name = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
-            raise Forbidden(
+            raise NotAllowed(
                 f'user "{name}" already has {count} nodes, the most this server allows per '
                 "user; delete unused nodes (wgpy admin nodes delete ID), or ask the server's "
                 "operator to raise --max-nodes-per-user"
