@@ -26,7 +26,7 @@ from wgpy.mesh.server import ServerConfig
 from wgpy.mesh.server.auth import RateLimiter, source_key
 from wgpy.mesh.server.db import Change
 
-from .conftest import Running, open_map, register, running, with_
+from .conftest import Running, new_public_key, open_map, register, running, with_
 from .support import WGPY, captured_logs, run
 
 MADE_UP_NODE = "wgpy_node_0123456789abcdef_" + "A" * 43
@@ -198,7 +198,7 @@ async def guess(r: Running) -> None:
 async def test_made_up_auth_keys_are_logged_and_limited(config: ServerConfig) -> None:
     config = with_(config, auth_failure_burst=5.0, auth_failure_rate=0.1)
     statuses = []
-    body = {"auth_key": MADE_UP_AUTH, "public_key": "A" * 43 + "=", "hostname": "x"}
+    body = {"auth_key": MADE_UP_AUTH, "public_key": new_public_key(), "hostname": "x"}
     with captured_logs() as logs:
         async with running(config) as r, session_from("127.0.0.7") as session:
             for _ in range(15):
