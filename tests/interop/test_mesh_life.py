@@ -112,12 +112,19 @@ def unblock_server(mesh: Mesh) -> None:
 
 def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: Mesh) -> None:
     """The server is unreachable: `up` says every 5 s that it waits; Ctrl-C then exits 130
-    and stops the daemon, so when the server becomes reachable again nothing registers."""
-    key = mesh.auth_key("alice")
-    a = mesh.add_node("a")
+    and stops the daemon, so when the server becomes reachable again nothing registers. The
+    same for `up --foreground`."""
+    key = mesh.auth_key("alice", "--reusable")
+    a, b = mesh.add_node("a"), mesh.add_node("b")
     block_server(mesh)
     started = time.monotonic()
     up = a.ns.spawn(up_args(mesh, a, "--auth-key", key), log="up-a", env={"LOG_LEVEL": "info"})
+    # and a node in the foreground (its key from the environment: no exec)
+    fg = b.ns.spawn(
+        up_args(mesh, b, "--foreground"),
+        log="up-b",
+        env={"LOG_LEVEL": "info", "WGPY_AUTH_KEY": key},
+    )
     wait_for(
         lambda: "waiting for the login server" in up.output() or not up.alive,
         timeout=10,
@@ -130,15 +137,23 @@ def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: 
     assert up.wait(15) == 130, up.output()
     assert f"interrupted: stop the mesh daemon (kill -TERM {daemon})" in up.output()
     assert daemon not in a.ns.pids() and a.daemon_pid() is None
+    wait_for(
+        lambda: "waiting for the login server" in fg.output() or not fg.alive,
+        timeout=10,
+        what="the foreground node to say it waits",
+    )
+    fg.signal(signal.SIGINT)
+    assert fg.wait(15) == 130, fg.output()
     # the server becomes reachable while a connection attempt would still be retrying
     # (TCP retries its SYN 1, 3, 7 and 15 s after the first)
     unblock_server(mesh)
     assert time.monotonic() - started < 7, "too slow to test the retry that Ctrl-C stops"
     time.sleep(max(0.0, started + 17 - time.monotonic()))
     assert mesh.server_nodes() == {}, "a node registered after Ctrl-C"
-    assert a.ns.pids() == []  # no daemon, nothing else left running
-    assert a.ns.ip("link", "show", a.ifname, check=False).returncode != 0
-    assert not a.state_dir.joinpath("node.token").exists()
+    for node in (a, b):
+        assert node.ns.pids() == []  # no daemon, nothing else left running
+        assert node.ns.ip("link", "show", node.ifname, check=False).returncode != 0
+        assert not node.state_dir.joinpath("node.token").exists()
 
 
 def test_down_keeps_the_node_logged_in_and_up_brings_it_back_as_it_was(mesh: Mesh) -> None:

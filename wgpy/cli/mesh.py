@@ -354,6 +354,8 @@ def _up_foreground(
             env.stdout.flush()
 
     status = mesh_daemon.run_loop(daemon.serve(options, report))
+    if status == daemon.INTERRUPTED:
+        return ExitStatus.INTERRUPTED  # Ctrl-C before the node was up: nothing left behind
     if failed:
         raise CommandError(failed[0])
     return ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR

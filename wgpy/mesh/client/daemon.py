@@ -35,6 +35,7 @@ from .system import HostNetwork, IpCommand
 __all__ = ["DaemonOptions", "serve"]
 
 Report = Callable[[str | None, str], None]
+INTERRUPTED = 130  # serve's status after Ctrl-C (SIGINT) before the node was up, as a shell's
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def summary(node: MeshNode) -> str:
 
 
 async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | None = None) -> int:
-    """Run the node until it is stopped; the exit status (0: stopped, 1: failed)."""
+    """Run the node until it is stopped; the exit status (0: stopped, 1: failed, 130:
+    Ctrl-C before it was up)."""
     log = get_logger(component="mesh", interface=options.node.interface)
     state = StateDir(options.state_dir)
     try:
@@ -119,9 +121,16 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
     reported = False
     node: MeshNode | None = None
 
+    interrupted = False
+
     def stop() -> None:
         if node is not None:
             node.stop()
+
+    def stop_by_signal(signum: int) -> None:
+        nonlocal interrupted
+        interrupted = interrupted or signum == signal.SIGINT
+        stop()
 
     async def interface_factory(name: str, key: bytes, port: int) -> MeshInterface:
         iface = Interface(name, listen_port=port, private_key=key)
@@ -171,7 +180,7 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                 host=host or IpCommand(),
             )
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop)
+                loop.add_signal_handler(sig, stop_by_signal, sig)
             try:
                 await node.run(on_ready)
             except MeshError as e:
@@ -193,6 +202,6 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         state.remove_pid(pid)
     if not reported:
         report("the mesh node was stopped before it was up", "")
-        return 1
+        return INTERRUPTED if interrupted else 1
     log.info("mesh node stopped")
     return status
