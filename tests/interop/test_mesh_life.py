@@ -234,6 +234,6 @@ def test_status_says_the_server_is_unreachable_or_the_node_deleted(mesh: Mesh) -
     )
     text = status_text(a)
     assert "# the coordination server no longer accepts this node since " in text
-    assert "it was deleted or logged out there" in text
+    assert "it was deleted there (by an admin" in text
     assert "the policy lets this node reach no one" not in text
     assert os.stat(a.state_dir / "control.json").st_mode & 0o777 == 0o600

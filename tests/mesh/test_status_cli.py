@@ -121,7 +121,7 @@ def test_a_running_node_says_what_is_wrong_with_the_control_plane(running: State
     )
     status, out, _ = run("status", "--state-dir", path)
     assert "# the coordination server no longer accepts this node since " in out
-    assert "(The node token is not valid): it was deleted or logged out there" in out
+    assert "(The node token is not valid): it was deleted there (by an admin" in out
     assert out.endswith("(no peers)\n") and "policy" not in out
     running.write_control({"state": "expired", "since": now - 2, "error": None})
     status, out, _ = run("status", "--state-dir", path)

@@ -137,7 +137,7 @@ def _problem(control: dict[str, Any] | None, server: str, now: float) -> str | N
     if state == "refused":
         return (
             f"the coordination server no longer accepts this node since {when}{because}: it was "
-            "deleted or logged out there; register again with "
+            "deleted there (by an admin, or with the server's database); register again with "
             "`wgpy up --login-server URL --auth-key KEY` after `wgpy down`"
         )
     if state == "expired":

@@ -71,7 +71,7 @@ _PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_
 CONNECTING = "connecting"  # logging in, before the first map
 CONNECTED = "connected"  # the map stream is open
 UNREACHABLE = "unreachable"  # no answer, or an error answer: reconnecting with backoff
-REFUSED = "refused"  # the server no longer accepts the node's token (deleted, logged out)
+REFUSED = "refused"  # the server refuses the node's token: the node was deleted there
 EXPIRED = "expired"  # the node's key has expired at the server
 
 
