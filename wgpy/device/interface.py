@@ -91,7 +91,8 @@ class Interface:
         device = self.device
         out = device.datagrams_to_send()
         if out:
-            self.udp.send_batch(out)
+            for endpoint in self.udp.send_batch(out):  # sources that went away
+                device.forget_source(endpoint)
         packets = device.packets_to_deliver()
         if packets:
             self.tun.write_batch(packets)
