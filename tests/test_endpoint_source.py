@@ -8,10 +8,13 @@ inside ``source``, so strings stand in for the shell's control messages here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from support import Node, ipv4_packet, pair
 
+from wgpy.device.uapi import uapi_set
 from wgpy.protocol.constants import MESSAGE_INITIATION_TYPE
-from wgpy.protocol.device import Datagram
+from wgpy.protocol.device import Datagram, Device
 from wgpy.protocol.peer import without_source
 
 
@@ -86,3 +89,34 @@ def test_a_new_handshake_after_silence_drops_the_source() -> None:
         if found:
             break
     assert found == [a.address]
+
+
+@dataclass
+class Target:
+    """Just enough of an interface for the control protocol to configure ``device``."""
+
+    device: Device
+    listen_port: int = 0
+    fwmark: int = 0
+
+    def set_listen_port(self, port: int) -> None:
+        self.listen_port = port
+
+    def set_fwmark(self, mark: int) -> None:
+        self.fwmark = mark
+
+    def now(self) -> float:
+        return 0.0
+
+    def flush(self) -> None:
+        pass
+
+
+def test_wg_set_endpoint_drops_the_source_even_for_the_same_address() -> None:
+    _, a, b, _ = pair()
+    peer = b.device.peers[a.public]
+    peer.endpoint = with_source(a, "learned")
+    host, port = a.address  # type: ignore[misc]
+    line = f"endpoint={host}:{port}"
+    assert uapi_set(Target(b.device), ["public_key=" + a.public.hex(), line]) == 0
+    assert peer.endpoint == (host, port)  # a new endpoint from configuration has no source

@@ -97,6 +97,13 @@ def test_replies_come_from_the_address_the_peer_sent_to(
     sent_to(chosen)  # the source follows B's packets to the other address
     sent_to(other)
 
+    # `wg set` on A, even with the endpoint A has, drops the address A answered from: A's
+    # next packets leave from the routing table's choice, and B follows them there.
+    a.add_peer(b, endpoint=b_endpoint)
+    ping_ok(ns_a, TUN4[1])
+    assert endpoint_of(b, a) == endpoint_str(chosen, LISTEN_PORTS[0])
+    sent_to(other)
+
     # The address A answers from goes away: A's traffic falls back to the routing table's
     # choice (now the only address left), and B follows A there. wgpy retries a send that
     # failed for its source at once; wireguard-go 0.0.20220316 keeps sending from the gone

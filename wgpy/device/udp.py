@@ -258,7 +258,7 @@ class UdpBind:
             host: str = endpoint[0]  # type: ignore[index]
             port: int = endpoint[1]  # type: ignore[index]
             source: Source | None = None  # none, or found gone earlier in this batch
-            if len(endpoint) > 2 and (lost is None or endpoint not in lost):  # type: ignore[arg-type]
+            if len(endpoint) == 3 and (lost is None or endpoint not in lost):  # type: ignore[arg-type]
                 source = endpoint[2]  # type: ignore[index]
             sock = v6 if ":" in host else v4
             if sock is None:

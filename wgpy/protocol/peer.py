@@ -23,7 +23,7 @@ source where the kernel does (:func:`without_source`)."""
 
 def without_source(endpoint: Endpoint) -> Endpoint:
     """``endpoint`` with no local source: answers leave from the routing table's choice."""
-    if type(endpoint) is tuple and len(endpoint) > 2:
+    if type(endpoint) is tuple and len(endpoint) == 3:
         return endpoint[:2]
     return endpoint
 
