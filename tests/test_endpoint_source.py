@@ -1,6 +1,7 @@
 """The local source of an endpoint, in the core: answers go back to the endpoint (source
 included) that the peer's last authenticated packet arrived at, and the source is dropped where
-the kernel drops it (handshake retransmits, a new handshake after silence, a send that failed).
+the kernel drops it (handshake retransmits, a new handshake after silence, a send that failed,
+`wg set ... endpoint`, a new listen port or fwmark).
 
 The shell's endpoints are ``(host, port)`` or ``(host, port, source)``; the core never looks
 inside ``source``, so strings stand in for the shell's control messages here.
@@ -8,10 +9,14 @@ inside ``source``, so strings stand in for the shell's control messages here.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from dataclasses import dataclass
 
+import pytest
 from support import Node, ipv4_packet, pair
 
+from wgpy.device.interface import Interface
 from wgpy.device.uapi import uapi_set
 from wgpy.protocol.constants import MESSAGE_INITIATION_TYPE
 from wgpy.protocol.device import Datagram, Device
@@ -120,3 +125,61 @@ def test_wg_set_endpoint_drops_the_source_even_for_the_same_address() -> None:
     line = f"endpoint={host}:{port}"
     assert uapi_set(Target(b.device), ["public_key=" + a.public.hex(), line]) == 0
     assert peer.endpoint == (host, port)  # a new endpoint from configuration has no source
+
+
+class IdleTun:
+    """A TUN stand-in that never has a packet: the interface needs only its descriptor."""
+
+    name = "idle0"
+    mtu = 1420
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+
+    def fileno(self) -> int:
+        return self._r
+
+    def read_batch(self, limit: int) -> list[bytes]:
+        return []
+
+    def write_batch(self, packets: object) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+        self._r = -1
+
+
+WITH_SOURCE = ("192.0.2.1", 51820, "src")
+
+
+def sources_after(change: str) -> list[object]:
+    """A peer's endpoint (with a source) after each of: the same setting again, a new one."""
+
+    async def scenario() -> list[object]:
+        iface = Interface("idle0", tun=IdleTun())  # type: ignore[arg-type]
+        peer = iface.device.add_peer(os.urandom(32), endpoint=WITH_SOURCE)
+        seen = []
+        try:
+            for value in (0, 7) if change == "fwmark" else (iface.listen_port, 0):
+                peer.endpoint = WITH_SOURCE
+                if change == "fwmark":
+                    iface.set_fwmark(value)
+                else:
+                    iface.set_listen_port(value)
+                seen.append(peer.endpoint)
+        finally:
+            iface.close()
+        return seen
+
+    return asyncio.run(scenario())
+
+
+def test_a_new_listen_port_drops_every_source() -> None:
+    assert sources_after("listen_port") == [WITH_SOURCE, WITH_SOURCE[:2]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a socket mark needs CAP_NET_ADMIN")
+def test_a_new_fwmark_drops_every_source() -> None:
+    assert sources_after("fwmark") == [WITH_SOURCE, WITH_SOURCE[:2]]

@@ -74,6 +74,7 @@ class Interface:
             self.udp.rebind(port)
         finally:
             self._watch_udp()
+        self.device.forget_sources()
         self.log.info("listen port changed", listen_port=self.udp.port)
 
     @property
@@ -81,7 +82,9 @@ class Interface:
         return self.udp.fwmark
 
     def set_fwmark(self, mark: int) -> None:
-        self.udp.set_fwmark(mark)
+        if mark != self.udp.fwmark:
+            self.udp.set_fwmark(mark)
+            self.device.forget_sources()
 
     def now(self) -> float:
         return self.loop.time()

@@ -219,6 +219,12 @@ class Device:
             if peer.endpoint == endpoint:
                 peer.endpoint = bare
 
+    def forget_sources(self) -> None:
+        """Every peer forgets its local source, as the kernel does when the listen port or
+        the fwmark changes (routing may differ now)."""
+        for peer in self.peers.values():
+            peer.endpoint = without_source(peer.endpoint)
+
     def send_staged(self, peer: Peer, now: float) -> None:
         """Send what waits for ``peer`` (after its configuration changed, e.g. an endpoint
         arrived), starting a handshake if there is no usable session."""
