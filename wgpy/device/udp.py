@@ -1,7 +1,8 @@
 """The UDP side: one listen port on IPv4 and IPv6 (two sockets, as wireguard-go opens them).
 
-Endpoints are ``(host, port)`` tuples; IPv6 hosts are written without brackets, link-local
-ones with their ``%scope``. Datagrams are read in batches per wake-up. Another protocol can
+Endpoints are ``(host, port)`` tuples, or ``(host, port, source)`` for those read from the
+network (sticky sources, below); IPv6 hosts are written without brackets, link-local ones with
+their ``%scope``. Datagrams are read in batches per wake-up. Another protocol can
 share the port: a datagram that ``demux`` claims (returns True for) is not given to WireGuard.
 STUN for NAT traversal hooks in here, on the very sockets WireGuard uses.
 
