@@ -15,9 +15,9 @@ import pytest
 from wgpy.device.udp import GSO_MAX_SEGMENTS, UdpBind, sticky_source
 
 
-def receiver() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+def receiver(address: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 0))
     sock.settimeout(2)
     return sock
 
@@ -128,22 +128,32 @@ def test_other_gso_errors_count_every_datagram_lost() -> None:
         bind.close()
 
 
-def test_answers_leave_from_the_address_the_datagram_arrived_at() -> None:
-    bind, peer = UdpBind(0), receiver()
+@pytest.mark.parametrize(
+    ("peer_address", "locals_"),
+    [("127.0.0.1", ("127.0.0.2", "127.0.0.3")), ("::1", ("::1",))],
+    ids=["ipv4", "ipv6"],
+)
+def test_answers_leave_from_the_address_the_datagram_arrived_at(
+    peer_address: str, locals_: tuple[str, ...]
+) -> None:
+    bind, peer = UdpBind(0), receiver(peer_address)
     try:
-        assert bind.v4 is not None
-        for local in ("127.0.0.2", "127.0.0.3"):
+        sock = bind.v6 if ":" in peer_address else bind.v4
+        if sock is None:
+            pytest.skip("no IPv6 on this host")
+        for local in locals_:
             peer.sendto(b"hello", (local, bind.port))
-            [(data, endpoint)] = read_all(bind, 1)
+            [(data, endpoint)] = read_all(bind, 1, sock)
             assert data == b"hello"
-            assert endpoint == ("127.0.0.1", peer.getsockname()[1], sticky_source(local))
-            # one datagram, and a run that goes as one GSO send: both from `local`
+            assert endpoint == (peer_address, peer.getsockname()[1], sticky_source(local))
+            # one datagram, and a run that goes as one GSO send (the source control message
+            # beside UDP_SEGMENT): both from `local`, neither sent twice
             run = [os.urandom(1000) for _ in range(5)] + [os.urandom(10)]
             assert bind.send_batch([(b"one", endpoint)]) == ()
             assert bind.send_batch([(d, endpoint) for d in run]) == ()
             for want in [b"one", *run]:
                 got, source = peer.recvfrom(65535)
-                assert (got, source) == (want, (local, bind.port))
+                assert (got, source[:2]) == (want, (local, bind.port))
         assert bind.send_errors == 0 and not bind.gso_off
     finally:
         bind.close()
@@ -151,26 +161,33 @@ def test_answers_leave_from_the_address_the_datagram_arrived_at() -> None:
 
 
 @pytest.mark.parametrize("count", [1, 6], ids=["one", "gso-run"])
-def test_a_source_that_is_gone_is_reported_and_sent_around(count: int) -> None:
-    bind, peer = UdpBind(0), receiver()
+@pytest.mark.parametrize(
+    ("address", "foreign"), [("127.0.0.1", "192.0.2.1"), ("::1", "2001:db8::1")], ids=["v4", "v6"]
+)
+def test_a_source_that_is_gone_is_reported_and_sent_around(
+    count: int, address: str, foreign: str
+) -> None:
+    bind, peer = UdpBind(0), receiver(address)
     try:
-        to = ("127.0.0.1", peer.getsockname()[1])
-        gone = (*to, sticky_source("192.0.2.1"))  # not an address of this host
+        if ":" in address and bind.v6 is None:
+            pytest.skip("no IPv6 on this host")
+        to = (address, peer.getsockname()[1])
+        gone = (*to, sticky_source(foreign))  # not an address of this host
         # `count` datagrams (one send, or one GSO run), then one more that starts a new run
         sent = [os.urandom(1000) for _ in range(count)] + [os.urandom(1200)]
         assert bind.send_batch([(d, gone) for d in sent]) == [gone]
         for want in sent:
-            assert peer.recvfrom(65535) == (want, ("127.0.0.1", bind.port))
+            got, source = peer.recvfrom(65535)
+            assert (got, source[:2]) == (want, (address, bind.port))
         assert bind.send_errors == 0 and not bind.gso_off  # EINVAL here was not about GSO
     finally:
         bind.close()
         peer.close()
 
 
-def read_all(bind: UdpBind, count: int) -> list[tuple[bytes, object]]:
-    assert bind.v4 is not None
+def read_all(bind: UdpBind, count: int, sock: socket.socket) -> list[tuple[bytes, object]]:
     got: list[tuple[bytes, object]] = []
     deadline = time.monotonic() + 2
     while len(got) < count and time.monotonic() < deadline:
-        got += bind.read_batch(bind.v4)
+        got += bind.read_batch(sock)
     return got
