@@ -1,5 +1,7 @@
 """UDP segmentation offloads on loopback: runs go out as one GSO send, glued runs come back
-apart, order and content are kept, and a socket whose GSO fails falls back to one at a time."""
+apart, order and content are kept, and a socket whose GSO fails falls back to one at a time.
+Answers leave from the local address a datagram arrived at (all of 127/8 is local on lo), and
+from the routing table's choice once that address is not local any more."""
 
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ import time
 
 import pytest
 
-from wgpy.device.udp import GSO_MAX_SEGMENTS, UdpBind
+from wgpy.device.udp import GSO_MAX_SEGMENTS, UdpBind, sticky_source
 
 
-def receiver() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+def receiver(address: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 0))
     sock.settimeout(2)
     return sock
 
@@ -71,7 +73,8 @@ def test_a_glued_run_is_read_back_apart_in_one_call() -> None:
             got += [d for d, _ in batch]
             sources |= {ep for _, ep in batch}
         assert got == run
-        assert sources == {("127.0.0.1", sender.port)}
+        # every part carries the sender and the address it arrived at
+        assert sources == {("127.0.0.1", sender.port, sticky_source("127.0.0.1"))}
         # loopback hands a GSO send to a GRO socket whole: one receive call held the run
         assert calls == 1
     finally:
@@ -123,3 +126,68 @@ def test_other_gso_errors_count_every_datagram_lost() -> None:
     finally:
         bind.v4 = real
         bind.close()
+
+
+@pytest.mark.parametrize(
+    ("peer_address", "locals_"),
+    [("127.0.0.1", ("127.0.0.2", "127.0.0.3")), ("::1", ("::1",))],
+    ids=["ipv4", "ipv6"],
+)
+def test_answers_leave_from_the_address_the_datagram_arrived_at(
+    peer_address: str, locals_: tuple[str, ...]
+) -> None:
+    bind, peer = UdpBind(0), receiver(peer_address)
+    try:
+        sock = bind.v6 if ":" in peer_address else bind.v4
+        if sock is None:
+            pytest.skip("no IPv6 on this host")
+        for local in locals_:
+            peer.sendto(b"hello", (local, bind.port))
+            [(data, endpoint)] = read_all(bind, 1, sock)
+            assert data == b"hello"
+            assert endpoint == (peer_address, peer.getsockname()[1], sticky_source(local))
+            # one datagram, and a run that goes as one GSO send (the source control message
+            # beside UDP_SEGMENT): both from `local`, neither sent twice
+            run = [os.urandom(1000) for _ in range(5)] + [os.urandom(10)]
+            assert bind.send_batch([(b"one", endpoint)]) == ()
+            assert bind.send_batch([(d, endpoint) for d in run]) == ()
+            for want in [b"one", *run]:
+                got, source = peer.recvfrom(65535)
+                assert (got, source[:2]) == (want, (local, bind.port))
+        assert bind.send_errors == 0 and not bind.gso_off
+    finally:
+        bind.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("count", [1, 6], ids=["one", "gso-run"])
+@pytest.mark.parametrize(
+    ("address", "foreign"), [("127.0.0.1", "192.0.2.1"), ("::1", "2001:db8::1")], ids=["v4", "v6"]
+)
+def test_a_source_that_is_gone_is_reported_and_sent_around(
+    count: int, address: str, foreign: str
+) -> None:
+    bind, peer = UdpBind(0), receiver(address)
+    try:
+        if ":" in address and bind.v6 is None:
+            pytest.skip("no IPv6 on this host")
+        to = (address, peer.getsockname()[1])
+        gone = (*to, sticky_source(foreign))  # not an address of this host
+        # `count` datagrams (one send, or one GSO run), then one more that starts a new run
+        sent = [os.urandom(1000) for _ in range(count)] + [os.urandom(1200)]
+        assert bind.send_batch([(d, gone) for d in sent]) == [gone]
+        for want in sent:
+            got, source = peer.recvfrom(65535)
+            assert (got, source[:2]) == (want, (address, bind.port))
+        assert bind.send_errors == 0 and not bind.gso_off  # EINVAL here was not about GSO
+    finally:
+        bind.close()
+        peer.close()
+
+
+def read_all(bind: UdpBind, count: int, sock: socket.socket) -> list[tuple[bytes, object]]:
+    got: list[tuple[bytes, object]] = []
+    deadline = time.monotonic() + 2
+    while len(got) < count and time.monotonic() < deadline:
+        got += bind.read_batch(sock)
+    return got

@@ -74,6 +74,7 @@ class Interface:
             self.udp.rebind(port)
         finally:
             self._watch_udp()
+        self.device.forget_sources()
         self.log.info("listen port changed", listen_port=self.udp.port)
 
     @property
@@ -81,7 +82,9 @@ class Interface:
         return self.udp.fwmark
 
     def set_fwmark(self, mark: int) -> None:
-        self.udp.set_fwmark(mark)
+        if mark != self.udp.fwmark:
+            self.udp.set_fwmark(mark)
+            self.device.forget_sources()
 
     def now(self) -> float:
         return self.loop.time()
@@ -91,7 +94,8 @@ class Interface:
         device = self.device
         out = device.datagrams_to_send()
         if out:
-            self.udp.send_batch(out)
+            for endpoint in self.udp.send_batch(out):  # sources that went away
+                device.forget_source(endpoint)
         packets = device.packets_to_deliver()
         if packets:
             self.tun.write_batch(packets)

@@ -1,7 +1,8 @@
 """The UDP side: one listen port on IPv4 and IPv6 (two sockets, as wireguard-go opens them).
 
-Endpoints are ``(host, port)`` tuples; IPv6 hosts are written without brackets, link-local
-ones with their ``%scope``. Datagrams are read in batches per wake-up. Another protocol can
+Endpoints are ``(host, port)`` tuples, or ``(host, port, source)`` for those read from the
+network (sticky sources, below); IPv6 hosts are written without brackets, link-local ones with
+their ``%scope``. Datagrams are read in batches per wake-up. Another protocol can
 share the port: a datagram that ``demux`` claims (returns True for) is not given to WireGuard.
 STUN for NAT traversal hooks in here, on the very sockets WireGuard uses.
 
@@ -16,17 +17,33 @@ Segmentation offloads, where the kernel has them (Linux 4.18 for GSO, 5.0 for GR
 A GSO send that fails with an error that means "not here" (EIO from a device that cannot
 checksum, EMSGSIZE, EINVAL, ENOPROTOOPT) turns GSO off for that socket and sends the run again
 one datagram at a time, as wireguard-go does.
+
+Sticky sources ("reply to sender", as the kernel's ``socket.c`` and wireguard-go's
+``sticky_linux.go``): every datagram read comes with the local address it arrived at
+(IP_PKTINFO, IPV6_PKTINFO), kept as the third element of its endpoint, ``(host, port,
+source)``. The core stores the endpoint of a peer's last authenticated packet and hands it back
+with what it sends, so answers leave from the address the peer sent to, whatever the routing
+table would choose; a run for GSO is one endpoint, source included. The source is the control
+message ``sendmsg`` takes: the address, and for an IPv6 link-local one its interface; the
+interface of other addresses is left to the routing table (the kernel only checks it). A send
+from a source that went away (EINVAL, EADDRNOTAVAIL, ENETUNREACH, ENODEV) is sent again from
+the routing table's choice, and :meth:`UdpBind.send_batch` returns its endpoint so that the
+core forgets that source (the peer's next packet brings the current one).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 import struct
 from collections.abc import Callable, Sequence
 
-Endpoint = tuple[str, int]
+Source = tuple[int, int, bytes]
+"""Where answers to a peer leave from: an IP_PKTINFO or IPV6_PKTINFO control message for
+``sendmsg``, (level, type, data)."""
+Endpoint = tuple[str, int] | tuple[str, int, Source]
 Demux = Callable[[bytes, Endpoint], bool]
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -38,9 +55,15 @@ UDP_GRO = 104
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
 GSO_MAX_BYTES = 65535 - 40 - 8  # one IPv6 packet's payload less the UDP header
 _GSO_UNSUPPORTED = (errno.EIO, errno.EMSGSIZE, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
-_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+IP_PKTINFO = 8  # Linux; the socket module of Python 3.11 lacks it
+_SOURCE_GONE = (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENODEV)
+_CMSG_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)  # UDP_GRO, in6_pktinfo
 _SEGMENT_SIZE = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
+_IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+_IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
+_MAX_SOURCES = 1024  # local addresses seen: a bound on the cache, never reached in practice
+_NOTHING: tuple[Endpoint, ...] = ()
 
 
 def _buffer_size(sock: socket.socket) -> None:
@@ -62,12 +85,41 @@ def _open(family: int, port: int, fwmark: int) -> socket.socket:
         _buffer_size(sock)
         with contextlib.suppress(OSError):  # receive glued runs where the kernel can
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        with contextlib.suppress(OSError):  # the local address of each datagram: see above
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def sticky_source(address: str, ifindex: int = 0) -> Source:
+    """The control message that sends from local ``address`` (through interface ``ifindex``
+    where that is not 0)."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6:
+        return (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(ip.packed, ifindex))
+    return (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(ifindex, ip.packed, bytes(4)))
+
+
+def _received_source(level: int, kind: int, value: bytes) -> Source | None:
+    """The source to answer from, out of the PKTINFO a datagram arrived with."""
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
+        # ipi_spec_dst is the local address the datagram was routed to (ipi_addr, the
+        # header's destination, may be a broadcast address)
+        return sticky_source(socket.inet_ntop(socket.AF_INET, value[4:8]))
+    if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 20:
+        packed, ifindex = _IN6_PKTINFO.unpack_from(value)
+        ip = ipaddress.IPv6Address(packed)
+        if ip.is_multicast:  # sent to a group: answer from the routing table's choice
+            return None
+        return sticky_source(str(ip), ifindex if ip.is_link_local else 0)
+    return None
 
 
 def ipv6_available() -> bool:
@@ -89,6 +141,8 @@ class UdpBind:
         self.demux: Demux | None = None
         self.send_errors = 0
         self.gso_off: set[socket.socket] = set()  # sockets whose GSO sends failed
+        # the PKTINFO data a datagram arrived with -> the source to answer it from
+        self._sources: dict[bytes, Source | None] = {}
         self._open(port)
 
     def _open(self, port: int) -> None:
@@ -140,15 +194,17 @@ class UdpBind:
     def read_batch(self, sock: socket.socket, limit: int = 128) -> list[tuple[bytes, Endpoint]]:
         """Datagrams until ``limit`` are read (a GRO call may bring up to 64 at once, so a
         batch may end a little above it) or none are left. The bound keeps bursts written to
-        the TUN short enough for the receiving application's socket to keep up."""
+        the TUN short enough for the receiving application's socket to keep up. Endpoints
+        carry the source to answer from (see the module docstring)."""
         recvmsg = sock.recvmsg
         demux = self.demux
+        sources = self._sources
         out: list[tuple[bytes, Endpoint]] = []
         for _ in range(limit):
             if len(out) >= limit:
                 break
             try:
-                data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _GRO_CMSG_SPACE)
+                data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -156,36 +212,61 @@ class UdpBind:
                 if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     continue
                 raise
-            endpoint = (addr[0], addr[1])
-            if ancdata:
-                size = _gro_size(ancdata)
-                if size and len(data) > size:
-                    for i in range(0, len(data), size):
-                        part = data[i : i + size]
-                        if demux is None or not demux(part, endpoint):
-                            out.append((part, endpoint))
-                    continue
+            size = 0
+            source: Source | None = None
+            for level, kind, value in ancdata:
+                if level == SOL_UDP:
+                    if kind == UDP_GRO and len(value) >= 4:
+                        size = _GRO_SIZE.unpack_from(value)[0]
+                else:  # the PKTINFO asked for on this socket: one look-up a datagram or run
+                    try:
+                        source = sources[value]
+                    except KeyError:
+                        source = self._learn_source(level, kind, value)
+            endpoint: Endpoint = (
+                (addr[0], addr[1]) if source is None else (addr[0], addr[1], source)
+            )
+            if size and len(data) > size:
+                for i in range(0, len(data), size):
+                    part = data[i : i + size]
+                    if demux is None or not demux(part, endpoint):
+                        out.append((part, endpoint))
+                continue
             if demux is not None and demux(data, endpoint):
                 continue
             out.append((data, endpoint))
         return out
 
-    def send_batch(self, datagrams: Sequence[tuple[bytes, object]]) -> None:
-        """Send in order; runs to one endpoint go as one GSO send where the socket allows."""
+    def _learn_source(self, level: int, kind: int, value: bytes) -> Source | None:
+        sources = self._sources
+        if len(sources) >= _MAX_SOURCES:
+            sources.clear()
+        source = sources[value] = _received_source(level, kind, value)
+        return source
+
+    def send_batch(self, datagrams: Sequence[tuple[bytes, object]]) -> Sequence[object]:
+        """Send in order; runs to one endpoint go as one GSO send where the socket allows.
+
+        Returns the endpoints whose source could not be sent from (the address went away);
+        what was for them went out from the routing table's choice instead."""
         v4, v6 = self.v4, self.v6
         gso_off = self.gso_off
+        lost: list[object] | None = None
         n = len(datagrams)
         i = 0
         while i < n:
             data, endpoint = datagrams[i]
             host: str = endpoint[0]  # type: ignore[index]
             port: int = endpoint[1]  # type: ignore[index]
+            source: Source | None = None  # none, or found gone earlier in this batch
+            if len(endpoint) == 3 and (lost is None or endpoint not in lost):  # type: ignore[arg-type]
+                source = endpoint[2]  # type: ignore[index]
             sock = v6 if ":" in host else v4
             if sock is None:
                 self.send_errors += 1
                 i += 1
                 continue
-            # the run: same endpoint, same size, the last one may be shorter
+            # the run: same endpoint (source included), same size, the last one may be shorter
             size = len(data)
             j = i + 1
             if sock not in gso_off:
@@ -206,13 +287,21 @@ class UdpBind:
                         break
             if j - i == 1:
                 try:
-                    sock.sendto(data, (host, port))
-                except OSError:
-                    # full buffers, unreachable networks, a down route: UDP is lossy anyway
-                    self.send_errors += 1
-            else:
-                self._send_run(sock, datagrams, i, j, size, (host, port))
+                    if source is None:
+                        sock.sendto(data, (host, port))
+                    else:
+                        sock.sendmsg([data], [source], 0, (host, port))
+                except OSError as e:
+                    if source is not None and e.errno in _SOURCE_GONE:
+                        lost = _add(lost, endpoint)
+                        self._send_one(sock, data, (host, port), None)
+                    else:
+                        # full buffers, unreachable networks, a down route: UDP is lossy anyway
+                        self.send_errors += 1
+            elif self._send_run(sock, datagrams, i, j, size, (host, port), source):
+                lost = _add(lost, endpoint)
             i = j
+        return lost or _NOTHING
 
     def _send_run(
         self,
@@ -222,23 +311,54 @@ class UdpBind:
         j: int,
         size: int,
         address: tuple[str, int],
-    ) -> None:
+        source: Source | None,
+    ) -> bool:
+        """``datagrams[i:j]`` in one GSO send; True if ``source`` could not be sent from."""
         run = [d for d, _ in datagrams[i:j]]
+        buf = b"".join(run)
+        gso = (SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))
         try:
-            sock.sendmsg(
-                [b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))], 0, address
-            )
-            return
+            sock.sendmsg([buf], [gso] if source is None else [source, gso], 0, address)
+            return False
         except OSError as e:
-            if e.errno not in _GSO_UNSUPPORTED:
-                self.send_errors += len(run)
-                return
-            self.gso_off.add(sock)
-        for data in run:
+            code = e.errno
+        lost = False
+        if source is not None and code in _SOURCE_GONE:
+            # EINVAL may mean the source or GSO: without the source tells which
             try:
+                sock.sendmsg([buf], [gso], 0, address)
+                return True
+            except OSError as e:
+                code = e.errno
+            lost = code not in _GSO_UNSUPPORTED  # else each datagram below decides
+        if code not in _GSO_UNSUPPORTED:
+            self.send_errors += len(run)
+            return lost
+        self.gso_off.add(sock)
+        for data in run:
+            if self._send_one(sock, data, address, source):
+                lost, source = True, None
+        return lost
+
+    def _send_one(
+        self, sock: socket.socket, data: bytes, address: tuple[str, int], source: Source | None
+    ) -> bool:
+        """One datagram; True if ``source`` could not be sent from (then it goes without)."""
+        try:
+            if source is None:
                 sock.sendto(data, address)
-            except OSError:
+            else:
+                sock.sendmsg([data], [source], 0, address)
+            return False
+        except OSError as e:
+            if source is None or e.errno not in _SOURCE_GONE:
                 self.send_errors += 1
+                return False
+        try:
+            sock.sendto(data, address)
+        except OSError:
+            self.send_errors += 1
+        return True
 
     def close(self) -> None:
         for s in self.sockets():
@@ -247,8 +367,8 @@ class UdpBind:
         self.gso_off.clear()
 
 
-def _gro_size(ancdata: list[tuple[int, int, bytes]]) -> int:
-    for level, kind, value in ancdata:
-        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-            return int(_GRO_SIZE.unpack_from(value)[0])
-    return 0
+def _add(lost: list[object] | None, endpoint: object) -> list[object]:
+    if lost is None:
+        return [endpoint]
+    lost.append(endpoint)
+    return lost

@@ -63,7 +63,7 @@ from .messages import (
     MessageResponse,
     message_type,
 )
-from .peer import Endpoint, Peer
+from .peer import Endpoint, Peer, without_source
 from .ratelimiter import RateLimiter, source_key
 from .timers import Timer, pooled
 
@@ -207,6 +207,23 @@ class Device:
         else:
             peer.timers.persistent_keepalive = _INF
         self._dirty.add(peer)
+
+    def forget_source(self, endpoint: Endpoint) -> None:
+        """The shell could not send from ``endpoint``'s local source (that address went
+        away): peers there are answered from the routing table's choice until their next
+        packet tells where they send to now."""
+        bare = without_source(endpoint)
+        if bare is endpoint:
+            return
+        for peer in self.peers.values():
+            if peer.endpoint == endpoint:
+                peer.endpoint = bare
+
+    def forget_sources(self) -> None:
+        """Every peer forgets its local source, as the kernel does when the listen port or
+        the fwmark changes (routing may differ now)."""
+        for peer in self.peers.values():
+            peer.endpoint = without_source(peer.endpoint)
 
     def send_staged(self, peer: Peer, now: float) -> None:
         """Send what waits for ``peer`` (after its configuration changed, e.g. an endpoint
@@ -730,11 +747,14 @@ class Device:
                     timers.zero_key_material = now + ZERO_KEY_MATERIAL_AFTER
             else:
                 timers.handshake_attempts += 1
+                # the source we answer from may be the trouble: as the kernel, drop it
+                peer.endpoint = without_source(peer.endpoint)
                 self._initiate(peer, now, retry=True)
         elif timer is Timer.SEND_KEEPALIVE:
             self._send_keepalive(peer, now)
             timers.on_keepalive_sent_by_timer(now)
         elif timer is Timer.NEW_HANDSHAKE:
+            peer.endpoint = without_source(peer.endpoint)  # likewise: nothing came back
             self._initiate(peer, now, retry=False)
         elif timer is Timer.ZERO_KEY_MATERIAL:
             self._zero_key_material(peer)

@@ -15,8 +15,17 @@ from .keypair import Keypair
 from .timers import PeerTimers
 
 Endpoint = Hashable
-"""Where a peer is on the underlay. The shell uses socket address tuples ``(host, port, ...)``;
-the core only compares and stores them."""
+"""Where a peer is on the underlay. The shell uses socket address tuples ``(host, port)`` and
+``(host, port, source)``, where ``source`` (opaque here) is the local address the peer's packet
+arrived at, which the shell answers from. The core compares and stores them, and drops the
+source where the kernel does (:func:`without_source`)."""
+
+
+def without_source(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` with no local source: answers leave from the routing table's choice."""
+    if type(endpoint) is tuple and len(endpoint) == 3:
+        return endpoint[:2]
+    return endpoint
 
 
 class Peer:
