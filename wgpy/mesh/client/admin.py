@@ -38,6 +38,16 @@ def _one(reply: Any, key: str) -> Record:
     return dict(reply) if isinstance(reply, dict) else {}
 
 
+def _created(reply: Any, prefix: str, name: str, what: str) -> tuple[str, Record]:
+    """A new credential's secret (shown once) and its record without it."""
+    secret = _find_secret(reply, prefix)
+    if secret is None:
+        raise ApiError(200, f"the server's answer holds no {what}")
+    record = _one(reply, name)
+    record.pop("key", None)
+    return secret, record
+
+
 def _find_secret(value: Any, prefix: str) -> str | None:
     """The first string in ``value`` (searched through) that starts with ``prefix``."""
     if isinstance(value, str):
@@ -96,12 +106,7 @@ class AdminClient(Client):
         if tags is not None:
             body["tags"] = tags
         reply = await self.call("POST", "/preauthkeys", body)
-        secret = _find_secret(reply, "wgpy_auth_")
-        if secret is None:
-            raise ApiError(200, "the server's answer holds no pre-auth key")
-        record = _one(reply, "preauthkey")
-        record.pop("key", None)
-        return secret, record
+        return _created(reply, "wgpy_auth_", "preauthkey", "pre-auth key")
 
     async def list_preauthkeys(self) -> list[Record]:
         return _items(await self.call("GET", "/preauthkeys"), "preauthkeys")
@@ -164,12 +169,7 @@ class AdminClient(Client):
         if expiration_seconds is not None:
             body["expiration_seconds"] = expiration_seconds
         reply = await self.call("POST", "/apikeys", body)
-        secret = _find_secret(reply, "wgpy_api_")
-        if secret is None:
-            raise ApiError(200, "the server's answer holds no API key")
-        record = _one(reply, "apikey")
-        record.pop("key", None)
-        return secret, record
+        return _created(reply, "wgpy_api_", "apikey", "API key")
 
     async def expire_api_key(self, key_id: str) -> Record:
         return _one(await self.call("POST", f"/apikeys/{_segment(key_id)}/expire", {}), "apikey")
