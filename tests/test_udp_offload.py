@@ -185,6 +185,37 @@ def test_a_source_that_is_gone_is_reported_and_sent_around(
         peer.close()
 
 
+class NoRoute:
+    """A socket on a host that lost its route to the peer: every send fails alike."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def sendmsg(self, *args: object) -> int:
+        self.tries += 1
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    def sendto(self, data: bytes, address: object) -> int:
+        return self.sendmsg()
+
+
+@pytest.mark.parametrize("count", [1, 6], ids=["one", "gso-run"])
+def test_a_route_outage_keeps_the_source(count: int) -> None:
+    """ENETUNREACH with a source and without it: the route is down, not the source, so
+    the source is kept for when it comes back; the datagrams count as send errors."""
+    bind = UdpBind(0)
+    real = bind.v4
+    try:
+        fake = NoRoute()
+        bind.v4 = fake  # type: ignore[assignment]
+        endpoint = ("127.0.0.1", 9, sticky_source("127.0.0.1"))
+        assert bind.send_batch([(os.urandom(1000), endpoint) for _ in range(count)]) == ()
+        assert fake.tries == 2 and bind.send_errors == count and not bind.gso_off
+    finally:
+        bind.v4 = real
+        bind.close()
+
+
 def read_all(bind: UdpBind, count: int, sock: socket.socket) -> list[tuple[bytes, object]]:
     got: list[tuple[bytes, object]] = []
     deadline = time.monotonic() + 2

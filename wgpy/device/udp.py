@@ -293,8 +293,8 @@ class UdpBind:
                         sock.sendmsg([data], [source], 0, (host, port))
                 except OSError as e:
                     if source is not None and e.errno in _SOURCE_GONE:
-                        lost = _add(lost, endpoint)
-                        self._send_one(sock, data, (host, port), None)
+                        if self._send_plain(sock, data, (host, port)):
+                            lost = _add(lost, endpoint)  # the source was the trouble
                     else:
                         # full buffers, unreachable networks, a down route: UDP is lossy anyway
                         self.send_errors += 1
@@ -329,8 +329,7 @@ class UdpBind:
                 sock.sendmsg([buf], [gso], 0, address)
                 return True
             except OSError as e:
-                code = e.errno
-            lost = code not in _GSO_UNSUPPORTED  # else each datagram below decides
+                code = e.errno  # not the source's fault (a down route, say): it is kept
         if code not in _GSO_UNSUPPORTED:
             self.send_errors += len(run)
             return lost
@@ -343,7 +342,8 @@ class UdpBind:
     def _send_one(
         self, sock: socket.socket, data: bytes, address: tuple[str, int], source: Source | None
     ) -> bool:
-        """One datagram; True if ``source`` could not be sent from (then it goes without)."""
+        """One datagram; True if ``source`` could not be sent from and the datagram went
+        without it."""
         try:
             if source is None:
                 sock.sendto(data, address)
@@ -354,10 +354,16 @@ class UdpBind:
             if source is None or e.errno not in _SOURCE_GONE:
                 self.send_errors += 1
                 return False
+        return self._send_plain(sock, data, address)
+
+    def _send_plain(self, sock: socket.socket, data: bytes, address: tuple[str, int]) -> bool:
+        """One datagram from the routing table's choice of source; True if it went (so a
+        source that failed before was the trouble, not the route)."""
         try:
             sock.sendto(data, address)
         except OSError:
             self.send_errors += 1
+            return False
         return True
 
     def close(self) -> None:
