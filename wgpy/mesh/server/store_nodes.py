@@ -121,13 +121,13 @@ class NodeStore(StoreBase):
                 public_key,
             )
             if existing is not None:
-                if not _holds(holder, existing["token_id"], existing["token_hash"]):
-                    raise Conflict(key_taken(int(existing["id"])))
-                if int(existing["user_id"]) != user_id:
+                if int(existing["user_id"]) != user_id:  # named without its id
                     raise Conflict(
                         "this public key belongs to another user's node; generate a new key "
                         "or have an admin delete that node"
                     )
+                if not _holds(holder, existing["token_id"], existing["token_hash"]):
+                    raise Conflict(key_taken(int(existing["id"])))
                 node_id = int(existing["id"])
                 name = existing["hostname"]
                 if name != hostname:
