@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ def free_port() -> int:
 class ServerProcess:
     """`wgpy server` in a child process; CPU seconds and peak RSS read from /proc."""
 
-    def __init__(self, workdir: Path, database_url: str | None) -> None:
+    def __init__(self, workdir: Path, database_url: str | None, extra: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         store = ["--database-url", database_url] if database_url else ["--state-dir", str(workdir)]
@@ -78,7 +78,7 @@ class ServerProcess:
         self.log = workdir / "server.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [WGPY, "server", "--listen", f"127.0.0.1:{self.port}", *store],
+                [WGPY, "server", "--listen", f"127.0.0.1:{self.port}", *store, *extra],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

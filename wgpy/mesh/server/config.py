@@ -34,7 +34,7 @@ class ServerConfig:
     max_connections: int = 0  # open connections in all; 0: from the open-files limit
     max_unread_streams: int = 64  # map streams whose client stopped reading, in all...
     max_unread_streams_per_source: int = 8  # ... and per source
-    stream_send_buffer: int = 64 * 1024  # bytes of kernel send buffer per map stream
+    stream_send_buffer: int = 16 * 1024  # bytes of kernel send buffer per map stream
     max_body: int = 64 * 1024  # bytes
     max_nodes_per_user: int = DEFAULT_MAX_NODES_PER_USER  # 0: no limit
     preauth_lifetime: float = 3600.0  # default pre-auth key lifetime, seconds
