@@ -5,19 +5,25 @@ the lock that orders SQLite's transactions, on ``BEGIN``, on a statement, on ``C
 ``ROLLBACK``, on a pool connection. Each test here runs a transaction in a task and cancels
 it at its first, second, third ... wait (a *wait* is a future the task sleeps on, read from
 ``Task._fut_waiter``), then checks that the next transactions run and that the cancelled one
-left all of its writes or none.
+left all of its writes or none. And on SQLite, a ROLLBACK that fails leaves no transaction
+open for the next ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
+
+from wgpy.mesh.server.db import SqliteDatabase
 from wgpy.mesh.server.store import Store, open_store
 
 from .conftest import Database
+from .support import captured_logs
 
 MAX_WAITS = 60  # more than any transaction here waits for
 STEP_LIMIT = 20_000  # loop iterations spent looking for one wait
@@ -139,3 +145,46 @@ async def test_a_transaction_cancelled_while_waiting_for_its_turn(
                 assert await names(store, f"a{j}", f"b{j}") == {f"a{j}", f"b{j}"}
 
         assert await sweep(three, check) >= 4
+
+
+class FailingConnection:
+    """SQLite's connection, except that the statements named in ``fail`` fail once each,
+    without running (a real ROLLBACK failure is hard to provoke): only the failure is fake."""
+
+    def __init__(self, conn: Any, fail: set[str]) -> None:
+        self.real = conn
+        self.fail = fail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        if sql in self.fail:
+            self.fail.discard(sql)
+            raise sqlite3.OperationalError(f"{sql} failed (injected by the test)")
+        return await self.real.execute(sql, *args)
+
+
+@pytest.mark.parametrize("fail", [{"ROLLBACK"}, {"COMMIT", "ROLLBACK"}])
+async def test_a_rollback_that_fails_leaves_no_transaction_open(
+    database: Database, fail: set[str]
+) -> None:
+    """SQLite: a ROLLBACK that fails (after the handler failed, or after COMMIT failed)
+    leaves its transaction open on the connection; the next transaction still starts clean
+    and sees none of the failed one's writes."""
+    with captured_logs() as logs:
+        async with opened(database) as store:
+            assert isinstance(store.db, SqliteDatabase)
+            store.db._conn = FailingConnection(store.db._conn, set(fail))  # type: ignore[assignment]
+            with pytest.raises(sqlite3.OperationalError, match="ROLLBACK failed"):
+                async with store.db.transaction() as tx:
+                    await tx.execute("INSERT INTO users (name, created_at) VALUES ('half', 0)")
+                    if "COMMIT" not in fail:
+                        raise ValueError("the handler failed")
+            await store.create_user("after")
+            assert await names(store, "half", "after") == {"after"}
+    events = [e["event"] for e in logs if e["log_level"] in ("error", "info")]
+    assert "rolling back failed; closing the connection" in events
+    assert "opened the database again" in events
+    async with opened(database) as store:  # and on disk
+        assert await names(store, "half", "after") == {"after"}

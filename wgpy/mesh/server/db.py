@@ -5,7 +5,9 @@ their place): every value travels as a parameter, never inside the SQL text. Wor
 :meth:`Database.transaction`; a unique-constraint violation raises :class:`IntegrityConflict`
 so callers can retry or report it. A transaction whose task is cancelled (aiohttp cancels the
 handler of a client that hung up) at any of its awaits commits all of its writes or none, and
-leaves the connection ready for the next one (tests/mesh/test_db_cancel.py).
+leaves the connection ready for the next one (tests/mesh/test_db_cancel.py); on SQLite, a
+ROLLBACK that fails with the transaction still open closes the connection, and the next
+transaction opens a new one.
 
 Change notification: a transaction records which nodes it changed (and whether the policy
 did) with :meth:`Tx.changed`. When it commits, the database's ``on_change`` callback runs in
@@ -199,9 +201,10 @@ class SqliteDatabase(Database):
 
     dialect = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection, replica: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, replica: str, path: Path) -> None:
         super().__init__(replica)
-        self._conn = conn
+        self._conn: aiosqlite.Connection | None = conn
+        self._path = path
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -214,15 +217,14 @@ class SqliteDatabase(Database):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the file's mode, before sqlite
             os.close(fd)
             async with statedir.opening(path, _BUSY_TIMEOUT):
-                conn = await _sqlite_connect(path)
+                db = cls(await _sqlite_connect(path), replica, path)
                 try:
-                    db = cls(conn, replica)
                     if setup is not None:
                         await setup(db)
                 except BaseException as e:
                     # aiosqlite's worker thread is not a daemon: a connection left open would
                     # keep the process from exiting.
-                    await conn.close()
+                    await db.close()
                     if isinstance(e, sqlite3.Error):
                         raise DatabaseUnavailable(f"cannot open the database {path}: {e}") from None
                     raise
@@ -239,14 +241,15 @@ class SqliteDatabase(Database):
         # runs to its end in aiosqlite's thread even when its caller is cancelled, so the
         # connection's state is known only once BEGIN, COMMIT and ROLLBACK have finished:
         # they run to the end (and the cancellation is raised after), and the lock passes
-        # on only with the connection outside any transaction.
+        # on only with the connection outside any transaction (or closed, see _rollback).
         async with self._lock:
+            conn = await to_the_end(self._connection())
             try:
-                await to_the_end(self._conn.execute("BEGIN IMMEDIATE"))
+                await to_the_end(conn.execute("BEGIN IMMEDIATE"))
             except BaseException:
                 await to_the_end(self._rollback())  # BEGIN may have run all the same
                 raise
-            tx = _SqliteTx(self._conn)
+            tx = _SqliteTx(conn)
             try:
                 yield tx
             except BaseException:
@@ -254,27 +257,55 @@ class SqliteDatabase(Database):
                 raise
             # A request cancelled now (its client left) must not lose the news of what it
             # committed: the commit and the announcement finish regardless.
-            await to_the_end(self._commit(tx.change))
+            await to_the_end(self._commit(conn, tx.change))
 
-    async def _commit(self, change: Change) -> None:
+    async def _connection(self) -> aiosqlite.Connection:
+        """The connection; a new one (same file, same pragmas) if a failed rollback closed
+        the last one."""
+        if self._conn is None:
+            self._conn = await _sqlite_connect(self._path)
+            self.log.info("opened the database again", path=str(self._path))
+        return self._conn
+
+    async def _commit(self, conn: aiosqlite.Connection, change: Change) -> None:
         try:
-            await self._conn.execute("COMMIT")
+            await conn.execute("COMMIT")
         except BaseException:
             await self._rollback()
             raise
         self._committed(change)
 
     async def _rollback(self) -> None:
-        """Roll back whatever is open (statements queued before this one finish first)."""
+        """Roll back whatever is open (statements queued before this one finish first).
+
+        A ROLLBACK that fails and leaves the transaction open would leave it open for every
+        later one ("cannot start a transaction within a transaction"): the connection is
+        closed instead (SQLite rolls back what it had not committed) and the next
+        transaction opens a new one."""
+        if self._conn is None:
+            return
         try:
             await self._conn.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            if self._conn.in_transaction:
+        except Exception as e:
+            if not self._in_transaction():
+                if isinstance(e, sqlite3.OperationalError):
+                    return  # "no transaction is active": BEGIN failed or never ran
                 raise
-            # "no transaction is active": BEGIN failed or never ran
+            self.log.error("rolling back failed; closing the connection", error=str(e))
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+
+    def _in_transaction(self) -> bool:
+        try:
+            return self._conn is not None and self._conn.in_transaction
+        except (ValueError, sqlite3.Error):  # the connection is gone: nothing to roll back
+            return False
 
     async def close(self) -> None:
-        await self._conn.close()
+        if self._conn is not None:
+            await self._conn.close()
 
 
 # ----------------------------------------------------------------------------------------

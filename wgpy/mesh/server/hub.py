@@ -3,7 +3,8 @@
 Every committed change (from this replica, or from another one through NOTIFY) lands in
 :meth:`Hub.notify`. Changes are coalesced for ``coalesce`` seconds (50 ms), then one flush
 reloads just the changed rows (and the policy if it changed), applies them to the index and
-sends each open stream the deltas it needs. Flushes take turns; a failed reload is retried.
+sends each open stream the deltas it needs. Flushes take turns, each runs to its end as the
+hub's own task even if who awaits it is cancelled, and a failed reload is retried.
 
 Also here: expiry (a timer at the next node's ``expires_at`` turns into a change), the
 ephemeral grace (a stream that closes leaves an ephemeral node offline; after ``grace``
@@ -18,7 +19,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from wgpy.log import get_logger
 
@@ -33,6 +34,7 @@ KEEPALIVE = b'{"type":"keepalive"}\n'
 RETRY_DELAY = 1.0
 SLICE = 0.02  # seconds of work on a policy's masks between two turns of the event loop
 VIEWERS_AT_ONCE = 64  # streams whose deltas are worked out between two turns
+T = TypeVar("T")
 
 
 async def _masks(policy: tuple[Policy, int], nodes: Iterable[Node]) -> Masks:
@@ -136,10 +138,17 @@ class Hub:
 
     def _flush_soon(self) -> None:
         self._flush_timer = None
-        self.spawn(self.flush())
+        self.spawn(self._flush())
 
     async def flush(self) -> None:
-        """Apply every pending change now (also what a new stream waits for)."""
+        """Apply every pending change now (also what a new stream waits for).
+
+        The flush is the hub's own task: a caller cancelled meanwhile (aiohttp cancels the
+        handler of a client that hung up) stops waiting for it, but it runs to its end, so
+        no change is taken and dropped, nor an index updated without the deltas it owes."""
+        await asyncio.shield(self.spawn(self._flush()))
+
+    async def _flush(self) -> None:
         async with self._flush_lock:
             change, self._pending = self._pending, Change()
             if not change:
@@ -261,10 +270,12 @@ class Hub:
 
     # ------------------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as the hub's own task: stop() waits for it, a failure is logged."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
