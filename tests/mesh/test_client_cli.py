@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_client_fakes import FakeServer, new_keypair
 
-from wgpy.cli import mesh
+from wgpy.cli import mesh, mesh_daemon
 from wgpy.cli.environment import CommandError, Environment, ExitStatus
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client import state as state_module
@@ -343,6 +343,36 @@ def test_up_warns_of_plain_http_off_this_host(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ the daemon's process
+
+
+def test_the_daemon_program_never_imports_code_from_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """`python -m` would put the working directory first on the module path: root running
+    `wgpy up` in /tmp would import a planted wgpy/ or json.py."""
+    cwd = tmp_path / "cwd"
+    marker = tmp_path / "imported"
+    plant = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    (cwd / "wgpy").mkdir(parents=True)
+    (cwd / "wgpy" / "__init__.py").write_text(plant)
+    (cwd / "json.py").write_text(plant)
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"{}")  # not the options: the daemon says so and exits 1
+    os.close(write_fd)
+    try:
+        result = subprocess.run(
+            mesh_daemon.command(read_fd),
+            cwd=cwd,
+            pass_fds=(read_fd,),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(read_fd)
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"
+    assert result.returncode == 1
+    assert "the mesh daemon cannot start: the daemon's options are incomplete" in result.stderr
 
 
 def _open_fds() -> set[str]:

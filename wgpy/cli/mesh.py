@@ -342,7 +342,11 @@ def _up_foreground(
         options_fd = mesh_daemon.options_pipe(options, level)
         os.set_inheritable(options_fd, True)
         argv = mesh_daemon.command(options_fd)
-        os.execve(argv[0], argv, mesh_daemon.clean_environment())
+        try:
+            os.chdir("/")  # as the daemon: its paths are absolute (prepare_up)
+            os.execve(argv[0], argv, mesh_daemon.clean_environment())
+        finally:  # only if it could not exec
+            os.close(options_fd)
     log.configure(level, stream=env.stderr)
     failed: list[str] = []
 

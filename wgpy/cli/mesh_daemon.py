@@ -73,8 +73,10 @@ def options_pipe(options: daemon.DaemonOptions, log_level: str) -> int:
 
 
 def command(options_fd: int, *, report_fd: int | None = None) -> list[str]:
-    """The daemon's command line: nothing secret in it."""
-    argv = [sys.executable, "-m", __name__, "--options-fd", str(options_fd)]
+    """The daemon's command line: nothing secret in it. ``-P``: the working directory is
+    not put first on the module path, so a ``json.py`` or ``wgpy/`` where root ran ``wgpy
+    up`` is never imported (``-I`` would also drop PYTHONPATH, which a test's code needs)."""
+    argv = [sys.executable, "-P", "-m", __name__, "--options-fd", str(options_fd)]
     return [*argv, "--report-fd", str(report_fd)] if report_fd is not None else argv
 
 
