@@ -256,7 +256,9 @@ def test_foreground_up_reports_like_the_daemon(
         return 1
 
     monkeypatch.setattr(mesh.daemon, "serve", serve)
-    monkeypatch.setattr(mesh.log, "configure", lambda *a, **k: None)  # keep the test's logging
+    monkeypatch.setattr(
+        mesh_daemon.log, "configure", lambda *a, **k: None
+    )  # keep the test's logging
     # the key from the environment: on the command line it would make `up` exec the
     # daemon's own program (tests/interop/test_mesh_life.py)
     argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
@@ -373,6 +375,30 @@ def test_the_daemon_program_never_imports_code_from_the_working_directory(
     assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"
     assert result.returncode == 1
     assert "the mesh daemon cannot start: the daemon's options are incomplete" in result.stderr
+
+
+def test_foreground_node_interrupted_before_it_is_up_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same exit, whether `up --foreground` runs the node itself (key from the
+    environment) or execs the daemon's program (key on its command line)."""
+
+    async def interrupted(options: object, report: Callable[[str | None, str], None]) -> int:
+        report("the mesh node was stopped before it was up", "")
+        return daemon.INTERRUPTED
+
+    monkeypatch.setattr(daemon, "serve", interrupted)
+    monkeypatch.setattr(mesh_daemon.log, "configure", lambda *a, **k: None)
+    options = daemon.DaemonOptions(
+        state_dir=tmp_path, server_url="http://127.0.0.1:9", node=NodeConfig("wgm0", 0, "n", "k")
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert mesh_daemon.foreground(options, "info", out, err) == ExitStatus.INTERRUPTED
+    assert out.getvalue() == "" and err.getvalue() == ""
+    env = environment({"WGPY_AUTH_KEY": "k"})
+    argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
+            "--state-dir", str(tmp_path / "s"), "--interface", "wgm0"]  # fmt: skip
+    assert mesh.main(argv, env) == ExitStatus.INTERRUPTED
 
 
 def _open_fds() -> set[str]:

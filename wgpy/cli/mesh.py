@@ -53,7 +53,6 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
-from wgpy import log
 from wgpy.device import uapi_client
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
@@ -347,22 +346,8 @@ def _up_foreground(
             os.execve(argv[0], argv, mesh_daemon.clean_environment())
         finally:  # only if it could not exec
             os.close(options_fd)
-    log.configure(level, stream=env.stderr)
-    failed: list[str] = []
-
-    def report(error: str | None, summary: str) -> None:
-        if error is not None:
-            failed.append(error)
-        else:
-            env.stdout.write(summary + "\n")
-            env.stdout.flush()
-
-    status = mesh_daemon.run_loop(daemon.serve(options, report))
-    if status == daemon.INTERRUPTED:
-        return ExitStatus.INTERRUPTED  # Ctrl-C before the node was up: nothing left behind
-    if failed:
-        raise CommandError(failed[0])
-    return ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR
+    status = mesh_daemon.foreground(options, level, env.stdout, env.stderr)
+    return ExitStatus(status)
 
 
 def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment) -> ExitStatus:
