@@ -113,9 +113,10 @@ def unblock_server(mesh: Mesh) -> None:
 def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: Mesh) -> None:
     """The server is unreachable: `up` says every 5 s that it waits; Ctrl-C then exits 130
     and stops the daemon, so when the server becomes reachable again nothing registers. The
-    same for `up --foreground`."""
+    same for `up --foreground`, whether it runs the node itself or execs the daemon's
+    program (its key on the command line)."""
     key = mesh.auth_key("alice", "--reusable")
-    a, b = mesh.add_node("a"), mesh.add_node("b")
+    a, b, c = mesh.add_node("a"), mesh.add_node("b"), mesh.add_node("c")
     block_server(mesh)
     started = time.monotonic()
     up = a.ns.spawn(up_args(mesh, a, "--auth-key", key), log="up-a", env={"LOG_LEVEL": "info"})
@@ -124,6 +125,10 @@ def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: 
         up_args(mesh, b, "--foreground"),
         log="up-b",
         env={"LOG_LEVEL": "info", "WGPY_AUTH_KEY": key},
+    )
+    # and one that execs the daemon's program: `up` does not keep the key on its command line
+    exec_fg = c.ns.spawn(
+        up_args(mesh, c, "--foreground", "--auth-key", key), log="up-c", env={"LOG_LEVEL": "info"}
     )
     wait_for(
         lambda: "waiting for the login server" in up.output() or not up.alive,
@@ -144,13 +149,22 @@ def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: 
     )
     fg.signal(signal.SIGINT)
     assert fg.wait(15) == 130, fg.output()
+    wait_for(
+        lambda: "waiting for the login server" in exec_fg.output() or not exec_fg.alive,
+        timeout=10,
+        what="the exec'd foreground node to say it waits",
+    )
+    assert os.readlink(f"/proc/{exec_fg.pid}/cwd") == "/"  # its paths are absolute
+    exec_fg.signal(signal.SIGINT)
+    assert exec_fg.wait(15) == 130, exec_fg.output()
+    assert "stopped before it was up" not in exec_fg.output()
     # the server becomes reachable while a connection attempt would still be retrying
     # (TCP retries its SYN 1, 3, 7 and 15 s after the first)
     unblock_server(mesh)
     assert time.monotonic() - started < 7, "too slow to test the retry that Ctrl-C stops"
     time.sleep(max(0.0, started + 17 - time.monotonic()))
     assert mesh.server_nodes() == {}, "a node registered after Ctrl-C"
-    for node in (a, b):
+    for node in (a, b, c):
         assert node.ns.pids() == []  # no daemon, nothing else left running
         assert node.ns.ip("link", "show", node.ifname, check=False).returncode != 0
         assert not node.state_dir.joinpath("node.token").exists()

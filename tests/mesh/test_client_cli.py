@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_client_fakes import FakeServer, new_keypair
 
-from wgpy.cli import mesh
+from wgpy.cli import mesh, mesh_daemon
 from wgpy.cli.environment import CommandError, Environment, ExitStatus
+from wgpy.mesh.client import daemon
 from wgpy.mesh.client import state as state_module
+from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import Settings, StateDir, register_interface
 
 
@@ -252,7 +256,9 @@ def test_foreground_up_reports_like_the_daemon(
         return 1
 
     monkeypatch.setattr(mesh.daemon, "serve", serve)
-    monkeypatch.setattr(mesh.log, "configure", lambda *a, **k: None)  # keep the test's logging
+    monkeypatch.setattr(
+        mesh_daemon.log, "configure", lambda *a, **k: None
+    )  # keep the test's logging
     # the key from the environment: on the command line it would make `up` exec the
     # daemon's own program (tests/interop/test_mesh_life.py)
     argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
@@ -336,3 +342,159 @@ def test_up_warns_of_plain_http_off_this_host(tmp_path: Path) -> None:
     for quiet in ("https://mesh.example", "http://127.0.0.1:8080", "http://[::1]:8080",
                   "http://localhost:8080", "http://127.3.4.5"):  # fmt: skip
         assert warning(quiet) == "", quiet
+
+
+# ------------------------------------------------------------------ the daemon's process
+
+
+def test_the_daemon_program_never_imports_code_from_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """`python -m` would put the working directory first on the module path: root running
+    `wgpy up` in /tmp would import a planted wgpy/ or json.py."""
+    cwd = tmp_path / "cwd"
+    marker = tmp_path / "imported"
+    plant = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    (cwd / "wgpy").mkdir(parents=True)
+    (cwd / "wgpy" / "__init__.py").write_text(plant)
+    (cwd / "json.py").write_text(plant)
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"{}")  # not the options: the daemon says so and exits 1
+    os.close(write_fd)
+    try:
+        result = subprocess.run(
+            mesh_daemon.command(read_fd),
+            cwd=cwd,
+            pass_fds=(read_fd,),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(read_fd)
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"
+    assert result.returncode == 1
+    assert "the mesh daemon cannot start: the daemon's options are incomplete" in result.stderr
+
+
+def test_foreground_node_interrupted_before_it_is_up_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same exit, whether `up --foreground` runs the node itself (key from the
+    environment) or execs the daemon's program (key on its command line)."""
+
+    async def interrupted(options: object, report: Callable[[str | None, str], None]) -> int:
+        report("the mesh node was stopped before it was up", "")
+        return daemon.INTERRUPTED
+
+    monkeypatch.setattr(daemon, "serve", interrupted)
+    monkeypatch.setattr(mesh_daemon.log, "configure", lambda *a, **k: None)
+    options = daemon.DaemonOptions(
+        state_dir=tmp_path, server_url="http://127.0.0.1:9", node=NodeConfig("wgm0", 0, "n", "k")
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert mesh_daemon.foreground(options, "info", out, err) == ExitStatus.INTERRUPTED
+    assert out.getvalue() == "" and err.getvalue() == ""
+    env = environment({"WGPY_AUTH_KEY": "k"})
+    argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
+            "--state-dir", str(tmp_path / "s"), "--interface", "wgm0"]  # fmt: skip
+    assert mesh.main(argv, env) == ExitStatus.INTERRUPTED
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie is gone, only not reaped
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _fake_daemon(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, script: str
+) -> tuple[daemon.DaemonOptions, StateDir, Path]:
+    """`wgpy up`'s real start of a child, the child a small program: it writes its pid, then
+    runs ``script`` with ``fd`` the report pipe."""
+    pidfile = tmp_path / "child.pid"
+
+    def command(options_fd: int, *, report_fd: int | None = None) -> list[str]:
+        code = (
+            "import os, sys, time\n"
+            f"open({str(pidfile)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
+            f"os.rename({str(pidfile)!r} + '.tmp', {str(pidfile)!r})\n"
+            f"fd = {report_fd}\n" + script
+        )
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(mesh.mesh_daemon, "command", command)
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    options = daemon.DaemonOptions(
+        state_dir=state.path, server_url="http://127.0.0.1:9", node=NodeConfig("wgm0", 0, "n", "k")
+    )
+    return options, state, pidfile
+
+
+def _child_pid(pidfile: Path) -> int:
+    for _ in range(300):
+        if pidfile.exists():
+            return int(pidfile.read_text())
+        time.sleep(0.01)
+    raise AssertionError("the child did not start")
+
+
+def test_up_stops_a_daemon_that_lingers_after_saying_why_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options, state, pidfile = _fake_daemon(
+        monkeypatch, tmp_path, "os.write(fd, b'no.'); os.close(fd); time.sleep(60)\n"
+    )
+    monkeypatch.setattr(mesh, "STOP_TIMEOUT", 0.5)
+    env = environment()
+    before = _open_fds()
+    with pytest.raises(CommandError, match=r"^no\.$"):
+        mesh._up_daemon(options, state, env)
+    assert not _pid_alive(_child_pid(pidfile)), "the daemon was left running"
+    assert _open_fds() == before
+
+
+def test_ctrl_c_as_soon_as_the_daemon_started_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after the daemon was started, before `up` waits for its report."""
+    options, state, pidfile = _fake_daemon(monkeypatch, tmp_path, "time.sleep(60)\n")
+
+    def ctrl_c(*args: object) -> str:
+        _child_pid(pidfile)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mesh, "_await_report", ctrl_c)
+    env = environment()
+    before = _open_fds()
+    with pytest.raises(KeyboardInterrupt):
+        mesh._up_daemon(options, state, env)
+    assert not _pid_alive(_child_pid(pidfile)), "the daemon was left running"
+    assert _open_fds() == before
+    assert "interrupted: stop the mesh daemon" in env.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_up_closes_what_it_opened_when_the_daemon_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options, state, _ = _fake_daemon(monkeypatch, tmp_path, "")
+
+    def too_large(*args: object) -> int:
+        raise ValueError("the mesh daemon's options are too large for its pipe")
+
+    monkeypatch.setattr(mesh.mesh_daemon, "options_pipe", too_large)
+    before = _open_fds()
+    with pytest.raises(ValueError) as raised:  # its traceback keeps `up`'s frame alive
+        mesh._up_daemon(options, state, environment())
+    assert _open_fds() == before, "the log file is open until the garbage collector runs"
+    del raised

@@ -53,7 +53,6 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
-from wgpy import log
 from wgpy.device import uapi_client
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
@@ -342,23 +341,13 @@ def _up_foreground(
         options_fd = mesh_daemon.options_pipe(options, level)
         os.set_inheritable(options_fd, True)
         argv = mesh_daemon.command(options_fd)
-        os.execve(argv[0], argv, mesh_daemon.clean_environment())
-    log.configure(level, stream=env.stderr)
-    failed: list[str] = []
-
-    def report(error: str | None, summary: str) -> None:
-        if error is not None:
-            failed.append(error)
-        else:
-            env.stdout.write(summary + "\n")
-            env.stdout.flush()
-
-    status = mesh_daemon.run_loop(daemon.serve(options, report))
-    if status == daemon.INTERRUPTED:
-        return ExitStatus.INTERRUPTED  # Ctrl-C before the node was up: nothing left behind
-    if failed:
-        raise CommandError(failed[0])
-    return ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR
+        try:
+            os.chdir("/")  # as the daemon: its paths are absolute (prepare_up)
+            os.execve(argv[0], argv, mesh_daemon.clean_environment())
+        finally:  # only if it could not exec
+            os.close(options_fd)
+    status = mesh_daemon.foreground(options, level, env.stdout, env.stderr)
+    return ExitStatus(status)
 
 
 def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment) -> ExitStatus:
@@ -368,10 +357,12 @@ def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment)
     level = env.env.get("LOG_LEVEL", "info")
     env.stdout.flush()
     env.stderr.flush()
+    process: subprocess.Popen[bytes] | None = None
+    read_fd = write_fd = options_fd = -1
     logfile = _open_log(state.file(LOG_FILE))
-    options_fd = mesh_daemon.options_pipe(options, level)
-    read_fd, write_fd = os.pipe()
     try:
+        options_fd = mesh_daemon.options_pipe(options, level)
+        read_fd, write_fd = os.pipe()
         process = subprocess.Popen(
             mesh_daemon.command(options_fd, report_fd=write_fd),
             stdin=subprocess.DEVNULL,
@@ -382,55 +373,57 @@ def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment)
             env=mesh_daemon.clean_environment(),
             start_new_session=True,  # Ctrl-C on the terminal reaches `up`, which decides
         )
-    except BaseException:
-        os.close(read_fd)
+        for fd in (options_fd, write_fd):  # the daemon's now: its report ends at its exit
+            os.close(fd)
+        options_fd = write_fd = -1
+        message = _await_report(read_fd, process, options.server_url, env)
+        if message.startswith("ok\n"):
+            env.stdout.write(message[3:].rstrip("\n") + "\n")
+            return ExitStatus.SUCCESS
+        # it said why it stops: reap it, or stop it if it takes too long
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop_child(process, env, "it did not exit after its error")
+        raise CommandError(
+            message or f"the mesh daemon exited before it was up; see {state.file(LOG_FILE)}"
+        )
+    except KeyboardInterrupt:  # at any point once it was started: a node not up is stopped
+        if process is not None:
+            _stop_child(process, env, "interrupted")
         raise
     finally:
-        os.close(options_fd)
-        os.close(write_fd)
         logfile.close()
-    message = _await_report(read_fd, process, options.server_url, env)
-    if message.startswith("ok\n"):
-        env.stdout.write(message[3:].rstrip("\n") + "\n")
-        return ExitStatus.SUCCESS
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(STOP_TIMEOUT)  # it said why it stops: reap it
-    raise CommandError(
-        message or f"the mesh daemon exited before it was up; see {state.file(LOG_FILE)}"
-    )
+        for fd in (options_fd, read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
 
 
 def _await_report(
     fd: int, process: subprocess.Popen[bytes], server_url: str, env: Environment
 ) -> str:
-    """The daemon's report; meanwhile a word every PROGRESS_INTERVAL seconds. On Ctrl-C (or
-    the READY_TIMEOUT) the daemon is stopped before this returns or raises."""
+    """The daemon's report; meanwhile a word every PROGRESS_INTERVAL seconds. After the
+    READY_TIMEOUT the daemon is stopped before this returns (on Ctrl-C, the caller stops it)."""
     chunks: list[bytes] = []
     start = time.monotonic()
     next_word = start + PROGRESS_INTERVAL
-    try:
-        while True:
-            now = time.monotonic()
-            if now - start >= READY_TIMEOUT:
-                _stop_child(process, env, "it did not come up in time")
-                return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
-            wait = min(start + READY_TIMEOUT, next_word) - now
-            readable, _, _ = select.select([fd], [], [], max(0.0, wait))
-            if not readable:
-                if time.monotonic() >= next_word:
-                    waited = round(time.monotonic() - start)
-                    _echo(env, f"waiting for the login server at {server_url} ({waited} s)...")
-                    next_word += PROGRESS_INTERVAL
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except KeyboardInterrupt:
-        _stop_child(process, env, "interrupted")
-        raise
-    finally:
-        os.close(fd)
+    while True:
+        now = time.monotonic()
+        if now - start >= READY_TIMEOUT:
+            _stop_child(process, env, "it did not come up in time")
+            return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
+        wait = min(start + READY_TIMEOUT, next_word) - now
+        readable, _, _ = select.select([fd], [], [], max(0.0, wait))
+        if not readable:
+            if time.monotonic() >= next_word:
+                waited = round(time.monotonic() - start)
+                _echo(env, f"waiting for the login server at {server_url} ({waited} s)...")
+                next_word += PROGRESS_INTERVAL
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
 
 

@@ -26,7 +26,7 @@ import os
 import sys
 import traceback
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from wgpy import log
 from wgpy.mesh.client import daemon
@@ -73,8 +73,10 @@ def options_pipe(options: daemon.DaemonOptions, log_level: str) -> int:
 
 
 def command(options_fd: int, *, report_fd: int | None = None) -> list[str]:
-    """The daemon's command line: nothing secret in it."""
-    argv = [sys.executable, "-m", __name__, "--options-fd", str(options_fd)]
+    """The daemon's command line: nothing secret in it. ``-P``: the working directory is
+    not put first on the module path, so a ``json.py`` or ``wgpy/`` where root ran ``wgpy
+    up`` is never imported (``-I`` would also drop PYTHONPATH, which a test's code needs)."""
+    argv = [sys.executable, "-P", "-m", __name__, "--options-fd", str(options_fd)]
     return [*argv, "--report-fd", str(report_fd)] if report_fd is not None else argv
 
 
@@ -122,21 +124,32 @@ def background(options: daemon.DaemonOptions, log_level: str, report_fd: int) ->
         return 1
 
 
-def foreground(options: daemon.DaemonOptions, log_level: str) -> int:
-    """Run the node attached to the terminal; the exit status."""
-    log.configure(log_level, stream=sys.stderr)
+def foreground(
+    options: daemon.DaemonOptions,
+    log_level: str,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the node attached to the terminal: the summary on ``stdout``, the log and any
+    error on ``stderr`` (default: this process's); the exit status, 130 after Ctrl-C before
+    the node was up. ``wgpy up --foreground`` runs this, in its own process or in this one."""
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    log.configure(log_level, stream=err)
     failed: list[str] = []
 
     def report(error: str | None, summary: str) -> None:
         if error is not None:
             failed.append(error)
         else:
-            sys.stdout.write(summary + "\n")
-            sys.stdout.flush()
+            out.write(summary + "\n")
+            out.flush()
 
     status = run_loop(daemon.serve(options, report))
+    if status == daemon.INTERRUPTED:
+        return int(ExitStatus.INTERRUPTED)  # Ctrl-C before the node was up: nothing left
     if failed:
-        sys.stderr.write(f"{PROG} up: {failed[0]}\n")
+        err.write(f"{PROG} up: {failed[0]}\n")
         return int(ExitStatus.ERROR)
     return int(ExitStatus.SUCCESS if status == 0 else ExitStatus.ERROR)
 
