@@ -213,7 +213,7 @@ async def guess(r: Running) -> None:
 
 
 async def test_guessing_does_not_lock_out_others_behind_the_same_address(
-    config: ServerConfig,
+    backend: str, config: ServerConfig
 ) -> None:
     """An attacker, a node and an admin behind one address (NAT, proxy): once the attacker's
     guesses trip the failure limit, credentials that worked before still do; guesses get 429."""
