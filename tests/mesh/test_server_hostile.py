@@ -26,7 +26,7 @@ from wgpy.mesh.server import ServerConfig
 from wgpy.mesh.server.auth import RateLimiter, source_key
 from wgpy.mesh.server.db import Change
 
-from .conftest import Running, new_public_key, open_map, register, running, with_
+from .conftest import Client, Running, new_public_key, open_map, register, running, with_
 from .support import WGPY, captured_logs, run
 
 MADE_UP_NODE = "wgpy_node_0123456789abcdef_" + "A" * 43
@@ -137,6 +137,23 @@ def test_limits_count_ipv4_addresses_and_ipv6_64s() -> None:
     assert limiter.wait(source_key("2001:db8::ffff")) > 0  # 100 addresses of one /64: one
 
 
+def test_many_sources_cannot_flush_a_locked_bucket() -> None:
+    """An attacker with many /64s fills the limiter: its own empty bucket stays, the buckets
+    that refilled go first, and the table stays bounded."""
+    now = [0.0]
+    limiter = RateLimiter(1.0, 3.0, clock=lambda: now[0], max_keys=10)
+    for _ in range(3):
+        assert limiter.take("2001:db8:ffff::/64") == 0
+    assert limiter.take("2001:db8:ffff::/64") > 0  # locked
+    for i in range(100):  # one guess from each of many other /64s
+        limiter.take(f"2001:db8:{i}::/64")
+        assert len(limiter) <= 10
+    assert limiter.wait("2001:db8:ffff::/64") > 0  # still locked
+    now[0] += 3.0  # every bucket refilled: they all carry nothing and go first
+    assert limiter.take("2001:db8:aaaa::/64") == 0
+    assert len(limiter) == 1
+
+
 async def test_guessed_credentials_are_refused_before_the_database(config: ServerConfig) -> None:
     config = with_(config, auth_failure_burst=10.0, auth_failure_rate=0.5)
     # (the server's loggers take their processors when they are made)
@@ -193,6 +210,39 @@ async def guess(r: Running) -> None:
         ) as response,
     ):
         assert response.status == 401
+
+
+async def test_guessing_does_not_lock_out_others_behind_the_same_address(
+    backend: str, config: ServerConfig
+) -> None:
+    """An attacker, a node and an admin behind one address (NAT, proxy): once the attacker's
+    guesses trip the failure limit, credentials that worked before still do; guesses get 429."""
+    config = with_(config, auth_failure_burst=5.0, auth_failure_rate=0.1)
+    async with running(config) as r, session_from("127.0.0.9") as session:
+        admin = Client(session, r.url, r.admin.token)
+        await admin.user("nat")
+        key = await admin.auth_key("nat", reusable=True)
+        node = await register(Client(session, r.url), key, "behind-nat")
+        attacker = await register(Client(session, r.url), key, "attacker")
+        statuses = []
+        for _ in range(10):
+            async with session.get(
+                r.url + "/api/v1/node/map", headers={"Authorization": f"Bearer {MADE_UP_NODE}"}
+            ) as response:
+                statuses.append(response.status)
+        assert statuses.count(401) <= 6 and statuses[-1] == 429, statuses
+
+        login = {"public_key": node.public_key, "hostname": "behind-nat"}
+        await node.client.call("POST", "/login", login)
+        (await open_map(node)).close()
+        await register(Client(session, r.url), key, "another")  # the known auth key
+        await admin.call("DELETE", f"/nodes/{attacker.id}")
+        # a known id with a wrong secret still goes to the database, and counts
+        wrong = node.token[:-43] + "B" * 43
+        await node.client.using(wrong).error("POST", "/login", login, status=401)
+
+        for made_up, path in ((MADE_UP_NODE, "/node/map"), (MADE_UP_API, "/users")):
+            await admin.using(made_up).error("GET", path, status=429)
 
 
 async def test_made_up_auth_keys_are_logged_and_limited(config: ServerConfig) -> None:

@@ -5,6 +5,7 @@ directory (replicas on PostgreSQL stay allowed)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import stat
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wgpy.mesh.server import MeshServer, ServerConfig
+from wgpy.mesh.server import MeshServer, ServerConfig, statedir
 from wgpy.mesh.server.db import DatabaseUnavailable
 from wgpy.mesh.server.service import ServerError
 from wgpy.mesh.server.store import open_store
@@ -129,3 +130,124 @@ def test_the_second_wgpy_server_says_why_it_does_not_start(tmp_path: Path) -> No
     finally:
         first.terminate()
         first.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------------------
+# Links and other users' files in the state directory: a server running as root would
+# chmod or write what they point to.
+
+
+def precious(path: Path) -> Path:
+    path.write_text("precious\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+def untouched(path: Path) -> bool:
+    return path.read_text() == "precious\n" and mode(path) == 0o644
+
+
+@pytest.mark.parametrize("name", ["wgpy.db", "wgpy.db-wal", "wgpy.db-shm", "wgpy.db.open-lock"])
+async def test_a_linked_database_file_is_refused(tmp_path: Path, name: str) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    target = precious(tmp_path / "target")
+    (state_dir / name).symlink_to(target)
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await open_store(state_dir=state_dir, database_url=None, replica="r1")
+    assert str(refused.value) == (
+        f"{state_dir / name} is a symbolic link; remove it (the server makes its own file there)"
+    )
+    assert untouched(target)
+
+
+async def test_a_dangling_link_is_not_followed_to_create_a_file(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    (state_dir / "wgpy.db").symlink_to(tmp_path / "made")
+    with pytest.raises(DatabaseUnavailable, match="is a symbolic link; remove it"):
+        await open_store(state_dir=state_dir, database_url=None, replica="r1")
+    assert not (tmp_path / "made").exists()
+
+
+async def test_a_linked_state_directory_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chmod(elsewhere, 0o755)
+    state_dir = tmp_path / "state"
+    state_dir.symlink_to(elsewhere)
+    message = (
+        f"the state directory {state_dir} is a symbolic link or not a directory; "
+        "remove it, or give the server the real directory with --state-dir"
+    )
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await open_store(state_dir=state_dir, database_url=None, replica="r1")
+    assert str(refused.value) == message
+    config = ServerConfig(state_dir=state_dir, **FAST)  # type: ignore[arg-type]
+    with pytest.raises(ServerError) as refused_server:
+        await MeshServer(config).start()
+    assert str(refused_server.value) == message
+    assert mode(elsewhere) == 0o755 and list(elsewhere.iterdir()) == []
+
+
+async def test_a_linked_server_lock_is_refused(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    target = precious(tmp_path / "target")
+    (state_dir / "server.lock").symlink_to(target)
+    config = ServerConfig(state_dir=state_dir, **FAST)  # type: ignore[arg-type]
+    with pytest.raises(ServerError) as refused:
+        await MeshServer(config).start()
+    assert str(refused.value) == (
+        f"{state_dir / 'server.lock'} is a symbolic link; remove it (the server makes its own "
+        "file there)"
+    )
+    assert untouched(target)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's file needs root")
+async def test_another_users_database_file_is_refused(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    database = precious(state_dir / "wgpy.db")
+    os.chown(database, 65534, 65534)
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await open_store(state_dir=state_dir, database_url=None, replica="r1")
+    assert str(refused.value) == (
+        f"{database} belongs to uid 65534, not to this server's user (uid 0); remove it, "
+        "or chown it to that user"
+    )
+    assert untouched(database)
+
+
+async def test_a_lock_that_cannot_be_written_closes_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(statedir.os, "ftruncate", full)
+    with pytest.raises(statedir.StateDirError, match="cannot write the lock file"):
+        statedir.ServerLock(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_a_server_whose_database_fails_to_close_still_frees_its_directory(
+    tmp_path: Path,
+) -> None:
+    config = ServerConfig(state_dir=tmp_path / "state", **FAST)  # type: ignore[arg-type]
+    server = MeshServer(config)
+    await server.start()
+    store = server.store
+    close = store.close
+
+    async def failing() -> None:
+        await close()
+        raise DatabaseUnavailable("the disk went away")
+
+    store.close = failing  # type: ignore[method-assign]
+    with pytest.raises(DatabaseUnavailable):
+        await server.stop()
+    async with running(config) as again:
+        await again.admin.user("alice")

@@ -22,7 +22,14 @@ from aiohttp import web
 from wgpy.log import get_logger
 
 from . import schemas
-from .auth import Credential, RateLimiter, bearer_token, parse_credential, source_key
+from .auth import (
+    Credential,
+    KnownCredentials,
+    RateLimiter,
+    bearer_token,
+    parse_credential,
+    source_key,
+)
 from .config import ServerConfig
 from .errors import (
     Forbidden,
@@ -60,6 +67,8 @@ class Context:
     full_map_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(FULL_MAPS_AT_ONCE)
     )
+    # Credentials that authenticated: a failing source is not refused them (refuse_failing_source).
+    known: KnownCredentials = field(default_factory=KnownCredentials)
     # Bound when the app is made: after the command line has configured logging.
     log: Any = field(default_factory=lambda: get_logger(component="api"))
 
@@ -136,25 +145,33 @@ async def read_json(request: web.Request, *, empty_ok: bool = False) -> Any:
 
 
 async def admin_key(request: web.Request) -> ApiKey:
-    refuse_failing_source(request)
     key = bearer_token(request.headers.get("Authorization"), "api")
-    store = context(request).store
-    return await _authenticating(request, "an admin API key", store.check_api_key(key))
+    refuse_failing_source(request, key)
+    check = context(request).store.check_api_key(key)
+    return await _authenticating(request, "an admin API key", key, check)
 
 
-async def node_of(request: web.Request) -> Node:
-    refuse_failing_source(request)
+async def node_of(request: web.Request, *, rate_limited: bool = False) -> Node:
+    """The node whose token the request carries; ``rate_limited``: a login, which also
+    counts against the source's registrations and logins."""
     token = bearer_token(request.headers.get("Authorization"), "node")
-    store = context(request).store
-    return await _authenticating(request, "a node token", store.authenticate_node(token))
+    refuse_failing_source(request, token)
+    if rate_limited:
+        rate_limit(request)
+    check = context(request).store.authenticate_node(token)
+    return await _authenticating(request, "a node token", token, check)
 
 
-async def _authenticating(request: web.Request, credential: str, check: Awaitable[T]) -> T:
+async def _authenticating(
+    request: web.Request, name: str, credential: Credential, check: Awaitable[T]
+) -> T:
     """Await ``check`` of a well-formed ``credential``: if it fails, the failure counts
-    (errors_middleware); once it passed, what the request does next is not authentication."""
+    (errors_middleware); once it passed, the credential is known (refuse_failing_source)
+    and what the request does next is not authentication."""
     previous = request.get(CREDENTIAL)
-    request[CREDENTIAL] = credential
+    request[CREDENTIAL] = name
     result = await check
+    context(request).known.add(credential)
     if previous is None:
         del request[CREDENTIAL]
     else:
@@ -162,11 +179,16 @@ async def _authenticating(request: web.Request, credential: str, check: Awaitabl
     return result
 
 
-def refuse_failing_source(request: web.Request) -> None:
+def refuse_failing_source(request: web.Request, credential: Credential) -> None:
     """429, before the database is asked, for a source whose authentications keep failing
-    (guessed tokens or keys). Failures count from :func:`errors_middleware`: a credential
-    of the right form that the database refused (or found expired)."""
-    wait = context(request).failures.wait(source_key(request.remote))
+    (guessed tokens or keys), unless ``credential`` authenticated before: others behind the
+    same address (NAT, proxy) keep working, and the database still checks its secret.
+    Failures count from :func:`errors_middleware`: a credential of the right form that the
+    database refused (or found expired)."""
+    ctx = context(request)
+    if credential in ctx.known:
+        return
+    wait = ctx.failures.wait(source_key(request.remote))
     if wait > 0:
         raise TooManyRequests(
             "too many failed authentications from this address; check the credential and "
@@ -199,9 +221,7 @@ def _node_token_if_any(request: web.Request) -> Credential | None:
 
 
 def rate_limit(request: web.Request) -> None:
-    """Registrations and logins, per source; also a source whose authentications keep
-    failing is refused here, before its auth key or token reaches the database."""
-    refuse_failing_source(request)
+    """Registrations and logins, per source."""
     if request.path.endswith("/register"):
         request[CREDENTIAL] = "an auth key"
     wait = context(request).limiter.take(source_key(request.remote))
@@ -228,6 +248,7 @@ async def register(request: web.Request) -> web.Response:
         },
     )
     auth_key = parse_credential(body["auth_key"], "auth")
+    refuse_failing_source(request, auth_key)
     node, token = await ctx.store.register(
         auth_key,
         body["public_key"],
@@ -235,14 +256,15 @@ async def register(request: web.Request) -> web.Response:
         holder=_node_token_if_any(request),
         max_nodes=ctx.config.max_nodes_per_user,
     )
+    ctx.known.add(auth_key)
+    ctx.known.add(token)
     ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
 
 
 async def login(request: web.Request) -> web.Response:
-    rate_limit(request)
     ctx = context(request)
-    node = await node_of(request)
+    node = await node_of(request, rate_limited=True)
     body = schemas.fields(
         await read_json(request),
         {"public_key": schemas.public_key, "hostname": schemas.hostname},

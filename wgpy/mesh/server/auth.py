@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -103,10 +105,39 @@ def source_key(address: str | None) -> str:
     return str(ip)
 
 
+class KnownCredentials:
+    """The credentials (kind and id, never the secret) that authenticated, the most recent
+    ``max_size`` of them. A source whose authentications keep failing is refused at once only
+    for credentials not in here, so guessing from a shared address (NAT, proxy) does not lock
+    out the nodes and admins there. Only a credential that passed the database gets in."""
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self._max_size = max_size
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def add(self, credential: Credential) -> None:
+        key = (credential.kind, credential.id)
+        self._known[key] = None
+        self._known.move_to_end(key)
+        while len(self._known) > self._max_size:
+            self._known.popitem(last=False)
+
+    def __contains__(self, credential: Credential) -> bool:
+        return (credential.kind, credential.id) in self._known
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
 class RateLimiter:
     """A token bucket per key (a source, :func:`source_key`): ``burst`` requests at once,
-    refilled at ``rate`` per second. At most ``max_keys`` buckets are kept; full ones go
-    first."""
+    refilled at ``rate`` per second.
+
+    At most ``max_keys`` buckets are kept. When a new key finds them all taken, the buckets
+    that refilled to full go (they hold nothing a fresh bucket would not); if that frees too
+    little, the *most depleted* ones are kept and the fullest tenth go. So a key cannot have
+    its own empty bucket forgotten by making many others: those would have to be at least as
+    empty, which costs as many requests as the limit allows anyway."""
 
     def __init__(
         self,
@@ -116,13 +147,16 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 10_000,
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("a rate limiter needs rate > 0 and burst >= 1")
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("a rate limiter needs rate > 0, burst >= 1 and max_keys >= 1")
         self.rate = rate
         self.burst = burst
         self._clock = clock
         self._max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def take(self, key: str) -> float:
         """Spend one token of ``key``'s bucket: 0.0 if there was one, else the seconds until
@@ -147,14 +181,16 @@ class RateLimiter:
         tokens = min(self.burst, tokens + (self._clock() - at) * self.rate)
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets[key]
+        return min(self.burst, tokens + (now - at) * self.rate)
+
     def _prune(self, now: float) -> None:
-        full = [
-            k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= self.burst
-        ]
-        for k in full:
+        """Make room for a new key: drop the full buckets, else the fullest tenth."""
+        for k in [k for k in self._buckets if self._tokens(k, now) >= self.burst]:
             del self._buckets[k]
-        if len(self._buckets) >= self._max_keys:  # all busy: forget the oldest half
-            for k in sorted(self._buckets, key=lambda k: self._buckets[k][1])[
-                : self._max_keys // 2
-            ]:
+        excess = len(self._buckets) - self._max_keys + 1
+        if excess > 0:
+            count = max(excess, self._max_keys // 10)
+            for k in heapq.nlargest(count, self._buckets, key=lambda k: self._tokens(k, now)):
                 del self._buckets[k]

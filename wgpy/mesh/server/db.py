@@ -214,7 +214,7 @@ class SqliteDatabase(Database):
         together take turns, and each waits at most ``_BUSY_TIMEOUT`` seconds."""
         try:
             statedir.secure(path.parent, path)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the file's mode, before sqlite
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)  # mode, before sqlite
             os.close(fd)
             async with statedir.opening(path, _BUSY_TIMEOUT):
                 db = cls(await _sqlite_connect(path), replica, path)

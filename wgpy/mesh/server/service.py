@@ -233,16 +233,18 @@ class MeshServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._store is not None:
-            with contextlib.suppress(Exception):
-                await self._store.leave()
-            await self._store.close()
-            self._store = None
-        if self._state_lock is not None:
-            self._state_lock.release()
-            self._state_lock = None
-        for name in THROTTLED_LOGGERS:
-            logging.getLogger(name).removeFilter(self._throttle)
+        try:
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    await self._store.leave()
+                store, self._store = self._store, None
+                await store.close()
+        finally:  # even if closing failed: the directory is free for the next server
+            if self._state_lock is not None:
+                self._state_lock.release()
+                self._state_lock = None
+            for name in THROTTLED_LOGGERS:
+                logging.getLogger(name).removeFilter(self._throttle)
 
     async def __aenter__(self) -> MeshServer:
         await self.start()
