@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 
 from .netns import (
     IMPLEMENTATIONS,
+    Dump,
     Key,
     Lab,
     WgInterface,
@@ -102,6 +104,12 @@ def test_low_order_peer_keys_send_no_handshake(lab: Lab, impl: str) -> None:
     assert wg.alive
 
 
+def configuration(dump: Dump) -> Dump:
+    """``dump`` as configured: the handshake time and byte counters zeroed."""
+    peers = {key: replace(peer, latest_handshake=0, rx=0, tx=0) for key, peer in dump.peers.items()}
+    return replace(dump, peers=peers)
+
+
 @impls
 def test_setconf_showconf_roundtrip(lab: Lab, impl: str) -> None:
     wg = single(lab, impl)
@@ -145,7 +153,9 @@ Endpoint = [::1]:51002
     shown = wg.wg("showconf", wg.name).stdout
     path.write_text(shown)
     wg.wg("setconf", wg.name, str(path))
-    assert wg.dump() == dump
+    # Compared without the traffic counters: a peer with a keepalive sends its first
+    # handshake initiation at once, so tx moves between the two reads (wireguard-go: 1 in 8).
+    assert configuration(wg.dump()) == configuration(dump)
 
     # setconf replaces: a config without p1 removes it; fwmark 0 (which `wg` sends) clears it.
     reduced = conf.split("[Peer]")
