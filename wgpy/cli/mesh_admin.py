@@ -265,7 +265,13 @@ async def preauthkeys_create(
         expiration_seconds=args.expiration,
         tags=args.tags,
     )
-    # the key alone on stdout, for KEY=$(wgpy admin preauthkeys create ...)
+    _show_new_key(env, args, secret, record)
+
+
+def _show_new_key(
+    env: Environment, args: argparse.Namespace, secret: str, record: dict[str, Any]
+) -> None:
+    """A key just made: alone on stdout (KEY=$(wgpy admin ... create)), once."""
     _show(env, args, {**record, "key": secret}, secret + "\n")
     if not args.json:
         env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
@@ -355,9 +361,7 @@ async def policy_delete(client: AdminClient, args: argparse.Namespace, env: Envi
 
 async def apikeys_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     secret, record = await client.create_api_key(args.expiration)
-    _show(env, args, {**record, "key": secret}, secret + "\n")
-    if not args.json:
-        env.stderr.write(f"{PROG} admin: this key is shown only once; keep it safe\n")
+    _show_new_key(env, args, secret, record)
 
 
 async def apikeys_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -286,18 +286,8 @@ class UdpBind:
                     if m < size:
                         break
             if j - i == 1:
-                try:
-                    if source is None:
-                        sock.sendto(data, (host, port))
-                    else:
-                        sock.sendmsg([data], [source], 0, (host, port))
-                except OSError as e:
-                    if source is not None and e.errno in _SOURCE_GONE:
-                        if self._send_plain(sock, data, (host, port)):
-                            lost = _add(lost, endpoint)  # the source was the trouble
-                    else:
-                        # full buffers, unreachable networks, a down route: UDP is lossy anyway
-                        self.send_errors += 1
+                if self._send_one(sock, data, (host, port), source):
+                    lost = _add(lost, endpoint)  # the source was the trouble
             elif self._send_run(sock, datagrams, i, j, size, (host, port), source):
                 lost = _add(lost, endpoint)
             i = j
@@ -352,6 +342,7 @@ class UdpBind:
             return False
         except OSError as e:
             if source is None or e.errno not in _SOURCE_GONE:
+                # full buffers, unreachable networks, a down route: UDP is lossy anyway
                 self.send_errors += 1
                 return False
         return self._send_plain(sock, data, address)

@@ -222,8 +222,6 @@ def _node_token_if_any(request: web.Request) -> Credential | None:
 
 def rate_limit(request: web.Request) -> None:
     """Registrations and logins, per source."""
-    if request.path.endswith("/register"):
-        request[CREDENTIAL] = "an auth key"
     wait = context(request).limiter.take(source_key(request.remote))
     if wait > 0:
         raise TooManyRequests(
@@ -249,14 +247,14 @@ async def register(request: web.Request) -> web.Response:
     )
     auth_key = parse_credential(body["auth_key"], "auth")
     refuse_failing_source(request, auth_key)
-    node, token = await ctx.store.register(
+    check = ctx.store.register(
         auth_key,
         body["public_key"],
         body["hostname"],
         holder=_node_token_if_any(request),
         max_nodes=ctx.config.max_nodes_per_user,
     )
-    ctx.known.add(auth_key)
+    node, token = await _authenticating(request, "an auth key", auth_key, check)
     ctx.known.add(token)
     ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
