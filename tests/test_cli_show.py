@@ -32,9 +32,9 @@ from test_cli_quick import (
 from wgpy import keys
 from wgpy.cli import Environment, ExitStatus, main
 from wgpy.cli import show as show_module
-from wgpy.device import uapi_client
-from wgpy.device.uapi_client import DeviceState, PeerState, UapiError
 from wgpy.protocol import crypto
+from wgpy.uapi import client as uapi_client
+from wgpy.uapi.client import DeviceState, PeerState, UapiError
 
 K1 = bytes(range(32))
 K2 = bytes(range(32, 64))

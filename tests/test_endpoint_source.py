@@ -17,10 +17,10 @@ import pytest
 from support import Node, ipv4_packet, pair
 
 from wgpy.device.interface import Interface
-from wgpy.device.uapi import uapi_set
 from wgpy.protocol.constants import MESSAGE_INITIATION_TYPE
 from wgpy.protocol.device import Datagram, Device
 from wgpy.protocol.peer import without_source
+from wgpy.uapi.protocol import uapi_set
 
 
 def initiations(out: list[Datagram]) -> list[object]:

@@ -19,7 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wgpy.device.uapi import (
+from wgpy.protocol.allowedips import AllowedIPs
+from wgpy.protocol.crypto import ZERO_KEY, clamp, generate_private_key, public_key
+from wgpy.protocol.device import Device
+from wgpy.protocol.peer import Peer
+from wgpy.uapi.protocol import (
     IPC_ERROR_INVALID,
     IPC_ERROR_IO,
     IPC_ERROR_PORT_IN_USE,
@@ -31,11 +35,7 @@ from wgpy.device.uapi import (
     uapi_get,
     uapi_set,
 )
-from wgpy.device.uapi_server import serve_uapi, socket_path, uapi_request
-from wgpy.protocol.allowedips import AllowedIPs
-from wgpy.protocol.crypto import ZERO_KEY, clamp, generate_private_key, public_key
-from wgpy.protocol.device import Device
-from wgpy.protocol.peer import Peer
+from wgpy.uapi.server import serve_uapi, socket_path, uapi_request
 
 TAKEN_PORT = 51999
 BAD_MARK = 666

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from test_uapi import FakeTarget
 
-from wgpy.device.uapi_server import UapiServer, serve_uapi, socket_path
 from wgpy.protocol.crypto import clamp, generate_private_key, public_key
+from wgpy.uapi.server import UapiServer, serve_uapi, socket_path
 
 pytestmark = [
     pytest.mark.root,

@@ -23,9 +23,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from .device.interface import Interface
-from .device.uapi_server import UapiServer, serve_uapi
 from .keys import key_from_base64, key_to_base64
 from .protocol.constants import DEFAULT_MTU
+from .uapi.server import UapiServer, serve_uapi
 
 
 def _key(value: bytes | str) -> bytes:

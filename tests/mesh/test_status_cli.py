@@ -13,8 +13,8 @@ import pytest
 
 from wgpy.cli import Environment, ExitStatus, main
 from wgpy.cli import status as status_module
-from wgpy.device.uapi_client import DeviceState
 from wgpy.mesh.client.state import Settings, StateDir
+from wgpy.uapi.client import DeviceState
 
 
 def run(*argv: str) -> tuple[int, str, str]:

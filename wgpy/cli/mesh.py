@@ -53,7 +53,6 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
-from wgpy.device import uapi_client
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
 from wgpy.mesh.client.node import NodeConfig
@@ -66,6 +65,7 @@ from wgpy.mesh.client.state import (
     interface_state_dir,
     process_start_time,
 )
+from wgpy.uapi import client as uapi_client
 
 from . import mesh_admin, mesh_daemon
 from .environment import PROG, CommandError, Environment, ExitStatus

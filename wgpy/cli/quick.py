@@ -45,8 +45,8 @@ from typing import TextIO
 
 from wgpy import config as wgconfig
 from wgpy.config import Config, ConfigError, Endpoint, Peer
-from wgpy.device import uapi_client
-from wgpy.device.uapi_client import DeviceState, UapiError
+from wgpy.uapi import client as uapi_client
+from wgpy.uapi.client import DeviceState, UapiError
 
 from . import mesh as mesh_commands
 from .environment import PROG, CommandError, Environment, ExitStatus

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from wgpy import keys
 from wgpy.config import format_network
-from wgpy.device.uapi_client import DeviceState, PeerState, UapiError, list_interfaces, uapi_get
+from wgpy.uapi.client import DeviceState, PeerState, UapiError, list_interfaces, uapi_get
 
 from .environment import PROG, CommandError, Environment, ExitStatus
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wgpy.device.uapi_client import PeerState, UapiError, uapi_get
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client.state import DEFAULT_STATE_DIR, StateDir, StateError
+from wgpy.uapi.client import PeerState, UapiError, uapi_get
 
 from .environment import CommandError, Environment, ExitStatus
 

@@ -21,7 +21,7 @@ import sys
 from .. import __version__, log
 from ..device.interface import Interface
 from ..device.tun import TunError
-from ..device.uapi_server import serve_uapi
+from ..uapi.server import serve_uapi
 
 _NAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
 

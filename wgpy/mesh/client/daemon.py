@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ...device.interface import Interface
-from ...device.uapi_server import SOCKET_DIRECTORY, UapiServer, serve_uapi
 from ...log import get_logger
+from ...uapi.server import SOCKET_DIRECTORY, UapiServer, serve_uapi
 from .api import MeshClientError, NodeClient
 from .node import MeshError, MeshInterface, MeshNode, NodeConfig
 from .state import (

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ...device.uapi import parse_endpoint
 from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
+from ...uapi.protocol import parse_endpoint
 
 __all__ = ["MapError", "NodeRecord", "PeerRecord", "parse_node", "parse_peer", "parse_time"]
 

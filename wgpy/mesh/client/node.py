@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ...device.uapi import format_endpoint as format_uapi_endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...protocol.allowedips import IPNetwork
@@ -39,6 +38,7 @@ from ...protocol.constants import DEFAULT_MTU
 from ...protocol.crypto import public_key as derive_public_key
 from ...protocol.device import Device
 from ...protocol.flows import ReplyOnlyFilter
+from ...uapi.protocol import format_endpoint as format_uapi_endpoint
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node, parse_peer

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..log import get_logger
-from .uapi import MAX_LINE_BYTES, MAX_REQUEST_BYTES, UapiConnection, UapiTarget
+from .protocol import MAX_LINE_BYTES, MAX_REQUEST_BYTES, UapiConnection, UapiTarget
 
 __all__ = ["SOCKET_DIRECTORY", "UapiServer", "serve_uapi", "socket_path", "uapi_request"]
 
