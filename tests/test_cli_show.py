@@ -34,6 +34,7 @@ from wgpy.cli import Environment, ExitStatus, main
 from wgpy.cli import show as show_module
 from wgpy.protocol import crypto
 from wgpy.uapi import client as uapi_client
+from wgpy.uapi import paths
 from wgpy.uapi.client import DeviceState, PeerState, UapiError
 
 K1 = bytes(range(32))
@@ -272,7 +273,7 @@ class FakeDaemon:
 def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     directory = tmp_path / "run"
     directory.mkdir()
-    monkeypatch.setattr(uapi_client, "SOCKET_DIR", directory)
+    monkeypatch.setattr(paths, "SOCKET_DIR", directory)
     yield directory
 
 

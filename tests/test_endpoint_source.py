@@ -20,7 +20,7 @@ from wgpy.device.interface import Interface
 from wgpy.protocol.constants import MESSAGE_INITIATION_TYPE
 from wgpy.protocol.device import Datagram, Device
 from wgpy.protocol.peer import without_source
-from wgpy.uapi.protocol import uapi_set
+from wgpy.uapi.protocol import apply_set
 
 
 def initiations(out: list[Datagram]) -> list[object]:
@@ -123,7 +123,7 @@ def test_wg_set_endpoint_drops_the_source_even_for_the_same_address() -> None:
     peer.endpoint = with_source(a, "learned")
     host, port = a.address  # type: ignore[misc]
     line = f"endpoint={host}:{port}"
-    assert uapi_set(Target(b.device), ["public_key=" + a.public.hex(), line]) == 0
+    assert apply_set(Target(b.device), ["public_key=" + a.public.hex(), line]) == 0
     assert peer.endpoint == (host, port)  # a new endpoint from configuration has no source
 
 

@@ -7,6 +7,7 @@ IpcSetOperation, IpcHandle) and its ``ipc`` error codes; ``wg`` itself is in tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import os
@@ -23,6 +24,7 @@ from wgpy.protocol.allowedips import AllowedIPs
 from wgpy.protocol.crypto import ZERO_KEY, clamp, generate_private_key, public_key
 from wgpy.protocol.device import Device
 from wgpy.protocol.peer import Peer
+from wgpy.uapi.paths import socket_path
 from wgpy.uapi.protocol import (
     IPC_ERROR_INVALID,
     IPC_ERROR_IO,
@@ -30,12 +32,12 @@ from wgpy.uapi.protocol import (
     IPC_ERROR_PROTOCOL,
     IPC_ERROR_UNKNOWN,
     UapiConnection,
+    apply_set,
     format_endpoint,
+    get_reply,
     parse_endpoint,
-    uapi_get,
-    uapi_set,
 )
-from wgpy.uapi.server import serve_uapi, socket_path, uapi_request
+from wgpy.uapi.server import serve_uapi
 
 TAKEN_PORT = 51999
 BAD_MARK = 666
@@ -79,7 +81,7 @@ def new_public() -> bytes:
 
 
 def run(target: FakeTarget, *lines: str) -> int:
-    return uapi_set(target, list(lines))
+    return apply_set(target, list(lines))
 
 
 def request(target: FakeTarget, data: bytes) -> bytes:
@@ -87,7 +89,7 @@ def request(target: FakeTarget, data: bytes) -> bytes:
 
 
 def get_lines(target: FakeTarget) -> list[str]:
-    reply = uapi_get(target)
+    reply = get_reply(target)
     assert reply.endswith("\nerrno=0\n\n") or reply == "errno=0\n\n"
     return reply.split("\n")[:-3]
 
@@ -106,7 +108,7 @@ def peer_section(target: FakeTarget, public: bytes) -> list[str]:
 
 
 def test_get_of_an_empty_device() -> None:
-    assert uapi_get(FakeTarget()) == "errno=0\n\n"
+    assert get_reply(FakeTarget()) == "errno=0\n\n"
 
 
 def test_get_is_byte_for_byte_wireguard_go() -> None:
@@ -136,7 +138,7 @@ def test_get_is_byte_for_byte_wireguard_go() -> None:
     p1 = target.device.peers[peer1]
     p1.last_handshake_ns = 1_700_000_000_123_456_789
     p1.tx_bytes, p1.rx_bytes = 1000, 2000
-    assert uapi_get(target) == (
+    assert get_reply(target) == (
         "private_key=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e5f\n"
         "listen_port=51820\n"
         "fwmark=7\n"
@@ -209,7 +211,7 @@ def test_get_formats_prefixes_the_same_through_raw_prefixes() -> None:
         assert (
             run(target, "public_key=" + public.hex(), *(f"allowed_ip={p}" for p in prefixes)) == 0
         )
-    assert uapi_get(fast) == uapi_get(slow)
+    assert get_reply(fast) == get_reply(slow)
     texts = [line[11:] for line in get_lines(slow) if line.startswith("allowed_ip=")]
     # Go's netip.Prefix.String(): RFC 5952, IPv4-mapped addresses in dotted form
     assert texts == [
@@ -245,7 +247,7 @@ def test_all_zero_private_key_removes_the_key() -> None:
     target = FakeTarget(new_key())
     assert run(target, "private_key=" + "0" * 64) == 0
     assert target.device.identity is None
-    assert uapi_get(target) == "errno=0\n\n"
+    assert get_reply(target) == "errno=0\n\n"
 
 
 def test_private_key_of_a_peer_removes_that_peer() -> None:
@@ -584,7 +586,7 @@ def test_our_own_public_key_is_ignored_but_checked() -> None:
 )
 def test_errors(lines: list[str], code: int) -> None:
     target = FakeTarget()
-    assert uapi_set(target, lines) == code
+    assert apply_set(target, lines) == code
     assert target.listen_port == 0
 
 
@@ -720,7 +722,7 @@ def timed_set_and_get(target: FakeTarget, lines: list[str]) -> tuple[float, floa
     assert UapiConnection(target).receive_data(data) == b"errno=0\n\n"
     set_time = time.perf_counter() - start
     start = time.perf_counter()
-    reply = uapi_get(target)
+    reply = get_reply(target)
     get_time = time.perf_counter() - start
     return set_time, get_time, reply
 
@@ -816,8 +818,8 @@ EXPECTED_CODES = {0, IPC_ERROR_INVALID, IPC_ERROR_PROTOCOL, IPC_ERROR_PORT_IN_US
 @given(LINES)
 def test_random_lines_only_give_errno(lines: list[str]) -> None:
     target = FakeTarget(new_key())
-    assert uapi_set(target, lines) in EXPECTED_CODES  # -55 would be a bug
-    reply = uapi_get(target)
+    assert apply_set(target, lines) in EXPECTED_CODES  # -55 would be a bug
+    reply = get_reply(target)
     assert reply.endswith("errno=0\n\n")
 
     # what get says, set takes back (the counters and handshake time are read-only)
@@ -826,8 +828,8 @@ def test_random_lines_only_give_errno(lines: list[str]) -> None:
         return [line for line in reply.split("\n")[:-3] if not line.startswith(counters)]
 
     again = FakeTarget()
-    assert uapi_set(again, settable(reply)) == 0
-    assert settable(uapi_get(again)) == settable(reply)
+    assert apply_set(again, settable(reply)) == 0
+    assert settable(get_reply(again)) == settable(reply)
 
 
 @settings(max_examples=200, deadline=None)
@@ -840,6 +842,32 @@ def test_random_bytes_never_raise(chunks: list[bytes]) -> None:
 
 
 # ------------------------------------------------------------------------------ the server
+
+
+async def uapi_request(path: str, text: str, *, timeout: float = 60.0) -> str:
+    """Send one request (``"get=1\\n\\n"``, or ``"set=1\\n...\\n\\n"``) to the socket at
+    ``path`` and return the reply, up to and including ``errno=N`` and its blank line (the
+    command line's client, wgpy.uapi.client, is blocking: this is its asyncio twin for tests
+    that run the server on their own loop)."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            writer.write(text.encode())
+            await writer.drain()
+            reply = bytearray()
+            while True:
+                chunk = await reader.read(256 * 1024)
+                if not chunk:
+                    raise ConnectionError(f"{path} closed the connection before replying")
+                start = max(0, len(reply) - 1)
+                reply += chunk
+                end = reply.find(b"\n\n", start)
+                if end >= 0:
+                    return reply[: end + 2].decode("utf-8", "replace")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 async def _serve(
@@ -864,7 +892,7 @@ def test_server_socket_mode_requests_and_close(tmp_path: Path) -> None:
         server = await serve_uapi(
             "wgtest", target, directory=str(directory), on_socket_removed=lambda: None
         )
-        path = socket_path("wgtest", str(directory))
+        path = str(socket_path("wgtest", directory))
         st_ = os.stat(path)
         assert stat.S_ISSOCK(st_.st_mode)
         assert stat.S_IMODE(st_.st_mode) == 0o600
@@ -886,7 +914,7 @@ def test_server_socket_mode_requests_and_close(tmp_path: Path) -> None:
 
 
 def test_server_replaces_a_stale_socket_and_refuses_a_live_one(tmp_path: Path) -> None:
-    path = socket_path("wgtest", str(tmp_path))
+    path = str(socket_path("wgtest", tmp_path))
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(path)
     stale.close()  # the file stays, nobody listens
@@ -906,7 +934,7 @@ def test_server_replaces_a_stale_socket_and_refuses_a_live_one(tmp_path: Path) -
 
 
 def test_server_reports_removal_and_leaves_a_replacement_alone(tmp_path: Path) -> None:
-    path = socket_path("wgtest", str(tmp_path))
+    path = str(socket_path("wgtest", tmp_path))
 
     async def main() -> None:
         server, removed = await _serve(tmp_path, poll_interval=0.05)
@@ -937,7 +965,7 @@ def test_server_reports_removal_and_leaves_a_replacement_alone(tmp_path: Path) -
 
 
 def test_server_limits_hostile_clients(tmp_path: Path) -> None:
-    path = socket_path("wgtest", str(tmp_path))
+    path = str(socket_path("wgtest", tmp_path))
 
     async def main() -> None:
         server, _ = await _serve(
@@ -978,7 +1006,7 @@ def test_server_rejects_bad_names(tmp_path: Path) -> None:
 
 
 def test_uapi_request_on_a_server_that_closes(tmp_path: Path) -> None:
-    path = socket_path("wgtest", str(tmp_path))
+    path = str(socket_path("wgtest", tmp_path))
 
     async def main() -> None:
         server, _ = await _serve(tmp_path)

@@ -22,7 +22,8 @@ import pytest
 from test_uapi import FakeTarget
 
 from wgpy.protocol.crypto import clamp, generate_private_key, public_key
-from wgpy.uapi.server import UapiServer, serve_uapi, socket_path
+from wgpy.uapi.paths import socket_path
+from wgpy.uapi.server import UapiServer, serve_uapi
 
 pytestmark = [
     pytest.mark.root,

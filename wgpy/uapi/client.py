@@ -3,7 +3,8 @@
 A userspace WireGuard implementation (wireguard-go, ``wgpy-userspace``) serves
 ``/var/run/wireguard/NAME.sock``; ``get=1`` reads the interface, ``set=1`` changes it, and
 every reply ends with ``errno=N`` and a blank line. This is plain blocking socket code for the
-command line; the daemon's side is :mod:`wgpy.device.uapi_server`.
+command line; the daemon's side is :mod:`wgpy.uapi.server`, the protocol it speaks
+:mod:`wgpy.uapi.protocol`.
 
 Like ``wg``, a socket whose server is gone (the connection is refused) is removed when it is
 found.
@@ -23,8 +24,10 @@ from pathlib import Path
 from wgpy import keys
 from wgpy.protocol import crypto
 
+from . import paths
+from .paths import socket_path
+
 __all__ = [
-    "SOCKET_DIR",
     "DeviceState",
     "PeerState",
     "UapiError",
@@ -36,8 +39,6 @@ __all__ = [
     "uapi_set",
 ]
 
-SOCKET_DIR = Path("/var/run/wireguard")
-SOCKET_SUFFIX = ".sock"
 TIMEOUT = 10.0  # seconds for a whole request; a healthy daemon answers in milliseconds
 _MAX_REPLY = 64 * 1024 * 1024
 
@@ -47,7 +48,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class UapiError(Exception):
     """The control socket could not be reached, broke the protocol, or refused a request.
     ``errno`` is a positive error number (``errno.EADDRINUSE`` when a set asked for a listen
-    port that is taken) or None."""
+    port that is taken) or None: the wire's negative ``errno=-98`` comes back as 98. (The
+    server's side raises :class:`wgpy.uapi.protocol.IpcError`, which carries the wire's code.)"""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
@@ -79,11 +81,6 @@ class DeviceState:
     listen_port: int = 0
     fwmark: int = 0
     peers: list[PeerState] = field(default_factory=list)
-
-
-def socket_path(name: str, run_dir: Path | None = None) -> Path:
-    """Where ``name``'s control socket is (``run_dir`` defaults to :data:`SOCKET_DIR`)."""
-    return (run_dir or SOCKET_DIR) / f"{name}{SOCKET_SUFFIX}"
 
 
 def _connect(name: str, run_dir: Path | None, timeout: float) -> socket.socket:
@@ -150,15 +147,13 @@ def has_interface(name: str, run_dir: Path | None = None, remove_stale: bool = T
 def list_interfaces(run_dir: Path | None = None) -> list[str]:
     """The userspace interfaces, in directory order as ``wg show interfaces`` lists them."""
     try:
-        entries = os.listdir(run_dir or SOCKET_DIR)
+        entries = os.listdir(run_dir or paths.SOCKET_DIR)
     except FileNotFoundError:
         return []
     names = []
     for entry in entries:
-        if len(entry) <= len(SOCKET_SUFFIX) or not entry.endswith(SOCKET_SUFFIX):
-            continue
-        name = entry[: -len(SOCKET_SUFFIX)]
-        if has_interface(name, run_dir):
+        name = paths.interface_of(entry)
+        if name is not None and has_interface(name, run_dir):
             names.append(name)
     return names
 

@@ -10,17 +10,20 @@ operations (https://www.wireguard.com/xplatform/#configuration-protocol)::
 and gets back ``key=value`` lines (for a get), then ``errno=N`` and a blank line, N being 0 or a
 negative errno. This module does what wireguard-go's ``device/uapi.go`` does, line for line:
 
-* :func:`uapi_get` builds the reply of a get (the fields and their order of
+* :func:`get_reply` builds the reply of a get (the fields and their order of
   ``IpcGetOperation``);
-* :func:`uapi_set` applies the lines of a set and returns the errno (``IpcSetOperation``):
-  processing stops at the first error, and what was applied before it stays applied;
+* :func:`apply_set` applies the lines of a set and returns the errno (``IpcSetOperation``):
+  processing stops at the first error, and what was applied before it stays applied; the
+  error inside is :class:`IpcError`, which carries the negative code of the reply (as
+  wireguard-go's ``IPCError``);
 * :class:`UapiConnection` turns the bytes of one client connection into replies: several
   operations per connection, each set ending with a blank line (or with the end of the stream,
   as wireguard-go's scanner ends it), limits on line and request size.
 
 Everything acts on a :class:`UapiTarget` (the running interface). Keys are lowercase hex in
 both directions (uppercase is accepted on input); endpoints are numeric ``ip:port`` with IPv6
-in brackets, a link-local scope after ``%``. Nothing here logs a key.
+in brackets, a link-local scope after ``%``. Nothing here logs a key. This is the server's
+side; the command line's client is :mod:`wgpy.uapi.client`.
 """
 
 from __future__ import annotations
@@ -47,14 +50,14 @@ __all__ = [
     "IPC_ERROR_UNKNOWN",
     "MAX_LINE_BYTES",
     "MAX_REQUEST_BYTES",
+    "IpcError",
     "UapiConnection",
-    "UapiError",
     "UapiTarget",
+    "apply_set",
     "errno_reply",
     "format_endpoint",
+    "get_reply",
     "parse_endpoint",
-    "uapi_get",
-    "uapi_set",
 ]
 
 # The status codes of wireguard-go's ipc package (ipc/uapi_unix.go), negative as on the wire.
@@ -113,12 +116,13 @@ class UapiTarget(Protocol):
         ...
 
 
-class UapiError(Exception):
-    """A set failed: ``errno`` is the negative code for the reply. The message has no key."""
+class IpcError(Exception):
+    """A set failed: ``code`` is the negative errno for the reply (``IPC_ERROR_*``). The
+    message has no key."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
-        self.errno = code
+        self.code = code
 
 
 def errno_reply(code: int) -> str:
@@ -137,13 +141,13 @@ def _name(key: str) -> str:
 
 def _uint(value: str, maximum: int, what: str) -> int:
     if _UINT.fullmatch(value) is None or int(value) > maximum:
-        raise UapiError(IPC_ERROR_INVALID, f"failed to parse {what}")
+        raise IpcError(IPC_ERROR_INVALID, f"failed to parse {what}")
     return int(value)
 
 
 def _true(value: str, what: str) -> None:
     if value != "true":
-        raise UapiError(IPC_ERROR_INVALID, f"failed to set {what}: the value is not 'true'")
+        raise IpcError(IPC_ERROR_INVALID, f"failed to set {what}: the value is not 'true'")
 
 
 def _key(value: str, what: str) -> bytes:
@@ -151,7 +155,7 @@ def _key(value: str, what: str) -> bytes:
         return key_from_hex(value)
     except ValueError:
         # the message of key_from_hex quotes a character of the value: not for a log
-        raise UapiError(IPC_ERROR_INVALID, f"failed to set {what}: not 64 hex digits") from None
+        raise IpcError(IPC_ERROR_INVALID, f"failed to set {what}: not 64 hex digits") from None
 
 
 def _host_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -245,7 +249,7 @@ def _allowed_ip_texts(device: Device, peer: Peer) -> list[str]:
 # ------------------------------------------------------------------------------ get
 
 
-def uapi_get(target: UapiTarget) -> str:
+def get_reply(target: UapiTarget) -> str:
     """The whole reply to ``get=1``, ``errno=0`` and the blank line included."""
     device = target.device
     lines: list[str] = []
@@ -319,7 +323,7 @@ class _SetOperation:
                 break  # a blank line ends the operation
             key, sep, value = line.partition("=")
             if not sep:
-                raise UapiError(IPC_ERROR_PROTOCOL, "failed to parse line: no '='")
+                raise IpcError(IPC_ERROR_PROTOCOL, "failed to parse line: no '='")
             if key == "allowed_ip" and self.in_peers:
                 # the hot path of large configurations: adding a well-formed prefix
                 peer = self.peer
@@ -338,12 +342,12 @@ class _SetOperation:
             elif self.in_peers:
                 handler = self.peer_lines.get(key)
                 if handler is None:
-                    raise UapiError(IPC_ERROR_INVALID, f"invalid UAPI peer key: {_name(key)}")
+                    raise IpcError(IPC_ERROR_INVALID, f"invalid UAPI peer key: {_name(key)}")
                 handler(value)
             else:
                 handler = self.device_lines.get(key)
                 if handler is None:
-                    raise UapiError(IPC_ERROR_INVALID, f"invalid UAPI device key: {_name(key)}")
+                    raise IpcError(IPC_ERROR_INVALID, f"invalid UAPI device key: {_name(key)}")
                 handler(value)
         self.end_peer()
 
@@ -359,7 +363,7 @@ class _SetOperation:
         try:
             self.target.set_listen_port(port)
         except OSError as e:
-            raise UapiError(IPC_ERROR_PORT_IN_USE, f"failed to set listen_port {port}: {e}") from e
+            raise IpcError(IPC_ERROR_PORT_IN_USE, f"failed to set listen_port {port}: {e}") from e
 
     def fwmark(self, value: str) -> None:
         mark = _uint(value, 0xFFFFFFFF, "fwmark")
@@ -367,7 +371,7 @@ class _SetOperation:
             self.target.set_fwmark(mark)
         except OSError as e:
             # wireguard-go answers EADDRINUSE here too
-            raise UapiError(IPC_ERROR_PORT_IN_USE, f"failed to update fwmark: {e}") from e
+            raise IpcError(IPC_ERROR_PORT_IN_USE, f"failed to update fwmark: {e}") from e
 
     def replace_peers(self, value: str) -> None:
         _true(value, "replace_peers")
@@ -380,7 +384,7 @@ class _SetOperation:
         try:
             public_key = key_from_hex(value)
         except ValueError:
-            raise UapiError(
+            raise IpcError(
                 IPC_ERROR_INVALID, "failed to get peer by public key: not 64 hex digits"
             ) from None
         self.in_peers = True
@@ -397,7 +401,7 @@ class _SetOperation:
             try:
                 peer = device.add_peer(public_key)
             except LocalProtocolError as e:
-                raise UapiError(IPC_ERROR_INVALID, f"failed to create new peer: {e}") from None
+                raise IpcError(IPC_ERROR_INVALID, f"failed to create new peer: {e}") from None
             self.created = True
         self.peer = peer
 
@@ -431,7 +435,7 @@ class _SetOperation:
         try:
             endpoint = parse_endpoint(value)
         except ValueError as e:
-            raise UapiError(IPC_ERROR_INVALID, f"failed to set endpoint: {e}") from None
+            raise IpcError(IPC_ERROR_INVALID, f"failed to set endpoint: {e}") from None
         if self.peer is not None:
             self.peer.endpoint = endpoint
 
@@ -461,7 +465,7 @@ class _SetOperation:
             value = value[1:]
         address, sep, bits = value.rpartition("/")
         if not sep or not address or "%" in address or bits not in _PREFIX_LENGTHS:
-            raise UapiError(
+            raise IpcError(
                 IPC_ERROR_INVALID, "failed to set allowed ip: not a prefix such as 10.0.0.0/24"
             )
         peer = self.peer
@@ -473,16 +477,16 @@ class _SetOperation:
             else:
                 self.device.allowed_ips.remove(value, peer)
         except ValueError:
-            raise UapiError(
+            raise IpcError(
                 IPC_ERROR_INVALID, "failed to set allowed ip: not a prefix such as 10.0.0.0/24"
             ) from None
 
     def protocol_version(self, value: str) -> None:
         if value != "1":
-            raise UapiError(IPC_ERROR_INVALID, "invalid protocol version: only 1 exists")
+            raise IpcError(IPC_ERROR_INVALID, "invalid protocol version: only 1 exists")
 
 
-def uapi_set(target: UapiTarget, lines: Iterable[str]) -> int:
+def apply_set(target: UapiTarget, lines: Iterable[str]) -> int:
     """Apply the lines of a set (after ``set=1``; a blank line ends them) and return the errno
     for the reply: 0, or the negative code of the first error, where processing stopped (what
     came before it stays applied). Calls ``target.flush()`` once at the end. Never raises."""
@@ -490,9 +494,9 @@ def uapi_set(target: UapiTarget, lines: Iterable[str]) -> int:
     code = 0
     try:
         operation.run(lines)
-    except UapiError as e:
-        _log().error("uapi: set failed", error=str(e), errno=e.errno)
-        code = e.errno
+    except IpcError as e:
+        _log().error("uapi: set failed", error=str(e), errno=e.code)
+        code = e.code
     except Exception as e:  # a bug somewhere: answer as wireguard-go does, keep serving
         _log().exception("uapi: set failed unexpectedly", error_type=type(e).__name__)
         code = IPC_ERROR_UNKNOWN
@@ -589,7 +593,7 @@ class UapiConnection:
             del buffer[:1]
             self._state = _OP
             if follows == 0x0A:
-                out.append(uapi_get(self.target))
+                out.append(get_reply(self.target))
             else:
                 _log().error("uapi: trailing character in get")
                 out.append(errno_reply(IPC_ERROR_INVALID))
@@ -620,5 +624,5 @@ class UapiConnection:
         lines = body.decode("utf-8", "surrogateescape").split("\n")
         if lines[-1] == "":
             lines.pop()
-        out.append(errno_reply(uapi_set(self.target, lines)))
+        out.append(errno_reply(apply_set(self.target, lines)))
         return True

@@ -1,12 +1,12 @@
 """The UAPI control socket on asyncio: ``/var/run/wireguard/NAME.sock``, as wireguard-go.
 
 :func:`serve_uapi` creates the socket (mode 0600, never visible with looser permissions),
-replacing a stale one, and serves :class:`~wgpy.device.uapi.UapiConnection` on every client:
+replacing a stale one, and serves :class:`~wgpy.uapi.protocol.UapiConnection` on every client:
 several operations per connection, a set applied whole once complete. Limits keep a bad client
-from holding the interface: line and request size (see :mod:`wgpy.device.uapi`), a short
+from holding the interface: line and request size (see :mod:`wgpy.uapi.protocol`), a short
 timeout once a request has started, a long one between requests, a cap on connections. A
 watcher calls ``on_socket_removed`` when the socket file is deleted or replaced, the signal on
-which wireguard-go shuts its interface down. :func:`uapi_request` is a small client.
+which wireguard-go shuts its interface down. Where the socket is: :mod:`wgpy.uapi.paths`.
 """
 
 from __future__ import annotations
@@ -18,25 +18,21 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..log import get_logger
+from .paths import socket_path
 from .protocol import MAX_LINE_BYTES, MAX_REQUEST_BYTES, UapiConnection, UapiTarget
 
-__all__ = ["SOCKET_DIRECTORY", "UapiServer", "serve_uapi", "socket_path", "uapi_request"]
+__all__ = ["UapiServer", "serve_uapi"]
 
-SOCKET_DIRECTORY = "/var/run/wireguard"
 READ_SIZE = 256 * 1024
 
 
 def _log() -> Any:
     """The logger, looked up when used: one bound at import would miss wgpy.log.configure."""
     return get_logger(component="uapi")
-
-
-def socket_path(name: str, directory: str = SOCKET_DIRECTORY) -> str:
-    """Where the control socket of interface ``name`` lives."""
-    return os.path.join(directory, f"{name}.sock")
 
 
 def _check_name(name: str) -> None:
@@ -237,7 +233,7 @@ async def serve_uapi(
     name: str,
     target: UapiTarget,
     *,
-    directory: str = SOCKET_DIRECTORY,
+    directory: Path | str | None = None,
     on_socket_removed: Callable[[], None],
     idle_timeout: float = 3600.0,
     request_timeout: float = 30.0,
@@ -246,15 +242,17 @@ async def serve_uapi(
     max_request: int | None = None,
     poll_interval: float = 0.5,
 ) -> UapiServer:
-    """Serve the control protocol for ``target`` on ``DIRECTORY/NAME.sock``.
+    """Serve the control protocol for ``target`` on ``DIRECTORY/NAME.sock`` (the directory
+    defaults to :data:`wgpy.uapi.paths.SOCKET_DIR`).
 
     The directory is created (0755) if needed; a live socket of the same name raises OSError
     (EADDRINUSE), a stale one is replaced. ``idle_timeout`` bounds the wait between requests,
     ``request_timeout`` the time to receive a request once started and to send its reply.
     """
     _check_name(name)
+    path = socket_path(name, directory)
     server = UapiServer(
-        socket_path(name, directory),
+        str(path),
         target,
         on_socket_removed=on_socket_removed,
         idle_timeout=idle_timeout,
@@ -264,30 +262,6 @@ async def serve_uapi(
         max_request=MAX_REQUEST_BYTES if max_request is None else max_request,
         poll_interval=poll_interval,
     )
-    await server._start(directory)
+    await server._start(str(path.parent))
     _log().info("uapi: listening", path=server.path)
     return server
-
-
-async def uapi_request(path: str, text: str, *, timeout: float = 60.0) -> str:
-    """Send one request (``"get=1\\n\\n"``, or ``"set=1\\n...\\n\\n"``) to the socket at
-    ``path`` and return the reply, up to and including ``errno=N`` and its blank line."""
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_unix_connection(path)
-        try:
-            writer.write(text.encode())
-            await writer.drain()
-            reply = bytearray()
-            while True:
-                chunk = await reader.read(READ_SIZE)
-                if not chunk:
-                    raise ConnectionError(f"{path} closed the connection before replying")
-                start = max(0, len(reply) - 1)
-                reply += chunk
-                end = reply.find(b"\n\n", start)
-                if end >= 0:
-                    return reply[: end + 2].decode("utf-8", "replace")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()

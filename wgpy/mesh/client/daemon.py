@@ -20,7 +20,8 @@ from typing import Any
 
 from ...device.interface import Interface
 from ...log import get_logger
-from ...uapi.server import SOCKET_DIRECTORY, UapiServer, serve_uapi
+from ...uapi.paths import SOCKET_DIR
+from ...uapi.server import UapiServer, serve_uapi
 from .api import MeshClientError, NodeClient
 from .node import MeshError, MeshInterface, MeshNode, NodeConfig
 from .state import (
@@ -45,7 +46,7 @@ class DaemonOptions:
     node: NodeConfig
     ca_cert: str | None = None
     run_dir: Path | None = None  # default: RUN_DIR
-    socket_directory: str = SOCKET_DIRECTORY
+    socket_directory: str = str(SOCKET_DIR)
 
     def to_json(self) -> dict[str, Any]:
         """What ``wgpy up`` hands the daemon process through a pipe (never its command line
