@@ -1,4 +1,4 @@
-"""The HTTP API (wgpy/mesh/server/app.py, admin.py): registration and its keys, admin
+"""The HTTP API (wgpy/mesh/server/web.py, app.py, admin.py): registration and its keys, admin
 endpoints with and without a key, bad input and abuse, and nodes that cannot act on others."""
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def test_no_endpoint_accepts_a_private_key_field() -> None:
     server = Path(__file__).parents[2] / "wgpy" / "mesh" / "server"
     schemas = (server / "schemas.py").read_text()
     assert 'PRIVATE_FIELD = re.compile("private", re.IGNORECASE)' in schemas
-    for module in ("app.py", "admin.py"):
+    for module in ("web.py", "app.py", "admin.py"):
         source = (server / module).read_text()
         assert not re.search(r'["\']\w*private\w*["\']', source, re.IGNORECASE), module
         assert "request.json(" not in source and "request.post(" not in source, module

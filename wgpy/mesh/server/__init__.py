@@ -13,7 +13,8 @@ SQLite or PostgreSQL store, with map streams pushed to nodes as deltas.
 | ``store`` | every read and write of the data model, in transactions |
 | ``netmap`` | the in-memory index of nodes: full maps and per-change deltas (pure) |
 | ``hub`` | open map streams, change batching, expiry timers, ephemeral grace |
-| ``app``, ``admin`` | the aiohttp routes |
+| ``web`` | what every route shares: request context, JSON replies, bodies, credential checks |
+| ``app``, ``admin`` | the routes: nodes (and the app joining all routes), admins |
 | ``service`` | configuration and the server's life cycle |
 """
 

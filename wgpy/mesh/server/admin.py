@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import schemas
-from .app import admin_key, context, read_json, reply
 from .errors import BadRequest
 from .models import iso
+from .web import admin_key, context, read_json, reply
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 

@@ -20,7 +20,7 @@ limit, and logs that a flood cannot multiply.
 
 Header and body timeouts are set where aiohttp reads: its keep-alive timeout closes a
 connection that has not completed a request's headers ``header_timeout`` seconds after it
-opened or after its previous response; app.read_json gives a body ``body_timeout`` seconds.
+opened or after its previous response; web.read_json gives a body ``body_timeout`` seconds.
 """
 
 from __future__ import annotations

@@ -27,13 +27,14 @@ from aiohttp import web
 from wgpy.log import get_logger
 
 from . import guard, statedir
-from .app import Context, create_app
+from .app import create_app
 from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
 from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
 from .models import ApiKey
 from .store import Store, open_store
+from .web import Context
 
 LINGER = 2.0  # seconds an unread request body is drained after the reply, then closed
 THROTTLED_LOGGERS = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access")
