@@ -272,7 +272,7 @@ class running:
 
     async def __aenter__(self) -> Running:
         await self.server.start()
-        _, key = await self.server.store.create_api_key(None)
+        _, key = await self.server.store.api_keys.create(None)
         self.session = aiohttp.ClientSession()
         return Running(self.server, Client(self.session, self.server.url, str(key)), self.session)
 

@@ -231,7 +231,7 @@ def test_admin_cli_against_the_real_server(tmp_path: Path) -> None:
             await server.stop()
 
     async def body(server: MeshServer) -> None:
-        _, api_key = await server.store.create_api_key(None)
+        _, api_key = await server.store.api_keys.create(None)
         url, key = server.url, str(api_key)
 
         def cli(*args: str, stdin: bytes = b"") -> Run:

@@ -120,7 +120,7 @@ def test_nodes_and_admin_against_the_real_server(config: ServerConfig, tmp_path:
         server = MeshServer(config)
         servers.append(server)
         await server.start()
-        _, api_key = await server.store.create_api_key(None)
+        _, api_key = await server.store.api_keys.create(None)
         key = str(api_key)
         url = server.url
         # the admin CLI runs its own loop: give it a thread

@@ -99,12 +99,12 @@ async def test_a_transaction_cancelled_at_any_wait_keeps_all_or_nothing(
         async def check(i: int) -> None:
             assert await names(store, f"a{i}", f"b{i}") in (set(), {f"a{i}", f"b{i}"})
             # and the database takes writes: the transaction did not stay open
-            await store.create_user(f"after{i}")
+            await store.users.create(f"after{i}")
 
         waits = await sweep(lambda i: two_users(store, i), check)
         assert waits >= 4  # at least BEGIN, two statements and COMMIT
         assert await names(store, f"a{waits}", f"b{waits}") == {f"a{waits}", f"b{waits}"}
-        assert len(await store.users()) >= waits + 2
+        assert len(await store.users.all()) >= waits + 2
 
 
 async def test_a_failing_transaction_cancelled_while_it_rolls_back(
@@ -119,7 +119,7 @@ async def test_a_failing_transaction_cancelled_while_it_rolls_back(
 
         async def check(i: int) -> None:
             assert await names(store, f"x{i}") == set()
-            await store.create_user(f"after{i}")
+            await store.users.create(f"after{i}")
 
         assert await sweep(fails, check) >= 3
 
@@ -181,7 +181,7 @@ async def test_a_rollback_that_fails_leaves_no_transaction_open(
                     await tx.execute("INSERT INTO users (name, created_at) VALUES ('half', 0)")
                     if "COMMIT" not in fail:
                         raise ValueError("the handler failed")
-            await store.create_user("after")
+            await store.users.create("after")
             assert await names(store, "half", "after") == {"after"}
     events = [e["event"] for e in logs if e["log_level"] in ("error", "info")]
     assert "rolling back failed; closing the connection" in events

@@ -66,20 +66,22 @@ async def test_a_flush_whose_caller_is_cancelled_still_reaches_every_stream(
     )
     hub = Hub(store, coalesce=60.0)  # no flush by the timer: only the one under test
     try:
-        await store.create_user("alice")
-        _, secret = await store.create_preauth_key(
+        await store.users.create("alice")
+        _, secret = await store.preauth_keys.create(
             "alice", reusable=True, ephemeral=False, tags=(), lifetime=3600.0
         )
         key = parse_credential(str(secret), "auth")
-        nodes = [(await store.register(key, new_public_key(), f"n{i}"))[0] for i in range(STREAMS)]
+        nodes = [
+            (await store.nodes.register(key, new_public_key(), f"n{i}"))[0] for i in range(STREAMS)
+        ]
         await hub.start()
         streams: list[MapStream] = [hub.open_stream(n.id, f"s{n.id}")[0] for n in nodes]
         renamed = nodes[-1]
         for i in range(MAX_STOPS):
             # A change for the flush to apply: a node renamed, and a new policy (its masks
             # are worked out again for every node).
-            await store.rename_node(renamed.id, f"renamed{i}")
-            await store.set_policy(POLICY)
+            await store.nodes.rename(renamed.id, f"renamed{i}")
+            await store.policy.set(POLICY)
             for stream in streams:
                 await stream.next(0)  # what came before
             caller = asyncio.ensure_future(hub.flush())

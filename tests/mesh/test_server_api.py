@@ -569,9 +569,9 @@ def test_the_database_is_sound_after_the_random_requests(server_in_loop: Any) ->
         async with store.db.transaction() as tx:
             assert (await tx.fetch("PRAGMA integrity_check"))[0][0] == "ok"
             assert await tx.fetch("PRAGMA foreign_key_check") == []
-        nodes = await store.nodes()  # every row still reads as a node
+        nodes = await store.nodes.all()  # every row still reads as a node
         assert nodes and all(n.hostname and n.user for n in nodes)
-        users = await store.users()
+        users = await store.users.all()
         assert all(u.name for u in users)
 
     server_in_loop.run(check())

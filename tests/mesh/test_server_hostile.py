@@ -114,7 +114,7 @@ async def test_requests_reset_by_their_client_leave_the_server_working(
         await node.client.call("POST", "/node/endpoints", {"endpoints": ["192.0.2.1:51820"]})
         stream = await open_map(node)
         stream.close()
-        assert await r.server.store.heartbeat()
+        assert await r.server.store.streams.heartbeat()
         assert [n["hostname"] for n in (await r.admin.call("GET", "/nodes"))["nodes"]] == ["laptop"]
 
 

@@ -344,13 +344,13 @@ async def test_a_policy_stored_before_resolution_gets_its_node_ids_at_start(
         state_dir=database.state_dir, database_url=database.database_url, replica="r1"
     )
     try:
-        await store.create_user("alice")
-        _, key = await store.create_preauth_key(
+        await store.users.create("alice")
+        _, key = await store.preauth_keys.create(
             "alice", reusable=True, ephemeral=False, tags=(), lifetime=3600.0
         )
         auth = parse_credential(str(key), "auth")
-        laptop, _ = await store.register(auth, new_public_key(), "laptop")
-        other, _ = await store.register(auth, new_public_key(), "other")
+        laptop, _ = await store.nodes.register(auth, new_public_key(), "laptop")
+        other, _ = await store.nodes.register(auth, new_public_key(), "other")
         document = {"acls": [{"action": "accept", "src": ["node:alice/laptop"], "dst": ["*"]}]}
         async with store.db.transaction() as tx:  # as schema 1 left it
             await tx.execute(
@@ -363,10 +363,10 @@ async def test_a_policy_stored_before_resolution_gets_its_node_ids_at_start(
         state_dir=database.state_dir, database_url=database.database_url, replica="r2"
     )
     try:
-        await store.rename_node(laptop.id, "renamed")
-        await store.rename_node(other.id, "laptop")
-        _, policy = await store.current_policy()
-        renamed, impostor = await store.node(laptop.id), await store.node(other.id)
+        await store.nodes.rename(laptop.id, "renamed")
+        await store.nodes.rename(other.id, "laptop")
+        _, policy = await store.policy.current()
+        renamed, impostor = await store.nodes.get(laptop.id), await store.nodes.get(other.id)
         assert policy.may_reach(renamed, impostor)
         assert not policy.may_reach(impostor, renamed)
     finally:

@@ -248,14 +248,15 @@ async def test_1000_streams_hear_of_a_join_within_a_second(config: ServerConfig)
     async with running(with_(config, keepalive=30.0)) as r:
         store = r.server.store
         for user in ("hub", "alice"):
-            await store.create_user(user)
-        await store.set_policy({"acls": [{"action": "accept", "src": ["user:hub"], "dst": ["*"]}]})
-        _, key = await store.create_preauth_key(
+            await store.users.create(user)
+        await store.policy.set({"acls": [{"action": "accept", "src": ["user:hub"], "dst": ["*"]}]})
+        _, key = await store.preauth_keys.create(
             "alice", reusable=True, ephemeral=False, tags=(), lifetime=600
         )
         auth_key = parse_credential(str(key), "auth")
         tokens = [
-            str((await store.register(auth_key, new_public_key(), f"n{i}"))[1]) for i in range(1000)
+            str((await store.nodes.register(auth_key, new_public_key(), f"n{i}"))[1])
+            for i in range(1000)
         ]
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         try:

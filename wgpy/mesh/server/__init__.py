@@ -10,7 +10,7 @@ SQLite or PostgreSQL store, with map streams pushed to nodes as deltas.
 | ``models`` | users, nodes, keys as records, and their JSON |
 | ``db`` | SQLite and PostgreSQL behind one transaction interface; change notification |
 | ``migrations`` | numbered schema migrations, recorded in the database |
-| ``store`` | every read and write of the data model, in transactions |
+| ``store`` | the data model: repositories (users, keys, policy, nodes, streams) over one db |
 | ``netmap`` | the in-memory index of nodes: full maps and per-change deltas (pure) |
 | ``hub`` | open map streams, change batching, expiry timers, ephemeral grace |
 | ``web`` | what every route shares: request context, JSON replies, bodies, credential checks |

@@ -52,13 +52,13 @@ def _user_query(request: web.Request) -> str | None:
 
 @_admin
 async def list_users(request: web.Request) -> web.Response:
-    return reply({"users": [u.to_json() for u in await context(request).store.users()]})
+    return reply({"users": [u.to_json() for u in await context(request).store.users.all()]})
 
 
 @_admin
 async def create_user(request: web.Request) -> web.Response:
     body = schemas.fields(await read_json(request), {"name": schemas.user_name})
-    user = await context(request).store.create_user(body["name"])
+    user = await context(request).store.users.create(body["name"])
     context(request).log.info("user created", user=user.name)
     return reply({"user": user.to_json()})
 
@@ -66,7 +66,7 @@ async def create_user(request: web.Request) -> web.Response:
 @_admin
 async def delete_user(request: web.Request) -> web.Response:
     name = schemas.user_name("user", request.match_info["name"])
-    await context(request).store.delete_user(name)
+    await context(request).store.users.delete(name)
     context(request).log.info("user deleted", user=name)
     return reply({})
 
@@ -78,7 +78,7 @@ async def delete_user(request: web.Request) -> web.Response:
 @_admin
 async def list_preauth_keys(request: web.Request) -> web.Response:
     ctx = context(request)
-    keys = await ctx.store.preauth_keys(_user_query(request))
+    keys = await ctx.store.preauth_keys.all(_user_query(request))
     return reply({"preauthkeys": [k.to_json(ctx.clock()) for k in keys]})
 
 
@@ -95,7 +95,7 @@ async def create_preauth_key(request: web.Request) -> web.Response:
             "tags": schemas.tags,
         },
     )
-    key, secret = await ctx.store.create_preauth_key(
+    key, secret = await ctx.store.preauth_keys.create(
         body["user"],
         reusable=body.get("reusable", False),
         ephemeral=body.get("ephemeral", False),
@@ -110,7 +110,7 @@ async def create_preauth_key(request: web.Request) -> web.Response:
 async def expire_preauth_key(request: web.Request) -> web.Response:
     ctx = context(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
-    key = await ctx.store.expire_preauth_key(_key_id(request))
+    key = await ctx.store.preauth_keys.expire(_key_id(request))
     return reply({"preauthkey": key.to_json(ctx.clock())})
 
 
@@ -121,7 +121,7 @@ async def expire_preauth_key(request: web.Request) -> web.Response:
 @_admin
 async def list_nodes(request: web.Request) -> web.Response:
     ctx = context(request)
-    nodes = await ctx.store.nodes(_user_query(request))
+    nodes = await ctx.store.nodes.all(_user_query(request))
     now = ctx.clock()
     return reply({"nodes": [n.to_json(now) for n in nodes]})
 
@@ -130,7 +130,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def expire_node(request: web.Request) -> web.Response:
     ctx = context(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
-    node = await ctx.store.expire_node(_node_id(request))
+    node = await ctx.store.nodes.expire(_node_id(request))
     context(request).log.info("node expired", node=node.id)
     return reply({"node": node.to_json(ctx.clock())})
 
@@ -138,7 +138,7 @@ async def expire_node(request: web.Request) -> web.Response:
 @_admin
 async def delete_node(request: web.Request) -> web.Response:
     node_id = _node_id(request)
-    await context(request).store.delete_node(node_id)
+    await context(request).store.nodes.delete(node_id)
     context(request).log.info("node deleted", node=node_id)
     return reply({})
 
@@ -147,7 +147,7 @@ async def delete_node(request: web.Request) -> web.Response:
 async def rename_node(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(await read_json(request), {"hostname": schemas.hostname})
-    node = await ctx.store.rename_node(_node_id(request), body["hostname"])
+    node = await ctx.store.nodes.rename(_node_id(request), body["hostname"])
     return reply({"node": node.to_json(ctx.clock())})
 
 
@@ -155,7 +155,7 @@ async def rename_node(request: web.Request) -> web.Response:
 async def tag_node(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(await read_json(request), {"tags": schemas.tags})
-    node = await ctx.store.set_tags(_node_id(request), body["tags"])
+    node = await ctx.store.nodes.set_tags(_node_id(request), body["tags"])
     return reply({"node": node.to_json(ctx.clock())})
 
 
@@ -169,7 +169,7 @@ def _policy_json(version: int, document: object, updated_at: str | None) -> dict
 
 @_admin
 async def get_policy(request: web.Request) -> web.Response:
-    record = await context(request).store.policy()
+    record = await context(request).store.policy.get()
     return reply(_policy_json(record.version, record.document, iso(record.updated_at)))
 
 
@@ -178,7 +178,7 @@ async def put_policy(request: web.Request) -> web.Response:
     document = await read_json(request)
     if not isinstance(document, dict):
         raise BadRequest('the policy must be a JSON object with "acls" and optionally "tagOwners"')
-    record = await context(request).store.set_policy(document)
+    record = await context(request).store.policy.set(document)
     removed = [r.to_json() for r in record.tags_removed]
     context(request).log.info("policy set", version=record.version, tags_removed=removed)
     body = _policy_json(record.version, record.document, iso(record.updated_at))
@@ -187,14 +187,14 @@ async def put_policy(request: web.Request) -> web.Response:
 
 @_admin
 async def delete_policy(request: web.Request) -> web.Response:
-    record = await context(request).store.set_policy(None)
+    record = await context(request).store.policy.set(None)
     context(request).log.info("policy reset to the default", version=record.version)
     return reply(_policy_json(record.version, None, iso(record.updated_at)))
 
 
 @_admin
 async def check_policy(request: web.Request) -> web.Response:
-    await context(request).store.check_policy(await read_json(request))
+    await context(request).store.policy.check(await read_json(request))
     return reply({"ok": True})
 
 
@@ -205,7 +205,7 @@ async def check_policy(request: web.Request) -> web.Response:
 @_admin
 async def list_api_keys(request: web.Request) -> web.Response:
     ctx = context(request)
-    keys = await ctx.store.api_keys()
+    keys = await ctx.store.api_keys.all()
     return reply({"apikeys": [k.to_json(ctx.clock()) for k in keys]})
 
 
@@ -216,7 +216,7 @@ async def create_api_key(request: web.Request) -> web.Response:
         await read_json(request, empty_ok=True), {}, {"expiration_seconds": schemas.seconds}
     )
     lifetime = body.get("expiration_seconds", ctx.config.api_key_lifetime)
-    key, secret = await ctx.store.create_api_key(ctx.clock() + lifetime)
+    key, secret = await ctx.store.api_keys.create(ctx.clock() + lifetime)
     context(request).log.info("API key created", key=key.id)
     return reply({"apikey": {**key.to_json(ctx.clock()), "key": str(secret)}})
 
@@ -225,7 +225,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 async def expire_api_key(request: web.Request) -> web.Response:
     ctx = context(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
-    key = await ctx.store.expire_api_key(_key_id(request))
+    key = await ctx.store.api_keys.expire(_key_id(request))
     return reply({"apikey": key.to_json(ctx.clock())})
 
 

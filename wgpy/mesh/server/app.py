@@ -64,7 +64,7 @@ async def register(request: web.Request) -> web.Response:
     )
     auth_key = parse_credential(body["auth_key"], "auth")
     refuse_failing_source(request, auth_key)
-    check = ctx.store.register(
+    check = ctx.store.nodes.register(
         auth_key,
         body["public_key"],
         body["hostname"],
@@ -84,7 +84,7 @@ async def login(request: web.Request) -> web.Response:
         await read_json(request),
         {"public_key": schemas.public_key, "hostname": schemas.hostname},
     )
-    node = await ctx.store.login(node.id, body["public_key"], body["hostname"])
+    node = await ctx.store.nodes.login(node.id, body["public_key"], body["hostname"])
     return reply({"node": node.to_json(ctx.clock())})
 
 
@@ -92,7 +92,7 @@ async def set_endpoints(request: web.Request) -> web.Response:
     ctx = context(request)
     node = await node_of(request)
     body = schemas.fields(await read_json(request), {"endpoints": schemas.endpoints})
-    await ctx.store.set_endpoints(node.id, body["endpoints"])
+    await ctx.store.nodes.set_endpoints(node.id, body["endpoints"])
     return reply({})
 
 
@@ -100,7 +100,7 @@ async def logout(request: web.Request) -> web.Response:
     ctx = context(request)
     node = await node_of(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
-    await ctx.store.logout(node.id)
+    await ctx.store.nodes.logout(node.id)
     stream = ctx.hub.streams.get(node.id)
     if stream is not None:
         stream.close()
@@ -114,7 +114,7 @@ async def node_map(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     node = await node_of(request)
     stream_id = secrets.token_hex(8)
-    await ctx.store.stream_opened(node.id, stream_id)
+    await ctx.store.streams.opened(node.id, stream_id)
     response = web.StreamResponse(
         headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"}
     )

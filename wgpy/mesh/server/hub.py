@@ -171,16 +171,16 @@ class Hub:
         # and other streams go on being served however large the policy or the mesh.
         policy = None
         if change.policy or change.everything:
-            record, parsed = await self.store.current_policy()
+            record, parsed = await self.store.policy.current()
             policy = (parsed, record.version)
         if change.everything:
-            nodes = await self.store.nodes()
+            nodes = await self.store.nodes.all()
             masks = await _masks(policy, nodes) if policy is not None else None
             now = self.clock()
             batch = self.index.apply(nodes, policy=policy, now=now, replace_all=True, masks=masks)
         else:
             ids = sorted(change.nodes)
-            nodes = await self.store.nodes_by_id(ids) if ids else []
+            nodes = await self.store.nodes.by_id(ids) if ids else []
             masks = None
             if policy is not None and policy[1] != self.index.policy_version:
                 everyone = {e.node.id: e.node for e in self.index.entries.values()}
@@ -255,7 +255,7 @@ class Hub:
         self.spawn(self._stream_ended(node_id, stream_id))
 
     async def _stream_ended(self, node_id: int, stream_id: str) -> None:
-        if await self.store.stream_closed(node_id, stream_id) and not self._stopping:
+        if await self.store.streams.closed(node_id, stream_id) and not self._stopping:
             loop = asyncio.get_running_loop()
             previous = self._grace_timers.pop(node_id, None)
             if previous is not None:
@@ -266,7 +266,7 @@ class Hub:
     def _grace_over(self, node_id: int) -> None:
         self._grace_timers.pop(node_id, None)
         if node_id not in self.streams:
-            self.spawn(self.store.delete_if_offline_ephemeral(node_id))
+            self.spawn(self.store.streams.delete_if_offline_ephemeral(node_id))
 
     # ------------------------------------------------------------------------------------
 

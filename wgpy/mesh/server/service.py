@@ -127,9 +127,9 @@ class MeshServer:
             await self.stop()
             raise
         try:
-            await store.heartbeat()
+            await store.streams.heartbeat()
             single = store.db.dialect == "sqlite"
-            await store.sweep(
+            await store.streams.sweep(
                 dead_after=0.0 if single else config.replica_timeout,
                 ephemeral_idle=config.ephemeral_idle,
             )
@@ -211,12 +211,12 @@ class MeshServer:
                 )
             overflows = now
             try:
-                if not await self.store.heartbeat():
+                if not await self.store.streams.heartbeat():
                     # Others took this replica for dead (it stalled) and cleared its streams.
                     self.log.error("this replica was taken for dead; restoring its streams")
                     for stream in list(self.hub.streams.values()):
-                        await self.store.stream_opened(stream.node_id, stream.stream_id)
-                await self.store.sweep(
+                        await self.store.streams.opened(stream.node_id, stream.stream_id)
+                await self.store.streams.sweep(
                     dead_after=self.config.replica_timeout,
                     ephemeral_idle=self.config.ephemeral_idle,
                 )
@@ -237,7 +237,7 @@ class MeshServer:
         try:
             if self._store is not None:
                 with contextlib.suppress(Exception):
-                    await self._store.leave()
+                    await self._store.streams.leave()
                 store, self._store = self._store, None
                 await store.close()
         finally:  # even if closing failed: the directory is free for the next server
@@ -259,6 +259,6 @@ async def create_api_key(config: ServerConfig, lifetime: float | None) -> tuple[
     """Bootstrap: an admin API key made directly in the database (no server needed)."""
     store = await _open_store(config, "cli-" + secrets.token_hex(4), time.time, os.urandom)
     try:
-        return await store.create_api_key(None if lifetime is None else time.time() + lifetime)
+        return await store.api_keys.create(None if lifetime is None else time.time() + lifetime)
     finally:
         await store.close()

@@ -151,7 +151,7 @@ async def read_json(request: web.Request, *, empty_ok: bool = False) -> Any:
 async def admin_key(request: web.Request) -> ApiKey:
     key = bearer_token(request.headers.get("Authorization"), "api")
     refuse_failing_source(request, key)
-    check = context(request).store.check_api_key(key)
+    check = context(request).store.api_keys.check(key)
     return await authenticating(request, "an admin API key", key, check)
 
 
@@ -162,7 +162,7 @@ async def node_of(request: web.Request, *, rate_limited: bool = False) -> Node:
     refuse_failing_source(request, token)
     if rate_limited:
         rate_limit(request)
-    check = context(request).store.authenticate_node(token)
+    check = context(request).store.nodes.authenticate(token)
     return await authenticating(request, "a node token", token, check)
 
 

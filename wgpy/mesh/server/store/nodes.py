@@ -1,5 +1,5 @@
-"""Nodes in the store: registration and login, the admin's node operations, map streams
-(online state) and the replicas that hold them.
+"""Nodes in the store: registration and login, a node's own changes, the admin's node
+operations. Map streams (online state) and replicas: streams.py.
 
 Every write that changes what a map shows records the node in the transaction's change, so
 the hubs of all replicas push it to the streams (see db.py). Registration retries the whole
@@ -8,15 +8,25 @@ transaction when a concurrent one took the same hostname or address first.
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
-from .auth import Credential, new_credential, secret_matches
-from .db import IntegrityConflict, Tx, placeholders
-from .errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
-from .models import MAX_ADDR_INDEX, Node
-from .policy import PolicyError
-from .store_base import NODE_COLUMNS, NODES_FROM, StoreBase, dump_list, load_list, node_from
+from ..auth import Credential, Rng, new_credential, secret_matches
+from ..db import Database, IntegrityConflict, Tx, placeholders
+from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
+from ..models import MAX_ADDR_INDEX, Node
+from ..policy import PolicyError
+from .rows import (
+    NODE_COLUMNS,
+    NODES_FROM,
+    dump_list,
+    load_list,
+    load_policy,
+    node_from,
+    user_id_of,
+)
 
 ATTEMPTS = 5
 HOSTNAME_MAX = 63
@@ -47,7 +57,25 @@ def _holds(holder: Credential | None, token_id: str | None, token_hash: str | No
     return secrets.compare_digest(holder.id, token_id) & secret_matches(holder, token_hash)
 
 
-class NodeStore(StoreBase):
+async def reserved_names(tx: Tx, node: int, user: str) -> frozenset[str]:
+    """The hostnames of ``user`` that the policy names for nodes other than ``node``: a node
+    renaming itself may not take one (the policy's next setting would resolve the name to it)."""
+    _, policy = await load_policy(tx)
+    return frozenset(
+        sel.hostname for sel in policy.node_selectors() if sel.user == user and sel.node_id != node
+    )
+
+
+class NodeRepository:
+    """The nodes: each read or write one transaction."""
+
+    def __init__(
+        self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.rng = rng
+
     # ------------------------------------------------------------------------------------
     # Registration and the node's own requests
 
@@ -106,7 +134,7 @@ class NodeStore(StoreBase):
             user_id = int(key["user_id"])
             key_tags = load_list(key["tags"])
             if key_tags:  # the key's tags, as the policy in force now allows them
-                _, policy = await self._policy(tx)
+                _, policy = await load_policy(tx)
                 user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
                 try:
                     policy.check_tags(user, key_tags)
@@ -132,7 +160,7 @@ class NodeStore(StoreBase):
                 name = existing["hostname"]
                 if name != hostname:
                     user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
-                    reserved = await self._reserved_names(tx, node_id, user)
+                    reserved = await reserved_names(tx, node_id, user)
                     name = await self._free_hostname(tx, user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET hostname = ?, tags = ?, ephemeral = ?, expires_at = NULL,"
@@ -171,7 +199,7 @@ class NodeStore(StoreBase):
             tx.changed([node_id])
             return await self._node(tx, node_id), token
 
-    async def authenticate_node(self, token: Credential) -> Node:
+    async def authenticate(self, token: Credential) -> Node:
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(
                 f"SELECT {NODE_COLUMNS}, n.token_hash FROM nodes n"
@@ -196,7 +224,7 @@ class NodeStore(StoreBase):
                     raise Conflict("this public key belongs to another node; generate a new key")
                 name = node.hostname
                 if hostname != node.hostname:
-                    reserved = await self._reserved_names(tx, node_id, node.user)
+                    reserved = await reserved_names(tx, node_id, node.user)
                     name = await self._free_hostname(tx, node.user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET public_key = ?, hostname = ?, last_seen = ? WHERE id = ?",
@@ -246,20 +274,20 @@ class NodeStore(StoreBase):
     # ------------------------------------------------------------------------------------
     # Admin
 
-    async def node(self, node_id: int) -> Node:
+    async def get(self, node_id: int) -> Node:
         async with self.db.transaction() as tx:
             return await self._node(tx, node_id)
 
-    async def nodes(self, user: str | None = None) -> list[Node]:
+    async def all(self, user: str | None = None) -> list[Node]:
         async with self.db.transaction() as tx:
             if user is None:
                 rows = await tx.fetch(f"{NODES_FROM} ORDER BY n.id")
             else:
-                await self._user_id(tx, user)
+                await user_id_of(tx, user)
                 rows = await tx.fetch(f"{NODES_FROM} WHERE u.name = ? ORDER BY n.id", user)
         return [node_from(r) for r in rows]
 
-    async def nodes_by_id(self, ids: Sequence[int]) -> list[Node]:
+    async def by_id(self, ids: Sequence[int]) -> list[Node]:
         """The nodes among ``ids`` that exist."""
         found: list[Node] = []
         async with self.db.transaction() as tx:
@@ -269,7 +297,7 @@ class NodeStore(StoreBase):
                 found.extend(node_from(r) for r in rows)
         return found
 
-    async def expire_node(self, node_id: int) -> Node:
+    async def expire(self, node_id: int) -> Node:
         now = self.clock()
         async with self.db.transaction() as tx:
             node = await self._node(tx, node_id)
@@ -278,13 +306,13 @@ class NodeStore(StoreBase):
                 tx.changed([node_id])
             return await self._node(tx, node_id)
 
-    async def delete_node(self, node_id: int) -> None:
+    async def delete(self, node_id: int) -> None:
         async with self.db.transaction() as tx:
             if not await tx.execute("DELETE FROM nodes WHERE id = ?", node_id):
                 raise NotFound(f"there is no node {node_id}")
             tx.changed([node_id])
 
-    async def rename_node(self, node_id: int, hostname: str) -> Node:
+    async def rename(self, node_id: int, hostname: str) -> Node:
         try:
             async with self.db.transaction() as tx:
                 node = await self._node(tx, node_id)
@@ -302,7 +330,7 @@ class NodeStore(StoreBase):
     async def set_tags(self, node_id: int, tags: tuple[str, ...]) -> Node:
         async with self.db.transaction() as tx:
             node = await self._node(tx, node_id)
-            _, policy = await self._policy(tx)
+            _, policy = await load_policy(tx)
             try:
                 policy.check_tags(node.user, tags)
             except PolicyError as e:
@@ -311,93 +339,6 @@ class NodeStore(StoreBase):
                 await tx.execute("UPDATE nodes SET tags = ? WHERE id = ?", dump_list(tags), node_id)
                 tx.changed([node_id])
             return await self._node(tx, node_id)
-
-    # ------------------------------------------------------------------------------------
-    # Map streams and replicas
-
-    async def stream_opened(self, node_id: int, stream_id: str) -> None:
-        """The node is online, through ``stream_id`` on this replica (it replaces any other)."""
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                "UPDATE nodes SET stream_id = ?, stream_replica = ?, last_seen = ? WHERE id = ?",
-                stream_id,
-                self.replica,
-                self.clock(),
-                node_id,
-            )
-            tx.changed([node_id])
-
-    async def stream_closed(self, node_id: int, stream_id: str) -> bool:
-        """The stream ended; the node is offline unless a newer stream took over. Whether it
-        went offline and is ephemeral (then delete it after the grace)."""
-        async with self.db.transaction() as tx:
-            rows = await tx.fetch(
-                "UPDATE nodes SET stream_id = NULL, stream_replica = NULL, last_seen = ?"
-                " WHERE id = ? AND stream_id = ? RETURNING ephemeral",
-                self.clock(),
-                node_id,
-                stream_id,
-            )
-            if rows:
-                tx.changed([node_id])
-        return bool(rows) and bool(rows[0]["ephemeral"])
-
-    async def delete_if_offline_ephemeral(self, node_id: int) -> bool:
-        async with self.db.transaction() as tx:
-            deleted = await tx.execute(
-                "DELETE FROM nodes WHERE id = ? AND ephemeral AND stream_id IS NULL", node_id
-            )
-            if deleted:
-                tx.changed([node_id])
-        return bool(deleted)
-
-    async def heartbeat(self) -> bool:
-        """This replica is alive, and so are the nodes whose streams it holds (last_seen).
-        False if the replica was unknown: new, or taken for dead (its streams were cleared)."""
-        now = self.clock()
-        async with self.db.transaction() as tx:
-            known = await tx.execute(
-                "UPDATE replicas SET seen_at = ? WHERE id = ?", now, self.replica
-            )
-            if not known:
-                await tx.execute(
-                    "INSERT INTO replicas (id, seen_at) VALUES (?, ?)", self.replica, now
-                )
-            await tx.execute(
-                "UPDATE nodes SET last_seen = ? WHERE stream_replica = ?", now, self.replica
-            )
-        return bool(known)
-
-    async def sweep(self, *, dead_after: float, ephemeral_idle: float) -> None:
-        """Forget replicas silent for ``dead_after`` seconds (their nodes go offline) and
-        delete ephemeral nodes offline for ``ephemeral_idle`` seconds."""
-        now = self.clock()
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                "DELETE FROM replicas WHERE seen_at < ? AND id <> ?", now - dead_after, self.replica
-            )
-            offline = await tx.fetch(
-                "UPDATE nodes SET stream_id = NULL, stream_replica = NULL"
-                " WHERE stream_replica IS NOT NULL"
-                " AND stream_replica NOT IN (SELECT id FROM replicas) RETURNING id"
-            )
-            deleted = await tx.fetch(
-                "DELETE FROM nodes WHERE ephemeral AND stream_id IS NULL"
-                " AND COALESCE(last_seen, created_at) < ? RETURNING id",
-                now - ephemeral_idle,
-            )
-            tx.changed(int(r["id"]) for r in [*offline, *deleted])
-
-    async def leave(self) -> None:
-        """This replica stops: its streams are gone, and so is its row."""
-        async with self.db.transaction() as tx:
-            rows = await tx.fetch(
-                "UPDATE nodes SET stream_id = NULL, stream_replica = NULL"
-                " WHERE stream_replica = ? RETURNING id",
-                self.replica,
-            )
-            await tx.execute("DELETE FROM replicas WHERE id = ?", self.replica)
-            tx.changed(int(r["id"]) for r in rows)
 
     # ------------------------------------------------------------------------------------
 

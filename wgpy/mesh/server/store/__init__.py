@@ -1,0 +1,75 @@
+"""The store: every read and write of the data model (docs/mesh-api.md), each in one
+transaction, the same SQL for SQLite and PostgreSQL (db.py).
+
+A :class:`Store` holds the database and one repository per part of the model, each a small
+class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes`` and
+``streams`` (map streams and replicas). A new part (accounts, sessions) is one more module and
+one more attribute. What several repositories share (SQL, rows to records, a user's id, the
+policy in force) is in rows.py. Errors are the API's (errors.py), with the sentence the client
+sees.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import migrations
+from ..auth import Rng
+from ..db import Database, open_database
+from .keys import ApiKeyRepository, PreAuthKeyRepository
+from .nodes import NodeRepository
+from .policy import PolicyRepository
+from .streams import StreamRepository
+from .users import UserRepository
+
+__all__ = ["Store", "open_store"]
+
+
+class Store:
+    """The database and the repositories over it; they share its clock and randomness."""
+
+    def __init__(
+        self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.users = UserRepository(db, clock=clock)
+        self.api_keys = ApiKeyRepository(db, clock=clock, rng=rng)
+        self.preauth_keys = PreAuthKeyRepository(db, clock=clock, rng=rng)
+        self.policy = PolicyRepository(db, clock=clock)
+        self.nodes = NodeRepository(db, clock=clock, rng=rng)
+        self.streams = StreamRepository(db, clock=clock)
+
+    @property
+    def replica(self) -> str:
+        return self.db.replica
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def open_store(
+    *,
+    state_dir: Path | None,
+    database_url: str | None,
+    replica: str,
+    clock: Callable[[], float] = time.time,
+    rng: Rng = os.urandom,
+) -> Store:
+    """Open the database and bring its schema up to date."""
+    db = await open_database(
+        state_dir=state_dir,
+        database_url=database_url,
+        replica=replica,
+        setup=lambda db: migrations.migrate(db, clock()),
+    )
+    try:
+        store = Store(db, clock=clock, rng=rng)
+        await store.policy.resolve_stored()
+    except BaseException:
+        await db.close()
+        raise
+    return store

@@ -1,0 +1,97 @@
+"""What every repository of the store shares: the SQL that selects records, turning rows into
+records, and the lookups several of them make inside their transactions (a user's id, the
+policy in force)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import policy as policies
+from ..db import Row, Tx
+from ..errors import NotFound
+from ..models import ApiKey, Node, PolicyRecord, PreAuthKey, User
+
+NODE_COLUMNS = (
+    "n.id, n.user_id, u.name AS user_name, n.hostname, n.public_key, n.addr_index,"
+    " n.endpoints, n.tags, n.ephemeral, n.expires_at, n.last_seen, n.stream_id,"
+    " n.stream_replica, n.created_at"
+)
+NODES_FROM = f"SELECT {NODE_COLUMNS} FROM nodes n JOIN users u ON u.id = n.user_id"
+PREAUTH_COLUMNS = (
+    "k.id, k.user_id, u.name AS user_name, k.reusable, k.ephemeral, k.tags, k.expires_at,"
+    " k.used, k.created_at"
+)
+PREAUTH_FROM = f"SELECT {PREAUTH_COLUMNS} FROM preauth_keys k JOIN users u ON u.id = k.user_id"
+
+
+async def user_id_of(tx: Tx, name: str, hint: str = "") -> Any:
+    """The id of user ``name``; NotFound (with ``hint`` appended) when there is none."""
+    found = await tx.fetchval("SELECT id FROM users WHERE name = ?", name)
+    if found is None:
+        raise NotFound(f'there is no user "{name}"{hint}')
+    return found
+
+
+async def load_policy(tx: Tx) -> tuple[PolicyRecord, policies.Policy]:
+    """The stored policy and its parsed form (validated when it was set); the default policy
+    when none is set."""
+    row = await tx.fetchrow(
+        "SELECT version, document, updated_at, node_ids FROM policy WHERE id = 1"
+    )
+    if row is None or row["document"] is None:
+        return PolicyRecord(0 if row is None else row["version"], None, None), policies.DEFAULT
+    document = json.loads(row["document"])
+    record = PolicyRecord(row["version"], document, row["updated_at"])
+    nodes = None if row["node_ids"] is None else json.loads(row["node_ids"])
+    return record, policies.parse_policy(document, nodes=nodes)
+
+
+def dump_list(values: tuple[str, ...]) -> str:
+    return json.dumps(list(values))
+
+
+def load_list(text: str) -> tuple[str, ...]:
+    value: Any = json.loads(text)
+    return tuple(str(v) for v in value)
+
+
+def node_from(row: Row) -> Node:
+    return Node(
+        id=int(row["id"]),
+        user_id=int(row["user_id"]),
+        user=row["user_name"],
+        hostname=row["hostname"],
+        public_key=row["public_key"],
+        addr_index=int(row["addr_index"]),
+        endpoints=load_list(row["endpoints"]),
+        tags=load_list(row["tags"]),
+        ephemeral=bool(row["ephemeral"]),
+        expires_at=row["expires_at"],
+        last_seen=row["last_seen"],
+        stream_id=row["stream_id"],
+        stream_replica=row["stream_replica"],
+        created_at=row["created_at"],
+    )
+
+
+def user_from(row: Row) -> User:
+    return User(id=int(row["id"]), name=row["name"], created_at=row["created_at"])
+
+
+def preauth_from(row: Row) -> PreAuthKey:
+    return PreAuthKey(
+        id=row["id"],
+        user_id=int(row["user_id"]),
+        user=row["user_name"],
+        reusable=bool(row["reusable"]),
+        ephemeral=bool(row["ephemeral"]),
+        tags=load_list(row["tags"]),
+        expires_at=row["expires_at"],
+        used=bool(row["used"]),
+        created_at=row["created_at"],
+    )
+
+
+def api_key_from(row: Row) -> ApiKey:
+    return ApiKey(id=row["id"], expires_at=row["expires_at"], created_at=row["created_at"])

@@ -1,0 +1,52 @@
+"""Users in the store: created by an admin, deleted once they have no nodes and the policy no
+longer names them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..db import Database, IntegrityConflict
+from ..errors import Conflict
+from ..models import User
+from .rows import load_policy, user_from, user_id_of
+
+
+class UserRepository:
+    """The users: each read or write one transaction."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create(self, name: str) -> User:
+        try:
+            async with self.db.transaction() as tx:
+                row = await tx.fetchrow(
+                    "INSERT INTO users (name, created_at) VALUES (?, ?)"
+                    " RETURNING id, name, created_at",
+                    name,
+                    self.clock(),
+                )
+        except IntegrityConflict:
+            raise Conflict(f'there is already a user "{name}"') from None
+        assert row is not None
+        return user_from(row)
+
+    async def all(self) -> list[User]:
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("SELECT id, name, created_at FROM users ORDER BY name")
+        return [user_from(r) for r in rows]
+
+    async def delete(self, name: str) -> None:
+        """Refused while the user has nodes or the policy names them; the user's pre-auth
+        keys go with them."""
+        async with self.db.transaction() as tx:
+            user_id = await user_id_of(tx, name)
+            count = await tx.fetchval("SELECT COUNT(*) FROM nodes WHERE user_id = ?", user_id)
+            if count:
+                raise Conflict(f'user "{name}" still has {count} node(s); delete them first')
+            _, policy = await load_policy(tx)
+            if name in policy.users_named():
+                raise Conflict(f'the policy names user "{name}"; take them out of it first')
+            await tx.execute("DELETE FROM users WHERE id = ?", user_id)
