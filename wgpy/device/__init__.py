@@ -1,1 +1,2 @@
-"""The asyncio shell around the sans-IO core: TUN, UDP, the control socket, the interface."""
+"""The asyncio shell around the sans-IO core: TUN, UDP, the interface (its control socket:
+wgpy.uapi)."""
