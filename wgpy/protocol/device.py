@@ -14,9 +14,7 @@ Nothing a datagram contains makes these methods raise: every drop is counted in
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
-import itertools
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +22,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from .allowedips import AllowedIPs
+from .allowedips import AllowedIPs, IPNetwork
 from .constants import (
     DEFAULT_MTU,
     MAX_TIMER_HANDSHAKES,
@@ -47,6 +45,8 @@ from .constants import (
 from .cookie import CookieChecker
 from .crypto import ZERO_KEY, Rng, dh_generate, tai64n
 from .errors import DropReason, LocalProtocolError, RemoteProtocolError
+from .events import Event, EventQueue, HandshakeCompleted, PeerEndpointChanged
+from .flows import ReplyOnlyFilter
 from .handshake import (
     StaticIdentity,
     consume_initiation,
@@ -56,15 +56,18 @@ from .handshake import (
     create_response,
     derive_keys,
 )
+from .indextable import IndexTable
 from .keypair import Keypair
 from .messages import (
     MessageCookieReply,
     MessageInitiation,
     MessageResponse,
     message_type,
+    padded_length,
 )
 from .peer import Endpoint, Peer, without_source
 from .ratelimiter import RateLimiter, source_key
+from .timerheap import TimerHeap
 from .timers import Timer, pooled
 
 Datagram = tuple[bytes, Endpoint]
@@ -76,17 +79,6 @@ _ZEROS = bytes(PADDING_MULTIPLE + 65536)
 _INF = float("inf")
 _HANDSHAKE_TYPES = (MESSAGE_INITIATION_TYPE, MESSAGE_RESPONSE_TYPE, MESSAGE_COOKIE_REPLY_TYPE)
 _TRANSPORT_INDEX_COUNTER = struct.Struct("<4xIQ")  # receiver index and counter of a header
-
-
-def padded_length(length: int, mtu: int) -> int:
-    """The plaintext length after padding, as wireguard-go's calculatePaddingSize."""
-    last_unit = length
-    if mtu and last_unit > mtu:
-        last_unit %= mtu
-    padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-    if mtu and padded > mtu:
-        padded = mtu
-    return length + (padded - last_unit)
 
 
 def endpoint_bytes(endpoint: Endpoint) -> bytes:
@@ -118,7 +110,7 @@ class Device:
         self._checker: CookieChecker | None = None
         self.peers: dict[bytes, Peer] = {}
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
-        self._index: dict[int, Peer | Keypair] = {}
+        self._indices: IndexTable[Peer | Keypair] = IndexTable(rng)
         self._out: list[Datagram] = []
         self._delivered: list[bytes] = []
         self.drops: Counter[DropReason] = Counter()
@@ -128,9 +120,9 @@ class Device:
         self._handshake_window_start = -_INF
         self._handshake_window_count = 0
         self._ratelimiter = RateLimiter()
-        self._heap: list[tuple[float, int, Peer]] = []
-        self._seq = itertools.count()
-        self._dirty: set[Peer] = set()
+        self._timers = TimerHeap()
+        self._dirty = self._timers.dirty  # the data path marks peers here: one set.add
+        self._events = EventQueue()
         if private_key is not None:
             self.set_private_key(private_key)
 
@@ -181,7 +173,7 @@ class Device:
         elif preshared_key is not None:
             peer.preshared_key = preshared_key
         if endpoint is not None:
-            peer.endpoint = endpoint
+            peer.endpoint = peer._endpoint_seen = endpoint
         if persistent_keepalive:
             peer.timers.persistent_keepalive_interval = persistent_keepalive
         for prefix in allowed_ips:
@@ -197,7 +189,51 @@ class Device:
         self._zero_key_material(peer)
         peer.staged.clear()
         peer.timers.stop_all()
-        self._dirty.discard(peer)
+        self._timers.discard(peer)
+
+    def _configurable(self, peer: Peer) -> None:
+        if peer.removed:
+            raise LocalProtocolError(
+                "that peer was removed from this device; add it again with add_peer and change "
+                "the peer that add_peer returns"
+            )
+
+    def set_endpoint(self, peer: Peer, endpoint: Endpoint | None) -> None:
+        """Send to ``peer`` at ``endpoint`` from now on (None: nowhere until it sends to us).
+
+        As in the kernel, a configured endpoint carries no local source; the peer's packets
+        (roaming) may move it again later. A change made here makes no event. What waits for
+        the peer goes when the caller calls :meth:`send_staged` (after the rest of its
+        configuration, a preshared key for one, is in place)."""
+        self._configurable(peer)
+        peer.endpoint = peer._endpoint_seen = endpoint
+
+    def set_allowed_ips(self, peer: Peer, prefixes: Iterable[str | IPNetwork]) -> None:
+        """Make ``prefixes`` the whole of ``peer``'s allowed IPs (a prefix another peer has
+        moves to this one). Raises ValueError for a prefix that is not one, after the prefixes
+        before it are in place."""
+        self._configurable(peer)
+        self.allowed_ips.remove_value(peer)
+        insert = self.allowed_ips.insert
+        for prefix in prefixes:
+            insert(prefix, peer)
+
+    def add_allowed_ip(self, peer: Peer, prefix: str | IPNetwork) -> None:
+        """Route ``prefix`` to ``peer`` (taking it from the peer that had it). Raises
+        ValueError for a prefix that is not one."""
+        self._configurable(peer)
+        self.allowed_ips.insert(prefix, peer)
+
+    def remove_allowed_ip(self, peer: Peer, prefix: str | IPNetwork) -> bool:
+        """Stop routing ``prefix`` to ``peer``; False when ``peer`` did not have it. Raises
+        ValueError for a prefix that is not one."""
+        self._configurable(peer)
+        return self.allowed_ips.remove(prefix, peer)
+
+    def set_inbound_filter(self, peer: Peer, inbound_filter: ReplyOnlyFilter | None) -> None:
+        """Let ``peer``'s packets in only as ``inbound_filter`` allows (None: all of them)."""
+        self._configurable(peer)
+        peer.inbound_filter = inbound_filter
 
     def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
         """Set the interval (0 turns it off); like wireguard-go, send one at once when on."""
@@ -243,6 +279,15 @@ class Device:
         """Decrypted inner packets for the TUN, produced since the last call."""
         out, self._delivered = self._delivered, []
         return out
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet returned (see :mod:`.events`), or None."""
+        return self._events.pop()
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped because nobody drained them (the queue is bounded)."""
+        return self._events.dropped
 
     # ----------------------------------------------------------------- TUN -> network
 
@@ -374,7 +419,7 @@ class Device:
         """
         handshakes: list[Datagram] = []
         drops = self.drops
-        index = self._index
+        index = self._indices.table
         delivered = self._delivered
         lookup = self.allowed_ips.lookup
         unpack = _TRANSPORT_INDEX_COUNTER.unpack_from
@@ -477,6 +522,8 @@ class Device:
         if got_data:
             timers.on_data_received(now)
         self._dirty.add(peer)
+        if peer.endpoint != peer._endpoint_seen:  # once per peer and batch, not per packet
+            self._endpoint_moved(peer)
         # keep the key fresh on receive: the initiator rekeys shortly before REJECT_AFTER_TIME
         kp = peer.current
         if (
@@ -543,6 +590,8 @@ class Device:
             raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
         consume_initiation(peer.handshake, msg, c, h, now)
         peer.endpoint = source
+        if source != peer._endpoint_seen:
+            self._endpoint_moved(peer)
         peer.rx_bytes += 148
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
@@ -550,7 +599,7 @@ class Device:
         # respond
         hs = peer.handshake
         self._remove_handshake_index(peer)
-        index = self._new_index(peer)
+        index = peer.handshake.local_index = self._indices.new_index(peer)
         response = create_response(hs, sender_index=index, ephemeral=dh_generate(self._rng))
         buf = bytearray(response.pack())
         peer.cookie.add_macs(buf, now)
@@ -564,7 +613,7 @@ class Device:
             is_initiator=False,
             created=now,
         )
-        self._index[index] = kp
+        self._indices.swap(index, kp)
         self._begin_session(peer, kp)
         timers.on_session_derived(now)
         timers.on_any_authenticated_packet_traversal(now)
@@ -575,12 +624,14 @@ class Device:
 
     def _receive_response(self, msg: MessageResponse, source: Endpoint, now: float) -> None:
         assert self.identity is not None
-        peer = self._index.get(msg.receiver)
+        peer = self._indices.get(msg.receiver)
         if type(peer) is not Peer or peer.handshake.local_index != msg.receiver:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
         hs = peer.handshake
         consume_response(self.identity, hs, msg)
         peer.endpoint = source
+        if source != peer._endpoint_seen:
+            self._endpoint_moved(peer)
         peer.rx_bytes += 92
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
@@ -596,7 +647,7 @@ class Device:
             is_initiator=True,
             created=now,
         )
-        self._index[index] = kp
+        self._indices.swap(index, kp)
         self._begin_session(peer, kp)
         timers.on_session_derived(now)
         self._handshake_complete(peer)
@@ -605,7 +656,7 @@ class Device:
 
     def _receive_cookie_reply(self, data: bytes, now: float) -> None:
         msg = MessageCookieReply.parse(data)
-        entry = self._index.get(msg.receiver)
+        entry = self._indices.get(msg.receiver)
         if entry is None:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
         peer = entry if type(entry) is Peer else entry.peer  # type: ignore[union-attr]
@@ -628,7 +679,7 @@ class Device:
             return
         hs.last_sent_initiation = now
         self._remove_handshake_index(peer)
-        index = self._new_index(peer)
+        index = peer.handshake.local_index = self._indices.new_index(peer)
         msg = create_initiation(
             self.identity,
             hs,
@@ -648,6 +699,16 @@ class Device:
     def _handshake_complete(self, peer: Peer) -> None:
         peer.timers.on_handshake_complete()
         peer.last_handshake_ns = self._wall_clock()
+        self._events.append(HandshakeCompleted(peer.public_key))
+
+    def _endpoint_moved(self, peer: Peer) -> None:
+        """Packets moved ``peer.endpoint``: an event when its address or port changed (a
+        new local source alone, or one dropped and learned again, is none)."""
+        old = without_source(peer._endpoint_seen)
+        peer._endpoint_seen = endpoint = peer.endpoint
+        new = without_source(endpoint)
+        if new != old:
+            self._events.append(PeerEndpointChanged(peer.public_key, new))
 
     def _begin_session(self, peer: Peer, kp: Keypair) -> None:
         """Rotate keypairs as wireguard-go's BeginSymmetricSession does."""
@@ -669,19 +730,8 @@ class Device:
 
     # ----------------------------------------------------------------- index table
 
-    def _new_index(self, peer: Peer) -> int:
-        index = self._index
-        while True:
-            i = int.from_bytes(self._rng(4), "little")
-            if i and i not in index:  # 0 means "no index"
-                index[i] = peer
-                peer.handshake.local_index = i
-                return i
-
     def _remove_handshake_index(self, peer: Peer) -> None:
-        i = peer.handshake.local_index
-        if i and self._index.get(i) is peer:
-            del self._index[i]
+        self._indices.delete(peer.handshake.local_index, peer)
         peer.handshake.local_index = 0
 
     def _clear_handshake(self, peer: Peer) -> None:
@@ -689,8 +739,8 @@ class Device:
         peer.handshake.clear()
 
     def _drop_keypair(self, kp: Keypair | None) -> None:
-        if kp is not None and self._index.get(kp.local_index) is kp:
-            del self._index[kp.local_index]
+        if kp is not None:
+            self._indices.delete(kp.local_index, kp)
 
     def _zero_key_material(self, peer: Peer) -> None:
         for kp in peer.keypairs():
@@ -702,38 +752,15 @@ class Device:
 
     def get_timer(self) -> float | None:
         """The next deadline at which :meth:`handle_timer` must be called, or None."""
-        self._flush_dirty()
-        heap = self._heap
-        while heap:
-            deadline, _, peer = heap[0]
-            if peer._deadline == deadline and not peer.removed:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        return self._timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
-        self._flush_dirty()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, peer = heapq.heappop(heap)
-            if peer._deadline != deadline or peer.removed:
-                continue
-            peer._deadline = _INF
+        pop_due = self._timers.pop_due
+        while (peer := pop_due(now)) is not None:
             for timer in peer.timers.pop_due(now):
                 self._expired(peer, timer, now)
             self._dirty.add(peer)
-            self._flush_dirty()
-
-    def _flush_dirty(self) -> None:
-        heap = self._heap
-        for peer in self._dirty:
-            deadline = peer.timers.next_deadline()
-            if deadline != peer._deadline:
-                peer._deadline = deadline
-                if deadline != _INF:
-                    heapq.heappush(heap, (deadline, next(self._seq), peer))
-        self._dirty.clear()
 
     def _expired(self, peer: Peer, timer: Timer, now: float) -> None:
         timers = peer.timers
