@@ -122,7 +122,7 @@ def test_zero_key_material_after_three_reject_after_times() -> None:
     assert peer.timers.zero_key_material == 3 * REJECT_AFTER_TIME
     wire.advance(3 * REJECT_AFTER_TIME)
     assert peer.current is None and peer.previous is None and peer.next is None
-    indices = a.device._indices.table
+    indices = a.device._sessions.indices.table
     assert indices == {} or all(v is not peer for v in indices.values())
 
 

@@ -54,9 +54,7 @@ from .handshake import (
     consume_response,
     create_initiation,
     create_response,
-    derive_keys,
 )
-from .indextable import IndexTable
 from .keypair import Keypair
 from .messages import (
     MessageCookieReply,
@@ -67,6 +65,7 @@ from .messages import (
 )
 from .peer import Endpoint, Peer, without_source
 from .ratelimiter import RateLimiter, source_key
+from .sessions import Sessions
 from .timerheap import TimerHeap
 from .timers import Timer, pooled
 
@@ -110,7 +109,7 @@ class Device:
         self._checker: CookieChecker | None = None
         self.peers: dict[bytes, Peer] = {}
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
-        self._indices: IndexTable[Peer | Keypair] = IndexTable(rng)
+        self._sessions = Sessions(rng)
         self._out: list[Datagram] = []
         self._delivered: list[bytes] = []
         self.drops: Counter[DropReason] = Counter()
@@ -145,7 +144,7 @@ class Device:
         self.identity = identity
         self._checker = CookieChecker(identity.public) if identity else None
         for peer in self.peers.values():
-            self._clear_handshake(peer)
+            self._sessions.clear_handshake(peer)
             peer.handshake.precompute(identity)
             for kp in (peer.current, peer.next):
                 if kp is not None:
@@ -186,7 +185,7 @@ class Device:
             return
         peer.removed = True
         self.allowed_ips.remove_value(peer)
-        self._zero_key_material(peer)
+        self._sessions.zero_key_material(peer)
         peer.staged.clear()
         peer.timers.stop_all()
         self._timers.discard(peer)
@@ -419,7 +418,7 @@ class Device:
         """
         handshakes: list[Datagram] = []
         drops = self.drops
-        index = self._indices.table
+        index = self._sessions.indices.table
         delivered = self._delivered
         lookup = self.allowed_ips.lookup
         unpack = _TRANSPORT_INDEX_COUNTER.unpack_from
@@ -544,10 +543,7 @@ class Device:
 
     def _confirm_next(self, peer: Peer, kp: Keypair, now: float) -> None:
         """The initiator used our new keypair: it becomes current (whitepaper 5.4.6)."""
-        self._drop_keypair(peer.previous)
-        peer.previous = peer.current
-        peer.current = kp
-        peer.next = None
+        self._sessions.confirm_next(peer, kp)
         self._handshake_complete(peer)
         self._send_staged(peer, now)
 
@@ -597,24 +593,13 @@ class Device:
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_received()
         # respond
-        hs = peer.handshake
-        self._remove_handshake_index(peer)
-        index = peer.handshake.local_index = self._indices.new_index(peer)
-        response = create_response(hs, sender_index=index, ephemeral=dh_generate(self._rng))
+        index = self._sessions.new_handshake_index(peer)
+        response = create_response(
+            peer.handshake, sender_index=index, ephemeral=dh_generate(self._rng)
+        )
         buf = bytearray(response.pack())
         peer.cookie.add_macs(buf, now)
-        send_key, receive_key, _ = derive_keys(hs)
-        kp = Keypair(
-            peer=peer,
-            send_key=send_key,
-            receive_key=receive_key,
-            local_index=index,
-            remote_index=response.receiver,
-            is_initiator=False,
-            created=now,
-        )
-        self._indices.swap(index, kp)
-        self._begin_session(peer, kp)
+        self._sessions.begin(peer, now)  # the new keypair waits in peer.next
         timers.on_session_derived(now)
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent()
@@ -624,11 +609,10 @@ class Device:
 
     def _receive_response(self, msg: MessageResponse, source: Endpoint, now: float) -> None:
         assert self.identity is not None
-        peer = self._indices.get(msg.receiver)
+        peer = self._sessions.indices.get(msg.receiver)
         if type(peer) is not Peer or peer.handshake.local_index != msg.receiver:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
-        hs = peer.handshake
-        consume_response(self.identity, hs, msg)
+        consume_response(self.identity, peer.handshake, msg)
         peer.endpoint = source
         if source != peer._endpoint_seen:
             self._endpoint_moved(peer)
@@ -636,19 +620,7 @@ class Device:
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_received()
-        index = hs.local_index
-        send_key, receive_key, _ = derive_keys(hs)
-        kp = Keypair(
-            peer=peer,
-            send_key=send_key,
-            receive_key=receive_key,
-            local_index=index,
-            remote_index=msg.sender,
-            is_initiator=True,
-            created=now,
-        )
-        self._indices.swap(index, kp)
-        self._begin_session(peer, kp)
+        self._sessions.begin(peer, now)  # the new keypair is peer.current
         timers.on_session_derived(now)
         self._handshake_complete(peer)
         self._dirty.add(peer)
@@ -656,7 +628,7 @@ class Device:
 
     def _receive_cookie_reply(self, data: bytes, now: float) -> None:
         msg = MessageCookieReply.parse(data)
-        entry = self._indices.get(msg.receiver)
+        entry = self._sessions.indices.get(msg.receiver)
         if entry is None:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
         peer = entry if type(entry) is Peer else entry.peer  # type: ignore[union-attr]
@@ -678,12 +650,10 @@ class Device:
                 self.drops[DropReason.NO_ENDPOINT] += 1
             return
         hs.last_sent_initiation = now
-        self._remove_handshake_index(peer)
-        index = peer.handshake.local_index = self._indices.new_index(peer)
         msg = create_initiation(
             self.identity,
             hs,
-            sender_index=index,
+            sender_index=self._sessions.new_handshake_index(peer),
             ephemeral=dh_generate(self._rng),
             timestamp=tai64n(self._wall_clock()),
         )
@@ -709,44 +679,6 @@ class Device:
         new = without_source(endpoint)
         if new != old:
             self._events.append(PeerEndpointChanged(peer.public_key, new))
-
-    def _begin_session(self, peer: Peer, kp: Keypair) -> None:
-        """Rotate keypairs as wireguard-go's BeginSymmetricSession does."""
-        if kp.is_initiator:
-            if peer.next is not None:
-                self._drop_keypair(peer.previous)
-                self._drop_keypair(peer.current)
-                peer.previous = peer.next
-                peer.next = None
-            else:
-                self._drop_keypair(peer.previous)
-                peer.previous = peer.current
-            peer.current = kp
-        else:
-            self._drop_keypair(peer.next)
-            self._drop_keypair(peer.previous)
-            peer.previous = None
-            peer.next = kp
-
-    # ----------------------------------------------------------------- index table
-
-    def _remove_handshake_index(self, peer: Peer) -> None:
-        self._indices.delete(peer.handshake.local_index, peer)
-        peer.handshake.local_index = 0
-
-    def _clear_handshake(self, peer: Peer) -> None:
-        self._remove_handshake_index(peer)
-        peer.handshake.clear()
-
-    def _drop_keypair(self, kp: Keypair | None) -> None:
-        if kp is not None:
-            self._indices.delete(kp.local_index, kp)
-
-    def _zero_key_material(self, peer: Peer) -> None:
-        for kp in peer.keypairs():
-            self._drop_keypair(kp)
-        peer.previous = peer.current = peer.next = None
-        self._clear_handshake(peer)
 
     # ----------------------------------------------------------------- timers
 
@@ -784,6 +716,6 @@ class Device:
             peer.endpoint = without_source(peer.endpoint)  # likewise: nothing came back
             self._initiate(peer, now, retry=False)
         elif timer is Timer.ZERO_KEY_MATERIAL:
-            self._zero_key_material(peer)
+            self._sessions.zero_key_material(peer)
         elif timer is Timer.PERSISTENT_KEEPALIVE and timers.persistent_keepalive_interval:
             self._send_keepalive(peer, now)
