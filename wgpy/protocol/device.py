@@ -14,7 +14,6 @@ Nothing a datagram contains makes these methods raise: every drop is counted in
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
+from .admission import Admission
 from .allowedips import AllowedIPs, IPNetwork
 from .constants import (
     DEFAULT_MTU,
@@ -38,11 +38,9 @@ from .constants import (
     REKEY_AFTER_TIME,
     REKEY_ON_RECEIVE_AFTER,
     REKEY_TIMEOUT,
-    UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_QUEUE_SIZE,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from .cookie import CookieChecker
 from .crypto import ZERO_KEY, Rng, dh_generate, tai64n
 from .errors import DropReason, LocalProtocolError, RemoteProtocolError
 from .events import Event, EventQueue, HandshakeCompleted, PeerEndpointChanged
@@ -64,7 +62,6 @@ from .messages import (
     padded_length,
 )
 from .peer import Endpoint, Peer, without_source
-from .ratelimiter import RateLimiter, source_key
 from .sessions import Sessions
 from .timerheap import TimerHeap
 from .timers import Timer, pooled
@@ -78,16 +75,6 @@ _ZEROS = bytes(PADDING_MULTIPLE + 65536)
 _INF = float("inf")
 _HANDSHAKE_TYPES = (MESSAGE_INITIATION_TYPE, MESSAGE_RESPONSE_TYPE, MESSAGE_COOKIE_REPLY_TYPE)
 _TRANSPORT_INDEX_COUNTER = struct.Struct("<4xIQ")  # receiver index and counter of a header
-
-
-def endpoint_bytes(endpoint: Endpoint) -> bytes:
-    """Packed address and port of an endpoint, for cookies and rate limits."""
-    if isinstance(endpoint, tuple) and len(endpoint) >= 2 and isinstance(endpoint[0], str):
-        try:
-            return ipaddress.ip_address(endpoint[0]).packed + int(endpoint[1]).to_bytes(2, "big")
-        except (ValueError, TypeError, OverflowError):
-            pass
-    return repr(endpoint).encode()
 
 
 class Device:
@@ -106,7 +93,6 @@ class Device:
         self._wall_clock = wall_clock
         self.mtu = mtu
         self.identity: StaticIdentity | None = None
-        self._checker: CookieChecker | None = None
         self.peers: dict[bytes, Peer] = {}
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
         self._sessions = Sessions(rng)
@@ -115,10 +101,7 @@ class Device:
         self.drops: Counter[DropReason] = Counter()
         self.cookie_replies_sent = 0
         self.under_load_queue_size = UNDER_LOAD_QUEUE_SIZE
-        self._under_load_until = -_INF
-        self._handshake_window_start = -_INF
-        self._handshake_window_count = 0
-        self._ratelimiter = RateLimiter()
+        self._admission = Admission(rng)
         self._timers = TimerHeap()
         self._dirty = self._timers.dirty  # the data path marks peers here: one set.add
         self._events = EventQueue()
@@ -142,7 +125,7 @@ class Device:
         if identity is not None and identity.public in self.peers:
             self.remove_peer(identity.public)
         self.identity = identity
-        self._checker = CookieChecker(identity.public) if identity else None
+        self._admission.set_public_key(identity.public if identity else None)
         for peer in self.peers.values():
             self._sessions.clear_handshake(peer)
             peer.handshake.precompute(identity)
@@ -498,14 +481,7 @@ class Device:
         for peer, got_data in touched.items():
             self._after_receive(peer, got_data, now)
         if handshakes:
-            # wireguard-go is under load when its handshake queue is 1/8 full; here, when that
-            # many handshake messages arrive within an eighth of a second, whatever the batches
-            if now - self._handshake_window_start > 0.125:
-                self._handshake_window_start = now
-                self._handshake_window_count = 0
-            self._handshake_window_count += len(handshakes)
-            if self._handshake_window_count >= self.under_load_queue_size:
-                self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+            self._admission.arrived(len(handshakes), now, self.under_load_queue_size)
             for data, source in handshakes:
                 try:
                     self._receive_handshake(data, source, now)
@@ -536,10 +512,11 @@ class Device:
 
     @property
     def under_load(self) -> bool:
-        return self._under_load_until > -_INF
+        """Whether the device has ever been under load (see :mod:`.admission`)."""
+        return self._admission.ever_under_load
 
     def is_under_load(self, now: float) -> bool:
-        return now < self._under_load_until
+        return self._admission.is_under_load(now)
 
     def _confirm_next(self, peer: Peer, kp: Keypair, now: float) -> None:
         """The initiator used our new keypair: it becomes current (whitepaper 5.4.6)."""
@@ -554,25 +531,17 @@ class Device:
         if kind == MESSAGE_COOKIE_REPLY_TYPE:
             self._receive_cookie_reply(data, now)
             return
-        checker = self._checker
-        if checker is None or self.identity is None:
+        if self.identity is None:
             raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
         if kind == MESSAGE_INITIATION_TYPE:
             msg_i = MessageInitiation.parse(data)
         else:
             msg_r = MessageResponse.parse(data)
-        if not checker.check_mac1(data):
-            raise RemoteProtocolError(DropReason.INVALID_MAC1)
-        if now < self._under_load_until:
-            src = endpoint_bytes(source)
-            if not checker.check_mac2(data, src, now, self._rng):
-                sender = int.from_bytes(data[4:8], "little")
-                reply = checker.create_reply(data, sender, src, now, self._rng)
-                self._out.append((reply.pack(), source))
-                self.cookie_replies_sent += 1
-                return
-            if not self._ratelimiter.allow(source_key(src[:-2]), now):
-                raise RemoteProtocolError(DropReason.RATE_LIMITED)
+        reply = self._admission.admit(data, source, now)  # MAC1; under load MAC2, rate
+        if reply is not None:
+            self._out.append((reply, source))
+            self.cookie_replies_sent += 1
+            return
         if kind == MESSAGE_INITIATION_TYPE:
             self._receive_initiation(msg_i, source, now)
         else:
