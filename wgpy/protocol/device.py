@@ -1,12 +1,18 @@
-"""A WireGuard device, sans-IO: many peers, one index table, batches in and out.
+"""A WireGuard device, sans-IO: many peers behind one static key, batches in and out.
 
 The shell feeds it inner packets from the TUN (:meth:`Device.send_packets`) and datagrams from
 the UDP socket (:meth:`Device.receive_datagrams`), then drains what to send
-(:meth:`Device.datagrams_to_send`) and what to deliver to the TUN
-(:meth:`Device.packets_to_deliver`). It keeps one timer: read the deadline with
-:meth:`Device.get_timer` and call :meth:`Device.handle_timer` when it passes. ``now`` is the
-caller's monotonic clock in seconds; wall-clock time (for TAI64N timestamps and the last
-handshake time) and randomness come from the constructor.
+(:meth:`Device.datagrams_to_send`), what to deliver to the TUN
+(:meth:`Device.packets_to_deliver`) and what happened (:meth:`Device.next_event`). It keeps
+one timer: read the deadline with :meth:`Device.get_timer` and call
+:meth:`Device.handle_timer` when it passes. ``now`` is the caller's monotonic clock in
+seconds; wall-clock time (for TAI64N timestamps and the last handshake time) and randomness
+come from the constructor. Callers change peers through the device's methods (``add_peer``,
+``set_endpoint``, ``set_allowed_ips``, ...), never by writing a :class:`Peer`'s fields.
+
+The parts live beside it: :mod:`.sessions` (keypairs and the index table), :mod:`.admission`
+(MAC1, cookies and rate limits under load), :mod:`.timerheap` (the one timer over all peers)
+and :mod:`.events`.
 
 Nothing a datagram contains makes these methods raise: every drop is counted in
 :attr:`Device.drops` by its :class:`DropReason`.
