@@ -29,10 +29,10 @@ def without_source(endpoint: Endpoint) -> Endpoint:
 
 
 class Peer:
-    """One peer of a :class:`~.device.Device`. Callers read its fields; they change the
-    endpoint, allowed IPs, inbound filter and keepalive through the device's methods
-    (``set_endpoint``, ``set_allowed_ips``, ``set_inbound_filter``, ...), which keep the
-    device's tables, timers and events consistent."""
+    """One peer of a :class:`~.device.Device`. Callers read its fields; they change its
+    endpoint, allowed IPs and inbound filter through the device's methods (``set_endpoint``,
+    ``set_allowed_ips``, ``set_inbound_filter``, ...), which keep the device's tables and
+    events consistent."""
 
     __slots__ = (
         "_deadline",
