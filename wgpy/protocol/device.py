@@ -83,6 +83,13 @@ _HANDSHAKE_TYPES = (MESSAGE_INITIATION_TYPE, MESSAGE_RESPONSE_TYPE, MESSAGE_COOK
 _TRANSPORT_INDEX_COUNTER = struct.Struct("<4xIQ")  # receiver index and counter of a header
 
 
+def _removed(peer: Peer) -> LocalProtocolError:
+    return LocalProtocolError(
+        f"the peer {peer!r} was removed from this device; add it again with add_peer and "
+        "change the peer that add_peer returns"
+    )
+
+
 class Device:
     """Many peers behind one static key; see the module docstring for the contract."""
 
@@ -179,13 +186,6 @@ class Device:
         peer.timers.stop_all()
         self._timers.discard(peer)
 
-    def _configurable(self, peer: Peer) -> None:
-        if peer.removed:
-            raise LocalProtocolError(
-                "that peer was removed from this device; add it again with add_peer and change "
-                "the peer that add_peer returns"
-            )
-
     def set_endpoint(self, peer: Peer, endpoint: Endpoint | None) -> None:
         """Send to ``peer`` at ``endpoint`` from now on (None: nowhere until it sends to us).
 
@@ -193,14 +193,16 @@ class Device:
         (roaming) may move it again later. A change made here makes no event. What waits for
         the peer goes when the caller calls :meth:`send_staged` (after the rest of its
         configuration, a preshared key for one, is in place)."""
-        self._configurable(peer)
+        if peer.removed:
+            raise _removed(peer)
         peer.endpoint = peer._endpoint_seen = endpoint
 
     def set_allowed_ips(self, peer: Peer, prefixes: Iterable[str | IPNetwork]) -> None:
         """Make ``prefixes`` the whole of ``peer``'s allowed IPs (a prefix another peer has
         moves to this one). Raises ValueError for a prefix that is not one, after the prefixes
         before it are in place."""
-        self._configurable(peer)
+        if peer.removed:
+            raise _removed(peer)
         self.allowed_ips.remove_value(peer)
         insert = self.allowed_ips.insert
         for prefix in prefixes:
@@ -209,18 +211,21 @@ class Device:
     def add_allowed_ip(self, peer: Peer, prefix: str | IPNetwork) -> None:
         """Route ``prefix`` to ``peer`` (taking it from the peer that had it). Raises
         ValueError for a prefix that is not one."""
-        self._configurable(peer)
+        if peer.removed:
+            raise _removed(peer)
         self.allowed_ips.insert(prefix, peer)
 
     def remove_allowed_ip(self, peer: Peer, prefix: str | IPNetwork) -> bool:
         """Stop routing ``prefix`` to ``peer``; False when ``peer`` did not have it. Raises
         ValueError for a prefix that is not one."""
-        self._configurable(peer)
+        if peer.removed:
+            raise _removed(peer)
         return self.allowed_ips.remove(prefix, peer)
 
     def set_inbound_filter(self, peer: Peer, inbound_filter: ReplyOnlyFilter | None) -> None:
         """Let ``peer``'s packets in only as ``inbound_filter`` allows (None: all of them)."""
-        self._configurable(peer)
+        if peer.removed:
+            raise _removed(peer)
         peer.inbound_filter = inbound_filter
 
     def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
