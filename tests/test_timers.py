@@ -122,7 +122,8 @@ def test_zero_key_material_after_three_reject_after_times() -> None:
     assert peer.timers.zero_key_material == 3 * REJECT_AFTER_TIME
     wire.advance(3 * REJECT_AFTER_TIME)
     assert peer.current is None and peer.previous is None and peer.next is None
-    assert a.device._index == {} or all(v is not peer for v in a.device._index.values())
+    indices = a.device._sessions.indices.table
+    assert indices == {} or all(v is not peer for v in indices.values())
 
 
 def test_persistent_keepalive_every_interval_when_idle() -> None:

@@ -1,12 +1,18 @@
-"""A WireGuard device, sans-IO: many peers, one index table, batches in and out.
+"""A WireGuard device, sans-IO: many peers behind one static key, batches in and out.
 
 The shell feeds it inner packets from the TUN (:meth:`Device.send_packets`) and datagrams from
 the UDP socket (:meth:`Device.receive_datagrams`), then drains what to send
-(:meth:`Device.datagrams_to_send`) and what to deliver to the TUN
-(:meth:`Device.packets_to_deliver`). It keeps one timer: read the deadline with
-:meth:`Device.get_timer` and call :meth:`Device.handle_timer` when it passes. ``now`` is the
-caller's monotonic clock in seconds; wall-clock time (for TAI64N timestamps and the last
-handshake time) and randomness come from the constructor.
+(:meth:`Device.datagrams_to_send`), what to deliver to the TUN
+(:meth:`Device.packets_to_deliver`) and what happened (:meth:`Device.next_event`). It keeps
+one timer: read the deadline with :meth:`Device.get_timer` and call
+:meth:`Device.handle_timer` when it passes. ``now`` is the caller's monotonic clock in
+seconds; wall-clock time (for TAI64N timestamps and the last handshake time) and randomness
+come from the constructor. Callers change peers through the device's methods (``add_peer``,
+``set_endpoint``, ``set_allowed_ips``, ...), never by writing a :class:`Peer`'s fields.
+
+The parts live beside it: :mod:`.sessions` (keypairs and the index table), :mod:`.admission`
+(MAC1, cookies and rate limits under load), :mod:`.timerheap` (the one timer over all peers)
+and :mod:`.events`.
 
 Nothing a datagram contains makes these methods raise: every drop is counted in
 :attr:`Device.drops` by its :class:`DropReason`.
@@ -14,9 +20,6 @@ Nothing a datagram contains makes these methods raise: every drop is counted in
 
 from __future__ import annotations
 
-import heapq
-import ipaddress
-import itertools
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +27,8 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from .allowedips import AllowedIPs
+from .admission import Admission
+from .allowedips import AllowedIPs, IPNetwork
 from .constants import (
     DEFAULT_MTU,
     MAX_TIMER_HANDSHAKES,
@@ -40,13 +44,13 @@ from .constants import (
     REKEY_AFTER_TIME,
     REKEY_ON_RECEIVE_AFTER,
     REKEY_TIMEOUT,
-    UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_QUEUE_SIZE,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from .cookie import CookieChecker
 from .crypto import ZERO_KEY, Rng, dh_generate, tai64n
 from .errors import DropReason, LocalProtocolError, RemoteProtocolError
+from .events import Event, EventQueue, HandshakeCompleted, PeerEndpointChanged
+from .flows import ReplyOnlyFilter
 from .handshake import (
     StaticIdentity,
     consume_initiation,
@@ -54,7 +58,6 @@ from .handshake import (
     consume_response,
     create_initiation,
     create_response,
-    derive_keys,
 )
 from .keypair import Keypair
 from .messages import (
@@ -62,9 +65,11 @@ from .messages import (
     MessageInitiation,
     MessageResponse,
     message_type,
+    padded_length,
 )
 from .peer import Endpoint, Peer, without_source
-from .ratelimiter import RateLimiter, source_key
+from .sessions import Sessions
+from .timerheap import TimerHeap
 from .timers import Timer, pooled
 
 Datagram = tuple[bytes, Endpoint]
@@ -78,25 +83,11 @@ _HANDSHAKE_TYPES = (MESSAGE_INITIATION_TYPE, MESSAGE_RESPONSE_TYPE, MESSAGE_COOK
 _TRANSPORT_INDEX_COUNTER = struct.Struct("<4xIQ")  # receiver index and counter of a header
 
 
-def padded_length(length: int, mtu: int) -> int:
-    """The plaintext length after padding, as wireguard-go's calculatePaddingSize."""
-    last_unit = length
-    if mtu and last_unit > mtu:
-        last_unit %= mtu
-    padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-    if mtu and padded > mtu:
-        padded = mtu
-    return length + (padded - last_unit)
-
-
-def endpoint_bytes(endpoint: Endpoint) -> bytes:
-    """Packed address and port of an endpoint, for cookies and rate limits."""
-    if isinstance(endpoint, tuple) and len(endpoint) >= 2 and isinstance(endpoint[0], str):
-        try:
-            return ipaddress.ip_address(endpoint[0]).packed + int(endpoint[1]).to_bytes(2, "big")
-        except (ValueError, TypeError, OverflowError):
-            pass
-    return repr(endpoint).encode()
+def _removed(peer: Peer) -> LocalProtocolError:
+    return LocalProtocolError(
+        f"the peer {peer!r} was removed from this device; add it again with add_peer and "
+        "change the peer that add_peer returns"
+    )
 
 
 class Device:
@@ -115,22 +106,18 @@ class Device:
         self._wall_clock = wall_clock
         self.mtu = mtu
         self.identity: StaticIdentity | None = None
-        self._checker: CookieChecker | None = None
         self.peers: dict[bytes, Peer] = {}
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
-        self._index: dict[int, Peer | Keypair] = {}
+        self._sessions = Sessions(rng)
         self._out: list[Datagram] = []
         self._delivered: list[bytes] = []
         self.drops: Counter[DropReason] = Counter()
         self.cookie_replies_sent = 0
         self.under_load_queue_size = UNDER_LOAD_QUEUE_SIZE
-        self._under_load_until = -_INF
-        self._handshake_window_start = -_INF
-        self._handshake_window_count = 0
-        self._ratelimiter = RateLimiter()
-        self._heap: list[tuple[float, int, Peer]] = []
-        self._seq = itertools.count()
-        self._dirty: set[Peer] = set()
+        self._admission = Admission(rng)
+        self._timers = TimerHeap()
+        self._dirty = self._timers.dirty  # the data path marks peers here: one set.add
+        self._events = EventQueue()
         if private_key is not None:
             self.set_private_key(private_key)
 
@@ -151,9 +138,9 @@ class Device:
         if identity is not None and identity.public in self.peers:
             self.remove_peer(identity.public)
         self.identity = identity
-        self._checker = CookieChecker(identity.public) if identity else None
+        self._admission.set_public_key(identity.public if identity else None)
         for peer in self.peers.values():
-            self._clear_handshake(peer)
+            self._sessions.clear_handshake(peer)
             peer.handshake.precompute(identity)
             for kp in (peer.current, peer.next):
                 if kp is not None:
@@ -181,7 +168,7 @@ class Device:
         elif preshared_key is not None:
             peer.preshared_key = preshared_key
         if endpoint is not None:
-            peer.endpoint = endpoint
+            peer.endpoint = peer._endpoint_seen = endpoint
         if persistent_keepalive:
             peer.timers.persistent_keepalive_interval = persistent_keepalive
         for prefix in allowed_ips:
@@ -194,10 +181,52 @@ class Device:
             return
         peer.removed = True
         self.allowed_ips.remove_value(peer)
-        self._zero_key_material(peer)
+        self._sessions.zero_key_material(peer)
         peer.staged.clear()
         peer.timers.stop_all()
-        self._dirty.discard(peer)
+        self._timers.discard(peer)
+
+    def set_endpoint(self, peer: Peer, endpoint: Endpoint | None) -> None:
+        """Send to ``peer`` at ``endpoint`` from now on (None: nowhere until it sends to us).
+
+        As in the kernel, a configured endpoint carries no local source; the peer's packets
+        (roaming) may move it again later. A change made here makes no event. What waits for
+        the peer goes when the caller calls :meth:`send_staged` (after the rest of its
+        configuration, a preshared key for one, is in place)."""
+        if peer.removed:
+            raise _removed(peer)
+        peer.endpoint = peer._endpoint_seen = endpoint
+
+    def set_allowed_ips(self, peer: Peer, prefixes: Iterable[str | IPNetwork]) -> None:
+        """Make ``prefixes`` the whole of ``peer``'s allowed IPs (a prefix another peer has
+        moves to this one). Raises ValueError for a prefix that is not one, after the prefixes
+        before it are in place."""
+        if peer.removed:
+            raise _removed(peer)
+        self.allowed_ips.remove_value(peer)
+        insert = self.allowed_ips.insert
+        for prefix in prefixes:
+            insert(prefix, peer)
+
+    def add_allowed_ip(self, peer: Peer, prefix: str | IPNetwork) -> None:
+        """Route ``prefix`` to ``peer`` (taking it from the peer that had it). Raises
+        ValueError for a prefix that is not one."""
+        if peer.removed:
+            raise _removed(peer)
+        self.allowed_ips.insert(prefix, peer)
+
+    def remove_allowed_ip(self, peer: Peer, prefix: str | IPNetwork) -> bool:
+        """Stop routing ``prefix`` to ``peer``; False when ``peer`` did not have it. Raises
+        ValueError for a prefix that is not one."""
+        if peer.removed:
+            raise _removed(peer)
+        return self.allowed_ips.remove(prefix, peer)
+
+    def set_inbound_filter(self, peer: Peer, inbound_filter: ReplyOnlyFilter | None) -> None:
+        """Let ``peer``'s packets in only as ``inbound_filter`` allows (None: all of them)."""
+        if peer.removed:
+            raise _removed(peer)
+        peer.inbound_filter = inbound_filter
 
     def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
         """Set the interval (0 turns it off); like wireguard-go, send one at once when on."""
@@ -243,6 +272,15 @@ class Device:
         """Decrypted inner packets for the TUN, produced since the last call."""
         out, self._delivered = self._delivered, []
         return out
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet returned (see :mod:`.events`), or None."""
+        return self._events.pop()
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped because nobody drained them (the queue is bounded)."""
+        return self._events.dropped
 
     # ----------------------------------------------------------------- TUN -> network
 
@@ -374,7 +412,7 @@ class Device:
         """
         handshakes: list[Datagram] = []
         drops = self.drops
-        index = self._index
+        index = self._sessions.indices.table
         delivered = self._delivered
         lookup = self.allowed_ips.lookup
         unpack = _TRANSPORT_INDEX_COUNTER.unpack_from
@@ -454,14 +492,7 @@ class Device:
         for peer, got_data in touched.items():
             self._after_receive(peer, got_data, now)
         if handshakes:
-            # wireguard-go is under load when its handshake queue is 1/8 full; here, when that
-            # many handshake messages arrive within an eighth of a second, whatever the batches
-            if now - self._handshake_window_start > 0.125:
-                self._handshake_window_start = now
-                self._handshake_window_count = 0
-            self._handshake_window_count += len(handshakes)
-            if self._handshake_window_count >= self.under_load_queue_size:
-                self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+            self._admission.arrived(len(handshakes), now, self.under_load_queue_size)
             for data, source in handshakes:
                 try:
                     self._receive_handshake(data, source, now)
@@ -477,6 +508,8 @@ class Device:
         if got_data:
             timers.on_data_received(now)
         self._dirty.add(peer)
+        if peer.endpoint != peer._endpoint_seen:  # once per peer and batch, not per packet
+            self._endpoint_moved(peer)
         # keep the key fresh on receive: the initiator rekeys shortly before REJECT_AFTER_TIME
         kp = peer.current
         if (
@@ -490,17 +523,15 @@ class Device:
 
     @property
     def under_load(self) -> bool:
-        return self._under_load_until > -_INF
+        """Whether the device has ever been under load (see :mod:`.admission`)."""
+        return self._admission.ever_under_load
 
     def is_under_load(self, now: float) -> bool:
-        return now < self._under_load_until
+        return self._admission.is_under_load(now)
 
     def _confirm_next(self, peer: Peer, kp: Keypair, now: float) -> None:
         """The initiator used our new keypair: it becomes current (whitepaper 5.4.6)."""
-        self._drop_keypair(peer.previous)
-        peer.previous = peer.current
-        peer.current = kp
-        peer.next = None
+        self._sessions.confirm_next(peer, kp)
         self._handshake_complete(peer)
         self._send_staged(peer, now)
 
@@ -511,25 +542,17 @@ class Device:
         if kind == MESSAGE_COOKIE_REPLY_TYPE:
             self._receive_cookie_reply(data, now)
             return
-        checker = self._checker
-        if checker is None or self.identity is None:
+        if self.identity is None:
             raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
         if kind == MESSAGE_INITIATION_TYPE:
             msg_i = MessageInitiation.parse(data)
         else:
             msg_r = MessageResponse.parse(data)
-        if not checker.check_mac1(data):
-            raise RemoteProtocolError(DropReason.INVALID_MAC1)
-        if now < self._under_load_until:
-            src = endpoint_bytes(source)
-            if not checker.check_mac2(data, src, now, self._rng):
-                sender = int.from_bytes(data[4:8], "little")
-                reply = checker.create_reply(data, sender, src, now, self._rng)
-                self._out.append((reply.pack(), source))
-                self.cookie_replies_sent += 1
-                return
-            if not self._ratelimiter.allow(source_key(src[:-2]), now):
-                raise RemoteProtocolError(DropReason.RATE_LIMITED)
+        reply = self._admission.admit(data, source, now)  # MAC1; under load MAC2, rate
+        if reply is not None:
+            self._out.append((reply, source))
+            self.cookie_replies_sent += 1
+            return
         if kind == MESSAGE_INITIATION_TYPE:
             self._receive_initiation(msg_i, source, now)
         else:
@@ -543,29 +566,20 @@ class Device:
             raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
         consume_initiation(peer.handshake, msg, c, h, now)
         peer.endpoint = source
+        if source != peer._endpoint_seen:
+            self._endpoint_moved(peer)
         peer.rx_bytes += 148
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_received()
         # respond
-        hs = peer.handshake
-        self._remove_handshake_index(peer)
-        index = self._new_index(peer)
-        response = create_response(hs, sender_index=index, ephemeral=dh_generate(self._rng))
+        index = self._sessions.new_handshake_index(peer)
+        response = create_response(
+            peer.handshake, sender_index=index, ephemeral=dh_generate(self._rng)
+        )
         buf = bytearray(response.pack())
         peer.cookie.add_macs(buf, now)
-        send_key, receive_key, _ = derive_keys(hs)
-        kp = Keypair(
-            peer=peer,
-            send_key=send_key,
-            receive_key=receive_key,
-            local_index=index,
-            remote_index=response.receiver,
-            is_initiator=False,
-            created=now,
-        )
-        self._index[index] = kp
-        self._begin_session(peer, kp)
+        self._sessions.begin(peer, now)  # the new keypair waits in peer.next
         timers.on_session_derived(now)
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_sent()
@@ -575,29 +589,18 @@ class Device:
 
     def _receive_response(self, msg: MessageResponse, source: Endpoint, now: float) -> None:
         assert self.identity is not None
-        peer = self._index.get(msg.receiver)
+        peer = self._sessions.indices.get(msg.receiver)
         if type(peer) is not Peer or peer.handshake.local_index != msg.receiver:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
-        hs = peer.handshake
-        consume_response(self.identity, hs, msg)
+        consume_response(self.identity, peer.handshake, msg)
         peer.endpoint = source
+        if source != peer._endpoint_seen:
+            self._endpoint_moved(peer)
         peer.rx_bytes += 92
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
         timers.on_any_authenticated_packet_received()
-        index = hs.local_index
-        send_key, receive_key, _ = derive_keys(hs)
-        kp = Keypair(
-            peer=peer,
-            send_key=send_key,
-            receive_key=receive_key,
-            local_index=index,
-            remote_index=msg.sender,
-            is_initiator=True,
-            created=now,
-        )
-        self._index[index] = kp
-        self._begin_session(peer, kp)
+        self._sessions.begin(peer, now)  # the new keypair is peer.current
         timers.on_session_derived(now)
         self._handshake_complete(peer)
         self._dirty.add(peer)
@@ -605,7 +608,7 @@ class Device:
 
     def _receive_cookie_reply(self, data: bytes, now: float) -> None:
         msg = MessageCookieReply.parse(data)
-        entry = self._index.get(msg.receiver)
+        entry = self._sessions.indices.get(msg.receiver)
         if entry is None:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
         peer = entry if type(entry) is Peer else entry.peer  # type: ignore[union-attr]
@@ -627,12 +630,10 @@ class Device:
                 self.drops[DropReason.NO_ENDPOINT] += 1
             return
         hs.last_sent_initiation = now
-        self._remove_handshake_index(peer)
-        index = self._new_index(peer)
         msg = create_initiation(
             self.identity,
             hs,
-            sender_index=index,
+            sender_index=self._sessions.new_handshake_index(peer),
             ephemeral=dh_generate(self._rng),
             timestamp=tai64n(self._wall_clock()),
         )
@@ -648,92 +649,30 @@ class Device:
     def _handshake_complete(self, peer: Peer) -> None:
         peer.timers.on_handshake_complete()
         peer.last_handshake_ns = self._wall_clock()
+        self._events.append(HandshakeCompleted(peer.public_key))
 
-    def _begin_session(self, peer: Peer, kp: Keypair) -> None:
-        """Rotate keypairs as wireguard-go's BeginSymmetricSession does."""
-        if kp.is_initiator:
-            if peer.next is not None:
-                self._drop_keypair(peer.previous)
-                self._drop_keypair(peer.current)
-                peer.previous = peer.next
-                peer.next = None
-            else:
-                self._drop_keypair(peer.previous)
-                peer.previous = peer.current
-            peer.current = kp
-        else:
-            self._drop_keypair(peer.next)
-            self._drop_keypair(peer.previous)
-            peer.previous = None
-            peer.next = kp
-
-    # ----------------------------------------------------------------- index table
-
-    def _new_index(self, peer: Peer) -> int:
-        index = self._index
-        while True:
-            i = int.from_bytes(self._rng(4), "little")
-            if i and i not in index:  # 0 means "no index"
-                index[i] = peer
-                peer.handshake.local_index = i
-                return i
-
-    def _remove_handshake_index(self, peer: Peer) -> None:
-        i = peer.handshake.local_index
-        if i and self._index.get(i) is peer:
-            del self._index[i]
-        peer.handshake.local_index = 0
-
-    def _clear_handshake(self, peer: Peer) -> None:
-        self._remove_handshake_index(peer)
-        peer.handshake.clear()
-
-    def _drop_keypair(self, kp: Keypair | None) -> None:
-        if kp is not None and self._index.get(kp.local_index) is kp:
-            del self._index[kp.local_index]
-
-    def _zero_key_material(self, peer: Peer) -> None:
-        for kp in peer.keypairs():
-            self._drop_keypair(kp)
-        peer.previous = peer.current = peer.next = None
-        self._clear_handshake(peer)
+    def _endpoint_moved(self, peer: Peer) -> None:
+        """Packets moved ``peer.endpoint``: an event when its address or port changed (a
+        new local source alone, or one dropped and learned again, is none)."""
+        old = without_source(peer._endpoint_seen)
+        peer._endpoint_seen = endpoint = peer.endpoint
+        new = without_source(endpoint)
+        if new != old:
+            self._events.append(PeerEndpointChanged(peer.public_key, new))
 
     # ----------------------------------------------------------------- timers
 
     def get_timer(self) -> float | None:
         """The next deadline at which :meth:`handle_timer` must be called, or None."""
-        self._flush_dirty()
-        heap = self._heap
-        while heap:
-            deadline, _, peer = heap[0]
-            if peer._deadline == deadline and not peer.removed:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        return self._timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
-        self._flush_dirty()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, peer = heapq.heappop(heap)
-            if peer._deadline != deadline or peer.removed:
-                continue
-            peer._deadline = _INF
+        pop_due = self._timers.pop_due
+        while (peer := pop_due(now)) is not None:
             for timer in peer.timers.pop_due(now):
                 self._expired(peer, timer, now)
             self._dirty.add(peer)
-            self._flush_dirty()
-
-    def _flush_dirty(self) -> None:
-        heap = self._heap
-        for peer in self._dirty:
-            deadline = peer.timers.next_deadline()
-            if deadline != peer._deadline:
-                peer._deadline = deadline
-                if deadline != _INF:
-                    heapq.heappush(heap, (deadline, next(self._seq), peer))
-        self._dirty.clear()
 
     def _expired(self, peer: Peer, timer: Timer, now: float) -> None:
         timers = peer.timers
@@ -757,6 +696,6 @@ class Device:
             peer.endpoint = without_source(peer.endpoint)  # likewise: nothing came back
             self._initiate(peer, now, retry=False)
         elif timer is Timer.ZERO_KEY_MATERIAL:
-            self._zero_key_material(peer)
+            self._sessions.zero_key_material(peer)
         elif timer is Timer.PERSISTENT_KEEPALIVE and timers.persistent_keepalive_interval:
             self._send_keepalive(peer, now)

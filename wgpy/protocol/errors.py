@@ -1,8 +1,10 @@
 """Why a datagram was dropped, and the two kinds of protocol error.
 
-A bad datagram raises :class:`RemoteProtocolError` inside the core; the receive entry point
-catches it in exactly one place, counts its reason and drops the datagram. Misuse of the API
-raises :class:`LocalProtocolError` with a sentence that says what to do.
+A bad handshake message raises :class:`RemoteProtocolError` inside the core; the receive
+entry point catches it in one place, counts its reason and drops the datagram. Transport
+messages and packets from the TUN take the batch path, which counts each drop inline (no
+exception per packet). Misuse of the API raises :class:`LocalProtocolError` with a sentence
+that says what to do.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from .constants import (
     MESSAGE_RESPONSE_TYPE,
     MESSAGE_TRANSPORT_HEADER_SIZE,
     MESSAGE_TRANSPORT_TYPE,
+    PADDING_MULTIPLE,
 )
 from .errors import DropReason, LocalProtocolError, RemoteProtocolError
 
@@ -163,3 +164,14 @@ class MessageTransport(NamedTuple):
             raise RemoteProtocolError(DropReason.UNKNOWN_TYPE)
         _, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
         return cls(receiver, counter, bytes(data[MESSAGE_TRANSPORT_HEADER_SIZE:]))
+
+
+def padded_length(length: int, mtu: int) -> int:
+    """The plaintext length after padding, as wireguard-go's calculatePaddingSize."""
+    last_unit = length
+    if mtu and last_unit > mtu:
+        last_unit %= mtu
+    padded = (last_unit + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+    if mtu and padded > mtu:
+        padded = mtu
+    return length + (padded - last_unit)

@@ -29,8 +29,14 @@ def without_source(endpoint: Endpoint) -> Endpoint:
 
 
 class Peer:
+    """One peer of a :class:`~.device.Device`. Callers read its fields; they change its
+    endpoint, allowed IPs and inbound filter through the device's methods (``set_endpoint``,
+    ``set_allowed_ips``, ``set_inbound_filter``, ...), which keep the device's tables and
+    events consistent."""
+
     __slots__ = (
         "_deadline",
+        "_endpoint_seen",
         "cookie",
         "current",
         "endpoint",
@@ -63,7 +69,8 @@ class Peer:
         self.removed = False
         # set when policy lets us reach this peer but not the peer reach us
         self.inbound_filter: ReplyOnlyFilter | None = None
-        self._deadline = float("inf")
+        self._deadline = float("inf")  # the device's TimerHeap records our next deadline here
+        self._endpoint_seen: Endpoint | None = None  # for PeerEndpointChanged events
 
     @property
     def preshared_key(self) -> bytes:

@@ -315,7 +315,7 @@ class _SetOperation:
         }
 
     def run(self, lines: Iterable[str]) -> None:
-        insert = self.device.allowed_ips.insert
+        add_allowed_ip = self.device.add_allowed_ip
         for line in lines:
             if line[-1:] == "\r":  # bufio.ScanLines drops one carriage return
                 line = line[:-1]
@@ -331,7 +331,7 @@ class _SetOperation:
                     address, sep, bits = value.rpartition("/")
                     if sep and bits in _PREFIX_LENGTHS and address and "%" not in address:
                         try:
-                            insert(value, peer)
+                            add_allowed_ip(peer, value)
                             continue
                         except ValueError:
                             pass
@@ -437,7 +437,7 @@ class _SetOperation:
         except ValueError as e:
             raise IpcError(IPC_ERROR_INVALID, f"failed to set endpoint: {e}") from None
         if self.peer is not None:
-            self.peer.endpoint = endpoint
+            self.device.set_endpoint(self.peer, endpoint)
 
     def persistent_keepalive_interval(self, value: str) -> None:
         seconds = _uint(value, 0xFFFF, "persistent_keepalive_interval")
@@ -456,7 +456,7 @@ class _SetOperation:
     def replace_allowed_ips(self, value: str) -> None:
         _true(value, "replace_allowed_ips")
         if self.peer is not None:
-            self.device.allowed_ips.remove_value(self.peer)
+            self.device.set_allowed_ips(self.peer, ())
 
     def allowed_ip(self, value: str) -> None:
         add = True
@@ -473,9 +473,9 @@ class _SetOperation:
             if peer is None:
                 ipaddress.ip_network(value, strict=False)  # validated, not applied
             elif add:
-                self.device.allowed_ips.insert(value, peer)
+                self.device.add_allowed_ip(peer, value)
             else:
-                self.device.allowed_ips.remove(value, peer)
+                self.device.remove_allowed_ip(peer, value)
         except ValueError:
             raise IpcError(
                 IPC_ERROR_INVALID, "failed to set allowed ip: not a prefix such as 10.0.0.0/24"

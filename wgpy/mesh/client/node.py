@@ -570,20 +570,18 @@ class MeshNode:
         else:
             wg_peer = existing
             if set(device.allowed_ips.prefixes(wg_peer)) != set(peer.allowed_ips):
-                device.allowed_ips.remove_value(wg_peer)
-                for network in peer.allowed_ips:
-                    device.allowed_ips.insert(network, wg_peer)
+                device.set_allowed_ips(wg_peer, peer.allowed_ips)
             # the server's endpoint replaces the current one only when the server's view
             # changed: a peer that roamed (WireGuard learns that from its packets) keeps
             # the address it roamed to
             if endpoint is not None and self._endpoint_applied.get(key) != endpoint:
-                wg_peer.endpoint = endpoint
+                device.set_endpoint(wg_peer, endpoint)
             self.log.debug("peer updated", peer=_short(key), hostname=peer.hostname)
         self._endpoint_applied[key] = endpoint
         if peer.reachable_from:
-            wg_peer.inbound_filter = None
+            device.set_inbound_filter(wg_peer, None)
         elif wg_peer.inbound_filter is None:
-            wg_peer.inbound_filter = ReplyOnlyFilter()
+            device.set_inbound_filter(wg_peer, ReplyOnlyFilter())
         self.peers[key] = peer
         if self.iface is not None:
             device.send_staged(wg_peer, self.iface.now())
