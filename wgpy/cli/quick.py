@@ -48,7 +48,6 @@ from wgpy.config import Config, ConfigError, Endpoint, Peer
 from wgpy.device import uapi_client
 from wgpy.device.uapi_client import DeviceState, UapiError
 
-from . import mesh as mesh_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 TUN_PATH = Path("/dev/net/tun")
@@ -60,34 +59,18 @@ USERSPACE_PROGRAM = "wgpy-userspace"
 RESOLVCONF_ORDER = Path("/etc/resolvconf/interface-order")
 
 
+WHAT = (
+    "CONFIG is a configuration file whose name is the interface name followed by "
+    "`.conf'; a bare interface name means /etc/wireguard/IFNAME.conf."
+)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``up``, ``down`` and ``save`` to the ``wgpy`` parser."""
-    what = (
-        "CONFIG is a configuration file whose name is the interface name followed by "
-        "`.conf'; a bare interface name means /etc/wireguard/IFNAME.conf."
-    )
-    up = commands.add_parser(
-        "up",
-        help="create and configure an interface from a wg-quick file, as `wg-quick up`",
-        description="Create a userspace WireGuard interface from a wg-quick configuration "
-        f"file, with its addresses, routes, DNS and hooks, as `wg-quick up` does. {what}",
-    )
-    up.add_argument("config", metavar="CONFIG", nargs="?")
-    mesh_commands.add_up_arguments(up)
-    up.set_defaults(handler=up_command)
-    down = commands.add_parser(
-        "down",
-        help="remove an interface brought up by `wgpy up`, as `wg-quick down`",
-        description="Remove an interface and what `wgpy up` set up for it, as `wg-quick down` "
-        f"does. {what} If there is no such file, IFNAME is taken down without hooks.",
-    )
-    down.add_argument("config", metavar="CONFIG|IFNAME", nargs="?")
-    mesh_commands.add_down_arguments(down)
-    down.set_defaults(handler=down_command)
+    """Add ``save`` to the ``wgpy`` parser (``up`` and ``down`` are :mod:`wgpy.cli.up`'s)."""
     save = commands.add_parser(
         "save",
         help="write an interface's running configuration to its file, as `wg-quick save`",
-        description=f"Save the running configuration of an interface to its file. {what}",
+        description=f"Save the running configuration of an interface to its file. {WHAT}",
     )
     save.add_argument("config", metavar="CONFIG|IFNAME")
     save.set_defaults(handler=save_command)
@@ -97,12 +80,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # Commands
 
 
-def up_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    mesh_status = mesh_commands.maybe_mesh_up(args, env)
-    if mesh_status is not None:
-        return mesh_status
+def quick_up(config: str, env: Environment) -> ExitStatus:
+    """``wgpy up CONFIG``."""
     _check_root("up")
-    quick = Quick.from_argument("up", args.config, env)
+    quick = Quick.from_argument("up", config, env)
     if not TUN_PATH.exists():
         raise CommandError(
             f"{TUN_PATH} does not exist, so no TUN interface can be created; "
@@ -112,12 +93,10 @@ def up_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.SUCCESS
 
 
-def down_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    mesh_status = mesh_commands.maybe_mesh_down(args, env)
-    if mesh_status is not None:
-        return mesh_status
+def quick_down(config: str, env: Environment) -> ExitStatus:
+    """``wgpy down CONFIG|IFNAME``."""
     _check_root("down")
-    Quick.from_argument("down", args.config, env, allow_missing=True).down()
+    Quick.from_argument("down", config, env, allow_missing=True).down()
     return ExitStatus.SUCCESS
 
 
@@ -174,7 +153,7 @@ class Quick:
         self.have_set_dns = False
         self.have_set_firewall = False
         bin_dir = str(Path(sys.executable).parent)
-        child_env = {**os.environ, **env.env, "LC_ALL": "C"}
+        child_env = {**env.env, "LC_ALL": "C"}
         child_env["PATH"] = os.pathsep.join(filter(None, (bin_dir, child_env.get("PATH"))))
         self.child_env = child_env
 
