@@ -15,8 +15,8 @@ every local user may read. Its options (the key among them) come through a pipe
 and the variables that may hold a secret are not in its environment
 (:func:`clean_environment`). In the background it reports once through a second pipe
 (:func:`background`): ``ok\\n`` and the node's one-line summary, or the sentence that says why
-not; :func:`start` is ``wgpy up``'s side of that. Nothing here prints: what the user is to
-read goes through a ``say`` function of the command line's.
+not; :func:`start` is ``wgpy up``'s side of that. Nothing here writes to the terminal: what
+the user is to read goes through a ``say`` function of the command line's.
 """
 
 from __future__ import annotations
