@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_client_fakes import API_KEY, FakeServer, new_keypair
 
-from wgpy.cli import mesh, mesh_admin
+from wgpy import cli
+from wgpy.cli import admin as admin_cli
 from wgpy.cli.environment import Environment, ExitStatus
 from wgpy.mesh.server import MeshServer, ServerConfig
 
@@ -34,7 +35,7 @@ def admin(
         stderr=err,
         env={"WGPY_SERVER": server.url, "WGPY_API_KEY": API_KEY, **(env or {})},
     )
-    status = mesh.main(["admin", *args], environment)
+    status = cli.main(["admin", *args], environment)
     return Run(status, out.getvalue(), err.getvalue())
 
 
@@ -194,15 +195,15 @@ def test_credentials_and_server_errors(server: FakeServer) -> None:
 
 
 def test_durations() -> None:
-    assert mesh_admin.parse_duration("90") == 90
-    assert mesh_admin.parse_duration("90s") == 90
-    assert mesh_admin.parse_duration("30m") == 1800
-    assert mesh_admin.parse_duration("1h30m") == 5400
-    assert mesh_admin.parse_duration("7d") == 604800
-    assert mesh_admin.parse_duration("2w") == 1209600
+    assert admin_cli.parse_duration("90") == 90
+    assert admin_cli.parse_duration("90s") == 90
+    assert admin_cli.parse_duration("30m") == 1800
+    assert admin_cli.parse_duration("1h30m") == 5400
+    assert admin_cli.parse_duration("7d") == 604800
+    assert admin_cli.parse_duration("2w") == 1209600
     for bad in ("", "h", "1x", "1h 30m", "-1h", "0s"):
         with pytest.raises(Exception, match="duration"):
-            mesh_admin.parse_duration(bad)
+            admin_cli.parse_duration(bad)
 
 
 # ------------------------------------------------------------------ against the real server
@@ -211,7 +212,7 @@ def test_durations() -> None:
 def real_admin(url: str, key: str, *args: str, stdin: bytes = b"") -> Run:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdin=io.BytesIO(stdin), stdout=out, stderr=err, env={})
-    status = mesh.main(["admin", "--server", url, "--api-key", key, *args], env)
+    status = cli.main(["admin", "--server", url, "--api-key", key, *args], env)
     return Run(status, out.getvalue(), err.getvalue())
 
 
@@ -249,7 +250,7 @@ def test_admin_cli_against_the_real_server(tmp_path: Path) -> None:
         assert r.out.split()[:3] == ["ID", "NAME", "CREATED"]
         # no policy: said in words (not `null`); JSON keeps the null
         r = await call(cli, "policy", "get")
-        assert (r.status, r.out) == (0, mesh_admin.DEFAULT_POLICY + "\n")
+        assert (r.status, r.out) == (0, admin_cli.DEFAULT_POLICY + "\n")
         assert "default policy is in force" in r.out
         r = await call(cli, "policy", "get", "--json")
         assert json.loads(r.out)["policy"] is None
@@ -262,7 +263,7 @@ def test_admin_cli_against_the_real_server(tmp_path: Path) -> None:
         assert r.status == 0, r.err
         assert r.out.startswith("policy deleted (version ") and "default is in force" in r.out
         r = await call(cli, "policy", "get")
-        assert r.out == mesh_admin.DEFAULT_POLICY + "\n"
+        assert r.out == admin_cli.DEFAULT_POLICY + "\n"
         # admin API keys: create, list (no secrets), revoke
         r = await call(cli, "apikeys", "create", "--expiration", "1d")
         assert r.status == 0, r.err

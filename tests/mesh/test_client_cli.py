@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_client_fakes import FakeServer, new_keypair
 
-from wgpy.cli import mesh, mesh_daemon
+from wgpy.cli import main, mesh, mesh_daemon
 from wgpy.cli.environment import CommandError, Environment, ExitStatus
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client import state as state_module
@@ -43,7 +43,7 @@ def up_args(*argv: str) -> argparse.Namespace:
 
 def run(*argv: str) -> tuple[ExitStatus, str, str]:
     env = environment()
-    status = mesh.main(list(argv), env)
+    status = main(list(argv), env)
     return status, env.stdout.getvalue(), env.stderr.getvalue()  # type: ignore[attr-defined]
 
 
@@ -266,7 +266,7 @@ def test_foreground_up_reports_like_the_daemon(
 
     def run(*argv: str) -> tuple[ExitStatus, str, str]:
         env = environment({"WGPY_AUTH_KEY": "k"})
-        status = mesh.main(list(argv), env)
+        status = main(list(argv), env)
         return status, env.stdout.getvalue(), env.stderr.getvalue()  # type: ignore[attr-defined]
 
     status, out, err = run(*argv)
@@ -363,7 +363,7 @@ def test_the_daemon_program_never_imports_code_from_the_working_directory(
     os.close(write_fd)
     try:
         result = subprocess.run(
-            mesh_daemon.command(read_fd),
+            daemon.command(read_fd),
             cwd=cwd,
             pass_fds=(read_fd,),
             capture_output=True,
@@ -398,7 +398,7 @@ def test_foreground_node_interrupted_before_it_is_up_exits_130(
     env = environment({"WGPY_AUTH_KEY": "k"})
     argv = ["up", "--login-server", "http://127.0.0.1:9", "--foreground",
             "--state-dir", str(tmp_path / "s"), "--interface", "wgm0"]  # fmt: skip
-    assert mesh.main(argv, env) == ExitStatus.INTERRUPTED
+    assert main(argv, env) == ExitStatus.INTERRUPTED
 
 
 def _open_fds() -> set[str]:
@@ -432,7 +432,7 @@ def _fake_daemon(
         )
         return [sys.executable, "-c", code]
 
-    monkeypatch.setattr(mesh.mesh_daemon, "command", command)
+    monkeypatch.setattr(daemon, "command", command)
     state = StateDir(tmp_path / "state")
     state.ensure()
     options = daemon.DaemonOptions(
@@ -455,7 +455,7 @@ def test_up_stops_a_daemon_that_lingers_after_saying_why_it_stops(
     options, state, pidfile = _fake_daemon(
         monkeypatch, tmp_path, "os.write(fd, b'no.'); os.close(fd); time.sleep(60)\n"
     )
-    monkeypatch.setattr(mesh, "STOP_TIMEOUT", 0.5)
+    monkeypatch.setattr(daemon, "STOP_TIMEOUT", 0.5)
     env = environment()
     before = _open_fds()
     with pytest.raises(CommandError, match=r"^no\.$"):
@@ -474,7 +474,7 @@ def test_ctrl_c_as_soon_as_the_daemon_started_stops_it(
         _child_pid(pidfile)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mesh, "_await_report", ctrl_c)
+    monkeypatch.setattr(daemon, "await_report", ctrl_c)
     env = environment()
     before = _open_fds()
     with pytest.raises(KeyboardInterrupt):
@@ -492,7 +492,7 @@ def test_up_closes_what_it_opened_when_the_daemon_cannot_start(
     def too_large(*args: object) -> int:
         raise ValueError("the mesh daemon's options are too large for its pipe")
 
-    monkeypatch.setattr(mesh.mesh_daemon, "options_pipe", too_large)
+    monkeypatch.setattr(daemon, "options_pipe", too_large)
     before = _open_fds()
     with pytest.raises(ValueError) as raised:  # its traceback keeps `up`'s frame alive
         mesh._up_daemon(options, state, environment())

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_client_fakes import FakeHost, FakeInterface, key_texts, until
 
-from wgpy.cli import mesh
+from wgpy import cli
 from wgpy.cli.environment import Environment
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client.admin import AdminClient
@@ -89,7 +89,7 @@ class Node:
 def admin_cli(url: str, key: str, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdin=io.BytesIO(stdin), stdout=out, stderr=err, env={})
-    status = mesh.main(["admin", "--server", url, "--api-key", key, *args], env)
+    status = cli.main(["admin", "--server", url, "--api-key", key, *args], env)
     return int(status), out.getvalue(), err.getvalue()
 
 

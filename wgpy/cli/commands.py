@@ -17,19 +17,23 @@ from typing import NoReturn
 
 from wgpy import __version__
 
+from . import admin as admin_commands
 from . import keys
 from . import mesh as mesh_commands
 from . import quick as quick_commands
 from . import server as server_commands
 from . import show as show_commands
 from . import status as status_commands
+from . import up as up_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     keys,
     show_commands,
-    quick_commands,
-    mesh_commands,
+    up_commands,  # up, down: a wg-quick configuration or a mesh node
+    quick_commands,  # save
+    mesh_commands,  # logout
+    admin_commands,
     status_commands,
     server_commands,
 )

@@ -1,11 +1,11 @@
-"""The mesh commands: ``up --login-server``, ``down --state-dir``, ``logout`` and ``admin``.
+"""The mesh node's commands: ``up --login-server``, ``down --state-dir`` and ``logout``.
 
 ``wgpy up --login-server URL [--auth-key KEY]``
     Make the node key in the state directory if there is none (it never leaves this
-    machine), then start the mesh daemon (:mod:`wgpy.cli.mesh_daemon`, a program of its own
-    whose command line and environment hold no secret: the key reaches it through a pipe):
-    it creates the interface, then registers with the pre-auth key (or logs in again with
-    the stored node token), and follows the server's map. The command returns once the
+    machine), then start the mesh daemon (:mod:`wgpy.mesh.client.daemon`, a program of its
+    own whose command line and environment hold no secret: the key reaches it through a
+    pipe): it creates the interface, then registers with the pre-auth key (or logs in again
+    with the stored node token), and follows the server's map. The command returns once the
     interface is up and the first map applied, or says in one sentence why not; while it
     waits it says so every few seconds, and Ctrl-C stops the daemon (nothing is left
     registering in the background). ``--foreground`` keeps the node attached, logging to
@@ -21,35 +21,21 @@
     Stop the daemon if it runs, log out at the server if it answers, and delete the node
     key, token and settings.
 
-``wgpy admin --server URL --api-key KEY ...``
-    Users, pre-auth keys, nodes, the policy and admin API keys, through the admin API
-    (:mod:`wgpy.cli.mesh_admin`).
-
-``up`` and ``down`` are wg-quick's commands too (``wgpy.cli.quick``): its parsers take
-:func:`add_up_arguments` and :func:`add_down_arguments`, and its handlers first ask
-:func:`maybe_mesh_up` and :func:`maybe_mesh_down`, which run the mesh commands when
-``--login-server``, ``--state-dir`` or a mesh interface's name is given. ``python -m
-wgpy.cli.mesh`` runs these commands on their own.
+``up`` and ``down`` are wg-quick's commands too: :mod:`wgpy.cli.up` owns their parsers (with
+:func:`add_up_arguments` and :func:`add_down_arguments`) and hands a mesh run to
+:func:`mesh_up` or :func:`mesh_down`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import os
 import re
-import select
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
@@ -63,20 +49,15 @@ from wgpy.mesh.client.state import (
     StateDir,
     StateError,
     interface_state_dir,
-    process_start_time,
 )
 from wgpy.uapi import client as uapi_client
 
-from . import mesh_admin, mesh_daemon
+from . import mesh_daemon
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
-READY_TIMEOUT = 120.0  # seconds for the daemon to say it is up (it gives up sooner itself)
-PROGRESS_INTERVAL = 5.0  # seconds between words while `up` waits for the daemon
-STOP_TIMEOUT = 5.0  # seconds for the daemon to go after SIGTERM
 LOGOUT_TIMEOUT = 5.0  # seconds for the server to answer a logout
-MAX_LOG_BYTES = 10 * 1024 * 1024  # the daemon's log is rotated (to .1) past this at start
 _IFNAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -136,7 +117,7 @@ def add_down_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: Subparsers) -> None:
-    """Add ``logout`` and ``admin`` to the ``wgpy`` parser."""
+    """Add ``logout`` to the ``wgpy`` parser."""
     logout = commands.add_parser(
         "logout",
         help="leave the mesh for good: log out and forget the node key and token",
@@ -147,51 +128,12 @@ def register(commands: Subparsers) -> None:
         "--state-dir", metavar="DIR", type=Path, help=f"default {DEFAULT_STATE_DIR}"
     )
     logout.set_defaults(handler=logout_command)
-    mesh_admin.register(commands)
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
     return int(text)
-
-
-# ========================================================================================
-# Hooks for wgpy.cli.quick, whose `up` and `down` these extend
-
-_MESH_UP_OPTIONS = ("auth_key", "hostname", "state_dir", "interface", "listen_port", "ca_cert")
-
-
-def maybe_mesh_up(args: argparse.Namespace, env: Environment) -> ExitStatus | None:
-    """Run ``wgpy up`` as a mesh node if ``--login-server`` is given; None if this is
-    wg-quick's ``up CONFIG`` (the caller goes on)."""
-    if getattr(args, "login_server", None) is None:
-        given = [f"--{o.replace('_', '-')}" for o in _MESH_UP_OPTIONS if getattr(args, o, None)]
-        if getattr(args, "foreground", False):
-            given.append("--foreground")
-        if given:
-            raise CommandError(f"{given[0]} is for joining a mesh: give --login-server too")
-        if getattr(args, "config", None) is None:
-            raise CommandError(
-                "give a configuration file, or --login-server URL to join a mesh",
-                ExitStatus.USAGE,
-            )
-        return None
-    if getattr(args, "config", None) is not None:
-        raise CommandError("give either a configuration file or --login-server, not both")
-    return mesh_up(args, env)
-
-
-def maybe_mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus | None:
-    """Run ``wgpy down`` for a mesh node if that is what it names; None otherwise."""
-    if wants_mesh_down(args):
-        return mesh_down(args, env)
-    if getattr(args, "config", None) is None:
-        raise CommandError(
-            "give a configuration file or interface name, or --state-dir of a mesh node",
-            ExitStatus.USAGE,
-        )
-    return None
 
 
 # ========================================================================================
@@ -338,129 +280,22 @@ def _up_foreground(
         # own program, whose command line holds none
         env.stdout.flush()
         env.stderr.flush()
-        options_fd = mesh_daemon.options_pipe(options, level)
-        os.set_inheritable(options_fd, True)
-        argv = mesh_daemon.command(options_fd)
-        try:
-            os.chdir("/")  # as the daemon: its paths are absolute (prepare_up)
-            os.execve(argv[0], argv, mesh_daemon.clean_environment())
-        finally:  # only if it could not exec
-            os.close(options_fd)
+        daemon.become(options, level, env.env)
     status = mesh_daemon.foreground(options, level, env.stdout, env.stderr)
     return ExitStatus(status)
 
 
 def _up_daemon(options: daemon.DaemonOptions, state: StateDir, env: Environment) -> ExitStatus:
-    """Start the daemon as a program of its own (``python -m wgpy.cli.mesh_daemon``: a
-    command line and environment without secrets, its options through a pipe), then wait
-    for its first report. Ctrl-C stops it: a node that is not up yet is not left behind."""
+    """Start the daemon (:func:`wgpy.mesh.client.daemon.start`) and say what it reported."""
     level = env.env.get("LOG_LEVEL", "info")
     env.stdout.flush()
     env.stderr.flush()
-    process: subprocess.Popen[bytes] | None = None
-    read_fd = write_fd = options_fd = -1
-    logfile = _open_log(state.file(LOG_FILE))
-    try:
-        options_fd = mesh_daemon.options_pipe(options, level)
-        read_fd, write_fd = os.pipe()
-        process = subprocess.Popen(
-            mesh_daemon.command(options_fd, report_fd=write_fd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=logfile,
-            pass_fds=(options_fd, write_fd),
-            cwd="/",
-            env=mesh_daemon.clean_environment(),
-            start_new_session=True,  # Ctrl-C on the terminal reaches `up`, which decides
-        )
-        for fd in (options_fd, write_fd):  # the daemon's now: its report ends at its exit
-            os.close(fd)
-        options_fd = write_fd = -1
-        message = _await_report(read_fd, process, options.server_url, env)
-        if message.startswith("ok\n"):
-            env.stdout.write(message[3:].rstrip("\n") + "\n")
-            return ExitStatus.SUCCESS
-        # it said why it stops: reap it, or stop it if it takes too long
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _stop_child(process, env, "it did not exit after its error")
-        raise CommandError(
-            message or f"the mesh daemon exited before it was up; see {state.file(LOG_FILE)}"
-        )
-    except KeyboardInterrupt:  # at any point once it was started: a node not up is stopped
-        if process is not None:
-            _stop_child(process, env, "interrupted")
-        raise
-    finally:
-        logfile.close()
-        for fd in (options_fd, read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-
-
-def _await_report(
-    fd: int, process: subprocess.Popen[bytes], server_url: str, env: Environment
-) -> str:
-    """The daemon's report; meanwhile a word every PROGRESS_INTERVAL seconds. After the
-    READY_TIMEOUT the daemon is stopped before this returns (on Ctrl-C, the caller stops it)."""
-    chunks: list[bytes] = []
-    start = time.monotonic()
-    next_word = start + PROGRESS_INTERVAL
-    while True:
-        now = time.monotonic()
-        if now - start >= READY_TIMEOUT:
-            _stop_child(process, env, "it did not come up in time")
-            return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
-        wait = min(start + READY_TIMEOUT, next_word) - now
-        readable, _, _ = select.select([fd], [], [], max(0.0, wait))
-        if not readable:
-            if time.monotonic() >= next_word:
-                waited = round(time.monotonic() - start)
-                _echo(env, f"waiting for the login server at {server_url} ({waited} s)...")
-                next_word += PROGRESS_INTERVAL
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def _stop_child(process: subprocess.Popen[bytes], env: Environment, why: str) -> None:
-    """Stop the daemon that is not up yet (SIGTERM: it abandons the login; then SIGKILL),
-    and wait for it; a second Ctrl-C meanwhile does not leave it running."""
-    if process.poll() is not None:
-        return
-    _echo(env, f"{why}: stop the mesh daemon (kill -TERM {process.pid})")
-    with _sigint_ignored():
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _echo(env, f"the mesh daemon did not stop in time: kill -KILL {process.pid}")
-            process.kill()
-            process.wait()
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _open_log(path: Path) -> Any:
-    with contextlib.suppress(OSError):
-        if path.stat().st_size > MAX_LOG_BYTES:
-            os.replace(path, path.with_name(path.name + ".1"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="replace")
+    log_path = state.file(LOG_FILE)
+    message = daemon.start(options, level, log_path, env.env, lambda text: _echo(env, text))
+    if message.startswith("ok\n"):
+        env.stdout.write(message[3:].rstrip("\n") + "\n")
+        return ExitStatus.SUCCESS
+    raise CommandError(message or f"the mesh daemon exited before it was up; see {log_path}")
 
 
 # ========================================================================================
@@ -495,7 +330,7 @@ def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
         settings = state.read_settings()
     except StateError as e:
         raise CommandError(e.message) from None
-    if not _stop_daemon(state, settings, env):
+    if not daemon.stop(state, settings, lambda text: _echo(env, text)):
         raise CommandError(f"no mesh node is up on {state.path}")
     return ExitStatus.SUCCESS
 
@@ -505,7 +340,7 @@ def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     try:
         settings = state.read_settings()
         token = state.read_token()
-        _stop_daemon(state, settings, env)
+        daemon.stop(state, settings, lambda text: _echo(env, text))
         if token is not None and settings is not None:
             _logout(settings, token, env, "logout")
         removed = state.forget()
@@ -521,32 +356,6 @@ def _echo(env: Environment, text: str) -> None:
     env.stdout.flush()
     env.stderr.write(f"[#] {text}\n")
     env.stderr.flush()
-
-
-def _stop_daemon(state: StateDir, settings: Settings | None, env: Environment) -> bool:
-    """Stop the daemon of ``state`` if it runs (SIGTERM, then SIGKILL); whether it ran."""
-    pid = state.daemon_pid()
-    if pid is None:
-        return False
-    start = process_start_time(pid)
-    name = settings.interface if settings else "the mesh interface"
-    _echo(env, f"stop the mesh daemon of {name} (kill -TERM {pid})")
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while process_start_time(pid) == start and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.02)
-        if process_start_time(pid) != start:
-            break
-        _echo(env, f"the mesh daemon did not stop in time: kill -KILL {pid}")
-    if settings is not None:
-        uapi_client.has_interface(settings.interface)  # removes a socket left behind
-    return True
 
 
 def _logout(settings: Settings, token: str, env: Environment, command: str) -> bool:
@@ -567,55 +376,3 @@ def _logout(settings: Settings, token: str, env: Environment, command: str) -> b
         )
         return False
     return True
-
-
-# ========================================================================================
-# On its own: python -m wgpy.cli.mesh
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """``up``, ``down``, ``logout`` and ``admin`` without the rest of ``wgpy``."""
-    parser = argparse.ArgumentParser(prog=PROG, description="The wgpy mesh commands.")
-    commands = parser.add_subparsers(title="commands", dest="command", required=True)
-    up = commands.add_parser("up", help="join a mesh")
-    add_up_arguments(up)
-    up.set_defaults(handler=_standalone_up)
-    down = commands.add_parser("down", help="stop the mesh node (it stays logged in)")
-    down.add_argument("config", metavar="IFNAME", nargs="?")
-    add_down_arguments(down)
-    down.set_defaults(handler=mesh_down)
-    register(commands)
-    return parser
-
-
-def _standalone_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    if not args.login_server:
-        raise CommandError("give the coordination server with --login-server")
-    return mesh_up(args, env)
-
-
-def main(argv: Sequence[str], env: Environment | None = None) -> ExitStatus:
-    from .commands import _error
-
-    env = env or Environment.from_process()
-    try:
-        with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
-            args = build_parser().parse_args(argv)
-    except SystemExit as e:
-        return ExitStatus.SUCCESS if e.code in (0, None) else ExitStatus.USAGE
-    try:
-        status: ExitStatus = args.handler(args, env)
-        env.stdout.flush()
-        return status
-    except CommandError as e:
-        _error(env, args.command, e.message)
-        return e.status
-    except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
-    except OSError as e:
-        _error(env, args.command, f"{e.strerror or e}")
-        return ExitStatus.ERROR
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(sys.argv[1:]))

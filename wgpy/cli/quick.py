@@ -45,10 +45,11 @@ from typing import TextIO
 
 from wgpy import config as wgconfig
 from wgpy.config import Config, ConfigError, Endpoint, Peer
+from wgpy.host import firewall, ip, resolvconf, sysctl
+from wgpy.host import run as host
 from wgpy.uapi import client as uapi_client
 from wgpy.uapi.client import DeviceState, UapiError
 
-from . import mesh as mesh_commands
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 TUN_PATH = Path("/dev/net/tun")
@@ -60,34 +61,18 @@ USERSPACE_PROGRAM = "wgpy-userspace"
 RESOLVCONF_ORDER = Path("/etc/resolvconf/interface-order")
 
 
+WHAT = (
+    "CONFIG is a configuration file whose name is the interface name followed by "
+    "`.conf'; a bare interface name means /etc/wireguard/IFNAME.conf."
+)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``up``, ``down`` and ``save`` to the ``wgpy`` parser."""
-    what = (
-        "CONFIG is a configuration file whose name is the interface name followed by "
-        "`.conf'; a bare interface name means /etc/wireguard/IFNAME.conf."
-    )
-    up = commands.add_parser(
-        "up",
-        help="create and configure an interface from a wg-quick file, as `wg-quick up`",
-        description="Create a userspace WireGuard interface from a wg-quick configuration "
-        f"file, with its addresses, routes, DNS and hooks, as `wg-quick up` does. {what}",
-    )
-    up.add_argument("config", metavar="CONFIG", nargs="?")
-    mesh_commands.add_up_arguments(up)
-    up.set_defaults(handler=up_command)
-    down = commands.add_parser(
-        "down",
-        help="remove an interface brought up by `wgpy up`, as `wg-quick down`",
-        description="Remove an interface and what `wgpy up` set up for it, as `wg-quick down` "
-        f"does. {what} If there is no such file, IFNAME is taken down without hooks.",
-    )
-    down.add_argument("config", metavar="CONFIG|IFNAME", nargs="?")
-    mesh_commands.add_down_arguments(down)
-    down.set_defaults(handler=down_command)
+    """Add ``save`` to the ``wgpy`` parser (``up`` and ``down`` are :mod:`wgpy.cli.up`'s)."""
     save = commands.add_parser(
         "save",
         help="write an interface's running configuration to its file, as `wg-quick save`",
-        description=f"Save the running configuration of an interface to its file. {what}",
+        description=f"Save the running configuration of an interface to its file. {WHAT}",
     )
     save.add_argument("config", metavar="CONFIG|IFNAME")
     save.set_defaults(handler=save_command)
@@ -97,12 +82,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # Commands
 
 
-def up_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    mesh_status = mesh_commands.maybe_mesh_up(args, env)
-    if mesh_status is not None:
-        return mesh_status
+def quick_up(config: str, env: Environment) -> ExitStatus:
+    """``wgpy up CONFIG``."""
     _check_root("up")
-    quick = Quick.from_argument("up", args.config, env)
+    quick = Quick.from_argument("up", config, env)
     if not TUN_PATH.exists():
         raise CommandError(
             f"{TUN_PATH} does not exist, so no TUN interface can be created; "
@@ -112,12 +95,10 @@ def up_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.SUCCESS
 
 
-def down_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    mesh_status = mesh_commands.maybe_mesh_down(args, env)
-    if mesh_status is not None:
-        return mesh_status
+def quick_down(config: str, env: Environment) -> ExitStatus:
+    """``wgpy down CONFIG|IFNAME``."""
     _check_root("down")
-    Quick.from_argument("down", args.config, env, allow_missing=True).down()
+    Quick.from_argument("down", config, env, allow_missing=True).down()
     return ExitStatus.SUCCESS
 
 
@@ -174,7 +155,7 @@ class Quick:
         self.have_set_dns = False
         self.have_set_firewall = False
         bin_dir = str(Path(sys.executable).parent)
-        child_env = {**os.environ, **env.env, "LC_ALL": "C"}
+        child_env = {**env.env, "LC_ALL": "C"}
         child_env["PATH"] = os.pathsep.join(filter(None, (bin_dir, child_env.get("PATH"))))
         self.child_env = child_env
 
@@ -220,14 +201,7 @@ class Quick:
         if echo:
             self.echo(" ".join(argv))
         try:
-            result = subprocess.run(
-                list(argv),
-                input=input,
-                capture_output=True,
-                text=True,
-                env=self.child_env,
-                check=False,
-            )
+            result = host.run(argv, input=input, env=self.child_env)
         except FileNotFoundError:
             raise CommandFailed(argv, 127, f"{argv[0]}: command not found") from None
         if echo and result.stdout:
@@ -302,7 +276,7 @@ class Quick:
             raise
 
     def link_exists(self) -> bool:
-        return bool(self.query("ip", "link", "show", "dev", self.name).strip())
+        return bool(self.query(*ip.link_show(self.name)).strip())
 
     def userspace_command(self) -> str:
         override = self.env.env.get(USERSPACE_ENV)
@@ -398,25 +372,24 @@ class Quick:
             raise CommandError(e.message) from None
 
     def add_addr(self, address: wgconfig.IPInterface) -> None:
-        proto = "-6" if address.version == 6 else "-4"
-        self.run("ip", proto, "address", "add", wgconfig.format_network(address), "dev", self.name)
+        self.run(*ip.address_add(self.name, address))
 
     def set_mtu_up(self) -> None:
         if self.config.interface.mtu is not None:
             mtu = self.config.interface.mtu
-            self.run("ip", "link", "set", "mtu", str(mtu), "up", "dev", self.name)
+            self.run(*ip.link_up(self.name, mtu))
             return
         best = 0
         for peer in self.device().peers:
             match = re.fullmatch(r"\[?([a-z0-9:.]+)\]?:[0-9]+", peer.endpoint or "")
             if match is None:
                 continue
-            best = max(best, self.route_mtu(self.query("ip", "route", "get", match.group(1))))
+            best = max(best, self.route_mtu(self.query(*ip.route_get(match.group(1)))))
         if best == 0:
-            lines = self.query("ip", "route", "show", "default").splitlines()
+            lines = self.query(*ip.route_show_default()).splitlines()
             best = self.route_mtu(lines[0] if lines else "")
         mtu = (best or 1500) - 80
-        self.run("ip", "link", "set", "mtu", str(mtu), "up", "dev", self.name)
+        self.run(*ip.link_up(self.name, mtu))
 
     def route_mtu(self, route: str) -> int:
         """The MTU of a route: its own ``mtu``, or its device's (0 if neither is known)."""
@@ -425,39 +398,33 @@ class Quick:
             dev = re.search(r"dev ([^ ]+)", route)
             if dev is None:
                 return 0
-            match = re.search(r"mtu ([0-9]+)", self.query("ip", "link", "show", "dev", dev[1]))
+            match = re.search(r"mtu ([0-9]+)", self.query(*ip.link_show(dev[1])))
         return int(match.group(1)) if match else 0
 
     def resolvconf_name(self) -> str:
-        prefix = ""
+        order = None
         with contextlib.suppress(OSError):
-            for line in RESOLVCONF_ORDER.read_text().splitlines():
-                match = re.fullmatch(r"([A-Za-z0-9-]+)\*", line.strip())
-                if match:
-                    prefix = match.group(1) + "."
-                    break
-        return prefix + self.name
+            order = RESOLVCONF_ORDER.read_text()
+        return resolvconf.interface_name(self.name, order)
 
     def set_dns(self) -> None:
         iface = self.config.interface
         if not iface.dns:
             return
+        servers = [wgconfig.format_address(a) for a in iface.dns]
         if self.which("resolvconf") is None:
-            servers = ", ".join(map(wgconfig.format_address, iface.dns))
             self.warn(
-                f"warning: resolvconf is not installed, so the DNS servers {servers} "
+                f"warning: resolvconf is not installed, so the DNS servers {', '.join(servers)} "
                 "are not set up",
             )
             return
-        text = "".join(f"nameserver {wgconfig.format_address(a)}\n" for a in iface.dns)
-        if iface.dns_search:
-            text += f"search {' '.join(iface.dns_search)}\n"
-        self.run("resolvconf", "-a", self.resolvconf_name(), "-m", "0", "-x", input=text)
+        text = resolvconf.records(servers, iface.dns_search)
+        self.run(*resolvconf.add(self.resolvconf_name()), input=text)
         self.have_set_dns = True
 
     def unset_dns(self) -> None:
         if self.config.interface.dns and self.which("resolvconf") is not None:
-            self.run("resolvconf", "-d", self.resolvconf_name(), "-f")
+            self.run(*resolvconf.delete(self.resolvconf_name()))
 
     def routes_to_add(self) -> list[str]:
         """The allowed IPs, most specific first, as wg-quick sorts them (``sort -nr -k 2 -t /``
@@ -474,16 +441,15 @@ class Quick:
         return self.config.interface.table
 
     def add_route(self, cidr: str) -> None:
-        proto = "-6" if ":" in cidr else "-4"
         table = self.table()
         if table == "off":
             return
         if table is not None and table != "auto":
-            self.run("ip", proto, "route", "add", cidr, "dev", self.name, "table", table)
+            self.run(*ip.route_add(self.name, cidr, table))
         elif cidr.endswith("/0"):
             self.add_default(cidr)
-        elif not self.query("ip", proto, "route", "show", "dev", self.name, "match", cidr).strip():
-            self.run("ip", proto, "route", "add", cidr, "dev", self.name)
+        elif not self.query(*ip.route_show_match(self.name, cidr)).strip():
+            self.run(*ip.route_add(self.name, cidr))
 
     def get_fwmark(self) -> int | None:
         try:
@@ -496,8 +462,8 @@ class Quick:
         table = self.get_fwmark()
         if table is None:
             table = DEFAULT_TABLE
-            while self.query("ip", "-4", "route", "show", "table", str(table)).strip() or (
-                self.query("ip", "-6", "route", "show", "table", str(table)).strip()
+            while self.query(*ip.route_show_table("-4", table)).strip() or (
+                self.query(*ip.route_show_table("-6", table)).strip()
             ):
                 table += 1
             self.echo(f"set fwmark {table} on {self.name} through its control socket")
@@ -506,50 +472,16 @@ class Quick:
             except UapiError as e:
                 raise CommandError(e.message) from None
         v6 = ":" in cidr
-        proto, pf, iptables = ("-6", "ip6", "ip6tables") if v6 else ("-4", "ip", "iptables")
-        t = str(table)
-        self.run("ip", proto, "route", "add", cidr, "dev", self.name, "table", t)
-        self.run("ip", proto, "rule", "add", "not", "fwmark", t, "table", t)
-        self.run("ip", proto, "rule", "add", "table", "main", "suppress_prefixlength", "0")
-
-        marker = f'-m comment --comment "wg-quick(8) rule for {self.name}"'
-        restore = "*raw\n"
-        nftable = f"wg-quick-{self.name}"
-        nft = f"add table {pf} {nftable}\n"
-        nft += f"add chain {pf} {nftable} preraw {{ type filter hook prerouting priority -300; }}\n"
-        nft += (
-            f"add chain {pf} {nftable} premangle {{ type filter hook prerouting priority -150; }}\n"
-        )
-        nft += (
-            f"add chain {pf} {nftable} postmangle "
-            "{ type filter hook postrouting priority -150; }\n"
-        )
-        for line in self.query("ip", "-o", proto, "addr", "show", "dev", self.name).splitlines():
-            match = re.fullmatch(r".*inet6? ([0-9a-f:.]+)/[0-9]+.*", line)
-            if match is None:
-                continue
-            address = match.group(1)
-            restore += (
-                f"-I PREROUTING ! -i {self.name} -d {address} -m addrtype ! --src-type LOCAL "
-                f"-j DROP {marker}\n"
-            )
-            nft += (
-                f'add rule {pf} {nftable} preraw iifname != "{self.name}" {pf} daddr {address} '
-                "fib saddr type != local drop\n"
-            )
-        restore += (
-            f"COMMIT\n*mangle\n-I POSTROUTING -m mark --mark {table} -p udp -j CONNMARK "
-            f"--save-mark {marker}\n-I PREROUTING -p udp -j CONNMARK --restore-mark {marker}\n"
-            "COMMIT\n"
-        )
-        nft += (
-            f"add rule {pf} {nftable} postmangle meta l4proto udp mark {table} ct mark set mark \n"
-        )
-        nft += f"add rule {pf} {nftable} premangle meta l4proto udp meta mark set ct mark \n"
+        for argv in ip.default_route(self.name, cidr, table):
+            self.run(*argv)
+        addresses = ip.parse_addresses(self.query(*ip.address_show(self.name, ip.family(cidr))))
+        nft = firewall.nft_table(self.name, table, addresses, v6=v6)
+        restore = firewall.iptables_restore(self.name, table, addresses)
+        iptables = firewall.iptables_program(v6=v6)
         if not v6:
             self.set_src_valid_mark()
         if self.which("nft") is not None:
-            self.run("nft", "-f", "/dev/stdin", input=nft)
+            self.run(*firewall.NFT_APPLY, input=nft)
         elif self.which(f"{iptables}-restore") is not None:
             self.run(f"{iptables}-restore", "-n", input=restore)
         else:
@@ -561,10 +493,11 @@ class Quick:
 
     def set_src_valid_mark(self) -> None:
         if self.which("sysctl") is not None:
-            self.run("sysctl", "-q", "net.ipv4.conf.all.src_valid_mark=1")
+            self.run(*sysctl.set_value(sysctl.SRC_VALID_MARK, "1"))
             return
-        self.echo("echo 1 > /proc/sys/net/ipv4/conf/all/src_valid_mark")
-        Path("/proc/sys/net/ipv4/conf/all/src_valid_mark").write_text("1\n")
+        path = sysctl.proc_path(sysctl.SRC_VALID_MARK)
+        self.echo(f"echo 1 > {path}")
+        path.write_text("1\n")
 
     # down ----------------------------------------------------------------------------------
 
@@ -597,18 +530,14 @@ class Quick:
         table = self.get_fwmark()
         if self.table() in (None, "auto") and table is not None and self.has_default_route():
             for proto in ("-4", "-6"):
-                while f"lookup {table}" in self.query("ip", proto, "rule", "show"):
-                    self.run("ip", proto, "rule", "delete", "table", str(table))
-                while "from all lookup main suppress_prefixlength 0" in self.query(
-                    "ip", proto, "rule", "show"
-                ):
-                    self.run(
-                        "ip", proto, "rule", "delete", "table", "main", "suppress_prefixlength", "0"
-                    )
+                while (
+                    argv := ip.rules_delete(proto, table, self.query(*ip.rule_show(proto)))
+                ) is not None:
+                    self.run(*argv)
         if quiet and not self.link_exists():
             pass  # the daemon never created it
         else:
-            self.run("ip", "link", "delete", "dev", self.name)
+            self.run(*ip.link_delete(self.name))
         self.stop_daemon()
 
     def has_default_route(self) -> bool:
@@ -633,28 +562,13 @@ class Quick:
 
     def remove_firewall(self) -> None:
         if self.which("nft") is not None:
-            commands = ""
-            for line in self.query("nft", "list", "tables").splitlines():
-                if line.endswith(f" wg-quick-{self.name}"):
-                    commands += f"delete {line}\n"
+            commands = firewall.nft_delete(self.name, self.query(*firewall.NFT_LIST_TABLES))
             if commands:
-                self.run("nft", "-f", "/dev/stdin", input=commands)
+                self.run(*firewall.NFT_APPLY, input=commands)
         if self.which("iptables") is not None:
-            marker = f'-m comment --comment "wg-quick(8) rule for {self.name}"'
             for iptables in ("iptables", "ip6tables"):
-                restore, found = "", False
-                for line in self.query(f"{iptables}-save").splitlines():
-                    if not (
-                        line.startswith("*")
-                        or line == "COMMIT"
-                        or (line.startswith("-A ") and marker in line)
-                    ):
-                        continue
-                    if line.startswith("-A"):
-                        found = True
-                        line = "-D" + line[2:]
-                    restore += line + "\n"
-                if found:
+                restore = firewall.iptables_delete(self.name, self.query(f"{iptables}-save"))
+                if restore is not None:
                     self.run(f"{iptables}-restore", "-n", input=restore)
 
     # save ----------------------------------------------------------------------------------
@@ -673,7 +587,7 @@ class Quick:
         the hooks from the file, and the device's configuration from its control socket."""
         iface = self.config.interface
         addresses: list[wgconfig.IPInterface] = []
-        brief = self.query("ip", "-brief", "address", "show", "dev", self.name)
+        brief = self.query(*ip.address_brief(self.name))
         match = re.match(rf"{re.escape(self.name)} +[A-Z]+ +(.+)$", brief.strip())
         for text in match.group(1).split() if match else []:
             with contextlib.suppress(ValueError):
@@ -683,7 +597,7 @@ class Quick:
                 addresses.append(address)
         mtu = None
         if iface.mtu is not None:
-            link = re.search(r"mtu ([0-9]+)", self.query("ip", "link", "show", "dev", self.name))
+            link = re.search(r"mtu ([0-9]+)", self.query(*ip.link_show(self.name)))
             mtu = int(link.group(1)) if link else iface.mtu
         state = self.device()
         peers = [

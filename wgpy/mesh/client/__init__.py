@@ -8,9 +8,9 @@ its map (docs/mesh-api.md).
 | ``admin`` | the admin endpoints as typed calls |
 | ``netmap`` | the server's NODE and PEER objects, checked and typed |
 | ``backoff`` | exponential backoff with jitter for reconnecting |
-| ``system`` | the host's side: addresses, routes and local endpoints with ``ip`` |
+| ``system`` | the host's side: addresses, routes and local endpoints (``wgpy.host``'s ``ip``) |
 | ``node`` | the running node: login, interface, the map stream applied to the device |
-| ``daemon`` | the node as a process: real interface, control socket, signals |
+| ``daemon`` | the node as a process (interface, control socket, signals); starting it, its report |
 """
 
 from .admin import AdminClient

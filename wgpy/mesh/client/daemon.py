@@ -1,25 +1,46 @@
-"""The mesh node as a process: the real interface, its control socket, signals, PID file.
+"""The mesh node as a process: the real interface, its control socket, signals, PID file;
+and how ``wgpy up`` starts that process, waits for its report, and ``wgpy down`` stops it.
 
 :func:`serve` runs in the daemon (or in the foreground) after ``wgpy up --login-server``
 has prepared the state directory. It reports once, through ``report``: ``(None, summary)``
 when the interface is up and the first map applied, or ``(sentence, "")`` if the node
 could not start. It stops on SIGTERM or SIGINT, when the control socket
 ``/var/run/wireguard/IFNAME.sock`` is removed, or when the interface is deleted.
+
+The daemon is a program of its own (:data:`PROGRAM`, whose command line is parsed in
+:mod:`wgpy.cli.mesh_daemon`), never a fork of ``wgpy up``: a fork would keep ``wgpy up``'s
+command line, and with it the pre-auth key of ``--auth-key``, in ``/proc/PID/cmdline``, which
+every local user may read. Its options (the key among them) come through a pipe
+(:func:`options_pipe`, :func:`read_options`) as one JSON object ``{"options", "log_level"}``,
+and the variables that may hold a secret are not in its environment
+(:func:`clean_environment`). In the background it reports once through a second pipe
+(:func:`background`): ``ok\\n`` and the node's one-line summary, or the sentence that says why
+not; :func:`start` is ``wgpy up``'s side of that. Nothing here writes to the terminal: what
+the user is to read goes through a ``say`` function of the command line's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import select
 import signal
-from collections.abc import Callable
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TextIO
 
 from ...device.interface import Interface
+from ...log import configure as configure_logging
 from ...log import get_logger
+from ...uapi import client as uapi_client
 from ...uapi.paths import SOCKET_DIR
 from ...uapi.server import UapiServer, serve_uapi
 from .api import MeshClientError, NodeClient
@@ -28,12 +49,23 @@ from .state import (
     Settings,
     StateDir,
     StateError,
+    process_start_time,
     register_interface,
     unregister_interface,
 )
 from .system import HostNetwork, IpCommand
 
-__all__ = ["DaemonOptions", "serve"]
+__all__ = [
+    "PROGRAM",
+    "DaemonOptions",
+    "background",
+    "become",
+    "command",
+    "read_options",
+    "serve",
+    "start",
+    "stop",
+]
 
 Report = Callable[[str | None, str], None]
 INTERRUPTED = 130  # serve's status after Ctrl-C (SIGINT) before the node was up, as a shell's
@@ -206,3 +238,256 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         return INTERRUPTED if interrupted else 1
     log.info("mesh node stopped")
     return status
+
+
+# ========================================================================================
+# The daemon's program: its command line, environment and options pipe
+
+PROGRAM = "wgpy.cli.mesh_daemon"  # the module the daemon runs as (`python -P -m PROGRAM`)
+MAX_OPTIONS = 1024 * 1024  # bytes: the options are a few hundred
+# variables that may hold a secret: never handed on to the daemon
+SECRET_VARIABLES = ("WGPY_AUTH_KEY", "WGPY_API_KEY")
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(main)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(main)
+
+
+def clean_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the daemon: ``environ`` without the secrets."""
+    return {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
+
+
+def options_pipe(options: DaemonOptions, log_level: str) -> int:
+    """The read end of a pipe that holds the options, whole (they fit in a pipe's buffer,
+    so this never blocks), for the daemon to inherit."""
+    data = json.dumps({"options": options.to_json(), "log_level": log_level}).encode()
+    if len(data) > 60 * 1024:  # a pipe holds 64 KiB
+        raise ValueError("the mesh daemon's options are too large for its pipe")
+    read_fd, write_fd = os.pipe()
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(write_fd, view) :]
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def command(options_fd: int, *, report_fd: int | None = None) -> list[str]:
+    """The daemon's command line: nothing secret in it. ``-P``: the working directory is
+    not put first on the module path, so a ``json.py`` or ``wgpy/`` where root ran ``wgpy
+    up`` is never imported (``-I`` would also drop PYTHONPATH, which a test's code needs)."""
+    argv = [sys.executable, "-P", "-m", PROGRAM, "--options-fd", str(options_fd)]
+    return [*argv, "--report-fd", str(report_fd)] if report_fd is not None else argv
+
+
+def read_options(fd: int) -> tuple[DaemonOptions, str]:
+    """ValueError if the pipe does not hold the options."""
+    with os.fdopen(fd, "rb") as pipe:
+        data = pipe.read(MAX_OPTIONS + 1)
+    if len(data) > MAX_OPTIONS:
+        raise ValueError("the mesh daemon's options are too large")
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        raise ValueError("the mesh daemon's options are not JSON") from None
+    if not isinstance(decoded, dict):
+        raise ValueError("the mesh daemon's options are not a JSON object")
+    return DaemonOptions.from_json(decoded.get("options")), str(decoded.get("log_level") or "info")
+
+
+def background(options: DaemonOptions, log_level: str, report_fd: int) -> int:
+    """Run the node in the daemon's process, reporting once through ``report_fd``; the
+    exit status. Its stderr is the log file."""
+    reported = False
+
+    def report(error: str | None, summary: str) -> None:
+        nonlocal reported
+        if reported:
+            return
+        reported = True
+        message = b"ok\n" + summary.encode() if error is None else error.encode()
+        with contextlib.suppress(OSError):
+            os.write(report_fd, message)
+        with contextlib.suppress(OSError):
+            os.close(report_fd)
+
+    try:
+        configure_logging(log_level, stream=sys.stderr)  # the log file
+        status = run_loop(serve(options, report))
+        if not reported:
+            report("the mesh daemon stopped before it was up", "")
+        return status
+    except BaseException as e:
+        traceback.print_exc()  # into the log
+        report(f"the mesh daemon failed: {e}", "")
+        return 1
+
+
+def become(options: DaemonOptions, log_level: str, environ: Mapping[str, str]) -> NoReturn:
+    """Replace this process with the daemon's program, attached to the terminal (its
+    command line holds no key, as this one may); OSError if it cannot be started."""
+    options_fd = options_pipe(options, log_level)
+    os.set_inheritable(options_fd, True)
+    argv = command(options_fd)
+    try:
+        os.chdir("/")  # as the daemon: its paths are absolute
+        os.execve(argv[0], argv, clean_environment(environ))
+    finally:  # only if it could not exec
+        os.close(options_fd)
+
+
+# ========================================================================================
+# wgpy up's side: start the daemon and wait for its report; wgpy down's: stop it
+
+READY_TIMEOUT = 120.0  # seconds for the daemon to say it is up (it gives up sooner itself)
+PROGRESS_INTERVAL = 5.0  # seconds between words while `up` waits for the daemon
+STOP_TIMEOUT = 5.0  # seconds for the daemon to go after SIGTERM
+MAX_LOG_BYTES = 10 * 1024 * 1024  # the daemon's log is rotated (to .1) past this at start
+
+Say = Callable[[str], None]  # one line for the user, from the command line's own output
+
+
+def start(
+    options: DaemonOptions, log_level: str, log_path: Path, environ: Mapping[str, str], say: Say
+) -> str:
+    """Start the daemon as a program of its own (a command line and environment without
+    secrets, its options through a pipe, its stderr appended to ``log_path``), then wait for
+    its first report and return it: ``ok\\n`` and the summary, the sentence that says why it
+    stopped (it is then gone), or "" if it exited without a word. Ctrl-C (KeyboardInterrupt)
+    stops it: a node that is not up yet is not left behind."""
+    process: subprocess.Popen[bytes] | None = None
+    read_fd = write_fd = options_fd = -1
+    logfile = open_log(log_path)
+    try:
+        options_fd = options_pipe(options, log_level)
+        read_fd, write_fd = os.pipe()
+        process = subprocess.Popen(
+            command(options_fd, report_fd=write_fd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=logfile,
+            pass_fds=(options_fd, write_fd),
+            cwd="/",
+            env=clean_environment(environ),
+            start_new_session=True,  # Ctrl-C on the terminal reaches `up`, which decides
+        )
+        for fd in (options_fd, write_fd):  # the daemon's now: its report ends at its exit
+            os.close(fd)
+        options_fd = write_fd = -1
+        message = await_report(read_fd, process, options.server_url, say)
+        if not message.startswith("ok\n"):
+            # it said why it stops: reap it, or stop it if it takes too long
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                stop_child(process, say, "it did not exit after its error")
+        return message
+    except KeyboardInterrupt:  # at any point once it was started: a node not up is stopped
+        if process is not None:
+            stop_child(process, say, "interrupted")
+        raise
+    finally:
+        logfile.close()
+        for fd in (options_fd, read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def await_report(fd: int, process: subprocess.Popen[bytes], server_url: str, say: Say) -> str:
+    """The daemon's report; meanwhile a word every PROGRESS_INTERVAL seconds. After the
+    READY_TIMEOUT the daemon is stopped before this returns (on Ctrl-C, the caller stops it)."""
+    chunks: list[bytes] = []
+    start = time.monotonic()
+    next_word = start + PROGRESS_INTERVAL
+    while True:
+        now = time.monotonic()
+        if now - start >= READY_TIMEOUT:
+            stop_child(process, say, "it did not come up in time")
+            return f"the mesh daemon did not come up within {READY_TIMEOUT:g} seconds"
+        wait = min(start + READY_TIMEOUT, next_word) - now
+        readable, _, _ = select.select([fd], [], [], max(0.0, wait))
+        if not readable:
+            if time.monotonic() >= next_word:
+                waited = round(time.monotonic() - start)
+                say(f"waiting for the login server at {server_url} ({waited} s)...")
+                next_word += PROGRESS_INTERVAL
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def stop_child(process: subprocess.Popen[bytes], say: Say, why: str) -> None:
+    """Stop the daemon that is not up yet (SIGTERM: it abandons the login; then SIGKILL),
+    and wait for it; a second Ctrl-C meanwhile does not leave it running."""
+    if process.poll() is not None:
+        return
+    say(f"{why}: stop the mesh daemon (kill -TERM {process.pid})")
+    with _sigint_ignored():
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            say(f"the mesh daemon did not stop in time: kill -KILL {process.pid}")
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def open_log(path: Path) -> TextIO:
+    """The daemon's log file, for appending (0600, no link followed), rotated to ``.1``
+    first when it has grown past MAX_LOG_BYTES."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > MAX_LOG_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="replace")
+
+
+def stop(state: StateDir, settings: Settings | None, say: Say) -> bool:
+    """Stop the daemon of ``state`` if it runs (SIGTERM, then SIGKILL); whether it ran."""
+    pid = state.daemon_pid()
+    if pid is None:
+        return False
+    start = process_start_time(pid)
+    name = settings.interface if settings else "the mesh interface"
+    say(f"stop the mesh daemon of {name} (kill -TERM {pid})")
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while process_start_time(pid) == start and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.02)
+        if process_start_time(pid) != start:
+            break
+        say(f"the mesh daemon did not stop in time: kill -KILL {pid}")
+    if settings is not None:
+        uapi_client.has_interface(settings.interface)  # removes a socket left behind
+    return True

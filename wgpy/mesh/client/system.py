@@ -1,5 +1,5 @@
-"""The host side of a mesh node: addresses, link state and routes (with ``ip``), and the
-local addresses the node reports as its endpoints.
+"""The host side of a mesh node: addresses, link state and routes (with ``ip``, through
+:mod:`wgpy.host`), and the local addresses the node reports as its endpoints.
 
 :class:`HostNetwork` is the seam: :class:`IpCommand` is the real one; tests pass a fake that
 records what would have been done.
@@ -7,12 +7,13 @@ records what would have been done.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ...host import ip
+from ...host.run import HostNetworkError, run_async
 from ...protocol.allowedips import IPNetwork
 from .netmap import IPInterface
 
@@ -26,10 +27,6 @@ OVERLAY_NETWORKS = (
     ipaddress.ip_network("fd7a:115c:a1e0::/48"),
 )
 IP_TIMEOUT = 10.0  # seconds for one run of `ip`
-
-
-class HostNetworkError(Exception):
-    """An ``ip`` command failed; the message says which and why."""
 
 
 class HostNetwork(Protocol):
@@ -60,51 +57,27 @@ class IpCommand:
     def __init__(self, program: str = "ip") -> None:
         self.program = program
 
-    async def _run(self, *args: str, stdin: str | None = None) -> str:
-        argv = [self.program, *args]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as e:
-            raise HostNetworkError(f"cannot run `{self.program}': {e.strerror or e}") from None
-        try:
-            async with asyncio.timeout(IP_TIMEOUT):
-                out, err = await proc.communicate(None if stdin is None else stdin.encode())
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise HostNetworkError(f"`{' '.join(argv)}' did not finish in time") from None
-        if proc.returncode:
-            lines = [line.strip() for line in err.decode(errors="replace").splitlines()]
-            detail = next((line for line in lines if line), f"exit status {proc.returncode}")
-            raise HostNetworkError(f"`{' '.join(argv)}' failed: {detail}")
-        return out.decode(errors="replace")
+    async def _run(self, argv: list[str], stdin: str | None = None) -> str:
+        return await run_async([self.program, *argv[1:]], stdin=stdin, timeout=IP_TIMEOUT)
 
     async def add_address(self, name: str, address: IPInterface) -> None:
-        extra = ("nodad",) if address.version == 6 else ()
-        await self._run("address", "replace", str(address), "dev", name, *extra)
+        await self._run(ip.address_replace(name, address))
 
     async def remove_address(self, name: str, address: IPInterface) -> None:
-        await self._run("address", "del", str(address), "dev", name)
+        await self._run(ip.address_delete(name, address))
 
     async def link_up(self, name: str, mtu: int) -> None:
-        await self._run("link", "set", "dev", name, "mtu", str(mtu), "up")
+        await self._run(ip.link_up(name, mtu))
 
     async def set_routes(
         self, name: str, add: Sequence[IPNetwork], remove: Sequence[IPNetwork]
     ) -> None:
-        # one `ip` for the lot; -force goes on past a route that is already gone
-        lines = [f"route del {network} dev {name}" for network in remove]
-        lines += [f"route replace {network} dev {name}" for network in add]
-        if lines:
-            await self._run("-force", "-batch", "-", stdin="\n".join(lines) + "\n")
+        batch = ip.route_batch(name, list(add), list(remove))
+        if batch is not None:
+            await self._run(*batch)
 
     async def local_addresses(self, exclude: str) -> list[IPAddress]:
-        return parse_ip_addresses(await self._run("-json", "address", "show"), exclude)
+        return parse_ip_addresses(await self._run(ip.addresses_json()), exclude)
 
 
 def parse_ip_addresses(text: str, exclude: str) -> list[IPAddress]:
