@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ...device.uapi import parse_endpoint
+from ...endpoint import Endpoint
 from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
 
@@ -146,11 +146,11 @@ class PeerRecord:
         resolved: nodes report addresses)."""
         for text in self.endpoints:
             try:
-                host, port = parse_endpoint(text)
+                endpoint = Endpoint.parse_address(text)
             except ValueError:
                 continue
-            if port:
-                return host, port
+            if endpoint.port:
+                return endpoint.as_key()
         return None
 
 
