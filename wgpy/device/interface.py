@@ -34,8 +34,8 @@ packet was waiting, the level-triggered poller wakes us again at once, now in a 
 
 class Interface:
     """One interface: a TUN device, a listen port (its :class:`~wgpy.device.bind.Bind`, by
-    default a :class:`~wgpy.device.udp.UdpBind` on ``listen_port``) and the core. Satisfies
-    ``UapiTarget``."""
+    default a :class:`~wgpy.device.udp.UdpBind` on ``listen_port``; a bind passed in is
+    already open) and the core. Satisfies ``UapiTarget``."""
 
     def __init__(
         self,
