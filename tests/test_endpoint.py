@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wgpy.api import parse_endpoint as api_parse_endpoint
+from wgpy.config import resolve_endpoint
 from wgpy.endpoint import Endpoint, host_text
 from wgpy.mesh.server.errors import BadRequest
 from wgpy.mesh.server.schemas import endpoints as schema_endpoints
@@ -113,6 +114,12 @@ def test_parse_refuses(text: str, reason: str) -> None:
         Endpoint.parse(text)
 
 
+def test_parse_quotes_long_text_cut_short() -> None:
+    with pytest.raises(ValueError) as info:
+        Endpoint.parse(f"h:{LONG}")
+    assert len(str(info.value)) < 200 and "more" in str(info.value)
+
+
 def test_parse_takes_service_names() -> None:
     try:
         import socket
@@ -186,6 +193,15 @@ def test_library_parser_resolves_and_refuses() -> None:
             api_parse_endpoint(bad)
     with pytest.raises(OSError):
         api_parse_endpoint("nowhere.invalid:1")
+
+
+@pytest.mark.parametrize("host", ["a" * 300, "a..b", "\0"])
+def test_hostile_host_names_fail_to_resolve_cleanly(host: str) -> None:
+    """What the IDNA codec refuses is a resolver error (OSError), as wg reports it."""
+    with pytest.raises(OSError):
+        resolve_endpoint(Endpoint(host, 1), retries=0)
+    with pytest.raises(OSError):
+        api_parse_endpoint(f"{host}:1")
 
 
 def test_server_schema_normalizes_and_refuses() -> None:

@@ -145,6 +145,10 @@ def resolve_endpoint(
                 socket.IPPROTO_UDP,
             )
             break
+        except UnicodeError:  # Python's IDNA codec: a label empty or over 63 characters
+            raise socket.gaierror(
+                socket.EAI_NONAME, "not a valid host name (a label is empty or too long)"
+            ) from None
         except socket.gaierror as e:
             if e.errno in permanent or retries == 0:
                 raise

@@ -79,17 +79,17 @@ class Endpoint:
         if text.startswith("["):
             close = text.find("]")
             if close < 0:
-                raise ValueError(f"there is no ']' to match the '[' in {text!r}")
+                raise ValueError(f"there is no ']' to match the '[' in {_shown(text)}")
             host, rest = text[1:close], text[close + 1 :]
             if not rest.startswith(":") or len(rest) == 1:
-                raise ValueError(f"there is no port after the ']' in {text!r}")
+                raise ValueError(f"there is no port after the ']' in {_shown(text)}")
             port_text = rest[1:]
         else:
             host, colon, port_text = text.rpartition(":")
             if not colon or not port_text:
-                raise ValueError(f"expected host:port or [IPv6 address]:port, got {text!r}")
+                raise ValueError(f"expected host:port or [IPv6 address]:port, got {_shown(text)}")
         if not host:
-            raise ValueError(f"there is no host before the port in {text!r}")
+            raise ValueError(f"there is no host before the port in {_shown(text)}")
         return cls(host, parse_port(port_text))
 
     @classmethod
@@ -178,8 +178,14 @@ def parse_port(text: str) -> int:
         try:
             return socket.getservbyname(text, "udp")
         except OSError:
-            raise ValueError(f"{text!r} is not a port number or a known UDP service") from None
-    raise ValueError(f"expected a port number from 0 to 65535, got {text!r}")
+            shown = _shown(text)
+            raise ValueError(f"{shown} is not a port number or a known UDP service") from None
+    raise ValueError(f"expected a port number from 0 to 65535, got {_shown(text)}")
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for an error message, cut short where it is long (hostile input)."""
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + f" (and {len(text) - 80} more)"
 
 
 def _port_number(text: str) -> int | None:
