@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wgpy.endpoint import Endpoint
 from wgpy.protocol.allowedips import AllowedIPs
 from wgpy.protocol.crypto import ZERO_KEY, clamp, generate_private_key, public_key
 from wgpy.protocol.device import Device
@@ -33,9 +34,7 @@ from wgpy.uapi.protocol import (
     IPC_ERROR_UNKNOWN,
     UapiConnection,
     apply_set,
-    format_endpoint,
     get_reply,
-    parse_endpoint,
 )
 from wgpy.uapi.server import serve_uapi
 
@@ -399,14 +398,14 @@ def test_preshared_key() -> None:
     ],
 )
 def test_endpoint(text: str, expected: tuple[str, int]) -> None:
-    assert parse_endpoint(text) == expected
+    assert Endpoint.parse_address(text).as_key() == expected
     target = FakeTarget()
     public = new_public()
     assert run(target, "public_key=" + public.hex(), "endpoint=" + text) == 0
     assert target.device.peers[public].endpoint == expected
-    shown = format_endpoint(expected)
+    shown = Endpoint.from_key(expected)
     assert shown is not None and f"endpoint={shown}" in peer_section(target, public)
-    assert parse_endpoint(shown) == expected
+    assert Endpoint.parse_address(str(shown)).as_key() == expected
 
 
 @pytest.mark.parametrize(
@@ -433,7 +432,7 @@ def test_endpoint(text: str, expected: tuple[str, int]) -> None:
 )
 def test_bad_endpoint(text: str) -> None:
     with pytest.raises(ValueError):
-        parse_endpoint(text)
+        Endpoint.parse_address(text)
     target = FakeTarget()
     public = new_public()
     assert run(target, "public_key=" + public.hex(), "endpoint=" + text) == IPC_ERROR_INVALID

@@ -16,13 +16,13 @@ Keys are 32 raw bytes or the base64 text that ``wg genkey`` prints.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from .config import resolve_endpoint
 from .device.interface import Interface
+from .endpoint import Endpoint
 from .keys import key_from_base64, key_to_base64
 from .protocol.constants import DEFAULT_MTU
 from .uapi.server import UapiServer, serve_uapi
@@ -37,21 +37,17 @@ def _key(value: bytes | str) -> bytes:
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` (host names are resolved) to an endpoint tuple."""
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint {text!r} is not host:port or [ipv6]:port")
+    """``host:port`` or ``[v6]:port`` to the core's endpoint key (host names are resolved, once:
+    :class:`OSError` if that fails)."""
     try:
-        ipaddress.ip_address(host.split("%")[0])
+        endpoint: Endpoint | None = Endpoint.parse(text)
     except ValueError:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)
-        if not infos:
-            raise ValueError(f"endpoint host {host!r} does not resolve") from None
-        host = str(infos[0][4][0])
-    return host, int(port)
+        endpoint = None
+    if endpoint is None or endpoint.port == 0:
+        raise ValueError(f"endpoint {text!r} is not host:port or [ipv6]:port")
+    if not endpoint.is_numeric:
+        endpoint = resolve_endpoint(endpoint, retries=0)
+    return endpoint.as_key()
 
 
 @dataclass(frozen=True)
@@ -118,15 +114,11 @@ class WireGuardInterface:
         device = self._iface.device
         out = []
         for peer in device.peers.values():
-            ep = peer.endpoint
-            endpoint = None
-            if isinstance(ep, tuple):
-                host, port = ep[0], ep[1]
-                endpoint = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+            endpoint = Endpoint.from_key(peer.endpoint)
             out.append(
                 PeerStatus(
                     public_key=key_to_base64(peer.public_key),
-                    endpoint=endpoint,
+                    endpoint=None if endpoint is None else str(endpoint),
                     allowed_ips=tuple(str(p) for p in device.allowed_ips.prefixes(peer)),
                     latest_handshake_ns=peer.last_handshake_ns,
                     rx_bytes=peer.rx_bytes,

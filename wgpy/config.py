@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from wgpy import keys
+from wgpy.endpoint import Endpoint, parse_port
 
 __all__ = [
     "CONFIG_DIR",
@@ -69,7 +70,6 @@ _INTERFACE_NAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
 _CONFIG_FILE_NAME = re.compile(r"(?:^|/)([a-zA-Z0-9_=+.-]{1,15})\.conf$")
 _DECIMAL = re.compile(r"[0-9]+")
 _HEX = re.compile(r"[0-9a-fA-F]+")
-_SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _DNS_ADDRESS = re.compile(r"[0-9.]+|.*:.*")  # how wg-quick tells a server from a search domain
 
@@ -123,61 +123,6 @@ def format_network(network: IPNetwork | IPInterface) -> str:
     return f"{format_address(network.network_address)}/{network.prefixlen}"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a peer is: an IP address or a host name (resolved at ``up``), and a UDP port."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """``host:port``, ``ipv4:port`` or ``[ipv6]:port``, as ``wg`` splits them; ValueError
-        says what is wrong."""
-        if not text:
-            raise ValueError("expected host:port or [IPv6 address]:port, got nothing")
-        if text.startswith("["):
-            close = text.find("]")
-            if close < 0:
-                raise ValueError(f"there is no ']' to match the '[' in {text!r}")
-            host, rest = text[1:close], text[close + 1 :]
-            if not rest.startswith(":") or len(rest) == 1:
-                raise ValueError(f"there is no port after the ']' in {text!r}")
-            port_text = rest[1:]
-        else:
-            host, colon, port_text = text.rpartition(":")
-            if not colon or not port_text:
-                raise ValueError(f"expected host:port or [IPv6 address]:port, got {text!r}")
-        if not host:
-            raise ValueError(f"there is no host before the port in {text!r}")
-        return cls(host, _parse_port(port_text))
-
-    @property
-    def is_numeric(self) -> bool:
-        """Whether the host is an IP address literal (nothing to resolve)."""
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def _parse_port(text: str) -> int:
-    if _DECIMAL.fullmatch(text):
-        port = int(text)
-        if port <= 0xFFFF:
-            return port
-    elif _SERVICE_NAME.fullmatch(text):
-        try:
-            return socket.getservbyname(text, "udp")
-        except OSError:
-            raise ValueError(f"{text!r} is not a port number or a known UDP service") from None
-    raise ValueError(f"expected a port number from 0 to 65535, got {text!r}")
-
-
 def resolve_endpoint(
     endpoint: Endpoint,
     retries: int = 15,
@@ -200,6 +145,10 @@ def resolve_endpoint(
                 socket.IPPROTO_UDP,
             )
             break
+        except UnicodeError:  # Python's IDNA codec: a label empty or over 63 characters
+            raise socket.gaierror(
+                socket.EAI_NONAME, "not a valid host name (a label is empty or too long)"
+            ) from None
         except socket.gaierror as e:
             if e.errno in permanent or retries == 0:
                 raise
@@ -435,7 +384,7 @@ class _Parser:
                 iface.private_key = self.key("PrivateKey", value)
             elif name == "listenport":
                 try:
-                    iface.listen_port = _parse_port(value)
+                    iface.listen_port = parse_port(value)
                 except ValueError as e:
                     raise self.error(f"ListenPort is not a valid port: {e}") from None
             else:

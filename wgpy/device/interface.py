@@ -18,6 +18,7 @@ from typing import Any
 from ..log import get_logger
 from ..protocol.constants import DEFAULT_MTU
 from ..protocol.device import Device
+from .bind import Bind
 from .tun import TunDevice
 from .udp import UdpBind
 
@@ -32,7 +33,9 @@ packet was waiting, the level-triggered poller wakes us again at once, now in a 
 
 
 class Interface:
-    """One interface: a TUN device, a listen port and the core. Satisfies ``UapiTarget``."""
+    """One interface: a TUN device, a listen port (its :class:`~wgpy.device.bind.Bind`, by
+    default a :class:`~wgpy.device.udp.UdpBind` on ``listen_port``; a bind passed in is
+    already open) and the core. Satisfies ``UapiTarget``."""
 
     def __init__(
         self,
@@ -45,45 +48,46 @@ class Interface:
         rng: Callable[[int], bytes] = os.urandom,
         wall_clock: Callable[[], int] = time.time_ns,
         tun: TunDevice | None = None,
+        bind: Bind | None = None,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.log = get_logger(interface=name)
         self.tun = tun if tun is not None else TunDevice(name, mtu)
         self.name = self.tun.name
         self.device = Device(private_key, rng=rng, wall_clock=wall_clock, mtu=mtu)
-        self.udp = UdpBind(listen_port)
+        self.bind: Bind = bind if bind is not None else UdpBind(listen_port)
         self.closed = asyncio.Event()
         self.close_reason = ""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tun_woke = self._udp_woke = float("-inf")
         self._watch()
-        self.log.info("interface up", listen_port=self.udp.port, mtu=mtu)
+        self.log.info("interface up", listen_port=self.bind.port, mtu=mtu)
 
     # ---------------------------------------------------------------- UapiTarget
 
     @property
     def listen_port(self) -> int:
-        return self.udp.port
+        return self.bind.port
 
     def set_listen_port(self, port: int) -> None:
-        if port == self.udp.port and port != 0:
+        if port == self.bind.port and port != 0:
             return
-        self._unwatch_udp()
+        self.bind.unwatch(self.loop)
         try:
-            self.udp.rebind(port)
+            self.bind.open(port)
         finally:
-            self._watch_udp()
+            self.bind.watch(self.loop, self._on_udp_readable)
         self.device.forget_sources()
-        self.log.info("listen port changed", listen_port=self.udp.port)
+        self.log.info("listen port changed", listen_port=self.bind.port)
 
     @property
     def fwmark(self) -> int:
-        return self.udp.fwmark
+        return self.bind.fwmark
 
     def set_fwmark(self, mark: int) -> None:
-        if mark != self.udp.fwmark:
-            self.udp.set_fwmark(mark)
+        if mark != self.bind.fwmark:
+            self.bind.set_fwmark(mark)
             self.device.forget_sources()
 
     def now(self) -> float:
@@ -94,7 +98,7 @@ class Interface:
         device = self.device
         out = device.datagrams_to_send()
         if out:
-            for endpoint in self.udp.send_batch(out):  # sources that went away
+            for endpoint in self.bind.send_batch(out):  # sources that went away
                 device.forget_source(endpoint)
         packets = device.packets_to_deliver()
         if packets:
@@ -144,12 +148,12 @@ class Interface:
             self.device.send_packets(packets, now)
             self.flush()
 
-    def _on_udp_readable(self, sock: Any) -> None:
+    def _on_udp_readable(self, reader: Any) -> None:
         now = self.loop.time()
         limit = BATCH if now - self._udp_woke < BURST_GAP else 1
         self._udp_woke = now
         try:
-            datagrams = self.udp.read_batch(sock, limit)
+            datagrams = self.bind.read_batch(reader, limit)
         except OSError as e:
             self.log.error("socket read failed", error=str(e))
             return
@@ -161,15 +165,7 @@ class Interface:
 
     def _watch(self) -> None:
         self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
-        self._watch_udp()
-
-    def _watch_udp(self) -> None:
-        for sock in self.udp.sockets():
-            self.loop.add_reader(sock.fileno(), self._on_udp_readable, sock)
-
-    def _unwatch_udp(self) -> None:
-        for sock in self.udp.sockets():
-            self.loop.remove_reader(sock.fileno())
+        self.bind.watch(self.loop, self._on_udp_readable)
 
     def close(self, reason: str = "closed") -> None:
         if self.closed.is_set():
@@ -178,8 +174,8 @@ class Interface:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._unwatch_udp()
-        self.udp.close()
+        self.bind.unwatch(self.loop)
+        self.bind.close()
         if self.tun.fileno() >= 0:
             self.loop.remove_reader(self.tun.fileno())
         self.tun.close()

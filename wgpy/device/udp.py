@@ -1,10 +1,12 @@
 """The UDP side: one listen port on IPv4 and IPv6 (two sockets, as wireguard-go opens them).
 
-Endpoints are ``(host, port)`` tuples, or ``(host, port, source)`` for those read from the
-network (sticky sources, below); IPv6 hosts are written without brackets, link-local ones with
-their ``%scope``. Datagrams are read in batches per wake-up. Another protocol can
-share the port: a datagram that ``demux`` claims (returns True for) is not given to WireGuard.
-STUN for NAT traversal hooks in here, on the very sockets WireGuard uses.
+:class:`UdpBind` is the :class:`~wgpy.device.bind.Bind` an interface has unless it is given
+another. Endpoints are the core's keys (:data:`wgpy.endpoint.EndpointKey`): ``(host, port)``
+tuples, or ``(host, port, source)`` for those read from the network (sticky sources, below);
+IPv6 hosts are written without brackets, link-local ones with their ``%scope``. Datagrams are
+read in batches per wake-up. Another protocol can share the port (STUN for NAT traversal, on
+the very sockets WireGuard uses): with ``demux`` set, a datagram that does not start as a
+WireGuard message goes to it instead (see :mod:`wgpy.device.bind`).
 
 Segmentation offloads, where the kernel has them (Linux 4.18 for GSO, 5.0 for GRO):
 
@@ -33,18 +35,19 @@ core forgets that source (the peer's next packet brings the current one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import ipaddress
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
-Source = tuple[int, int, bytes]
-"""Where answers to a peer leave from: an IP_PKTINFO or IPV6_PKTINFO control message for
-``sendmsg``, (level, type, data)."""
-Endpoint = tuple[str, int] | tuple[str, int, Source]
-Demux = Callable[[bytes, Endpoint], bool]
+from ..endpoint import EndpointKey, Source
+from .bind import WIREGUARD_PREFIXES, Demux
+
+__all__ = ["UdpBind", "ipv6_available", "sticky_source"]
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 SOCKET_BUFFER = 7 << 20  # 7 MiB, as wireguard-go asks for
@@ -63,7 +66,7 @@ _GRO_SIZE = struct.Struct("=i")
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
 _MAX_SOURCES = 1024  # local addresses seen: a bound on the cache, never reached in practice
-_NOTHING: tuple[Endpoint, ...] = ()
+_NOTHING: tuple[EndpointKey, ...] = ()
 
 
 def _buffer_size(sock: socket.socket) -> None:
@@ -131,7 +134,8 @@ def ipv6_available() -> bool:
 
 
 class UdpBind:
-    """The listen port: an IPv4 socket and, where the host has IPv6, an IPv6 socket."""
+    """The listen port: an IPv4 socket and, where the host has IPv6, an IPv6 socket; a
+    :class:`~wgpy.device.bind.Bind`. Readers are the sockets."""
 
     def __init__(self, port: int = 0, fwmark: int = 0) -> None:
         self.v4: socket.socket | None = None
@@ -143,9 +147,9 @@ class UdpBind:
         self.gso_off: set[socket.socket] = set()  # sockets whose GSO sends failed
         # the PKTINFO data a datagram arrived with -> the source to answer it from
         self._sources: dict[bytes, Source | None] = {}
-        self._open(port)
+        self._bind(port)
 
-    def _open(self, port: int) -> None:
+    def _bind(self, port: int) -> None:
         """Bind both families to ``port`` (0 picks one free in both)."""
         want_v6 = ipv6_available()
         for _ in range(10 if port == 0 else 1):
@@ -168,7 +172,7 @@ class UdpBind:
     def sockets(self) -> list[socket.socket]:
         return [s for s in (self.v4, self.v6) if s is not None]
 
-    def rebind(self, port: int) -> None:
+    def open(self, port: int) -> None:
         """Move to another port; on failure the old sockets stay as they were."""
         old = self.sockets()
         old_v4, old_v6, old_port = self.v4, self.v6, self.port
@@ -176,12 +180,12 @@ class UdpBind:
             s.close()
         self.gso_off.clear()
         try:
-            self._open(port)
+            self._bind(port)
         except OSError:
             # reopen the previous port so the interface keeps working
             self.v4, self.v6, self.port = None, None, 0
             try:
-                self._open(old_port)
+                self._bind(old_port)
             except OSError:
                 self.v4, self.v6, self.port = old_v4, old_v6, old_port
             raise
@@ -191,15 +195,24 @@ class UdpBind:
             s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         self.fwmark = mark
 
-    def read_batch(self, sock: socket.socket, limit: int = 128) -> list[tuple[bytes, Endpoint]]:
+    def watch(self, loop: asyncio.AbstractEventLoop, on_readable: Callable[[Any], None]) -> None:
+        for sock in self.sockets():
+            loop.add_reader(sock.fileno(), on_readable, sock)
+
+    def unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sock in self.sockets():
+            loop.remove_reader(sock.fileno())
+
+    def read_batch(self, sock: socket.socket, limit: int = 128) -> list[tuple[bytes, EndpointKey]]:
         """Datagrams until ``limit`` are read (a GRO call may bring up to 64 at once, so a
         batch may end a little above it) or none are left. The bound keeps bursts written to
         the TUN short enough for the receiving application's socket to keep up. Endpoints
         carry the source to answer from (see the module docstring)."""
         recvmsg = sock.recvmsg
         demux = self.demux
+        wireguard = WIREGUARD_PREFIXES
         sources = self._sources
-        out: list[tuple[bytes, Endpoint]] = []
+        out: list[tuple[bytes, EndpointKey]] = []
         for _ in range(limit):
             if len(out) >= limit:
                 break
@@ -223,16 +236,19 @@ class UdpBind:
                         source = sources[value]
                     except KeyError:
                         source = self._learn_source(level, kind, value)
-            endpoint: Endpoint = (
+            endpoint: EndpointKey = (
                 (addr[0], addr[1]) if source is None else (addr[0], addr[1], source)
             )
             if size and len(data) > size:
                 for i in range(0, len(data), size):
                     part = data[i : i + size]
-                    if demux is None or not demux(part, endpoint):
+                    if demux is None or part.startswith(wireguard):
                         out.append((part, endpoint))
+                    else:
+                        demux(part, endpoint)
                 continue
-            if demux is not None and demux(data, endpoint):
+            if demux is not None and not data.startswith(wireguard):
+                demux(data, endpoint)
                 continue
             out.append((data, endpoint))
         return out

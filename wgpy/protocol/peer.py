@@ -18,7 +18,8 @@ Endpoint = Hashable
 """Where a peer is on the underlay. The shell uses socket address tuples ``(host, port)`` and
 ``(host, port, source)``, where ``source`` (opaque here) is the local address the peer's packet
 arrived at, which the shell answers from. The core compares and stores them, and drops the
-source where the kernel does (:func:`without_source`)."""
+source where the kernel does (:func:`without_source`). Outside the core, endpoints are
+:class:`wgpy.endpoint.Endpoint` objects, which convert to and from these keys."""
 
 
 def without_source(endpoint: Endpoint) -> Endpoint:

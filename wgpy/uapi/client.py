@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wgpy import keys
+from wgpy.endpoint import Endpoint
 from wgpy.protocol import crypto
 
 from . import paths
@@ -238,28 +239,13 @@ def _key(value: str, key: str, name: str) -> bytes:
 
 
 def _endpoint(value: str, name: str) -> str:
-    """The endpoint as ``wg`` prints it: resolved (numerically) and formatted back."""
-    if value.startswith("["):
-        host, _, port = value[1:].partition("]:")
-    else:
-        host, _, port = value.rpartition(":")
+    """The endpoint as ``wg`` prints it: parsed (numerically) and written back."""
     try:
-        infos = socket.getaddrinfo(
-            host,
-            port,
-            socket.AF_UNSPEC,
-            socket.SOCK_DGRAM,
-            socket.IPPROTO_UDP,
-            socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-        )
-        host, port = socket.getnameinfo(
-            infos[0][4], socket.NI_NUMERICHOST | socket.NI_NUMERICSERV | socket.NI_DGRAM
-        )
-    except (OSError, IndexError, UnicodeError):
+        return str(Endpoint.parse_address(value))
+    except ValueError:
         raise UapiError(
             f"`{name}' sent a malformed endpoint: {value!r}", errno_module.EPROTO
         ) from None
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _allowed_ip(value: str, name: str) -> IPNetwork:

@@ -35,6 +35,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ..endpoint import Endpoint, host_text
 from ..keys import key_from_hex
 from ..log import get_logger
 from ..protocol.crypto import ZERO_KEY, clamp
@@ -55,9 +56,7 @@ __all__ = [
     "UapiTarget",
     "apply_set",
     "errno_reply",
-    "format_endpoint",
     "get_reply",
-    "parse_endpoint",
 ]
 
 # The status codes of wireguard-go's ipc package (ipc/uapi_unix.go), negative as on the wire.
@@ -158,61 +157,11 @@ def _key(value: str, what: str) -> bytes:
         raise IpcError(IPC_ERROR_INVALID, f"failed to set {what}: not 64 hex digits") from None
 
 
-def _host_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """An address as Go's netip.Addr.String() writes it (IPv4-mapped IPv6 in dotted form)."""
-    if ip.version == 6:
-        assert isinstance(ip, ipaddress.IPv6Address)
-        mapped = ip.ipv4_mapped
-        if mapped is not None:
-            return f"::ffff:{mapped}" + (f"%{ip.scope_id}" if ip.scope_id else "")
-    return str(ip)
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """``(host, port)`` from ``1.2.3.4:51820``, ``[2001:db8::1]:51820`` or
-    ``[fe80::1%eth0]:51820``, with exactly the rules of Go's ``netip.ParseAddrPort``: brackets
-    for IPv6 and only for IPv6, a port of 0 to 65535, no host names. Hosts come back in
-    canonical form, IPv6 without brackets. ValueError says what is wrong, without quoting
-    ``text`` (errors are logged, and a misplaced key must not reach a log)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ValueError("not ip:port")
-    if not host:
-        raise ValueError("no IP address before the port")
-    if not port:
-        raise ValueError("no port after the IP address")
-    bracketed = host[0] == "["
-    if bracketed:
-        if len(host) < 2 or host[-1] != "]":
-            raise ValueError("a ']' is missing")
-        host = host[1:-1]
-    if _UINT.fullmatch(port) is None or int(port) > 0xFFFF:
-        raise ValueError("the port is not a number from 0 to 65535")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError("not a numeric IP address (UAPI endpoints are never host names)") from None
-    if bracketed and ip.version == 4:
-        raise ValueError("square brackets are only for IPv6 addresses")
-    if not bracketed and ip.version == 6:
-        raise ValueError("an IPv6 address must be in square brackets")
-    return _host_text(ip), int(port)
-
-
-def format_endpoint(endpoint: object) -> str | None:
-    """``ip:port`` (``[ip]:port`` for IPv6) of a ``(host, port, ...)`` endpoint, else None."""
-    if isinstance(endpoint, tuple) and len(endpoint) >= 2:
-        host, port = endpoint[0], endpoint[1]
-        if isinstance(host, str) and isinstance(port, int):
-            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return None
-
-
 def _prefix_text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     """A prefix as Go's netip.Prefix.String() writes it."""
     text = str(network)
     if text.startswith("::ffff:"):  # maybe IPv4-mapped: Go writes the dotted form
-        return f"{_host_text(network.network_address)}/{network.prefixlen}"
+        return f"{host_text(network.network_address)}/{network.prefixlen}"
     return text
 
 
@@ -267,9 +216,9 @@ def get_reply(target: UapiTarget) -> str:
         add("public_key=" + peer.public_key.hex())
         add("preshared_key=" + peer.preshared_key.hex())
         add("protocol_version=1")
-        endpoint = format_endpoint(peer.endpoint)
+        endpoint = Endpoint.from_key(peer.endpoint)
         if endpoint is not None:
-            add("endpoint=" + endpoint)
+            add(f"endpoint={endpoint}")
         seconds, nanoseconds = divmod(peer.last_handshake_ns, 1_000_000_000)
         add(f"last_handshake_time_sec={seconds}")
         add(f"last_handshake_time_nsec={nanoseconds}")
@@ -433,7 +382,7 @@ class _SetOperation:
 
     def endpoint(self, value: str) -> None:
         try:
-            endpoint = parse_endpoint(value)
+            endpoint = Endpoint.parse_address(value).as_key()
         except ValueError as e:
             raise IpcError(IPC_ERROR_INVALID, f"failed to set endpoint: {e}") from None
         if self.peer is not None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ...endpoint import Endpoint
 from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
-from ...uapi.protocol import parse_endpoint
 
 __all__ = ["MapError", "NodeRecord", "PeerRecord", "parse_node", "parse_peer", "parse_time"]
 
@@ -146,11 +146,11 @@ class PeerRecord:
         resolved: nodes report addresses)."""
         for text in self.endpoints:
             try:
-                host, port = parse_endpoint(text)
+                endpoint = Endpoint.parse_address(text)
             except ValueError:
                 continue
-            if port:
-                return host, port
+            if endpoint.port:
+                return endpoint.as_key()
         return None
 
 

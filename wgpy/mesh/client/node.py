@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ...endpoint import Endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...protocol.allowedips import IPNetwork
@@ -38,12 +39,11 @@ from ...protocol.constants import DEFAULT_MTU
 from ...protocol.crypto import public_key as derive_public_key
 from ...protocol.device import Device
 from ...protocol.flows import ReplyOnlyFilter
-from ...uapi.protocol import format_endpoint as format_uapi_endpoint
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node, parse_peer
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
-from .system import HostNetwork, HostNetworkError, format_endpoint
+from .system import HostNetwork, HostNetworkError
 
 __all__ = ["InterfaceFactory", "MeshError", "MeshInterface", "MeshNode", "NodeConfig"]
 
@@ -565,7 +565,7 @@ class MeshNode:
                 peer=_short(key),
                 hostname=peer.hostname,
                 allowed_ips=[str(n) for n in peer.allowed_ips],
-                endpoint=format_uapi_endpoint(endpoint),
+                endpoint=None if endpoint is None else str(Endpoint(*endpoint)),
             )
         else:
             wg_peer = existing
@@ -667,7 +667,7 @@ class MeshNode:
             self.log.warning("cannot list the local addresses", error=str(e))
             return
         port = self.iface.listen_port
-        endpoints = [format_endpoint(a, port) for a in addresses][:MAX_ENDPOINTS]
+        endpoints = [str(Endpoint.from_address(a, port)) for a in addresses][:MAX_ENDPOINTS]
         if endpoints == self.reported_endpoints:
             return
         try:

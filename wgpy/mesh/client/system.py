@@ -17,7 +17,7 @@ from ...host.run import HostNetworkError, run_async
 from ...protocol.allowedips import IPNetwork
 from .netmap import IPInterface
 
-__all__ = ["OVERLAY_NETWORKS", "HostNetwork", "HostNetworkError", "IpCommand", "format_endpoint"]
+__all__ = ["OVERLAY_NETWORKS", "HostNetwork", "HostNetworkError", "IpCommand"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -45,10 +45,6 @@ class HostNetwork(Protocol):
     async def local_addresses(self, exclude: str) -> list[IPAddress]:
         """This host's addresses that others may reach it on, but those of ``exclude``."""
         ...
-
-
-def format_endpoint(address: IPAddress, port: int) -> str:
-    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 class IpCommand:

@@ -8,13 +8,13 @@ the server never takes a private key (nodes send their public key only).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from wgpy import keys
+from wgpy.endpoint import Endpoint
 
 from .errors import BadRequest
 from .policy import HOSTNAME, TAG, USER_NAME
@@ -160,14 +160,10 @@ def _endpoint(name: str, item: Any) -> str:
     )
     if not isinstance(item, str) or len(item) > 64:
         raise bad
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", item)
-    if match is None:
-        raise bad
-    host, port = (match[1], match[2]) if match[1] else (match[3], match[4])
     try:
-        address = ipaddress.ip_address(host)
+        endpoint = Endpoint.parse_address(item)
     except ValueError:
         raise bad from None
-    if (address.version == 6) != bool(match[1]) or not 1 <= int(port) <= 65535:
+    if endpoint.port == 0 or "%" in endpoint.host:  # a zone means nothing to another node
         raise bad
-    return f"[{address}]:{int(port)}" if address.version == 6 else f"{address}:{int(port)}"
+    return str(endpoint)
