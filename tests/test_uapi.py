@@ -279,6 +279,8 @@ def test_listen_port_and_fwmark() -> None:
     assert get_lines(target) == ["listen_port=43210"]
     assert run(target, "listen_port=00080") == 0  # strconv.ParseUint takes leading zeros
     assert target.listen_port == 80
+    assert run(target, "listen_port=" + "0" * 5000 + "81") == 0
+    assert target.listen_port == 81
 
 
 @pytest.mark.parametrize(
@@ -296,6 +298,8 @@ def test_listen_port_and_fwmark() -> None:
         "fwmark=4294967296",
         "fwmark=-1",
         "fwmark=",
+        "listen_port=" + "1" * 5000,  # past int()'s 4,300 digits: invalid, not "unknown"
+        "persistent_keepalive_interval=" + "9" * 100_000,
     ],
 )
 def test_bad_numbers(line: str) -> None:

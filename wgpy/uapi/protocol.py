@@ -139,9 +139,14 @@ def _name(key: str) -> str:
 
 
 def _uint(value: str, maximum: int, what: str) -> int:
-    if _UINT.fullmatch(value) is None or int(value) > maximum:
+    # leading zeros are fine (as for ParseUint); more significant digits than the maximum has
+    # are out of range without int(), which refuses strings over 4,300 digits
+    if _UINT.fullmatch(value) is None or len(value.lstrip("0")) > len(str(maximum)):
         raise IpcError(IPC_ERROR_INVALID, f"failed to parse {what}")
-    return int(value)
+    number = int(value.lstrip("0") or "0")
+    if number > maximum:
+        raise IpcError(IPC_ERROR_INVALID, f"failed to parse {what}")
+    return number
 
 
 def _true(value: str, what: str) -> None:
