@@ -7,7 +7,8 @@ the function is called, so they are kept apart: :data:`CHECK_DEFERRED` says whet
 count too (a deferred import must not be the way around the rule). The implicit import of a
 parent package when a submodule is imported is not an edge.
 
-To check more of wgpy, add its packages to :data:`CHECKED` (``"wgpy"`` checks everything).
+:data:`CHECKED` names the packages checked for cycles (``"wgpy"``: everything); :data:`MAY_IMPORT`
+is the layering: which package may import which.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "wgpy"
 
-CHECKED = ("wgpy.uapi", "wgpy.mesh.server")
+CHECKED = ("wgpy",)
 """Packages (or modules) whose modules may be in no import cycle."""
 CHECK_DEFERRED = True
 """Whether imports inside functions count as edges for the packages in CHECKED."""
@@ -181,6 +182,62 @@ def test_no_deferred_import_closes_a_cycle_in_the_checked_packages() -> None:
     graph = build_graph(ROOT)
     bad = [c for c in cycles(_merged(graph)) if any(_in(m, CHECKED) for m in c)]
     assert bad == [], f"import cycles through imports inside functions: {bad}"
+
+
+# Which packages each package of wgpy may import (imports inside functions included): the
+# layering docs/architecture.md draws. Lower layers never reach up: the sans-IO core and the
+# leaf modules import nothing of wgpy's shell, only the command line imports the command line.
+MAY_IMPORT: dict[str, set[str]] = {
+    "wgpy.endpoint": set(),
+    "wgpy.keys": set(),
+    "wgpy.log": set(),
+    "wgpy.protocol": set(),
+    "wgpy.config": {"wgpy.endpoint", "wgpy.keys"},
+    "wgpy.host": {"wgpy.config"},
+    "wgpy.device": {"wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
+    "wgpy.uapi": {"wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.protocol"},
+    "wgpy.mesh.server": {"wgpy.endpoint", "wgpy.keys", "wgpy.log"},
+    "wgpy.mesh.client": {
+        *("wgpy.device", "wgpy.endpoint", "wgpy.host", "wgpy.keys", "wgpy.log"),
+        *("wgpy.protocol", "wgpy.uapi"),
+    },
+    "wgpy.api": {"wgpy.config", "wgpy.device", "wgpy.endpoint", "wgpy.keys", "wgpy.protocol"}
+    | {"wgpy.uapi"},
+    "wgpy.cli": {"*"},
+    "wgpy.__main__": {"wgpy.cli"},
+    "wgpy": {"wgpy.api", "wgpy.keys", "wgpy.protocol"},
+}
+
+
+def _layer(module: str) -> str:
+    """The entry of MAY_IMPORT a module belongs to (the longest that names it)."""
+    owners = [p for p in MAY_IMPORT if _in(module, (p,)) and p != "wgpy"]
+    return max(owners, key=len) if owners else "wgpy"
+
+
+def test_every_package_imports_only_the_layers_below_it() -> None:
+    graph = build_graph(ROOT)
+    bad = []
+    for module, targets in sorted(_merged(graph).items()):
+        layer = _layer(module)
+        allowed = MAY_IMPORT[layer]
+        for target in sorted(targets):
+            other = _layer(target)
+            if other != layer and "*" not in allowed and other not in allowed:
+                bad.append(f"{module} -> {target}")
+    assert bad == [], f"imports against the layering: {bad}"
+
+
+def test_only_the_command_line_imports_the_command_line() -> None:
+    graph = build_graph(ROOT)
+    outside = sorted(
+        f"{m} -> {t}"
+        for m, targets in _merged(graph).items()
+        if _layer(m) not in ("wgpy.cli", "wgpy.__main__")
+        for t in targets
+        if _layer(t) == "wgpy.cli"
+    )
+    assert outside == []
 
 
 # ------------------------------------------------------------------------------ the checker
