@@ -495,32 +495,30 @@ class MeshNode:
             else:
                 log(skipped.event, error=skipped.error)
         for op in plan.operations:
-            if isinstance(op, reconcile.StorePeer):
-                record = op.record
-                if record.public_key in self.peers:
-                    self.log.debug(
-                        "peer updated", peer=_short(record.public_key), hostname=record.hostname
-                    )
-                self.peers[record.public_key] = record
-            elif isinstance(op, reconcile.ForgetPeer):
-                self.peers.pop(op.public_key, None)
-            elif isinstance(op, reconcile.SetSelf):
-                self.self_node = op.node
-                self._store_node(op.node)
-            elif isinstance(op, reconcile.SetAddresses):
-                await self._set_addresses(list(op.addresses))
-            elif isinstance(op, reconcile.SetVersion):
-                self.map_version = op.version
-            elif isinstance(op, reconcile.Expire):
-                self._expire(op)
-            elif isinstance(op, reconcile.Revive):
-                self.expired = False
-                self._set_control(CONNECTED)
-                self.log.info("this node is valid again at the coordination server")
-            elif isinstance(op, reconcile.Resync):
-                raise _Resync()
-            else:
-                self._apply_to_device(op)
+            match op:
+                case reconcile.StorePeer(record=record):
+                    if record.public_key in self.peers:
+                        self.log.debug("peer updated", peer=_short(record.public_key))
+                    self.peers[record.public_key] = record
+                case reconcile.ForgetPeer(public_key=key):
+                    self.peers.pop(key, None)
+                case reconcile.SetSelf(node=node):
+                    self.self_node = node
+                    self._store_node(node)
+                case reconcile.SetAddresses(addresses=addresses):
+                    await self._set_addresses(list(addresses))
+                case reconcile.SetVersion(version=version):
+                    self.map_version = version
+                case reconcile.Expire():
+                    self._expire(op)
+                case reconcile.Revive():
+                    self.expired = False
+                    self._set_control(CONNECTED)
+                    self.log.info("this node is valid again at the coordination server")
+                case reconcile.Resync():
+                    raise _Resync()
+                case _:
+                    self._apply_to_device(op)
 
     def _apply_to_device(self, op: reconcile.DeviceOperation) -> None:
         """The one place where the map changes the device."""
