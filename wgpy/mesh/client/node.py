@@ -691,6 +691,9 @@ class _DeviceView(Mapping[bytes, reconcile.DevicePeer]):
             reply_only=peer.inbound_filter is not None,
         )
 
+    def __contains__(self, key: object) -> bool:  # without reading the peer's prefixes
+        return key in self._device.peers
+
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._device.peers)
 

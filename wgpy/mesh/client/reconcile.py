@@ -69,7 +69,7 @@ __all__ = [
     "tear_down",
 ]
 
-# an endpoint as the netmap gives it (PeerRecord.endpoint): a numeric host and a port
+# an endpoint as the netmap gives it (the type of PeerRecord.endpoint): numeric host, port
 MapEndpoint = tuple[str, int]
 
 EXPIRED_AT_SERVER = "this node has expired at the coordination server"
