@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_client_fakes import API_KEY, FakeServer, new_keypair
 
 from wgpy import cli
 from wgpy.cli import admin as admin_cli
 from wgpy.cli.environment import Environment, ExitStatus
 from wgpy.mesh.server import MeshServer, ServerConfig
+
+from .fakes import API_KEY, FakeServer, new_keypair
 
 
 class Run:

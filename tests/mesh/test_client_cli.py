@@ -17,16 +17,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_client_fakes import FakeServer, new_keypair
-
 from wgpy.cli import main, mesh, mesh_daemon
 from wgpy.cli.environment import CommandError, Environment, ExitStatus
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client import state as state_module
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import Settings, StateDir, register_interface
+
+from .fakes import FakeServer, new_keypair
 
 
 def environment(env: dict[str, str] | None = None) -> Environment:

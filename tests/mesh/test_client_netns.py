@@ -21,11 +21,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_client_fakes import FakeServer, new_keypair
-
 from wgpy.mesh.client.state import StateDir
+
+from .fakes import FakeServer, new_keypair
 
 pytestmark = pytest.mark.root
 

@@ -12,24 +12,12 @@ import ipaddress
 import os
 import socket
 import stat
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_client_fakes import (
-    FakeHost,
-    FakeInterface,
-    FakeServer,
-    key_texts,
-    new_keypair,
-    until,
-)
 
 from wgpy import log
 from wgpy.keys import key_from_base64, key_to_base64
@@ -40,6 +28,15 @@ from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
 from wgpy.mesh.client.state import StateDir
 from wgpy.protocol.crypto import public_key
 from wgpy.protocol.flows import ReplyOnlyFilter
+
+from .fakes import (
+    FakeHost,
+    FakeInterface,
+    FakeServer,
+    key_texts,
+    new_keypair,
+    until,
+)
 
 TEST_TIMEOUT = 30.0
 

@@ -9,16 +9,11 @@ import asyncio
 import dataclasses
 import io
 import json
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_client_fakes import FakeHost, FakeInterface, key_texts, until
 
 from wgpy import cli
 from wgpy.cli.environment import Environment
@@ -31,6 +26,8 @@ from wgpy.mesh.client.state import StateDir
 from wgpy.mesh.server import MeshServer, ServerConfig
 from wgpy.protocol.crypto import public_key
 from wgpy.protocol.flows import ReplyOnlyFilter
+
+from .fakes import FakeHost, FakeInterface, key_texts, until
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -9,7 +9,8 @@ its map (docs/mesh-api.md).
 | ``netmap`` | the server's NODE and PEER objects, checked and typed |
 | ``backoff`` | exponential backoff with jitter for reconnecting |
 | ``system`` | the host's side: addresses, routes and local endpoints (``wgpy.host``'s ``ip``) |
-| ``node`` | the running node: login, interface, the map stream applied to the device |
+| ``reconcile`` | a map message and the node's state in, the operations to apply out (no I/O) |
+| ``node`` | the running node: login, interface, the map stream, the operations applied |
 | ``daemon`` | the node as a process (interface, control socket, signals); starting it, its report |
 """
 

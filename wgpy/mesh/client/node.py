@@ -13,6 +13,12 @@ brings it up, reports the node's endpoints, and then keeps ONE map stream open:
 - a ``self`` update that says the node has expired (or a server that no longer accepts the
   node's token) removes every peer, and says so in the log.
 
+What each message asks of the node (which peers to add, change or remove, whether it has
+expired) is worked out without I/O by :mod:`wgpy.mesh.client.reconcile`, one function per
+message type; this module keeps the lifecycle (login, the stream, backoff, endpoints, the
+host's addresses and routes) and applies the operations, the device's in one place
+(:meth:`MeshNode._apply_to_device`).
+
 Each peer's policy flags are kept: :meth:`MeshNode.inbound_allowed` says whether a peer may
 start flows to this node, and a peer that may not gets a reply-only inbound filter in the
 device. The interface and the host's network configuration come through seams
@@ -24,10 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -39,9 +44,10 @@ from ...protocol.constants import DEFAULT_MTU
 from ...protocol.crypto import public_key as derive_public_key
 from ...protocol.device import Device
 from ...protocol.flows import ReplyOnlyFilter
+from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
-from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node, parse_peer
+from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
 
@@ -147,12 +153,20 @@ class MeshNode:
         self.reported_endpoints: list[str] | None = None
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
-        self._endpoint_applied: dict[bytes, tuple[str, int] | None] = {}
         self._routes_lock = asyncio.Lock()
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
         self.control: dict[str, Any] = {}  # see _set_control and state.CONTROL_FILE
+        # one small function per map message type; see reconcile for what each asks
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "keepalive": self._on_keepalive,
+            "full": self._on_full,
+            "peer_upsert": self._on_peer_upsert,
+            "peer_remove": self._on_peer_remove,
+            "peer_online": self._on_peer_online,
+            "self": self._on_self,
+        }
 
     # ------------------------------------------------------------------ status
 
@@ -349,7 +363,7 @@ class MeshNode:
                     raise MeshError(f"the server refused the map stream: {e.message}") from None
                 reason = e.message
                 if e.unauthorized:
-                    self._tear_down(f"the server refused this node's token: {e.message}")
+                    await self._tear_down(f"the server refused this node's token: {e.message}")
             except MeshClientError as e:
                 self._set_control(UNREACHABLE, e.message)
                 if not self.ready.is_set():
@@ -379,51 +393,45 @@ class MeshNode:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "keepalive":
-            return
-        if kind == "full":
-            await self._apply_full(message)
-        elif kind == "peer_upsert":
-            if self.expired:
-                return
-            try:
-                peer = parse_peer(message.get("peer"))
-            except MapError as e:
-                self.log.warning("unusable peer in the map: skipped", error=str(e))
-                return
-            self._upsert(peer)
-        elif kind == "peer_online":
-            # only what `wgpy status` would show: nothing to change on the interface
-            with contextlib.suppress(ValueError):
-                key = key_from_base64(str(message.get("public_key")))
-                record = self.peers.get(key)
-                online = message.get("online")
-                if record is not None and isinstance(online, bool):
-                    self.peers[key] = dataclasses.replace(record, online=online)
-                    self._peers_changed()
-            return
-        elif kind == "peer_remove":
-            try:
-                key = key_from_base64(str(message.get("public_key")))
-            except ValueError:
-                self.log.warning("peer_remove without a valid public key: skipped")
-                return
-            self._remove(key)
-        elif kind == "self":
-            try:
-                node = parse_node(message.get("self"))
-            except MapError as e:
-                self.log.warning("unusable self update: skipped", error=str(e))
-                return
-            await self._apply_self(node, in_full_map=False)
-        else:
+        handler = self._handlers.get(kind)
+        if handler is None:
             self.log.debug("unknown map message: ignored", type=kind)
             return
+        await handler(message)
+
+    async def _on_keepalive(self, message: dict[str, Any]) -> None:
+        """The server is there; nothing changes."""
+
+    async def _on_full(self, message: dict[str, Any]) -> None:
+        await self._apply(reconcile.full_map(message, self._current()))
+        await self._settle()
+        self._full_map_applied()
+
+    async def _on_peer_upsert(self, message: dict[str, Any]) -> None:
+        await self._apply(reconcile.peer_upsert(message, self._current()))
+        await self._settle()
+
+    async def _on_peer_remove(self, message: dict[str, Any]) -> None:
+        await self._apply(reconcile.peer_remove(message, self._current()))
+        await self._settle()
+
+    async def _on_peer_online(self, message: dict[str, Any]) -> None:
+        # only what `wgpy status` would show: nothing to change on the interface
+        plan = reconcile.peer_online(message, self._current())
+        await self._apply(plan)
+        if plan.operations:
+            self._peers_changed()
+
+    async def _on_self(self, message: dict[str, Any]) -> None:
+        await self._apply(reconcile.self_update(message, self._current()))
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """After the map changed: send what the device has, route what its peers' allowed
+        IPs cover, and save the peer list for `wgpy status`."""
         if self.iface is not None:
             self.iface.flush()
         await self._sync_routes(strict=not self.ready.is_set())
-        if kind == "full":
-            self._full_map_applied()
         self._peers_changed()
 
     def _peers_changed(self) -> None:
@@ -453,34 +461,6 @@ class MeshNode:
         except StateError as e:
             self.log.warning("cannot save the peer list", error=e.message)
 
-    async def _apply_full(self, message: dict[str, Any]) -> None:
-        node: NodeRecord | None
-        try:
-            node = parse_node(message.get("self"))
-        except MapError as e:
-            self.log.error("the full map's self is unusable: kept as it was", error=str(e))
-            node = None
-        if node is not None:
-            await self._apply_self(node, in_full_map=True)
-        self.map_version = message.get("version")
-        desired: dict[bytes, PeerRecord] = {}
-        entries = message.get("peers")
-        for entry in entries if isinstance(entries, list) else []:
-            try:
-                peer = parse_peer(entry)
-            except MapError as e:
-                self.log.warning("unusable peer in the map: skipped", error=str(e))
-                continue
-            if peer.public_key != self.public_key:
-                desired[peer.public_key] = peer
-        if self.expired:
-            desired = {}
-        for key in list(self.device.peers):
-            if key not in desired:
-                self._remove(key)
-        for peer in desired.values():
-            self._upsert(peer)
-
     def _full_map_applied(self) -> None:
         self.full_maps += 1
         if not self.expired:
@@ -494,23 +474,101 @@ class MeshNode:
         self.connected = True
         self.ready.set()
 
-    async def _apply_self(self, node: NodeRecord, *, in_full_map: bool) -> None:
-        self.self_node = node
-        self._store_node(node)
-        if node.expired(self.wall_clock()):
-            self._tear_down("this node has expired at the coordination server")
-            self._set_control(EXPIRED, "the node's key has expired at the server")
-        elif self.expired:
-            self.expired = False
-            self._set_control(CONNECTED)
-            self.log.info("this node is valid again at the coordination server")
-            if not in_full_map:
-                raise _Resync()
-        if self.iface is not None and node.addresses:
-            try:
-                await self._sync_addresses(self.iface, node.addresses, strict=False)
-            except HostNetworkError as e:  # pragma: no cover - strict=False logs instead
-                self.log.error("cannot change the overlay addresses", error=str(e))
+    # ------------------------------------------------------------------ applying a plan
+
+    def _current(self) -> reconcile.Current:
+        return reconcile.Current(
+            public_key=self.public_key,
+            peers=self.peers,
+            device=_DeviceView(self.device),
+            expired=self.expired,
+            now=self.wall_clock(),
+        )
+
+    async def _apply(self, plan: reconcile.Plan) -> None:
+        """Carry out ``plan``'s operations in order (the device's through
+        :meth:`_apply_to_device`)."""
+        for skipped in plan.skipped:
+            log = self.log.error if skipped.level == "error" else self.log.warning
+            if skipped.error is None:
+                log(skipped.event)
+            else:
+                log(skipped.event, error=skipped.error)
+        for op in plan.operations:
+            match op:
+                case reconcile.StorePeer(record=record):
+                    if record.public_key in self.peers:
+                        self.log.debug("peer updated", peer=_short(record.public_key))
+                    self.peers[record.public_key] = record
+                case reconcile.ForgetPeer(public_key=key):
+                    self.peers.pop(key, None)
+                case reconcile.SetSelf(node=node):
+                    self.self_node = node
+                    self._store_node(node)
+                case reconcile.SetAddresses(addresses=addresses):
+                    await self._set_addresses(list(addresses))
+                case reconcile.SetVersion(version=version):
+                    self.map_version = version
+                case reconcile.Expire():
+                    self._expire(op)
+                case reconcile.Revive():
+                    self.expired = False
+                    self._set_control(CONNECTED)
+                    self.log.info("this node is valid again at the coordination server")
+                case reconcile.Resync():
+                    raise _Resync()
+                case _:
+                    self._apply_to_device(op)
+
+    def _apply_to_device(self, op: reconcile.DeviceOperation) -> None:
+        """The one place where the map changes the device."""
+        device = self.device
+        key = op.public_key
+        if isinstance(op, reconcile.AddPeer):
+            device.add_peer(key, endpoint=op.endpoint, allowed_ips=[str(n) for n in op.allowed_ips])
+            self.log.info(
+                "peer added",
+                peer=_short(key),
+                hostname=op.hostname,
+                allowed_ips=[str(n) for n in op.allowed_ips],
+                endpoint=None if op.endpoint is None else str(Endpoint(*op.endpoint)),
+            )
+            return
+        if isinstance(op, reconcile.RemovePeer):
+            device.remove_peer(key)
+            self.log.info("peer removed", peer=_short(key), hostname=op.hostname)
+            return
+        peer = device.peers[key]
+        if isinstance(op, reconcile.SetAllowedIPs):
+            device.set_allowed_ips(peer, op.allowed_ips)
+        elif isinstance(op, reconcile.SetEndpoint):
+            device.set_endpoint(peer, op.endpoint)
+        elif isinstance(op, reconcile.SetInboundFilter):
+            device.set_inbound_filter(peer, ReplyOnlyFilter() if op.reply_only else None)
+        elif isinstance(op, reconcile.SendStaged) and self.iface is not None:
+            device.send_staged(peer, self.iface.now())
+
+    def _expire(self, op: reconcile.Expire) -> None:
+        if op.announce:
+            self.log.error(
+                f"{op.why}: all peers are removed until it is logged in again "
+                "(wgpy up --login-server URL --auth-key KEY)",
+                peers=len(self.device.peers),
+            )
+        self.expired = True
+        if op.control_error is not None:
+            self._set_control(EXPIRED, op.control_error)
+
+    async def _tear_down(self, why: str) -> None:
+        await self._apply(reconcile.tear_down(self._current(), why))
+
+    async def _set_addresses(self, addresses: list[IPInterface]) -> None:
+        if self.iface is None:
+            return
+        try:
+            await self._sync_addresses(self.iface, addresses, strict=False)
+        except HostNetworkError as e:  # pragma: no cover - strict=False logs instead
+            self.log.error("cannot change the overlay addresses", error=str(e))
 
     def _set_control(self, state: str, error: str | None = None) -> None:
         """Record the control plane's state for ``wgpy status`` when it changes (``since``
@@ -535,65 +593,6 @@ class MeshNode:
             self.state.write_node(node.raw)
         except StateError as e:
             self.log.warning("cannot save the node record", error=e.message)
-
-    def _tear_down(self, why: str) -> None:
-        if not self.expired or self.device.peers:
-            self.log.error(
-                f"{why}: all peers are removed until it is logged in again "
-                "(wgpy up --login-server URL --auth-key KEY)",
-                peers=len(self.device.peers),
-            )
-        self.expired = True
-        for key in list(self.device.peers):
-            self._remove(key)
-
-    # ------------------------------------------------------------------ peers
-
-    def _upsert(self, peer: PeerRecord) -> None:
-        if peer.public_key == self.public_key:
-            return
-        device = self.device
-        key = peer.public_key
-        endpoint = peer.endpoint
-        existing = device.peers.get(key)
-        if existing is None:
-            wg_peer = device.add_peer(
-                key, endpoint=endpoint, allowed_ips=[str(n) for n in peer.allowed_ips]
-            )
-            self.log.info(
-                "peer added",
-                peer=_short(key),
-                hostname=peer.hostname,
-                allowed_ips=[str(n) for n in peer.allowed_ips],
-                endpoint=None if endpoint is None else str(Endpoint(*endpoint)),
-            )
-        else:
-            wg_peer = existing
-            if set(device.allowed_ips.prefixes(wg_peer)) != set(peer.allowed_ips):
-                device.set_allowed_ips(wg_peer, peer.allowed_ips)
-            # the server's endpoint replaces the current one only when the server's view
-            # changed: a peer that roamed (WireGuard learns that from its packets) keeps
-            # the address it roamed to
-            if endpoint is not None and self._endpoint_applied.get(key) != endpoint:
-                device.set_endpoint(wg_peer, endpoint)
-            self.log.debug("peer updated", peer=_short(key), hostname=peer.hostname)
-        self._endpoint_applied[key] = endpoint
-        if peer.reachable_from:
-            device.set_inbound_filter(wg_peer, None)
-        elif wg_peer.inbound_filter is None:
-            device.set_inbound_filter(wg_peer, ReplyOnlyFilter())
-        self.peers[key] = peer
-        if self.iface is not None:
-            device.send_staged(wg_peer, self.iface.now())
-
-    def _remove(self, key: bytes) -> None:
-        peer = self.peers.pop(key, None)
-        self._endpoint_applied.pop(key, None)
-        if key in self.device.peers:
-            self.device.remove_peer(key)
-            self.log.info(
-                "peer removed", peer=_short(key), hostname=peer.hostname if peer else None
-            )
 
     # ------------------------------------------------------------------ host network
 
@@ -628,17 +627,16 @@ class MeshNode:
         async with self._routes_lock:
             device = self.device
             wanted = {n for p in device.peers.values() for n in device.allowed_ips.prefixes(p)}
-            add = sorted(wanted - self._routes, key=_route_order)
-            remove = sorted(self._routes - wanted, key=_route_order)
-            if not add and not remove:
+            changes = reconcile.route_changes(wanted, self._routes)
+            if not changes:
                 return
             try:
-                await self.host.set_routes(self.iface.name, add, remove)
+                await self.host.set_routes(self.iface.name, changes.add, changes.remove)
             except HostNetworkError as e:
                 if strict:
                     raise MeshError(str(e)) from None
                 self.log.error("cannot update the routes; will try again", error=str(e))
-                self._routes -= set(remove)  # the additions are tried again next time
+                self._routes -= set(changes.remove)  # the additions are tried again next time
                 return
             self._routes = wanted
 
@@ -650,10 +648,9 @@ class MeshNode:
                 async with asyncio.timeout(self.config.endpoint_interval):
                     await self._endpoints_due.wait()
             self._endpoints_due.clear()
-            node = self.self_node
-            if node is not None and not self.expired and node.expired(self.wall_clock()):
-                self._tear_down("this node's key has expired")
-                self._set_control(EXPIRED, "the node's key has expired")
+            plan = reconcile.key_expired(self.self_node, self._current())
+            if plan.operations:
+                await self._apply(plan)
                 await self._sync_routes(strict=False)
             await self._report_endpoints()
 
@@ -679,8 +676,27 @@ class MeshNode:
         self.log.info("endpoints reported", endpoints=endpoints)
 
 
-def _route_order(network: IPNetwork) -> tuple[int, int, int]:
-    return network.version, -network.prefixlen, int(network.network_address)
+class _DeviceView(Mapping[bytes, reconcile.DevicePeer]):
+    """The device's peers as :mod:`.reconcile` sees them, read when asked."""
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+
+    def __getitem__(self, key: bytes) -> reconcile.DevicePeer:
+        peer = self._device.peers[key]
+        return reconcile.DevicePeer(
+            allowed_ips=frozenset(self._device.allowed_ips.prefixes(peer)),
+            reply_only=peer.inbound_filter is not None,
+        )
+
+    def __contains__(self, key: object) -> bool:  # without reading the peer's prefixes
+        return key in self._device.peers
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._device.peers)
+
+    def __len__(self) -> int:
+        return len(self._device.peers)
 
 
 def _reason(iface: MeshInterface) -> str:
