@@ -1,7 +1,9 @@
 """``wgpy server``: the mesh coordination server (docs/mesh-api.md).
 
-``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]``
-    Serve the API until SIGINT or SIGTERM; print where it listens. State lives in SQLite
+``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
+[--stun-listen HOST:PORT|off ...]``
+    Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
+    requests on UDP (default every address, port 3478). State lives in SQLite
     (``DIR/wgpy.db``, default /var/lib/wgpy) or, with a ``postgresql://`` URL (or
     ``WGPY_DATABASE_URL``, which keeps a password out of the process list), in PostgreSQL,
     which several replicas can share. Logs go to stderr (``LOG_LEVEL``, default info).
@@ -21,7 +23,7 @@ import signal
 from pathlib import Path
 
 from wgpy import log
-from wgpy.mesh.server import MeshServer, ServerConfig
+from wgpy.mesh.server import MeshServer, ServerConfig, stun
 from wgpy.mesh.server.config import DEFAULT_MAX_NODES_PER_USER, DEFAULT_PORT, DEFAULT_STATE_DIR
 from wgpy.mesh.server.service import ServerError, create_api_key
 
@@ -62,6 +64,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="refuse to register a user's node beyond N (default "
         f"{DEFAULT_MAX_NODES_PER_USER}; 0: no limit)",
+    )
+    server.add_argument(
+        "--stun-listen",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"answer STUN on this UDP address (repeatable; default :{stun.DEFAULT_PORT}, "
+        "every IPv4 and IPv6 address; 'off': no STUN)",
     )
     server.set_defaults(handler=serve, state_dir=DEFAULT_STATE_DIR, database_url=None)
     actions = server.add_subparsers(title="actions", dest="action", metavar="ACTION")
@@ -112,6 +121,35 @@ def _listen(text: str) -> tuple[str, int]:
     return host, int(match[2] or match[4])
 
 
+def _stun_listen(texts: list[str] | None) -> tuple[tuple[str, int], ...]:
+    """``HOST:PORT`` (HOST an IP address, IPv6 in brackets; none: every address) or
+    ``off``."""
+    texts = texts or [f":{stun.DEFAULT_PORT}"]
+    if "off" in texts:
+        if len(texts) > 1:
+            raise CommandError("--stun-listen off cannot go with other addresses", ExitStatus.USAGE)
+        return ()
+    out: list[tuple[str, int]] = []
+    for text in texts:
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([0-9.]*):([0-9]{1,5})", text)
+        host = (match[1] or match[3] or "") if match else ""
+        try:
+            if host:
+                host = str(ipaddress.ip_address(host))
+            valid = match is not None and 0 <= int(match[2] or match[4]) <= 65535
+        except ValueError:
+            valid = False
+        if match is None or not valid or (match[1] and ":" not in host):
+            raise CommandError(
+                f"--stun-listen {text!r}: expected HOST:PORT with an IP address, e.g. "
+                f"192.0.2.1:3478 or [2001:db8::1]:3478, :{stun.DEFAULT_PORT} for every address, "
+                "or off",
+                ExitStatus.USAGE,
+            )
+        out.append((host, int(match[2] or match[4])))
+    return tuple(out)
+
+
 def _database_url(args: argparse.Namespace, env: Environment) -> str | None:
     url: str | None = args.database_url or env.env.get(DATABASE_ENV) or None
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
@@ -131,6 +169,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
     if max_nodes < 0:
         raise CommandError("--max-nodes-per-user must be 0 (no limit) or more", ExitStatus.USAGE)
     return ServerConfig(
+        stun_listen=_stun_listen(getattr(args, "stun_listen", ["off"])),
         host=host,
         port=port,
         state_dir=args.state_dir,
@@ -166,6 +205,9 @@ async def _serve(config: ServerConfig, env: Environment) -> None:
             else f"SQLite {config.state_dir / 'wgpy.db' if config.state_dir else ''}"
         )
         env.stdout.write(f"{PROG} server: listening on {server.url} ({where})\n")
+        if server.stun_addresses:
+            where = ", ".join(stun.show(h, p) for h, p in server.stun_addresses)
+            env.stdout.write(f"{PROG} server: answering STUN on udp {where}\n")
         env.stdout.flush()
         if config.tls_cert is None and not _loopback(config.host):
             env.stderr.write(

@@ -15,6 +15,7 @@ SQLite or PostgreSQL store, with map streams pushed to nodes as deltas.
 | ``hub`` | open map streams, change batching, expiry timers, ephemeral grace |
 | ``web`` | what every route shares: request context, JSON replies, bodies, credential checks |
 | ``app``, ``admin`` | the routes: nodes (and the app joining all routes), admins |
+| ``stun`` | the STUN responder: Binding requests answered, hostile datagrams counted |
 | ``service`` | configuration and the server's life cycle |
 """
 

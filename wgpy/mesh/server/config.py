@@ -40,3 +40,8 @@ class ServerConfig:
     preauth_lifetime: float = 3600.0  # default pre-auth key lifetime, seconds
     api_key_lifetime: float = 90 * 86400.0  # default admin API key lifetime, seconds
     shutdown_timeout: float = 2.0
+    # STUN (UDP) listen addresses; host "": every address, IPv4 and IPv6. None here, so a
+    # server made in a program takes no fixed port; `wgpy server` listens on ("", 3478).
+    stun_listen: tuple[tuple[str, int], ...] = ()
+    stun_rate: float = 20.0  # STUN answers per second per source (stun.py)...
+    stun_burst: float = 50.0  # ... after a burst of this many

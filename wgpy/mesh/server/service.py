@@ -34,6 +34,7 @@ from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
 from .models import ApiKey
 from .store import Store, open_store
+from .stun import StunListenError, StunResponder, open_stun_listeners, show
 from .web import Context
 
 LINGER = 2.0  # seconds an unread request body is drained after the reply, then closed
@@ -95,6 +96,8 @@ class MeshServer:
         self.guard: guard.ConnectionGuard | None = None
         self.unread: guard.UnreadStreams | None = None
         self._throttle = guard.Throttle()
+        self.stun = StunResponder(rate=config.stun_rate, burst=config.stun_burst)
+        self._stun: list[tuple[asyncio.DatagramTransport, tuple[str, int]]] = []
 
     @property
     def store(self) -> Store:
@@ -115,6 +118,11 @@ class MeshServer:
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{port}"
 
+    @property
+    def stun_addresses(self) -> list[tuple[str, int]]:
+        """Where the STUN responder listens, as bound (port 0 resolved)."""
+        return [address for _, address in self._stun]
+
     async def start(self) -> None:
         config = self.config
         tls = ssl_context(config)
@@ -122,7 +130,11 @@ class MeshServer:
         for name in THROTTLED_LOGGERS:  # they log per connection: a flood must not multiply
             logging.getLogger(name).addFilter(self._throttle)
         try:
+            self._stun = await open_stun_listeners(config.stun_listen, self.stun)
             self._store = store = await _open_store(config, self.replica, self.clock, self.rng)
+        except StunListenError as e:
+            await self.stop()
+            raise ServerError(str(e)) from None
         except BaseException:
             await self.stop()
             raise
@@ -180,7 +192,12 @@ class MeshServer:
         except BaseException:
             await self.stop()
             raise
-        self.log.info("listening", url=self.url, database=store.db.dialect)
+        self.log.info(
+            "listening",
+            url=self.url,
+            database=store.db.dialect,
+            stun=[show(h, p) for h, p in self.stun_addresses],
+        )
 
     def _lock_state_dir(self) -> None:
         """One server per SQLite state directory: a second one would take the first one's
@@ -234,6 +251,9 @@ class MeshServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for transport, _ in self._stun:
+            transport.close()
+        self._stun = []
         try:
             if self._store is not None:
                 with contextlib.suppress(Exception):
