@@ -500,6 +500,9 @@ FIELDS = [
     "tags",
     "acls",
     "tagOwners",
+    "candidates",
+    "ice_ufrag",
+    "ice_pwd",
 ]
 bodies = st.dictionaries(
     st.sampled_from(FIELDS),
@@ -510,6 +513,8 @@ ROUTES = [
     ("anon", "POST", "/register"),
     ("node", "POST", "/login"),
     ("node", "POST", "/node/endpoints"),
+    ("node", "POST", "/node/candidates"),
+    ("node", "GET", "/node/nat"),
     ("admin", "POST", "/users"),
     ("admin", "POST", "/preauthkeys"),
     ("admin", "POST", "/nodes/{id}/rename"),

@@ -1,9 +1,10 @@
 """``wgpy server``: the mesh coordination server (docs/mesh-api.md).
 
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
-[--stun-listen HOST:PORT|off ...]``
+[--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]``
     Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
-    requests on UDP (default every address, port 3478). State lives in SQLite
+    requests on UDP (default every address, port 3478), and hand nodes short-lived
+    credentials for the TURN relays (coturn with use-auth-secret). State lives in SQLite
     (``DIR/wgpy.db``, default /var/lib/wgpy) or, with a ``postgresql://`` URL (or
     ``WGPY_DATABASE_URL``, which keeps a password out of the process list), in PostgreSQL,
     which several replicas can share. Logs go to stderr (``LOG_LEVEL``, default info).
@@ -23,7 +24,7 @@ import signal
 from pathlib import Path
 
 from wgpy import log
-from wgpy.mesh.server import MeshServer, ServerConfig, stun
+from wgpy.mesh.server import MeshServer, ServerConfig, nat, stun
 from wgpy.mesh.server.config import DEFAULT_MAX_NODES_PER_USER, DEFAULT_PORT, DEFAULT_STATE_DIR
 from wgpy.mesh.server.service import ServerError, create_api_key
 
@@ -71,6 +72,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="HOST:PORT",
         help=f"answer STUN on this UDP address (repeatable; default :{stun.DEFAULT_PORT}, "
         "every IPv4 and IPv6 address; 'off': no STUN)",
+    )
+    server.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a TURN relay for the nodes, e.g. turn:relay.example:3478?transport=udp or "
+        "turns:relay.example:443?transport=tcp (repeatable; coturn with use-auth-secret)",
+    )
+    server.add_argument(
+        "--turn-secret",
+        type=Path,
+        metavar="FILE",
+        help="the file (mode 0600) holding the relays' static-auth-secret",
+    )
+    server.add_argument(
+        "--turn-ttl",
+        type=int,
+        default=nat.DEFAULT_TURN_TTL,
+        metavar="SECONDS",
+        help=f"how long TURN credentials are valid (default {nat.DEFAULT_TURN_TTL})",
     )
     server.set_defaults(handler=serve, state_dir=DEFAULT_STATE_DIR, database_url=None)
     actions = server.add_subparsers(title="actions", dest="action", metavar="ACTION")
@@ -150,6 +172,19 @@ def _stun_listen(texts: list[str] | None) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
+def _turn(args: argparse.Namespace) -> tuple[tuple[str, ...], Path | None, int]:
+    urls = tuple(getattr(args, "turn", []))
+    secret = getattr(args, "turn_secret", None)
+    ttl = getattr(args, "turn_ttl", nat.DEFAULT_TURN_TTL)
+    try:  # the secret's file is read when the server starts
+        for url in urls:
+            nat.TurnUrl.parse(url)
+        nat.check_turn_ttl(ttl)
+    except nat.NatConfigError as e:
+        raise CommandError(str(e), ExitStatus.USAGE) from None
+    return urls, secret, ttl
+
+
 def _database_url(args: argparse.Namespace, env: Environment) -> str | None:
     url: str | None = args.database_url or env.env.get(DATABASE_ENV) or None
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
@@ -168,8 +203,12 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
     max_nodes = getattr(args, "max_nodes_per_user", DEFAULT_MAX_NODES_PER_USER)
     if max_nodes < 0:
         raise CommandError("--max-nodes-per-user must be 0 (no limit) or more", ExitStatus.USAGE)
+    turn_urls, turn_secret, turn_ttl = _turn(args)
     return ServerConfig(
         stun_listen=_stun_listen(getattr(args, "stun_listen", ["off"])),
+        turn_urls=turn_urls,
+        turn_secret_file=turn_secret,
+        turn_ttl=turn_ttl,
         host=host,
         port=port,
         state_dir=args.state_dir,

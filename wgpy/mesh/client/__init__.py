@@ -6,7 +6,7 @@ its map (docs/mesh-api.md).
 | ``state`` | the state directory: node key and token (0600), settings, PID file |
 | ``api`` | the HTTP client and the node endpoints; errors as sentences |
 | ``admin`` | the admin endpoints as typed calls |
-| ``netmap`` | the server's NODE and PEER objects, checked and typed |
+| ``netmap`` | the server's NODE, PEER (ICE candidates too) and NAT settings, checked and typed |
 | ``backoff`` | exponential backoff with jitter for reconnecting |
 | ``system`` | the host's side: addresses, routes and local endpoints (``wgpy.host``'s ``ip``) |
 | ``reconcile`` | a map message and the node's state in, the operations to apply out (no I/O) |

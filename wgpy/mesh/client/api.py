@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .netmap import MapError, NatConfig, parse_nat_config
+
 __all__ = [
     "ApiError",
     "Client",
@@ -228,6 +230,23 @@ class NodeClient(Client):
 
     async def report_endpoints(self, endpoints: list[str]) -> None:
         await self.request("POST", "/api/v1/node/endpoints", {"endpoints": endpoints})
+
+    async def report_candidates(self, ice_ufrag: str, ice_pwd: str, candidates: list[str]) -> None:
+        """This node's ICE credentials and candidates (as ``Candidate.to_sdp()`` writes
+        them, at most 16), for its peers' maps."""
+        await self.request(
+            "POST",
+            "/api/v1/node/candidates",
+            {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd, "candidates": candidates},
+        )
+
+    async def nat_config(self) -> NatConfig:
+        """Where the server's STUN responder is, and TURN relays with fresh credentials."""
+        reply = await self.request("GET", "/api/v1/node/nat")
+        try:
+            return parse_nat_config(reply)
+        except MapError as e:
+            raise ApiError(200, f"the server's NAT settings are unusable: {e}") from None
 
     async def logout(self) -> None:
         await self.request("POST", "/api/v1/logout", {})

@@ -3,21 +3,36 @@
 The server is trusted to say who the peers are, but what it sends is still input: a record
 that does not parse raises :class:`MapError` (a ValueError) saying which field is wrong, and
 the node skips that record instead of stopping. Unknown fields are ignored, so a newer server
-can add some.
+can add some. A peer's ICE candidates come from another node: unusable ones are dropped (the
+record keeps its other fields) and ``PeerRecord.dropped_candidates`` says why.
+
+Also here: the answer of ``GET /api/v1/node/nat`` (:func:`parse_nat_config`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ... import candidates as ice
 from ...endpoint import Endpoint
 from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
 
-__all__ = ["MapError", "NodeRecord", "PeerRecord", "parse_node", "parse_peer", "parse_time"]
+__all__ = [
+    "MapError",
+    "NatConfig",
+    "NodeRecord",
+    "PeerRecord",
+    "TurnServer",
+    "parse_nat_config",
+    "parse_node",
+    "parse_peer",
+    "parse_time",
+]
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -139,6 +154,11 @@ class PeerRecord:
     online: bool
     can_reach: bool  # this node may start flows to the peer
     reachable_from: bool  # the peer may start flows to this node
+    # ICE (candidates canonical, wgpy/candidates.py); empty for a peer that reported none
+    candidates: tuple[str, ...] = ()
+    ice_ufrag: str = ""
+    ice_pwd: str = ""
+    dropped_candidates: tuple[str, ...] = ()  # why each unusable candidate was dropped
 
     @property
     def endpoint(self) -> tuple[str, int] | None:
@@ -179,4 +199,107 @@ def parse_peer(data: Any) -> PeerRecord:
         # a missing direction is a denied one
         can_reach=_field(data, "can_reach", bool, False),
         reachable_from=_field(data, "reachable_from", bool, False),
+        **_ice(data),
     )
+
+
+def _ice(data: dict[str, Any]) -> dict[str, Any]:
+    """The peer's candidates and credentials; what cannot be used is dropped, with why."""
+    raw = data.get("candidates")
+    if raw is None or raw == []:
+        return {}
+    dropped: list[str] = []
+    try:
+        ufrag = ice.check_ice_ufrag(data.get("ice_ufrag"))
+        pwd = ice.check_ice_pwd(data.get("ice_pwd"))
+    except ice.CandidateError as e:
+        return {"dropped_candidates": (f"all: the peer's ICE credentials are unusable ({e})",)}
+    if not isinstance(raw, list):
+        return {"dropped_candidates": ("all: 'candidates' is not a list",)}
+    candidates: list[str] = []
+    for i, text in enumerate(raw):
+        if i >= ice.MAX_CANDIDATES:
+            dropped.append(f"{len(raw) - i} beyond the first {ice.MAX_CANDIDATES}")
+            break
+        try:
+            candidate = ice.check_candidate(text)
+        except ice.CandidateError as e:
+            dropped.append(f"#{i}: {e}")
+            continue
+        if candidate not in candidates:
+            candidates.append(candidate)
+    return {
+        "candidates": tuple(candidates),
+        "ice_ufrag": ufrag if candidates else "",
+        "ice_pwd": pwd if candidates else "",
+        "dropped_candidates": tuple(dropped),
+    }
+
+
+@dataclass(frozen=True)
+class TurnServer:
+    """One relay: its turn:/turns: URLs and the credentials, valid until ``expires``."""
+
+    urls: tuple[str, ...]
+    username: str
+    password: str = field(repr=False)
+    expires: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class NatConfig:
+    """Where to ask STUN (``(host, port)``, host an IP address or a name) and which TURN
+    relays to use; ask again after ``refresh`` seconds."""
+
+    stun: tuple[tuple[str, int], ...]
+    turn: tuple[TurnServer, ...]
+    refresh: float
+
+
+MAX_NAT_ENTRIES = 16
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_nat_config(data: Any) -> NatConfig:
+    """The answer of ``GET /api/v1/node/nat``, checked; MapError says what is wrong."""
+    if not isinstance(data, dict):
+        raise MapError("the NAT settings are not a JSON object")
+    stun: list[tuple[str, int]] = []
+    for text in _strings(data, "stun")[:MAX_NAT_ENTRIES]:
+        try:
+            endpoint = Endpoint.parse(text)
+        except ValueError:
+            raise MapError(f"'stun' holds {text[:80]!r}, which is not HOST:PORT") from None
+        if not endpoint.port or not (_is_ip(endpoint.host) or _NAME.fullmatch(endpoint.host)):
+            raise MapError(f"'stun' holds {text[:80]!r}, which is not HOST:PORT")
+        stun.append((endpoint.host, endpoint.port))
+    relays = _field(data, "turn", list, [])
+    turn = tuple(_turn_server(entry) for entry in relays[:MAX_NAT_ENTRIES])
+    refresh = _field(data, "refresh", (int, float), 3600)
+    if not 1 <= refresh <= 30 * 86400:
+        raise MapError("'refresh' is not a number of seconds from 1 to 30 days")
+    return NatConfig(tuple(stun), turn, float(refresh))
+
+
+def _turn_server(entry: Any) -> TurnServer:
+    if not isinstance(entry, dict):
+        raise MapError("a TURN relay is not a JSON object")
+    urls = _strings(entry, "urls")[:MAX_NAT_ENTRIES]
+    if not urls or not all(u.startswith(("turn:", "turns:")) and len(u) <= 300 for u in urls):
+        raise MapError("a TURN relay's 'urls' are not turn: or turns: URLs")
+    username = _field(entry, "username", str, "")
+    password = _field(entry, "password", str, "")
+    if not username or not password or len(username) > 512 or len(password) > 512:
+        raise MapError("a TURN relay has no usable username and password")
+    expires = parse_time(entry.get("expires"))
+    if expires is None:
+        raise MapError("a TURN relay's credentials have no expiry")
+    return TurnServer(urls, username, password, expires)

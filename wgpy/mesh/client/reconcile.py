@@ -260,6 +260,7 @@ def full_map(message: Mapping[str, Any], current: Current) -> Plan:
         except MapError as e:
             skipped.append(Skipped("unusable peer in the map: skipped", str(e)))
             continue
+        skipped += _dropped_candidates(peer)
         if peer.public_key != current.public_key:
             desired[peer.public_key] = peer
     if expired:
@@ -281,7 +282,7 @@ def peer_upsert(message: Mapping[str, Any], current: Current) -> Plan:
         peer = parse_peer(message.get("peer"))
     except MapError as e:
         return Plan(skipped=(Skipped("unusable peer in the map: skipped", str(e)),))
-    return Plan(tuple(_upsert(peer, current)))
+    return Plan(tuple(_upsert(peer, current)), tuple(_dropped_candidates(peer)))
 
 
 def peer_remove(message: Mapping[str, Any], current: Current) -> Plan:
@@ -381,6 +382,14 @@ def _upsert(peer: PeerRecord, current: Current) -> list[Operation]:
     if ops:
         ops.append(SendStaged(key))
     return ops
+
+
+def _dropped_candidates(peer: PeerRecord) -> list[Skipped]:
+    """A peer's ICE candidates that were unusable (netmap.py dropped them), for the log."""
+    if not peer.dropped_candidates:
+        return []
+    why = "; ".join(peer.dropped_candidates)
+    return [Skipped(f"unusable ICE candidates of peer {peer.hostname!r} dropped", why[:500])]
 
 
 def _remove(key: bytes, current: Current) -> list[Operation]:

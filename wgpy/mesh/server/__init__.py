@@ -10,12 +10,13 @@ SQLite or PostgreSQL store, with map streams pushed to nodes as deltas.
 | ``models`` | users, nodes, keys as records, and their JSON |
 | ``db`` | SQLite and PostgreSQL behind one transaction interface; change notification |
 | ``migrations`` | numbered schema migrations, recorded in the database |
-| ``store`` | the data model: repositories (users, keys, policy, nodes, streams) over one db |
+| ``store`` | the data model: repositories (users, keys, policy, nodes, ice, streams) over one db |
 | ``netmap`` | the in-memory index of nodes: full maps and per-change deltas (pure) |
 | ``hub`` | open map streams, change batching, expiry timers, ephemeral grace |
 | ``web`` | what every route shares: request context, JSON replies, bodies, credential checks |
 | ``app``, ``admin`` | the routes: nodes (and the app joining all routes), admins |
 | ``stun`` | the STUN responder: Binding requests answered, hostile datagrams counted |
+| ``nat`` | what ``/node/nat`` says: STUN addresses, TURN relays and credentials (coturn's) |
 | ``service`` | configuration and the server's life cycle |
 """
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, schemas
+from . import admin, nat, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Unauthorized
 from .hub import KEEPALIVE
@@ -94,6 +94,44 @@ async def set_endpoints(request: web.Request) -> web.Response:
     body = schemas.fields(await read_json(request), {"endpoints": schemas.endpoints})
     await ctx.store.nodes.set_endpoints(node.id, body["endpoints"])
     return reply({})
+
+
+async def set_candidates(request: web.Request) -> web.Response:
+    """The node's ICE candidates and credentials; its peers hear of a change."""
+    ctx = context(request)
+    node = await node_of(request)
+    body = schemas.fields(
+        await read_json(request),
+        {
+            "ice_ufrag": schemas.ice_ufrag,
+            "ice_pwd": schemas.ice_pwd,
+            "candidates": schemas.candidates,
+        },
+    )
+    await ctx.store.ice.report(node.id, body["ice_ufrag"], body["ice_pwd"], body["candidates"])
+    return reply({})
+
+
+async def nat_config(request: web.Request) -> web.Response:
+    """Where the STUN responder is, and TURN credentials for this node (nat.py)."""
+    ctx = context(request)
+    node = await node_of(request)
+    host = nat.api_host(request.headers.get("Host")) or _local_host(request)
+    turn = ctx.turn.credentials(node.id, ctx.clock()) if ctx.turn is not None else []
+    ttl = ctx.turn.ttl if ctx.turn is not None else nat.DEFAULT_TURN_TTL
+    return reply(
+        {
+            "stun": nat.stun_addresses(ctx.stun, host) if host else [],
+            "turn": turn,
+            "refresh": ttl // 2,
+        }
+    )
+
+
+def _local_host(request: web.Request) -> str | None:
+    """The address the request arrived at (a request without a usable Host header)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return str(sockname[0]).partition("%")[0] if sockname else None
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -211,6 +249,8 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_post(f"{api}/register", register)
     app.router.add_post(f"{api}/login", login)
     app.router.add_post(f"{api}/node/endpoints", set_endpoints)
+    app.router.add_post(f"{api}/node/candidates", set_candidates)
+    app.router.add_get(f"{api}/node/nat", nat_config)
     app.router.add_get(f"{api}/node/map", node_map)
     app.router.add_post(f"{api}/logout", logout)
     admin.add_routes(app, api)

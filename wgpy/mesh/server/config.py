@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .nat import DEFAULT_TURN_TTL
+
 DEFAULT_PORT = 8080
 DEFAULT_STATE_DIR = Path("/var/lib/wgpy")
 DEFAULT_MAX_NODES_PER_USER = 100
@@ -45,3 +47,6 @@ class ServerConfig:
     stun_listen: tuple[tuple[str, int], ...] = ()
     stun_rate: float = 20.0  # STUN answers per second per source (stun.py)...
     stun_burst: float = 50.0  # ... after a burst of this many
+    turn_urls: tuple[str, ...] = ()  # turn:/turns: URLs of the relays (nat.py)
+    turn_secret_file: Path | None = None  # coturn's static-auth-secret, mode 0600
+    turn_ttl: int = DEFAULT_TURN_TTL  # seconds TURN credentials are valid

@@ -90,6 +90,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         # {"USER/HOSTNAME": node id} for the policy's node selectors, resolved when it is set.
         ("ALTER TABLE policy ADD COLUMN node_ids TEXT",),
     ),
+    Migration(
+        3,
+        "each node's ICE candidates and credentials",
+        # candidates: a JSON list of candidate-attributes (wgpy/candidates.py), like endpoints.
+        (
+            "ALTER TABLE nodes ADD COLUMN candidates TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE nodes ADD COLUMN ice_ufrag TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE nodes ADD COLUMN ice_pwd TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -53,6 +53,10 @@ class Node:
     stream_id: str | None  # the open map stream, if any: the node is online
     stream_replica: str | None  # the server replica that holds it
     created_at: float
+    # ICE (POST /api/v1/node/candidates): candidate-attributes, checked (wgpy/candidates.py)
+    candidates: tuple[str, ...] = ()
+    ice_ufrag: str = ""
+    ice_pwd: str = ""
 
     @property
     def online(self) -> bool:
@@ -94,8 +98,9 @@ class Node:
         }
 
     def peer_json(self, can_reach: bool, reachable_from: bool) -> dict[str, Any]:
-        """PEER: what another node's map says of this one."""
-        return {
+        """PEER: what another node's map says of this one (the ICE fields only once the
+        node reported candidates)."""
+        peer: dict[str, Any] = {
             "public_key": self.public_key,
             "hostname": self.hostname,
             "user": self.user,
@@ -106,9 +111,15 @@ class Node:
             "can_reach": can_reach,
             "reachable_from": reachable_from,
         }
+        if self.ice_ufrag:
+            peer["candidates"] = list(self.candidates)
+            peer["ice_ufrag"] = self.ice_ufrag
+            peer["ice_pwd"] = self.ice_pwd
+        return peer
 
     def peer_view(self) -> tuple[object, ...]:
-        """What PEER shows, for telling whether peers must hear of a change."""
+        """What PEER shows, for telling whether peers must hear of a change (``online``
+        last: netmap.py tells a change of it alone by that)."""
         return (
             self.public_key,
             self.hostname,
@@ -116,12 +127,25 @@ class Node:
             self.addr_index,
             self.endpoints,
             self.tags,
+            self.candidates,
+            self.ice_ufrag,
+            self.ice_pwd,
             self.online,
         )
 
     def self_view(self) -> tuple[object, ...]:
         """What the node's own record shows, less what churns (online, last_seen)."""
-        return (*self.peer_view()[:-1], self.user_id, self.ephemeral, self.expires_at)
+        return (
+            self.public_key,
+            self.hostname,
+            self.user,
+            self.addr_index,
+            self.endpoints,
+            self.tags,
+            self.user_id,
+            self.ephemeral,
+            self.expires_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from wgpy import candidates as ice
 from wgpy import keys
 from wgpy.endpoint import Endpoint
 
@@ -167,3 +168,34 @@ def _endpoint(name: str, item: Any) -> str:
     if endpoint.port == 0 or "%" in endpoint.host:  # a zone means nothing to another node
         raise bad
     return str(endpoint)
+
+
+def candidates(name: str, value: Any) -> tuple[str, ...]:
+    """ICE candidates (wgpy/candidates.py), canonical, duplicates dropped, order kept."""
+    if isinstance(value, list) and len(value) <= ice.MAX_CANDIDATES:
+        for i, item in enumerate(value):
+            try:
+                ice.check_candidate(item)
+            except ice.CandidateError as e:
+                raise BadRequest(
+                    f'"{name}"[{i}] is not a usable candidate: {e}; expected e.g. '
+                    '"1 1 udp 2130706431 192.0.2.1 41641 typ host"'
+                ) from None
+    try:
+        return ice.check_candidates(value)
+    except ice.CandidateError as e:
+        raise BadRequest(f'"{name}" {e}') from None
+
+
+def ice_ufrag(name: str, value: Any) -> str:
+    try:
+        return ice.check_ice_ufrag(value)
+    except ice.CandidateError as e:
+        raise BadRequest(f'"{name}" {e}') from None
+
+
+def ice_pwd(name: str, value: Any) -> str:
+    try:
+        return ice.check_ice_pwd(value)
+    except ice.CandidateError as e:
+        raise BadRequest(f'"{name}" {e}') from None

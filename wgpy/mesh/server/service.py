@@ -26,7 +26,7 @@ from aiohttp import web
 
 from wgpy.log import get_logger
 
-from . import guard, statedir
+from . import guard, nat, statedir
 from .app import create_app
 from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
@@ -126,6 +126,10 @@ class MeshServer:
     async def start(self) -> None:
         config = self.config
         tls = ssl_context(config)
+        try:
+            turn = nat.turn_settings(config.turn_urls, config.turn_secret_file, config.turn_ttl)
+        except nat.NatConfigError as e:
+            raise ServerError(str(e)) from None
         self._lock_state_dir()
         for name in THROTTLED_LOGGERS:  # they log per connection: a flood must not multiply
             logging.getLogger(name).addFilter(self._throttle)
@@ -158,7 +162,9 @@ class MeshServer:
             self.unread = unread = guard.UnreadStreams(
                 config.max_unread_streams_per_source, config.max_unread_streams
             )
-            app = create_app(Context(config, store, hub, limiter, failures, unread, self.clock))
+            context = Context(config, store, hub, limiter, failures, unread, self.clock)
+            context.stun, context.turn = self.stun_addresses, turn
+            app = create_app(context)
             # aiohttp's keep-alive timeout runs from the connection's start too: a
             # connection must complete a request's headers within it (guard.py).
             self._runner = web.AppRunner(
@@ -197,6 +203,7 @@ class MeshServer:
             url=self.url,
             database=store.db.dialect,
             stun=[show(h, p) for h, p in self.stun_addresses],
+            turn=[u.text for u in turn.urls] if turn is not None else [],
         )
 
     def _lock_state_dir(self) -> None:

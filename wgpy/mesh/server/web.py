@@ -33,6 +33,7 @@ from .errors import (
 from .guard import UnreadStreams
 from .hub import Hub
 from .models import ApiKey, Node
+from .nat import TurnSettings
 from .store import Store
 
 __all__ = [
@@ -68,6 +69,10 @@ class Context:
     failures: RateLimiter  # failed authentications, per source
     unread: UnreadStreams  # map streams whose client stopped reading
     clock: Callable[[], float] = time.time
+    # Where the STUN responder listens, as bound (0.0.0.0 and ::: every address), and the
+    # TURN relays with their secret (None: no relay).
+    stun: list[tuple[str, int]] = field(default_factory=list)
+    turn: TurnSettings | None = None
     # Full maps being built and written at once: a mesh of N nodes that all reconnect (after
     # a restart) would otherwise hold N full maps of N - 1 peers in memory together.
     full_map_slots: asyncio.Semaphore = field(

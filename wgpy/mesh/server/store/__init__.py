@@ -2,11 +2,11 @@
 transaction, the same SQL for SQLite and PostgreSQL (db.py).
 
 A :class:`Store` holds the database and one repository per part of the model, each a small
-class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes`` and
-``streams`` (map streams and replicas). A new part (accounts, sessions) is one more module and
-one more attribute. What several repositories share (SQL, rows to records, a user's id, the
-policy in force) is in rows.py. Errors are the API's (errors.py), with the sentence the client
-sees.
+class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes``,
+``ice`` (nodes' ICE candidates) and ``streams`` (map streams and replicas). A new part
+(accounts, sessions) is one more module and one more attribute. What several repositories
+share (SQL, rows to records, a user's id, the policy in force) is in rows.py. Errors are the
+API's (errors.py), with the sentence the client sees.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import migrations
 from ..auth import Rng
 from ..db import Database, open_database
+from .ice import IceRepository
 from .keys import ApiKeyRepository, PreAuthKeyRepository
 from .nodes import NodeRepository
 from .policy import PolicyRepository
@@ -41,6 +42,7 @@ class Store:
         self.preauth_keys = PreAuthKeyRepository(db, clock=clock, rng=rng)
         self.policy = PolicyRepository(db, clock=clock)
         self.nodes = NodeRepository(db, clock=clock, rng=rng)
+        self.ice = IceRepository(db, clock=clock)
         self.streams = StreamRepository(db, clock=clock)
 
     @property

@@ -15,7 +15,7 @@ from ..models import ApiKey, Node, PolicyRecord, PreAuthKey, User
 NODE_COLUMNS = (
     "n.id, n.user_id, u.name AS user_name, n.hostname, n.public_key, n.addr_index,"
     " n.endpoints, n.tags, n.ephemeral, n.expires_at, n.last_seen, n.stream_id,"
-    " n.stream_replica, n.created_at"
+    " n.stream_replica, n.created_at, n.candidates, n.ice_ufrag, n.ice_pwd"
 )
 NODES_FROM = f"SELECT {NODE_COLUMNS} FROM nodes n JOIN users u ON u.id = n.user_id"
 PREAUTH_COLUMNS = (
@@ -72,6 +72,9 @@ def node_from(row: Row) -> Node:
         stream_id=row["stream_id"],
         stream_replica=row["stream_replica"],
         created_at=row["created_at"],
+        candidates=load_list(row["candidates"]),
+        ice_ufrag=row["ice_ufrag"],
+        ice_pwd=row["ice_pwd"],
     )
 
 

@@ -1,0 +1,47 @@
+"""A node's ICE candidates and credentials (``POST /api/v1/node/candidates``), kept with the
+node (migration 3) and shown to its peers in their maps. A change is recorded in the
+transaction's change like any other change of what a map shows, so the hubs of all replicas
+send the peers a ``peer_upsert``; reporting the same again changes nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..db import Database
+from ..errors import Forbidden
+from ..models import Node
+from .nodes import NODE_EXPIRED
+from .rows import NODES_FROM, dump_list, node_from
+
+
+class IceRepository:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def report(self, node_id: int, ufrag: str, pwd: str, candidates: tuple[str, ...]) -> Node:
+        """Replace the node's candidates and credentials (checked by the caller); the node."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(f"{NODES_FROM} WHERE n.id = ?", node_id)
+            if row is None:
+                raise Forbidden(NODE_EXPIRED)  # deleted since the token was checked
+            node = node_from(row)
+            if node.expired(now):
+                raise Forbidden(NODE_EXPIRED)
+            if (node.candidates, node.ice_ufrag, node.ice_pwd) == (candidates, ufrag, pwd):
+                return node
+            await tx.execute(
+                "UPDATE nodes SET candidates = ?, ice_ufrag = ?, ice_pwd = ?, last_seen = ?"
+                " WHERE id = ?",
+                dump_list(candidates),
+                ufrag,
+                pwd,
+                now,
+                node_id,
+            )
+            tx.changed([node_id])
+            row = await tx.fetchrow(f"{NODES_FROM} WHERE n.id = ?", node_id)
+            assert row is not None
+            return node_from(row)
