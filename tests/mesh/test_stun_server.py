@@ -21,7 +21,7 @@ from wgpy.mesh.server import MeshServer, ServerConfig
 from wgpy.mesh.server.stun import MALFORMED, NOT_BINDING, OVERSIZED
 
 from .conftest import with_
-from .support import WGPY, run
+from .support import WGPY, captured_logs, run
 
 STUN_LINE = re.compile(r"wgpy server: answering STUN on udp (.+)\n")
 
@@ -183,22 +183,44 @@ def test_off_goes_alone() -> None:
     assert err == "wgpy server: --stun-listen off cannot go with other addresses\n"
 
 
-async def test_drops_are_counted_by_reason(tmp_path: Path) -> None:
+def test_replicas_on_one_host_share_the_stun_port(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listen = ("--stun-listen", f"127.0.0.1:{port}")
+    with (
+        server_process(tmp_path / "one", *listen) as one,
+        server_process(tmp_path / "two", *listen) as two,
+    ):
+        assert addresses(one) == addresses(two) == [("127.0.0.1", port)]
+        for _ in range(4):
+            ask(("127.0.0.1", port))
+
+
+async def test_drops_are_counted_by_reason_and_logged_once(tmp_path: Path) -> None:
     config = ServerConfig(
         host="127.0.0.1", port=0, state_dir=tmp_path, stun_listen=(("127.0.0.1", 0),)
     )
-    async with MeshServer(with_(config, shutdown_timeout=1.0)) as server:
-        (address,) = server.stun_addresses
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, ask, address)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"junk", address)
-            sock.sendto(bytes(2000), address)
-            response = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.RESPONSE)
-            sock.sendto(bytes(response), address)
-            for _ in range(50):
-                if sum(server.stun.drops.values()) == 3:
-                    break
-                await asyncio.sleep(0.02)
-        assert server.stun.drops == {MALFORMED: 1, OVERSIZED: 1, NOT_BINDING: 1}
-        assert server.stun.answered == 1
+    with captured_logs() as logs:
+        async with MeshServer(with_(config, shutdown_timeout=1.0)) as server:
+            await _drops(server)
+    drops = [e for e in logs if e["event"] == "STUN datagrams dropped"]
+    assert len(drops) == 1  # the first drop; the others fall within the 10 s after it
+    assert drops[0]["malformed"] == 1 and drops[0]["log_level"] == "warning"
+
+
+async def _drops(server: MeshServer) -> None:
+    (address,) = server.stun_addresses
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ask, address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"junk", address)
+        sock.sendto(bytes(2000), address)
+        response = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.RESPONSE)
+        sock.sendto(bytes(response), address)
+        for _ in range(50):
+            if sum(server.stun.drops.values()) == 3:
+                break
+            await asyncio.sleep(0.02)
+    assert server.stun.drops == {MALFORMED: 1, OVERSIZED: 1, NOT_BINDING: 1}
+    assert server.stun.answered == 1
