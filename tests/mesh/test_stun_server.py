@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +226,39 @@ async def _drops(server: MeshServer) -> None:
             await asyncio.sleep(0.02)
     assert server.stun.drops == {MALFORMED: 1, OVERSIZED: 1, NOT_BINDING: 1}
     assert server.stun.answered == 1
+
+
+async def test_a_flood_of_random_and_stun_shaped_datagrams_leaves_it_answering(
+    tmp_path: Path,
+) -> None:
+    """500 datagrams (random bytes, and STUN headers with random attributes, lengths and
+    classes) from one socket: each is answered or counted as a drop, and a fresh client is
+    still answered afterwards."""
+    rng = random.Random(11)
+    datagrams = []
+    for i in range(500):
+        if i % 2:
+            datagrams.append(rng.randbytes(rng.randrange(0, 700)))
+        else:
+            body = rng.randbytes(rng.randrange(0, 64) * 4)
+            kind = rng.choice([0x0001, 0x0101, 0x0111, 0x0011, 0x0003, rng.randrange(0x4000)])
+            length = len(body) if rng.random() < 0.8 else rng.randrange(0x10000)
+            header = struct.pack("!HHI", kind, length, 0x2112A442) + rng.randbytes(12)
+            datagrams.append(header + body)
+    config = ServerConfig(
+        host="127.0.0.1", port=0, state_dir=tmp_path, stun_listen=(("127.0.0.1", 0),)
+    )
+    async with MeshServer(with_(config, shutdown_timeout=1.0)) as server:
+        (address,) = server.stun_addresses
+        seen = lambda: server.stun.answered + sum(server.stun.drops.values())  # noqa: E731
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for start in range(0, len(datagrams), 25):  # paced: the kernel's buffer is finite
+                for data in datagrams[start : start + 25]:
+                    sock.sendto(data, address)
+                for _ in range(100):
+                    if seen() >= min(start + 25, len(datagrams)):
+                        break
+                    await asyncio.sleep(0.01)
+        assert seen() == len(datagrams)
+        assert server.stun.drops[OVERSIZED] and server.stun.drops[NOT_BINDING]
+        await asyncio.get_running_loop().run_in_executor(None, ask, address)
