@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from wgpy.cli import ExitStatus
-from wgpy.mesh.server import ServerConfig
+from wgpy.mesh.server import ServerConfig, migrations
 from wgpy.mesh.server.nat import (
     NatConfigError,
     TurnSettings,
@@ -24,8 +24,9 @@ from wgpy.mesh.server.nat import (
     turn_password,
 )
 from wgpy.mesh.server.service import ServerError
+from wgpy.mesh.server.store import open_store
 
-from .conftest import Client, open_map, register, running, with_
+from .conftest import Client, Database, new_public_key, open_map, register, running, with_
 from .support import run
 
 UFRAG = "Ab3+"
@@ -348,3 +349,41 @@ def test_a_missing_secret_is_an_error_before_serving(tmp_path: Path) -> None:
     assert err == "wgpy server: cannot read the TURN secret file /nope: No such file or directory\n"
     status, _, err = run(*argv, "off", "--turn-secret", str(secret_file(tmp_path)))
     assert err == "wgpy server: --turn-secret needs the relay's address: add --turn URL\n"
+
+
+async def test_a_database_of_schema_2_is_upgraded_with_its_nodes(
+    backend: str, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 3 adds the ICE columns to the nodes an older server made: they read as a
+    node that reported no candidates, and can report some."""
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+    monkeypatch.setattr(migrations, "LATEST", 2)
+    old = await open_store(
+        state_dir=database.state_dir, database_url=database.database_url, replica="old"
+    )
+    try:
+        async with old.db.transaction() as tx:
+            user = await tx.fetchval(
+                "INSERT INTO users (name, created_at) VALUES ('alice', 0) RETURNING id"
+            )
+            node = await tx.fetchval(
+                "INSERT INTO nodes (user_id, hostname, public_key, addr_index, endpoints, tags,"
+                " ephemeral, created_at) VALUES (?, 'a', ?, 1, '[\"192.0.2.1:1\"]', '[]', FALSE,"
+                " 0) RETURNING id",
+                user,
+                new_public_key(),
+            )
+    finally:
+        await old.close()
+    monkeypatch.undo()
+    store = await open_store(
+        state_dir=database.state_dir, database_url=database.database_url, replica="new"
+    )
+    try:
+        before = await store.nodes.get(int(node))
+        assert before.endpoints == ("192.0.2.1:1",)
+        assert (before.candidates, before.ice_ufrag, before.ice_pwd) == ((), "", "")
+        after = await store.ice.report(int(node), UFRAG, PWD, (HOST,))
+        assert (after.candidates, after.ice_ufrag, after.ice_pwd) == ((HOST,), UFRAG, PWD)
+    finally:
+        await store.close()
