@@ -37,6 +37,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -244,7 +245,7 @@ class NatLab:
         self._host_index = itertools.count(FIRST_HOST)
         self._port = itertools.count(1)
         self.internet = self._namespace("inet")
-        self.internet.ip("link", "add", "br0", "type", "bridge")
+        self._bridge(self.internet, "br0")
         self._address(self.internet, "br0", f"{GATEWAY4}/24", f"{GATEWAY6}/64")
         self.internet.ip("link", "set", "br0", "up")
         self.internet.sysctl("net.ipv4.ip_forward", 1)
@@ -258,15 +259,28 @@ class NatLab:
     # ------------------------------------------------------------------ building
 
     def _namespace(self, role: str) -> Namespace:
-        """A namespace of the lab whose interfaces, made after this, answer IPv6 at once: no
-        duplicate address detection, which holds a new link-local address back for a second
-        or so (neighbour discovery needs it), and no redirects (paths stay as built)."""
+        """A namespace of the lab, set up before any interface is made in it:
+        - bridged frames skip netfilter: where br_netfilter is loaded (a Docker host), they
+          would otherwise pass the namespace's IP hooks, so the internet bridge loses routed
+          replies now and then and a router filters traffic between the nodes of its LAN;
+        - IPv6 answers at once: no duplicate address detection (which holds a new link-local
+          address back for a second or so, and neighbour discovery needs it) and no redirects
+          (paths stay as built)."""
         ns = self.lab.namespace(role)
+        script = "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e $f ] && echo 0 > $f; done"
         if self.ipv6:
             for scope in ("all", "default"):
-                ns.sysctl(f"net.ipv6.conf.{scope}.accept_dad", 0)
-                ns.sysctl(f"net.ipv6.conf.{scope}.accept_redirects", 0)
+                for key in ("accept_dad", "accept_redirects"):
+                    script += f"; echo 0 > /proc/sys/net/ipv6/conf/{scope}/{key}"
+        ns.run(["sh", "-c", script], timeout=10)
         return ns
+
+    def _bridge(self, ns: Namespace, name: str) -> None:
+        """A bridge with an address of its own: one that has none takes the lowest of its
+        ports' and changes it as ports come and go, and neighbours that cached the old one
+        lose their packets (a host added mid-test would cut the gateway off for a while)."""
+        mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+        ns.ip("link", "add", name, "address", mac, "type", "bridge")
 
     def _address(self, ns: Namespace, dev: str, v4: str, v6: str) -> None:
         ns.ip("addr", "add", v4, "dev", dev)
@@ -311,7 +325,7 @@ class NatLab:
         self._to_bridge(ns, "wan0", self.internet, "br0")
         self._address(ns, "wan0", f"{wan4}/24", f"{wan6}/64")
         ns.ip("route", "add", "default", "via", GATEWAY4)
-        ns.ip("link", "add", "lan0", "type", "bridge")
+        self._bridge(ns, "lan0")
         self._address(ns, "lan0", f"{router.gateway4}/24", f"{router.gateway6}/64")
         ns.ip("link", "set", "lan0", "up")
         ns.sysctl("net.ipv4.ip_forward", 1)

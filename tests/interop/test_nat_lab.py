@@ -182,11 +182,14 @@ def test_node_moves_between_routers_and_a_hard_nat_turns_easy(nat: NatLab, relay
     with pytest.raises(ValueError, match="firewall"):
         hard.set_kind("firewall")
 
+    neighbour = nat.node("b", easy)
     old = node.ipv4
     nat.move(node, easy)
     assert node.router is easy and node.ipv4 != old and node.ipv4.startswith("192.168.2.")
     out = stun(nat, node, 40001, *relay_targets(nat))
     assert out["mapped"] == [[easy.wan4, 40001], [easy.wan4, 40001]]
+    # Nodes on one LAN reach each other directly (the router filters only what it routes).
+    assert neighbour.ns.ping(node.ipv4) == 1 and neighbour.ns.ping(node.ipv6) == 1
 
 
 @pytest.mark.parametrize(
