@@ -17,8 +17,9 @@
     nat_probe.py turn --server ADDR:PORT --transport udp|tcp|tls --username U --password P
             --peer ADDR:PORT [--cafile F] [--denied-peer ADDR:PORT]
         A TURN allocation with aioice's TURN client; sends a datagram to the peer through the
-        relay and waits for the peer's echo; prints {"relayed": [...], "echo": "...",
-        "denied": ERROR-CODE or null} or {"error": "...", "code": ERROR-CODE or null}.
+        relay and waits for the peer's echo; with --denied-peer, asks for a channel to that
+        peer too, then relays once more; prints {"relayed": [...], "echo": "...", "denied":
+        ERROR-CODE or null, "after_denied": "..."} or {"error": "...", "code": ERROR-CODE}.
 
 Addresses are IPv4 (`192.0.2.1:3478`) or bracketed IPv6 (`[2001:db8::1]:3478`).
 """
@@ -267,6 +268,10 @@ async def turn_client(args: argparse.Namespace) -> dict[str, Any]:
                 await client.channel_bind(0x7000, parse_address(args.denied_peer))
             except stun.TransactionError as e:
                 result["denied"] = error_code(e) or str(e)
+            # The refusal must leave the allocation as it was: relay once more.
+            await client.send_data(b"still relaying", peer)
+            data, _ = await asyncio.wait_for(receiver.queue.get(), args.timeout)
+            result["after_denied"] = data.decode(errors="replace")
         return result
     finally:
         await client.delete()

@@ -214,6 +214,7 @@ def test_turn_allocation_relays_to_a_public_peer(
     assert out["echo"] == "hello through the relay"
     assert out["echo_from"] == [nat.server.ipv4, ECHO_PORT]
     assert out["denied"] == 403, "coturn relayed towards a private address"
+    assert out["after_denied"] == "still relaying", "the refusal closed the allocation"
 
 
 def test_turn_refuses_wrong_and_expired_credentials(nat: NatLab, relay: Coturn) -> None:
