@@ -193,7 +193,8 @@ class Router:
         self.udp_timeout = seconds
 
     def flush_conntrack(self) -> None:
-        self.ns.run(["conntrack", "-F"], check=False, timeout=10)
+        """Forget every flow the router tracks (both families), its mappings included."""
+        self.ns.run(["conntrack", "-F"], timeout=10)
 
     def conntrack(self) -> str:
         """The router's connection-tracking table, for failure reports."""
@@ -312,7 +313,12 @@ class NatLab:
 
     def host(self, role: str) -> Host:
         """Another public host on the internet (a peer with a public address)."""
-        return self._add_host(role, next(self._host_index))
+        index = next(self._host_index)
+        if index >= FIRST_ROUTER_HOST:
+            raise ValueError(
+                f"the lab's internet has room for {FIRST_ROUTER_HOST - FIRST_HOST} hosts"
+            )
+        return self._add_host(role, index)
 
     def router(self, kind: Kind, *, udp_timeout: int | None = None) -> Router:
         """A router of `kind` on the internet with an empty LAN; `udp_timeout` lowers its
