@@ -330,12 +330,14 @@ def start_coturn(
     secret: str | None = None,
     allowed_peers: Sequence[str] = (),
     startup_timeout: float = 15,
+    example: str | None = None,
 ) -> Coturn:
     """Start coturn owned by `lab` (stopped when it closes) and wait until it answers STUN
     over UDP and listens on TCP and TLS.
 
     In a namespace the ports default to 3478 and 443 (the namespace is the test's own); on
-    loopback (ns=None) to free ports, with loopback peers allowed.
+    loopback (ns=None) to free ports, with loopback peers allowed. `example` replaces the
+    text of examples/coturn.conf that the config is made from.
     """
     if shutil.which(TURNSERVER) is None:
         raise CoturnFailed(f"{TURNSERVER} is not installed; `make setup` installs coturn.")
@@ -358,6 +360,7 @@ def start_coturn(
         workdir=workdir,
         allowed_peers=[*allowed_peers, *(LOOPBACK_PEER_RANGES if loopback else ())],
         loopback_peers=loopback,
+        example=example,
     )
     config_path = workdir / "turnserver.conf"
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

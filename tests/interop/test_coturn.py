@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .coturn import PROBE, Coturn, free_port, rest_credentials, start_coturn
+from .coturn import EXAMPLE, PROBE, Coturn, CoturnFailed, free_port, rest_credentials, start_coturn
 from .netns import PYTHON, Lab, Process, run, wait_for
 
 pytestmark = pytest.mark.root
@@ -64,3 +64,9 @@ def test_loopback_relay_on_two_addresses_refuses_a_wrong_secret_and_stops(lab: L
     secret_file = relay.write_secret(lab.workdir / "turn-secret")
     assert secret_file.read_text() == "right\n" and secret_file.stat().st_mode & 0o777 == 0o600
     assert relay.stop() is not None and not relay.alive
+
+
+def test_a_config_line_coturn_ignores_fails_the_start(lab: Lab) -> None:
+    example = EXAMPLE.read_text() + "# a misspelt setting\nno-multicast-peer\n"
+    with pytest.raises(CoturnFailed, match="no-multicast-peer"):
+        start_coturn(lab, example=example)
