@@ -3,13 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables postgresql
+APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables postgresql \
+	coturn conntrack
 STAMP := $(VENV)/.installed
 # Each test stage is bounded as a whole too: a process that will not exit (a thread left
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh demo demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh demo demo-wg demo-core clean
 
 setup: apt venv
 
@@ -23,6 +24,26 @@ apt:
 	  if [ "$$(id -u)" != 0 ]; then echo "make setup: installing$$missing needs root; run it as root or install them first." >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@$(MAKE) --no-print-directory coturn-service-off
+
+# Debian's coturn package enables and starts coturn.service where systemd runs (without
+# systemd its init script starts nothing unless /etc/default/coturn enables it); the tests
+# run turnserver processes of their own on 3478 and 443, so the service must not hold the
+# ports. Acts only on the service itself (systemd, or the init script's pidfile), never on
+# other turnserver processes; does nothing when it is already off.
+COTURN_PIDFILE := /var/run/turnserver.pid
+coturn-service-off:
+	@if [ -d /run/systemd/system ] && systemctl cat coturn.service >/dev/null 2>&1; then \
+	  if systemctl is-enabled --quiet coturn 2>/dev/null || systemctl is-active --quiet coturn; then \
+	    echo "stopping and disabling Debian's coturn service (the tests start their own turnserver)"; \
+	    systemctl disable --now coturn >/dev/null 2>&1 || { \
+	      echo "make setup: could not stop the coturn service; run 'systemctl disable --now coturn' as root." >&2; exit 1; }; \
+	  fi; \
+	elif [ -s $(COTURN_PIDFILE) ] && kill -0 "$$(cat $(COTURN_PIDFILE))" 2>/dev/null; then \
+	  echo "stopping Debian's coturn service (the tests start their own turnserver)"; \
+	  start-stop-daemon --stop --quiet --retry=TERM/10/KILL/5 --pidfile $(COTURN_PIDFILE) --name turnserver || { \
+	    echo "make setup: could not stop the coturn service; run '/etc/init.d/coturn stop' as root." >&2; exit 1; }; \
 	fi
 
 venv: $(STAMP)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from .coturn import Coturn, start_coturn
 from .netns import Lab
 
 REQUIRED_TOOLS = ("ip", "wg", "wireguard-go", "nft", "ping", "iperf3", "ss")
@@ -80,3 +81,10 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
             rep = getattr(request.node, "rep_call", None)
             if rep is None or rep.failed:
                 print(f"\n===== interop logs ({tmp_path / 'lab'})\n{lab.logs()}")
+
+
+@pytest.fixture
+def coturn(lab: Lab) -> Coturn:
+    """A coturn relay on loopback (free UDP/TCP and TLS ports, REST-credential secret,
+    loopback peers allowed), owned by the test's lab; coturn.py documents what it offers."""
+    return start_coturn(lab)
