@@ -107,7 +107,7 @@ def parsed(sdps: list[str]) -> list[tuple[str, str, int]]:
 def test_host_candidates_without_a_wireguard_port(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
-        server.nat = {"stun": ["198.51.100.1:3478"], "turn": [], "refresh": 600}
+        server.set_nat({"stun": ["198.51.100.1:3478"], "turn": [], "refresh": 600})
 
         async def main() -> None:
             h = Harness(server, tmp_path, auth_key=auth)
@@ -130,11 +130,13 @@ def test_host_candidates_without_a_wireguard_port(tmp_path: Path) -> None:
 def test_server_reflexive_candidates_through_the_wireguard_port(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
-        server.nat = {
-            "stun": ["198.51.100.1:3478", "198.51.100.2:3478", "not an address"],
-            "turn": [],
-            "refresh": 600,
-        }
+        server.set_nat(
+            {
+                "stun": ["198.51.100.1:3478", "198.51.100.2:3478", "not an address"],
+                "turn": [],
+                "refresh": 600,
+            }
+        )
 
         async def main() -> None:
             network = MemoryNetwork()
@@ -185,7 +187,7 @@ def test_server_reflexive_candidates_through_the_wireguard_port(tmp_path: Path) 
 def test_an_older_server_without_candidates(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
-        server.nat = None  # 404 to GET /node/nat and POST /node/candidates
+        server.set_nat(None)  # 404 to GET /node/nat and POST /node/candidates
 
         async def main() -> None:
             h = Harness(server, tmp_path, auth_key=auth, candidate_interval=0.05)
