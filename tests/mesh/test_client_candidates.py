@@ -17,11 +17,14 @@ from stun_fakes import MemoryStunServer
 
 from wgpy import log
 from wgpy.device.memorybind import MemoryBind, MemoryNetwork
+from wgpy.endpoint import Endpoint
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
+from wgpy.mesh.client.candidates import SILENT_ROUNDS, CandidateReporter
 from wgpy.mesh.client.node import MeshNode, NodeConfig
 from wgpy.mesh.client.state import StateDir
+from wgpy.nat.discovery import Discovery, IceCredentials, StunProbe
 from wgpy.protocol.crypto import public_key
 
 from .fakes import FakeHost, FakeInterface, FakeServer, until
@@ -203,3 +206,20 @@ def test_an_older_server_without_candidates(tmp_path: Path) -> None:
             await h.stop()
 
         run(main())
+
+
+def test_a_round_without_stun_answers_keeps_the_last_mapping_a_little() -> None:
+    reporter = CandidateReporter(NodeClient("http://127.0.0.1:9"), IceCredentials.generate())
+    server = Endpoint("198.51.100.1", 3478)
+    answered = Discovery((StunProbe(server, Endpoint(PUBLIC, 62000), 0.01),))
+    silent = Discovery((StunProbe(server, error="no answer"),))
+    reporter.discovered(answered)
+    for _ in range(SILENT_ROUNDS):  # a lost datagram or two
+        reporter.discovered(silent)
+        assert reporter.discovery is answered
+    reporter.discovered(silent)  # gone for good
+    assert reporter.discovery is silent
+    reporter.discovered(silent)
+    assert reporter.discovery is silent
+    reporter.discovered(answered)
+    assert reporter.discovery is answered
