@@ -68,7 +68,7 @@ def test_bad_turn_urls(text: str, error: str) -> None:
 
 def test_nat_config_as_the_contract_writes_it() -> None:
     raw = {
-        "stun": ["192.0.2.1:3478", "[2001:db8::1]:3478", "192.0.2.1:3478"],
+        "stun": ["192.0.2.1:3478", "[2001:db8::1]:3478", "192.0.2.1:3478", "Mesh.Example:3478"],
         "turn": [
             {
                 "urls": [
@@ -84,7 +84,11 @@ def test_nat_config_as_the_contract_writes_it() -> None:
         "refresh": 300,
     }
     config = parse_nat_config(raw)
-    assert config.stun == (Endpoint("192.0.2.1", 3478), Endpoint("2001:db8::1", 3478))
+    assert config.stun == (
+        Endpoint("192.0.2.1", 3478),
+        Endpoint("2001:db8::1", 3478),
+        Endpoint("mesh.example", 3478),  # the name the node reached the server by
+    )
     (relay,) = config.turn
     assert relay.name == "relay.example"
     assert [u.kind for u in relay.urls] == ["udp", "tcp", "tls"]
@@ -97,7 +101,7 @@ def test_nat_config_as_the_contract_writes_it() -> None:
     "raw",
     [
         {"stun": "192.0.2.1:3478"},
-        {"stun": [1, None, "stun.example:3478", "192.0.2.1", "192.0.2.1:0", "x" * 1000]},
+        {"stun": [1, None, "192.0.2.1", "192.0.2.1:0", "x" * 1000, "a b:1", "-x:1", "n:stun"]},
         {"turn": [{"urls": ["turn:r"], "username": "u", "password": 5, "expires": 1}]},
         {"turn": [{"urls": ["stun:r"], "username": "u", "password": "p", "expires": 1}]},
         {"turn": [{"urls": [], "username": "u", "password": "p", "expires": 1}]},

@@ -25,6 +25,7 @@ from .api import ApiError, MeshClientError, NodeClient
 __all__ = ["CANDIDATE_INTERVAL", "CandidateReporter"]
 
 CANDIDATE_INTERVAL = 20.0  # seconds between STUN checks of this node's public address
+NAT_PATH = "/api/v1/node/nat"  # where the STUN servers and relays are
 NOT_THERE = (404, 405)  # what a server without the endpoint answers
 SILENT_ROUNDS = 2  # rounds without any STUN answer before the last mapping is dropped
 
@@ -97,7 +98,7 @@ class CandidateReporter:
         if now < self._nat_until:
             return
         try:
-            raw = await self.client.nat_config()
+            raw = await self.client.request("GET", NAT_PATH)
         except ApiError as e:
             if e.status in NOT_THERE:  # an older server: no STUN, host candidates only
                 self.nat, self._nat_until = NatConfig(), now + NatConfig().refresh
