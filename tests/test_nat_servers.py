@@ -10,6 +10,8 @@ import pytest
 from wgpy.endpoint import Endpoint
 from wgpy.nat.servers import (
     DEFAULT_REFRESH,
+    MAX_ENTRIES,
+    MAX_STUN_SERVERS,
     MIN_REFRESH,
     TurnUrl,
     parse_nat_config,
@@ -132,3 +134,10 @@ def test_refresh_is_bounded_and_the_document_must_be_an_object() -> None:
     assert [u for u in config.turn[0].urls] == [
         TurnUrl(secure=False, host="r", port=1, transport="udp", text="turn:r:1")
     ]
+
+
+def test_a_huge_answer_is_read_only_so_far() -> None:
+    config = parse_nat_config({"stun": ["x"] * 100_000 + ["192.0.2.1:3478"], "turn": [0] * 100_000})
+    assert config.stun == () and config.skipped == 2 * MAX_ENTRIES
+    config = parse_nat_config({"stun": [f"192.0.2.{i}:3478" for i in range(1, 200)]})
+    assert len(config.stun) == MAX_STUN_SERVERS

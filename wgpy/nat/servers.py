@@ -34,6 +34,7 @@ MAX_STUN_SERVERS = 8
 MAX_TURN_SERVERS = 8
 MAX_TURN_URLS = 8  # per TURN server
 MAX_TEXT = 512  # characters in a URL, a user name or a password
+MAX_ENTRIES = 64  # entries of a list looked at (the rest are not even read)
 TURN_PORT = 3478  # RFC 8656: turn: over UDP and TCP
 TURNS_PORT = 5349  # RFC 8656: turns: over TLS (deployments use 443 too)
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")  # a DNS name
@@ -160,7 +161,7 @@ def parse_nat_config(raw: Any) -> NatConfig:
     skipped = 0
     stun: list[Endpoint] = []
     entries = raw.get("stun")
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries[:MAX_ENTRIES] if isinstance(entries, list) else []:
         try:
             endpoint = parse_stun_address(entry)
         except ValueError:
@@ -170,7 +171,7 @@ def parse_nat_config(raw: Any) -> NatConfig:
             stun.append(endpoint)
     turn: list[TurnServer] = []
     servers = raw.get("turn")
-    for server in servers if isinstance(servers, list) else []:
+    for server in servers[:MAX_ENTRIES] if isinstance(servers, list) else []:
         parsed = _turn_server(server)
         if parsed is None:
             skipped += 1
