@@ -17,6 +17,7 @@ from aioice import stun
 from stun_fakes import MemoryStunServer, UdpStunServer
 from support import PipeTun, ipv4_packet
 
+from wgpy.device.bind import is_wireguard
 from wgpy.device.interface import Interface
 from wgpy.device.memorybind import MemoryBind, MemoryNetwork
 from wgpy.device.udp import ipv6_available
@@ -441,7 +442,8 @@ def test_a_flood_of_unmatched_responses_costs_a_lookup_each() -> None:
 
 def test_stun_through_a_real_interface_while_wireguard_flows() -> None:
     """Two Interfaces on loopback (real UdpBinds) shake hands and exchange packets while one
-    of them asks a STUN server where it is, through its WireGuard socket, at the same time."""
+    of them asks a STUN server where it is, through its WireGuard socket, at the same time;
+    then hostile datagrams arrive on that socket among WireGuard's: counted, nothing lost."""
 
     async def scenario() -> None:
         key_a, key_b = generate_private_key(os.urandom), generate_private_key(os.urandom)
@@ -484,6 +486,29 @@ def test_stun_through_a_real_interface_while_wireguard_flows() -> None:
             assert sum(s.requests for s in servers) == 10 * len(servers)
             assert not mux.drops  # no WireGuard message reached the mux
             assert mux.received["response"] == 10 * len(servers)
+
+            # hostile datagrams on the same port while WireGuard flows: counted, nothing lost
+            rng = random.Random(3)
+            hostile = [
+                rng.randbytes(rng.randrange(1, 200)),
+                bytes.fromhex("0101 0000 2112a442") + rng.randbytes(12),  # unmatched
+                bytes.fromhex("0001 0010 2112a442") + rng.randbytes(12),  # bad length
+                bytes.fromhex("4001 0004 deadbeef"),  # ChannelData, no handler
+            ] * 50
+            hostile = [d for d in hostile if not is_wireguard(d)]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+                tun_b.written.clear()
+                for i, data in enumerate(hostile):
+                    attacker.sendto(data, ("127.0.0.1", a.listen_port))
+                    if i % 20 == 0:
+                        tun_a.push([pings[i % 50]])
+                await until(lambda: sum(mux.drops.values()) >= len(hostile))
+                assert sum(mux.drops.values()) == len(hostile), (mux.drops, len(hostile))
+                await until(lambda: len(tun_b.written) == (len(hostile) + 19) // 20)
+            assert mux.drops["unmatched-response"] == 50 and mux.drops["bad-length"] == 50, (
+                mux.drops
+            )
+            assert mux.drops["no-channel-handler"] == 50
         finally:
             mux.close()
             for server in servers:
