@@ -106,6 +106,13 @@ def test_netcheck_errors_are_one_sentence(tmp_path: Path) -> None:
     )
     status, _, err = run("netcheck", "--stun", "stun.invalid:3478")
     assert status == ExitStatus.ERROR and err.startswith("wgpy netcheck: --stun: cannot resolve")
+    status, _, err = run("netcheck", "--stun", "127.0.0.1:3478", "--ca-cert", "/nonexistent.pem")
+    assert (status, err) == (
+        ExitStatus.ERROR,
+        "wgpy netcheck: the CA certificate /nonexistent.pem does not exist\n",
+    )
+    status, _, err = run("netcheck", "--stun", "127.0.0.1:3478", "--timeout", "0")
+    assert err == "wgpy netcheck: --timeout must be from 0.1 to 60 seconds\n"
     status, _, err = run("netcheck", "--stun", "3478")
     assert status == ExitStatus.ERROR and err.startswith("wgpy netcheck: --stun: expected")
     with FakeServer() as server:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -67,6 +68,8 @@ def register(commands: Subparsers) -> None:
 def netcheck_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if not 0.1 <= args.timeout <= 60:
         raise CommandError("--timeout must be from 0.1 to 60 seconds")
+    if args.ca_cert is not None and not os.path.isfile(args.ca_cert):
+        raise CommandError(f"the CA certificate {args.ca_cert} does not exist")
     config = _config(args)
     if not config.stun and not config.turn:
         raise CommandError(
