@@ -198,10 +198,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "wgpy.device": {"wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.uapi": {"wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.server": {"wgpy.candidates", "wgpy.endpoint", "wgpy.keys", "wgpy.log"},
+    "wgpy.nat": {"wgpy.candidates", "wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.client": {
         *("wgpy.candidates", "wgpy.device", "wgpy.endpoint", "wgpy.host", "wgpy.keys"),
-        "wgpy.log",
-        *("wgpy.protocol", "wgpy.uapi"),
+        *("wgpy.log", "wgpy.nat", "wgpy.protocol", "wgpy.uapi"),
     },
     "wgpy.api": {"wgpy.config", "wgpy.device", "wgpy.endpoint", "wgpy.keys", "wgpy.protocol"}
     | {"wgpy.uapi"},

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .netmap import MapError, NatConfig, parse_nat_config
+from ...nat.servers import NatConfig, parse_nat_config
 
 __all__ = [
     "ApiError",
@@ -245,7 +245,7 @@ class NodeClient(Client):
         reply = await self.request("GET", "/api/v1/node/nat")
         try:
             return parse_nat_config(reply)
-        except MapError as e:
+        except ValueError as e:
             raise ApiError(200, f"the server's NAT settings are unusable: {e}") from None
 
     async def logout(self) -> None:

@@ -6,14 +6,12 @@ the node skips that record instead of stopping. Unknown fields are ignored, so a
 can add some. A peer's ICE candidates come from another node: unusable ones are dropped (the
 record keeps its other fields) and ``PeerRecord.dropped_candidates`` says why.
 
-Also here: the answer of ``GET /api/v1/node/nat`` (:func:`parse_nat_config`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,11 +22,8 @@ from ...protocol.allowedips import IPNetwork
 
 __all__ = [
     "MapError",
-    "NatConfig",
     "NodeRecord",
     "PeerRecord",
-    "TurnServer",
-    "parse_nat_config",
     "parse_node",
     "parse_peer",
     "parse_time",
@@ -234,72 +229,3 @@ def _ice(data: dict[str, Any]) -> dict[str, Any]:
         "ice_pwd": pwd if candidates else "",
         "dropped_candidates": tuple(dropped),
     }
-
-
-@dataclass(frozen=True)
-class TurnServer:
-    """One relay: its turn:/turns: URLs and the credentials, valid until ``expires``."""
-
-    urls: tuple[str, ...]
-    username: str
-    password: str = field(repr=False)
-    expires: float  # seconds since the epoch
-
-
-@dataclass(frozen=True)
-class NatConfig:
-    """Where to ask STUN (``(host, port)``, host an IP address or a name) and which TURN
-    relays to use; ask again after ``refresh`` seconds."""
-
-    stun: tuple[tuple[str, int], ...]
-    turn: tuple[TurnServer, ...]
-    refresh: float
-
-
-MAX_NAT_ENTRIES = 16
-_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_nat_config(data: Any) -> NatConfig:
-    """The answer of ``GET /api/v1/node/nat``, checked; MapError says what is wrong."""
-    if not isinstance(data, dict):
-        raise MapError("the NAT settings are not a JSON object")
-    stun: list[tuple[str, int]] = []
-    for text in _strings(data, "stun")[:MAX_NAT_ENTRIES]:
-        try:
-            endpoint = Endpoint.parse(text)
-        except ValueError:
-            raise MapError(f"'stun' holds {text[:80]!r}, which is not HOST:PORT") from None
-        if not endpoint.port or not (_is_ip(endpoint.host) or _NAME.fullmatch(endpoint.host)):
-            raise MapError(f"'stun' holds {text[:80]!r}, which is not HOST:PORT")
-        stun.append((endpoint.host, endpoint.port))
-    relays = _field(data, "turn", list, [])
-    turn = tuple(_turn_server(entry) for entry in relays[:MAX_NAT_ENTRIES])
-    refresh = _field(data, "refresh", (int, float), 3600)
-    if not 1 <= refresh <= 30 * 86400:
-        raise MapError("'refresh' is not a number of seconds from 1 to 30 days")
-    return NatConfig(tuple(stun), turn, float(refresh))
-
-
-def _turn_server(entry: Any) -> TurnServer:
-    if not isinstance(entry, dict):
-        raise MapError("a TURN relay is not a JSON object")
-    urls = _strings(entry, "urls")[:MAX_NAT_ENTRIES]
-    if not urls or not all(u.startswith(("turn:", "turns:")) and len(u) <= 300 for u in urls):
-        raise MapError("a TURN relay's 'urls' are not turn: or turns: URLs")
-    username = _field(entry, "username", str, "")
-    password = _field(entry, "password", str, "")
-    if not username or not password or len(username) > 512 or len(password) > 512:
-        raise MapError("a TURN relay has no usable username and password")
-    expires = parse_time(entry.get("expires"))
-    if expires is None:
-        raise MapError("a TURN relay's credentials have no expiry")
-    return TurnServer(urls, username, password, expires)

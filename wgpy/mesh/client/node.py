@@ -2,7 +2,9 @@
 
 :meth:`MeshNode.run` logs in (registers with a pre-auth key, or logs in again with the stored
 node token), creates the interface, gives it the node's overlay addresses (/32 and /128) and
-brings it up, reports the node's endpoints, and then keeps ONE map stream open:
+brings it up, reports the node's endpoints (and, once the first map is in, its ICE candidates:
+:mod:`wgpy.mesh.client.candidates`, STUN through the WireGuard socket), and then keeps ONE map
+stream open:
 
 - the first message is the full map: the device's peers are made to match it (added,
   updated, removed), with a route per allowed IP; the node is then ready;
@@ -39,6 +41,8 @@ from typing import Any, Protocol, TypeVar
 from ...endpoint import Endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
+from ...nat.discovery import IceCredentials
+from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
 from ...protocol.constants import DEFAULT_MTU
 from ...protocol.crypto import public_key as derive_public_key
@@ -47,6 +51,7 @@ from ...protocol.flows import ReplyOnlyFilter
 from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
+from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
@@ -106,6 +111,7 @@ class NodeConfig:
     auth_key: str | None = None  # register with it; else log in with the stored token
     mtu: int = DEFAULT_MTU
     endpoint_interval: float = ENDPOINT_INTERVAL
+    candidate_interval: float = CANDIDATE_INTERVAL
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
     healthy_stream: float = HEALTHY_STREAM
@@ -151,6 +157,12 @@ class MeshNode:
         self.connected = False  # a map stream is open and has delivered its full map
         self.full_maps = 0  # full maps applied (1 + the resyncs)
         self.reported_endpoints: list[str] | None = None
+        # NAT traversal: STUN on the WireGuard port, ICE credentials for this run
+        self.mux: StunMux | None = None
+        self.ice = IceCredentials.generate()
+        self.candidates = CandidateReporter(client, self.ice, self.log)
+        self._candidates_due = asyncio.Event()
+        self._local_addresses: list[Any] = []
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
         self._routes_lock = asyncio.Lock()
@@ -205,6 +217,7 @@ class MeshNode:
             # what can fail here is tried before the server hears of the node: a name that
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
+            self.mux = _open_mux(iface)
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -240,12 +253,16 @@ class MeshNode:
             )
             if on_ready is not None:
                 on_ready(self)
-            tasks.append(asyncio.create_task(self._endpoint_loop()))
+            loops = [
+                asyncio.create_task(self._endpoint_loop()),
+                asyncio.create_task(self._candidate_loop()),
+            ]
+            tasks += loops
             done, _ = await asyncio.wait(
-                [stream, stopped, closed, tasks[-1]], return_when=asyncio.FIRST_COMPLETED
+                [stream, stopped, closed, *loops], return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                if task is stream or task is tasks[-1]:
+                if task is stream or task in loops:
                     task.result()  # a bug: let it be seen
             if closed in done:
                 self.log.error("interface closed; mesh node stops", reason=_reason(iface))
@@ -256,6 +273,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if self.mux is not None:
+                self.mux.close()
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
 
@@ -469,6 +488,8 @@ class MeshNode:
             self.log.info("map stream restored", peers=len(self.peers), version=self.map_version)
             self.reported_endpoints = None  # tell the server again where we are
             self._endpoints_due.set()
+            self.candidates.forget_reported()
+            self._candidates_due.set()
         if not self.connected:
             self._connected_at = asyncio.get_running_loop().time()
         self.connected = True
@@ -667,6 +688,9 @@ class MeshNode:
         endpoints = [str(Endpoint.from_address(a, port)) for a in addresses][:MAX_ENDPOINTS]
         if endpoints == self.reported_endpoints:
             return
+        if addresses != self._local_addresses:  # the host candidates too
+            self._local_addresses = addresses
+            self._candidates_due.set()
         try:
             await self.client.report_endpoints(endpoints)
         except MeshClientError as e:
@@ -674,6 +698,27 @@ class MeshNode:
             return
         self.reported_endpoints = endpoints
         self.log.info("endpoints reported", endpoints=endpoints)
+
+    async def _candidate_loop(self) -> None:
+        """Report the ICE candidates now, when the local addresses change, and every
+        ``candidate_interval`` (a NAT may have mapped the port anew)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._candidates_due.clear()
+            if self.iface is not None:
+                port = self.iface.listen_port
+                await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.candidate_interval):
+                    await self._candidates_due.wait()
+
+
+def _open_mux(iface: MeshInterface) -> StunMux | None:
+    """STUN on the interface's WireGuard port, where it has one (a bind) that is free."""
+    bind = getattr(iface, "bind", None)
+    if bind is None or getattr(bind, "demux", 0) is not None:
+        return None
+    return StunMux(bind, asyncio.get_running_loop())
 
 
 class _DeviceView(Mapping[bytes, reconcile.DevicePeer]):
