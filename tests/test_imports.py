@@ -196,10 +196,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "wgpy.host": {"wgpy.config"},
     "wgpy.device": {"wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.uapi": {"wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.protocol"},
+    "wgpy.nat": {"wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.server": {"wgpy.endpoint", "wgpy.keys", "wgpy.log"},
     "wgpy.mesh.client": {
         *("wgpy.device", "wgpy.endpoint", "wgpy.host", "wgpy.keys", "wgpy.log"),
-        *("wgpy.protocol", "wgpy.uapi"),
+        *("wgpy.nat", "wgpy.protocol", "wgpy.uapi"),
     },
     "wgpy.api": {"wgpy.config", "wgpy.device", "wgpy.endpoint", "wgpy.keys", "wgpy.protocol"}
     | {"wgpy.uapi"},
