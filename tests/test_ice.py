@@ -4,6 +4,7 @@ formulas are the reference; no sockets, no clock."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 
@@ -13,8 +14,13 @@ from aioice.candidate import Candidate, candidate_priority
 
 from wgpy.nat.ice import (
     MAX_CANDIDATES,
+    NOMINATE_WAIT,
+    RELAY_HOLD,
     Credentials,
     IceError,
+    IceSession,
+    PairState,
+    RemoteIce,
     authenticate_request,
     binding_request,
     error_response,
@@ -250,3 +256,70 @@ def test_role_conflicts_are_resolved_by_the_tie_breaker(
     request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
     request.attributes[attribute] = theirs
     assert role_conflict(controlling, ours, request) == verdict
+
+
+# ---------------------------------------------------------------------- a session's decisions
+
+
+class NoTransport:
+    """The decisions below send nothing."""
+
+    async def request(self, *args: object, **kwargs: object) -> stun.Message:
+        raise AssertionError("no check is sent in these tests")
+
+    def send(self, data: bytes, endpoint: object) -> None:
+        raise AssertionError("nothing is sent in these tests")
+
+
+def session(remote: list[Candidate], controlling: bool = True) -> IceSession:
+    loop = asyncio.new_event_loop()
+    loop.close()  # never run: the session only decides here
+    s = IceSession(
+        NoTransport(),  # type: ignore[arg-type]
+        local=LOCAL,
+        remote=RemoteIce(REMOTE, tuple(remote)),
+        local_candidates=lambda: [candidate("host", "10.0.0.2", 51820)],
+        controlling=controlling,
+        tie_breaker=1,
+        on_selected=lambda pair: None,
+        on_failed=lambda: None,
+        loop=loop,
+        log=None,
+    )
+    s.pairs = form_pairs(s.local_candidates(), remote, controlling)
+    return s
+
+
+HOST = candidate("host", "192.168.1.9", 51820)
+SRFLX = candidate("srflx", "203.0.113.9", 41000)
+RELAY = candidate("relay", "192.0.2.50", 50000)
+
+
+def test_pairs_with_a_relayed_end_wait_before_their_first_check() -> None:
+    s = session([RELAY])
+    assert s._next_ordinary(RELAY_HOLD - 0.01) is None
+    assert s._next_ordinary(RELAY_HOLD) is s.pairs[0]
+    s = session([RELAY, HOST])
+    assert s._next_ordinary(0.0) is not None and not s._next_ordinary(0.0).relayed  # type: ignore[union-attr]
+
+
+def test_the_controlling_side_waits_for_better_pairs_before_nominating() -> None:
+    s = session([HOST, SRFLX, RELAY])
+    host, srflx, relay = s.pairs
+    assert (host.remote.type, srflx.remote.type, relay.remote.type) == ("host", "srflx", "relay")
+    # the relay answered first, direct pairs are still being checked: wait for them
+    relay.state = PairState.SUCCEEDED
+    srflx.state = PairState.IN_PROGRESS
+    assert not s._ready_to_nominate(10.0, first_valid=0.0)
+    # a direct pair answered; a better one is still checked: wait NOMINATE_WAIT at most
+    srflx.state = PairState.SUCCEEDED
+    host.state = PairState.IN_PROGRESS
+    assert not s._ready_to_nominate(NOMINATE_WAIT - 0.01, first_valid=0.0)
+    assert s._ready_to_nominate(NOMINATE_WAIT, first_valid=0.0)
+    # nothing better left to check: at once
+    host.state = PairState.FAILED
+    assert s._ready_to_nominate(0.0, first_valid=0.0)
+    # the relay is all there is: nominated when the direct pairs failed
+    s = session([HOST, RELAY])
+    s.pairs[0].state, s.pairs[1].state = PairState.FAILED, PairState.SUCCEEDED
+    assert s._ready_to_nominate(0.0, first_valid=0.0)

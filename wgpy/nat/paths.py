@@ -58,7 +58,8 @@ KEEPALIVE_INTERVAL = 25.0
 """Seconds between checks of an idle selected path: under the ~30 s NAT mapping lifetimes."""
 CONSENT_INTERVAL = 2.0
 """Seconds between checks of a selected path while the peer's traffic moves: a path that
-stops answering is dropped within 5 s (this, jittered up to +20 %, and a check's 1.5 s)."""
+stops answering is dropped within 5 s (this interval, and a check's 1.5 s). Checks come
+0-20 % early, never late."""
 RETRY_INTERVAL = 30.0
 """Seconds between rounds of checks while a peer has no direct path (jittered +-20 %)."""
 EVENTS_INTERVAL = 0.25
@@ -193,12 +194,14 @@ class _PeerPath:
         while True:
             selected = self.session.selected
             if self.state.kind != "none" and selected is not None:
+                # never later than the interval: the NAT's mapping must not lapse
                 interval = CONSENT_INTERVAL if self._active() else m.keepalive_interval
+                interval *= m.rng.uniform(0.8, 1.0)
             else:
-                interval = m.retry_interval
+                interval = m.retry_interval * m.rng.uniform(0.8, 1.2)
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), interval * m.rng.uniform(0.8, 1.2))
+                await asyncio.wait_for(self.wake.wait(), interval)
             except TimeoutError:
                 pass
             else:
