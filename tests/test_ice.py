@@ -14,6 +14,7 @@ from aioice.candidate import Candidate, candidate_priority
 
 from wgpy.nat.ice import (
     MAX_CANDIDATES,
+    MAX_PEER_REFLEXIVE,
     NOMINATE_WAIT,
     RELAY_HOLD,
     Credentials,
@@ -323,3 +324,15 @@ def test_the_controlling_side_waits_for_better_pairs_before_nominating() -> None
     s = session([HOST, RELAY])
     s.pairs[0].state, s.pairs[1].state = PairState.FAILED, PairState.SUCCEEDED
     assert s._ready_to_nominate(0.0, first_valid=0.0)
+
+
+def test_addresses_learned_from_checks_are_bounded() -> None:
+    """A peer that knows our password and forges sources gets at most MAX_PEER_REFLEXIVE
+    addresses checked (sent to) per round."""
+    s = session([HOST])
+    request = stun.parse_message(check())
+    learned = [s._pair_for((f"198.51.100.{n}", 4000), request) for n in range(20)]
+    assert sum(p is not None for p in learned) == MAX_PEER_REFLEXIVE
+    assert s._pair_for(("192.168.1.9", 51820), request) is s.pairs[0]  # a known one still is
+    assert learned[0] is not None and learned[0].remote.type == "prflx"
+    assert learned[0].remote.priority == candidate_priority(1, "prflx")

@@ -91,6 +91,10 @@ MAX_CANDIDATES = 16
 """Remote candidates used at most (the server's limit too)."""
 MAX_PAIRS = 32
 """Pairs kept at most, peer-reflexive ones included (hostile input cannot grow this)."""
+MAX_PEER_REFLEXIVE = 4
+"""Addresses learned from a peer's checks per round, at most: an honest peer has one per NAT
+mapping; a peer that knows our password and forges sources cannot make us check (send to)
+more third parties than this."""
 MAX_CANDIDATE_LENGTH = 256
 CREDENTIAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _UFRAG = re.compile(r"[A-Za-z0-9+/]{4,64}")
@@ -627,7 +631,8 @@ class IceSession:
         for pair in self.pairs:
             if pair.address == address and pair.local.type != "relay":
                 return pair
-        if len(self.pairs) >= MAX_PAIRS:
+        learned = sum(1 for p in self.pairs if p.remote.type == "prflx")
+        if len(self.pairs) >= MAX_PAIRS or learned >= MAX_PEER_REFLEXIVE:
             return None
         version = _version(address[0])
         locals_ = [
