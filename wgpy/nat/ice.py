@@ -56,6 +56,7 @@ __all__ = [
     "RELAY_HOLD",
     "ROUND_TIMEOUT",
     "Credentials",
+    "IceCredentialsLike",
     "IceError",
     "IceSession",
     "Pair",
@@ -128,6 +129,16 @@ class StunTransport(Protocol):
 
 
 # ---------------------------------------------------------------------- credentials
+
+
+class IceCredentialsLike(Protocol):
+    """A ufrag and password: :class:`Credentials`, or this node's own (made by discovery)."""
+
+    @property
+    def ufrag(self) -> str: ...
+
+    @property
+    def pwd(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +316,8 @@ def form_pairs(
 
 def binding_request(
     *,
-    local: Credentials,
-    remote: Credentials,
+    local: IceCredentialsLike,
+    remote: IceCredentialsLike,
     controlling: bool,
     tie_breaker: int,
     priority: int,
@@ -326,7 +337,7 @@ def binding_request(
     return request
 
 
-def authenticate_request(raw: bytes, message: stun.Message, local: Credentials) -> str:
+def authenticate_request(raw: bytes, message: stun.Message, local: IceCredentialsLike) -> str:
     """The sender's ufrag, if ``raw`` is a Binding request for ``local`` that carries a valid
     MESSAGE-INTEGRITY (keyed with our password) and FINGERPRINT; else IceError (a drop)."""
     if message.message_method != stun.Method.BINDING:
@@ -348,7 +359,9 @@ def authenticate_request(raw: bytes, message: stun.Message, local: Credentials) 
     return theirs
 
 
-def success_response(request: stun.Message, address: tuple[str, int], local: Credentials) -> bytes:
+def success_response(
+    request: stun.Message, address: tuple[str, int], local: IceCredentialsLike
+) -> bytes:
     """The answer to an authenticated check: where it came from, signed with our password."""
     response = stun.Message(
         message_method=stun.Method.BINDING,
@@ -360,7 +373,9 @@ def success_response(request: stun.Message, address: tuple[str, int], local: Cre
     return bytes(response)
 
 
-def error_response(request: stun.Message, code: int, reason: str, local: Credentials) -> bytes:
+def error_response(
+    request: stun.Message, code: int, reason: str, local: IceCredentialsLike
+) -> bytes:
     response = stun.Message(
         message_method=request.message_method,
         message_class=stun.Class.ERROR,
@@ -397,7 +412,7 @@ class IceSession:
         self,
         transport: StunTransport,
         *,
-        local: Credentials,
+        local: IceCredentialsLike,
         remote: RemoteIce,
         local_candidates: Callable[[], Sequence[Candidate]],
         controlling: bool,

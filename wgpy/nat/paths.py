@@ -43,7 +43,7 @@ from ..protocol.device import Device
 from ..protocol.events import PeerSentFromElsewhere
 from .ice import (
     RELAY_HOLD,
-    Credentials,
+    IceCredentialsLike,
     IceError,
     IceSession,
     Pair,
@@ -234,7 +234,7 @@ class PathManager:
         transport: StunTransport,
         *,
         public_key: bytes,
-        credentials: Credentials,
+        credentials: IceCredentialsLike,
         local_candidates: Callable[[], Sequence[Candidate]],
         loop: asyncio.AbstractEventLoop | None = None,
         rng: random.Random | None = None,
