@@ -337,9 +337,10 @@ def binding_request(
     return request
 
 
-def authenticate_request(raw: bytes, message: stun.Message, local: IceCredentialsLike) -> str:
-    """The sender's ufrag, if ``raw`` is a Binding request for ``local`` that carries a valid
-    MESSAGE-INTEGRITY (keyed with our password) and FINGERPRINT; else IceError (a drop)."""
+def authenticate_request(message: stun.Message, local: IceCredentialsLike) -> str:
+    """The sender's ufrag, if ``message`` (as :func:`aioice.stun.parse_message` read it) is a
+    Binding request for ``local`` with a FINGERPRINT and a MESSAGE-INTEGRITY keyed with our
+    password (compared in constant time by aioice); else IceError (a drop)."""
     if message.message_method != stun.Method.BINDING:
         raise IceError("not_binding", "the request is not a Binding request")
     username = message.attributes.get("USERNAME")
@@ -350,10 +351,8 @@ def authenticate_request(raw: bytes, message: stun.Message, local: IceCredential
         raise IceError("unknown_ufrag", "the check is not for this node's ufrag")
     if "MESSAGE-INTEGRITY" not in message.attributes or "FINGERPRINT" not in message.attributes:
         raise IceError("unsigned", "the check has no MESSAGE-INTEGRITY or FINGERPRINT")
-    try:
-        stun.parse_message(raw, integrity_key=local.pwd.encode())
-    except Exception:  # aioice raises ValueError, struct.error, ...
-        raise IceError("bad_integrity", "the check's MESSAGE-INTEGRITY does not match") from None
+    if not message.check_message_integrity(local.pwd.encode()):
+        raise IceError("bad_integrity", "the check's MESSAGE-INTEGRITY does not match")
     if not isinstance(message.attributes.get("PRIORITY"), int):
         raise IceError("no_priority", "the check has no PRIORITY")
     return theirs
@@ -613,7 +612,7 @@ class IceSession:
 
     # ------------------------------------------------------------------ the peer's checks
 
-    def handle_request(self, message: stun.Message, key: EndpointKey, raw: bytes) -> None:
+    def handle_request(self, message: stun.Message, key: EndpointKey) -> None:
         """An authenticated check from the peer arrived from ``key``: answer it (or 487 on a
         role conflict we win), learn a peer-reflexive candidate, check back (a triggered
         check) and take a nomination."""

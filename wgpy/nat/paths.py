@@ -319,12 +319,12 @@ class PathManager:
         ``on_request``): an authenticated check from a known peer is answered; anything else
         is dropped and counted in :attr:`drops`. Never raises."""
         try:
-            theirs = authenticate_request(raw, message, self.credentials)
+            theirs = authenticate_request(message, self.credentials)
             path = self._by_ufrag.get(theirs)
             if path is None:
                 self.drops["unknown_peer"] += 1
                 return
-            path.session.handle_request(message, key, raw)
+            path.session.handle_request(message, key)
         except IceError as e:
             self.drops[e.reason] += 1
         except Exception as e:  # the receive boundary: count, never raise
