@@ -1,11 +1,13 @@
-"""Two (or more) in-memory devices and a wire between them: no sockets, explicit time."""
+"""Two (or more) in-memory devices and a wire between them: no sockets, explicit time; and a
+TUN stand-in (PipeTun) for whole interfaces."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import struct
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from wgpy.protocol.crypto import generate_private_key, public_key
@@ -172,3 +174,41 @@ def pair(psk: bytes | None = None) -> tuple[Wire, Node, Node, WallClock]:
     wire.add(a)
     wire.add(b)
     return wire, a, b, wall
+
+
+class PipeTun:
+    """A TUN stand-in: packets to read in a list, readiness from a pipe holding one byte while
+    any wait (the loop polls it like a TUN fd); what the interface writes is kept."""
+
+    mtu = 1420
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: list[bytes] = []
+        self.written: list[bytes] = []
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+
+    def push(self, packets: Iterable[bytes]) -> None:
+        was_empty = not self.queue
+        self.queue.extend(packets)
+        if was_empty and self.queue:
+            os.write(self._w, b"x")
+
+    def fileno(self) -> int:
+        return self._r
+
+    def read_batch(self, limit: int = 128) -> list[bytes]:
+        taken, self.queue = self.queue[:limit], self.queue[limit:]
+        if not self.queue:
+            os.read(self._r, 1)
+        return taken
+
+    def write_batch(self, packets: Iterable[bytes]) -> None:
+        self.written.extend(bytes(p) for p in packets)
+
+    def close(self) -> None:
+        if self._r >= 0:
+            os.close(self._r)
+            os.close(self._w)
+            self._r = -1

@@ -8,10 +8,10 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
-from support import ipv4_packet
+from support import PipeTun, ipv4_packet
 
 from wgpy.device.bind import Bind, is_wireguard
 from wgpy.device.interface import Interface
@@ -23,44 +23,6 @@ from wgpy.protocol.crypto import generate_private_key, public_key
 STUN_BINDING_REQUEST = bytes.fromhex("0001 0000 2112a442") + bytes(12)
 STUN_SUCCESS = bytes.fromhex("0101 0000 2112a442") + bytes(12)
 CHANNEL_DATA = bytes.fromhex("4000 0004 deadbeef")
-
-
-class PipeTun:
-    """A TUN stand-in: packets to read in a list, readiness from a pipe holding one byte while
-    any wait (the loop polls it like a TUN fd); what the interface writes is kept."""
-
-    mtu = 1420
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.queue: list[bytes] = []
-        self.written: list[bytes] = []
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-
-    def push(self, packets: Iterable[bytes]) -> None:
-        was_empty = not self.queue
-        self.queue.extend(packets)
-        if was_empty and self.queue:
-            os.write(self._w, b"x")
-
-    def fileno(self) -> int:
-        return self._r
-
-    def read_batch(self, limit: int = 128) -> list[bytes]:
-        taken, self.queue = self.queue[:limit], self.queue[limit:]
-        if not self.queue:
-            os.read(self._r, 1)
-        return taken
-
-    def write_batch(self, packets: Iterable[bytes]) -> None:
-        self.written.extend(bytes(p) for p in packets)
-
-    def close(self) -> None:
-        if self._r >= 0:
-            os.close(self._r)
-            os.close(self._w)
-            self._r = -1
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -198,6 +198,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "wgpy.uapi": {"wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.protocol"},
     "wgpy.nat": {"wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.server": {"wgpy.endpoint", "wgpy.keys", "wgpy.log"},
+    "wgpy.nat": {"wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.client": {
         *("wgpy.device", "wgpy.endpoint", "wgpy.host", "wgpy.keys", "wgpy.log"),
         *("wgpy.nat", "wgpy.protocol", "wgpy.uapi"),

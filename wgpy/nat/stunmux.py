@@ -370,7 +370,7 @@ class StunMux:
         if handler is None:
             self.drops[no_handler] += 1
             return
-        message = self._parse(data, None)
+        message = self._parse(data)
         if message is None:
             return
         self.received[name] += 1
@@ -384,15 +384,16 @@ class StunMux:
         if not _same_endpoint(transaction.endpoint, endpoint):
             self.drops[DROP_WRONG_SOURCE] += 1
             return
-        key = transaction.integrity_key
-        message = self._parse(data, key)
+        message = self._parse(data)
         if message is None:
             return
         if int(message.message_method) != transaction.method:
             self.drops[DROP_WRONG_METHOD] += 1
             return
-        if key is not None and "MESSAGE-INTEGRITY" not in message.attributes:
-            self.drops[DROP_NO_INTEGRITY] += 1
+        key = transaction.integrity_key
+        if key is not None and not message.check_message_integrity(key):
+            signed = "MESSAGE-INTEGRITY" in message.attributes
+            self.drops[DROP_BAD_INTEGRITY if signed else DROP_NO_INTEGRITY] += 1
             return
         self.received["response"] += 1
         if message.message_class == stun.Class.RESPONSE:
@@ -400,25 +401,13 @@ class StunMux:
         else:
             transaction.future.set_exception(StunErrorResponse(message, endpoint))
 
-    def _parse(self, data: bytes, integrity_key: bytes | None) -> stun.Message | None:
+    def _parse(self, data: bytes) -> stun.Message | None:
         """``data`` as a STUN message, or None (counted) where it is not a valid one."""
         try:
-            return stun.parse_message(data, integrity_key=integrity_key)
+            return stun.parse_message(data)
         except Exception:  # aioice raises ValueError, struct.error and others: all malformed
-            pass
-        if integrity_key is not None and self._parses(data):
-            self.drops[DROP_BAD_INTEGRITY] += 1
-        else:
             self.drops[DROP_MALFORMED] += 1
-        return None
-
-    @staticmethod
-    def _parses(data: bytes) -> bool:
-        try:
-            stun.parse_message(data)
-        except Exception:
-            return False
-        return True
+            return None
 
 
 def _same_endpoint(sent_to: EndpointKey, came_from: EndpointKey) -> bool:
