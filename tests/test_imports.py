@@ -196,7 +196,6 @@ MAY_IMPORT: dict[str, set[str]] = {
     "wgpy.host": {"wgpy.config"},
     "wgpy.device": {"wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.uapi": {"wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.protocol"},
-    "wgpy.nat": {"wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.server": {"wgpy.endpoint", "wgpy.keys", "wgpy.log"},
     "wgpy.nat": {"wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.client": {
