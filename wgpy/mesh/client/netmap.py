@@ -139,6 +139,11 @@ class PeerRecord:
     online: bool
     can_reach: bool  # this node may start flows to the peer
     reachable_from: bool  # the peer may start flows to this node
+    # ICE (NAT traversal): the peer's candidates as SDP attribute values, and its ICE
+    # credentials; empty for a node that reports none. Checked by wgpy.nat.ice.parse_remote.
+    candidates: tuple[str, ...] = ()
+    ice_ufrag: str = ""
+    ice_pwd: str = ""
 
     @property
     def endpoint(self) -> tuple[str, int] | None:
@@ -179,4 +184,7 @@ def parse_peer(data: Any) -> PeerRecord:
         # a missing direction is a denied one
         can_reach=_field(data, "can_reach", bool, False),
         reachable_from=_field(data, "reachable_from", bool, False),
+        candidates=_strings(data, "candidates"),
+        ice_ufrag=_field(data, "ice_ufrag", str, ""),
+        ice_pwd=_field(data, "ice_pwd", str, ""),
     )

@@ -39,6 +39,10 @@ from typing import Any, Protocol, TypeVar
 from ...endpoint import Endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
+from ...nat.discovery import IceCredentials, candidate_list
+from ...nat.ice import IceError, parse_remote
+from ...nat.paths import PathManager
+from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
 from ...protocol.constants import DEFAULT_MTU
 from ...protocol.crypto import public_key as derive_public_key
@@ -151,6 +155,11 @@ class MeshNode:
         self.connected = False  # a map stream is open and has delivered its full map
         self.full_maps = 0  # full maps applied (1 + the resyncs)
         self.reported_endpoints: list[str] | None = None
+        # NAT traversal: STUN on the WireGuard port, ICE credentials for this run
+        self.mux: StunMux | None = None
+        self.ice = IceCredentials.generate()
+        self.paths: PathManager | None = None  # ICE: which path each peer's packets take
+        self._local_addresses: list[Any] = []
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
         self._routes_lock = asyncio.Lock()
@@ -205,6 +214,8 @@ class MeshNode:
             # what can fail here is tried before the server hears of the node: a name that
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
+            self.mux = _open_mux(iface)
+            self.paths = self._open_paths(iface)
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -256,6 +267,10 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if self.paths is not None:
+                self.paths.close()
+            if self.mux is not None:
+                self.mux.close()
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
 
@@ -517,6 +532,8 @@ class MeshNode:
                     self.log.info("this node is valid again at the coordination server")
                 case reconcile.Resync():
                     raise _Resync()
+                case reconcile.SetIce():
+                    self._set_ice(op)
                 case _:
                     self._apply_to_device(op)
 
@@ -535,6 +552,8 @@ class MeshNode:
             )
             return
         if isinstance(op, reconcile.RemovePeer):
+            if self.paths is not None:
+                self.paths.remove(key)
             device.remove_peer(key)
             self.log.info("peer removed", peer=_short(key), hostname=op.hostname)
             return
@@ -542,11 +561,55 @@ class MeshNode:
         if isinstance(op, reconcile.SetAllowedIPs):
             device.set_allowed_ips(peer, op.allowed_ips)
         elif isinstance(op, reconcile.SetEndpoint):
-            device.set_endpoint(peer, op.endpoint)
+            if self.paths is None or not self.paths.owns(key):  # ICE's path wins
+                device.set_endpoint(peer, op.endpoint)
         elif isinstance(op, reconcile.SetInboundFilter):
             device.set_inbound_filter(peer, ReplyOnlyFilter() if op.reply_only else None)
         elif isinstance(op, reconcile.SendStaged) and self.iface is not None:
             device.send_staged(peer, self.iface.now())
+
+    def _open_paths(self, iface: MeshInterface) -> PathManager | None:
+        """ICE checks and paths on the WireGuard port: they answer the peers' checks (the
+        STUN demultiplexer's requests) and own the endpoints of peers with a path."""
+        if self.mux is None:
+            return None
+        paths = PathManager(
+            iface,
+            self.mux,
+            public_key=self.public_key,
+            credentials=self.ice,
+            local_candidates=self._local_candidates,
+            log=self.log.bind(component="paths"),
+        )
+        self.mux.on_request = paths.handle_request
+        return paths
+
+    def _local_candidates(self) -> list[Any]:
+        """This node's candidates now: its addresses on the WireGuard port."""
+        port = self.iface.listen_port if self.iface is not None else 0
+        return candidate_list(self._local_addresses, port)
+
+    def _set_ice(self, op: reconcile.SetIce) -> None:
+        """The peer's ICE from the map: its path manager checks (again), or stops when the
+        peer has none (the map's endpoint and WireGuard's roaming then, as before)."""
+        if self.paths is None:
+            return
+        if not (op.ufrag or op.pwd or op.candidates):
+            self.paths.remove(op.public_key)
+            return
+        try:
+            remote, skipped = parse_remote(op.ufrag, op.pwd, op.candidates)
+        except IceError as e:
+            self.log.warning(
+                "the peer's ICE is unusable: no checks", peer=_short(op.public_key), error=str(e)
+            )
+            self.paths.remove(op.public_key)
+            return
+        for error in skipped:
+            self.log.warning(
+                "unusable candidate skipped", peer=_short(op.public_key), error=str(error)
+            )
+        self.paths.set_remote(op.public_key, remote if remote.candidates else None)
 
     def _expire(self, op: reconcile.Expire) -> None:
         if op.announce:
@@ -665,6 +728,7 @@ class MeshNode:
             return
         port = self.iface.listen_port
         endpoints = [str(Endpoint.from_address(a, port)) for a in addresses][:MAX_ENDPOINTS]
+        self._local_addresses = addresses
         if endpoints == self.reported_endpoints:
             return
         try:
@@ -674,6 +738,14 @@ class MeshNode:
             return
         self.reported_endpoints = endpoints
         self.log.info("endpoints reported", endpoints=endpoints)
+
+
+def _open_mux(iface: MeshInterface) -> StunMux | None:
+    """STUN on the interface's WireGuard port, where it has one (a bind) that is free."""
+    bind = getattr(iface, "bind", None)
+    if bind is None or getattr(bind, "demux", 0) is not None:
+        return None
+    return StunMux(bind, asyncio.get_running_loop())
 
 
 class _DeviceView(Mapping[bytes, reconcile.DevicePeer]):
