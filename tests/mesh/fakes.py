@@ -60,6 +60,9 @@ class FakeNode:
     tags: list[str] = field(default_factory=list)
     expired: bool = False
     online: bool = False
+    candidates: list[str] = field(default_factory=list)
+    ice_ufrag: str = ""
+    ice_pwd: str = ""
 
     @property
     def ipv4(self) -> str:
@@ -134,6 +137,9 @@ class FakeServer:
         self.policy: dict[str, Any] = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*"]}]}
         self.policy_version = 1
         self.list_envelopes = True  # {"users": [...]} rather than [...]
+        # GET /api/v1/node/nat; nat None: a server older than NAT traversal (404 to it and
+        # to POST /api/v1/node/candidates)
+        self.nat: dict[str, Any] | None = {"stun": [], "turn": [], "refresh": 600}
         self._next_id = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -340,6 +346,8 @@ class FakeServer:
         r.add_post("/api/v1/register", self._register)
         r.add_post("/api/v1/login", self._login)
         r.add_post("/api/v1/node/endpoints", self._endpoints)
+        r.add_post("/api/v1/node/candidates", self._candidates)
+        r.add_get("/api/v1/node/nat", self._nat)
         r.add_get("/api/v1/node/map", self._map)
         r.add_post("/api/v1/logout", self._logout)
         r.add_get("/api/v1/users", self._users_list)
@@ -425,6 +433,26 @@ class FakeServer:
         node.endpoints = list(body["endpoints"])
         self._announce(node)
         return web.json_response({})
+
+    async def _candidates(self, request: web.Request) -> web.Response:
+        if self.nat is None:
+            return self._error(404, "Not Found")
+        node = self._node_of(request)
+        if node is None:
+            return self._error(401, "The node token is not valid.")
+        body = await self._json(request)
+        if set(body) != {"ice_ufrag", "ice_pwd", "candidates"}:
+            return self._error(400, f"unexpected fields {sorted(body)}")
+        node.candidates = list(body["candidates"])
+        node.ice_ufrag, node.ice_pwd = body["ice_ufrag"], body["ice_pwd"]
+        return web.json_response({})
+
+    async def _nat(self, request: web.Request) -> web.Response:
+        if self.nat is None:
+            return self._error(404, "Not Found")
+        if self._node_of(request) is None:
+            return self._error(401, "The node token is not valid.")
+        return web.json_response(self.nat)
 
     async def _logout(self, request: web.Request) -> web.Response:
         node = self._node_of(request)

@@ -20,6 +20,7 @@ from wgpy import __version__
 from . import admin as admin_commands
 from . import keys
 from . import mesh as mesh_commands
+from . import netcheck as netcheck_commands
 from . import quick as quick_commands
 from . import server as server_commands
 from . import show as show_commands
@@ -36,6 +37,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     admin_commands,
     status_commands,
     server_commands,
+    netcheck_commands,
 )
 
 Handler = Callable[[argparse.Namespace, Environment], ExitStatus]

@@ -229,6 +229,18 @@ class NodeClient(Client):
     async def report_endpoints(self, endpoints: list[str]) -> None:
         await self.request("POST", "/api/v1/node/endpoints", {"endpoints": endpoints})
 
+    async def report_candidates(self, ice_ufrag: str, ice_pwd: str, candidates: list[str]) -> None:
+        """This node's ICE credentials and candidates (each as ``Candidate.to_sdp()``)."""
+        await self.request(
+            "POST",
+            "/api/v1/node/candidates",
+            {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd, "candidates": candidates},
+        )
+
+    async def nat_config(self) -> Any:
+        """Where the STUN servers and relays are (``GET /api/v1/node/nat``), as sent."""
+        return await self.request("GET", "/api/v1/node/nat")
+
     async def logout(self) -> None:
         await self.request("POST", "/api/v1/logout", {})
 

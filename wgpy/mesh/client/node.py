@@ -2,7 +2,9 @@
 
 :meth:`MeshNode.run` logs in (registers with a pre-auth key, or logs in again with the stored
 node token), creates the interface, gives it the node's overlay addresses (/32 and /128) and
-brings it up, reports the node's endpoints, and then keeps ONE map stream open:
+brings it up, reports the node's endpoints (and, once the first map is in, its ICE candidates:
+:mod:`wgpy.mesh.client.candidates`, STUN through the WireGuard socket), and then keeps ONE map
+stream open:
 
 - the first message is the full map: the device's peers are made to match it (added,
   updated, removed), with a route per allowed IP; the node is then ready;
@@ -51,6 +53,7 @@ from ...protocol.flows import ReplyOnlyFilter
 from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
+from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
@@ -110,6 +113,7 @@ class NodeConfig:
     auth_key: str | None = None  # register with it; else log in with the stored token
     mtu: int = DEFAULT_MTU
     endpoint_interval: float = ENDPOINT_INTERVAL
+    candidate_interval: float = CANDIDATE_INTERVAL
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
     healthy_stream: float = HEALTHY_STREAM
@@ -158,6 +162,8 @@ class MeshNode:
         # NAT traversal: STUN on the WireGuard port, ICE credentials for this run
         self.mux: StunMux | None = None
         self.ice = IceCredentials.generate()
+        self.candidates = CandidateReporter(client, self.ice, self.log)
+        self._candidates_due = asyncio.Event()
         self.paths: PathManager | None = None  # ICE: which path each peer's packets take
         self._local_addresses: list[Any] = []
         self._addresses: list[IPInterface] = []
@@ -251,12 +257,16 @@ class MeshNode:
             )
             if on_ready is not None:
                 on_ready(self)
-            tasks.append(asyncio.create_task(self._endpoint_loop()))
+            loops = [
+                asyncio.create_task(self._endpoint_loop()),
+                asyncio.create_task(self._candidate_loop()),
+            ]
+            tasks += loops
             done, _ = await asyncio.wait(
-                [stream, stopped, closed, tasks[-1]], return_when=asyncio.FIRST_COMPLETED
+                [stream, stopped, closed, *loops], return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                if task is stream or task is tasks[-1]:
+                if task is stream or task in loops:
                     task.result()  # a bug: let it be seen
             if closed in done:
                 self.log.error("interface closed; mesh node stops", reason=_reason(iface))
@@ -484,6 +494,8 @@ class MeshNode:
             self.log.info("map stream restored", peers=len(self.peers), version=self.map_version)
             self.reported_endpoints = None  # tell the server again where we are
             self._endpoints_due.set()
+            self.candidates.forget_reported()
+            self._candidates_due.set()
         if not self.connected:
             self._connected_at = asyncio.get_running_loop().time()
         self.connected = True
@@ -585,9 +597,10 @@ class MeshNode:
         return paths
 
     def _local_candidates(self) -> list[Any]:
-        """This node's candidates now: its addresses on the WireGuard port."""
+        """This node's candidates now: its addresses on the WireGuard port, and where the
+        STUN servers saw it."""
         port = self.iface.listen_port if self.iface is not None else 0
-        return candidate_list(self._local_addresses, port)
+        return candidate_list(self._local_addresses, port, self.candidates.discovery)
 
     def _set_ice(self, op: reconcile.SetIce) -> None:
         """The peer's ICE from the map: its path manager checks (again), or stops when the
@@ -728,9 +741,11 @@ class MeshNode:
             return
         port = self.iface.listen_port
         endpoints = [str(Endpoint.from_address(a, port)) for a in addresses][:MAX_ENDPOINTS]
-        self._local_addresses = addresses
         if endpoints == self.reported_endpoints:
             return
+        if addresses != self._local_addresses:  # the host candidates too
+            self._local_addresses = addresses
+            self._candidates_due.set()
         try:
             await self.client.report_endpoints(endpoints)
         except MeshClientError as e:
@@ -738,6 +753,22 @@ class MeshNode:
             return
         self.reported_endpoints = endpoints
         self.log.info("endpoints reported", endpoints=endpoints)
+
+    async def _candidate_loop(self) -> None:
+        """Report the ICE candidates now, when the local addresses change, and every
+        ``candidate_interval`` (a NAT may have mapped the port anew)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._candidates_due.clear()
+            if self.iface is not None:
+                port = self.iface.listen_port
+                before = self.candidates.reported
+                await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
+                if self.paths is not None and self.candidates.reported != before:
+                    self.paths.local_candidates_changed()  # peers without a path: check now
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.candidate_interval):
+                    await self._candidates_due.wait()
 
 
 def _open_mux(iface: MeshInterface) -> StunMux | None:

@@ -1,0 +1,111 @@
+"""The node's ICE candidates, kept reported to the coordination server.
+
+:meth:`CandidateReporter.update` asks the server where its STUN servers are (``GET
+/api/v1/node/nat``, again after the ``refresh`` it gives), asks those STUN servers through the
+WireGuard socket where this node is (:func:`wgpy.nat.discovery.discover`), and reports the
+candidate list with the node's ICE credentials (``POST /api/v1/node/candidates``) when it
+changed. A server older than this node answers both with 404: the node then reports its
+endpoints only, as before, and says so once. Failures are logged and tried again on the next
+update; none stops the node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from ...endpoint import Endpoint
+from ...log import get_logger
+from ...nat.discovery import Discovery, IceCredentials, candidate_list, discover
+from ...nat.servers import NatConfig, parse_nat_config
+from ...nat.stunmux import StunMux
+from .api import ApiError, MeshClientError, NodeClient
+
+__all__ = ["CANDIDATE_INTERVAL", "CandidateReporter"]
+
+CANDIDATE_INTERVAL = 20.0  # seconds between STUN checks of this node's public address
+NOT_THERE = (404, 405)  # what a server without the endpoint answers
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class CandidateReporter:
+    """See the module docstring. ``ice`` is made once per run of the node."""
+
+    def __init__(self, client: NodeClient, ice: IceCredentials, log: Any = None) -> None:
+        self.client = client
+        self.ice = ice
+        self.log = log if log is not None else get_logger(component="mesh")
+        self.nat = NatConfig()
+        self.discovery = Discovery()
+        self.reported: list[str] | None = None
+        self.supported = True  # False once the server said it has no such endpoint
+        self._nat_until = float("-inf")
+
+    def forget_reported(self) -> None:
+        """Report again at the next update (the server may have lost what it had)."""
+        self.reported = None
+
+    async def update(
+        self, mux: StunMux | None, addresses: Sequence[IPAddress], port: int, now: float
+    ) -> None:
+        """Gather the candidates and report them if they changed."""
+        if not self.supported:
+            return
+        await self._refresh_nat(now)
+        if mux is not None and self.nat.stun:
+            self.discovery = await discover(mux, self.nat.stun)
+        found = candidate_list(addresses, port, self.discovery)
+        candidates = [c.to_sdp() for c in found]
+        if candidates == self.reported:
+            return
+        try:
+            await self.client.report_candidates(self.ice.ufrag, self.ice.pwd, candidates)
+        except ApiError as e:
+            if e.status in NOT_THERE:
+                self._unsupported()
+                return
+            self.log.warning("cannot report the ICE candidates; will try again", error=e.message)
+            return
+        except MeshClientError as e:
+            self.log.warning("cannot report the ICE candidates; will try again", error=e.message)
+            return
+        self.reported = candidates
+        self.log.info(
+            "candidates reported",
+            candidates=[f"{c.type} {Endpoint(c.host, c.port)}" for c in found],
+            udp=self.discovery.udp if self.nat.stun and mux is not None else None,
+        )
+
+    async def _refresh_nat(self, now: float) -> None:
+        if now < self._nat_until:
+            return
+        try:
+            raw = await self.client.nat_config()
+        except ApiError as e:
+            if e.status in NOT_THERE:  # an older server: no STUN, host candidates only
+                self.nat, self._nat_until = NatConfig(), now + NatConfig().refresh
+                return
+            self.log.warning("cannot get the STUN and relay servers", error=e.message)
+            return
+        except MeshClientError as e:
+            self.log.warning("cannot get the STUN and relay servers", error=e.message)
+            return
+        try:
+            nat = parse_nat_config(raw)
+        except ValueError as e:
+            self.log.warning("the server's STUN and relay servers are unusable", error=str(e))
+            return
+        if nat.skipped:
+            self.log.warning(
+                "unusable STUN or relay servers from the server left out", count=nat.skipped
+            )
+        self.nat, self._nat_until = nat, now + nat.refresh
+
+    def _unsupported(self) -> None:
+        self.supported = False
+        self.log.info(
+            "the coordination server takes no ICE candidates (it is older than this node): "
+            "only the endpoints are reported"
+        )
