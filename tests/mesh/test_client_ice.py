@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from support import PipeTun, ipv4_packet
 
@@ -67,6 +68,15 @@ class LoopbackNode:
         return "none" if paths is None else paths.path(key_from_base64(other.public)).kind
 
 
+def saved_path(node: LoopbackNode, other: LoopbackNode) -> dict[str, Any] | None:
+    """The path ``node`` saved for ``other`` in its state directory, once direct."""
+    for peer in node.state.read_peers():
+        if peer.get("public_key") == other.public and peer.get("path", {}).get("kind") == "direct":
+            path: dict[str, Any] = peer["path"]
+            return path
+    return None
+
+
 def test_two_nodes_end_direct_on_the_candidates_the_map_carries(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
@@ -87,6 +97,12 @@ def test_two_nodes_end_direct_on_the_candidates_the_map_carries(tmp_path: Path) 
                 packet = ipv4_packet(me_a.ipv4, me_b.ipv4, b"over ice")
                 a.tun.push([packet])
                 await until(lambda: packet in b.tun.written, 5.0)
+                # the path is saved for `wgpy status` with the peer list
+                await until(lambda: saved_path(a, b) is not None, 2.0)
+                saved = saved_path(a, b)
+                assert saved is not None and saved["kind"] == "direct"
+                assert saved["endpoint"] == f"127.0.0.1:{b.node.iface.listen_port}"
+                assert isinstance(saved["rtt_ms"], float)
                 # a peer that leaves the map is no longer checked
                 server.remove_node(me_b.id)
                 await until(lambda: a.node.paths is not None and a.path(b) == "none", 5.0)

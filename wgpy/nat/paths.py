@@ -157,6 +157,7 @@ class _PeerPath:
             m.iface.flush()
             self.state = PathState(kind, endpoint, pair.rtt, m.loop.time())
             self.wake.set()
+            m.changed(self.public_key, self.state)
         else:
             self.state = PathState(kind, endpoint, pair.rtt, self.state.since)
 
@@ -176,6 +177,7 @@ class _PeerPath:
         if peer is not None:
             m.iface.device.set_roaming(peer, True)
         self.state = PathState(since=m.loop.time())
+        m.changed(self.public_key, self.state)
         self.session.selected = None
         self.session.start()
 
@@ -241,6 +243,7 @@ class PathManager:
         keepalive_interval: float = KEEPALIVE_INTERVAL,
         retry_interval: float = RETRY_INTERVAL,
         relay_hold: float | None = None,
+        on_change: Callable[[bytes, PathState], None] | None = None,
         log: Any = None,
     ) -> None:
         self.iface = iface
@@ -253,6 +256,9 @@ class PathManager:
         self.keepalive_interval = keepalive_interval
         self.retry_interval = retry_interval
         self.relay_hold = RELAY_HOLD if relay_hold is None else relay_hold
+        self.on_change = on_change
+        """Called with a peer's key and its new state when its path's kind or address
+        changes (for ``wgpy status``)."""
         self.log = log or get_logger(component="paths")
         self.drops: Counter[str] = Counter()
         """Checks dropped unanswered, by reason (hostile or stray STUN)."""
@@ -298,6 +304,10 @@ class PathManager:
         for path in self._peers.values():
             if path.state.kind == "none":
                 path.check()
+
+    def changed(self, public_key: bytes, state: PathState) -> None:
+        if self.on_change is not None:
+            self.on_change(public_key, state)
 
     def path(self, public_key: bytes) -> PathState:
         path = self._peers.get(public_key)

@@ -478,6 +478,7 @@ class MeshNode:
                 "online": p.online,
                 "can_reach": p.can_reach,
                 "reachable_from": p.reachable_from,
+                **self._path_json(p.public_key),
             }
             for p in self.peers.values()
         ]
@@ -485,6 +486,10 @@ class MeshNode:
             self.state.write_peers(peers)
         except StateError as e:
             self.log.warning("cannot save the peer list", error=e.message)
+
+    def _path_json(self, key: bytes) -> dict[str, Any]:
+        """The path ICE chose for a peer (kind, endpoint, rtt_ms), where ICE runs."""
+        return {} if self.paths is None else {"path": self.paths.path(key).to_json()}
 
     def _full_map_applied(self) -> None:
         self.full_maps += 1
@@ -591,6 +596,7 @@ class MeshNode:
             public_key=self.public_key,
             credentials=self.ice,
             local_candidates=self._local_candidates,
+            on_change=lambda key, state: self._peers_changed(),  # for `wgpy status`
             log=self.log.bind(component="paths"),
         )
         self.mux.on_request = paths.handle_request
