@@ -7,6 +7,7 @@ is counted, never raised."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ from support import PipeTun, ipv4_packet
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.nat.ice import Credentials, Pair, RemoteIce, binding_request
-from wgpy.nat.paths import PathManager
+from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
 
@@ -75,7 +76,7 @@ def unsigned(username: str | None) -> bytes:
     return bytes(message)
 
 
-def make_side(name: str, inner: str) -> Side:
+def make_side(name: str, inner: str, keepalive: float = KEEPALIVE_INTERVAL) -> Side:
     key = generate_private_key(os.urandom)
     tun = PipeTun(name)
     bind = UdpBind(0)
@@ -89,6 +90,7 @@ def make_side(name: str, inner: str) -> Side:
         public_key=public_key(key),
         credentials=credentials,
         local_candidates=lambda: side_candidates[0](),
+        keepalive_interval=keepalive,
     )
     mux.on_request = paths.handle_request
     side = Side(iface, tun, mux, paths, credentials, public_key(key), inner)
@@ -97,8 +99,8 @@ def make_side(name: str, inner: str) -> Side:
 
 
 @asynccontextmanager
-async def two_sides() -> AsyncIterator[tuple[Side, Side]]:
-    a, b = make_side("icea", "10.9.0.1"), make_side("iceb", "10.9.0.2")
+async def two_sides(keepalive: float = KEEPALIVE_INTERVAL) -> AsyncIterator[tuple[Side, Side]]:
+    a, b = make_side("icea", "10.9.0.1", keepalive), make_side("iceb", "10.9.0.2", keepalive)
     try:
         # WireGuard peers as the mesh node adds them: the map's endpoint (none here)
         a.iface.device.add_peer(b.public, allowed_ips=[f"{b.inner}/32"])
@@ -296,5 +298,23 @@ def test_a_role_conflict_is_resolved_and_a_path_still_found() -> None:
             assert [s.controlling for s in sessions if s is not None].count(True) == 1
             assert sum(s.role_switches for s in sessions if s is not None) >= 1
             await ping(b, a, b"agreed")
+
+    run(scenario)
+
+
+def test_an_idle_path_is_kept_alive_by_its_checks() -> None:
+    """Checks on the selected path are the keepalives that hold NAT mappings open: never
+    more than the keepalive interval apart (here 0.3 s, for a test) while the path is idle."""
+
+    async def scenario() -> None:
+        async with two_sides(keepalive=0.3) as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            checks = count_consent_checks(a, b)
+            await asyncio.sleep(1.5)
+            gaps = [later - earlier for earlier, later in itertools.pairwise(checks)]
+            assert len(checks) >= 4 and max(gaps) <= 0.3 + 0.05
+            assert direct(a, b) and direct(b, a)
 
     run(scenario)

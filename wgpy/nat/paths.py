@@ -109,7 +109,7 @@ class _PeerPath:
         self.session = self._session()
         self.wake = asyncio.Event()  # re-plan the loop's wait
         self.check_now = False  # with wake: check the path (or start a round) at once
-        self.bytes_seen = (-1, -1)
+        self.bytes_seen = (0, 0)  # the peer's rx and tx bytes at the last look
         self.task = manager.loop.create_task(self._maintain())
 
     def _session(self) -> IceSession:
@@ -190,31 +190,41 @@ class _PeerPath:
         moved, self.bytes_seen = seen != self.bytes_seen, seen
         return moved
 
+    def _has_path(self) -> bool:
+        return self.state.kind != "none" and self.session.selected is not None
+
     async def _maintain(self) -> None:
+        """With a path: look at the peer's traffic every CONSENT_INTERVAL at most, check the
+        path when traffic moved (consent) or the keepalive is due (never later than the
+        keepalive interval: the NATs' mappings must not lapse), or at once when told.
+        Without one: a new round every RETRY_INTERVAL, jittered."""
         m = self.manager
         self.session.start()
+        keepalive_at = 0.0  # when the idle path is checked next; 0: not drawn yet
         while True:
-            selected = self.session.selected
-            if self.state.kind != "none" and selected is not None:
-                # never later than the interval: the NAT's mapping must not lapse
-                interval = CONSENT_INTERVAL if self._active() else m.keepalive_interval
-                interval *= m.rng.uniform(0.8, 1.0)
+            now = m.loop.time()
+            if self._has_path():
+                if not keepalive_at:
+                    keepalive_at = now + m.keepalive_interval * m.rng.uniform(0.8, 1.0)
+                wait = min(CONSENT_INTERVAL * m.rng.uniform(0.8, 1.0), keepalive_at - now)
             else:
-                interval = m.retry_interval * m.rng.uniform(0.8, 1.2)
+                wait = m.retry_interval * m.rng.uniform(0.8, 1.2)
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), interval)
+                await asyncio.wait_for(self.wake.wait(), max(0.0, wait))
             except TimeoutError:
                 pass
             else:
                 if not self.check_now:
                     continue  # the path changed: wait as it asks now
-            self.check_now = False
+            told, self.check_now = self.check_now, False
             selected = self.session.selected
-            if self.state.kind != "none" and selected is not None:
-                if self.session.running:
+            if self._has_path() and selected is not None:
+                active = self._active()
+                if self.session.running or not (told or active or m.loop.time() >= keepalive_at):
                     continue
                 rtt = await self.session.consent(selected)
+                keepalive_at = 0.0
                 if self.session.selected is not selected:
                     continue  # a new pair was selected meanwhile
                 if rtt is None:
