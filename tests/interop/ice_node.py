@@ -2,12 +2,13 @@
 WireGuard port and a PathManager, with no coordination server: the test hands the two nodes
 each other's description through files.
 
-    python ice_node.py NAME PORT HOST INNER DIR SELF PEER
+    python ice_node.py NAME PORT HOST INNER DIR SELF PEER [KEEPALIVE]
 
 creates the interface NAME on UDP PORT, writes DIR/SELF.json (its public key, ICE
 credentials, its host candidate HOST:PORT and its tunnel address INNER), waits for
 DIR/PEER.json, adds that peer (no endpoint: ICE finds one) and checks; DIR/SELF.status.json
-then says every 0.1 s what the path manager chose. Runs until SIGTERM.
+then says every 0.1 s what the path manager chose. KEEPALIVE: seconds between checks of an
+idle path (25 by default). Runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from aioice.candidate import Candidate, candidate_priority
 
 from wgpy.device.interface import Interface
 from wgpy.nat.ice import Credentials, parse_remote
-from wgpy.nat.paths import PathManager
+from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
 
@@ -40,7 +41,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 async def main(
-    name: str, port: int, host: str, inner: str, directory: Path, me: str, peer: str
+    name: str,
+    port: int,
+    host: str,
+    inner: str,
+    directory: Path,
+    me: str,
+    peer: str,
+    keepalive: float = KEEPALIVE_INTERVAL,
 ) -> None:
     loop = asyncio.get_running_loop()
     key = generate_private_key(os.urandom)
@@ -62,6 +70,7 @@ async def main(
         public_key=public_key(key),
         credentials=credentials,
         local_candidates=lambda: [candidate],
+        keepalive_interval=keepalive,
     )
     mux.on_request = paths.handle_request
     write_json(
@@ -111,4 +120,5 @@ async def main(
 
 if __name__ == "__main__":
     n, p, h, i, d, s, o = sys.argv[1:8]
-    asyncio.run(main(n, int(p), h, i, Path(d), s, o))
+    k = float(sys.argv[8]) if len(sys.argv) > 8 else KEEPALIVE_INTERVAL
+    asyncio.run(main(n, int(p), h, i, Path(d), s, o, k))
