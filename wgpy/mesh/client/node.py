@@ -43,7 +43,7 @@ from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...nat.discovery import IceCredentials, candidate_list
 from ...nat.ice import IceError, parse_remote
-from ...nat.paths import PathManager
+from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
 from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
 from ...protocol.constants import DEFAULT_MTU
@@ -114,6 +114,8 @@ class NodeConfig:
     mtu: int = DEFAULT_MTU
     endpoint_interval: float = ENDPOINT_INTERVAL
     candidate_interval: float = CANDIDATE_INTERVAL
+    # seconds between checks (keepalives) of an idle ICE path: under the NATs' mapping lifetimes
+    nat_keepalive: float = KEEPALIVE_INTERVAL
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
     healthy_stream: float = HEALTHY_STREAM
@@ -596,6 +598,7 @@ class MeshNode:
             public_key=self.public_key,
             credentials=self.ice,
             local_candidates=self._local_candidates,
+            keepalive_interval=self.config.nat_keepalive,
             on_change=lambda key, state: self._peers_changed(),  # for `wgpy status`
             log=self.log.bind(component="paths"),
         )
