@@ -20,6 +20,10 @@ rounds of checks and owns the peer's endpoint:
 Relayed paths (TURN) come later: a pair with a relayed end is already held back and, once
 relays exist, selected as ``relay``.
 
+The manager drains the device's events (:meth:`~wgpy.protocol.device.Device.next_event`)
+every 0.25 s: a :class:`~wgpy.protocol.events.PeerSentFromElsewhere` makes it check that
+peer's path at once; nothing else reads them today.
+
 :meth:`PathManager.path` says per peer what ``wgpy status`` shows: the kind (``direct``,
 ``relay``, ``none``), the remote address and the round-trip time of the last check.
 """
