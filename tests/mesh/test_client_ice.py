@@ -103,6 +103,21 @@ def test_two_nodes_end_direct_on_the_candidates_the_map_carries(tmp_path: Path) 
                 assert saved is not None and saved["kind"] == "direct"
                 assert saved["endpoint"] == f"127.0.0.1:{b.node.iface.listen_port}"
                 assert isinstance(saved["rtt_ms"], float)
+                # the map's endpoint for b changes (b reported another address): ICE's path
+                # stays the endpoint, the map's is not set over it
+                full_maps = a.node.full_maps
+                server.update_node(me_b.id, endpoints=["192.0.2.99:4000"])
+                await until(
+                    lambda: (
+                        a.node.peers[key_from_base64(b.public)].endpoints[0] == "192.0.2.99:4000"
+                    ),
+                    5.0,
+                )
+                assert peer_b.endpoint[:2] == ("127.0.0.1", b.node.iface.listen_port)
+                assert full_maps == a.node.full_maps  # a delta, not a new map
+                again = ipv4_packet(me_a.ipv4, me_b.ipv4, b"still over ice")
+                a.tun.push([again])
+                await until(lambda: again in b.tun.written, 5.0)
                 # a peer that leaves the map is no longer checked
                 server.remove_node(me_b.id)
                 await until(lambda: a.node.paths is not None and a.path(b) == "none", 5.0)
