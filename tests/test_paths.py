@@ -318,3 +318,23 @@ def test_an_idle_path_is_kept_alive_by_its_checks() -> None:
             assert direct(a, b) and direct(b, a)
 
     run(scenario)
+
+
+def test_a_path_the_peer_s_new_candidates_do_not_find_again_is_dropped() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            # the map now says b is somewhere nothing answers (and a's view of its password
+            # is stale): the new round finds nothing, and the old path is not kept
+            dead = RemoteIce(
+                Credentials(b.credentials.ufrag, "S" * 22),
+                (host_candidate("127.0.0.1", 9),),
+            )
+            a.paths.set_remote(b.public, dead)
+            took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=7.0)
+            assert took < 6.0
+            assert a.iface.device.peers[b.public].roaming
+
+    run(scenario)

@@ -166,7 +166,11 @@ class _PeerPath:
             self.state = PathState(kind, endpoint, pair.rtt, self.state.since)
 
     def _failed(self) -> None:
-        """A round ended without a path: the loop tries again after RETRY_INTERVAL."""
+        """A round ended without a path: the loop tries again after RETRY_INTERVAL. A path
+        kept from before the peer's candidates changed is dropped when they do not find it
+        again."""
+        if self.session.selected is None and self.state.kind != "none":
+            self.lost("checks with the peer's new candidates found no path")
 
     def check(self) -> None:
         """Check the path (or look for one) now."""
