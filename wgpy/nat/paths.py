@@ -296,8 +296,11 @@ class PathManager:
         if path is None:
             path = self._peers[public_key] = _PeerPath(self, public_key, remote)
         elif path.remote != remote:
-            self._by_ufrag.pop(path.remote.credentials.ufrag, None)
+            if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
+                del self._by_ufrag[path.remote.credentials.ufrag]
             path.set_remote(remote)
+        # checks are routed by the sender's ufrag; two peers that claim one (a copy: every
+        # peer sees the others' in the map) share it, the latest wins until it goes
         self._by_ufrag[remote.credentials.ufrag] = path
 
     def remove(self, public_key: bytes) -> None:
