@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 from aioice import stun
 from aioice.candidate import Candidate, candidate_priority
 from support import PipeTun, ipv4_packet
 
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
+from wgpy.endpoint import Endpoint
 from wgpy.nat.ice import Credentials, Pair, RemoteIce, binding_request
 from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
 from wgpy.nat.stunmux import StunMux
@@ -42,8 +44,10 @@ class Side:
     def port(self) -> int:
         return self.iface.listen_port
 
+    host: str = "127.0.0.1"
+
     def candidates(self) -> list[Candidate]:
-        return [host_candidate("127.0.0.1", self.port)]
+        return [host_candidate(self.host, self.port)]
 
     def remote(self, pwd: str | None = None, extra: list[Candidate] | None = None) -> RemoteIce:
         """What the map would say about this side (optionally with a wrong password)."""
@@ -153,19 +157,21 @@ def run(scenario: Callable[[], object]) -> None:
     asyncio.run(limited())
 
 
-def test_checks_on_the_wireguard_socket_select_the_peer_s_address() -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_checks_on_the_wireguard_socket_select_the_peer_s_address(host: str) -> None:
     async def scenario() -> None:
         async with two_sides() as (a, b):
+            a.host = b.host = host
             # a candidate where nothing answers is checked too, and loses
-            dead = host_candidate("127.0.0.1", 9, "srflx")
+            dead = host_candidate(host, 9, "srflx")
             a.paths.set_remote(b.public, b.remote(extra=[dead]))
             b.paths.set_remote(a.public, a.remote())
             took = await until(lambda: direct(a, b) and direct(b, a))
             assert took < 1.0
             peer_b = a.iface.device.peers[b.public]
-            assert peer_b.endpoint == ("127.0.0.1", b.port) and not peer_b.roaming
+            assert peer_b.endpoint == (host, b.port) and not peer_b.roaming
             state = a.paths.path(b.public)
-            assert state.endpoint is not None and str(state.endpoint) == f"127.0.0.1:{b.port}"
+            assert state.endpoint is not None and state.endpoint == Endpoint(host, b.port)
             assert state.rtt is not None and state.rtt < 0.5
             assert state.to_json()["kind"] == "direct"
             # WireGuard runs on the same socket: a handshake, then data both ways
