@@ -9,11 +9,11 @@ rounds of checks and owns the peer's endpoint:
   (:meth:`~wgpy.protocol.device.Device.set_endpoint`) and roaming is switched off for that
   peer: a late packet that arrives over another path does not flip it back;
 - the selected path is checked (a STUN Binding request, RFC 7675 consent) every
-  :data:`CONSENT_INTERVAL` seconds while the peer's traffic moves and every
-  ``keepalive_interval`` (25 s by default, less than the NAT mapping lifetimes of home
-  routers) while idle, so the mappings on the way stay open from both sides; a check that
-  goes unanswered, or the peer's packets arriving from elsewhere followed by one, drops the
-  path within 5 s: roaming is on again and a new round starts at once;
+  :data:`CONSENT_INTERVAL` seconds while the peer's traffic moves, at once when the peer's
+  packets arrive from elsewhere, and every ``keepalive_interval`` (25 s by default, less
+  than the NAT mapping lifetimes of home routers) while idle, so the mappings on the way
+  stay open from both sides; a check that goes unanswered drops the path (within 5 s of
+  the failure while traffic moves): roaming is on again and a new round starts at once;
 - while a peer has no direct path, a new round runs about every :data:`RETRY_INTERVAL`
   seconds (jittered), and at once when either side's candidates change.
 
