@@ -29,6 +29,7 @@ from wgpy.nat.discovery import (
     host_candidates,
     local_address,
     probe,
+    resolve,
 )
 from wgpy.nat.stunmux import StunMux
 
@@ -207,6 +208,24 @@ def test_discovery_over_loopback_from_the_wireguard_socket() -> None:
             bind.close()
             for server in servers:
                 server.close()
+
+    run(scenario)
+
+
+def test_stun_server_names_are_resolved_to_every_address() -> None:
+    async def scenario() -> None:
+        names = [
+            Endpoint("localhost", 3478),
+            Endpoint("192.0.2.1", 3478),
+            Endpoint("no-such-host.invalid", 3478),
+            Endpoint("192.0.2.1", 3478),
+        ]
+        found, failed = await resolve(names)
+        assert Endpoint("127.0.0.1", 3478) in found and Endpoint("192.0.2.1", 3478) in found
+        assert len(found) == len(set(found))
+        (bad,) = failed
+        assert bad.server == Endpoint("no-such-host.invalid", 3478) and bad.mapped is None
+        assert bad.error is not None and bad.error.startswith("cannot resolve no-such-host.invalid")
 
     run(scenario)
 

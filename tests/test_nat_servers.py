@@ -10,6 +10,8 @@ import pytest
 from wgpy.endpoint import Endpoint
 from wgpy.nat.servers import (
     DEFAULT_REFRESH,
+    MAX_ENTRIES,
+    MAX_STUN_SERVERS,
     MIN_REFRESH,
     TurnUrl,
     parse_nat_config,
@@ -68,7 +70,7 @@ def test_bad_turn_urls(text: str, error: str) -> None:
 
 def test_nat_config_as_the_contract_writes_it() -> None:
     raw = {
-        "stun": ["192.0.2.1:3478", "[2001:db8::1]:3478", "192.0.2.1:3478"],
+        "stun": ["192.0.2.1:3478", "[2001:db8::1]:3478", "192.0.2.1:3478", "Mesh.Example:3478"],
         "turn": [
             {
                 "urls": [
@@ -84,7 +86,11 @@ def test_nat_config_as_the_contract_writes_it() -> None:
         "refresh": 300,
     }
     config = parse_nat_config(raw)
-    assert config.stun == (Endpoint("192.0.2.1", 3478), Endpoint("2001:db8::1", 3478))
+    assert config.stun == (
+        Endpoint("192.0.2.1", 3478),
+        Endpoint("2001:db8::1", 3478),
+        Endpoint("mesh.example", 3478),  # the name the node reached the server by
+    )
     (relay,) = config.turn
     assert relay.name == "relay.example"
     assert [u.kind for u in relay.urls] == ["udp", "tcp", "tls"]
@@ -97,7 +103,7 @@ def test_nat_config_as_the_contract_writes_it() -> None:
     "raw",
     [
         {"stun": "192.0.2.1:3478"},
-        {"stun": [1, None, "stun.example:3478", "192.0.2.1", "192.0.2.1:0", "x" * 1000]},
+        {"stun": [1, None, "192.0.2.1", "192.0.2.1:0", "x" * 1000, "a b:1", "-x:1", "n:stun"]},
         {"turn": [{"urls": ["turn:r"], "username": "u", "password": 5, "expires": 1}]},
         {"turn": [{"urls": ["stun:r"], "username": "u", "password": "p", "expires": 1}]},
         {"turn": [{"urls": [], "username": "u", "password": "p", "expires": 1}]},
@@ -128,3 +134,10 @@ def test_refresh_is_bounded_and_the_document_must_be_an_object() -> None:
     assert [u for u in config.turn[0].urls] == [
         TurnUrl(secure=False, host="r", port=1, transport="udp", text="turn:r:1")
     ]
+
+
+def test_a_huge_answer_is_read_only_so_far() -> None:
+    config = parse_nat_config({"stun": ["x"] * 100_000 + ["192.0.2.1:3478"], "turn": [0] * 100_000})
+    assert config.stun == () and config.skipped == 2 * MAX_ENTRIES
+    config = parse_nat_config({"stun": [f"192.0.2.{i}:3478" for i in range(1, 200)]})
+    assert len(config.stun) == MAX_STUN_SERVERS

@@ -282,7 +282,9 @@ def test_pending_transactions_are_bounded() -> None:
         ]
         await asyncio.sleep(0)
         assert mux.pending == 4
-        with pytest.raises(StunBusy, match="too many STUN transactions"):
+        with pytest.raises(
+            StunBusy, match=r"too many STUN transactions are in flight \(at most 4\)"
+        ):
             await mux.request(binding(), ("203.0.113.9", 3478))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, StunTimeout) for r in results)

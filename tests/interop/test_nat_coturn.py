@@ -6,6 +6,8 @@ self-signed certificate) and stopped by its pid, whatever happens.
   handshake and pings flow between it and a second interface on the same sockets.
 - `wgpy netcheck --stun ...` (the command, as a user runs it) and the relay checks over UDP,
   TCP and TLS (certificate untrusted, then trusted with --ca-cert).
+- `wgpy netcheck` inside a NAT (namespaces, nftables masquerade) against coturn outside on
+  two addresses: easy (one mapping), then hard (`fully-random`, a port per destination).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from wgpy.nat.netcheck import netcheck
 from wgpy.nat.servers import TurnServer, parse_turn_url
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
+
+from .netns import Lab, make_nat, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -249,3 +253,45 @@ def test_the_netcheck_command_against_coturn(coturn: Coturn) -> None:
     done = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=30)
     report = json.loads(done.stdout)
     assert [s["mapped"] is not None for s in report["stun"]] == [True, True]
+
+
+def test_netcheck_behind_an_easy_then_a_hard_nat(lab: Lab, tmp_path: Path) -> None:
+    """`wgpy netcheck` inside a NAT (nftables masquerade) against coturn on two addresses
+    outside: the public address is the router's; the mapping is the same for both STUN
+    servers, until the router maps each destination to a new port (`fully-random`)."""
+    nat = make_nat(lab, udp_timeout=30)
+    second = nat.wan.b4.rsplit(".", 1)[0] + ".3"
+    nat.outside.ip("addr", "add", f"{second}/24", "dev", nat.wan.b_dev)
+    program = shutil.which("turnserver")
+    assert program is not None, "coturn's turnserver is missing (apt-get install coturn)"
+    nat.outside.spawn(
+        [
+            program, "-n", "--listening-ip", nat.wan.b4, "--listening-ip", second,
+            "--listening-port", "3478", "--no-tls", "--no-dtls", "--no-cli",
+            "--use-auth-secret", "--static-auth-secret", SECRET, "--realm", "wgpy.test",
+            "--userdb", str(tmp_path / "turndb"), "--pidfile", str(tmp_path / "turn.pid"),
+            "--log-file", "stdout", "--simple-log",
+        ],
+        log="coturn",
+    )  # fmt: skip
+    wait_for(lambda: nat.outside.tcp_listening(3478), timeout=10, what="coturn listening")
+
+    def netcheck_json() -> dict[str, object]:
+        argv = [sys.executable, "-m", "wgpy", "netcheck", "--json", "--timeout", "2"]
+        argv += ["--stun", f"{nat.wan.b4}:3478", "--stun", f"{second}:3478"]
+        done = nat.inside.run(argv, timeout=30)
+        report: dict[str, object] = json.loads(done.stdout)
+        return report
+
+    easy = netcheck_json()
+    assert easy["udp"] is True
+    assert str(easy["ipv4"]).rsplit(":", 1)[0] == nat.wan.a4  # the router's WAN address
+    assert easy["mapping_varies_by_dest_ip"] is False
+    ruleset = (
+        "flush chain ip wgpy_nat postrouting\n"
+        f'add rule ip wgpy_nat postrouting oifname "{nat.wan.a_dev}" masquerade fully-random\n'
+    )
+    nat.router.run(["nft", "-f", "-"], input=ruleset, timeout=15)
+    hard = netcheck_json()
+    assert str(hard["ipv4"]).rsplit(":", 1)[0] == nat.wan.a4
+    assert hard["mapping_varies_by_dest_ip"] is True

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from stun_fakes import binding_response
 
 from wgpy.keys import key_to_base64
 from wgpy.protocol.crypto import generate_private_key, public_key
@@ -150,6 +151,8 @@ class FakeServer:
         # GET /api/v1/node/nat; nat None: a server older than NAT traversal (404 to it and
         # to POST /api/v1/node/candidates)
         self.nat: dict[str, Any] | None = {"stun": [], "turn": [], "refresh": 600}
+        self.stun_port = 0  # with start(stun=True): a STUN responder on this UDP port
+        self.stun_sources: list[tuple[str, int]] = []  # where Binding requests came from
         self._next_id = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -163,7 +166,9 @@ class FakeServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> FakeServer:
+    def start(self, *, stun: bool = False) -> FakeServer:
+        """Serve; with ``stun``, answer STUN Binding requests on a UDP port of the same
+        host (:attr:`stun_port`), as ``wgpy server --stun-listen`` does."""
         started = threading.Event()
         errors: list[BaseException] = []
 
@@ -173,6 +178,8 @@ class FakeServer:
                     _setns(self.netns)
                 self._loop = asyncio.new_event_loop()
                 self._loop.run_until_complete(self._start())
+                if stun:
+                    self._loop.run_until_complete(self._start_stun())
             except BaseException as e:
                 errors.append(e)
                 started.set()
@@ -204,6 +211,33 @@ class FakeServer:
         self._runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.1)
         await self._runner.setup()
         await self._listen()
+
+    async def _start_stun(self) -> None:
+        server = self
+
+        class Answer(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport: Any = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                response = binding_response(data, (addr[0], addr[1]), None)
+                if response is not None:
+                    server.stun_sources.append((addr[0], addr[1]))
+                    self.transport.sendto(response, addr)
+
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            Answer, local_addr=(self.host, 0)
+        )
+        self.stun_port = transport.get_extra_info("sockname")[1]
+
+    def set_nat(self, nat: dict[str, Any] | None) -> None:
+        """What GET /api/v1/node/nat answers; None: 404, as a server older than NAT
+        traversal (POST /api/v1/node/candidates too)."""
+
+        def change() -> None:
+            self.nat = nat
+
+        self.call(change)
 
     async def _listen(self) -> None:
         assert self._runner is not None

@@ -17,11 +17,14 @@ from stun_fakes import MemoryStunServer
 
 from wgpy import log
 from wgpy.device.memorybind import MemoryBind, MemoryNetwork
+from wgpy.endpoint import Endpoint
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
+from wgpy.mesh.client.candidates import SILENT_ROUNDS, CandidateReporter
 from wgpy.mesh.client.node import MeshNode, NodeConfig
 from wgpy.mesh.client.state import StateDir
+from wgpy.nat.discovery import Discovery, IceCredentials, StunProbe
 from wgpy.protocol.crypto import public_key
 
 from .fakes import FakeHost, FakeInterface, FakeServer, until
@@ -107,7 +110,7 @@ def parsed(sdps: list[str]) -> list[tuple[str, str, int]]:
 def test_host_candidates_without_a_wireguard_port(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
-        server.nat = {"stun": ["198.51.100.1:3478"], "turn": [], "refresh": 600}
+        server.set_nat({"stun": ["198.51.100.1:3478"], "turn": [], "refresh": 600})
 
         async def main() -> None:
             h = Harness(server, tmp_path, auth_key=auth)
@@ -130,11 +133,13 @@ def test_host_candidates_without_a_wireguard_port(tmp_path: Path) -> None:
 def test_server_reflexive_candidates_through_the_wireguard_port(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
-        server.nat = {
-            "stun": ["198.51.100.1:3478", "198.51.100.2:3478", "not an address"],
-            "turn": [],
-            "refresh": 600,
-        }
+        server.set_nat(
+            {
+                "stun": ["198.51.100.1:3478", "198.51.100.2:3478", "not an address"],
+                "turn": [],
+                "refresh": 600,
+            }
+        )
 
         async def main() -> None:
             network = MemoryNetwork()
@@ -185,7 +190,7 @@ def test_server_reflexive_candidates_through_the_wireguard_port(tmp_path: Path) 
 def test_an_older_server_without_candidates(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
-        server.nat = None  # 404 to GET /node/nat and POST /node/candidates
+        server.set_nat(None)  # 404 to GET /node/nat and POST /node/candidates
 
         async def main() -> None:
             h = Harness(server, tmp_path, auth_key=auth, candidate_interval=0.05)
@@ -201,3 +206,20 @@ def test_an_older_server_without_candidates(tmp_path: Path) -> None:
             await h.stop()
 
         run(main())
+
+
+def test_a_round_without_stun_answers_keeps_the_last_mapping_a_little() -> None:
+    reporter = CandidateReporter(NodeClient("http://127.0.0.1:9"), IceCredentials.generate())
+    server = Endpoint("198.51.100.1", 3478)
+    answered = Discovery((StunProbe(server, Endpoint(PUBLIC, 62000), 0.01),))
+    silent = Discovery((StunProbe(server, error="no answer"),))
+    reporter.discovered(answered)
+    for _ in range(SILENT_ROUNDS):  # a lost datagram or two
+        reporter.discovered(silent)
+        assert reporter.discovery is answered
+    reporter.discovered(silent)  # gone for good
+    assert reporter.discovery is silent
+    reporter.discovered(silent)
+    assert reporter.discovery is silent
+    reporter.discovered(answered)
+    assert reporter.discovery is answered

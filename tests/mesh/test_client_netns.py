@@ -112,9 +112,11 @@ def log_of(state_dir: Path) -> str:
 def test_two_nodes_join_ping_follow_a_delta_and_leave(lab: dict[str, str], tmp_path: Path) -> None:
     ifnames = {1: f"wm{os.getpid() % 100000}a", 2: f"wm{os.getpid() % 100000}b"}
     states = {i: tmp_path / f"state{i}" for i in (1, 2)}
-    server = FakeServer(f"10.213.{SUBNET}.1", netns=lab["hub"]).start()
+    server = FakeServer(f"10.213.{SUBNET}.1", netns=lab["hub"]).start(stun=True)
     try:
         auth = server.add_auth_key()
+        stun = f"10.213.{SUBNET}.1:{server.stun_port}"
+        server.set_nat({"stun": [stun], "turn": [], "refresh": 600})
         for i in (1, 2):
             up = wgpy(
                 lab[f"n{i}"], "up", "--login-server", server.url, "--auth-key", auth,
@@ -141,6 +143,19 @@ def test_two_nodes_join_ping_follow_a_delta_and_leave(lab: dict[str, str], tmp_p
             5,
             "both endpoints",
         )
+        # and their ICE candidates, after asking the server's STUN responder from the
+        # WireGuard port itself (no NAT here: the mapping is the host candidate)
+        wait_for(
+            lambda: all(
+                n.candidates and n.candidates[0].split()[4:8] == [address, "41641", "typ", "host"]
+                for n, address in zip(
+                    server.nodes.values(), (f"10.213.{SUBNET}.2", f"10.213.{SUBNET}.3"), strict=True
+                )
+            ),
+            5,
+            "both nodes' candidates",
+        )
+        assert {(f"10.213.{SUBNET}.{i}", 41641) for i in (2, 3)} <= set(server.stun_sources)
         # n1 learns n2 (a delta) with its endpoint
         wait_for(
             lambda: "100.64.0.2" in sh("ip", "-n", n1, "route", "show", "dev", ifnames[1]).stdout,

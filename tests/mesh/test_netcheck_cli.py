@@ -43,21 +43,23 @@ def test_netcheck_with_the_node_s_server(tmp_path: Path) -> None:
     with FakeServer() as server, ThreadStunServer() as one, ThreadStunServer("127.0.0.2") as two:
         state = node_state(tmp_path, server)
         refused = closed_tcp_port()
-        server.nat = {
-            "stun": [f"{one.key[0]}:{one.key[1]}", f"{two.key[0]}:{two.key[1]}"],
-            "turn": [
-                {
-                    "urls": [
-                        f"turn:127.0.0.1:{one.key[1]}?transport=udp",
-                        f"turn:127.0.0.1:{refused}?transport=tcp",
-                    ],
-                    "username": "1767225600:1",
-                    "password": "secret",
-                    "expires": 1767225600,
-                }
-            ],
-            "refresh": 600,
-        }
+        server.set_nat(
+            {
+                "stun": [f"{one.key[0]}:{one.key[1]}", f"{two.key[0]}:{two.key[1]}"],
+                "turn": [
+                    {
+                        "urls": [
+                            f"turn:127.0.0.1:{one.key[1]}?transport=udp",
+                            f"turn:127.0.0.1:{refused}?transport=tcp",
+                        ],
+                        "username": "1767225600:1",
+                        "password": "secret",
+                        "expires": 1767225600,
+                    }
+                ],
+                "refresh": 600,
+            }
+        )
         status, out, err = run("netcheck", "--state-dir", str(state.path), "--timeout", "1")
         assert status == ExitStatus.SUCCESS, err
         lines = out.splitlines()
@@ -108,14 +110,14 @@ def test_netcheck_errors_are_one_sentence(tmp_path: Path) -> None:
     assert status == ExitStatus.ERROR and err.startswith("wgpy netcheck: --stun: expected")
     with FakeServer() as server:
         state = node_state(tmp_path, server)
-        server.nat = None  # an older server
+        server.set_nat(None)  # an older server
         status, _, err = run("netcheck", "--state-dir", str(state.path))
         assert status == ExitStatus.ERROR
         assert err == (
             f"wgpy netcheck: the coordination server at {server.url} has no STUN servers to "
             "tell (it is older than this wgpy); give --stun HOST:PORT\n"
         )
-        server.nat = {"stun": [], "turn": [], "refresh": 600}
+        server.set_nat({"stun": [], "turn": [], "refresh": 600})
         status, _, err = run("netcheck", "--state-dir", str(state.path))
         assert status == ExitStatus.ERROR and "names no STUN server and no relay" in err
         status, _, err = run(

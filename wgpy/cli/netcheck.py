@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 from wgpy.endpoint import Endpoint
 from wgpy.mesh.client.api import ApiError, MeshClientError, NodeClient, check_server_url
+from wgpy.mesh.client.candidates import NAT_PATH
 from wgpy.mesh.client.state import DEFAULT_STATE_DIR, StateDir, StateError
 from wgpy.nat.netcheck import TIMEOUT, NetReport, RelayReport, netcheck
 from wgpy.nat.servers import NatConfig, parse_nat_config
@@ -116,7 +117,7 @@ def _config(args: argparse.Namespace) -> NatConfig:
 
     async def ask() -> Any:
         async with NodeClient(url, token=token, ca_cert=ca_cert, timeout=API_TIMEOUT) as client:
-            return await client.nat_config()
+            return await client.request("GET", NAT_PATH)
 
     try:
         raw = asyncio.run(ask())

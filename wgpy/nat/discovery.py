@@ -43,6 +43,7 @@ __all__ = [
     "host_candidates",
     "probe",
     "reflexive_candidates",
+    "resolve",
 ]
 
 MAX_CANDIDATES = 16  # reported at most (the server's limit)
@@ -51,6 +52,8 @@ COMPONENT = 1  # WireGuard is one UDP flow: ICE component 1
 TYPE_PREFERENCE = {"host": 126, "prflx": 110, "srflx": 100, "relay": 0}  # RFC 8445 5.1.2.2
 PROBE_RTO = 0.1  # seconds before a STUN Binding request is sent again ...
 PROBE_RETRIES = 4  # ... this many times: a server that is silent for 3.1 s is down
+RESOLVE_TIMEOUT = 3.0  # seconds to resolve a STUN server's name
+MAX_STUN_ADDRESSES = 8  # asked at once, names resolved
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -225,10 +228,51 @@ async def discover(
     rto: float = PROBE_RTO,
     retries: int = PROBE_RETRIES,
 ) -> Discovery:
-    """Ask every STUN server at once (each once); what they saw."""
+    """Ask every STUN server at once (each address once; a name at each of its addresses,
+    IPv4 and IPv6); what they saw. A name that does not resolve is a probe with an error."""
+    addresses, failed = await resolve(servers)
+    probes = await asyncio.gather(*(probe(mux, s, rto=rto, retries=retries) for s in addresses))
+    return Discovery((*failed, *probes))
+
+
+async def resolve(
+    servers: Iterable[Endpoint], *, timeout: float = RESOLVE_TIMEOUT
+) -> tuple[list[Endpoint], list[StunProbe]]:
+    """The addresses of ``servers`` (at most :data:`MAX_STUN_ADDRESSES`, in order, each once):
+    an address as it is, a name as all its IPv4 and IPv6 addresses; and a failed probe for
+    each name that does not resolve within ``timeout`` seconds."""
     unique = list(dict.fromkeys(servers))
-    probes = await asyncio.gather(*(probe(mux, s, rto=rto, retries=retries) for s in unique))
-    return Discovery(tuple(probes))
+    answers = await asyncio.gather(*(_addresses(s, timeout) for s in unique))
+    found: list[Endpoint] = []
+    failed: list[StunProbe] = []
+    for server, answer in zip(unique, answers, strict=True):
+        if isinstance(answer, str):
+            failed.append(StunProbe(server, error=answer))
+            continue
+        found += [a for a in answer if a not in found]
+    return found[:MAX_STUN_ADDRESSES], failed
+
+
+async def _addresses(server: Endpoint, timeout: float) -> list[Endpoint] | str:
+    """``server``'s addresses, or why there are none."""
+    if server.is_numeric:
+        return [server]
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(server.host, server.port, type=socket.SOCK_DGRAM)
+    except (OSError, TimeoutError) as e:
+        why = "no answer in time" if isinstance(e, TimeoutError) else e.strerror or str(e)
+        return f"cannot resolve {server.host} ({why})"
+    out: list[Endpoint] = []
+    for info in infos:
+        try:
+            address = Endpoint.from_address(ipaddress.ip_address(str(info[4][0])), server.port)
+        except ValueError:
+            continue
+        if address not in out:
+            out.append(address)
+    return out
 
 
 def local_address(endpoint: EndpointKey) -> str | None:

@@ -168,7 +168,10 @@ async def _over_stream(
             raise ValueError("the answer is not STUN")
         body = await reader.readexactly(length)
         latency = loop.time() - started
-        answer = stun.parse_message(header + body)
+        try:
+            answer = stun.parse_message(header + body)
+        except Exception:  # aioice raises ValueError, struct.error and others
+            raise ValueError("the answer is not STUN") from None
         if answer.transaction_id != request.transaction_id:
             raise ValueError("the answer is not to our request")
         if answer.message_class != stun.Class.RESPONSE:

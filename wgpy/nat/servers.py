@@ -2,14 +2,17 @@
 answer (docs/mesh-api.md), and TURN URLs (RFC 7065), read without I/O.
 
 The answer is input from the network: entries that are not what the contract says are left
-out (and counted in :attr:`NatConfig.skipped`), never trusted and never fatal. A STUN address
-is an IP literal and a port; a TURN URL is ``turn:HOST[:PORT][?transport=udp|tcp]`` or
-``turns:HOST[:PORT][?transport=tcp]``, where HOST may be a name (resolved when used).
+out (and counted in :attr:`NatConfig.skipped`), never trusted and never fatal. A STUN server
+is an IP address or a host name, and a port (the server writes the name the node reached it
+by; :func:`wgpy.nat.discovery.resolve` turns it into addresses). A TURN URL is
+``turn:HOST[:PORT][?transport=udp|tcp]`` or ``turns:HOST[:PORT][?transport=tcp]``, where HOST
+may be a name too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,7 @@ __all__ = [
     "TurnServer",
     "TurnUrl",
     "parse_nat_config",
+    "parse_stun_address",
     "parse_turn_url",
 ]
 
@@ -30,8 +34,10 @@ MAX_STUN_SERVERS = 8
 MAX_TURN_SERVERS = 8
 MAX_TURN_URLS = 8  # per TURN server
 MAX_TEXT = 512  # characters in a URL, a user name or a password
+MAX_ENTRIES = 64  # entries of a list looked at (the rest are not even read)
 TURN_PORT = 3478  # RFC 8656: turn: over UDP and TCP
 TURNS_PORT = 5349  # RFC 8656: turns: over TLS (deployments use 443 too)
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")  # a DNS name
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,23 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def parse_stun_address(text: Any) -> Endpoint:
+    """A STUN server as the contract writes it: ``IP:PORT``, ``[IPv6]:PORT`` or ``NAME:PORT``
+    (the name the node used to reach the server; resolved when used). ValueError if not."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise ValueError("a STUN server is HOST:PORT")
+    try:
+        endpoint = Endpoint.parse_address(text)
+    except ValueError:
+        host, colon, port = text.rpartition(":")
+        if not colon or not _HOST_NAME.fullmatch(host) or not (port.isascii() and port.isdigit()):
+            raise ValueError("a STUN server is IP:PORT, [IPv6]:PORT or NAME:PORT") from None
+        endpoint = Endpoint(host.lower(), _port(port))
+    if endpoint.port == 0:
+        raise ValueError("a STUN server's port is from 1 to 65535")
+    return endpoint
+
+
 def parse_nat_config(raw: Any) -> NatConfig:
     """The answer of ``GET /api/v1/node/nat``. ValueError if it is not a JSON object; bad
     entries in it are skipped and counted."""
@@ -138,13 +161,9 @@ def parse_nat_config(raw: Any) -> NatConfig:
     skipped = 0
     stun: list[Endpoint] = []
     entries = raw.get("stun")
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in entries[:MAX_ENTRIES] if isinstance(entries, list) else []:
         try:
-            if not isinstance(entry, str) or len(entry) > MAX_TEXT:
-                raise ValueError("not an address")
-            endpoint = Endpoint.parse_address(entry)
-            if endpoint.port == 0:
-                raise ValueError("port 0")
+            endpoint = parse_stun_address(entry)
         except ValueError:
             skipped += 1
             continue
@@ -152,7 +171,7 @@ def parse_nat_config(raw: Any) -> NatConfig:
             stun.append(endpoint)
     turn: list[TurnServer] = []
     servers = raw.get("turn")
-    for server in servers if isinstance(servers, list) else []:
+    for server in servers[:MAX_ENTRIES] if isinstance(servers, list) else []:
         parsed = _turn_server(server)
         if parsed is None:
             skipped += 1

@@ -147,8 +147,12 @@ class StunErrorResponse(stun.TransactionFailed):
 class StunBusy(stun.TransactionError):
     """Too many STUN transactions in flight; wait for some to end."""
 
+    def __init__(self, limit: int = MAX_PENDING) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
     def __str__(self) -> str:
-        return f"too many STUN transactions are in flight (at most {MAX_PENDING}); try again"
+        return f"too many STUN transactions are in flight (at most {self.limit}); try again"
 
 
 class StunClosed(stun.TransactionError):
@@ -281,7 +285,7 @@ class StunMux:
         if tid in self._pending:
             raise ValueError("a STUN request with this transaction id is in flight already")
         if len(self._pending) >= self.max_pending:
-            raise StunBusy()
+            raise StunBusy(self.max_pending)
         transaction = _Transaction(
             raw=bytes(message),
             endpoint=endpoint,

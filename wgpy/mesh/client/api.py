@@ -237,10 +237,6 @@ class NodeClient(Client):
             {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd, "candidates": candidates},
         )
 
-    async def nat_config(self) -> Any:
-        """Where the STUN servers and relays are (``GET /api/v1/node/nat``), as sent."""
-        return await self.request("GET", "/api/v1/node/nat")
-
     async def logout(self) -> None:
         await self.request("POST", "/api/v1/logout", {})
 

@@ -25,7 +25,9 @@ from .api import ApiError, MeshClientError, NodeClient
 __all__ = ["CANDIDATE_INTERVAL", "CandidateReporter"]
 
 CANDIDATE_INTERVAL = 20.0  # seconds between STUN checks of this node's public address
+NAT_PATH = "/api/v1/node/nat"  # where the STUN servers and relays are
 NOT_THERE = (404, 405)  # what a server without the endpoint answers
+SILENT_ROUNDS = 2  # rounds without any STUN answer before the last mapping is dropped
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,6 +44,7 @@ class CandidateReporter:
         self.reported: list[str] | None = None
         self.supported = True  # False once the server said it has no such endpoint
         self._nat_until = float("-inf")
+        self._silent = 0  # rounds in a row without an answer from any STUN server
 
     def forget_reported(self) -> None:
         """Report again at the next update (the server may have lost what it had)."""
@@ -55,7 +58,9 @@ class CandidateReporter:
             return
         await self._refresh_nat(now)
         if mux is not None and self.nat.stun:
-            self.discovery = await discover(mux, self.nat.stun)
+            self.discovered(await discover(mux, self.nat.stun))
+        else:
+            self.discovery = Discovery()
         found = candidate_list(addresses, port, self.discovery)
         candidates = [c.to_sdp() for c in found]
         if candidates == self.reported:
@@ -78,11 +83,22 @@ class CandidateReporter:
             udp=self.discovery.udp if self.nat.stun and mux is not None else None,
         )
 
+    def discovered(self, found: Discovery) -> None:
+        """Take ``found``; but when no STUN server answered, keep what they saw last for up
+        to :data:`SILENT_ROUNDS` rounds (a lost datagram or two must not take the
+        server-reflexive candidates away from every peer and back)."""
+        if found.udp or not self.discovery.udp or self._silent >= SILENT_ROUNDS:
+            if not found.udp and self.discovery.udp:
+                self.log.warning("no STUN server answers: only host candidates are reported")
+            self.discovery, self._silent = found, 0
+            return
+        self._silent += 1
+
     async def _refresh_nat(self, now: float) -> None:
         if now < self._nat_until:
             return
         try:
-            raw = await self.client.nat_config()
+            raw = await self.client.request("GET", NAT_PATH)
         except ApiError as e:
             if e.status in NOT_THERE:  # an older server: no STUN, host candidates only
                 self.nat, self._nat_until = NatConfig(), now + NatConfig().refresh
