@@ -7,11 +7,14 @@ import pytest
 from support import Node, Wire, ipv4_packet, pair
 
 from wgpy.protocol.device import Device
+from wgpy.protocol.errors import LocalProtocolError
 from wgpy.protocol.events import (
     EventQueue,
     HandshakeCompleted,
     PeerEndpointChanged,
+    PeerSentFromElsewhere,
 )
+from wgpy.protocol.peer import without_source
 
 
 def drain(device: Device) -> list[object]:
@@ -133,3 +136,95 @@ def test_a_device_nobody_drains_keeps_a_bounded_queue() -> None:
         wire.run(now)
     assert a.device.events_dropped > 0
     assert len(drain(a.device)) == 1024
+
+
+# ---------------------------------------------------------------- roaming off (a path manager)
+
+
+def pinned(b: Node, a: Node, endpoint: object) -> None:
+    """``b`` sends to ``a`` at ``endpoint``, which a path manager owns (roaming off)."""
+    peer = b.device.peers[a.public]
+    b.device.set_endpoint(peer, endpoint)
+    b.device.set_roaming(peer, False)
+
+
+def test_with_roaming_off_a_packet_from_elsewhere_does_not_move_the_endpoint() -> None:
+    _, a, b = established()
+    drain(b.device)
+    direct = ("203.0.113.5", 51820)
+    pinned(b, a, direct)
+    relay = ("198.51.100.7", 40000)
+    roam(a, b, relay, 1.0, count=5)  # delivered, but the endpoint stays
+    roam(a, b, relay, 2.0)
+    assert b.device.peers[a.public].endpoint == direct
+    assert drain(b.device) == [PeerSentFromElsewhere(a.public, relay)]  # once per address
+    roam(a, b, (*relay, "source 1"), 3.0)  # type: ignore[misc]
+    assert drain(b.device) == []  # a new local source alone is no new address
+    b.device.send_packets([ipv4_packet(b.inner, a.inner)], 4.0)
+    assert [e for _, e in b.device.datagrams_to_send()] == [direct]
+
+
+def test_with_roaming_off_packets_from_the_endpoint_lend_it_their_local_source() -> None:
+    _, a, b = established()
+    drain(b.device)
+    direct = ("203.0.113.5", 51820)
+    pinned(b, a, direct)
+    roam(a, b, (*direct, "source 1"), 1.0)  # type: ignore[misc]
+    peer = b.device.peers[a.public]
+    assert peer.endpoint == (*direct, "source 1")
+    assert drain(b.device) == []
+    # back and forth between the relay and the endpoint: one event per arrival elsewhere
+    relay = ("198.51.100.7", 40000)
+    roam(a, b, relay, 2.0)
+    roam(a, b, direct, 3.0)
+    roam(a, b, relay, 4.0)
+    assert drain(b.device) == [PeerSentFromElsewhere(a.public, relay)] * 2
+    assert without_source(peer.endpoint) == direct
+
+
+def test_with_roaming_off_a_handshake_from_elsewhere_is_answered_there_but_moves_nothing() -> None:
+    _, a, b, _ = pair()
+    direct = ("203.0.113.5", 51820)
+    pinned(b, a, direct)
+    relay = ("198.51.100.7", 40000)
+    a.device.send_packets([ipv4_packet(a.inner, b.inner)], 0.0)
+    initiation = a.device.datagrams_to_send()
+    b.device.receive_datagrams([(d, relay) for d, _ in initiation], 0.0)
+    response = b.device.datagrams_to_send()
+    assert [e for _, e in response] == [relay]  # the answer goes where the question came from
+    assert b.device.peers[a.public].endpoint == direct
+    assert drain(b.device) == [PeerSentFromElsewhere(a.public, relay)]
+
+
+def test_with_roaming_off_a_peer_without_endpoint_takes_the_first_one() -> None:
+    wire, a, b, _ = pair()
+    peer = b.device.peers[a.public]
+    b.device.set_endpoint(peer, None)
+    b.device.set_roaming(peer, False)
+    wire.send(a, [ipv4_packet(a.inner, b.inner)], 0.0)
+    wire.run(0.0)
+    assert peer.endpoint == a.address
+    assert PeerEndpointChanged(a.public, a.address) in drain(b.device)
+
+
+def test_roaming_back_on_follows_the_next_packet_as_an_event() -> None:
+    _, a, b = established()
+    drain(b.device)
+    direct = ("203.0.113.5", 51820)
+    pinned(b, a, direct)
+    relay = ("198.51.100.7", 40000)
+    roam(a, b, relay, 1.0)
+    drain(b.device)
+    peer = b.device.peers[a.public]
+    b.device.set_roaming(peer, True)
+    roam(a, b, relay, 2.0)
+    assert peer.endpoint == relay
+    assert drain(b.device) == [PeerEndpointChanged(a.public, relay)]
+
+
+def test_set_roaming_on_a_removed_peer_says_what_to_do() -> None:
+    _, a, b = established()
+    peer = b.device.peers[a.public]
+    b.device.remove_peer(a.public)
+    with pytest.raises(LocalProtocolError, match="add it again"):
+        b.device.set_roaming(peer, False)

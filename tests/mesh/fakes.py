@@ -93,7 +93,17 @@ class FakeNode:
         }
 
     def peer_json(self, can_reach: bool = True, reachable_from: bool = True) -> dict[str, Any]:
+        ice = (
+            {
+                "candidates": list(self.candidates),
+                "ice_ufrag": self.ice_ufrag,
+                "ice_pwd": self.ice_pwd,
+            }
+            if self.ice_ufrag
+            else {}
+        )
         return {
+            **ice,
             "public_key": self.public_key,
             "hostname": self.hostname,
             "user": self.user,
@@ -479,6 +489,7 @@ class FakeServer:
             return self._error(400, f"unexpected fields {sorted(body)}")
         node.candidates = list(body["candidates"])
         node.ice_ufrag, node.ice_pwd = body["ice_ufrag"], body["ice_pwd"]
+        self._announce(node)  # the peers learn the candidates, as from the real server
         return web.json_response({})
 
     async def _nat(self, request: web.Request) -> web.Response:

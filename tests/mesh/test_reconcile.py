@@ -34,11 +34,13 @@ from wgpy.mesh.client.reconcile import (
     SetAddresses,
     SetAllowedIPs,
     SetEndpoint,
+    SetIce,
     SetInboundFilter,
     SetSelf,
     SetVersion,
     Skipped,
     StorePeer,
+    peer_ice,
 )
 
 ME = bytes([1]) * 32
@@ -538,3 +540,50 @@ def test_the_current_state_is_only_read() -> None:
     reconcile.peer_remove({"public_key": key_to_base64(key(2))}, current)
     reconcile.self_update(self_message(expired=True), current)
     assert peers == {key(2): record(2)} and device == frozen
+
+
+# ---------------------------------------------------------------------- ICE fields
+
+
+ICE = {
+    "ice_ufrag": "uf02",
+    "ice_pwd": "p" * 22,
+    "candidates": ["1 1 udp 2130706431 192.0.2.2 41641 typ host"],
+}
+
+
+def ice_of(**fields: Any) -> SetIce:
+    """The SetIce that the peer record with these fields asks for (as the netmap read it)."""
+    peer = record(2, **fields)
+    return SetIce(key(2), peer.ice_ufrag, peer.ice_pwd, peer.candidates)
+
+
+def test_a_new_peer_with_candidates_gets_its_ice() -> None:
+    plan = upsert(state(), **ICE)
+    assert plan.operations[-1] == ice_of(**ICE)
+    assert ice_of(**ICE).ufrag == "uf02" and len(ice_of(**ICE).candidates) == 1
+    assert upsert(state()).operations[-1] == StorePeer(record(2))  # none: no SetIce
+
+
+def test_ice_is_set_again_only_when_its_fields_change() -> None:
+    current = state(record(2, **ICE))
+    assert upsert(current, **ICE) == Plan()
+    moved = {**ICE, "candidates": ["1 1 udp 2130706431 192.0.2.2 41642 typ host"]}
+    plan = upsert(current, **moved)
+    assert plan.operations[-1] == ice_of(**moved) != ice_of(**ICE)
+    gone = upsert(current)  # the peer stopped reporting ICE: say so, all empty
+    assert gone.operations[-1] == SetIce(key(2), "", "", ())
+
+
+def test_peer_ice_compares_the_three_fields() -> None:
+    before = record(2, **ICE)
+    assert peer_ice(before, before) is None
+    assert peer_ice(record(2), None) is None
+    assert peer_ice(before, None) == ice_of(**ICE)
+    changed = {**ICE, "ice_pwd": "q" * 22}
+    assert peer_ice(record(2, **changed), before) == ice_of(**changed)
+    assert ice_of(**changed).pwd == "q" * 22
+
+
+def test_a_peer_without_ice_fields_has_them_empty() -> None:
+    assert (record(2).ice_ufrag, record(2).ice_pwd, record(2).candidates) == ("", "", ())

@@ -49,7 +49,13 @@ from .constants import (
 )
 from .crypto import ZERO_KEY, Rng, dh_generate, tai64n
 from .errors import DropReason, LocalProtocolError, RemoteProtocolError
-from .events import Event, EventQueue, HandshakeCompleted, PeerEndpointChanged
+from .events import (
+    Event,
+    EventQueue,
+    HandshakeCompleted,
+    PeerEndpointChanged,
+    PeerSentFromElsewhere,
+)
 from .flows import ReplyOnlyFilter
 from .handshake import (
     StaticIdentity,
@@ -190,12 +196,25 @@ class Device:
         """Send to ``peer`` at ``endpoint`` from now on (None: nowhere until it sends to us).
 
         As in the kernel, a configured endpoint carries no local source; the peer's packets
-        (roaming) may move it again later. A change made here makes no event. What waits for
-        the peer goes when the caller calls :meth:`send_staged` (after the rest of its
-        configuration, a preshared key for one, is in place)."""
+        (roaming) may move it again later, unless roaming is off (:meth:`set_roaming`). A
+        change made here makes no event. What waits for the peer goes when the caller calls
+        :meth:`send_staged` (after the rest of its configuration, a preshared key for one, is
+        in place)."""
         if peer.removed:
             raise _removed(peer)
         peer.endpoint = peer._endpoint_seen = endpoint
+
+    def set_roaming(self, peer: Peer, enabled: bool) -> None:
+        """Let ``peer``'s authenticated packets move its endpoint (on: WireGuard's roaming,
+        the default) or not (off: the caller, a path manager, owns the endpoint and sets it
+        with :meth:`set_endpoint`). With roaming off, packets from the endpoint's address
+        only lend it their local source, and packets from another address leave it where it
+        is and make a :class:`~.events.PeerSentFromElsewhere` event (one per new address).
+        A peer without an endpoint takes the first one its packets bring either way."""
+        if peer.removed:
+            raise _removed(peer)
+        peer.roaming = enabled
+        peer._endpoint_seen = peer.endpoint  # moves are counted from here on
 
     def set_allowed_ips(self, peer: Peer, prefixes: Iterable[str | IPNetwork]) -> None:
         """Make ``prefixes`` the whole of ``peer``'s allowed IPs (a prefix another peer has
@@ -447,7 +466,7 @@ class Device:
                     drops[DropReason.REPLAYED] += 1
                     continue
                 peer = kp.peer
-                peer.endpoint = datagram[1]  # roaming: follow authenticated packets
+                peer._source = datagram[1]  # roaming follows it once per batch
                 peer.rx_bytes += n
                 if kp is peer.next:
                     self._confirm_next(peer, kp, now)
@@ -508,8 +527,7 @@ class Device:
         if got_data:
             timers.on_data_received(now)
         self._dirty.add(peer)
-        if peer.endpoint != peer._endpoint_seen:  # once per peer and batch, not per packet
-            self._endpoint_moved(peer)
+        self._follow_source(peer)  # once per peer and batch, not per packet
         # keep the key fresh on receive: the initiator rekeys shortly before REJECT_AFTER_TIME
         kp = peer.current
         if (
@@ -531,6 +549,7 @@ class Device:
 
     def _confirm_next(self, peer: Peer, kp: Keypair, now: float) -> None:
         """The initiator used our new keypair: it becomes current (whitepaper 5.4.6)."""
+        self._follow_source(peer)  # what waits for the peer goes where it is now
         self._sessions.confirm_next(peer, kp)
         self._handshake_complete(peer)
         self._send_staged(peer, now)
@@ -565,9 +584,8 @@ class Device:
         if peer is None:
             raise RemoteProtocolError(DropReason.UNKNOWN_PEER)
         consume_initiation(peer.handshake, msg, c, h, now)
-        peer.endpoint = source
-        if source != peer._endpoint_seen:
-            self._endpoint_moved(peer)
+        peer._source = source
+        self._follow_source(peer)
         peer.rx_bytes += 148
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
@@ -593,9 +611,8 @@ class Device:
         if type(peer) is not Peer or peer.handshake.local_index != msg.receiver:
             raise RemoteProtocolError(DropReason.UNKNOWN_INDEX)
         consume_response(self.identity, peer.handshake, msg)
-        peer.endpoint = source
-        if source != peer._endpoint_seen:
-            self._endpoint_moved(peer)
+        peer._source = source
+        self._follow_source(peer)
         peer.rx_bytes += 92
         timers = peer.timers
         timers.on_any_authenticated_packet_traversal(now)
@@ -650,6 +667,29 @@ class Device:
         peer.timers.on_handshake_complete()
         peer.last_handshake_ns = self._wall_clock()
         self._events.append(HandshakeCompleted(peer.public_key))
+
+    def _follow_source(self, peer: Peer) -> None:
+        """Authenticated packets from ``peer`` came from ``peer._source``: roaming moves the
+        endpoint there; with roaming off, the endpoint only takes the local source of packets
+        from its own address, and another address is an event (once per new address)."""
+        source = peer._source
+        endpoint = peer.endpoint
+        if peer.roaming or endpoint is None:
+            peer.endpoint = source
+            if source != peer._endpoint_seen:
+                self._endpoint_moved(peer)
+            return
+        if source == endpoint:
+            return
+        bare = without_source(source)
+        if bare == without_source(endpoint):
+            peer.endpoint = peer._endpoint_seen = source
+            return
+        seen = peer._endpoint_seen
+        if source != seen:
+            peer._endpoint_seen = source
+            if bare != without_source(seen):
+                self._events.append(PeerSentFromElsewhere(peer.public_key, bare))
 
     def _endpoint_moved(self, peer: Peer) -> None:
         """Packets moved ``peer.endpoint``: an event when its address or port changed (a

@@ -1,8 +1,9 @@
 """What happened inside the device that a caller may want to act on, as aioquic's events.
 
 The device appends an event when a peer's state changes, never per packet: a handshake
-completed (a new session with the peer), or a peer's endpoint moved because authenticated
-packets arrived from somewhere else (roaming). Callers drain them with
+completed (a new session with the peer), a peer's endpoint moved because authenticated
+packets arrived from somewhere else (roaming), or, for a peer whose endpoint a path manager
+owns (roaming off), its packets came from somewhere the endpoint is not. Callers drain them with
 :meth:`~.device.Device.next_event` instead of polling peers for these changes:
 
     while (event := device.next_event()) is not None:
@@ -41,7 +42,18 @@ class PeerEndpointChanged:
     endpoint: Endpoint
 
 
-Event = HandshakeCompleted | PeerEndpointChanged
+@dataclass(frozen=True, slots=True)
+class PeerSentFromElsewhere:
+    """Authenticated packets from a peer whose endpoint is owned by the caller (roaming off,
+    :meth:`~.device.Device.set_roaming`) now come from ``endpoint`` (address and port), not
+    from the endpoint the device sends to; the endpoint stays where it is. One event per new
+    address, not per packet: a path manager re-checks its paths when it sees one."""
+
+    public_key: bytes
+    endpoint: Endpoint
+
+
+Event = HandshakeCompleted | PeerEndpointChanged | PeerSentFromElsewhere
 
 
 class EventQueue:

@@ -38,6 +38,7 @@ class Peer:
     __slots__ = (
         "_deadline",
         "_endpoint_seen",
+        "_source",
         "cookie",
         "current",
         "endpoint",
@@ -48,6 +49,7 @@ class Peer:
         "previous",
         "public_key",
         "removed",
+        "roaming",
         "rx_bytes",
         "staged",
         "timers",
@@ -71,7 +73,13 @@ class Peer:
         # set when policy lets us reach this peer but not the peer reach us
         self.inbound_filter: ReplyOnlyFilter | None = None
         self._deadline = float("inf")  # the device's TimerHeap records our next deadline here
+        # where the device sends (``endpoint``) follows the peer's authenticated packets
+        # unless a path manager owns it (Device.set_roaming)
+        self.roaming = True
         self._endpoint_seen: Endpoint | None = None  # for PeerEndpointChanged events
+        # where the peer's last authenticated packet came from (set per packet, read once
+        # per peer and batch)
+        self._source: Endpoint | None = None
 
     @property
     def preshared_key(self) -> bytes:

@@ -41,7 +41,9 @@ from typing import Any, Protocol, TypeVar
 from ...endpoint import Endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
-from ...nat.discovery import IceCredentials
+from ...nat.discovery import IceCredentials, candidate_list
+from ...nat.ice import IceError, parse_remote
+from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
 from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
 from ...protocol.constants import DEFAULT_MTU
@@ -112,6 +114,8 @@ class NodeConfig:
     mtu: int = DEFAULT_MTU
     endpoint_interval: float = ENDPOINT_INTERVAL
     candidate_interval: float = CANDIDATE_INTERVAL
+    # seconds between checks (keepalives) of an idle ICE path: under the NATs' mapping lifetimes
+    nat_keepalive: float = KEEPALIVE_INTERVAL
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
     healthy_stream: float = HEALTHY_STREAM
@@ -162,6 +166,7 @@ class MeshNode:
         self.ice = IceCredentials.generate()
         self.candidates = CandidateReporter(client, self.ice, self.log)
         self._candidates_due = asyncio.Event()
+        self.paths: PathManager | None = None  # ICE: which path each peer's packets take
         self._local_addresses: list[Any] = []
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
@@ -218,6 +223,7 @@ class MeshNode:
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
             self.mux = _open_mux(iface)
+            self.paths = self._open_paths(iface)
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -273,6 +279,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if self.paths is not None:
+                self.paths.close()
             if self.mux is not None:
                 self.mux.close()
             if self.iface is not None:
@@ -472,6 +480,7 @@ class MeshNode:
                 "online": p.online,
                 "can_reach": p.can_reach,
                 "reachable_from": p.reachable_from,
+                **self._path_json(p.public_key),
             }
             for p in self.peers.values()
         ]
@@ -479,6 +488,10 @@ class MeshNode:
             self.state.write_peers(peers)
         except StateError as e:
             self.log.warning("cannot save the peer list", error=e.message)
+
+    def _path_json(self, key: bytes) -> dict[str, Any]:
+        """The path ICE chose for a peer (kind, endpoint, rtt_ms), where ICE runs."""
+        return {} if self.paths is None else {"path": self.paths.path(key).to_json()}
 
     def _full_map_applied(self) -> None:
         self.full_maps += 1
@@ -538,6 +551,8 @@ class MeshNode:
                     self.log.info("this node is valid again at the coordination server")
                 case reconcile.Resync():
                     raise _Resync()
+                case reconcile.SetIce():
+                    self._set_ice(op)
                 case _:
                     self._apply_to_device(op)
 
@@ -556,6 +571,8 @@ class MeshNode:
             )
             return
         if isinstance(op, reconcile.RemovePeer):
+            if self.paths is not None:
+                self.paths.remove(key)
             device.remove_peer(key)
             self.log.info("peer removed", peer=_short(key), hostname=op.hostname)
             return
@@ -563,11 +580,58 @@ class MeshNode:
         if isinstance(op, reconcile.SetAllowedIPs):
             device.set_allowed_ips(peer, op.allowed_ips)
         elif isinstance(op, reconcile.SetEndpoint):
-            device.set_endpoint(peer, op.endpoint)
+            if self.paths is None or not self.paths.owns(key):  # ICE's path wins
+                device.set_endpoint(peer, op.endpoint)
         elif isinstance(op, reconcile.SetInboundFilter):
             device.set_inbound_filter(peer, ReplyOnlyFilter() if op.reply_only else None)
         elif isinstance(op, reconcile.SendStaged) and self.iface is not None:
             device.send_staged(peer, self.iface.now())
+
+    def _open_paths(self, iface: MeshInterface) -> PathManager | None:
+        """ICE checks and paths on the WireGuard port: they answer the peers' checks (the
+        STUN demultiplexer's requests) and own the endpoints of peers with a path."""
+        if self.mux is None:
+            return None
+        paths = PathManager(
+            iface,
+            self.mux,
+            public_key=self.public_key,
+            credentials=self.ice,
+            local_candidates=self._local_candidates,
+            keepalive_interval=self.config.nat_keepalive,
+            on_change=lambda key, state: self._peers_changed(),  # for `wgpy status`
+            log=self.log.bind(component="paths"),
+        )
+        self.mux.on_request = paths.handle_request
+        return paths
+
+    def _local_candidates(self) -> list[Any]:
+        """This node's candidates now: its addresses on the WireGuard port, and where the
+        STUN servers saw it."""
+        port = self.iface.listen_port if self.iface is not None else 0
+        return candidate_list(self._local_addresses, port, self.candidates.discovery)
+
+    def _set_ice(self, op: reconcile.SetIce) -> None:
+        """The peer's ICE from the map: its path manager checks (again), or stops when the
+        peer has none (the map's endpoint and WireGuard's roaming then, as before)."""
+        if self.paths is None:
+            return
+        if not (op.ufrag or op.pwd or op.candidates):
+            self.paths.remove(op.public_key)
+            return
+        try:
+            remote, skipped = parse_remote(op.ufrag, op.pwd, op.candidates)
+        except IceError as e:
+            self.log.warning(
+                "the peer's ICE is unusable: no checks", peer=_short(op.public_key), error=str(e)
+            )
+            self.paths.remove(op.public_key)
+            return
+        for error in skipped:
+            self.log.warning(
+                "unusable candidate skipped", peer=_short(op.public_key), error=str(error)
+            )
+        self.paths.set_remote(op.public_key, remote if remote.candidates else None)
 
     def _expire(self, op: reconcile.Expire) -> None:
         if op.announce:
@@ -707,7 +771,10 @@ class MeshNode:
             self._candidates_due.clear()
             if self.iface is not None:
                 port = self.iface.listen_port
+                before = self.candidates.reported
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
+                if self.paths is not None and self.candidates.reported != before:
+                    self.paths.local_candidates_changed()  # peers without a path: check now
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.candidate_interval):
                     await self._candidates_due.wait()

@@ -54,6 +54,7 @@ __all__ = [
     "SetAddresses",
     "SetAllowedIPs",
     "SetEndpoint",
+    "SetIce",
     "SetInboundFilter",
     "SetSelf",
     "SetVersion",
@@ -61,6 +62,7 @@ __all__ = [
     "StorePeer",
     "full_map",
     "key_expired",
+    "peer_ice",
     "peer_online",
     "peer_remove",
     "peer_upsert",
@@ -150,6 +152,17 @@ class SendStaged:
     public_key: bytes
 
 
+@dataclass(frozen=True)
+class SetIce:
+    """The peer's ICE changed (its candidates or credentials): its path manager checks again;
+    all empty: the peer reports none (its endpoint is the map's, with WireGuard's roaming)."""
+
+    public_key: bytes
+    ufrag: str
+    pwd: str
+    candidates: tuple[str, ...]
+
+
 DeviceOperation = AddPeer | RemovePeer | SetEndpoint | SetAllowedIPs | SetInboundFilter | SendStaged
 
 
@@ -210,6 +223,7 @@ class Resync:
 
 Operation = (
     DeviceOperation
+    | SetIce
     | StorePeer
     | ForgetPeer
     | SetSelf
@@ -369,7 +383,8 @@ def _upsert(peer: PeerRecord, current: Current) -> list[Operation]:
         if not peer.reachable_from:
             ops.append(SetInboundFilter(key, reply_only=True))
         ops.append(StorePeer(peer))
-        return ops
+        ice = peer_ice(peer, None)
+        return ops if ice is None else [*ops, ice]
     if device.allowed_ips != frozenset(peer.allowed_ips):
         ops.append(SetAllowedIPs(key, peer.allowed_ips))
     applied = current.peers.get(key)
@@ -381,7 +396,23 @@ def _upsert(peer: PeerRecord, current: Current) -> list[Operation]:
         ops.append(StorePeer(peer))
     if ops:
         ops.append(SendStaged(key))
-    return ops
+    ice = peer_ice(peer, applied)
+    return ops if ice is None else [*ops, ice]
+
+
+def peer_ice(peer: PeerRecord, applied: PeerRecord | None) -> SetIce | None:
+    """What the peer's ICE fields ask: :class:`SetIce` when they differ from the applied
+    record's (a new peer: when it has any), else None. The fields are checked where they
+    are used (:func:`wgpy.nat.ice.parse_remote`), not here."""
+    fields = (peer.ice_ufrag, peer.ice_pwd, peer.candidates)
+    before = (
+        ("", "", ())
+        if applied is None
+        else (applied.ice_ufrag, applied.ice_pwd, applied.candidates)
+    )
+    if fields == before:
+        return None
+    return SetIce(peer.public_key, *fields)
 
 
 def _dropped_candidates(peer: PeerRecord) -> list[Skipped]:

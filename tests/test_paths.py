@@ -1,0 +1,346 @@
+"""ICE and the path manager on real sockets: two whole Interfaces on loopback (UdpBind), each
+with a StunMux on its WireGuard port, hand each other their candidates directly (no server).
+The checks run on the WireGuard socket while WireGuard runs there, the selected address
+becomes the peer's endpoint and stays it, a wrong password finds no path, and hostile STUN
+is counted, never raised."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from aioice import stun
+from aioice.candidate import Candidate, candidate_priority
+from support import PipeTun, ipv4_packet
+
+from wgpy.device.interface import Interface
+from wgpy.device.udp import UdpBind
+from wgpy.endpoint import Endpoint
+from wgpy.nat.ice import Credentials, Pair, RemoteIce, binding_request
+from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
+from wgpy.nat.stunmux import StunMux
+from wgpy.protocol.crypto import generate_private_key, public_key
+
+LIMIT = 20.0  # seconds any one scenario may take
+
+
+@dataclass
+class Side:
+    iface: Interface
+    tun: PipeTun
+    mux: StunMux
+    paths: PathManager
+    credentials: Credentials
+    public: bytes
+    inner: str
+
+    @property
+    def port(self) -> int:
+        return self.iface.listen_port
+
+    host: str = "127.0.0.1"
+
+    def candidates(self) -> list[Candidate]:
+        return [host_candidate(self.host, self.port)]
+
+    def remote(self, pwd: str | None = None, extra: list[Candidate] | None = None) -> RemoteIce:
+        """What the map would say about this side (optionally with a wrong password)."""
+        credentials = Credentials(self.credentials.ufrag, pwd or self.credentials.pwd)
+        return RemoteIce(credentials, tuple(self.candidates() + (extra or [])))
+
+    def close(self) -> None:
+        self.paths.close()
+        self.mux.close()
+        self.iface.close()
+
+
+def host_candidate(host: str, port: int, kind: str = "host") -> Candidate:
+    return Candidate(
+        foundation=kind,
+        component=1,
+        transport="udp",
+        priority=candidate_priority(1, kind),
+        host=host,
+        port=port,
+        type=kind,
+    )
+
+
+def unsigned(username: str | None) -> bytes:
+    """A Binding request without MESSAGE-INTEGRITY (with this USERNAME, if any)."""
+    message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    if username is not None:
+        message.attributes["USERNAME"] = username
+    return bytes(message)
+
+
+def make_side(name: str, inner: str, keepalive: float = KEEPALIVE_INTERVAL) -> Side:
+    key = generate_private_key(os.urandom)
+    tun = PipeTun(name)
+    bind = UdpBind(0)
+    iface = Interface(name, private_key=key, tun=tun, bind=bind)  # type: ignore[arg-type]
+    mux = StunMux(bind, iface.loop)
+    credentials = Credentials.generate(os.urandom)
+    side_candidates: list[Callable[[], list[Candidate]]] = []
+    paths = PathManager(
+        iface,
+        mux,
+        public_key=public_key(key),
+        credentials=credentials,
+        local_candidates=lambda: side_candidates[0](),
+        keepalive_interval=keepalive,
+    )
+    mux.on_request = paths.handle_request
+    side = Side(iface, tun, mux, paths, credentials, public_key(key), inner)
+    side_candidates.append(side.candidates)
+    return side
+
+
+@asynccontextmanager
+async def two_sides(keepalive: float = KEEPALIVE_INTERVAL) -> AsyncIterator[tuple[Side, Side]]:
+    a, b = make_side("icea", "10.9.0.1", keepalive), make_side("iceb", "10.9.0.2", keepalive)
+    try:
+        # WireGuard peers as the mesh node adds them: the map's endpoint (none here)
+        a.iface.device.add_peer(b.public, allowed_ips=[f"{b.inner}/32"])
+        b.iface.device.add_peer(a.public, allowed_ips=[f"{a.inner}/32"])
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Wait until ``condition``; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not condition():
+        assert loop.time() - start < timeout, "timed out"
+        await asyncio.sleep(0.005)
+    return loop.time() - start
+
+
+async def ping(src: Side, dst: Side, payload: bytes) -> None:
+    packet = ipv4_packet(src.inner, dst.inner, payload)
+    src.tun.push([packet])
+    await until(lambda: packet in dst.tun.written)
+
+
+def direct(side: Side, peer: Side) -> bool:
+    return side.paths.path(peer.public).kind == "direct"
+
+
+def count_consent_checks(side: Side, peer: Side) -> list[float]:
+    """When ``side`` checks its path to ``peer`` from now on (the real check runs)."""
+    session = side.paths.session(peer.public)
+    assert session is not None
+    consent = session.consent
+    checks: list[float] = []
+
+    async def counted(pair: Pair) -> float | None:
+        checks.append(asyncio.get_running_loop().time())
+        return await consent(pair)
+
+    session.consent = counted  # type: ignore[method-assign]
+    return checks
+
+
+def run(scenario: Callable[[], object]) -> None:
+    async def limited() -> None:
+        await asyncio.wait_for(scenario(), LIMIT)  # type: ignore[arg-type]
+
+    asyncio.run(limited())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_checks_on_the_wireguard_socket_select_the_peer_s_address(host: str) -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.host = b.host = host
+            # a candidate where nothing answers is checked too, and loses
+            dead = host_candidate(host, 9, "srflx")
+            a.paths.set_remote(b.public, b.remote(extra=[dead]))
+            b.paths.set_remote(a.public, a.remote())
+            took = await until(lambda: direct(a, b) and direct(b, a))
+            assert took < 1.0
+            peer_b = a.iface.device.peers[b.public]
+            assert peer_b.endpoint == (host, b.port) and not peer_b.roaming
+            state = a.paths.path(b.public)
+            assert state.endpoint is not None and state.endpoint == Endpoint(host, b.port)
+            assert state.rtt is not None and state.rtt < 0.5
+            assert state.to_json()["kind"] == "direct"
+            # WireGuard runs on the same socket: a handshake, then data both ways
+            await ping(a, b, b"ping")
+            await ping(b, a, b"pong")
+            assert a.paths.owns(b.public) and not a.paths.drops and not b.paths.drops
+
+    run(scenario)
+
+
+def test_a_late_packet_from_elsewhere_does_not_move_the_selected_endpoint() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            await ping(a, b, b"first")
+            checks = count_consent_checks(b, a)
+            # an authenticated packet from a that reaches b from another port (as a late
+            # packet over a relay would): delivered, but b keeps sending to a's path
+            packet = ipv4_packet(a.inner, b.inner, b"late")
+            a.iface.device.send_packets([packet], a.iface.now())
+            datagrams = a.iface.device.datagrams_to_send()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as elsewhere:
+                elsewhere.bind(("127.0.0.1", 0))
+                for data, _ in datagrams:
+                    elsewhere.sendto(data, ("127.0.0.1", b.port))
+                await until(lambda: packet in b.tun.written)
+            assert b.iface.device.peers[a.public].endpoint[:2] == ("127.0.0.1", a.port)
+            # the manager heard of it (PeerSentFromElsewhere) and checked the path at once,
+            # not at the next consent time; it still answers, so it stays
+            await until(lambda: len(checks) == 1, timeout=1.0)
+            await asyncio.sleep(0.1)
+            assert direct(b, a)
+            await ping(b, a, b"still direct")
+
+    run(scenario)
+
+
+def test_a_path_that_stops_answering_is_dropped_within_5_seconds() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            await ping(a, b, b"traffic")  # a's traffic moves: consent checks every ~2 s
+            b.close()
+            took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=6.0)
+            assert took < 5.0
+            assert a.iface.device.peers[b.public].roaming  # WireGuard roams again
+
+    run(scenario)
+
+
+def test_a_wrong_password_finds_no_path() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            # the controlling side (the larger key) has the other's password wrong: its
+            # checks fail integrity there, so it never nominates
+            boss, other = (a, b) if a.public > b.public else (b, a)
+            boss.paths.set_remote(other.public, other.remote(pwd="W" * 22))
+            other.paths.set_remote(boss.public, boss.remote())
+            await until(lambda: other.paths.drops["bad_integrity"] > 0, timeout=3.0)
+            await asyncio.sleep(1.0)
+            assert boss.paths.path(other.public).kind == "none"
+            assert other.paths.path(boss.public).kind == "none"
+            assert boss.iface.device.peers[other.public].roaming
+
+    run(scenario)
+
+
+def test_hostile_stun_on_the_wireguard_port_is_counted_and_never_raises() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            target = ("127.0.0.1", a.port)
+            wrong = Credentials("nobody", "n" * 22)
+            unknown_peer = Credentials(a.credentials.ufrag, a.credentials.pwd)
+
+            def check(local: Credentials, remote: Credentials) -> bytes:
+                return bytes(
+                    binding_request(
+                        local=local, remote=remote, controlling=True, tie_breaker=1, priority=1
+                    )
+                )
+
+            garbage = [
+                check(b.credentials, wrong),  # for another ufrag
+                check(b.credentials, Credentials(a.credentials.ufrag, "x" * 22)),  # bad HMAC
+                check(Credentials("strange", "s" * 22), unknown_peer),  # unknown peer
+                unsigned(f"{a.credentials.ufrag}:{b.credentials.ufrag}"),
+                unsigned(None),
+                bytes(stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST)),
+                b"\x00\x01\x00\x04\x21\x12\xa4\x42" + bytes(12) + b"\xff\xff\x00\x00",
+                os.urandom(64),
+            ]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+                for _ in range(50):
+                    for data in garbage:
+                        attacker.sendto(data, target)
+                attacker.setblocking(False)
+                await asyncio.sleep(0.2)
+                try:
+                    answered = attacker.recv(2048)
+                except BlockingIOError:
+                    answered = b""
+            assert answered == b""  # nothing unauthenticated is ever answered
+            drops = a.paths.drops
+            assert drops["unknown_ufrag"] == 50 and drops["bad_integrity"] == 50
+            assert drops["unknown_peer"] == 50 and drops["unsigned"] == 50
+            assert drops["not_binding"] == 50 and drops["no_username"] == 100  # +the odd one
+            assert sum(a.mux.drops.values()) >= 50  # what is not STUN at all
+            await until(lambda: direct(a, b) and direct(b, a))
+            await ping(a, b, b"unharmed")
+
+    run(scenario)
+
+
+def test_a_role_conflict_is_resolved_and_a_path_still_found() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            sessions = [a.paths.session(b.public), b.paths.session(a.public)]
+            for session in sessions:  # both think they control (the checks start later)
+                assert session is not None
+                session.controlling = True
+            await until(lambda: direct(a, b) and direct(b, a))
+            assert [s.controlling for s in sessions if s is not None].count(True) == 1
+            assert sum(s.role_switches for s in sessions if s is not None) >= 1
+            await ping(b, a, b"agreed")
+
+    run(scenario)
+
+
+def test_an_idle_path_is_kept_alive_by_its_checks() -> None:
+    """Checks on the selected path are the keepalives that hold NAT mappings open: never
+    more than the keepalive interval apart (here 0.3 s, for a test) while the path is idle."""
+
+    async def scenario() -> None:
+        async with two_sides(keepalive=0.3) as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            checks = count_consent_checks(a, b)
+            await asyncio.sleep(1.5)
+            gaps = [later - earlier for earlier, later in itertools.pairwise(checks)]
+            assert len(checks) >= 4 and max(gaps) <= 0.3 + 0.05
+            assert direct(a, b) and direct(b, a)
+
+    run(scenario)
+
+
+def test_a_path_the_peer_s_new_candidates_do_not_find_again_is_dropped() -> None:
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            # the map now says b is somewhere nothing answers (and a's view of its password
+            # is stale): the new round finds nothing, and the old path is not kept
+            dead = RemoteIce(
+                Credentials(b.credentials.ufrag, "S" * 22),
+                (host_candidate("127.0.0.1", 9),),
+            )
+            a.paths.set_remote(b.public, dead)
+            took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=7.0)
+            assert took < 6.0
+            assert a.iface.device.peers[b.public].roaming
+
+    run(scenario)

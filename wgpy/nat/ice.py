@@ -1,0 +1,679 @@
+"""ICE connectivity checks (RFC 8445) between this node and one peer, on the WireGuard socket.
+
+aioice's :class:`~aioice.ice.Connection` binds sockets of its own; here the checks must leave
+from the WireGuard port itself (the mapping a NAT gives that socket is the one WireGuard
+uses), so this module keeps aioice's pieces and drives them over the port's STUN
+demultiplexer (:class:`~wgpy.nat.stunmux.StunMux`, any :class:`StunTransport`): aioice's
+:class:`~aioice.Candidate`, its STUN :class:`~aioice.stun.Message` (MESSAGE-INTEGRITY and
+FINGERPRINT), its priorities (``candidate_priority``, ``candidate_pair_priority``) and its
+pair states; the check list, the triggered checks, role conflicts and nomination follow its
+``Connection`` and the RFC, with the differences the field notes measured:
+
+- one base per address family: every host and server-reflexive candidate of this node is
+  the one WireGuard socket, so a remote candidate makes one pair per local base (RFC 8445
+  6.1.2.4, redundant pairs pruned); a relayed local candidate (TURN, later) is a base of its
+  own;
+- retransmissions start at :data:`CHECK_RTO` (0.1 s, not aioice's 0.5 s) and pairs with a
+  relayed end wait :data:`RELAY_HOLD` (0.5 s): otherwise a relay pair answers before the
+  direct pair's first retry and wins;
+- regular nomination (RFC 8445 8.1.1): the controlling side lets better pairs finish for a
+  moment after the first success, then nominates the best valid pair;
+- both sides start checking when they learn each other's candidates (the map tells both);
+  a check that arrives first starts the checks here too (a triggered check punches the hole
+  from this side).
+
+The controlling side is the node with the larger public key (both know both keys), so roles
+rarely conflict; a conflict is still resolved by the tie-breaker as the RFC says.
+
+Checks are authenticated as ICE requires: a request carries ``USERNAME`` = the receiver's
+ufrag, a colon and the sender's, and MESSAGE-INTEGRITY keyed with the receiver's password;
+a response is keyed with the responder's. What fails (:func:`authenticate_request`) is
+dropped and counted by the caller, never answered.
+
+The pure functions (pairing, messages, authentication, roles) take no clock; a
+:class:`IceSession` runs one peer's checks with asyncio on the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aioice import stun
+from aioice.candidate import Candidate, candidate_priority
+from aioice.ice import CandidatePair, candidate_pair_priority
+
+from ..endpoint import EndpointKey, host_text
+
+__all__ = [
+    "CHECK_RETRIES",
+    "CHECK_RTO",
+    "RELAY_HOLD",
+    "ROUND_TIMEOUT",
+    "Credentials",
+    "IceCredentialsLike",
+    "IceError",
+    "IceSession",
+    "Pair",
+    "PairState",
+    "RemoteIce",
+    "StunTransport",
+    "authenticate_request",
+    "binding_request",
+    "error_response",
+    "form_pairs",
+    "parse_candidate",
+    "parse_remote",
+    "role_conflict",
+    "success_response",
+]
+
+PairState = CandidatePair.State
+"""aioice's pair states: FROZEN, WAITING, IN_PROGRESS, SUCCEEDED, FAILED."""
+
+CHECK_RTO = 0.1
+"""Seconds before a check's first retransmission (doubling after; aioice waits 0.5 s)."""
+CHECK_RETRIES = 3
+"""Retransmissions of a check: sent at 0, 0.1, 0.3 and 0.7 s, failed at 1.5 s."""
+PACING = 0.02
+"""Seconds between two ordinary checks (RFC 8445's Ta; few pairs here)."""
+RELAY_HOLD = 0.5
+"""Seconds that pairs with a relayed end wait after a round starts (field notes)."""
+NOMINATE_WAIT = 0.2
+"""Seconds the controlling side lets better pairs finish after the first valid pair."""
+ROUND_TIMEOUT = 5.0
+"""Seconds a round of checks may take before it fails."""
+MAX_CANDIDATES = 16
+"""Remote candidates used at most (the server's limit too)."""
+MAX_PAIRS = 32
+"""Pairs kept at most, peer-reflexive ones included (hostile input cannot grow this)."""
+MAX_PEER_REFLEXIVE = 4
+"""Addresses learned from a peer's checks per round, at most: an honest peer has one per NAT
+mapping; a peer that knows our password and forges sources cannot make us check (send to)
+more third parties than this."""
+MAX_CANDIDATE_LENGTH = 256
+CREDENTIAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,64}")
+_PWD = re.compile(r"[A-Za-z0-9+/]{22,64}")
+ROLE_CONFLICT = 487
+
+
+class IceError(ValueError):
+    """Input from the map or the network that ICE cannot use; ``reason`` is a short key for
+    drop counters, the message a sentence."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StunTransport(Protocol):
+    """STUN on the WireGuard port: what :class:`~wgpy.nat.stunmux.StunMux` offers."""
+
+    async def request(
+        self,
+        message: stun.Message,
+        endpoint: EndpointKey,
+        *,
+        rto: float = ...,
+        retries: int = ...,
+        integrity_key: bytes | None = ...,
+    ) -> stun.Message: ...
+
+    def send(self, data: bytes, endpoint: EndpointKey) -> None: ...
+
+
+# ---------------------------------------------------------------------- credentials
+
+
+class IceCredentialsLike(Protocol):
+    """A ufrag and password: :class:`Credentials`, or this node's own (made by discovery)."""
+
+    @property
+    def ufrag(self) -> str: ...
+
+    @property
+    def pwd(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An ICE username fragment and password (RFC 8445 5.3: ice-chars, 4 and 22 at least;
+    wgpy caps both at 64)."""
+
+    ufrag: str
+    pwd: str
+
+    def __post_init__(self) -> None:
+        if not _UFRAG.fullmatch(self.ufrag):
+            raise IceError("bad_ufrag", "an ICE ufrag is 4 to 64 letters, digits, + or /")
+        if not _PWD.fullmatch(self.pwd):
+            raise IceError("bad_pwd", "an ICE password is 22 to 64 letters, digits, + or /")
+
+    @classmethod
+    def generate(cls, rng: Callable[[int], bytes]) -> Credentials:
+        """Fresh credentials: 8 and 24 characters from ``rng`` (os.urandom), 6 bits each."""
+        chars = [CREDENTIAL_CHARS[b & 63] for b in rng(32)]
+        return cls("".join(chars[:8]), "".join(chars[8:]))
+
+    def __repr__(self) -> str:  # the password is a secret: never in a log
+        return f"Credentials(ufrag={self.ufrag!r}, pwd=...)"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteIce:
+    """What the map says about a peer's ICE: its credentials and candidates."""
+
+    credentials: Credentials
+    candidates: tuple[Candidate, ...]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteIce):
+            return NotImplemented
+        return self.credentials == other.credentials and [c.to_sdp() for c in self.candidates] == [
+            c.to_sdp() for c in other.candidates
+        ]
+
+    def __hash__(self) -> int:
+        return hash((self.credentials, tuple(c.to_sdp() for c in self.candidates)))
+
+
+def parse_candidate(sdp: str) -> Candidate:
+    """A remote candidate from its SDP attribute value, as the server checks it: component
+    1, UDP, type host, srflx or relay, an IP address literal that a peer can be (not
+    unspecified, multicast or broadcast), port 1 to 65535. The host comes back in canonical
+    form. IceError says what is wrong."""
+    if len(sdp) > MAX_CANDIDATE_LENGTH:
+        raise IceError("bad_candidate", "a candidate is longer than 256 characters")
+    try:
+        candidate = Candidate.from_sdp(sdp)
+    except (ValueError, IndexError):
+        raise IceError("bad_candidate", "a candidate is not in SDP form") from None
+    if candidate.component != 1 or candidate.transport.lower() != "udp":
+        raise IceError("bad_candidate", "a candidate is not for UDP component 1")
+    if candidate.type not in ("host", "srflx", "relay"):
+        raise IceError("bad_candidate", "a candidate's type is not host, srflx or relay")
+    try:
+        address = ipaddress.ip_address(candidate.host)
+    except ValueError:
+        raise IceError("bad_candidate", "a candidate's address is not an IP address") from None
+    if (
+        address.is_unspecified
+        or address.is_multicast
+        or address == ipaddress.IPv4Address("255.255.255.255")
+    ):
+        raise IceError("bad_candidate", "a candidate's address is not one a peer can have")
+    if not 0 < candidate.port <= 0xFFFF or not 0 < candidate.priority < 2**32:
+        raise IceError("bad_candidate", "a candidate's port or priority is out of range")
+    candidate.host = host_text(address)
+    candidate.transport = "udp"
+    return candidate
+
+
+def parse_remote(
+    ufrag: str, pwd: str, candidates: Sequence[str]
+) -> tuple[RemoteIce, list[IceError]]:
+    """A peer's ICE from the map's fields: IceError for bad credentials; bad candidates are
+    skipped and returned beside the rest (at most :data:`MAX_CANDIDATES` are used)."""
+    credentials = Credentials(ufrag, pwd)
+    good: list[Candidate] = []
+    errors: list[IceError] = []
+    for sdp in candidates[:MAX_CANDIDATES]:
+        try:
+            good.append(parse_candidate(sdp))
+        except IceError as e:
+            errors.append(e)
+    return RemoteIce(credentials, tuple(good)), errors
+
+
+# ---------------------------------------------------------------------- pairs
+
+
+class Pair:
+    """A local and a remote candidate, checked together; ``address`` is where checks (and
+    WireGuard, once selected) go."""
+
+    __slots__ = (
+        "address",
+        "local",
+        "nominated",
+        "remote",
+        "remote_nominated",
+        "rtt",
+        "state",
+        "task",
+    )
+
+    def __init__(self, local: Candidate, remote: Candidate) -> None:
+        self.local = local
+        self.remote = remote
+        self.address: tuple[str, int] = (remote.host, remote.port)
+        self.state = PairState.WAITING
+        self.nominated = False
+        self.remote_nominated = False  # the controlling side sent USE-CANDIDATE on it
+        self.rtt: float | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def relayed(self) -> bool:
+        """Whether either end is a TURN relay."""
+        return self.local.type == "relay" or self.remote.type == "relay"
+
+    @property
+    def base(self) -> str:
+        """Which local socket the pair uses: the WireGuard socket of a family, or a relay."""
+        if self.local.type == "relay":
+            return f"relay {self.local.host}:{self.local.port}"
+        return f"ipv{_version(self.local.host)}"
+
+    def priority(self, controlling: bool) -> int:
+        return candidate_pair_priority(self.local, self.remote, controlling)
+
+    def __repr__(self) -> str:
+        return f"<Pair {self.local.type}->{self.remote.type} {self.address} {self.state.name}>"
+
+
+def _version(host: str) -> int:
+    return ipaddress.ip_address(host).version
+
+
+def form_pairs(
+    local: Sequence[Candidate], remote: Sequence[Candidate], controlling: bool
+) -> list[Pair]:
+    """The check list: each remote candidate with each local base of its address family,
+    redundant pairs pruned (every host and server-reflexive candidate of this node is the
+    one WireGuard socket of its family: the best of them stands for it), highest priority
+    first, at most :data:`MAX_PAIRS`."""
+    bases: dict[str, Candidate] = {}
+    for candidate in local:
+        if candidate.component != 1 or candidate.transport.lower() != "udp":
+            continue
+        base = Pair(candidate, candidate).base
+        best = bases.get(base)
+        if best is None or candidate.priority > best.priority:
+            bases[base] = candidate
+    pairs: dict[tuple[str, tuple[str, int]], Pair] = {}
+    for r in remote:
+        version = _version(r.host)
+        for base, candidate in bases.items():
+            if _version(candidate.host) != version:
+                continue
+            pair = Pair(candidate, r)
+            old = pairs.get((base, pair.address))
+            if old is None or pair.priority(controlling) > old.priority(controlling):
+                pairs[(base, pair.address)] = pair
+    ordered = sorted(pairs.values(), key=lambda p: p.priority(controlling), reverse=True)
+    return ordered[:MAX_PAIRS]
+
+
+# ---------------------------------------------------------------------- messages
+
+
+def binding_request(
+    *,
+    local: IceCredentialsLike,
+    remote: IceCredentialsLike,
+    controlling: bool,
+    tie_breaker: int,
+    priority: int,
+    nominate: bool = False,
+) -> stun.Message:
+    """A connectivity check (RFC 8445 7.2.2), signed with the remote password."""
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = f"{remote.ufrag}:{local.ufrag}"
+    request.attributes["PRIORITY"] = priority
+    if controlling:
+        request.attributes["ICE-CONTROLLING"] = tie_breaker
+        if nominate:
+            request.attributes["USE-CANDIDATE"] = None
+    else:
+        request.attributes["ICE-CONTROLLED"] = tie_breaker
+    request.add_message_integrity(remote.pwd.encode())
+    return request
+
+
+def authenticate_request(message: stun.Message, local: IceCredentialsLike) -> str:
+    """The sender's ufrag, if ``message`` (as :func:`aioice.stun.parse_message` read it) is a
+    Binding request for ``local`` with a FINGERPRINT and a MESSAGE-INTEGRITY keyed with our
+    password (compared in constant time by aioice); else IceError (a drop)."""
+    if message.message_method != stun.Method.BINDING:
+        raise IceError("not_binding", "the request is not a Binding request")
+    username = message.attributes.get("USERNAME")
+    if not isinstance(username, str):
+        raise IceError("no_username", "the check has no USERNAME")
+    ours, colon, theirs = username.partition(":")
+    if not colon or ours != local.ufrag or not theirs:
+        raise IceError("unknown_ufrag", "the check is not for this node's ufrag")
+    if "MESSAGE-INTEGRITY" not in message.attributes or "FINGERPRINT" not in message.attributes:
+        raise IceError("unsigned", "the check has no MESSAGE-INTEGRITY or FINGERPRINT")
+    if not message.check_message_integrity(local.pwd.encode()):
+        raise IceError("bad_integrity", "the check's MESSAGE-INTEGRITY does not match")
+    if not isinstance(message.attributes.get("PRIORITY"), int):
+        raise IceError("no_priority", "the check has no PRIORITY")
+    return theirs
+
+
+def success_response(
+    request: stun.Message, address: tuple[str, int], local: IceCredentialsLike
+) -> bytes:
+    """The answer to an authenticated check: where it came from, signed with our password."""
+    response = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.RESPONSE,
+        transaction_id=request.transaction_id,
+    )
+    response.attributes["XOR-MAPPED-ADDRESS"] = address
+    response.add_message_integrity(local.pwd.encode())
+    return bytes(response)
+
+
+def error_response(
+    request: stun.Message, code: int, reason: str, local: IceCredentialsLike
+) -> bytes:
+    response = stun.Message(
+        message_method=request.message_method,
+        message_class=stun.Class.ERROR,
+        transaction_id=request.transaction_id,
+    )
+    response.attributes["ERROR-CODE"] = (code, reason)
+    response.add_message_integrity(local.pwd.encode())
+    return bytes(response)
+
+
+def role_conflict(controlling: bool, tie_breaker: int, request: stun.Message) -> str | None:
+    """RFC 8445 7.3.1.1 for an incoming check: None (no conflict), ``"switch"`` (we change
+    role) or ``"reject"`` (we keep it and answer 487)."""
+    if controlling and "ICE-CONTROLLING" in request.attributes:
+        theirs = request.attributes["ICE-CONTROLLING"]
+        return "reject" if tie_breaker >= theirs else "switch"
+    if not controlling and "ICE-CONTROLLED" in request.attributes:
+        theirs = request.attributes["ICE-CONTROLLED"]
+        return "reject" if tie_breaker < theirs else "switch"
+    return None
+
+
+# ---------------------------------------------------------------------- one peer's checks
+
+
+class IceSession:
+    """One peer's checks over ``transport``: rounds of checks (:meth:`start`), answers to the
+    peer's checks (:meth:`handle_request`, after the caller authenticated them), and consent
+    checks on a selected pair (:meth:`consent`). ``on_selected(pair)`` is called when a pair
+    is nominated (again when a later round nominates another); ``on_failed()`` when a round
+    ends without one."""
+
+    def __init__(
+        self,
+        transport: StunTransport,
+        *,
+        local: IceCredentialsLike,
+        remote: RemoteIce,
+        local_candidates: Callable[[], Sequence[Candidate]],
+        controlling: bool,
+        tie_breaker: int,
+        on_selected: Callable[[Pair], None],
+        on_failed: Callable[[], None],
+        loop: asyncio.AbstractEventLoop,
+        log: Any,
+        relay_hold: float = RELAY_HOLD,
+    ) -> None:
+        self.transport = transport
+        self.local = local
+        self.remote = remote
+        self.local_candidates = local_candidates
+        self.controlling = controlling
+        self.tie_breaker = tie_breaker
+        self.on_selected = on_selected
+        self.on_failed = on_failed
+        self.loop = loop
+        self.log = log
+        self.relay_hold = relay_hold
+        self.pairs: list[Pair] = []
+        self.selected: Pair | None = None
+        self.rounds = 0
+        self.nominations = 0  # pairs selected, the same one again included
+        self.role_switches = 0
+        self._round: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._round is not None and not self._round.done()
+
+    # ------------------------------------------------------------------ rounds
+
+    def start(self) -> None:
+        """Start a round of checks over fresh pairs (unless one is running)."""
+        if self._closed or self.running:
+            return
+        self._cancel_checks()
+        self.pairs = form_pairs(self.local_candidates(), self.remote.candidates, self.controlling)
+        self._started = self.loop.time()
+        self.rounds += 1
+        self._round = self.loop.create_task(self._run())
+
+    def close(self) -> None:
+        self._closed = True
+        if self._round is not None:
+            self._round.cancel()
+        self._cancel_checks()
+
+    def _cancel_checks(self) -> None:
+        for pair in self.pairs:
+            if pair.task is not None:
+                pair.task.cancel()
+                pair.task = None
+
+    async def _run(self) -> None:
+        nominations = self.nominations
+        deadline = self._started + ROUND_TIMEOUT
+        first_valid: float | None = None
+        try:
+            while self.loop.time() < deadline:
+                now = self.loop.time()
+                if self.nominations != nominations:
+                    return  # nominated (by us, or the controlling peer)
+                pair = self._next_ordinary(now)
+                if pair is not None:
+                    self._check(pair)
+                if self.controlling:
+                    valid = [p for p in self.pairs if p.state == PairState.SUCCEEDED]
+                    if valid and first_valid is None:
+                        first_valid = now
+                    if (
+                        valid
+                        and first_valid is not None
+                        and self._ready_to_nominate(now, first_valid)
+                    ):
+                        best = max(valid, key=lambda p: p.priority(True))
+                        if await self._nominate(best):
+                            return
+                        continue
+                if all(p.state == PairState.FAILED for p in self.pairs) and self.controlling:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), PACING)
+            self.log.info("ICE checks found no path", pairs=len(self.pairs), round=self.rounds)
+            self.on_failed()
+        finally:
+            self._cancel_checks()
+
+    def _next_ordinary(self, now: float) -> Pair | None:
+        for pair in self.pairs:
+            if pair.state == PairState.WAITING and pair.task is None:
+                if pair.relayed and now < self._started + self.relay_hold:
+                    continue
+                return pair
+        return None
+
+    def _ready_to_nominate(self, now: float, first_valid: float) -> bool:
+        """Nominate once no better pair is still being checked, or after NOMINATE_WAIT (a
+        relayed best pair waits for the direct ones as long as they are checked)."""
+        valid = [p for p in self.pairs if p.state == PairState.SUCCEEDED]
+        best = max(valid, key=lambda p: p.priority(True))
+        pending = [
+            p
+            for p in self.pairs
+            if p.state in (PairState.WAITING, PairState.IN_PROGRESS)
+            and p.priority(True) > best.priority(True)
+        ]
+        if not pending:
+            return True
+        if best.relayed and any(not p.relayed for p in pending):
+            return False
+        return now - first_valid >= NOMINATE_WAIT
+
+    # ------------------------------------------------------------------ checks
+
+    def _check(self, pair: Pair) -> None:
+        """Start a check on ``pair`` in a task, unless one runs."""
+        if pair.task is None and not self._closed:
+            pair.state = PairState.IN_PROGRESS
+            pair.task = self.loop.create_task(self._check_task(pair))
+
+    async def _check_task(self, pair: Pair) -> None:
+        try:
+            rtt = await self._request(pair, nominate=False)
+            pair.state = PairState.SUCCEEDED if rtt is not None else PairState.FAILED
+            if rtt is not None:
+                pair.rtt = rtt
+                if pair.remote_nominated and not self.controlling:
+                    self._select(pair)
+        finally:
+            pair.task = None
+            self._wake.set()
+
+    async def _nominate(self, pair: Pair) -> bool:
+        rtt = await self._request(pair, nominate=True)
+        if rtt is None:
+            pair.state = PairState.FAILED
+            return False
+        pair.rtt = rtt
+        self._select(pair)
+        return True
+
+    async def _request(self, pair: Pair, *, nominate: bool) -> float | None:
+        """Send a check on ``pair``; its round-trip time, or None when it failed. A role
+        conflict (487) switches our role and checks again, once."""
+        for _ in range(2):
+            request = binding_request(
+                local=self.local,
+                remote=self.remote.credentials,
+                controlling=self.controlling,
+                tie_breaker=self.tie_breaker,
+                priority=candidate_priority(1, "prflx"),
+                nominate=nominate and self.controlling,
+            )
+            sent = self.loop.time()
+            response: stun.Message | None
+            try:
+                response = await self.transport.request(
+                    request,
+                    pair.address,
+                    rto=CHECK_RTO,
+                    retries=CHECK_RETRIES,
+                    integrity_key=self.remote.credentials.pwd.encode(),
+                )
+            except stun.TransactionFailed as e:
+                response = e.response
+            except (TimeoutError, stun.TransactionError, OSError, ValueError):
+                return None
+            if response is None:
+                return None
+            if response.message_class == stun.Class.RESPONSE:
+                if "MESSAGE-INTEGRITY" not in response.attributes:
+                    return None  # unsigned: not the peer
+                return self.loop.time() - sent
+            code = response.attributes.get("ERROR-CODE", (0, ""))[0]
+            if code != ROLE_CONFLICT or "MESSAGE-INTEGRITY" not in response.attributes:
+                return None
+            self._switch_role(not self.controlling)
+        return None
+
+    def _switch_role(self, controlling: bool) -> None:
+        self.role_switches += 1
+        self.controlling = controlling
+        self.pairs.sort(key=lambda p: p.priority(controlling), reverse=True)
+
+    def _select(self, pair: Pair) -> None:
+        pair.nominated = True
+        self.nominations += 1
+        self.selected = pair
+        self._wake.set()
+        self.on_selected(pair)
+
+    # ------------------------------------------------------------------ the peer's checks
+
+    def handle_request(self, message: stun.Message, key: EndpointKey) -> None:
+        """An authenticated check from the peer arrived from ``key``: answer it (or 487 on a
+        role conflict we win), learn a peer-reflexive candidate, check back (a triggered
+        check) and take a nomination."""
+        if self._closed:
+            return
+        address = (str(key[0]), int(key[1]))
+        verdict = role_conflict(self.controlling, self.tie_breaker, message)
+        if verdict == "reject":
+            self.transport.send(
+                error_response(message, ROLE_CONFLICT, "Role Conflict", self.local), key
+            )
+            return
+        if verdict == "switch":
+            self._switch_role(not self.controlling)
+        self.transport.send(success_response(message, address, self.local), key)
+        if not self.running and self.selected is None:
+            self.start()  # the peer checks: so do we
+        pair = self._pair_for(address, message)
+        if pair is None:
+            return
+        if pair.state in (PairState.WAITING, PairState.FROZEN, PairState.FAILED):
+            pair.state = PairState.WAITING
+            self._check(pair)  # triggered: opens our NAT towards the peer at once
+        if "USE-CANDIDATE" in message.attributes and not self.controlling:
+            pair.remote_nominated = True
+            if pair.state == PairState.SUCCEEDED:
+                self._select(pair)
+
+    def _pair_for(self, address: tuple[str, int], message: stun.Message) -> Pair | None:
+        for pair in self.pairs:
+            if pair.address == address and pair.local.type != "relay":
+                return pair
+        learned = sum(1 for p in self.pairs if p.remote.type == "prflx")
+        if len(self.pairs) >= MAX_PAIRS or learned >= MAX_PEER_REFLEXIVE:
+            return None
+        version = _version(address[0])
+        locals_ = [
+            c for c in self.local_candidates() if c.type != "relay" and _version(c.host) == version
+        ]
+        if not locals_:
+            return None
+        remote = Candidate(
+            foundation="prflx",
+            component=1,
+            transport="udp",
+            priority=int(message.attributes["PRIORITY"]),
+            host=address[0],
+            port=address[1],
+            type="prflx",
+        )
+        pair = Pair(max(locals_, key=lambda c: c.priority), remote)
+        self.pairs.append(pair)
+        self.pairs.sort(key=lambda p: p.priority(self.controlling), reverse=True)
+        return pair
+
+    # ------------------------------------------------------------------ consent
+
+    async def consent(self, pair: Pair) -> float | None:
+        """A check on the selected ``pair`` (RFC 7675 consent, and a keepalive for the NATs
+        on the way): its round-trip time, or None when it went unanswered."""
+        rtt = await self._request(pair, nominate=False)
+        if rtt is not None:
+            pair.rtt = rtt
+        return rtt

@@ -1,0 +1,374 @@
+"""Which path each mesh peer's WireGuard packets take, and keeping it working.
+
+A :class:`PathManager` runs one interface's ICE (:mod:`wgpy.nat.ice`): it answers the checks
+that arrive on the WireGuard port (install :meth:`PathManager.handle_request` as the STUN
+demultiplexer's ``on_request``), and for each peer whose candidates the map carries it runs
+rounds of checks and owns the peer's endpoint:
+
+- the selected pair's remote address becomes the WireGuard peer's endpoint
+  (:meth:`~wgpy.protocol.device.Device.set_endpoint`) and roaming is switched off for that
+  peer: a late packet that arrives over another path does not flip it back;
+- the selected path is checked (a STUN Binding request, RFC 7675 consent) every
+  :data:`CONSENT_INTERVAL` seconds while the peer's traffic moves, at once when the peer's
+  packets arrive from elsewhere, and every ``keepalive_interval`` (25 s by default, less
+  than the NAT mapping lifetimes of home routers) while idle, so the mappings on the way
+  stay open from both sides; a check that goes unanswered drops the path (within 5 s of
+  the failure while traffic moves): roaming is on again and a new round starts at once;
+- while a peer has no direct path, a new round runs about every :data:`RETRY_INTERVAL`
+  seconds (jittered), and at once when either side's candidates change.
+
+Relayed paths (TURN) come later: a pair with a relayed end is already held back and, once
+relays exist, selected as ``relay``.
+
+The manager drains the device's events (:meth:`~wgpy.protocol.device.Device.next_event`)
+every 0.25 s: a :class:`~wgpy.protocol.events.PeerSentFromElsewhere` makes it check that
+peer's path at once; nothing else reads them today.
+
+:meth:`PathManager.path` says per peer what ``wgpy status`` shows: the kind (``direct``,
+``relay``, ``none``), the remote address and the round-trip time of the last check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from aioice import stun
+from aioice.candidate import Candidate
+
+from ..endpoint import Endpoint, EndpointKey
+from ..log import get_logger
+from ..protocol.device import Device
+from ..protocol.events import PeerSentFromElsewhere
+from .ice import (
+    RELAY_HOLD,
+    IceCredentialsLike,
+    IceError,
+    IceSession,
+    Pair,
+    RemoteIce,
+    StunTransport,
+    authenticate_request,
+)
+
+__all__ = ["CONSENT_INTERVAL", "KEEPALIVE_INTERVAL", "RETRY_INTERVAL", "PathManager", "PathState"]
+
+KEEPALIVE_INTERVAL = 25.0
+"""Seconds between checks of an idle selected path: under the ~30 s NAT mapping lifetimes."""
+CONSENT_INTERVAL = 2.0
+"""Seconds between checks of a selected path while the peer's traffic moves: a path that
+stops answering is dropped within 5 s (this interval, and a check's 1.5 s). Checks come
+0-20 % early, never late."""
+RETRY_INTERVAL = 30.0
+"""Seconds between rounds of checks while a peer has no direct path (jittered +-20 %)."""
+EVENTS_INTERVAL = 0.25
+"""Seconds between looks at the device's events (a peer's packets from elsewhere)."""
+
+PathKind = Literal["direct", "relay", "none"]
+
+
+class PathInterface(Protocol):
+    """What the manager needs of an interface; :class:`wgpy.device.interface.Interface`
+    fits."""
+
+    device: Device
+
+    def flush(self) -> None: ...
+
+    def now(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PathState:
+    """One peer's path: ``kind``, where WireGuard sends (``endpoint``), the round-trip time
+    of the last check in seconds, and since when (the loop's clock)."""
+
+    kind: PathKind = "none"
+    endpoint: Endpoint | None = None
+    rtt: float | None = None
+    since: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "endpoint": None if self.endpoint is None else str(self.endpoint),
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
+        }
+
+
+class _PeerPath:
+    """One peer's ICE session, path and maintenance task."""
+
+    def __init__(self, manager: PathManager, public_key: bytes, remote: RemoteIce) -> None:
+        self.manager = manager
+        self.public_key = public_key
+        self.remote = remote
+        self.log = manager.log.bind(peer=base64.b64encode(public_key).decode()[:8])
+        self.state = PathState(since=manager.loop.time())
+        self.session = self._session()
+        self.wake = asyncio.Event()  # re-plan the loop's wait
+        self.check_now = False  # with wake: check the path (or start a round) at once
+        self.bytes_seen = (0, 0)  # the peer's rx and tx bytes at the last look
+        self.task = manager.loop.create_task(self._maintain())
+
+    def _session(self) -> IceSession:
+        m = self.manager
+        return IceSession(
+            m.transport,
+            local=m.credentials,
+            remote=self.remote,
+            local_candidates=m.local_candidates,
+            controlling=m.public_key > self.public_key,
+            tie_breaker=m.rng.getrandbits(64),
+            on_selected=self._selected,
+            on_failed=self._failed,
+            loop=m.loop,
+            log=self.log,
+            relay_hold=m.relay_hold,
+        )
+
+    def set_remote(self, remote: RemoteIce) -> None:
+        """The peer's credentials or candidates changed: a new session, checks at once."""
+        self.remote = remote
+        self.session.close()
+        self.session = self._session()
+        self.session.start()
+
+    def close(self) -> None:
+        self.session.close()
+        self.task.cancel()
+
+    # ------------------------------------------------------------------ path changes
+
+    def _selected(self, pair: Pair) -> None:
+        m = self.manager
+        device = m.iface.device
+        peer = device.peers.get(self.public_key)
+        if peer is None:
+            return
+        endpoint = Endpoint(*pair.address)
+        kind: PathKind = "relay" if pair.relayed else "direct"
+        if self.state.endpoint != endpoint or self.state.kind != kind:
+            self.log.info("path selected", path=kind, endpoint=str(endpoint), rtt=pair.rtt)
+            device.set_endpoint(peer, pair.address)
+            device.set_roaming(peer, False)
+            device.send_staged(peer, m.iface.now())
+            m.iface.flush()
+            self.state = PathState(kind, endpoint, pair.rtt, m.loop.time())
+            self.wake.set()
+            m.changed(self.public_key, self.state)
+        else:
+            self.state = PathState(kind, endpoint, pair.rtt, self.state.since)
+
+    def _failed(self) -> None:
+        """A round ended without a path: the loop tries again after RETRY_INTERVAL. A path
+        kept from before the peer's candidates changed is dropped when they do not find it
+        again."""
+        if self.session.selected is None and self.state.kind != "none":
+            self.lost("checks with the peer's new candidates found no path")
+
+    def check(self) -> None:
+        """Check the path (or look for one) now."""
+        self.check_now = True
+        self.wake.set()
+
+    def lost(self, why: str) -> None:
+        """The selected path stopped answering: WireGuard roams again, checks start over."""
+        m = self.manager
+        self.log.warning("path lost; checking again", path=self.state.kind, why=why)
+        peer = m.iface.device.peers.get(self.public_key)
+        if peer is not None:
+            m.iface.device.set_roaming(peer, True)
+        self.state = PathState(since=m.loop.time())
+        m.changed(self.public_key, self.state)
+        self.session.selected = None
+        self.session.start()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _active(self) -> bool:
+        """Whether the peer's traffic moved since the last look."""
+        peer = self.manager.iface.device.peers.get(self.public_key)
+        seen = (peer.rx_bytes, peer.tx_bytes) if peer is not None else (0, 0)
+        moved, self.bytes_seen = seen != self.bytes_seen, seen
+        return moved
+
+    def _has_path(self) -> bool:
+        return self.state.kind != "none" and self.session.selected is not None
+
+    async def _maintain(self) -> None:
+        """With a path: look at the peer's traffic every CONSENT_INTERVAL at most, check the
+        path when traffic moved (consent) or the keepalive is due (never later than the
+        keepalive interval: the NATs' mappings must not lapse), or at once when told.
+        Without one: a new round every RETRY_INTERVAL, jittered."""
+        m = self.manager
+        self.session.start()
+        keepalive_at = 0.0  # when the idle path is checked next; 0: not drawn yet
+        while True:
+            now = m.loop.time()
+            if self._has_path():
+                if not keepalive_at:
+                    keepalive_at = now + m.keepalive_interval * m.rng.uniform(0.8, 1.0)
+                wait = min(CONSENT_INTERVAL * m.rng.uniform(0.8, 1.0), keepalive_at - now)
+            else:
+                wait = m.retry_interval * m.rng.uniform(0.8, 1.2)
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), max(0.0, wait))
+            except TimeoutError:
+                pass
+            else:
+                if not self.check_now:
+                    continue  # the path changed: wait as it asks now
+            told, self.check_now = self.check_now, False
+            selected = self.session.selected
+            if self._has_path() and selected is not None:
+                active = self._active()
+                if self.session.running or not (told or active or m.loop.time() >= keepalive_at):
+                    continue
+                rtt = await self.session.consent(selected)
+                keepalive_at = 0.0
+                if self.session.selected is not selected:
+                    continue  # a new pair was selected meanwhile
+                if rtt is None:
+                    self.lost("the path stopped answering checks")
+                else:
+                    self.state = PathState(
+                        self.state.kind, self.state.endpoint, rtt, self.state.since
+                    )
+            elif not self.session.running:
+                self.session.start()
+
+
+class PathManager:
+    """The paths of one interface's mesh peers; see the module docstring."""
+
+    def __init__(
+        self,
+        iface: PathInterface,
+        transport: StunTransport,
+        *,
+        public_key: bytes,
+        credentials: IceCredentialsLike,
+        local_candidates: Callable[[], Sequence[Candidate]],
+        loop: asyncio.AbstractEventLoop | None = None,
+        rng: random.Random | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        retry_interval: float = RETRY_INTERVAL,
+        relay_hold: float | None = None,
+        on_change: Callable[[bytes, PathState], None] | None = None,
+        log: Any = None,
+    ) -> None:
+        self.iface = iface
+        self.transport = transport
+        self.public_key = public_key
+        self.credentials = credentials
+        self.local_candidates = local_candidates
+        self.loop = loop or asyncio.get_running_loop()
+        self.rng = rng or random.SystemRandom()
+        self.keepalive_interval = keepalive_interval
+        self.retry_interval = retry_interval
+        self.relay_hold = RELAY_HOLD if relay_hold is None else relay_hold
+        self.on_change = on_change
+        """Called with a peer's key and its new state when its path's kind or address
+        changes (for ``wgpy status``)."""
+        self.log = log or get_logger(component="paths")
+        self.drops: Counter[str] = Counter()
+        """Checks dropped unanswered, by reason (hostile or stray STUN)."""
+        self._peers: dict[bytes, _PeerPath] = {}
+        self._by_ufrag: dict[str, _PeerPath] = {}
+        self._events = self.loop.create_task(self._watch_events())
+
+    # ------------------------------------------------------------------ peers
+
+    def set_remote(self, public_key: bytes, remote: RemoteIce | None) -> None:
+        """The map's ICE for a peer: start (or restart) its checks; None: the peer has no
+        candidates, its endpoint is left to the map and WireGuard's roaming."""
+        path = self._peers.get(public_key)
+        if remote is None:
+            self.remove(public_key)
+            return
+        if path is None:
+            path = self._peers[public_key] = _PeerPath(self, public_key, remote)
+        elif path.remote != remote:
+            if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
+                del self._by_ufrag[path.remote.credentials.ufrag]
+            path.set_remote(remote)
+        # checks are routed by the sender's ufrag; two peers that claim one (a copy: every
+        # peer sees the others' in the map) share it, the latest wins until it goes
+        self._by_ufrag[remote.credentials.ufrag] = path
+
+    def remove(self, public_key: bytes) -> None:
+        """Stop managing a peer (it left the map, or has no candidates any more)."""
+        path = self._peers.pop(public_key, None)
+        if path is None:
+            return
+        path.close()
+        if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
+            del self._by_ufrag[path.remote.credentials.ufrag]
+        peer = self.iface.device.peers.get(public_key)
+        if peer is not None:
+            self.iface.device.set_roaming(peer, True)
+
+    def owns(self, public_key: bytes) -> bool:
+        """Whether the manager decides this peer's endpoint (the map's is then ignored)."""
+        path = self._peers.get(public_key)
+        return path is not None and path.state.kind != "none"
+
+    def local_candidates_changed(self) -> None:
+        """This node's candidates changed (discovery): peers without a path check again."""
+        for path in self._peers.values():
+            if path.state.kind == "none":
+                path.check()
+
+    def changed(self, public_key: bytes, state: PathState) -> None:
+        if self.on_change is not None:
+            self.on_change(public_key, state)
+
+    def path(self, public_key: bytes) -> PathState:
+        path = self._peers.get(public_key)
+        return path.state if path is not None else PathState()
+
+    def session(self, public_key: bytes) -> IceSession | None:
+        path = self._peers.get(public_key)
+        return path.session if path is not None else None
+
+    def close(self) -> None:
+        self._events.cancel()
+        for key in list(self._peers):
+            self.remove(key)
+
+    # ------------------------------------------------------------------ checks that arrive
+
+    def handle_request(self, message: stun.Message, key: EndpointKey, raw: bytes) -> None:
+        """A STUN request arrived on the WireGuard port (the demultiplexer's
+        ``on_request``): an authenticated check from a known peer is answered; anything else
+        is dropped and counted in :attr:`drops`. Never raises."""
+        try:
+            theirs = authenticate_request(message, self.credentials)
+            path = self._by_ufrag.get(theirs)
+            if path is None:
+                self.drops["unknown_peer"] += 1
+                return
+            path.session.handle_request(message, key)
+        except IceError as e:
+            self.drops[e.reason] += 1
+        except Exception as e:  # the receive boundary: count, never raise
+            self.drops["malformed"] += 1
+            self.log.debug("check dropped", error=repr(e))
+
+    async def _watch_events(self) -> None:
+        """A peer whose path we own sent from elsewhere: check the path now."""
+        device = self.iface.device
+        while True:
+            await asyncio.sleep(EVENTS_INTERVAL)
+            while (event := device.next_event()) is not None:
+                if isinstance(event, PeerSentFromElsewhere):
+                    path = self._peers.get(event.public_key)
+                    if path is not None:
+                        path.check()
