@@ -174,6 +174,26 @@ def test_a_lost_request_is_sent_again_on_schedule() -> None:
     run(scenario)
 
 
+def test_a_second_answer_to_a_retransmitted_request_is_late_not_unmatched() -> None:
+    """A request sent twice may be answered twice (the first answer was only slow): the
+    second answer is counted as late, not as a response to nothing."""
+
+    async def scenario() -> None:
+        network, _bind, mux = memory_mux()
+        server = MemoryStunServer(network, SERVER)
+        server.silent = 1  # the first send is lost: the request goes twice
+        request = binding()
+        answer = bytes(await mux.request(request, server.key, rto=0.02, retries=3))
+        mux.datagram_received(answer, server.key)  # the answer to the other send
+        assert mux.received[stunmux.LATE_RESPONSE] == 1 and not mux.drops
+        once = binding()  # answered at the first send: a repeat of its answer is unmatched
+        repeated = bytes(await mux.request(once, server.key))
+        mux.datagram_received(repeated, server.key)
+        assert mux.drops == {stunmux.DROP_UNMATCHED: 1}
+
+    run(scenario)
+
+
 def test_no_answer_times_out_after_every_retransmission() -> None:
     async def scenario() -> None:
         network, _bind, mux = memory_mux()

@@ -72,6 +72,7 @@ ERROR_LOG_INTERVAL = 10.0  # seconds: a handler that fails is logged at most thi
 # what classify() says a datagram is ...
 STUN = "stun"
 CHANNEL_DATA = "channel-data"
+LATE_RESPONSE = "late-response"  # in StunMux.received: a retransmission's answer, ignored
 # ... or why it is dropped; the keys of StunMux.drops
 DROP_NOT_STUN = "not-stun"  # neither STUN nor ChannelData
 DROP_TRUNCATED = "truncated"  # shorter than a header
@@ -223,6 +224,7 @@ class StunMux:
         """Datagrams used: ``response``, ``request``, ``indication``, ``channel-data``."""
         self.closed = False
         self._pending: dict[bytes, _Transaction] = {}
+        self._answered: dict[bytes, None] = {}  # ids of answered, retransmitted transactions
         self._error_logged_at = float("-inf")
         self.log = get_logger(component="stun")
         bind.demux = self.datagram_received
@@ -302,8 +304,17 @@ class StunMux:
         finally:
             if self._pending.get(tid) is transaction:
                 del self._pending[tid]
+                if transaction.retransmissions.sent > 1 and transaction.future.done():
+                    self._remember_answered(tid)
             if transaction.timer is not None:
                 transaction.timer.cancel()
+
+    def _remember_answered(self, tid: bytes) -> None:
+        """A retransmitted request may be answered once per send: the answers that come after
+        the first are late, not unmatched. The last MAX_PENDING such ids are kept."""
+        self._answered[tid] = None
+        if len(self._answered) > self.max_pending:
+            del self._answered[next(iter(self._answered))]
 
     def _arm(self, transaction: _Transaction) -> None:
         at = transaction.retransmissions.next_at
@@ -381,9 +392,13 @@ class StunMux:
         handler(message, endpoint, data)
 
     def _response(self, data: bytes, endpoint: EndpointKey) -> None:
-        transaction = self._pending.get(data[8:HEADER])
+        tid = data[8:HEADER]
+        transaction = self._pending.get(tid)
         if transaction is None or transaction.future.done():
-            self.drops[DROP_UNMATCHED] += 1
+            if tid in self._answered:  # a second answer to a retransmitted request
+                self.received[LATE_RESPONSE] += 1
+            else:
+                self.drops[DROP_UNMATCHED] += 1
             return
         if not _same_endpoint(transaction.endpoint, endpoint):
             self.drops[DROP_WRONG_SOURCE] += 1
