@@ -6,16 +6,20 @@ from __future__ import annotations
 import io
 import os
 import select
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from wgpy.cli import Environment, ExitStatus, main
+from wgpy.cli import ping as ping_module
 from wgpy.cli.environment import CommandError
 from wgpy.cli.icmp import EchoSocket, checksum, echo_request, parse_echo_reply
-from wgpy.cli.ping import find_peer
+from wgpy.cli.ping import Pinger, find_peer
+from wgpy.keys import key_from_base64
 from wgpy.mesh.client.state import Settings, StateDir
+from wgpy.uapi.client import DeviceState, PeerState
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -125,3 +129,61 @@ def test_ping_errors_are_one_sentence(tmp_path: Path) -> None:
     )
     status, _, err = run("ping", "b", "-c", "0", "--state-dir", str(state.path))
     assert status == ExitStatus.ERROR and err == "wgpy ping: -c must be at least 1\n"
+
+
+def test_a_peer_the_policy_does_not_let_us_reach_is_not_pinged(tmp_path: Path) -> None:
+    state = node_state(tmp_path, running=True)
+    peers = state.read_peers()
+    peers[1]["can_reach"] = False
+    state.write_peers(peers)
+    status, out, err = run("ping", "c", "--state-dir", str(state.path))
+    assert status == ExitStatus.ERROR and out == ""
+    assert err == (
+        "wgpy ping: the policy does not let this node reach c (only answer it): there is "
+        "nothing to ping\n"
+    )
+
+
+def test_the_path_of_a_pong_is_the_one_the_node_uses_at_that_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the running node says when a pong arrives: the interface's endpoint for the peer
+    (its control socket, the one thing not real here) and the path manager's saved path,
+    read again while the two disagree; and why a ping went unanswered."""
+    state = node_state(tmp_path, running=True)
+    key = PEERS[0]["public_key"]
+    endpoint = {"now": "203.0.113.5:41641"}
+
+    def device(name: str) -> DeviceState:
+        peer = PeerState(key_from_base64(key), endpoint=endpoint["now"])
+        return DeviceState(name, peers=[peer])
+
+    monkeypatch.setattr(ping_module, "uapi_get", device)
+    pinger = Pinger(state, "wgpyping0", key)
+
+    def save(path: dict[str, Any] | None) -> None:
+        peers = [dict(p) for p in PEERS]
+        if path is not None:
+            peers[0]["path"] = path
+        state.write_peers(peers)
+
+    save({"kind": "direct", "endpoint": "203.0.113.5:41641", "rtt_ms": 0.5})
+    assert pinger.path_now() == ("direct", "direct 203.0.113.5:41641")
+    save({"kind": "relay", "endpoint": "203.0.113.5:41641", "relay": "relay-fra"})
+    assert pinger.path_now() == ("relay", "relay relay-fra")
+    # no ICE for this peer: where WireGuard sends (roaming moved it to the pong's source)
+    save(None)
+    assert pinger.path_now() == ("direct", "direct 203.0.113.5:41641")
+    # the interface moved to a new path the node has not saved yet: the saved one is read
+    # again until it agrees (here: never, so after a second the saved kind is said)
+    save({"kind": "relay", "endpoint": "192.0.2.7:3000", "relay": "relay-fra"})
+    started = time.monotonic()
+    assert pinger.path_now() == ("relay", "relay relay-fra")
+    assert 0.9 < time.monotonic() - started < 3.0
+    # why a ping went unanswered
+    save({"kind": "none", "endpoint": None, "checks": "running"})
+    online = dict(PEERS[0], online=True)
+    assert pinger.no_pong_reason(online) == ": no path yet: ICE checks running"
+    assert pinger.no_pong_reason(dict(PEERS[0], online=False)) == ": peer offline"
+    state.write_control({"state": "unreachable", "since": time.time(), "error": None})
+    assert pinger.no_pong_reason(online) == ": the coordination server is unreachable"

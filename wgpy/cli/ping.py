@@ -143,6 +143,11 @@ def ping_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         )
     peer = find_peer(peers, args.peer)
     name = str(peer.get("hostname") or str(peer.get("public_key", "?"))[:8])
+    if peer.get("can_reach") is False:
+        raise CommandError(
+            f"the policy does not let this node reach {name} (only answer it): "
+            "there is nothing to ping"
+        )
     addresses = [a for a in (_address(x) for x in peer.get("addresses", [])) if a is not None]
     if not addresses:
         raise CommandError(f"the peer {name} has no mesh address to ping")
