@@ -208,3 +208,14 @@ def test_each_peer_says_its_path_its_latency_or_why_it_has_none(
     running.write_peers(peers)
     status, out, _ = run("status", "--state-dir", str(running.path))
     assert status == 0 and "direct 203.0.113.5:41641" in out and "direct 192.0.2.9:50000;" in out
+
+
+def test_a_stopped_node_shows_no_path_it_saved_while_it_ran(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    peers = state.read_peers()
+    peers[1]["path"] = {"kind": "direct", "endpoint": "203.0.113.5:41641", "rtt_ms": 0.6}
+    state.write_peers(peers)
+    status, out, _ = run("status", "--state-dir", str(state.path))
+    assert status == 0 and "203.0.113.5" not in out and "ms" not in out
+    report = json.loads(run("status", "--json", "--state-dir", str(state.path))[1])
+    assert [p["path"] for p in report["peers"]] == [None, None]

@@ -68,7 +68,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         else:
             live = {key_to_base64(p.public_key): p for p in device.peers}
     now = time.time()
-    rows = [_peer_row(p, live.get(str(p.get("public_key")))) for p in peers]
+    is_running = pid is not None  # a stopped node's saved paths are history, not its paths
+    rows = [_peer_row(p, live.get(str(p.get("public_key"))), is_running) for p in peers]
     # the control plane as the running daemon last saw it (a stopped node has none)
     control = control if pid is not None else None
     problem = _problem(control, settings.server_url, now)
@@ -166,7 +167,7 @@ def _since(timestamp: float, now: float) -> str:
     return f"{at}, {ago // 3600} h ago"
 
 
-def _peer_row(peer: dict[str, Any], state: PeerState | None) -> dict[str, Any]:
+def _peer_row(peer: dict[str, Any], state: PeerState | None, running: bool) -> dict[str, Any]:
     addresses = [str(a) for a in peer.get("addresses", [])]
     ipv4 = next((a.split("/")[0] for a in addresses if ":" not in a), "-")
     row: dict[str, Any] = {
@@ -182,7 +183,7 @@ def _peer_row(peer: dict[str, Any], state: PeerState | None) -> dict[str, Any]:
         "latest_handshake": None,
         "rx_bytes": 0,
         "tx_bytes": 0,
-        "path": parse_path(peer.get("path")),
+        "path": parse_path(peer.get("path")) if running else None,
         "problem": None,
     }
     if state is not None:
