@@ -157,6 +157,11 @@ def ping_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     pinger.endpoint()  # the node's interface answers, or say it is down
     try:
         sock = EchoSocket(target)
+    except PermissionError:
+        raise CommandError(
+            f"cannot open an ICMP socket to ping {target}: run it as root, or let this group "
+            "ping (sysctl net.ipv4.ping_group_range)"
+        ) from None
     except OSError as e:
         raise CommandError(
             f"cannot open an ICMP socket to ping {target}: {e.strerror or e}"
