@@ -73,6 +73,16 @@ def test_ping_and_status_name_the_direct_path_through_the_nat(lab: Lab, tmp_path
                 ping.stdout,
             ), ping.stdout
 
+        # --no-until-direct: every ping, each pong on the direct path
+        ping = nat.outside.run(
+            [*WGPY, "ping", "behind", "-c", "3", "-i", "0.1", "--no-until-direct",
+             "--state-dir", str(states["public"])],
+            check=False,
+        )  # fmt: skip
+        assert ping.returncode == 0, (ping.stdout, ping.stderr)
+        lines = ping.stdout.splitlines()
+        assert len(lines) == 3 and all(re.fullmatch(via + r"\S+ in [0-9.]+ ms", x) for x in lines)
+
         # `wgpy status` on the public node: the direct path, its latency, the handshake
         table = nat.outside.run([*WGPY, "status", "--state-dir", str(states["public"])]).stdout
         assert re.search(
@@ -119,3 +129,32 @@ def test_ping_and_status_name_the_direct_path_through_the_nat(lab: Lab, tmp_path
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
         server.stop()
+
+
+ECHO = """
+import select, sys
+from wgpy.cli.icmp import EchoSocket
+sock = EchoSocket(sys.argv[1])
+sock.send(7, 1, b"wgpy")
+for _ in range(20):
+    if not select.select([sock], [], [], 1.0)[0]:
+        break
+    reply = sock.receive()
+    if reply is not None:
+        print("raw" if sock.raw else "datagram", reply[1], reply[2].decode())
+        break
+"""
+
+
+def test_wgpy_ping_s_socket_is_a_datagram_one_where_the_host_lets_this_group_ping(
+    lab: Lab,
+) -> None:
+    """Where net.ipv4.ping_group_range lets the user's group ping, `wgpy ping` needs no raw
+    socket (no root); elsewhere it takes a raw one (root). Both ping, over IPv4 and IPv6."""
+    ns = lab.namespace("echo")
+    ns.run(["ip", "link", "set", "lo", "up"])
+    for address in ("127.0.0.1", "::1"):
+        assert ns.run([sys.executable, "-c", ECHO, address]).stdout == "raw 1 wgpy\n"
+    ns.sysctl("net.ipv4.ping_group_range", "0 0")  # covers ICMPv6 datagram sockets too
+    for address in ("127.0.0.1", "::1"):
+        assert ns.run([sys.executable, "-c", ECHO, address]).stdout == "datagram 1 wgpy\n"
