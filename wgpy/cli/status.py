@@ -34,8 +34,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "status",
         help="show this mesh node and its peers",
         description="Show this mesh node (addresses, interface, whether its daemon runs) and "
-        "each peer it may reach: its addresses, whether the server sees it online, and what "
-        "WireGuard knows of it (endpoint, latest handshake, bytes moved).",
+        "each peer it may reach: its addresses, whether the server sees it online, its path "
+        "(direct ADDRESS:PORT or relay NAME) with its latency, or why it has none yet, and "
+        "what WireGuard knows of it (latest handshake, bytes moved).",
     )
     status.add_argument(
         "--state-dir", metavar="DIR", type=Path, help=f"default {DEFAULT_STATE_DIR}"
