@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import PipeTun, ipv4_packet
 
 from wgpy.cli import Environment
 from wgpy.cli import main as main_cli
+from wgpy.cli import status as status_module
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.keys import key_from_base64, key_to_base64
@@ -24,6 +27,7 @@ from wgpy.mesh.client.backoff import Backoff
 from wgpy.mesh.client.node import MeshNode, NodeConfig
 from wgpy.mesh.client.state import Settings, StateDir
 from wgpy.protocol.crypto import public_key
+from wgpy.uapi.client import DeviceState
 
 from .fakes import FakeHost, FakeServer, until
 
@@ -138,9 +142,13 @@ def saved_checks(node: LoopbackNode, public: str) -> str | None:
     return None
 
 
-def test_status_says_the_checks_run_and_then_that_they_found_no_path(tmp_path: Path) -> None:
+def test_status_says_the_checks_run_and_then_that_they_found_no_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A peer whose candidates never answer: the node saves for `wgpy status` that its checks
-    run, then that the round found no path, and `wgpy status` says so in words."""
+    run, then that the round found no path, and `wgpy status` says so in words (this process
+    is the daemon; the interface's control socket is the one thing not real here)."""
+    monkeypatch.setattr(status_module, "uapi_get", lambda name: DeviceState(name))
     with FakeServer() as server:
         auth = server.add_auth_key()
 
@@ -160,6 +168,7 @@ def test_status_says_the_checks_run_and_then_that_they_found_no_path(tmp_path: P
                 await until(lambda: saved_checks(a, ghost_key) == "failed", 8.0)
                 # what `wgpy up` writes beside the node's own files
                 a.state.write_settings(Settings(server.url, "icea", 0, "icea"))
+                a.state.write_pid(os.getpid())
                 out = io.StringIO()
                 env = Environment(stdin=io.BytesIO(), stdout=out, stderr=io.StringIO())
                 assert main_cli(["status", "--state-dir", str(a.state.path)], env) == 0
