@@ -23,7 +23,7 @@ from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import Endpoint
 from wgpy.nat.ice import Credentials, Pair, RemoteIce, binding_request
-from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
+from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager, PathState
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
 
@@ -342,5 +342,27 @@ def test_a_path_the_peer_s_new_candidates_do_not_find_again_is_dropped() -> None
             took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=7.0)
             assert took < 6.0
             assert a.iface.device.peers[b.public].roaming
+
+    run(scenario)
+
+
+def test_status_hears_of_each_measured_round_trip_and_of_a_round_that_found_nothing() -> None:
+    """`wgpy status` shows the path's latency as the last check measured it (to the
+    microsecond: uvloop's clock counts whole milliseconds) and says when checks found no
+    path: the manager tells the node of both."""
+
+    async def scenario() -> None:
+        async with two_sides(keepalive=0.3) as (a, b):
+            heard: list[PathState] = []
+            a.paths.on_change = lambda key, state: heard.append(state)
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            selected = len(heard)
+            await asyncio.sleep(1.0)  # idle: checks every 0.3 s
+            measured = [s.rtt for s in heard[selected:] if s.kind == "direct"]
+            assert len(measured) >= 2
+            assert all(rtt is not None and 0 < rtt < 0.1 for rtt in measured), measured
+            assert a.paths.path(b.public).rtt == measured[-1]
 
     run(scenario)

@@ -115,6 +115,11 @@ def test_three_nodes_ping_each_other_and_a_policy_separates_one_pair(
     table = a.ns.run([WGPY, "status", "--state-dir", str(a.state_dir)]).stdout
     assert f"this node: {a.ifname}, running" in table
     assert re.search(rf"{re.escape(b.ipv4)}\s+b\s+alice\s+online; direct {b.underlay}:41641", table)
+    # `wgpy ping b` on a: the pong came over the direct path, which ends the run
+    pong = a.ns.run([WGPY, "ping", "b", "--state-dir", str(a.state_dir)]).stdout
+    assert re.fullmatch(
+        rf"pong from b \({re.escape(b.ipv4)}\) via direct {b.underlay}:41641 in [0-9.]+ ms\n", pong
+    ), pong
 
     # a and c may no longer reach each other; b still reaches both
     set_policy(mesh, pair_policy([("a", "b"), ("b", "c")]))

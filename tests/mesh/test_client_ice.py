@@ -8,19 +8,26 @@ The nodes run whole Interfaces on loopback (UdpBind, a TUN stand-in) against Fak
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import PipeTun, ipv4_packet
 
+from wgpy.cli import Environment
+from wgpy.cli import main as main_cli
+from wgpy.cli import status as status_module
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.keys import key_from_base64, key_to_base64
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
 from wgpy.mesh.client.node import MeshNode, NodeConfig
-from wgpy.mesh.client.state import StateDir
+from wgpy.mesh.client.state import Settings, StateDir
 from wgpy.protocol.crypto import public_key
+from wgpy.uapi.client import DeviceState
 
 from .fakes import FakeHost, FakeServer, until
 
@@ -124,5 +131,50 @@ def test_two_nodes_end_direct_on_the_candidates_the_map_carries(tmp_path: Path) 
             finally:
                 await a.stop()
                 await b.stop()
+
+        asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))
+
+
+def saved_checks(node: LoopbackNode, public: str) -> str | None:
+    for peer in node.state.read_peers():
+        if peer.get("public_key") == public and isinstance(peer.get("path"), dict):
+            return str(peer["path"].get("checks"))
+    return None
+
+
+def test_status_says_the_checks_run_and_then_that_they_found_no_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose candidates never answer: the node saves for `wgpy status` that its checks
+    run, then that the round found no path, and `wgpy status` says so in words (this process
+    is the daemon; the interface's control socket is the one thing not real here)."""
+    monkeypatch.setattr(status_module, "uapi_get", lambda name: DeviceState(name))
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+
+        async def main() -> None:
+            a = LoopbackNode(server, tmp_path, "icea", auth)
+            await a.start()
+            try:
+                ghost_key = key_to_base64(public_key(bytes(range(1, 33))))
+                ghost = server.add_node("ghost", ghost_key, [])
+                server.update_node(
+                    ghost.id,
+                    candidates=["1 1 udp 2130706431 127.0.0.1 9 typ host"],  # discard: silence
+                    ice_ufrag="ghst",
+                    ice_pwd="p" * 22,
+                )
+                await until(lambda: saved_checks(a, ghost_key) == "running", 3.0)
+                await until(lambda: saved_checks(a, ghost_key) == "failed", 8.0)
+                # what `wgpy up` writes beside the node's own files
+                a.state.write_settings(Settings(server.url, "icea", 0, "icea"))
+                a.state.write_pid(os.getpid())
+                out = io.StringIO()
+                env = Environment(stdin=io.BytesIO(), stdout=out, stderr=io.StringIO())
+                assert main_cli(["status", "--state-dir", str(a.state.path)], env) == 0
+                (line,) = [x for x in out.getvalue().splitlines() if " ghost " in x]
+                assert "no path: ICE checks found none (retrying about every 30 s)" in line
+            finally:
+                await a.stop()
 
         asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))

@@ -13,8 +13,9 @@ import pytest
 
 from wgpy.cli import Environment, ExitStatus, main
 from wgpy.cli import status as status_module
+from wgpy.keys import key_to_base64
 from wgpy.mesh.client.state import Settings, StateDir
-from wgpy.uapi.client import DeviceState
+from wgpy.uapi.client import DeviceState, PeerState
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -149,3 +150,72 @@ def test_long_names_keep_the_columns(tmp_path: Path) -> None:
     assert "someone-with-a-…" in out
     report = json.loads(run("status", "--json", "--state-dir", str(state.path))[1])
     assert report["peers"][0]["hostname"] == "a-very-long-hostname-that-goes-on-and-on-for-ever"
+
+
+def test_each_peer_says_its_path_its_latency_or_why_it_has_none(
+    running: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path the node's path manager saved (tests/interop/test_status_ping.py has a real
+    one): direct with its address and round-trip time, the relay by name, no path yet
+    (checks running) or none found, and a peer without ICE at WireGuard's endpoint."""
+    now = time.time()
+    keys = {name: bytes([n]) * 32 for n, name in enumerate(("a", "b", "c", "d", "e"), 1)}
+    peers = []
+    for n, (name, key) in enumerate(keys.items(), 1):
+        peers.append({"public_key": key_to_base64(key), "hostname": name, "user": "alice",
+                      "addresses": [f"100.64.0.{n + 1}/32"], "online": name != "e",
+                      "can_reach": True, "reachable_from": True})  # fmt: skip
+    peers[0]["path"] = {"kind": "direct", "endpoint": "203.0.113.5:41641", "rtt_ms": 0.612,
+                        "checks": "done"}  # fmt: skip
+    peers[1]["path"] = {"kind": "relay", "endpoint": "192.0.2.9:50000", "relay": "relay-fra",
+                        "rtt_ms": 12.25, "checks": "failed"}  # fmt: skip
+    peers[2]["path"] = {"kind": "none", "endpoint": None, "rtt_ms": None, "checks": "running"}
+    peers[3]["path"] = {"kind": "none", "endpoint": None, "rtt_ms": None, "checks": "failed"}
+    running.write_peers(peers)
+    live = [
+        PeerState(keys["a"], endpoint="203.0.113.5:41641", last_handshake_time_sec=int(now) - 3,
+                  rx_bytes=2048, tx_bytes=100),
+        PeerState(keys["b"], endpoint="192.0.2.9:50000", last_handshake_time_sec=int(now) - 7),
+        PeerState(keys["c"]),
+        PeerState(keys["d"]),
+        PeerState(keys["e"], endpoint="198.51.100.7:41641", last_handshake_time_sec=int(now)),
+    ]  # fmt: skip
+    monkeypatch.setattr(status_module, "uapi_get", lambda name: DeviceState(name, peers=live))
+    status, out, err = run("status", "--state-dir", str(running.path))
+    assert status == ExitStatus.SUCCESS, err
+    lines = {line.split()[1]: line for line in out.splitlines()[1:]}
+    assert (
+        "online; direct 203.0.113.5:41641, 0.6 ms; handshake 3 s ago; rx 2.0 KiB, tx 100 B"
+        in (lines["a"])
+    )
+    assert "online; relay relay-fra, 12.2 ms; handshake 7 s ago" in lines["b"]
+    assert "online; no path yet: ICE checks running; no handshake yet" in lines["c"]
+    assert "online; no path: ICE checks found none (retrying about every 30 s)" in lines["d"]
+    # no ICE for this peer (an old node): WireGuard's own endpoint, as before
+    assert "offline; direct 198.51.100.7:41641; handshake 0 s ago" in lines["e"]
+    report = json.loads(run("status", "--json", "--state-dir", str(running.path))[1])
+    rows = {p["hostname"]: p for p in report["peers"]}
+    assert rows["a"]["path"] == {"kind": "direct", "endpoint": "203.0.113.5:41641",
+                                 "relay": None, "rtt_ms": 0.612, "checks": "done"}  # fmt: skip
+    assert rows["a"]["problem"] is None and rows["b"]["path"]["relay"] == "relay-fra"
+    assert rows["c"]["problem"] == "no path yet: ICE checks running"
+    assert rows["d"]["problem"].startswith("no path: ICE checks found none")
+    assert rows["e"]["path"] is None
+    assert rows["e"]["problem"] == "peer offline: the coordination server has not heard from it"
+    # a damaged path entry is no path, not a traceback
+    peers[0]["path"] = {"kind": "sideways", "rtt_ms": "fast"}
+    peers[1]["path"] = {"kind": "direct", "endpoint": 5, "rtt_ms": True}
+    running.write_peers(peers)
+    status, out, _ = run("status", "--state-dir", str(running.path))
+    assert status == 0 and "direct 203.0.113.5:41641" in out and "direct 192.0.2.9:50000;" in out
+
+
+def test_a_stopped_node_shows_no_path_it_saved_while_it_ran(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    peers = state.read_peers()
+    peers[1]["path"] = {"kind": "direct", "endpoint": "203.0.113.5:41641", "rtt_ms": 0.6}
+    state.write_peers(peers)
+    status, out, _ = run("status", "--state-dir", str(state.path))
+    assert status == 0 and "203.0.113.5" not in out and "ms" not in out
+    report = json.loads(run("status", "--json", "--state-dir", str(state.path))[1])
+    assert [p["path"] for p in report["peers"]] == [None, None]

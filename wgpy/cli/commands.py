@@ -21,6 +21,7 @@ from . import admin as admin_commands
 from . import keys
 from . import mesh as mesh_commands
 from . import netcheck as netcheck_commands
+from . import ping as ping_commands
 from . import quick as quick_commands
 from . import server as server_commands
 from . import show as show_commands
@@ -38,6 +39,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     status_commands,
     server_commands,
     netcheck_commands,
+    ping_commands,
 )
 
 Handler = Callable[[argparse.Namespace, Environment], ExitStatus]

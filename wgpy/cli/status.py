@@ -6,6 +6,12 @@ handshake, bytes moved) comes live from the interface's control socket while the
 What the daemon last saw of the coordination server (``control.json``) is said in one line
 when something is wrong: the server unreachable since when, the node deleted (its token
 refused) or expired.
+
+Where the node runs ICE (:mod:`wgpy.nat.paths`), each peer's path comes from the same list:
+``direct ADDRESS:PORT`` or ``relay NAME``, the round-trip time of its last check, or why
+there is none yet (checks running, or the last round found no path). A peer whose problem
+is its own (offline, no path) says so in words on its line, and in ``--json`` as
+``problem``.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "status",
         help="show this mesh node and its peers",
         description="Show this mesh node (addresses, interface, whether its daemon runs) and "
-        "each peer it may reach: its addresses, whether the server sees it online, and what "
-        "WireGuard knows of it (endpoint, latest handshake, bytes moved).",
+        "each peer it may reach: its addresses, whether the server sees it online, its path "
+        "(direct ADDRESS:PORT or relay NAME) with its latency, or why it has none yet, and "
+        "what WireGuard knows of it (latest handshake, bytes moved).",
     )
     status.add_argument(
         "--state-dir", metavar="DIR", type=Path, help=f"default {DEFAULT_STATE_DIR}"
@@ -62,7 +69,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         else:
             live = {key_to_base64(p.public_key): p for p in device.peers}
     now = time.time()
-    rows = [_peer_row(p, live.get(str(p.get("public_key")))) for p in peers]
+    is_running = pid is not None  # a stopped node's saved paths are history, not its paths
+    rows = [_peer_row(p, live.get(str(p.get("public_key"))), is_running) for p in peers]
     # the control plane as the running daemon last saw it (a stopped node has none)
     control = control if pid is not None else None
     problem = _problem(control, settings.server_url, now)
@@ -160,7 +168,7 @@ def _since(timestamp: float, now: float) -> str:
     return f"{at}, {ago // 3600} h ago"
 
 
-def _peer_row(peer: dict[str, Any], state: PeerState | None) -> dict[str, Any]:
+def _peer_row(peer: dict[str, Any], state: PeerState | None, running: bool) -> dict[str, Any]:
     addresses = [str(a) for a in peer.get("addresses", [])]
     ipv4 = next((a.split("/")[0] for a in addresses if ":" not in a), "-")
     row: dict[str, Any] = {
@@ -176,26 +184,86 @@ def _peer_row(peer: dict[str, Any], state: PeerState | None) -> dict[str, Any]:
         "latest_handshake": None,
         "rx_bytes": 0,
         "tx_bytes": 0,
+        "path": parse_path(peer.get("path")) if running else None,
+        "problem": None,
     }
     if state is not None:
         row["endpoint"] = state.endpoint
         if state.last_handshake_time_sec:
             row["latest_handshake"] = state.last_handshake_time_sec
         row["rx_bytes"], row["tx_bytes"] = state.rx_bytes, state.tx_bytes
+    row["problem"] = peer_problem(row)
     return row
+
+
+def parse_path(value: Any) -> dict[str, Any] | None:
+    """The path the daemon saved for a peer (None: no ICE for it, or an old daemon)."""
+    if not isinstance(value, dict) or value.get("kind") not in ("direct", "relay", "none"):
+        return None
+    rtt = value.get("rtt_ms")
+    return {
+        "kind": value["kind"],
+        "endpoint": value.get("endpoint") if isinstance(value.get("endpoint"), str) else None,
+        "relay": value.get("relay") if isinstance(value.get("relay"), str) else None,
+        "rtt_ms": rtt if isinstance(rtt, int | float) and not isinstance(rtt, bool) else None,
+        "checks": value.get("checks") if isinstance(value.get("checks"), str) else None,
+    }
+
+
+def path_text(path: dict[str, Any] | None, endpoint: str | None) -> str | None:
+    """``direct ADDRESS:PORT`` or ``relay NAME`` for a peer's path (None: it has none).
+    A peer without ICE (``path`` None) is sent to where WireGuard sends: its endpoint."""
+    if path is None:
+        return f"direct {endpoint}" if endpoint else None
+    if path["kind"] == "direct":
+        return f"direct {path['endpoint'] or endpoint or '?'}"
+    if path["kind"] == "relay":
+        return f"relay {path['relay'] or path['endpoint'] or endpoint or '?'}"
+    return None
+
+
+def no_path_text(path: dict[str, Any] | None) -> str:
+    """Why a peer has no path, in words."""
+    checks = path.get("checks") if path is not None else None
+    if checks == "failed":
+        return "no path: ICE checks found none (retrying about every 30 s)"
+    if checks == "running" or path is not None:
+        return "no path yet: ICE checks running"
+    return "no path yet: no handshake"
+
+
+def peer_problem(row: dict[str, Any]) -> str | None:
+    """What keeps this node from a peer, in words (None: nothing)."""
+    if not row["online"]:
+        return "peer offline: the coordination server has not heard from it"
+    path = row["path"]
+    if path is not None and path["kind"] == "none":
+        return no_path_text(path)
+    return None
 
 
 def _describe(row: dict[str, Any], now: float) -> str:
     parts = ["online" if row["online"] else "offline"]
     if not row["can_reach"]:
         parts.append("replies only (the policy lets it reach us, not us it)")
+    path = row["path"]
+    where = path_text(path, row["endpoint"]) if row["latest_handshake"] or path else None
+    if where is not None:
+        rtt = path["rtt_ms"] if path is not None else None
+        parts.append(where + (f", {_ms(rtt)}" if rtt is not None else ""))
+    elif path is not None:
+        parts.append(no_path_text(path))
     if row["latest_handshake"]:
         ago = max(0, int(now - row["latest_handshake"]))
-        parts.append(f"direct {row['endpoint'] or '?'}, handshake {ago} s ago")
+        parts.append(f"handshake {ago} s ago")
         parts.append(f"rx {_bytes(row['rx_bytes'])}, tx {_bytes(row['tx_bytes'])}")
     else:
         parts.append("no handshake yet")
     return "; ".join(parts)
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms >= 0.1 else f"{ms:.2f} ms"
 
 
 def _bytes(n: int) -> str:

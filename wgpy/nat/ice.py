@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import ipaddress
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -572,7 +573,7 @@ class IceSession:
                 priority=candidate_priority(1, "prflx"),
                 nominate=nominate and self.controlling,
             )
-            sent = self.loop.time()
+            sent = time.monotonic()  # uvloop's loop.time() counts whole milliseconds
             response: stun.Message | None
             try:
                 response = await self.transport.request(
@@ -591,7 +592,7 @@ class IceSession:
             if response.message_class == stun.Class.RESPONSE:
                 if "MESSAGE-INTEGRITY" not in response.attributes:
                     return None  # unsigned: not the peer
-                return self.loop.time() - sent
+                return time.monotonic() - sent
             code = response.attributes.get("ERROR-CODE", (0, ""))[0]
             if code != ROLE_CONFLICT or "MESSAGE-INTEGRITY" not in response.attributes:
                 return None

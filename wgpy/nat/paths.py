@@ -171,6 +171,8 @@ class _PeerPath:
         again."""
         if self.session.selected is None and self.state.kind != "none":
             self.lost("checks with the peer's new candidates found no path")
+        else:
+            self.manager.changed(self.public_key, self.state)  # `wgpy status`: checks failed
 
     def check(self) -> None:
         """Check the path (or look for one) now."""
@@ -241,6 +243,7 @@ class _PeerPath:
                     self.state = PathState(
                         self.state.kind, self.state.endpoint, rtt, self.state.since
                     )
+                    m.changed(self.public_key, self.state)  # the latency `wgpy status` shows
             elif not self.session.running:
                 self.session.start()
 
@@ -275,8 +278,9 @@ class PathManager:
         self.retry_interval = retry_interval
         self.relay_hold = RELAY_HOLD if relay_hold is None else relay_hold
         self.on_change = on_change
-        """Called with a peer's key and its new state when its path's kind or address
-        changes (for ``wgpy status``)."""
+        """Called with a peer's key and its state when its path's kind or address changes,
+        a check measured its round-trip time again, or a round of checks found no path (for
+        ``wgpy status``)."""
         self.log = log or get_logger(component="paths")
         self.drops: Counter[str] = Counter()
         """Checks dropped unanswered, by reason (hostile or stray STUN)."""

@@ -490,8 +490,19 @@ class MeshNode:
             self.log.warning("cannot save the peer list", error=e.message)
 
     def _path_json(self, key: bytes) -> dict[str, Any]:
-        """The path ICE chose for a peer (kind, endpoint, rtt_ms), where ICE runs."""
-        return {} if self.paths is None else {"path": self.paths.path(key).to_json()}
+        """The path ICE chose for a peer (kind, endpoint, rtt_ms), where ICE runs, and how
+        its checks stand (``checks``: ``running``, ``failed`` (the last round found no
+        path), ``none`` (the peer has no candidates: the map's endpoint, roaming))."""
+        if self.paths is None:
+            return {}
+        session = self.paths.session(key)
+        if session is None:
+            checks = "none"
+        elif session.running or not session.rounds:
+            checks = "running"
+        else:
+            checks = "failed" if session.selected is None else "done"
+        return {"path": {**self.paths.path(key).to_json(), "checks": checks}}
 
     def _full_map_applied(self) -> None:
         self.full_maps += 1
