@@ -11,8 +11,10 @@ pair states; the check list, the triggered checks, role conflicts and nomination
 
 - one base per address family: every host and server-reflexive candidate of this node is
   the one WireGuard socket, so a remote candidate makes one pair per local base (RFC 8445
-  6.1.2.4, redundant pairs pruned); a relayed local candidate (TURN, later) is a base of its
-  own;
+  6.1.2.4, redundant pairs pruned); a relayed local candidate (TURN,
+  :mod:`wgpy.nat.relay`, a :class:`RelayedCandidate` naming its link) is a base of its own:
+  its pairs' checks, and WireGuard once one is selected, go through the relay, to the key
+  ``RelayKey(peer host, peer port, link)`` (:attr:`Pair.key`);
 - retransmissions start at :data:`CHECK_RTO` (0.1 s, not aioice's 0.5 s) and pairs with a
   relayed end wait :data:`RELAY_HOLD` (0.5 s): otherwise a relay pair answers before the
   direct pair's first retry and wins;
@@ -48,7 +50,7 @@ from aioice import stun
 from aioice.candidate import Candidate, candidate_priority
 from aioice.ice import CandidatePair, candidate_pair_priority
 
-from ..endpoint import EndpointKey, host_text
+from ..endpoint import EndpointKey, RelayKey, RelayLink, host_text
 
 __all__ = [
     "CHECK_RETRIES",
@@ -61,6 +63,7 @@ __all__ = [
     "IceSession",
     "Pair",
     "PairState",
+    "RelayedCandidate",
     "RemoteIce",
     "StunTransport",
     "authenticate_request",
@@ -234,12 +237,24 @@ def parse_remote(
 # ---------------------------------------------------------------------- pairs
 
 
+class RelayedCandidate(Candidate):
+    """This node's relayed candidate: an aioice candidate that also names the relay link
+    its allocation is on (:class:`wgpy.nat.relay.RelayLink`)."""
+
+    def __init__(self, link: RelayLink, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+
+
 class Pair:
-    """A local and a remote candidate, checked together; ``address`` is where checks (and
-    WireGuard, once selected) go."""
+    """A local and a remote candidate, checked together; ``address`` is the peer's address
+    the checks go to, ``key`` the core's key for it: ``address`` itself, or for a pair on a
+    local relay a :class:`~wgpy.endpoint.RelayKey` through that relay (checks, and WireGuard
+    once selected, are sent to ``key``)."""
 
     __slots__ = (
         "address",
+        "key",
         "local",
         "nominated",
         "remote",
@@ -253,6 +268,9 @@ class Pair:
         self.local = local
         self.remote = remote
         self.address: tuple[str, int] = (remote.host, remote.port)
+        self.key: EndpointKey = self.address
+        if isinstance(local, RelayedCandidate):
+            self.key = RelayKey(remote.host, remote.port, local.link)
         self.state = PairState.WAITING
         self.nominated = False
         self.remote_nominated = False  # the controlling side sent USE-CANDIDATE on it
@@ -263,6 +281,15 @@ class Pair:
     def relayed(self) -> bool:
         """Whether either end is a TURN relay."""
         return self.local.type == "relay" or self.remote.type == "relay"
+
+    @property
+    def relay_name(self) -> str | None:
+        """The relay the path goes through: ours by its name, the peer's by its address."""
+        if isinstance(self.local, RelayedCandidate):
+            return self.local.link.name
+        if self.remote.type == "relay":
+            return self.remote.host
+        return None
 
     @property
     def base(self) -> str:
@@ -282,6 +309,10 @@ def _version(host: str) -> int:
     return ipaddress.ip_address(host).version
 
 
+def _link(candidate: Candidate) -> RelayLink | None:
+    return candidate.link if isinstance(candidate, RelayedCandidate) else None
+
+
 def form_pairs(
     local: Sequence[Candidate], remote: Sequence[Candidate], controlling: bool
 ) -> list[Pair]:
@@ -293,6 +324,8 @@ def form_pairs(
     for candidate in local:
         if candidate.component != 1 or candidate.transport.lower() != "udp":
             continue
+        if candidate.type == "relay" and not isinstance(candidate, RelayedCandidate):
+            continue  # a relayed address without its link: nothing here can send from it
         base = Pair(candidate, candidate).base
         best = bases.get(base)
         if best is None or candidate.priority > best.priority:
@@ -577,7 +610,7 @@ class IceSession:
             try:
                 response = await self.transport.request(
                     request,
-                    pair.address,
+                    pair.key,
                     rto=CHECK_RTO,
                     retries=CHECK_RETRIES,
                     integrity_key=self.remote.credentials.pwd.encode(),
@@ -630,7 +663,7 @@ class IceSession:
         self.transport.send(success_response(message, address, self.local), key)
         if not self.running and self.selected is None:
             self.start()  # the peer checks: so do we
-        pair = self._pair_for(address, message)
+        pair = self._pair_for(address, message, key)
         if pair is None:
             return
         if pair.state in (PairState.WAITING, PairState.FROZEN, PairState.FAILED):
@@ -641,16 +674,25 @@ class IceSession:
             if pair.state == PairState.SUCCEEDED:
                 self._select(pair)
 
-    def _pair_for(self, address: tuple[str, int], message: stun.Message) -> Pair | None:
+    def _pair_for(
+        self, address: tuple[str, int], message: stun.Message, key: EndpointKey | None = None
+    ) -> Pair | None:
+        """The pair the check that arrived from ``key`` belongs to (through a relay: a pair on
+        that relay), learning a peer-reflexive one if there is none."""
+        link = key[2] if key is not None and type(key) is RelayKey else None
         for pair in self.pairs:
-            if pair.address == address and pair.local.type != "relay":
+            if pair.address == address and _link(pair.local) is link:
                 return pair
         learned = sum(1 for p in self.pairs if p.remote.type == "prflx")
         if len(self.pairs) >= MAX_PAIRS or learned >= MAX_PEER_REFLEXIVE:
             return None
         version = _version(address[0])
         locals_ = [
-            c for c in self.local_candidates() if c.type != "relay" and _version(c.host) == version
+            c
+            for c in self.local_candidates()
+            if _link(c) is link
+            and (link is not None or c.type != "relay")
+            and _version(c.host) == version
         ]
         if not locals_:
             return None

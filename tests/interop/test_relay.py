@@ -1,0 +1,131 @@
+"""Two real interfaces reach each other only through a TURN relay (real coturn on loopback).
+
+Each interface has its real UDP bind on loopback and a TUN stand-in (tests/support.py's
+PipeTun: the packets are the test's, the sockets and the relay are real). Each allocates on
+the relay (wgpy.nat.relay), and ICE is given only the relayed candidates (the direct ones
+withheld), so the path manager selects the relay: WireGuard's handshake and data go as TURN
+ChannelData over UDP, TCP or TLS, and arrive with a RelayKey.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from support import PipeTun, ipv4_packet
+
+from wgpy.device.interface import Interface
+from wgpy.device.udp import UdpBind
+from wgpy.endpoint import RelayKey
+from wgpy.nat.ice import Credentials, parse_remote
+from wgpy.nat.paths import PathManager
+from wgpy.nat.relay import RelayManager
+from wgpy.nat.servers import TurnServer, parse_turn_url
+from wgpy.nat.stunmux import StunMux
+from wgpy.protocol.crypto import generate_private_key, public_key
+
+from .coturn import Coturn
+
+pytestmark = pytest.mark.root
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+class Node:
+    """An interface, its relay and its paths."""
+
+    def __init__(self, name: str, inner: str, relay: Coturn, kind: str) -> None:
+        self.key = generate_private_key(os.urandom)
+        self.public = public_key(self.key)
+        self.inner = inner
+        self.tun = PipeTun(name)
+        self.iface = Interface(name, private_key=self.key, tun=self.tun, bind=UdpBind(0))  # type: ignore[arg-type]
+        username, password = relay.credentials(name)
+        urls = [u for u in map(parse_turn_url, relay.urls()) if u.kind == kind]
+        server = TurnServer(
+            urls=tuple(urls), username=username, password=password, expires=time.time() + 3600
+        )
+        self.relays = RelayManager(self.iface.receive, ssl_context=relay.ssl_context())
+        self.relays.update([server])
+        self.mux = StunMux(self.iface.bind, asyncio.get_running_loop())
+        self.credentials = Credentials.generate(os.urandom)
+        self.paths = PathManager(
+            self.iface,  # type: ignore[arg-type]
+            self.mux,
+            public_key=self.public,
+            credentials=self.credentials,
+            local_candidates=self.relays.candidates,  # the relayed one only
+        )
+        self.mux.on_request = self.paths.handle_request
+
+    def meet(self, other: Node) -> None:
+        """The map's part: the other's key, inner address and (relayed) candidates."""
+        self.iface.device.add_peer(other.public, allowed_ips=[f"{other.inner}/32"])
+        remote, errors = parse_remote(
+            other.credentials.ufrag,
+            other.credentials.pwd,
+            [c.to_sdp() for c in other.relays.candidates()],
+        )
+        assert not errors and remote.candidates
+        self.paths.set_remote(other.public, remote)
+
+    async def close(self) -> None:
+        self.paths.close()
+        await self.relays.close()
+        self.mux.close()
+        self.iface.close()
+
+
+async def relayed_ping(relay: Coturn, kind: str) -> dict[str, Any]:
+    a = Node("rla", "10.9.0.1", relay, kind)
+    b = Node("rlb", "10.9.0.2", relay, kind)
+    try:
+        await until(lambda: a.relays.link is not None and b.relays.link is not None, 5, "TURN")
+        assert a.relays.link is not None and b.relays.link is not None
+        assert a.relays.link.url.kind == kind
+        started = asyncio.get_running_loop().time()
+        a.meet(b)
+        b.meet(a)
+        await until(
+            lambda: (
+                a.paths.path(b.public).kind == "relay" and b.paths.path(a.public).kind == "relay"
+            ),
+            5,
+            "both sides to select the relay",
+        )
+        ping = ipv4_packet("10.9.0.1", "10.9.0.2", b"ping over the relay")
+        a.tun.push([ping])
+        await until(lambda: ping in b.tun.written, 5, "the ping through the relay")
+        pong = ipv4_packet("10.9.0.2", "10.9.0.1", b"pong over the relay")
+        b.tun.push([pong])
+        await until(lambda: pong in a.tun.written, 5, "the pong through the relay")
+        elapsed = asyncio.get_running_loop().time() - started
+        # WireGuard's endpoints are the relayed paths; both links carried the traffic
+        for me, other in ((a, b), (b, a)):
+            endpoint = me.iface.device.peers[other.public].endpoint
+            assert type(endpoint) is RelayKey and endpoint[2] is me.relays.link
+            state = me.paths.path(other.public)
+            assert state.relay == "127.0.0.1" and state.endpoint is not None
+            assert me.relays.link is not None
+            assert me.relays.link.sent > 0 and me.relays.link.received_count > 0
+        assert a.iface.device.peers[b.public].rx_bytes > 0
+        return {"seconds": elapsed}
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp", "tls"])
+def test_two_interfaces_ping_only_through_the_relay(coturn: Coturn, kind: str) -> None:
+    result = asyncio.run(asyncio.wait_for(relayed_ping(coturn, kind), 30))
+    assert result["seconds"] < 5
