@@ -475,6 +475,7 @@ class IceSession:
         self._started = 0.0
         self._wake = asyncio.Event()
         self._closed = False
+        self._relay_first = False
 
     @property
     def running(self) -> bool:
@@ -482,10 +483,14 @@ class IceSession:
 
     # ------------------------------------------------------------------ rounds
 
-    def start(self) -> None:
-        """Start a round of checks over fresh pairs (unless one is running)."""
+    def start(self, *, relay_first: bool = False) -> None:
+        """Start a round of checks over fresh pairs (unless one is running). ``relay_first``:
+        the direct path just stopped answering, so relayed pairs are not held back and one
+        that works is nominated without waiting for the direct ones to fail (a later round
+        upgrades to direct again)."""
         if self._closed or self.running:
             return
+        self._relay_first = relay_first
         self._cancel_checks()
         self.pairs = form_pairs(self.local_candidates(), self.remote.candidates, self.controlling)
         self._started = self.loop.time()
@@ -542,7 +547,7 @@ class IceSession:
     def _next_ordinary(self, now: float) -> Pair | None:
         for pair in self.pairs:
             if pair.state == PairState.WAITING and pair.task is None:
-                if pair.relayed and now < self._started + self.relay_hold:
+                if pair.relayed and now < self._started + self.relay_hold and not self._relay_first:
                     continue
                 return pair
         return None
@@ -559,6 +564,8 @@ class IceSession:
             and p.priority(True) > best.priority(True)
         ]
         if not pending:
+            return True
+        if best.relayed and self._relay_first:
             return True
         if best.relayed and any(not p.relayed for p in pending):
             return False

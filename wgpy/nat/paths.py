@@ -210,7 +210,8 @@ class _PeerPath:
             if p.relayed and p is not failed and p.state == PairState.SUCCEEDED
         ]
         self.session.selected = None
-        if fallback and self.state.kind == "direct":
+        was_direct = self.state.kind == "direct"
+        if fallback and was_direct:
             pair = max(fallback, key=lambda p: p.priority(self.session.controlling))
             self.log.info("falling back to the relay", relay=pair.relay_name)
             self.session.selected = pair
@@ -221,7 +222,7 @@ class _PeerPath:
                 m.iface.device.set_roaming(peer, True)
             self.state = PathState(since=m.loop.time())
             m.changed(self.public_key, self.state)
-        self.session.start()
+        self.session.start(relay_first=was_direct)
 
     # ------------------------------------------------------------------ the loop
 

@@ -6,9 +6,11 @@ The coordination server hands out its relays and short-lived credentials (``GET
 TURN client (:mod:`aioice.turn`: its Allocate/Refresh/ChannelBind transactions, long-term
 credentials, ChannelData framing over streams), and keeps ONE allocation, the nearest:
 
-- every URL of every relay is tried at once; among those that answer within
-  :data:`CHOOSE_GRACE` of the first, the lowest round trip wins (TCP and TLS count a little
-  more than they measure, :data:`STREAM_PENALTY`: UDP is better for the same distance);
+- every URL of every relay is tried at once; among the relays that answer within
+  :data:`CHOOSE_GRACE` of the first, the nearest wins (the lowest round trip of its URLs; TCP
+  and TLS count a little more than they measure, :data:`STREAM_PENALTY`), and on it the best
+  transport that worked: UDP, else TCP, else TLS (a network that blocks UDP gets TCP, one
+  that lets only web traffic out gets TLS on 443);
 - the allocation is checked every :data:`HEALTH_INTERVAL` seconds (a Binding request over its
   own transport); one that stops answering, whose connection closes or whose refresh fails is
   dropped, and the next is chosen at once (failing over to another relay);
@@ -93,19 +95,29 @@ def score(rtt: float, url: TurnUrl) -> float:
     return rtt * STREAM_PENALTY.get(url.kind, 2.0)
 
 
+TRANSPORT_RANK = {"udp": 0, "tcp": 1, "tls": 2}
+
+
 @dataclass(frozen=True)
 class Attempt:
-    """One allocation attempt's outcome, for :func:`choose` and the logs."""
+    """One allocation attempt's outcome (on the relay ``relay``), for :func:`choose` and
+    the logs."""
 
     url: TurnUrl
     rtt: float | None = None
     error: str | None = None
+    relay: int = 0  # which relay (its index in the server's list)
 
 
 def choose(attempts: Sequence[Attempt]) -> Attempt | None:
-    """The nearest attempt that succeeded (by :func:`score`), None when none did."""
+    """The attempt to keep: on the nearest relay that answered (by :func:`score` of its
+    best URL), its best transport that worked (UDP, TCP, TLS); None when none did."""
     good = [a for a in attempts if a.rtt is not None]
-    return min(good, key=lambda a: score(a.rtt or 0.0, a.url)) if good else None
+    if not good:
+        return None
+    nearest = min(good, key=lambda a: score(a.rtt or 0.0, a.url)).relay
+    on_it = [a for a in good if a.relay == nearest]
+    return min(on_it, key=lambda a: (TRANSPORT_RANK.get(a.url.kind, 3), a.rtt or 0.0))
 
 
 def relay_candidate(link: RelayLink) -> RelayedCandidate:
@@ -446,6 +458,7 @@ class RelayManager:
             if server.expires > self.wall_clock()
             for url in server.urls
         ]
+        relay_of = {id(link): self.servers.index(link.server) for link in links}
         if not links:
             self.log.warning("no relay with valid credentials; asking the server again later")
             return None
@@ -470,11 +483,18 @@ class RelayManager:
             error = "no answer in time"
             if task in done:
                 error = task.result() or ""
-            self.attempts.append(Attempt(link.url, None if error else link.rtt, error or None))
+            self.attempts.append(
+                Attempt(link.url, None if error else link.rtt, error or None, relay_of[id(link)])
+            )
         best = choose(self.attempts)
         chosen = None
         for task, link in tasks.items():
-            if best is not None and link.url is best.url and chosen is None:
+            if (
+                best is not None
+                and link.url is best.url
+                and relay_of[id(link)] == best.relay
+                and chosen is None
+            ):
                 chosen = link
             elif task in done and not task.result():
                 self.loop.create_task(link.close())
