@@ -28,7 +28,8 @@ from wgpy.nat.servers import TurnServer, parse_turn_url
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
 
-from .coturn import Coturn
+from .coturn import Coturn, free_port, start_coturn
+from .netns import Lab
 
 pytestmark = pytest.mark.root
 
@@ -129,3 +130,80 @@ async def relayed_ping(relay: Coturn, kind: str) -> dict[str, Any]:
 def test_two_interfaces_ping_only_through_the_relay(coturn: Coturn, kind: str) -> None:
     result = asyncio.run(asyncio.wait_for(relayed_ping(coturn, kind), 30))
     assert result["seconds"] < 5
+
+
+def _server(relay: Coturn, kind: str, name: str, ttl: int = 3600) -> TurnServer:
+    username, password = relay.credentials(name, ttl=ttl)
+    urls = tuple(u for u in map(parse_turn_url, relay.urls()) if u.kind == kind)
+    return TurnServer(urls=urls, username=username, password=password, expires=time.time() + ttl)
+
+
+def test_a_dead_relay_is_skipped_and_a_relay_that_dies_fails_over(lab: Lab) -> None:
+    """Three relays: one that never answers, two coturns. The manager allocates on a live
+    one; when that relay dies it is on the other within seconds."""
+    first, second = start_coturn(lab), start_coturn(lab)
+    dead = TurnServer(
+        urls=(parse_turn_url(f"turn:127.0.0.1:{free_port()}?transport=udp"),),
+        username="0:x",
+        password="x",
+        expires=time.time() + 3600,
+    )
+
+    async def scenario() -> None:
+        changes = 0
+
+        def changed() -> None:
+            nonlocal changes
+            changes += 1
+
+        manager = RelayManager(lambda datagrams: None, on_change=changed, health_interval=0.5)
+        try:
+            manager.update([dead, _server(first, "udp", "f1"), _server(second, "udp", "f2")])
+            await until(lambda: manager.link is not None, 5, "an allocation")
+            link = manager.link
+            assert link is not None and link.url.port in (first.port, second.port)
+            assert {a.url.port: a.error is None for a in manager.attempts} == {
+                dead.urls[0].port: False,
+                first.port: True,
+                second.port: True,
+            }
+            assert len(manager.candidates()) == 1 and changes == 1
+            used, other = (first, second) if link.url.port == first.port else (second, first)
+            used.stop()
+            started = asyncio.get_running_loop().time()
+            await until(
+                lambda: manager.link is not None and manager.link is not link, 8, "the failover"
+            )
+            assert manager.link is not None and manager.link.url.port == other.port
+            assert asyncio.get_running_loop().time() - started < 5
+            assert changes >= 2 and link.closed
+        finally:
+            await manager.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_fresh_credentials_replace_an_allocation_before_the_old_ones_expire(
+    coturn: Coturn,
+) -> None:
+    async def scenario() -> None:
+        manager = RelayManager(lambda datagrams: None, health_interval=0.5)
+        try:
+            soon = _server(coturn, "udp", "n", ttl=120)  # within REAUTH_MARGIN
+            manager.update([soon])
+            await until(lambda: manager.link is not None, 5, "an allocation")
+            old = manager.link
+            assert old is not None
+            await asyncio.sleep(1.2)  # health checks: nothing newer, so it is kept
+            assert manager.link is old
+            fresh = _server(coturn, "udp", "n", ttl=86400)
+            manager.update([fresh])
+            await until(lambda: manager.link not in (None, old), 5, "a new allocation")
+            assert manager.link is not None and manager.link.server.username == fresh.username
+            assert manager.link.relayed != old.relayed
+            assert not old.closed  # kept for OVERLAP seconds: paths on it move over first
+        finally:
+            await manager.close()
+        assert old.closed
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -333,8 +333,10 @@ class RelayManager:
         loop: asyncio.AbstractEventLoop | None = None,
         log: Any = None,
         wall_clock: Callable[[], float] = time.time,
+        health_interval: float = HEALTH_INTERVAL,
     ) -> None:
         self.deliver = deliver
+        self.health_interval = health_interval
         self.ssl_context = ssl_context
         self.on_change = on_change
         self.loop = loop or asyncio.get_running_loop()
@@ -383,8 +385,11 @@ class RelayManager:
     # ------------------------------------------------------------------ inside
 
     def _expiring(self) -> bool:
+        """Whether the allocation's credentials expire soon and newer ones are in hand."""
         link = self.link
-        return link is not None and link.server.expires - self.wall_clock() < REAUTH_MARGIN
+        if link is None or link.server.expires - self.wall_clock() >= REAUTH_MARGIN:
+            return False
+        return any(s.expires > link.server.expires for s in self.servers)
 
     def _replace(self) -> None:
         """Allocate anew (the old link stays up for OVERLAP seconds)."""
@@ -432,9 +437,9 @@ class RelayManager:
                         rtt=round(link.rtt or 0.0, 4),
                     )
                     self._changed()
-                    wait = HEALTH_INTERVAL
+                    wait = self.health_interval
             else:
-                wait = HEALTH_INTERVAL
+                wait = self.health_interval
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
