@@ -492,7 +492,12 @@ class IceSession:
             return
         self._relay_first = relay_first
         self._cancel_checks()
+        # a nomination the controlling peer made stays with its pair across rounds: the
+        # controlled side selects it once its own check of the pair succeeds
+        nominated = {(p.base, p.address) for p in self.pairs if p.remote_nominated}
         self.pairs = form_pairs(self.local_candidates(), self.remote.candidates, self.controlling)
+        for pair in self.pairs:
+            pair.remote_nominated = (pair.base, pair.address) in nominated
         self._started = self.loop.time()
         self.rounds += 1
         self._round = self.loop.create_task(self._run())

@@ -11,9 +11,10 @@ credentials, ChannelData framing over streams), and keeps ONE allocation, the ne
   and TLS count a little more than they measure, :data:`STREAM_PENALTY`), and on it the best
   transport that worked: UDP, else TCP, else TLS (a network that blocks UDP gets TCP, one
   that lets only web traffic out gets TLS on 443);
-- the allocation is checked every :data:`HEALTH_INTERVAL` seconds (a Binding request over its
-  own transport); one that stops answering, whose connection closes or whose refresh fails is
-  dropped, and the next is chosen at once (failing over to another relay);
+- the allocation is checked every :data:`HEALTH_INTERVAL` seconds (a Refresh over its own
+  transport, which also keeps it alive); one that stops answering, whose connection closes
+  or whose refresh fails is dropped, and the next is chosen at once (failing over to another
+  relay);
 - aioice refreshes the allocation before its lifetime ends; the credentials expire
   (``expires``): :meth:`RelayManager.update` with newer ones reallocates before they do,
   keeping the old allocation :data:`OVERLAP` seconds so that paths move over without loss.
@@ -237,17 +238,19 @@ class RelayLink:
             raise
 
     async def check(self) -> float | None:
-        """A Binding request to the relay over the allocation's transport: its round trip,
-        None when it went unanswered."""
+        """A Refresh of the allocation over its transport (authenticated: coturn answers it
+        signed, where its answer to a Binding request is not, and aioice drops that): its
+        round trip, None when it went unanswered or was refused."""
         protocol = self.protocol
         if protocol is None or self.closed:
             return None
         loop = asyncio.get_running_loop()
-        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        request = stun.Message(message_method=stun.Method.REFRESH, message_class=stun.Class.REQUEST)
+        request.attributes["LIFETIME"] = LIFETIME
         started = loop.time()
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT):
-                await protocol.request(request)
+                await protocol.request_with_retry(request)
         except (TimeoutError, stun.TransactionError, ConnectionError, OSError):
             return None
         return loop.time() - started
