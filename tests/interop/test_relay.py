@@ -45,16 +45,16 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
 class Node:
     """An interface, its relay and its paths."""
 
-    def __init__(self, name: str, inner: str, relay: Coturn, kind: str) -> None:
+    def __init__(self, name: str, inner: str, relay: Coturn, kind: str, ttl: int = 3600) -> None:
         self.key = generate_private_key(os.urandom)
         self.public = public_key(self.key)
         self.inner = inner
         self.tun = PipeTun(name)
         self.iface = Interface(name, private_key=self.key, tun=self.tun, bind=UdpBind(0))  # type: ignore[arg-type]
-        username, password = relay.credentials(name)
+        username, password = relay.credentials(name, ttl=ttl)
         urls = [u for u in map(parse_turn_url, relay.urls()) if u.kind == kind]
         server = TurnServer(
-            urls=tuple(urls), username=username, password=password, expires=time.time() + 3600
+            urls=tuple(urls), username=username, password=password, expires=time.time() + ttl
         )
         self.relays = RelayManager(self.iface.receive, ssl_context=relay.ssl_context())
         self.relays.update([server])
@@ -71,7 +71,8 @@ class Node:
 
     def meet(self, other: Node) -> None:
         """The map's part: the other's key, inner address and (relayed) candidates."""
-        self.iface.device.add_peer(other.public, allowed_ips=[f"{other.inner}/32"])
+        if other.public not in self.iface.device.peers:
+            self.iface.device.add_peer(other.public, allowed_ips=[f"{other.inner}/32"])
         remote, errors = parse_remote(
             other.credentials.ufrag,
             other.credentials.pwd,
@@ -208,5 +209,53 @@ def test_fresh_credentials_replace_an_allocation_before_the_old_ones_expire(
         finally:
             await manager.close()
         assert old.closed
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_relayed_paths_move_to_a_new_allocation_before_the_old_one_goes(coturn: Coturn) -> None:
+    """Fresh credentials replace a's allocation: its candidates change (the map tells b),
+    both run a round and move to the new relayed address while the old one still works."""
+
+    async def scenario() -> None:
+        a = Node("rma", "10.9.0.1", coturn, "udp", ttl=120)  # expiring: fresh ones replace it
+        b = Node("rmb", "10.9.0.2", coturn, "udp")
+        try:
+            await until(lambda: a.relays.link is not None and b.relays.link is not None, 5, "TURN")
+            a.meet(b)
+            b.meet(a)
+            await until(
+                lambda: a.paths.path(b.public).kind == b.paths.path(a.public).kind == "relay",
+                5,
+                "the relayed paths",
+            )
+            old = a.relays.link
+            assert old is not None
+            a.relays.update([_server(coturn, "udp", "rma-fresh", ttl=86400)])
+            await until(lambda: a.relays.link not in (None, old), 5, "the new allocation")
+            a.paths.local_candidates_changed()
+            b.meet(a)  # a's new candidates, as the map brings them
+            new = a.relays.link
+            assert new is not None
+
+            def moved() -> bool:
+                endpoint_a = a.iface.device.peers[b.public].endpoint
+                endpoint_b = b.iface.device.peers[a.public].endpoint
+                return (
+                    endpoint_a is not None
+                    and endpoint_a[2] is new
+                    and endpoint_b is not None
+                    and (endpoint_b[0], endpoint_b[1]) == new.relayed
+                )
+
+            await until(moved, 8, "both paths on the new allocation")
+            assert not old.closed  # moved over while the old one still relayed
+            for n in range(3):
+                ping = ipv4_packet("10.9.0.1", "10.9.0.2", b"after the move %d" % n)
+                a.tun.push([ping])
+                await until(lambda p=ping: p in b.tun.written, 5, "a ping on the new path")
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

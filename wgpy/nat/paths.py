@@ -368,10 +368,14 @@ class PathManager:
         return path is not None and path.state.kind != "none"
 
     def local_candidates_changed(self) -> None:
-        """This node's candidates changed (discovery): peers without a path check again."""
+        """This node's candidates changed (discovery, or a new relay allocation): peers
+        without a path check again, and relayed ones run a round (the relay they use may be
+        the one being replaced; the old allocation stays up meanwhile)."""
         for path in self._peers.values():
             if path.state.kind == "none":
                 path.check()
+            elif path.state.kind == "relay":
+                path.session.start()
 
     def changed(self, public_key: bytes, state: PathState) -> None:
         if self.on_change is not None:
