@@ -202,6 +202,9 @@ def test_fresh_credentials_replace_an_allocation_before_the_old_ones_expire(
             assert manager.link is old
             fresh = _server(coturn, "udp", "n", ttl=86400)
             manager.update([fresh])
+            # while the new one is made, the old relayed address is still the candidate
+            assert manager.link is None
+            assert [(c.host, c.port) for c in manager.candidates()] == [old.relayed]
             await until(lambda: manager.link not in (None, old), 5, "a new allocation")
             assert manager.link is not None and manager.link.server.username == fresh.username
             assert manager.link.relayed != old.relayed

@@ -369,8 +369,9 @@ class RelayManager:
             self._replace()
 
     def candidates(self) -> list[RelayedCandidate]:
-        """The relayed candidate, if there is an allocation."""
-        link = self.link
+        """The relayed candidate, if there is an allocation (while a replacement is being
+        made, the one it replaces: peers keep a relayed address that works)."""
+        link = self.link or next((old for old in reversed(self._old) if not old.closed), None)
         return [relay_candidate(link)] if link is not None and not link.closed else []
 
     def name(self) -> str | None:
@@ -407,6 +408,8 @@ class RelayManager:
         if link in self._old:
             self._old.remove(link)
             self.loop.create_task(link.close())
+            if self.link is None:
+                self._changed()  # it was still reported: no relayed candidate now
 
     def _lost(self, link: RelayLink, why: str) -> None:
         if link is self.link:
@@ -416,6 +419,8 @@ class RelayManager:
             self._wake.set()
         elif link in self._old:
             self._old.remove(link)
+            if self.link is None:
+                self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:
