@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import struct
 import time
@@ -319,7 +320,7 @@ class RelayLink:
         self.deliver([(data, RelayKey(str(addr[0]), int(addr[1]), self))])
 
 
-_SOCKTYPE = {"udp": 2, "tcp": 1}  # socket.SOCK_DGRAM, socket.SOCK_STREAM
+_SOCKTYPE = {"udp": socket.SOCK_DGRAM, "tcp": socket.SOCK_STREAM}
 
 
 class RelayManager:
@@ -427,6 +428,18 @@ class RelayManager:
             self.on_change()
 
     async def _run(self) -> None:
+        """Keep a relay; a bug in one pass is logged and the next pass comes later (the relay
+        must not stop for good)."""
+        while True:
+            try:
+                await self._keep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.log.error("relay upkeep failed; trying again", error=repr(e))
+                await asyncio.sleep(RETRY_INTERVAL)
+
+    async def _keep(self) -> None:
         retry = RETRY_INTERVAL
         while True:
             if self.link is None and self.servers:
@@ -535,4 +548,6 @@ async def _attempt(link: RelayLink, context: ssl.SSLContext | None) -> str | Non
         return f"it refused the allocation ({code[0]} {code[1]})"
     except (OSError, ssl.SSLError, stun.TransactionError, ConnectionError) as e:
         return str(e) or type(e).__name__
+    except Exception as e:  # a relay's odd answer (aioice's parsing): this relay fails
+        return f"it answered in a way this node cannot use ({type(e).__name__}: {e})"
     return None
