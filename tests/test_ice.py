@@ -347,10 +347,16 @@ def test_the_controlling_side_waits_for_better_pairs_before_nominating() -> None
     s = session([HOST, SRFLX, RELAY])
     host, srflx, relay = s.pairs
     assert (host.remote.type, srflx.remote.type, relay.remote.type) == ("host", "srflx", "relay")
-    # the relay answered first, direct pairs are still being checked: wait for them
+    # the relay answered first, direct pairs are still being checked. With no path yet,
+    # traffic starts on the relay after NOMINATE_WAIT (a direct pair that answers later in
+    # the round takes over); while a path is selected (a retry round), wait for them
     relay.state = PairState.SUCCEEDED
     srflx.state = PairState.IN_PROGRESS
+    assert not s._ready_to_nominate(NOMINATE_WAIT - 0.01, first_valid=0.0)
+    assert s._ready_to_nominate(NOMINATE_WAIT, first_valid=0.0)
+    s.selected = relay
     assert not s._ready_to_nominate(10.0, first_valid=0.0)
+    s.selected = None
     # a direct pair answered; a better one is still checked: wait NOMINATE_WAIT at most
     srflx.state = PairState.SUCCEEDED
     host.state = PairState.IN_PROGRESS

@@ -522,7 +522,12 @@ class IceSession:
             while self.loop.time() < deadline:
                 now = self.loop.time()
                 if self.nominations != nominations:
-                    return  # nominated (by us, or the controlling peer)
+                    # nominated (by us, or the controlling peer); on a relay while direct
+                    # pairs are still checked, the round goes on: one that works takes over
+                    selected = self.selected
+                    if selected is None or not selected.relayed or not self._direct_pending():
+                        return
+                    nominations = self.nominations
                 pair = self._next_ordinary(now)
                 if pair is not None:
                     self._check(pair)
@@ -536,14 +541,18 @@ class IceSession:
                         and self._ready_to_nominate(now, first_valid)
                     ):
                         best = max(valid, key=lambda p: p.priority(True))
-                        if await self._nominate(best):
-                            return
-                        continue
+                        if best is not self.selected:
+                            await self._nominate(best)
+                            continue
                 if all(p.state == PairState.FAILED for p in self.pairs) and self.controlling:
                     break
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), PACING)
+            if self.nominations != nominations or (
+                self.selected is not None and self.selected in self.pairs
+            ):
+                return  # on the relay this round nominated; no direct pair worked
             self.log.info("ICE checks found no path", pairs=len(self.pairs), round=self.rounds)
             self.on_failed()
         finally:
@@ -558,8 +567,10 @@ class IceSession:
         return None
 
     def _ready_to_nominate(self, now: float, first_valid: float) -> bool:
-        """Nominate once no better pair is still being checked, or after NOMINATE_WAIT (a
-        relayed best pair waits for the direct ones as long as they are checked)."""
+        """Nominate once no better pair is still being checked, or after NOMINATE_WAIT. A
+        relayed best pair is nominated after NOMINATE_WAIT too when there is no path yet
+        (traffic starts on the relay; a direct pair that succeeds later in the round takes
+        over), but waits for the direct ones while a path is selected (a retry round)."""
         valid = [p for p in self.pairs if p.state == PairState.SUCCEEDED]
         best = max(valid, key=lambda p: p.priority(True))
         pending = [
@@ -572,9 +583,16 @@ class IceSession:
             return True
         if best.relayed and self._relay_first:
             return True
-        if best.relayed and any(not p.relayed for p in pending):
-            return False
+        if best.relayed and any(not p.relayed for p in pending) and self.selected is not None:
+            return False  # already on a path: the relay is not worth a nomination yet
         return now - first_valid >= NOMINATE_WAIT
+
+    def _direct_pending(self) -> bool:
+        """Whether a direct pair is still waiting or being checked."""
+        return any(
+            not p.relayed and p.state in (PairState.WAITING, PairState.IN_PROGRESS)
+            for p in self.pairs
+        )
 
     # ------------------------------------------------------------------ checks
 
