@@ -17,7 +17,9 @@ pair states; the check list, the triggered checks, role conflicts and nomination
   ``RelayKey(peer host, peer port, link)`` (:attr:`Pair.key`);
 - retransmissions start at :data:`CHECK_RTO` (0.1 s, not aioice's 0.5 s) and pairs with a
   relayed end wait :data:`RELAY_HOLD` (0.5 s): otherwise a relay pair answers before the
-  direct pair's first retry and wins;
+  direct pair's first retry; a relay pair that is still the only valid one then is
+  nominated (traffic starts there), and the round goes on while direct pairs are checked:
+  the controlling side nominates a direct one that succeeds, and it takes over;
 - regular nomination (RFC 8445 8.1.1): the controlling side lets better pairs finish for a
   moment after the first success, then nominates the best valid pair;
 - both sides start checking when they learn each other's candidates (the map tells both);

@@ -18,8 +18,9 @@ rounds of checks and owns the peer's endpoint:
   seconds (jittered), and at once when either side's candidates change.
 
 Relayed paths (TURN, :mod:`wgpy.nat.relay`): a pair with a relayed end is held back
-(:data:`~wgpy.nat.ice.RELAY_HOLD`) so a direct pair wins where one works, and is selected as
-``relay`` where none does; its key (:attr:`~wgpy.nat.ice.Pair.key`, a
+(:data:`~wgpy.nat.ice.RELAY_HOLD`) so a direct pair that answers at once wins; where none has
+answered yet, traffic starts on the relay (selected as ``relay``) and a direct pair that
+succeeds later in the round takes over; its key (:attr:`~wgpy.nat.ice.Pair.key`, a
 :class:`~wgpy.endpoint.RelayKey` for a pair on this node's relay) becomes the WireGuard
 endpoint, so WireGuard's datagrams go as ChannelData through the relay. While relayed, a new
 round runs about every ``retry_interval`` (30 s, jittered): a direct pair it nominates takes
