@@ -12,6 +12,7 @@ import pytest
 from aioice import stun
 from aioice.candidate import Candidate, candidate_priority
 
+from wgpy.endpoint import RelayKey
 from wgpy.nat.ice import (
     MAX_CANDIDATES,
     MAX_PEER_REFLEXIVE,
@@ -21,6 +22,7 @@ from wgpy.nat.ice import (
     IceError,
     IceSession,
     PairState,
+    RelayedCandidate,
     RemoteIce,
     authenticate_request,
     binding_request,
@@ -153,14 +155,51 @@ def test_one_pair_per_remote_candidate_and_local_socket_best_first() -> None:
     assert pairs == sorted(pairs, key=lambda p: p.priority(False), reverse=True)
 
 
+class _Link:
+    """A relay link as the pairs see it: a name, and where sends would go."""
+
+    name = "relay.example"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((data, address))
+
+
+def relayed(host: str, port: int, link: _Link) -> RelayedCandidate:
+    return RelayedCandidate(
+        link,
+        foundation="relay",
+        component=1,
+        transport="udp",
+        priority=candidate_priority(1, "relay"),
+        host=host,
+        port=port,
+        type="relay",
+    )
+
+
 def test_a_local_relay_is_a_base_of_its_own() -> None:
-    local = [candidate("host", "10.0.0.2", 51820), candidate("relay", "192.0.2.50", 50001)]
+    link = _Link()
+    local = [candidate("host", "10.0.0.2", 51820), relayed("192.0.2.50", 50001, link)]
     remote = [candidate("host", "192.168.1.9", 51820)]
     pairs = form_pairs(local, remote, controlling=False)
     assert [(p.base, p.relayed) for p in pairs] == [
         ("ipv4", False),
         ("relay 192.0.2.50:50001", True),
     ]
+    # the relayed pair's checks (and WireGuard) go through the link, to the peer's address
+    assert pairs[0].key == ("192.168.1.9", 51820) and type(pairs[0].key) is tuple
+    assert type(pairs[1].key) is RelayKey and pairs[1].key == ("192.168.1.9", 51820, link)
+    assert pairs[1].relay_name == "relay.example" and pairs[0].relay_name is None
+
+
+def test_a_relayed_candidate_without_its_link_makes_no_pair() -> None:
+    """A relayed address this node cannot send from (no link: not its own allocation)."""
+    local = [candidate("host", "10.0.0.2", 51820), candidate("relay", "192.0.2.50", 50001)]
+    pairs = form_pairs(local, [candidate("host", "192.168.1.9", 51820)], controlling=False)
+    assert [p.base for p in pairs] == ["ipv4"]
 
 
 def test_no_pair_across_address_families() -> None:
@@ -308,10 +347,16 @@ def test_the_controlling_side_waits_for_better_pairs_before_nominating() -> None
     s = session([HOST, SRFLX, RELAY])
     host, srflx, relay = s.pairs
     assert (host.remote.type, srflx.remote.type, relay.remote.type) == ("host", "srflx", "relay")
-    # the relay answered first, direct pairs are still being checked: wait for them
+    # the relay answered first, direct pairs are still being checked. With no path yet,
+    # traffic starts on the relay after NOMINATE_WAIT (a direct pair that answers later in
+    # the round takes over); while a path is selected (a retry round), wait for them
     relay.state = PairState.SUCCEEDED
     srflx.state = PairState.IN_PROGRESS
+    assert not s._ready_to_nominate(NOMINATE_WAIT - 0.01, first_valid=0.0)
+    assert s._ready_to_nominate(NOMINATE_WAIT, first_valid=0.0)
+    s.selected = relay
     assert not s._ready_to_nominate(10.0, first_valid=0.0)
+    s.selected = None
     # a direct pair answered; a better one is still checked: wait NOMINATE_WAIT at most
     srflx.state = PairState.SUCCEEDED
     host.state = PairState.IN_PROGRESS

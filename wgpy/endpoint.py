@@ -24,6 +24,15 @@ per packet in the hot path (a GSO run is one endpoint, source included), so they
 ``host`` in a key is the same text as :attr:`Endpoint.host` (IPv6 without brackets, with its
 ``%zone``), so :meth:`Endpoint.as_key` and :meth:`Endpoint.from_key` convert without parsing;
 ``from_key`` drops the source, which is this host's side, not where the peer is.
+
+A relayed path (TURN, :mod:`wgpy.nat.relay`) is a :class:`RelayKey`, ``(host, port, link)``:
+the peer's address as the relay sees it and the relay link that reaches it. It is a tuple of
+three like a key with a source, so the core hashes, compares and stores it the same way, but
+of its own type: the core's ``without_source`` drops only a plain tuple's third element, so
+a relayed path keeps its link when the core forgets sources, and
+:meth:`wgpy.device.udp.UdpBind.send_batch` tells it apart inside the branch it already takes
+for keys of three (``type(key) is RelayKey``, once per run of datagrams): a direct path's key,
+with or without a source, costs nothing more than before.
 """
 
 from __future__ import annotations
@@ -32,13 +41,41 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["Endpoint", "EndpointKey", "Source", "host_text"]
+__all__ = ["Endpoint", "EndpointKey", "RelayKey", "RelayLink", "Source", "host_text"]
 
 Source = tuple[int, int, bytes]
 """Where answers to a peer leave from: an IP_PKTINFO or IPV6_PKTINFO control message for
 ``sendmsg``, (level, type, data)."""
-EndpointKey = tuple[str, int] | tuple[str, int, Source]
+
+
+class RelayLink(Protocol):
+    """What a relayed path's key names: a link through a relay that sends to a peer."""
+
+    @property
+    def name(self) -> str:
+        """The relay's name (what ``wgpy status`` shows)."""
+        ...
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        """Send ``data`` to ``address`` through the relay (counted, never raised: UDP)."""
+        ...
+
+
+class RelayKey(tuple[str, int, RelayLink]):
+    """The key of a relayed path: ``(host, port, link)``, see the module docstring."""
+
+    __slots__ = ()
+
+    def __new__(cls, host: str, port: int, link: RelayLink) -> RelayKey:
+        return tuple.__new__(cls, (host, port, link))
+
+    def __repr__(self) -> str:
+        return f"RelayKey({self[0]!r}, {self[1]!r}, via {self[2].name!r})"
+
+
+EndpointKey = tuple[str, int] | tuple[str, int, Source] | RelayKey
 """The core's and the UDP bind's form of an endpoint (see the module docstring)."""
 
 _DECIMAL = re.compile(r"[0-9]+")  # ASCII digits only: no sign, no spaces, no other scripts
@@ -140,7 +177,7 @@ class Endpoint:
         """The endpoint of a core key ``(host, port)`` or ``(host, port, source)`` (the source
         is dropped); None for anything else (the core takes any hashable, and tests give it
         other things)."""
-        if type(key) is tuple and len(key) >= 2:
+        if (type(key) is tuple or type(key) is RelayKey) and len(key) >= 2:
             host, port = key[0], key[1]
             if isinstance(host, str) and isinstance(port, int):
                 return cls(host, port)

@@ -12,13 +12,14 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..endpoint import EndpointKey
 from ..log import get_logger
 from ..protocol.constants import DEFAULT_MTU
 from ..protocol.device import Device
-from .bind import Bind
+from .bind import Bind, is_wireguard
 from .tun import TunDevice
 from .udp import UdpBind
 
@@ -159,6 +160,21 @@ class Interface:
             return
         if datagrams:
             self.device.receive_datagrams(datagrams, now)
+            self.flush()
+
+    def receive(self, datagrams: Sequence[tuple[bytes, EndpointKey]]) -> None:
+        """Datagrams that arrived other than through the bind (a TURN relay's, with a
+        :class:`~wgpy.endpoint.RelayKey` naming the relayed path), taken as if read from it:
+        WireGuard's go to the core, the others to the bind's ``demux`` (ICE checks through
+        the relay), or are dropped when there is none."""
+        wireguard = [d for d in datagrams if is_wireguard(d[0])]
+        demux = self.bind.demux
+        if demux is not None and len(wireguard) != len(datagrams):
+            for data, endpoint in datagrams:
+                if not is_wireguard(data):
+                    demux(data, endpoint)
+        if wireguard:
+            self.device.receive_datagrams(wireguard, self.loop.time())
             self.flush()
 
     # ---------------------------------------------------------------- lifecycle

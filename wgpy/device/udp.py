@@ -31,6 +31,12 @@ interface of other addresses is left to the routing table (the kernel only check
 from a source that went away (EINVAL, EADDRNOTAVAIL, ENETUNREACH, ENODEV) is sent again from
 the routing table's choice, and :meth:`UdpBind.send_batch` returns its endpoint so that the
 core forgets that source (the peer's next packet brings the current one).
+
+A key of the relayed kind (:class:`wgpy.endpoint.RelayKey`, ``(host, port, link)``) is not for
+these sockets: its datagram goes to ``link.send`` (TURN ChannelData on the relay's own
+transport, :mod:`wgpy.nat.relay`). The test sits in the branch keys of three already take, so
+a direct path pays nothing for it. What arrives through a relay reaches the interface by
+:meth:`wgpy.device.interface.Interface.receive`, not through these sockets.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..endpoint import EndpointKey, Source
+from ..endpoint import EndpointKey, RelayKey, Source
 from .bind import WIREGUARD_PREFIXES, Demux
 
 __all__ = ["UdpBind", "ipv6_available", "sticky_source"]
@@ -276,6 +282,10 @@ class UdpBind:
             port: int = endpoint[1]  # type: ignore[index]
             source: Source | None = None  # none, or found gone earlier in this batch
             if len(endpoint) == 3 and (lost is None or endpoint not in lost):  # type: ignore[arg-type]
+                if type(endpoint) is RelayKey:  # a relayed path: its link sends it (TURN)
+                    endpoint[2].send(data, (host, port))
+                    i += 1
+                    continue
                 source = endpoint[2]  # type: ignore[index]
             sock = v6 if ":" in host else v4
             if sock is None:

@@ -29,7 +29,7 @@ from typing import Any
 from aioice import Candidate, stun
 from aioice.candidate import candidate_foundation
 
-from ..endpoint import Endpoint, EndpointKey
+from ..endpoint import Endpoint, EndpointKey, RelayKey
 from .stunmux import StunMux
 
 __all__ = [
@@ -279,9 +279,9 @@ def local_address(endpoint: EndpointKey) -> str | None:
     """The local address a datagram arrived at, from the sticky source the bind keeps in
     its endpoint (an IP_PKTINFO or IPV6_PKTINFO control message, see :mod:`wgpy.endpoint`);
     None where there is none."""
-    if len(endpoint) != 3:
+    if len(endpoint) != 3 or type(endpoint) is RelayKey:
         return None
-    level, _kind, data = endpoint[2]
+    level, _kind, data = endpoint[2]  # type: ignore[misc]
     try:
         if level == socket.IPPROTO_IP and len(data) >= 12:
             return socket.inet_ntop(socket.AF_INET, data[4:8])  # ipi_spec_dst

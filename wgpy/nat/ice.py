@@ -11,11 +11,15 @@ pair states; the check list, the triggered checks, role conflicts and nomination
 
 - one base per address family: every host and server-reflexive candidate of this node is
   the one WireGuard socket, so a remote candidate makes one pair per local base (RFC 8445
-  6.1.2.4, redundant pairs pruned); a relayed local candidate (TURN, later) is a base of its
-  own;
+  6.1.2.4, redundant pairs pruned); a relayed local candidate (TURN,
+  :mod:`wgpy.nat.relay`, a :class:`RelayedCandidate` naming its link) is a base of its own:
+  its pairs' checks, and WireGuard once one is selected, go through the relay, to the key
+  ``RelayKey(peer host, peer port, link)`` (:attr:`Pair.key`);
 - retransmissions start at :data:`CHECK_RTO` (0.1 s, not aioice's 0.5 s) and pairs with a
   relayed end wait :data:`RELAY_HOLD` (0.5 s): otherwise a relay pair answers before the
-  direct pair's first retry and wins;
+  direct pair's first retry; a relay pair that is still the only valid one then is
+  nominated (traffic starts there), and the round goes on while direct pairs are checked:
+  the controlling side nominates a direct one that succeeds, and it takes over;
 - regular nomination (RFC 8445 8.1.1): the controlling side lets better pairs finish for a
   moment after the first success, then nominates the best valid pair;
 - both sides start checking when they learn each other's candidates (the map tells both);
@@ -49,7 +53,7 @@ from aioice import stun
 from aioice.candidate import Candidate, candidate_priority
 from aioice.ice import CandidatePair, candidate_pair_priority
 
-from ..endpoint import EndpointKey, host_text
+from ..endpoint import EndpointKey, RelayKey, RelayLink, host_text
 
 __all__ = [
     "CHECK_RETRIES",
@@ -62,6 +66,7 @@ __all__ = [
     "IceSession",
     "Pair",
     "PairState",
+    "RelayedCandidate",
     "RemoteIce",
     "StunTransport",
     "authenticate_request",
@@ -235,12 +240,24 @@ def parse_remote(
 # ---------------------------------------------------------------------- pairs
 
 
+class RelayedCandidate(Candidate):
+    """This node's relayed candidate: an aioice candidate that also names the relay link
+    its allocation is on (:class:`wgpy.nat.relay.RelayLink`)."""
+
+    def __init__(self, link: RelayLink, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+
+
 class Pair:
-    """A local and a remote candidate, checked together; ``address`` is where checks (and
-    WireGuard, once selected) go."""
+    """A local and a remote candidate, checked together; ``address`` is the peer's address
+    the checks go to, ``key`` the core's key for it: ``address`` itself, or for a pair on a
+    local relay a :class:`~wgpy.endpoint.RelayKey` through that relay (checks, and WireGuard
+    once selected, are sent to ``key``)."""
 
     __slots__ = (
         "address",
+        "key",
         "local",
         "nominated",
         "remote",
@@ -254,6 +271,9 @@ class Pair:
         self.local = local
         self.remote = remote
         self.address: tuple[str, int] = (remote.host, remote.port)
+        self.key: EndpointKey = self.address
+        if isinstance(local, RelayedCandidate):
+            self.key = RelayKey(remote.host, remote.port, local.link)
         self.state = PairState.WAITING
         self.nominated = False
         self.remote_nominated = False  # the controlling side sent USE-CANDIDATE on it
@@ -264,6 +284,15 @@ class Pair:
     def relayed(self) -> bool:
         """Whether either end is a TURN relay."""
         return self.local.type == "relay" or self.remote.type == "relay"
+
+    @property
+    def relay_name(self) -> str | None:
+        """The relay the path goes through: ours by its name, the peer's by its address."""
+        if isinstance(self.local, RelayedCandidate):
+            return self.local.link.name
+        if self.remote.type == "relay":
+            return self.remote.host
+        return None
 
     @property
     def base(self) -> str:
@@ -283,6 +312,10 @@ def _version(host: str) -> int:
     return ipaddress.ip_address(host).version
 
 
+def _link(candidate: Candidate) -> RelayLink | None:
+    return candidate.link if isinstance(candidate, RelayedCandidate) else None
+
+
 def form_pairs(
     local: Sequence[Candidate], remote: Sequence[Candidate], controlling: bool
 ) -> list[Pair]:
@@ -294,6 +327,8 @@ def form_pairs(
     for candidate in local:
         if candidate.component != 1 or candidate.transport.lower() != "udp":
             continue
+        if candidate.type == "relay" and not isinstance(candidate, RelayedCandidate):
+            continue  # a relayed address without its link: nothing here can send from it
         base = Pair(candidate, candidate).base
         best = bases.get(base)
         if best is None or candidate.priority > best.priority:
@@ -443,6 +478,7 @@ class IceSession:
         self._started = 0.0
         self._wake = asyncio.Event()
         self._closed = False
+        self._relay_first = False
 
     @property
     def running(self) -> bool:
@@ -450,12 +486,21 @@ class IceSession:
 
     # ------------------------------------------------------------------ rounds
 
-    def start(self) -> None:
-        """Start a round of checks over fresh pairs (unless one is running)."""
+    def start(self, *, relay_first: bool = False) -> None:
+        """Start a round of checks over fresh pairs (unless one is running). ``relay_first``:
+        the direct path just stopped answering, so relayed pairs are not held back and one
+        that works is nominated without waiting for the direct ones to fail (a later round
+        upgrades to direct again)."""
         if self._closed or self.running:
             return
+        self._relay_first = relay_first
         self._cancel_checks()
+        # a nomination the controlling peer made stays with its pair across rounds: the
+        # controlled side selects it once its own check of the pair succeeds
+        nominated = {(p.base, p.address) for p in self.pairs if p.remote_nominated}
         self.pairs = form_pairs(self.local_candidates(), self.remote.candidates, self.controlling)
+        for pair in self.pairs:
+            pair.remote_nominated = (pair.base, pair.address) in nominated
         self._started = self.loop.time()
         self.rounds += 1
         self._round = self.loop.create_task(self._run())
@@ -480,7 +525,12 @@ class IceSession:
             while self.loop.time() < deadline:
                 now = self.loop.time()
                 if self.nominations != nominations:
-                    return  # nominated (by us, or the controlling peer)
+                    # nominated (by us, or the controlling peer); on a relay while direct
+                    # pairs are still checked, the round goes on: one that works takes over
+                    selected = self.selected
+                    if selected is None or not selected.relayed or not self._direct_pending():
+                        return
+                    nominations = self.nominations
                 pair = self._next_ordinary(now)
                 if pair is not None:
                     self._check(pair)
@@ -494,14 +544,18 @@ class IceSession:
                         and self._ready_to_nominate(now, first_valid)
                     ):
                         best = max(valid, key=lambda p: p.priority(True))
-                        if await self._nominate(best):
-                            return
-                        continue
+                        if best is not self.selected:
+                            await self._nominate(best)
+                            continue
                 if all(p.state == PairState.FAILED for p in self.pairs) and self.controlling:
                     break
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), PACING)
+            if self.nominations != nominations or (
+                self.selected is not None and self.selected in self.pairs
+            ):
+                return  # on the relay this round nominated; no direct pair worked
             self.log.info("ICE checks found no path", pairs=len(self.pairs), round=self.rounds)
             self.on_failed()
         finally:
@@ -510,14 +564,16 @@ class IceSession:
     def _next_ordinary(self, now: float) -> Pair | None:
         for pair in self.pairs:
             if pair.state == PairState.WAITING and pair.task is None:
-                if pair.relayed and now < self._started + self.relay_hold:
+                if pair.relayed and now < self._started + self.relay_hold and not self._relay_first:
                     continue
                 return pair
         return None
 
     def _ready_to_nominate(self, now: float, first_valid: float) -> bool:
-        """Nominate once no better pair is still being checked, or after NOMINATE_WAIT (a
-        relayed best pair waits for the direct ones as long as they are checked)."""
+        """Nominate once no better pair is still being checked, or after NOMINATE_WAIT. A
+        relayed best pair is nominated after NOMINATE_WAIT too when there is no path yet
+        (traffic starts on the relay; a direct pair that succeeds later in the round takes
+        over), but waits for the direct ones while a path is selected (a retry round)."""
         valid = [p for p in self.pairs if p.state == PairState.SUCCEEDED]
         best = max(valid, key=lambda p: p.priority(True))
         pending = [
@@ -528,9 +584,18 @@ class IceSession:
         ]
         if not pending:
             return True
-        if best.relayed and any(not p.relayed for p in pending):
-            return False
+        if best.relayed and self._relay_first:
+            return True
+        if best.relayed and any(not p.relayed for p in pending) and self.selected is not None:
+            return False  # already on a path: the relay is not worth a nomination yet
         return now - first_valid >= NOMINATE_WAIT
+
+    def _direct_pending(self) -> bool:
+        """Whether a direct pair is still waiting or being checked."""
+        return any(
+            not p.relayed and p.state in (PairState.WAITING, PairState.IN_PROGRESS)
+            for p in self.pairs
+        )
 
     # ------------------------------------------------------------------ checks
 
@@ -578,7 +643,7 @@ class IceSession:
             try:
                 response = await self.transport.request(
                     request,
-                    pair.address,
+                    pair.key,
                     rto=CHECK_RTO,
                     retries=CHECK_RETRIES,
                     integrity_key=self.remote.credentials.pwd.encode(),
@@ -631,7 +696,7 @@ class IceSession:
         self.transport.send(success_response(message, address, self.local), key)
         if not self.running and self.selected is None:
             self.start()  # the peer checks: so do we
-        pair = self._pair_for(address, message)
+        pair = self._pair_for(address, message, key)
         if pair is None:
             return
         if pair.state in (PairState.WAITING, PairState.FROZEN, PairState.FAILED):
@@ -642,16 +707,25 @@ class IceSession:
             if pair.state == PairState.SUCCEEDED:
                 self._select(pair)
 
-    def _pair_for(self, address: tuple[str, int], message: stun.Message) -> Pair | None:
+    def _pair_for(
+        self, address: tuple[str, int], message: stun.Message, key: EndpointKey | None = None
+    ) -> Pair | None:
+        """The pair the check that arrived from ``key`` belongs to (through a relay: a pair on
+        that relay), learning a peer-reflexive one if there is none."""
+        link = key[2] if key is not None and type(key) is RelayKey else None
         for pair in self.pairs:
-            if pair.address == address and pair.local.type != "relay":
+            if pair.address == address and _link(pair.local) is link:
                 return pair
         learned = sum(1 for p in self.pairs if p.remote.type == "prflx")
         if len(self.pairs) >= MAX_PAIRS or learned >= MAX_PEER_REFLEXIVE:
             return None
         version = _version(address[0])
         locals_ = [
-            c for c in self.local_candidates() if c.type != "relay" and _version(c.host) == version
+            c
+            for c in self.local_candidates()
+            if _link(c) is link
+            and (link is not None or c.type != "relay")
+            and _version(c.host) == version
         ]
         if not locals_:
             return None

@@ -17,8 +17,18 @@ rounds of checks and owns the peer's endpoint:
 - while a peer has no direct path, a new round runs about every :data:`RETRY_INTERVAL`
   seconds (jittered), and at once when either side's candidates change.
 
-Relayed paths (TURN) come later: a pair with a relayed end is already held back and, once
-relays exist, selected as ``relay``.
+Relayed paths (TURN, :mod:`wgpy.nat.relay`): a pair with a relayed end is held back
+(:data:`~wgpy.nat.ice.RELAY_HOLD`) so a direct pair that answers at once wins; where none has
+answered yet, traffic starts on the relay (selected as ``relay``) and a direct pair that
+succeeds later in the round takes over; its key (:attr:`~wgpy.nat.ice.Pair.key`, a
+:class:`~wgpy.endpoint.RelayKey` for a pair on this node's relay) becomes the WireGuard
+endpoint, so WireGuard's datagrams go as ChannelData through the relay. While relayed, a new
+round runs about every ``retry_interval`` (30 s, jittered): a direct pair it nominates takes
+over at once (the endpoint changes between two datagrams: nothing is dropped). A direct path
+that stops answering falls back at once to a relayed pair the last round found valid, if
+any, and a new round starts (which finds the relay within a second otherwise): within 5 s
+of the failure while traffic moves. The relay path gets the same consent checks and
+keepalives, which keep the relay's channel, permission and the NATs' mappings open.
 
 The manager drains the device's events (:meth:`~wgpy.protocol.device.Device.next_event`)
 every 0.25 s: a :class:`~wgpy.protocol.events.PeerSentFromElsewhere` makes it check that
@@ -51,6 +61,7 @@ from .ice import (
     IceError,
     IceSession,
     Pair,
+    PairState,
     RemoteIce,
     StunTransport,
     authenticate_request,
@@ -85,19 +96,23 @@ class PathInterface(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PathState:
-    """One peer's path: ``kind``, where WireGuard sends (``endpoint``), the round-trip time
-    of the last check in seconds, and since when (the loop's clock)."""
+    """One peer's path: ``kind``, where WireGuard sends (``endpoint``: the peer's address,
+    as the relay sees it on a relayed path), the round-trip time of the last check in
+    seconds, since when (the loop's clock), and for a relayed path the relay's name
+    (``relay``: ours, or the peer's relay address where the path ends on the peer's)."""
 
     kind: PathKind = "none"
     endpoint: Endpoint | None = None
     rtt: float | None = None
     since: float = 0.0
+    relay: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "endpoint": None if self.endpoint is None else str(self.endpoint),
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
+            "relay": self.relay,
         }
 
 
@@ -153,17 +168,25 @@ class _PeerPath:
             return
         endpoint = Endpoint(*pair.address)
         kind: PathKind = "relay" if pair.relayed else "direct"
-        if self.state.endpoint != endpoint or self.state.kind != kind:
-            self.log.info("path selected", path=kind, endpoint=str(endpoint), rtt=pair.rtt)
-            device.set_endpoint(peer, pair.address)
+        relay = pair.relay_name
+        if (
+            self.state.endpoint != endpoint
+            or self.state.kind != kind
+            or self.state.relay != relay
+            or peer.endpoint != pair.key
+        ):
+            self.log.info(
+                "path selected", path=kind, endpoint=str(endpoint), rtt=pair.rtt, relay=relay
+            )
+            device.set_endpoint(peer, pair.key)
             device.set_roaming(peer, False)
             device.send_staged(peer, m.iface.now())
             m.iface.flush()
-            self.state = PathState(kind, endpoint, pair.rtt, m.loop.time())
+            self.state = PathState(kind, endpoint, pair.rtt, m.loop.time(), relay)
             self.wake.set()
             m.changed(self.public_key, self.state)
         else:
-            self.state = PathState(kind, endpoint, pair.rtt, self.state.since)
+            self.state = PathState(kind, endpoint, pair.rtt, self.state.since, relay)
 
     def _failed(self) -> None:
         """A round ended without a path: the loop tries again after RETRY_INTERVAL. A path
@@ -183,13 +206,26 @@ class _PeerPath:
         """The selected path stopped answering: WireGuard roams again, checks start over."""
         m = self.manager
         self.log.warning("path lost; checking again", path=self.state.kind, why=why)
-        peer = m.iface.device.peers.get(self.public_key)
-        if peer is not None:
-            m.iface.device.set_roaming(peer, True)
-        self.state = PathState(since=m.loop.time())
-        m.changed(self.public_key, self.state)
+        failed = self.session.selected
+        fallback = [
+            p
+            for p in self.session.pairs
+            if p.relayed and p is not failed and p.state == PairState.SUCCEEDED
+        ]
         self.session.selected = None
-        self.session.start()
+        was_direct = self.state.kind == "direct"
+        if fallback and was_direct:
+            pair = max(fallback, key=lambda p: p.priority(self.session.controlling))
+            self.log.info("falling back to the relay", relay=pair.relay_name)
+            self.session.selected = pair
+            self._selected(pair)
+        else:
+            peer = m.iface.device.peers.get(self.public_key)
+            if peer is not None:
+                m.iface.device.set_roaming(peer, True)
+            self.state = PathState(since=m.loop.time())
+            m.changed(self.public_key, self.state)
+        self.session.start(relay_first=was_direct)
 
     # ------------------------------------------------------------------ the loop
 
@@ -211,12 +247,24 @@ class _PeerPath:
         m = self.manager
         self.session.start()
         keepalive_at = 0.0  # when the idle path is checked next; 0: not drawn yet
+        direct_at = 0.0  # while relayed: when a round looks for a direct path next
         while True:
             now = m.loop.time()
+            if self.state.kind == "relay":
+                if not direct_at:
+                    direct_at = now + m.retry_interval * m.rng.uniform(0.8, 1.2)
+                elif now >= direct_at and not self.session.running:
+                    direct_at = 0.0
+                    self.session.start()  # a direct pair it nominates takes over
+                    continue
+            else:
+                direct_at = 0.0
             if self._has_path():
                 if not keepalive_at:
                     keepalive_at = now + m.keepalive_interval * m.rng.uniform(0.8, 1.0)
                 wait = min(CONSENT_INTERVAL * m.rng.uniform(0.8, 1.0), keepalive_at - now)
+                if direct_at:
+                    wait = min(wait, direct_at - now)
             else:
                 wait = m.retry_interval * m.rng.uniform(0.8, 1.2)
             self.wake.clear()
@@ -325,10 +373,14 @@ class PathManager:
         return path is not None and path.state.kind != "none"
 
     def local_candidates_changed(self) -> None:
-        """This node's candidates changed (discovery): peers without a path check again."""
+        """This node's candidates changed (discovery, or a new relay allocation): peers
+        without a path check again, and relayed ones run a round (the relay they use may be
+        the one being replaced; the old allocation stays up meanwhile)."""
         for path in self._peers.values():
             if path.state.kind == "none":
                 path.check()
+            elif path.state.kind == "relay":
+                path.session.start()
 
     def changed(self, public_key: bytes, state: PathState) -> None:
         if self.on_change is not None:

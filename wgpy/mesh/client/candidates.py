@@ -12,12 +12,20 @@ update; none stops the node.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from aioice.candidate import Candidate
 
 from ...endpoint import Endpoint
 from ...log import get_logger
-from ...nat.discovery import Discovery, IceCredentials, candidate_list, discover
+from ...nat.discovery import (
+    MAX_CANDIDATES,
+    Discovery,
+    IceCredentials,
+    candidate_list,
+    discover,
+)
 from ...nat.servers import NatConfig
 from ...nat.stunmux import StunMux
 from .api import ApiError, MeshClientError, NodeClient
@@ -44,6 +52,8 @@ class CandidateReporter:
         self.supported = True  # False once the server said it has no such endpoint
         self._nat_until = float("-inf")
         self._silent = 0  # rounds in a row without an answer from any STUN server
+        self.relayed: Callable[[], Sequence[Candidate]] = tuple
+        """This node's relayed candidates (:meth:`wgpy.nat.relay.RelayManager.candidates`)."""
 
     def forget_reported(self) -> None:
         """Report again at the next update (the server may have lost what it had)."""
@@ -60,7 +70,9 @@ class CandidateReporter:
             self.discovered(await discover(mux, self.nat.stun))
         else:
             self.discovery = Discovery()
+        relayed = list(self.relayed())[:1]
         found = candidate_list(addresses, port, self.discovery)
+        found = found[: MAX_CANDIDATES - len(relayed)] + relayed
         candidates = [c.to_sdp() for c in found]
         if candidates == self.reported:
             return

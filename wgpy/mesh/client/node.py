@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from ...log import get_logger
 from ...nat.discovery import IceCredentials, candidate_list
 from ...nat.ice import IceError, parse_remote
 from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
+from ...nat.relay import RelayManager
 from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
 from ...protocol.constants import DEFAULT_MTU
@@ -167,6 +169,7 @@ class MeshNode:
         self.candidates = CandidateReporter(client, self.ice, self.log)
         self._candidates_due = asyncio.Event()
         self.paths: PathManager | None = None  # ICE: which path each peer's packets take
+        self.relays: RelayManager | None = None  # TURN: this node's relayed candidate
         self._local_addresses: list[Any] = []
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
@@ -224,6 +227,7 @@ class MeshNode:
             iface = self.iface = await self._open_interface()
             self.mux = _open_mux(iface)
             self.paths = self._open_paths(iface)
+            self.relays = self._open_relays(iface)
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -281,6 +285,8 @@ class MeshNode:
                 self._save_peers()
             if self.paths is not None:
                 self.paths.close()
+            if self.relays is not None:
+                await self.relays.close()
             if self.mux is not None:
                 self.mux.close()
             if self.iface is not None:
@@ -616,11 +622,32 @@ class MeshNode:
         self.mux.on_request = paths.handle_request
         return paths
 
+    def _open_relays(self, iface: MeshInterface) -> RelayManager | None:
+        """The TURN relay (allocated once the coordination server names one): its relayed
+        candidate is reported with the others, and ICE may select it."""
+        receive = getattr(iface, "receive", None)
+        if self.paths is None or receive is None:
+            return None
+        ca_cert = getattr(self.client, "ca_cert", None)
+        relays = RelayManager(
+            receive,
+            ssl_context=ssl.create_default_context(cafile=ca_cert) if ca_cert else None,
+            on_change=self._relay_changed,
+            log=self.log.bind(component="relay"),
+        )
+        self.candidates.relayed = relays.candidates
+        return relays
+
+    def _relay_changed(self) -> None:
+        """The relayed candidate came, went or moved: report it, and check again."""
+        self._candidates_due.set()
+
     def _local_candidates(self) -> list[Any]:
-        """This node's candidates now: its addresses on the WireGuard port, and where the
-        STUN servers saw it."""
+        """This node's candidates now: its addresses on the WireGuard port, where the
+        STUN servers saw it, and its relayed address."""
         port = self.iface.listen_port if self.iface is not None else 0
-        return candidate_list(self._local_addresses, port, self.candidates.discovery)
+        found: list[Any] = candidate_list(self._local_addresses, port, self.candidates.discovery)
+        return found + (self.relays.candidates() if self.relays is not None else [])
 
     def _set_ice(self, op: reconcile.SetIce) -> None:
         """The peer's ICE from the map: its path manager checks (again), or stops when the
@@ -784,6 +811,8 @@ class MeshNode:
                 port = self.iface.listen_port
                 before = self.candidates.reported
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
+                if self.relays is not None:
+                    self.relays.update(self.candidates.nat.turn)
                 if self.paths is not None and self.candidates.reported != before:
                     self.paths.local_candidates_changed()  # peers without a path: check now
             with contextlib.suppress(TimeoutError):

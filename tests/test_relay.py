@@ -1,0 +1,171 @@
+"""The relay's pure parts (wgpy.nat.relay's choice of relay, its candidate) and the relayed
+path's key in the core and the UDP bind (wgpy.endpoint.RelayKey), without a relay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from support import PipeTun, ipv4_packet
+
+from wgpy.device.interface import Interface
+from wgpy.device.udp import UdpBind
+from wgpy.endpoint import Endpoint, RelayKey
+from wgpy.nat.ice import parse_candidate
+from wgpy.nat.relay import Attempt, choose, relay_candidate, score
+from wgpy.nat.servers import parse_turn_url
+from wgpy.protocol.crypto import generate_private_key, public_key
+from wgpy.protocol.peer import without_source
+
+UDP = parse_turn_url("turn:198.51.100.1:3478?transport=udp")
+TCP = parse_turn_url("turn:198.51.100.1:3478?transport=tcp")
+TLS = parse_turn_url("turns:198.51.100.1:443?transport=tcp")
+FAR_UDP = parse_turn_url("turn:198.51.100.2:3478?transport=udp")
+
+
+class Link:
+    """A relay link as the bind and the pairs see it: a name, and the sends it was given."""
+
+    name = "relay.example"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.relayed = ("198.51.100.1", 50000)
+        self.mapped: tuple[str, int] | None = ("203.0.113.7", 41641)
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((data, address))
+
+
+def test_the_nearest_relay_wins_then_its_best_transport() -> None:
+    attempts = [
+        Attempt(FAR_UDP, rtt=0.080, relay=1),
+        Attempt(TLS, rtt=0.009, relay=0),
+        Attempt(TCP, rtt=0.012, relay=0),
+        Attempt(UDP, rtt=0.020, relay=0),
+    ]
+    best = choose(attempts)
+    assert best is not None and best.url is UDP  # relay 0 is nearer; UDP is its best
+    # UDP blocked: TCP on the same relay, not the far relay's UDP
+    best = choose([a for a in attempts if a.url is not UDP])
+    assert best is not None and best.url is TCP
+    # only TLS gets out (web traffic only)
+    best = choose([Attempt(UDP, error="no answer in time"), Attempt(TLS, rtt=0.03)])
+    assert best is not None and best.url is TLS
+    assert choose([Attempt(UDP, error="no answer in time")]) is None
+    assert choose([]) is None
+
+
+def test_a_stream_counts_a_little_more_than_it_measures() -> None:
+    assert score(0.010, UDP) < score(0.010, TCP) < score(0.010, TLS)
+    # a near relay over TCP beats a far one over UDP
+    near = Attempt(TCP, rtt=0.010, relay=0)
+    far = Attempt(FAR_UDP, rtt=0.050, relay=1)
+    assert choose([far, near]) is near
+
+
+def test_the_relayed_candidate_is_reported_and_read_back_as_the_peers_see_it() -> None:
+    link = Link()
+    candidate = relay_candidate(link)  # type: ignore[arg-type]
+    assert candidate.link is link and candidate.type == "relay"
+    assert (candidate.host, candidate.port) == link.relayed
+    parsed = parse_candidate(candidate.to_sdp())  # what the server checks and peers read
+    assert (parsed.type, parsed.host, parsed.port) == ("relay", "198.51.100.1", 50000)
+    assert parsed.related_address == "203.0.113.7"
+    assert parsed.priority < 2**24  # type preference 0: below every host and srflx one
+
+
+def test_a_relay_key_keeps_its_link_where_the_core_drops_sources() -> None:
+    link = Link()
+    key = RelayKey("203.0.113.9", 41641, link)  # type: ignore[arg-type]
+    assert without_source(key) is key
+    assert without_source(("203.0.113.9", 41641, (0, 8, b""))) == ("203.0.113.9", 41641)
+    assert key == ("203.0.113.9", 41641, link) and hash(key) == hash(("203.0.113.9", 41641, link))
+    assert key != ("203.0.113.9", 41641)
+    assert Endpoint.from_key(key) == Endpoint("203.0.113.9", 41641)
+    assert "relay.example" in repr(key)
+
+
+def test_the_bind_hands_relayed_datagrams_to_their_link_and_sends_the_rest() -> None:
+    link = Link()
+    bind = UdpBind(0)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(2)
+    try:
+        direct = ("127.0.0.1", receiver.getsockname()[1])
+        relayed = RelayKey("203.0.113.9", 41641, link)  # type: ignore[arg-type]
+        lost = bind.send_batch(
+            [(b"\x04\0\0\0one", relayed), (b"\x04\0\0\0two", direct), (b"\x04\0\0\0three", relayed)]
+        )
+        assert list(lost) == []
+        assert link.sent == [
+            (b"\x04\0\0\0one", ("203.0.113.9", 41641)),
+            (b"\x04\0\0\0three", ("203.0.113.9", 41641)),
+        ]
+        assert receiver.recv(100) == b"\x04\0\0\0two"  # the direct one went out of the socket
+        assert bind.send_errors == 0
+    finally:
+        receiver.close()
+        bind.close()
+
+
+def test_datagrams_from_a_relay_reach_the_device_and_the_demux() -> None:
+    """Two interfaces whose only path is a RelayKey: each link hands what it is sent to the
+    other interface's receive(), as a relay would. The handshake and the data go through,
+    and what is not WireGuard's goes to the demux with the relayed key."""
+
+    async def scenario() -> None:
+        key_a, key_b = generate_private_key(os.urandom), generate_private_key(os.urandom)
+        tun_a, tun_b = PipeTun("rka"), PipeTun("rkb")
+        a = Interface("rka", private_key=key_a, tun=tun_a, bind=UdpBind(0))  # type: ignore[arg-type]
+        b = Interface("rkb", private_key=key_b, tun=tun_b, bind=UdpBind(0))  # type: ignore[arg-type]
+
+        class Wire:
+            name = "wire"
+
+            def __init__(self, to: Interface, back: tuple[str, int]) -> None:
+                self.to, self.back = to, back
+                self.sent = 0
+
+            def send(self, data: bytes, address: tuple[str, int]) -> None:
+                self.sent += 1
+                self.to.receive([(data, RelayKey(*self.back, other[self]))])
+
+        a_to_b, b_to_a = Wire(b, ("198.51.100.1", 50001)), Wire(a, ("198.51.100.1", 50002))
+        other = {a_to_b: b_to_a, b_to_a: a_to_b}
+        seen: list[tuple[bytes, object]] = []
+        b.bind.demux = lambda data, key: seen.append((data, key))
+        try:
+            a.device.add_peer(
+                public_key(key_b),
+                endpoint=RelayKey("198.51.100.1", 50002, a_to_b),  # type: ignore[arg-type]
+                allowed_ips=["10.0.0.2/32"],
+            )
+            b.device.add_peer(public_key(key_a), allowed_ips=["10.0.0.1/32"])
+            ping = ipv4_packet("10.0.0.1", "10.0.0.2", b"ping")
+            tun_a.push([ping])
+            for _ in range(200):
+                if tun_b.written:
+                    break
+                await asyncio.sleep(0.01)
+            assert tun_b.written == [ping]
+            # b learned a's relayed path from the handshake: its answers take the relay too
+            endpoint = b.device.peers[public_key(key_a)].endpoint
+            assert type(endpoint) is RelayKey and endpoint[2] is b_to_a
+            pong = ipv4_packet("10.0.0.2", "10.0.0.1", b"pong")
+            tun_b.push([pong])
+            for _ in range(200):
+                if tun_a.written:
+                    break
+                await asyncio.sleep(0.01)
+            assert tun_a.written == [pong] and b_to_a.sent >= 2
+            stun = bytes.fromhex("0001 0000 2112a442") + bytes(12)
+            b.receive([(stun, RelayKey("198.51.100.1", 50001, b_to_a))])  # type: ignore[arg-type]
+            assert seen == [(stun, ("198.51.100.1", 50001, b_to_a))]
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(scenario())
