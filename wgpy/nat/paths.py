@@ -321,10 +321,11 @@ class PathManager:
         return path is not None and path.state.kind != "none"
 
     def local_candidates_changed(self) -> None:
-        """This node's candidates changed (discovery): peers without a path check again."""
+        """This node's candidates changed (discovery): every peer checks again now, those
+        with a path that path (a node that moved loses it within a check's timeout, not
+        at the next consent check), the others for one."""
         for path in self._peers.values():
-            if path.state.kind == "none":
-                path.check()
+            path.check()
 
     def changed(self, public_key: bytes, state: PathState) -> None:
         if self.on_change is not None:
