@@ -226,6 +226,23 @@ def test_a_path_that_stops_answering_is_dropped_within_5_seconds() -> None:
     run(scenario)
 
 
+def test_new_local_candidates_check_a_selected_path_at_once() -> None:
+    """The node moved (its candidates changed): an idle path is checked now, not at the
+    next keepalive, and dropped when it does not answer."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            b.close()  # no traffic: without a reason the next check is 20-25 s away
+            a.paths.local_candidates_changed()
+            took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=4.0)
+            assert took < 2.0  # one check's timeout
+
+    run(scenario)
+
+
 def test_a_wrong_password_finds_no_path() -> None:
     async def scenario() -> None:
         async with two_sides() as (a, b):
