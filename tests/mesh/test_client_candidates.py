@@ -252,11 +252,20 @@ def test_a_changed_network_is_rediscovered_at_once(tmp_path: Path) -> None:
             h.host.local[:] = [ipaddress.ip_address("192.0.2.20")]
             await asyncio.sleep(0.3)
             assert parsed(me.candidates) == [("host", LAN, 41641), ("srflx", PUBLIC, 62000)]
+            # the endpoint report hangs (sent on a connection the move broke): the
+            # candidates do not wait for it
+            server.endpoints_delay = 10.0
             node.addresses_changed()
             took = await until(lambda: ("srflx", "203.0.113.77", 62001) in parsed(me.candidates))
             assert took < 1.0
             assert parsed(me.candidates)[0] == ("host", "192.0.2.20", 41641)
-            assert server.node_by_key(h.public).endpoints == ["192.0.2.20:41641"]
+            h.host.local[:] = [ipaddress.ip_address("192.0.2.21")]  # again, meanwhile
+            node.addresses_changed()
+            took = await until(lambda: ("host", "192.0.2.21", 41641) in parsed(me.candidates))
+            assert took < 1.0
+            server.endpoints_delay = 0.0
+            node.addresses_changed()  # (a failed endpoint report waits for the next look)
+            await until(lambda: me.endpoints == ["192.0.2.21:41641"], what="the endpoints")
             # a path that stops answering: where STUN sees the node is asked again at once
             stun.mapped = lambda source: ("203.0.113.78", 62002)
             assert node.paths is not None

@@ -321,11 +321,18 @@ class PathManager:
         return path is not None and path.state.kind != "none"
 
     def local_candidates_changed(self) -> None:
-        """This node's candidates changed (discovery): every peer checks again now, those
-        with a path that path (a node that moved loses it within a check's timeout, not
-        at the next consent check), the others for one."""
+        """This node's candidates changed (discovery: it moved, or its NAT maps it anew).
+        Where this side nominates (controlling), or has no path, a new round of checks
+        starts now, as when the peer's candidates change: a peer whose checks no longer
+        reach us cannot select a new pair by itself while our old path to it still
+        answers. A path kept meanwhile is dropped when the round does not find it again.
+        Where the peer nominates, the path is checked now; the peer starts a round of its
+        own when the map brings it our new candidates."""
         for path in self._peers.values():
-            path.check()
+            if path.session.controlling or path.state.kind == "none":
+                path.set_remote(path.remote)
+            else:
+                path.check()
 
     def changed(self, public_key: bytes, state: PathState) -> None:
         if self.on_change is not None:

@@ -792,6 +792,14 @@ class MeshNode:
         self.reported_endpoints = endpoints
         self.log.info("endpoints reported", endpoints=endpoints)
 
+    async def _look_at_addresses(self, iface: MeshInterface) -> None:
+        """The host candidates are this host's addresses now, read here too: the endpoint
+        loop may be waiting on the server (a report sent just before the node moved)."""
+        try:
+            self._local_addresses = await self.host.local_addresses(iface.name)
+        except HostNetworkError as e:
+            self.log.warning("cannot list the local addresses", error=str(e))
+
     async def _candidate_loop(self) -> None:
         """Report the ICE candidates now, when the local addresses change, and every
         ``candidate_interval`` (a NAT may have mapped the port anew)."""
@@ -800,6 +808,7 @@ class MeshNode:
             self._candidates_due.clear()
             if self.iface is not None:
                 port = self.iface.listen_port
+                await self._look_at_addresses(self.iface)
                 before = self.candidates.reported
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
                 if self.paths is not None and self.candidates.reported != before:
