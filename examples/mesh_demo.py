@@ -1,32 +1,56 @@
-"""`make demo`: a wgpy mesh in network namespaces.
+"""`make demo`: a wgpy mesh across NATs, in network namespaces.
 
-A coordination server (`wgpy server`, SQLite) runs in one namespace; three nodes, each in a
-namespace of its own on one bridged LAN, join it with `wgpy up --login-server --auth-key`.
-The server only hands out keys, addresses and the policy: the nodes then ping each other
-directly over WireGuard. The demo prints the server's view of the mesh (`wgpy admin nodes
-list`), one node's view of it (`wgpy status`) and each node's WireGuard state (`wgpy show`),
-then removes everything, also on Ctrl-C or a failure. Needs root.
+    the internet (a bridge, 203.0.113.0/24)
+      +-- server host 203.0.113.2: `wgpy server` (HTTP :8080, STUN :3478 and :3479, TURN
+      |     credentials for the relay)
+      +-- relay host  203.0.113.3: coturn (examples/coturn.conf: UDP/TCP 3478, TLS 443)
+      +-- cloud       203.0.113.5: a node on an open network
+      +-- home router 203.0.113.101, an "easy" NAT (keeps a socket's public port)
+      |     +-- home    192.168.1.10
+      +-- phone router 203.0.113.102, a "hard" NAT (a new public port for every destination)
+            +-- phone   192.168.2.10
+
+Each node joins with `wgpy up --login-server --auth-key`, learns where it is with STUN from
+its WireGuard port, reports its candidates, and runs ICE checks with every peer. The demo
+then shows which path each node chose for each peer (direct, relay, or none yet), pings over
+every pair that has a path, and prints `wgpy status` on each node. cloud-home and
+cloud-phone end direct; home-phone cannot (the hard NAT's ports cannot be predicted and
+both routers drop what they did not ask for): it goes through the relay where the node
+speaks TURN, and is shown as without a path otherwise. Everything is removed at the end,
+also on Ctrl-C or a failure. Needs root.
+
+The lab (namespaces, routers' nftables rules, coturn) is the one the tests use
+(tests/interop/nat_lab.py and coturn.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from interop.nat_lab import NatLab  # noqa: E402
+from interop.netns import Lab, Namespace, Process, wait_for  # noqa: E402
 
 BIN = Path(sys.executable).parent
 WGPY = str(BIN / "wgpy")
 TAG = f"{os.getpid() % 100000}"
-LAN = "10.98.0"  # the underlay: the server on .1, the nodes on .11, .12, .13
-SERVER_URL = f"http://{LAN}.1:8080"
-NODES = ["laptop", "nas", "pi"]
+HTTP_PORT = 8080
+STUN_PORTS = (3478, 3479)
+NODE_PORT = 41641
+NODES = ("cloud", "home", "phone")
+PATH_WAIT = 8.0  # seconds to wait for the pairs' paths to settle
+EXPECTED_DIRECT = {("cloud", "home"), ("cloud", "phone")}
 
 
 def step(text: str) -> None:
@@ -40,175 +64,203 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
-def sh(*args: str, check: bool = True, quiet: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, text=True, capture_output=quiet, timeout=120)
-    if check and result.returncode:
-        detail = (result.stderr or "").strip() if quiet else ""
-        raise SystemExit(f"demo: `{' '.join(args)}` failed with status {result.returncode}"
-                         + (f": {detail}" if detail else ""))  # fmt: skip
-    return result
-
-
-def in_ns(ns: str, *args: str, check: bool = True, quiet: bool = True) -> str:
-    return sh("ip", "netns", "exec", ns, *args, check=check, quiet=quiet).stdout or ""
-
-
 class Demo:
-    def __init__(self) -> None:
-        self.hub = f"wgpy-mesh-{TAG}-hub"
-        self.spaces = {name: f"wgpy-mesh-{TAG}-{name}" for name in NODES}
-        self.ifnames = {name: f"wgm{TAG}{name[0]}" for name in NODES}
-        self.workdir = Path(tempfile.mkdtemp(prefix="wgpy-mesh-demo-"))
-        self.created: list[str] = []
-        self.server: subprocess.Popen[bytes] | None = None
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.nat = NatLab(lab, ipv6=False)  # IPv4: the NATs are on the way
+        self.server: Process | None = None
         self.api_key = ""
+        self.spaces: dict[str, Namespace] = {}
+        self.ifnames = {name: f"wgm{TAG}{name[0]}" for name in NODES}
+        self.addresses: dict[str, str] = {}
+        self.states = {name: lab.workdir / name for name in NODES}
 
-    def admin(self, *args: str, quiet: bool = True) -> str:
-        return in_ns(self.hub, WGPY, "admin", "--server", SERVER_URL, "--api-key", self.api_key,
-                     *args, quiet=quiet)  # fmt: skip
+    @property
+    def url(self) -> str:
+        return f"http://{self.nat.server.ipv4}:{HTTP_PORT}"
 
-    def build_lan(self) -> None:
-        step("a LAN: the server's namespace and three node namespaces on one bridge")
-        for ns in [self.hub, *self.spaces.values()]:
-            sh("ip", "netns", "add", ns)
-            self.created.append(ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.hub, "addr", "add", f"{LAN}.1/24", "dev", "br0")
-        sh("ip", "-n", self.hub, "link", "set", "br0", "up")
-        say(f"  server   {LAN}.1")
-        for i, name in enumerate(NODES):
-            ns = self.spaces[name]
-            sh("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", f"port{i}",
-               "netns", self.hub)  # fmt: skip
-            sh("ip", "-n", self.hub, "link", "set", f"port{i}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{LAN}.{11 + i}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            say(f"  {name:8s} {LAN}.{11 + i}")
+    def run(self, ns: Namespace, *args: str, check: bool = True, timeout: float = 60) -> str:
+        result = ns.run(list(args), check=False, timeout=timeout)
+        if check and result.returncode:
+            raise SystemExit(
+                f"demo: `{' '.join(args)}` failed with status {result.returncode}: "
+                f"{result.stderr.strip()[-1500:]}"
+            )
+        return result.stdout
 
-    def start_server(self) -> None:
-        step(f"the coordination server: wgpy server --listen {LAN}.1:8080")
-        state = self.workdir / "server"
-        self.api_key = sh(WGPY, "server", "--state-dir", str(state), "apikey", "create").stdout
-        self.api_key = self.api_key.strip()
-        say("  an admin API key, made in the database directly (wgpy server apikey create)")
-        log = self.workdir / "server.log"
-        with open(log, "wb") as out:
-            self.server = subprocess.Popen(
-                ["ip", "netns", "exec", self.hub, WGPY, "server", "--listen", f"{LAN}.1:8080",
-                 "--state-dir", str(state)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        for _ in range(150):
-            if "listening on" in log.read_text(errors="replace"):
-                break
-            if self.server.poll() is not None:
-                raise SystemExit(f"demo: the server exited:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        else:
-            raise SystemExit("demo: the server did not start listening within 15 s")
-        say(f"  listening, SQLite in {state}")
+    def admin(self, *args: str) -> Any:
+        out = self.run(self.nat.server.ns, WGPY, "admin", "--server", self.url,
+                       "--api-key", self.api_key, "--json", *args)  # fmt: skip
+        return json.loads(out) if out.strip() else None
+
+    # ------------------------------------------------------------------ building
+
+    def build(self) -> None:
+        step("an internet with a server host, a relay host, an open host and two home routers")
+        nat = self.nat
+        cloud = nat.host("cloud")
+        home_router, phone_router = nat.router("easy"), nat.router("hard")
+        home, phone = nat.node("home", home_router), nat.node("phone", phone_router)
+        self.spaces = {"cloud": cloud.ns, "home": home.ns, "phone": phone.ns}
+        say(f"  server   {nat.server.ipv4}")
+        say(f"  relay    {nat.relay.ipv4}")
+        say(f"  cloud    {cloud.ipv4} (open network)")
+        say(f"  home     {home.ipv4} behind {home_router.wan4} (easy NAT: masquerade)")
+        say(f"  phone    {phone.ipv4} behind {phone_router.wan4} "
+            "(hard NAT: masquerade fully-random)")  # fmt: skip
+
+    def start_relay_and_server(self) -> None:
+        step("coturn on the relay host (examples/coturn.conf, REST credentials)")
+        relay = self.nat.coturn()
+        say(f"  turnserver on {relay.addresses[0]}: UDP/TCP {relay.port}, TLS {relay.tls_port}")
+        host = self.nat.server
+        secret = self.lab.workdir / "turn-secret"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(relay.secret + "\n")
+        r = f"{relay.addresses[0]}:{relay.port}"
+        turn = ["--turn", f"turn:{r}?transport=udp", "--turn", f"turn:{r}?transport=tcp",
+                "--turn-secret", str(secret)]  # fmt: skip
+        stun = [a for port in STUN_PORTS for a in ("--stun-listen", f"{host.ipv4}:{port}")]
+        listen = f"{host.ipv4}:{HTTP_PORT}"
+        step(f"the coordination server: wgpy server --listen {listen} --stun-listen ... "
+             "--turn ... --turn-secret FILE")  # fmt: skip
+        state = str(self.lab.workdir / "server")
+        self.api_key = self.run(host.ns, WGPY, "server", "--state-dir", state, "apikey",
+                                "create").strip()  # fmt: skip
+        server = self.server = host.ns.spawn(
+            [WGPY, "server", "--listen", listen, "--state-dir", state, *stun, *turn],
+            log="server",
+        )
+        wait_for(lambda: "listening on" in server.output() or not server.alive, timeout=20,
+                 what="the server to listen")  # fmt: skip
+        if not server.alive:
+            raise SystemExit(f"demo: the server exited:\n{server.output()[-2000:]}")
+        say(f"  listening; STUN on UDP {', '.join(map(str, STUN_PORTS))}; "
+            "short-lived TURN credentials for enrolled nodes")  # fmt: skip
 
     def join(self) -> None:
         step("a user and a reusable pre-auth key (wgpy admin)")
         self.admin("users", "create", "demo")
-        key = self.admin("preauthkeys", "create", "--user", "demo", "--reusable").strip()
+        key = self.admin("preauthkeys", "create", "--user", "demo", "--reusable")["key"]
         say(f"  key {key.split('_')[2]}... for user demo (shown once, stored hashed)")
         step("each node joins: wgpy up --login-server URL --auth-key KEY")
         for name in NODES:
-            out = in_ns(self.spaces[name], WGPY, "up", "--login-server", SERVER_URL,
-                        "--auth-key", key, "--hostname", name, "--interface", self.ifnames[name],
-                        "--state-dir", str(self.workdir / name))  # fmt: skip
-            say(f"  {name:8s} {out.strip()}")
+            out = self.run(self.spaces[name], WGPY, "up", "--login-server", self.url,
+                           "--auth-key", key, "--hostname", name, "--interface",
+                           self.ifnames[name], "--state-dir", str(self.states[name]),
+                           "--listen-port", str(NODE_PORT))  # fmt: skip
+            say(f"  {name:6s} {out.strip()}")
+        found = {n["hostname"]: n for n in self.admin("nodes", "list")}
+        self.addresses = {name: str(found[name]["ipv4"]) for name in NODES}
 
-    def addresses(self) -> dict[str, str]:
-        table = self.admin("nodes", "list")
-        found: dict[str, str] = {}
-        for line in table.splitlines()[1:]:
-            m = re.match(r"\s*\d+\s+(\S+)\s+\S+\s+(100\.\S+)", line)
-            if m:
-                found[m.group(1)] = m.group(2)
-        return found
+    # ------------------------------------------------------------------ paths
+
+    def path(self, name: str, other: str) -> dict[str, Any]:
+        """The path ``name`` chose for ``other`` (its peers.json, as `wgpy status` reads)."""
+        with contextlib.suppress(OSError, ValueError):
+            for peer in json.loads((self.states[name] / "peers.json").read_text()):
+                if peer.get("hostname") == other and isinstance(peer.get("path"), dict):
+                    return dict(peer["path"])
+        return {"kind": "none", "endpoint": None}
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(a, b) for i, a in enumerate(NODES) for b in NODES[i + 1 :]]
+
+    def settled(self, a: str, b: str) -> bool:
+        kinds = {self.path(a, b)["kind"], self.path(b, a)["kind"]}
+        return kinds == {"direct"} if (a, b) in EXPECTED_DIRECT else "none" not in kinds
+
+    def wait_paths(self) -> None:
+        step("ICE checks on each node's WireGuard port: waiting for the paths")
+        start = time.monotonic()
+        pending = set(self.pairs())
+        while pending and time.monotonic() - start < PATH_WAIT:
+            for a, b in sorted(pending):
+                if self.settled(a, b):
+                    pending.discard((a, b))
+                    kind = self.path(a, b)["kind"]
+                    say(f"  {a} <-> {b}: {kind} after {time.monotonic() - start:.1f} s")
+            time.sleep(0.2)
+        for a, b in sorted(pending):
+            say(f"  {a} <-> {b}: no path after {PATH_WAIT:g} s")
+
+    def show_paths(self) -> None:
+        step("the path each node chose for each peer (what wgpy status shows)")
+        for a in NODES:
+            for b in NODES:
+                if a != b:
+                    p = self.path(a, b)
+                    where = f" {p['endpoint']}" if p.get("endpoint") else ""
+                    rtt = f", rtt {p['rtt_ms']} ms" if p.get("rtt_ms") is not None else ""
+                    say(f"  {a:6s} -> {b:6s} path {p['kind']}{where}{rtt}")
 
     def ping_all(self) -> bool:
-        step("every node pings every other over the mesh (direct WireGuard, not the server)")
-        addresses = self.addresses()
+        step("pings over every pair with a path (the mesh, not the server)")
         ok = True
-        for name in NODES:
-            for other in NODES:
-                if other == name:
-                    continue
-                target = addresses.get(other, "?")
-                result = None
-                for _ in range(10):  # the first ping starts the handshake
-                    result = sh("ip", "netns", "exec", self.spaces[name], "ping", "-c", "2",
-                                "-i", "0.2", "-W", "2", target, check=False)  # fmt: skip
-                    if result.returncode == 0:
-                        break
-                    time.sleep(0.5)
-                assert result is not None
-                summary = [ln for ln in result.stdout.splitlines() if "packets transmitted" in ln]
-                say(f"  {name:8s} -> {other:8s} {target:12s} "
-                    f"{summary[0] if summary else result.stderr.strip()}")  # fmt: skip
-                ok = ok and result.returncode == 0
+        for a, b in self.pairs():
+            kinds = {self.path(a, b)["kind"], self.path(b, a)["kind"]}
+            if kinds == {"none"}:
+                say(f"  {a} <-> {b}: no path, no ping: a hard NAT against a NAT that filters "
+                    "needs the TURN relay")  # fmt: skip
+                ok = ok and (a, b) not in EXPECTED_DIRECT
+                continue
+            for src, dst in ((a, b), (b, a)):
+                got = self.spaces[src].ping(self.addresses[dst], count=3, wait=1, interval=0.2)
+                path = self.path(src, dst)["kind"]
+                say(f"  {src:6s} -> {dst:6s} {self.addresses[dst]:12s} {got}/3 replies, "
+                    f"path {path}")  # fmt: skip
+                ok = ok and got == 3
+            ok = ok and ((a, b) not in EXPECTED_DIRECT or self.settled(a, b))
         return ok
 
-    def show_state(self) -> None:
-        step("the mesh as the server sees it: wgpy admin nodes list")
-        self.admin("nodes", "list", quiet=False)
-        step("the mesh as laptop sees it: wgpy status")
-        in_ns(self.spaces["laptop"], WGPY, "status", "--state-dir", str(self.workdir / "laptop"),
-              quiet=False)  # fmt: skip
+    def show_status(self) -> None:
         for name in NODES:
-            step(f"{name}'s WireGuard interface: wgpy show {self.ifnames[name]}")
-            in_ns(self.spaces[name], WGPY, "show", self.ifnames[name], quiet=False)
+            step(f"{name}: wgpy status")
+            out = self.run(self.spaces[name], WGPY, "status", "--state-dir",
+                           str(self.states[name]), check=False)  # fmt: skip
+            say(out.rstrip())
 
-    def clean_up(self) -> None:
+    # ------------------------------------------------------------------ cleanup
+
+    def take_down(self) -> None:
         step("cleaning up")
-        for name in NODES:
-            if (self.workdir / name).exists() and self.spaces[name] in self.created:
-                in_ns(self.spaces[name], WGPY, "down", "--state-dir", str(self.workdir / name),
-                      check=False)  # fmt: skip
-        if self.server is not None and self.server.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.server.pid, signal.SIGTERM)
-            try:
-                self.server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait(timeout=10)
-        for ns in self.created:
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in pids.stdout.split():  # only what runs in our own namespaces
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        for name, ns in self.spaces.items():
+            if (self.states[name] / "node.key").exists():
+                ns.run([WGPY, "down", "--state-dir", str(self.states[name])], check=False,
+                       timeout=30)  # fmt: skip
         for name in NODES:
             with contextlib.suppress(FileNotFoundError):
                 Path(f"/var/run/wireguard/{self.ifnames[name]}.sock").unlink()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        say("  namespaces, processes and files removed")
 
 
 def main() -> int:
     if os.geteuid() != 0:
         print("demo: this creates namespaces and interfaces; run it as root", file=sys.stderr)
         return 1
-    demo = Demo()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="wgpy-mesh-demo-"))
     try:
-        demo.build_lan()
-        demo.start_server()
-        demo.join()
-        ok = demo.ping_all()
-        demo.show_state()
-        step("the mesh works" if ok else "some pings failed")
-        return 0 if ok else 1
+        with Lab(workdir) as lab:
+            demo = Demo(lab)
+            try:
+                demo.build()
+                demo.start_relay_and_server()
+                demo.join()
+                demo.wait_paths()
+                demo.show_paths()
+                ok = demo.ping_all()
+                demo.show_status()
+                step("the mesh works" if ok else "some pairs failed")
+                return 0 if ok else 1
+            finally:
+                demo.take_down()
     except KeyboardInterrupt:
         return 130
     finally:
-        demo.clean_up()
+        shutil.rmtree(workdir, ignore_errors=True)
+        say(f"  namespaces, processes and files removed ({time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from support import PipeTun, ipv4_packet
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import Endpoint
-from wgpy.nat.ice import Credentials, Pair, RemoteIce, binding_request
+from wgpy.nat.ice import ROUND_TIMEOUT, Credentials, Pair, RemoteIce, binding_request
 from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager, PathState
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
@@ -222,6 +222,47 @@ def test_a_path_that_stops_answering_is_dropped_within_5_seconds() -> None:
             took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=6.0)
             assert took < 5.0
             assert a.iface.device.peers[b.public].roaming  # WireGuard roams again
+
+    run(scenario)
+
+
+def test_new_local_candidates_drop_a_path_the_new_round_does_not_find() -> None:
+    """The node moved (its candidates changed) while idle: its old path is not kept until
+    the next keepalive (20-25 s away) but dropped when the new round ends without it."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            b.close()
+            a.paths.local_candidates_changed()
+            took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=8.0)
+            assert took < ROUND_TIMEOUT + 1.0
+            assert a.iface.device.peers[b.public].roaming  # WireGuard roams again
+
+    run(scenario)
+
+
+def test_new_local_candidates_start_a_new_round_and_keep_the_path_it_finds_again() -> None:
+    """A node that moved and nominates starts a new round (a controlled peer whose old path
+    to it died cannot select one by itself); the path stays meanwhile, and after."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            if not a.paths.session(b.public).controlling:  # type: ignore[union-attr]
+                a, b = b, a  # the side that nominates moves
+            old = a.paths.session(b.public)
+            a.paths.local_candidates_changed()
+            new = a.paths.session(b.public)
+            assert new is not None and new is not old and new.running
+            assert direct(a, b)  # kept while the round runs
+            await until(lambda: not new.running)
+            assert new.selected is not None and direct(a, b) and direct(b, a)
+            await ping(a, b, b"after")
 
     run(scenario)
 

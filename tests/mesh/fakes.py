@@ -142,6 +142,7 @@ class FakeServer:
         self.map_requests = 0
         self.refuse_maps = 0  # answer this many map requests with 503
         self.broadcast = True  # tell the other nodes of registrations and endpoints
+        self.endpoints_delay = 0.0  # seconds before an endpoint report is answered
         self.keepalive = 15.0
         self.users: list[dict[str, Any]] = [{"id": 1, "name": "alice", "created_at": "t0"}]
         self.preauthkeys: list[dict[str, Any]] = []
@@ -474,6 +475,7 @@ class FakeServer:
         if node is None:
             return self._error(401, "The node token is not valid.")
         body = await self._json(request)
+        await asyncio.sleep(self.endpoints_delay)
         node.endpoints = list(body["endpoints"])
         self._announce(node)
         return web.json_response({})

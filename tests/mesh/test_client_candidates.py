@@ -25,6 +25,7 @@ from wgpy.mesh.client.candidates import SILENT_ROUNDS, CandidateReporter
 from wgpy.mesh.client.node import MeshNode, NodeConfig
 from wgpy.mesh.client.state import StateDir
 from wgpy.nat.discovery import Discovery, IceCredentials, StunProbe
+from wgpy.nat.paths import PathState
 from wgpy.protocol.crypto import public_key
 
 from .fakes import FakeHost, FakeInterface, FakeServer, until
@@ -223,3 +224,55 @@ def test_a_round_without_stun_answers_keeps_the_last_mapping_a_little() -> None:
     assert reporter.discovery is silent
     reporter.discovered(answered)
     assert reporter.discovery is answered
+
+
+def test_a_changed_network_is_rediscovered_at_once(tmp_path: Path) -> None:
+    """Moved behind another NAT: new host address, new mapping. The node's polls are far
+    apart here (60 s); the kernel's announcement (``addresses_changed``, from netlink) or a
+    lost path makes it look again at once."""
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+        server.set_nat({"stun": ["198.51.100.1:3478"], "turn": [], "refresh": 600})
+
+        async def main() -> None:
+            network = MemoryNetwork()
+            stun = MemoryStunServer(network, "198.51.100.1")
+            stun.mapped = lambda source: (PUBLIC, 62000)
+            h = Harness(server, tmp_path, auth_key=auth, endpoint_interval=60.0,
+                        candidate_interval=60.0)  # fmt: skip
+
+            async def factory(name: str, key: bytes, port: int) -> BoundInterface:
+                return BoundInterface(network, name, key, port)
+
+            h.factory = factory  # type: ignore[method-assign,assignment]
+            node = await h.start()
+            me = server.node_by_key(h.public)
+            await until(lambda: len(me.candidates) == 2, what="the candidates")
+            stun.mapped = lambda source: ("203.0.113.77", 62001)  # another NAT
+            h.host.local[:] = [ipaddress.ip_address("192.0.2.20")]
+            await asyncio.sleep(0.3)
+            assert parsed(me.candidates) == [("host", LAN, 41641), ("srflx", PUBLIC, 62000)]
+            # the endpoint report hangs (sent on a connection the move broke): the
+            # candidates do not wait for it
+            server.endpoints_delay = 10.0
+            node.addresses_changed()
+            took = await until(lambda: ("srflx", "203.0.113.77", 62001) in parsed(me.candidates))
+            assert took < 1.0
+            assert parsed(me.candidates)[0] == ("host", "192.0.2.20", 41641)
+            h.host.local[:] = [ipaddress.ip_address("192.0.2.21")]  # again, meanwhile
+            node.addresses_changed()
+            took = await until(lambda: ("host", "192.0.2.21", 41641) in parsed(me.candidates))
+            assert took < 1.0
+            server.endpoints_delay = 0.0
+            node.addresses_changed()  # (a failed endpoint report waits for the next look)
+            await until(lambda: me.endpoints == ["192.0.2.21:41641"], what="the endpoints")
+            # a path that stops answering: where STUN sees the node is asked again at once
+            stun.mapped = lambda source: ("203.0.113.78", 62002)
+            assert node.paths is not None
+            node.paths.changed(b"\x01" * 32, PathState())
+            took = await until(lambda: ("srflx", "203.0.113.78", 62002) in parsed(me.candidates))
+            assert took < 1.0
+            await h.stop()
+            stun.close()
+
+        run(main())

@@ -122,6 +122,17 @@ def test_up_refuses_clearly(tmp_path: Path) -> None:
         mesh.prepare_up(up_args(*base, "--auth-key", "k", "--ca-cert", "/nope.pem"), environment())
     status, _, err = run("up", "--login-server", "https://mesh.example", "--listen-port", "0")
     assert status == ExitStatus.USAGE and "is not a port" in err
+    status, _, err = run("up", "--login-server", "https://mesh.example", "--nat-keepalive", "0")
+    assert status == ExitStatus.USAGE and "is not a number of seconds from 1 to 3600" in err
+
+
+def test_up_takes_a_shorter_nat_keepalive(tmp_path: Path) -> None:
+    base = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
+    options, _ = mesh.prepare_up(up_args(*base, "--auth-key", "k"), environment())
+    assert options.node.nat_keepalive == 25.0  # under the usual ~30 s mapping lifetimes
+    args = up_args(*base, "--auth-key", "k", "--nat-keepalive", "2.5")
+    options, _ = mesh.prepare_up(args, environment())
+    assert options.node.nat_keepalive == 2.5
 
 
 # ------------------------------------------------------------------ down and logout

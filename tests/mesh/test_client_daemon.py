@@ -21,7 +21,7 @@ def options(tmp_path: Path) -> daemon.DaemonOptions:
     return daemon.DaemonOptions(
         state_dir=tmp_path,
         server_url="https://mesh.example",
-        node=NodeConfig("wgm0", 41641, "box", "wgpy_auth_secret"),
+        node=NodeConfig("wgm0", 41641, "box", "wgpy_auth_secret", nat_keepalive=3.0),
         ca_cert="/etc/ca.pem",
     )
 

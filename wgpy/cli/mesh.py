@@ -50,6 +50,7 @@ from wgpy.mesh.client.state import (
     StateError,
     interface_state_dir,
 )
+from wgpy.nat.paths import KEEPALIVE_INTERVAL
 from wgpy.uapi import client as uapi_client
 
 from . import mesh_daemon
@@ -97,6 +98,13 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the UDP port (default {DEFAULT_LISTEN_PORT})",
     )
     group.add_argument(
+        "--nat-keepalive",
+        metavar="SECONDS",
+        type=_keepalive,
+        help="check each peer's idle path this often, to keep NAT mappings open (default "
+        f"{KEEPALIVE_INTERVAL:g}; lower it behind routers that forget a mapping sooner)",
+    )
+    group.add_argument(
         "--ca-cert", metavar="FILE", help="trust only this CA for the server (default: system)"
     )
     group.add_argument(
@@ -128,6 +136,16 @@ def register(commands: Subparsers) -> None:
         "--state-dir", metavar="DIR", type=Path, help=f"default {DEFAULT_STATE_DIR}"
     )
     logout.set_defaults(handler=logout_command)
+
+
+def _keepalive(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 1 to 3600")
+    return seconds
 
 
 def _port(text: str) -> int:
@@ -211,6 +229,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         listen_port=args.listen_port or (previous.listen_port if previous else DEFAULT_LISTEN_PORT),
         hostname=args.hostname or (previous.hostname if previous else default_hostname()),
         auth_key=auth_key,
+        nat_keepalive=args.nat_keepalive or KEEPALIVE_INTERVAL,
     )
     options = daemon.DaemonOptions(
         state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert

@@ -373,14 +373,24 @@ class PathManager:
         return path is not None and path.state.kind != "none"
 
     def local_candidates_changed(self) -> None:
-        """This node's candidates changed (discovery, or a new relay allocation): peers
-        without a path check again, and relayed ones run a round (the relay they use may be
-        the one being replaced; the old allocation stays up meanwhile)."""
+        """This node's candidates changed (discovery: it moved, or its NAT maps it anew;
+        or a new relay allocation). Peers without a path check again; relayed ones run a
+        round (the relay they use may be the one being replaced; the old allocation stays up
+        meanwhile). With a direct path: where this side nominates (controlling) a new round
+        starts now, as when the peer's candidates change (a peer whose checks no longer
+        reach us cannot select a new pair by itself while our old path to it still
+        answers; a path kept meanwhile is dropped when the round does not find it again);
+        where the peer nominates, the path is checked now, and the peer starts a round of
+        its own when the map brings it our new candidates."""
         for path in self._peers.values():
             if path.state.kind == "none":
                 path.check()
             elif path.state.kind == "relay":
                 path.session.start()
+            elif path.session.controlling:
+                path.set_remote(path.remote)
+            else:
+                path.check()
 
     def changed(self, public_key: bytes, state: PathState) -> None:
         if self.on_change is not None:

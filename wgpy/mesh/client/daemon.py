@@ -95,6 +95,7 @@ class DaemonOptions:
                 "listen_port": node.listen_port,
                 "hostname": node.hostname,
                 "auth_key": node.auth_key,
+                "nat_keepalive": node.nat_keepalive,
             },
         }
 
@@ -113,6 +114,7 @@ class DaemonOptions:
                     listen_port=int(node["listen_port"]),
                     hostname=str(node["hostname"]),
                     auth_key=None if auth_key is None else str(auth_key),
+                    nat_keepalive=float(node["nat_keepalive"]),
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),

@@ -44,7 +44,7 @@ from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...nat.discovery import IceCredentials, candidate_list
 from ...nat.ice import IceError, parse_remote
-from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
+from ...nat.paths import KEEPALIVE_INTERVAL, PathManager, PathState
 from ...nat.relay import RelayManager
 from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
@@ -53,6 +53,7 @@ from ...protocol.crypto import public_key as derive_public_key
 from ...protocol.device import Device
 from ...protocol.flows import ReplyOnlyFilter
 from . import reconcile
+from .addrwatch import AddressWatch
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
@@ -221,6 +222,7 @@ class MeshNode:
         """Start, call ``on_ready`` once the first map is applied, and run until
         :meth:`stop` or the interface goes away. MeshError if it cannot start."""
         tasks: list[asyncio.Task[Any]] = []
+        watch: AddressWatch | None = None
         try:
             # what can fail here is tried before the server hears of the node: a name that
             # is taken or a port in use leaves nothing registered
@@ -228,6 +230,7 @@ class MeshNode:
             self.mux = _open_mux(iface)
             self.paths = self._open_paths(iface)
             self.relays = self._open_relays(iface)
+            watch = self._watch_addresses(iface)
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -283,6 +286,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if watch is not None:
+                watch.close()
             if self.paths is not None:
                 self.paths.close()
             if self.relays is not None:
@@ -616,11 +621,35 @@ class MeshNode:
             credentials=self.ice,
             local_candidates=self._local_candidates,
             keepalive_interval=self.config.nat_keepalive,
-            on_change=lambda key, state: self._peers_changed(),  # for `wgpy status`
+            on_change=self._path_changed,
             log=self.log.bind(component="paths"),
         )
         self.mux.on_request = paths.handle_request
         return paths
+
+    def _path_changed(self, key: bytes, state: PathState) -> None:
+        """A peer's path changed: saved for `wgpy status`; a path that was lost may mean
+        that this node's own mapping changed: where STUN sees it now is asked at once."""
+        self._peers_changed()
+        if state.kind == "none":
+            self._candidates_due.set()
+
+    def _watch_addresses(self, iface: MeshInterface) -> AddressWatch | None:
+        """Netlink announcements of address, link and route changes: the node looks at its
+        addresses and mapping at once (else at the next poll, every endpoint_interval)."""
+        watch = AddressWatch(self.addresses_changed, asyncio.get_running_loop(), exclude=iface.name)
+        why = watch.open()
+        if why is not None:
+            self.log.info("address changes are polled", why=why)
+            return None
+        return watch
+
+    def addresses_changed(self) -> None:
+        """The host's addresses, links or routes changed (readdressed, moved to another
+        network): its endpoints and candidates are gathered again now, and reported if they
+        changed; peers' checks follow the new candidates."""
+        self._endpoints_due.set()
+        self._candidates_due.set()
 
     def _open_relays(self, iface: MeshInterface) -> RelayManager | None:
         """The TURN relay (allocated once the coordination server names one): its relayed
@@ -801,6 +830,14 @@ class MeshNode:
         self.reported_endpoints = endpoints
         self.log.info("endpoints reported", endpoints=endpoints)
 
+    async def _look_at_addresses(self, iface: MeshInterface) -> None:
+        """The host candidates are this host's addresses now, read here too: the endpoint
+        loop may be waiting on the server (a report sent just before the node moved)."""
+        try:
+            self._local_addresses = await self.host.local_addresses(iface.name)
+        except HostNetworkError as e:
+            self.log.warning("cannot list the local addresses", error=str(e))
+
     async def _candidate_loop(self) -> None:
         """Report the ICE candidates now, when the local addresses change, and every
         ``candidate_interval`` (a NAT may have mapped the port anew)."""
@@ -809,6 +846,7 @@ class MeshNode:
             self._candidates_due.clear()
             if self.iface is not None:
                 port = self.iface.listen_port
+                await self._look_at_addresses(self.iface)
                 before = self.candidates.reported
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
                 if self.relays is not None:
