@@ -5,21 +5,13 @@ send the peers a ``peer_upsert``; reporting the same again changes nothing."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from ..db import Database
 from ..errors import Forbidden
 from ..models import Node
 from .nodes import NODE_EXPIRED
-from .rows import NODES_FROM, dump_list, node_from
+from .rows import NODES_FROM, Repository, dump_list, node_from
 
 
-class IceRepository:
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
-
+class IceRepository(Repository):
     async def report(self, node_id: int, ufrag: str, pwd: str, candidates: tuple[str, ...]) -> Node:
         """Replace the node's candidates and credentials (checked by the caller); the node."""
         now = self.clock()

@@ -3,16 +3,19 @@ returned once; the database keeps only their SHA-256 (auth.py)."""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
-
-from ..auth import Credential, Rng, new_credential, secret_matches
-from ..db import Database
+from ..auth import Credential, new_credential, secret_matches
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..models import ApiKey, PreAuthKey
 from ..policy import PolicyError
-from .rows import PREAUTH_FROM, api_key_from, dump_list, load_policy, preauth_from, user_id_of
+from .rows import (
+    PREAUTH_FROM,
+    Repository,
+    api_key_from,
+    dump_list,
+    load_policy,
+    preauth_from,
+    user_id_of,
+)
 
 API_KEY_INVALID = (
     "the API key is not valid (unknown or mistyped); create one with `wgpy server apikey create`"
@@ -20,15 +23,8 @@ API_KEY_INVALID = (
 API_KEY_EXPIRED = "the API key has expired; create a new one with `wgpy server apikey create`"
 
 
-class ApiKeyRepository:
+class ApiKeyRepository(Repository):
     """Admin API keys: each read or write one transaction."""
-
-    def __init__(
-        self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.rng = rng
 
     async def create(self, expires_at: float | None) -> tuple[ApiKey, Credential]:
         key = new_credential("api", self.rng)
@@ -78,15 +74,8 @@ class ApiKeyRepository:
         return api_key_from(row)
 
 
-class PreAuthKeyRepository:
+class PreAuthKeyRepository(Repository):
     """Pre-auth keys (a node registers with one): each read or write one transaction."""
-
-    def __init__(
-        self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.rng = rng
 
     async def create(
         self, user: str, *, reusable: bool, ephemeral: bool, tags: tuple[str, ...], lifetime: float

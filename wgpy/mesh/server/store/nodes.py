@@ -8,19 +8,18 @@ transaction when a concurrent one took the same hostname or address first.
 
 from __future__ import annotations
 
-import os
 import secrets
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from ..auth import Credential, Rng, new_credential, secret_matches
-from ..db import Database, IntegrityConflict, Tx, placeholders
+from ..auth import Credential, new_credential, secret_matches
+from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from ..models import MAX_ADDR_INDEX, Node
 from ..policy import PolicyError
 from .rows import (
     NODE_COLUMNS,
     NODES_FROM,
+    Repository,
     dump_list,
     load_list,
     load_policy,
@@ -66,15 +65,8 @@ async def reserved_names(tx: Tx, node: int, user: str) -> frozenset[str]:
     )
 
 
-class NodeRepository:
+class NodeRepository(Repository):
     """The nodes: each read or write one transaction."""
-
-    def __init__(
-        self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.rng = rng
 
     # ------------------------------------------------------------------------------------
     # Registration and the node's own requests

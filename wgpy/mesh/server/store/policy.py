@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
-from ..db import Database, Tx, placeholders
+from ..db import Tx, placeholders
 from ..errors import BadRequest
 from ..models import PolicyRecord, TagsRemoved
 from ..policy import Policy, PolicyError, parse_policy
-from .rows import NODES_FROM, dump_list, load_policy, node_from
+from .rows import NODES_FROM, Repository, dump_list, load_policy, node_from
 
 
 async def node_ids_named(tx: Tx, policy: Policy) -> dict[str, int]:
@@ -31,12 +29,8 @@ async def node_ids_named(tx: Tx, policy: Policy) -> dict[str, int]:
     return {name: found[name] for name in sorted(wanted) if name in found}
 
 
-class PolicyRepository:
+class PolicyRepository(Repository):
     """The policy: each read or write one transaction."""
-
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
 
     async def current(self) -> tuple[PolicyRecord, Policy]:
         """The stored policy and its parsed form (validated when it was set)."""

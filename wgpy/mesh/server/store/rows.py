@@ -5,12 +5,29 @@ policy in force)."""
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import policy as policies
-from ..db import Row, Tx
+from ..auth import Rng
+from ..db import Database, Row, Tx
 from ..errors import NotFound
 from ..models import ApiKey, Node, PolicyRecord, PreAuthKey, User
+
+
+class Repository:
+    """What every repository of the store holds: the database, the clock and randomness
+    (shared with the other repositories through :class:`~wgpy.mesh.server.store.Store`)."""
+
+    def __init__(
+        self, db: Database, *, clock: Callable[[], float] = time.time, rng: Rng = os.urandom
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.rng = rng
+
 
 NODE_COLUMNS = (
     "n.id, n.user_id, u.name AS user_name, n.hostname, n.public_key, n.addr_index,"

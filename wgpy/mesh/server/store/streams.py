@@ -8,18 +8,11 @@ db.py), as in nodes.py.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from ..db import Database
+from .rows import Repository
 
 
-class StreamRepository:
+class StreamRepository(Repository):
     """Streams and replicas, for the replica named by the database (``db.replica``)."""
-
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
 
     @property
     def replica(self) -> str:

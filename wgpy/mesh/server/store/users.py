@@ -3,21 +3,14 @@ longer names them."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
-from ..db import Database, IntegrityConflict
+from ..db import IntegrityConflict
 from ..errors import Conflict
 from ..models import User
-from .rows import load_policy, user_from, user_id_of
+from .rows import Repository, load_policy, user_from, user_id_of
 
 
-class UserRepository:
+class UserRepository(Repository):
     """The users: each read or write one transaction."""
-
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
 
     async def create(self, name: str) -> User:
         try:
