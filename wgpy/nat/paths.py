@@ -57,14 +57,15 @@ from ..protocol.device import Device
 from ..protocol.events import PeerSentFromElsewhere
 from .ice import (
     RELAY_HOLD,
-    IceCredentialsLike,
     IceError,
     IceSession,
     Pair,
+    PairKeys,
     PairState,
     RemoteIce,
     StunTransport,
-    authenticate_request,
+    check_username,
+    derive_pair_keys,
 )
 
 __all__ = ["CONSENT_INTERVAL", "KEEPALIVE_INTERVAL", "RETRY_INTERVAL", "PathManager", "PathState"]
@@ -125,6 +126,7 @@ class _PeerPath:
         self.remote = remote
         self.log = manager.log.bind(peer=base64.b64encode(public_key).decode()[:8])
         self.state = PathState(since=manager.loop.time())
+        self._keys: tuple[bytes, PairKeys | None] | None = None  # (the DH they come from, keys)
         self.session = self._session()
         self.wake = asyncio.Event()  # re-plan the loop's wait
         self.check_now = False  # with wake: check the path (or start a round) at once
@@ -135,7 +137,7 @@ class _PeerPath:
         m = self.manager
         return IceSession(
             m.transport,
-            local=m.credentials,
+            keys=self.keys,
             remote=self.remote,
             local_candidates=m.local_candidates,
             controlling=m.public_key > self.public_key,
@@ -147,8 +149,36 @@ class _PeerPath:
             relay_hold=m.relay_hold,
         )
 
+    def keys(self) -> PairKeys | None:
+        """The keys of the checks with this peer (:func:`~wgpy.nat.ice.derive_pair_keys`),
+        from the static-static DH the device precomputed for the peer (the private key stays
+        in the device), derived again only when that DH or a ufrag changed; None while the
+        device has no such peer, or its key gives no DH."""
+        peer = self.manager.iface.device.peers.get(self.public_key)
+        if peer is None:
+            return None
+        shared = peer.handshake.static_static
+        cached = self._keys
+        if cached is not None and cached[0] == shared:
+            keys = cached[1]
+            if keys is None or keys.remote_ufrag == self.remote.ufrag:
+                return keys
+        try:
+            keys = derive_pair_keys(
+                shared,
+                local_public=self.manager.public_key,
+                remote_public=self.public_key,
+                local_ufrag=self.manager.ufrag,
+                remote_ufrag=self.remote.ufrag,
+            )
+        except IceError as e:
+            self.log.warning("no checks with this peer", error=str(e))
+            keys = None
+        self._keys = (shared, keys)
+        return keys
+
     def set_remote(self, remote: RemoteIce) -> None:
-        """The peer's credentials or candidates changed: a new session, checks at once."""
+        """The peer's ufrag or candidates changed: a new session, checks at once."""
         self.remote = remote
         self.session.close()
         self.session = self._session()
@@ -305,7 +335,7 @@ class PathManager:
         transport: StunTransport,
         *,
         public_key: bytes,
-        credentials: IceCredentialsLike,
+        ufrag: str,
         local_candidates: Callable[[], Sequence[Candidate]],
         loop: asyncio.AbstractEventLoop | None = None,
         rng: random.Random | None = None,
@@ -318,7 +348,8 @@ class PathManager:
         self.iface = iface
         self.transport = transport
         self.public_key = public_key
-        self.credentials = credentials
+        self.ufrag = ufrag
+        """This node's ICE ufrag (a run's: the keys of the checks change with it)."""
         self.local_candidates = local_candidates
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.SystemRandom()
@@ -333,7 +364,7 @@ class PathManager:
         self.drops: Counter[str] = Counter()
         """Checks dropped unanswered, by reason (hostile or stray STUN)."""
         self._peers: dict[bytes, _PeerPath] = {}
-        self._by_ufrag: dict[str, _PeerPath] = {}
+        self._by_ufrag: dict[str, list[_PeerPath]] = {}
         self._events = self.loop.create_task(self._watch_events())
 
     # ------------------------------------------------------------------ peers
@@ -348,12 +379,21 @@ class PathManager:
         if path is None:
             path = self._peers[public_key] = _PeerPath(self, public_key, remote)
         elif path.remote != remote:
-            if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
-                del self._by_ufrag[path.remote.credentials.ufrag]
+            self._unroute(path)
             path.set_remote(remote)
-        # checks are routed by the sender's ufrag; two peers that claim one (a copy: every
-        # peer sees the others' in the map) share it, the latest wins until it goes
-        self._by_ufrag[remote.credentials.ufrag] = path
+        # checks are routed by the sender's ufrag, then authenticated with that peer's key;
+        # peers that claim one ufrag (a copy: every peer sees the others' in the map) share
+        # it, and a check goes to the one whose key it was made with
+        routed = self._by_ufrag.setdefault(remote.ufrag, [])
+        if path not in routed:
+            routed.append(path)
+
+    def _unroute(self, path: _PeerPath) -> None:
+        routed = self._by_ufrag.get(path.remote.ufrag, [])
+        if path in routed:
+            routed.remove(path)
+        if not routed:
+            self._by_ufrag.pop(path.remote.ufrag, None)
 
     def remove(self, public_key: bytes) -> None:
         """Stop managing a peer (it left the map, or has no candidates any more)."""
@@ -361,8 +401,7 @@ class PathManager:
         if path is None:
             return
         path.close()
-        if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
-            del self._by_ufrag[path.remote.credentials.ufrag]
+        self._unroute(path)
         peer = self.iface.device.peers.get(public_key)
         if peer is not None:
             self.iface.device.set_roaming(peer, True)
@@ -413,15 +452,22 @@ class PathManager:
 
     def handle_request(self, message: stun.Message, key: EndpointKey, raw: bytes) -> None:
         """A STUN request arrived on the WireGuard port (the demultiplexer's
-        ``on_request``): an authenticated check from a known peer is answered; anything else
-        is dropped and counted in :attr:`drops`. Never raises."""
+        ``on_request``): a check from a known peer, authenticated with that peer's key for
+        the pair (:class:`~wgpy.nat.ice.PairKeys`), is answered; anything else is dropped
+        and counted in :attr:`drops` (``bad_integrity``: a check in a peer's name that is
+        not made with its key, as another peer forging it would send). Never raises."""
         try:
-            theirs = authenticate_request(message, self.credentials)
-            path = self._by_ufrag.get(theirs)
-            if path is None:
+            theirs = check_username(message, self.ufrag)
+            paths = self._by_ufrag.get(theirs)
+            if not paths:
                 self.drops["unknown_peer"] += 1
                 return
-            path.session.handle_request(message, key)
+            for path in paths:
+                keys = path.keys()
+                if keys is not None and message.check_message_integrity(keys.inbound):
+                    path.session.handle_request(message, key)
+                    return
+            self.drops["bad_integrity"] += 1
         except IceError as e:
             self.drops[e.reason] += 1
         except Exception as e:  # the receive boundary: count, never raise
