@@ -186,6 +186,9 @@ def test_checks_on_the_wireguard_socket_select_the_peer_s_address(host: str) -> 
             await ping(a, b, b"ping")
             await ping(b, a, b"pong")
             assert a.paths.owns(b.public) and not a.paths.drops and not b.paths.drops
+            # WireGuard's packets came back over the new path: confirmed (within 0.25 s)
+            await until(lambda: a.paths.confirmed(b.public) and b.paths.confirmed(a.public))
+            assert a.paths.unconfirmed == b.paths.unconfirmed == 0
 
     run(scenario)
 
@@ -510,5 +513,40 @@ def test_a_peer_cannot_check_in_another_peer_s_name() -> None:
                 assert await b_session.consent(b_session.selected) is not None  # type: ignore[arg-type]
                 await ping(a, b, b"still b")
                 await ping(b, a, b"still a")
+
+    run(scenario)
+
+
+def test_a_direct_path_no_wireguard_packet_comes_back_over_is_dropped() -> None:
+    """Defense in depth: a path whose checks are answered but over which the peer's WireGuard
+    packets never come back (here b sends its WireGuard packets for a into a black hole) is
+    dropped once a has sent over it for the confirm timeout (0.5 s here): back to checks."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.confirm_timeout = 0.5
+            heard: list[PathState] = []
+            a.paths.on_change = lambda key, state: heard.append(state)
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            await ping(a, b, b"first")
+            await until(lambda: a.paths.confirmed(b.public))
+            # b's WireGuard now goes nowhere (its ICE still answers on the path); a's path
+            # is found again as a new one
+            peer_a = b.iface.device.peers[a.public]
+            b.iface.device.set_endpoint(peer_a, ("127.0.0.1", 9))
+            a_path = a.paths._peers[b.public]
+            a_path.lost("the test drops it")
+            await until(lambda: direct(a, b) and not a.paths.confirmed(b.public))
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            while a.paths.unconfirmed == 0:
+                assert loop.time() - sent < 3.0, "the unconfirmed path was kept"
+                packet = ipv4_packet(a.inner, b.inner, b"into the void?")
+                a.tun.push([packet])
+                await asyncio.sleep(0.05)
+            assert loop.time() - sent >= 0.5
+            assert any(s.kind == "none" for s in heard)
 
     run(scenario)

@@ -34,6 +34,14 @@ The manager drains the device's events (:meth:`~wgpy.protocol.device.Device.next
 every 0.25 s: a :class:`~wgpy.protocol.events.PeerSentFromElsewhere` makes it check that
 peer's path at once; nothing else reads them today.
 
+A newly selected direct path is confirmed only once an authenticated WireGuard packet from
+the peer came over it (the peer's :attr:`~wgpy.protocol.peer.Peer.last_source`, looked at
+every 0.25 s: no per-packet cost); while we send over it and none comes within
+``confirm_timeout`` (:data:`CONFIRM_TIMEOUT`), it is dropped as a path that stops answering
+is (:attr:`PathManager.unconfirmed`). ICE checks are authenticated per pair of nodes; this
+is defense in depth: whoever answers checks without being the peer cannot keep a path that
+WireGuard never confirms.
+
 :meth:`PathManager.path` says per peer what ``wgpy status`` shows: the kind (``direct``,
 ``relay``, ``none``), the remote address and the round-trip time of the last check.
 """
@@ -55,6 +63,7 @@ from ..endpoint import Endpoint, EndpointKey
 from ..log import get_logger
 from ..protocol.device import Device
 from ..protocol.events import PeerSentFromElsewhere
+from ..protocol.peer import without_source
 from .ice import (
     RELAY_HOLD,
     IceError,
@@ -78,6 +87,10 @@ stops answering is dropped within 5 s (this interval, and a check's 1.5 s). Chec
 0-20 % early, never late."""
 RETRY_INTERVAL = 30.0
 """Seconds between rounds of checks while a peer has no direct path (jittered +-20 %)."""
+CONFIRM_TIMEOUT = 12.0
+"""Seconds a newly selected direct path may carry our packets without an authenticated
+WireGuard packet from the peer over it before it is dropped: a peer answers data within 10 s
+at the latest (WireGuard's passive keepalive), a handshake at once."""
 EVENTS_INTERVAL = 0.25
 """Seconds between looks at the device's events (a peer's packets from elsewhere)."""
 
@@ -131,6 +144,10 @@ class _PeerPath:
         self.wake = asyncio.Event()  # re-plan the loop's wait
         self.check_now = False  # with wake: check the path (or start a round) at once
         self.bytes_seen = (0, 0)  # the peer's rx and tx bytes at the last look
+        # a direct path selected and not yet confirmed by the peer's WireGuard packets: the
+        # pair, the peer's rx and tx bytes then, and since when we send over it
+        self.unconfirmed: tuple[Pair, int, int] | None = None
+        self.sending_since: float | None = None
         self.task = manager.loop.create_task(self._maintain())
 
     def _session(self) -> IceSession:
@@ -210,6 +227,8 @@ class _PeerPath:
             )
             device.set_endpoint(peer, pair.key)
             device.set_roaming(peer, False)
+            self.unconfirmed = None if pair.relayed else (pair, peer.rx_bytes, peer.tx_bytes)
+            self.sending_since = None
             device.send_staged(peer, m.iface.now())
             m.iface.flush()
             self.state = PathState(kind, endpoint, pair.rtt, m.loop.time(), relay)
@@ -226,6 +245,29 @@ class _PeerPath:
             self.lost("checks with the peer's new candidates found no path")
         else:
             self.manager.changed(self.public_key, self.state)  # `wgpy status`: checks failed
+
+    def confirm(self, now: float) -> None:
+        """A new direct path: confirmed once an authenticated WireGuard packet from the peer
+        came over it; dropped when we have sent over it for ``confirm_timeout`` without one."""
+        if self.unconfirmed is None:
+            return
+        pair, rx, tx = self.unconfirmed
+        peer = self.manager.iface.device.peers.get(self.public_key)
+        if peer is None or self.session.selected is not pair:
+            self.unconfirmed = None
+            return
+        source = peer.last_source
+        if peer.rx_bytes != rx and source is not None and without_source(source) == pair.key:
+            self.unconfirmed = None
+            return
+        if self.sending_since is None:
+            if peer.tx_bytes != tx:
+                self.sending_since = now
+            return
+        if now - self.sending_since >= self.manager.confirm_timeout:
+            self.unconfirmed = None
+            self.manager.unconfirmed += 1
+            self.lost("no WireGuard packet from the peer came over the path")
 
     def check(self) -> None:
         """Check the path (or look for one) now."""
@@ -344,6 +386,7 @@ class PathManager:
         relay_hold: float | None = None,
         on_change: Callable[[bytes, PathState], None] | None = None,
         log: Any = None,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
     ) -> None:
         self.iface = iface
         self.transport = transport
@@ -363,6 +406,9 @@ class PathManager:
         self.log = log or get_logger(component="paths")
         self.drops: Counter[str] = Counter()
         """Checks dropped unanswered, by reason (hostile or stray STUN)."""
+        self.confirm_timeout = confirm_timeout
+        self.unconfirmed = 0
+        """Direct paths dropped because no WireGuard packet from the peer came over them."""
         self._peers: dict[bytes, _PeerPath] = {}
         self._by_ufrag: dict[str, list[_PeerPath]] = {}
         self._events = self.loop.create_task(self._watch_events())
@@ -439,6 +485,12 @@ class PathManager:
         path = self._peers.get(public_key)
         return path.state if path is not None else PathState()
 
+    def confirmed(self, public_key: bytes) -> bool:
+        """Whether the peer's path is not waiting for the peer's WireGuard packets to confirm
+        it (a new direct path is, until one came over it)."""
+        path = self._peers.get(public_key)
+        return path is None or path.unconfirmed is None
+
     def session(self, public_key: bytes) -> IceSession | None:
         path = self._peers.get(public_key)
         return path.session if path is not None else None
@@ -475,10 +527,14 @@ class PathManager:
             self.log.debug("check dropped", error=repr(e))
 
     async def _watch_events(self) -> None:
-        """A peer whose path we own sent from elsewhere: check the path now."""
+        """A peer whose path we own sent from elsewhere: check the path now. New direct paths
+        are confirmed (or dropped) here too."""
         device = self.iface.device
         while True:
             await asyncio.sleep(EVENTS_INTERVAL)
+            now = self.loop.time()
+            for peer_path in list(self._peers.values()):
+                peer_path.confirm(now)
             while (event := device.next_event()) is not None:
                 if isinstance(event, PeerSentFromElsewhere):
                     path = self._peers.get(event.public_key)
