@@ -1,10 +1,11 @@
-"""ICE's pure parts (wgpy.nat.ice): credentials, remote candidates from the map, the check
-list, check messages and their authentication, role conflicts. RFC 8445 and aioice 0.13's
-formulas are the reference; no sockets, no clock."""
+"""ICE's pure parts (wgpy.nat.ice): ufrags and the per-pair keys, remote candidates from the
+map, the check list, check messages and their authentication, role conflicts. RFC 8445 and
+aioice 0.13's formulas are the reference; no sockets, no clock."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import struct
 
@@ -18,24 +19,47 @@ from wgpy.nat.ice import (
     MAX_PEER_REFLEXIVE,
     NOMINATE_WAIT,
     RELAY_HOLD,
-    Credentials,
     IceError,
     IceSession,
+    PairKeys,
     PairState,
     RelayedCandidate,
     RemoteIce,
     authenticate_request,
     binding_request,
+    check_ufrag,
+    check_username,
+    derive_pair_keys,
     error_response,
     form_pairs,
+    new_ufrag,
     parse_candidate,
     parse_remote,
     role_conflict,
     success_response,
 )
+from wgpy.protocol.crypto import dh, generate_private_key, public_key
 
-LOCAL = Credentials("loca", "l" * 22)
-REMOTE = Credentials("remo", "r" * 22)
+LOCAL_PRIVATE = bytes(range(1, 33))
+REMOTE_PRIVATE = bytes(range(33, 65))
+OTHER_PRIVATE = bytes(range(65, 97))  # a third node: another peer of LOCAL, say
+
+
+def pair_keys(
+    mine: bytes, theirs: bytes, my_ufrag: str = "loca", their_ufrag: str = "remo"
+) -> PairKeys:
+    """The keys ``mine`` derives for checks with the owner of ``theirs`` (private keys)."""
+    return derive_pair_keys(
+        dh(mine, public_key(theirs)),
+        local_public=public_key(mine),
+        remote_public=public_key(theirs),
+        local_ufrag=my_ufrag,
+        remote_ufrag=their_ufrag,
+    )
+
+
+LOCAL = pair_keys(LOCAL_PRIVATE, REMOTE_PRIVATE)  # LOCAL's keys with REMOTE
+REMOTE = pair_keys(REMOTE_PRIVATE, LOCAL_PRIVATE, "remo", "loca")  # REMOTE's with LOCAL
 
 
 def candidate(kind: str, host: str, port: int, base: str | None = None) -> Candidate:
@@ -55,28 +79,95 @@ def candidate(kind: str, host: str, port: int, base: str | None = None) -> Candi
 # ---------------------------------------------------------------------- credentials
 
 
-def test_generated_credentials_are_valid_and_fresh() -> None:
+def test_generated_ufrags_are_valid_and_fresh() -> None:
     rng = random.Random(1).randbytes
-    a, b = Credentials.generate(rng), Credentials.generate(rng)
-    assert len(a.ufrag) == 8 and len(a.pwd) == 24 and a != b
-    assert "pwd=..." in repr(a) and a.pwd not in repr(a)  # a secret never reaches a log
+    a, b = new_ufrag(rng), new_ufrag(rng)
+    assert len(a) == 8 and a != b and check_ufrag(a) == a
 
 
-@pytest.mark.parametrize(
-    ("ufrag", "pwd", "reason"),
-    [
-        ("abc", "p" * 22, "bad_ufrag"),
-        ("a" * 65, "p" * 22, "bad_ufrag"),
-        ("ab:c", "p" * 22, "bad_ufrag"),  # a colon would split USERNAME wrongly
-        ("abcd", "p" * 21, "bad_pwd"),
-        ("abcd", "p" * 21 + " ", "bad_pwd"),
-        ("abcd", "p" * 65, "bad_pwd"),
-    ],
-)
-def test_bad_credentials_say_what_is_wrong(ufrag: str, pwd: str, reason: str) -> None:
+@pytest.mark.parametrize("ufrag", ["abc", "a" * 65, "ab:c", "abc ", ""])
+def test_a_bad_ufrag_says_what_is_wrong(ufrag: str) -> None:
     with pytest.raises(IceError) as e:
-        Credentials(ufrag, pwd)
-    assert e.value.reason == reason and str(e.value).startswith("an ICE")
+        check_ufrag(ufrag)
+    assert e.value.reason == "bad_ufrag" and str(e.value).startswith("an ICE")
+    with pytest.raises(IceError):
+        RemoteIce(ufrag, ())
+
+
+def test_both_nodes_of_a_pair_derive_the_same_keys_one_per_direction() -> None:
+    # LOCAL checks REMOTE with the key REMOTE checks incoming checks with, and back
+    assert LOCAL.outbound == REMOTE.inbound and LOCAL.inbound == REMOTE.outbound
+    assert LOCAL.inbound != LOCAL.outbound  # a check cannot be reflected back as one of ours
+    assert len(LOCAL.inbound) == 32
+    assert (LOCAL.local_ufrag, LOCAL.remote_ufrag) == ("loca", "remo")
+    # secrets never reach a log
+    assert LOCAL.inbound.hex() not in repr(LOCAL) and str(LOCAL.inbound) not in repr(LOCAL)
+
+
+def test_other_pairs_ufrags_and_keys_give_other_keys() -> None:
+    keys = {LOCAL.inbound, LOCAL.outbound}
+    # another pair of nodes: LOCAL with OTHER, REMOTE with OTHER
+    for mine, theirs in [(LOCAL_PRIVATE, OTHER_PRIVATE), (REMOTE_PRIVATE, OTHER_PRIVATE)]:
+        other = pair_keys(mine, theirs)
+        assert not keys & {other.inbound, other.outbound}
+    # a new ufrag on either side (a restart): fresh keys
+    for ufrags in [("locb", "remo"), ("loca", "remb"), ("remo", "loca")]:
+        other = pair_keys(LOCAL_PRIVATE, REMOTE_PRIVATE, *ufrags)
+        assert not keys & {other.inbound, other.outbound}
+    # the same DH with the public keys swapped (info binds who is who): other keys
+    swapped = derive_pair_keys(
+        dh(LOCAL_PRIVATE, public_key(REMOTE_PRIVATE)),
+        local_public=public_key(REMOTE_PRIVATE),
+        remote_public=public_key(LOCAL_PRIVATE),
+        local_ufrag="loca",
+        remote_ufrag="remo",
+    )
+    assert not keys & {swapped.inbound, swapped.outbound}
+
+
+def test_a_third_node_cannot_derive_a_pair_s_keys() -> None:
+    """OTHER knows both public keys and both ufrags (its map shows them) and has a key pair
+    of its own: whatever DH it can compute gives no key of the pair LOCAL-REMOTE."""
+    keys = {LOCAL.inbound, LOCAL.outbound}
+    local_pub, remote_pub = public_key(LOCAL_PRIVATE), public_key(REMOTE_PRIVATE)
+    for shared in [
+        dh(OTHER_PRIVATE, local_pub),
+        dh(OTHER_PRIVATE, remote_pub),
+        dh(generate_private_key(os.urandom), local_pub),
+        bytes(32)[:-1] + b"\x01",
+    ]:
+        for local, remote in [(local_pub, remote_pub), (remote_pub, local_pub)]:
+            for ufrags in [("loca", "remo"), ("remo", "loca")]:
+                guess = derive_pair_keys(
+                    shared,
+                    local_public=local,
+                    remote_public=remote,
+                    local_ufrag=ufrags[0],
+                    remote_ufrag=ufrags[1],
+                )
+                assert not keys & {guess.inbound, guess.outbound}
+
+
+def test_no_keys_from_an_all_zero_dh() -> None:
+    """A low-order "public key" gives the all-zero DH, which anybody can compute."""
+    with pytest.raises(IceError) as e:
+        derive_pair_keys(
+            bytes(32),
+            local_public=b"a" * 32,
+            remote_public=b"b" * 32,
+            local_ufrag="loca",
+            remote_ufrag="remo",
+        )
+    assert e.value.reason == "no_key"
+    with pytest.raises(IceError) as e:
+        derive_pair_keys(
+            b"k" * 32,
+            local_public=b"a" * 32,
+            remote_public=b"b" * 32,
+            local_ufrag="loca",
+            remote_ufrag="re:mo",
+        )
+    assert e.value.reason == "bad_ufrag"
 
 
 # ---------------------------------------------------------------------- remote candidates
@@ -119,11 +210,11 @@ def test_the_map_fields_keep_the_good_candidates_and_say_which_were_not() -> Non
     sdps = ["1 1 udp 5 10.0.0.1 4000 typ host", "nonsense"] + [
         f"1 1 udp 5 10.0.1.{n} 4000 typ host" for n in range(40)
     ]
-    remote, errors = parse_remote("abcd", "p" * 22, sdps)
+    remote, errors = parse_remote("abcd", sdps)
     assert len(remote.candidates) == MAX_CANDIDATES - 1 and len(errors) == 1
-    assert remote == parse_remote("abcd", "p" * 22, sdps)[0]  # equal when the map is
+    assert remote == parse_remote("abcd", sdps)[0]  # equal when the map is
     with pytest.raises(IceError):
-        parse_remote("ab", "p" * 22, sdps)
+        parse_remote("ab", sdps)
 
 
 # ---------------------------------------------------------------------- the check list
@@ -212,11 +303,10 @@ def test_no_pair_across_address_families() -> None:
 # ---------------------------------------------------------------------- messages
 
 
-def check(nominate: bool = False, *, controlling: bool = True, pwd: str = LOCAL.pwd) -> bytes:
-    """A check from REMOTE's side to LOCAL, signed with ``pwd`` (LOCAL's, when honest)."""
+def check(nominate: bool = False, *, controlling: bool = True, keys: PairKeys = REMOTE) -> bytes:
+    """A check from REMOTE's side to LOCAL, made with ``keys`` (REMOTE's, when honest)."""
     request = binding_request(
-        local=REMOTE,
-        remote=Credentials(LOCAL.ufrag, pwd),
+        keys=keys,
         controlling=controlling,
         tie_breaker=7,
         priority=candidate_priority(1, "prflx"),
@@ -231,24 +321,29 @@ def test_a_check_carries_what_rfc_8445_asks_and_authenticates() -> None:
     assert message.attributes["USERNAME"] == "loca:remo"
     assert message.attributes["ICE-CONTROLLING"] == 7
     assert "USE-CANDIDATE" in message.attributes and "FINGERPRINT" in message.attributes
-    assert authenticate_request(message, LOCAL) == "remo"
+    assert check_username(message, "loca") == "remo"
+    authenticate_request(message, LOCAL)  # raises if not
     controlled = stun.parse_message(check(nominate=True, controlling=False))
     assert "USE-CANDIDATE" not in controlled.attributes  # only the controlling side nominates
     assert controlled.attributes["ICE-CONTROLLED"] == 7
 
 
-def _reason(raw: bytes) -> str:
+def _reason(raw: bytes, keys: PairKeys = LOCAL) -> str:
     with pytest.raises(IceError) as e:
-        authenticate_request(stun.parse_message(raw), LOCAL)
+        authenticate_request(stun.parse_message(raw), keys)
     return e.value.reason
 
 
 def test_checks_that_do_not_authenticate_are_refused() -> None:
-    assert _reason(check(pwd="w" * 22)) == "bad_integrity"  # the wrong password
-    other = Credentials("othr", LOCAL.pwd)
-    raw = bytes(
-        binding_request(local=REMOTE, remote=other, controlling=True, tie_breaker=1, priority=1)
-    )
+    # OTHER, a peer of LOCAL, sees REMOTE's ufrag in its map and forges a check in its name
+    # with the keys it has (its own pair's with LOCAL): the USERNAME is right, the key not
+    forged = pair_keys(OTHER_PRIVATE, LOCAL_PRIVATE, "remo", "loca")
+    raw = check(keys=forged)
+    assert check_username(stun.parse_message(raw), "loca") == "remo"
+    assert _reason(raw) == "bad_integrity"
+    assert _reason(check(keys=LOCAL)) == "unknown_ufrag"  # our own check reflected back
+    other = pair_keys(REMOTE_PRIVATE, LOCAL_PRIVATE, "remo", "othr")
+    raw = bytes(binding_request(keys=other, controlling=True, tie_breaker=1, priority=1))
     assert _reason(raw) == "unknown_ufrag"
     unsigned = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
     unsigned.attributes["USERNAME"] = "loca:remo"
@@ -260,18 +355,19 @@ def test_checks_that_do_not_authenticate_are_refused() -> None:
     assert _reason(bytes(allocate)) == "not_binding"
 
 
-def test_the_answers_are_signed_with_our_password() -> None:
+def test_the_answers_are_signed_with_the_pair_s_key_for_our_side() -> None:
     request = stun.parse_message(check())
     raw = success_response(request, ("203.0.113.9", 41000), LOCAL)
     response = stun.parse_message(raw)
-    assert response.check_message_integrity(LOCAL.pwd.encode())
+    assert response.check_message_integrity(REMOTE.outbound)  # what REMOTE checks it with
     assert response.transaction_id == request.transaction_id
     assert response.attributes["XOR-MAPPED-ADDRESS"] == ("203.0.113.9", 41000)
     assert "MESSAGE-INTEGRITY" in response.attributes
-    assert not response.check_message_integrity(b"x" * 22)
+    assert not response.check_message_integrity(REMOTE.inbound)
     error = stun.parse_message(error_response(request, 487, "Role Conflict", LOCAL))
     assert error.message_class == stun.Class.ERROR
     assert error.attributes["ERROR-CODE"] == (487, "Role Conflict")
+    assert error.check_message_integrity(REMOTE.outbound)
     assert len(raw) < 100  # no amplification: an answer no bigger than a check
     assert struct.unpack("!I", raw[4:8])[0] == stun.COOKIE
 
@@ -316,8 +412,8 @@ def session(remote: list[Candidate], controlling: bool = True) -> IceSession:
     loop.close()  # never run: the session only decides here
     s = IceSession(
         NoTransport(),  # type: ignore[arg-type]
-        local=LOCAL,
-        remote=RemoteIce(REMOTE, tuple(remote)),
+        keys=lambda: LOCAL,
+        remote=RemoteIce("remo", tuple(remote)),
         local_candidates=lambda: [candidate("host", "10.0.0.2", 51820)],
         controlling=controlling,
         tie_breaker=1,
@@ -372,8 +468,8 @@ def test_the_controlling_side_waits_for_better_pairs_before_nominating() -> None
 
 
 def test_addresses_learned_from_checks_are_bounded() -> None:
-    """A peer that knows our password and forges sources gets at most MAX_PEER_REFLEXIVE
-    addresses checked (sent to) per round."""
+    """A peer that forges the sources of its own (authenticated) checks gets at most
+    MAX_PEER_REFLEXIVE addresses checked (sent to) per round."""
     s = session([HOST])
     request = stun.parse_message(check())
     learned = [s._pair_for((f"198.51.100.{n}", 4000), request) for n in range(20)]

@@ -128,10 +128,9 @@ def test_mapping_varies_and_limits() -> None:
 def test_ice_credentials() -> None:
     credentials = IceCredentials.generate(random.Random(1).randbytes)
     assert credentials == IceCredentials.generate(random.Random(1).randbytes)
-    assert len(credentials.ufrag) == 8 and len(credentials.pwd) == 24
-    for text in (credentials.ufrag, credentials.pwd):
-        assert all(c.isascii() and (c.isalnum() or c in "+/") for c in text)
-    assert credentials.pwd not in repr(credentials)
+    assert len(credentials.ufrag) == 8
+    assert all(c.isascii() and (c.isalnum() or c in "+/") for c in credentials.ufrag)
+    assert not hasattr(credentials, "pwd")  # the checks' keys are per pair, never published
     assert IceCredentials.generate() != IceCredentials.generate()
 
 

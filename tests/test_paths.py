@@ -1,12 +1,13 @@
 """ICE and the path manager on real sockets: two whole Interfaces on loopback (UdpBind), each
 with a StunMux on its WireGuard port, hand each other their candidates directly (no server).
 The checks run on the WireGuard socket while WireGuard runs there, the selected address
-becomes the peer's endpoint and stays it, a wrong password finds no path, and hostile STUN
-is counted, never raised."""
+becomes the peer's endpoint and stays it, checks made with another pair's key find no path,
+and hostile STUN is counted, never raised."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -22,10 +23,18 @@ from support import PipeTun, ipv4_packet
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import Endpoint
-from wgpy.nat.ice import ROUND_TIMEOUT, Credentials, Pair, RemoteIce, binding_request
+from wgpy.nat.ice import (
+    ROUND_TIMEOUT,
+    Pair,
+    PairKeys,
+    RemoteIce,
+    binding_request,
+    derive_pair_keys,
+    new_ufrag,
+)
 from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager, PathState
 from wgpy.nat.stunmux import StunMux
-from wgpy.protocol.crypto import generate_private_key, public_key
+from wgpy.protocol.crypto import dh, generate_private_key, public_key
 
 LIMIT = 20.0  # seconds any one scenario may take
 
@@ -36,7 +45,7 @@ class Side:
     tun: PipeTun
     mux: StunMux
     paths: PathManager
-    credentials: Credentials
+    ufrag: str
     public: bytes
     inner: str
 
@@ -49,10 +58,9 @@ class Side:
     def candidates(self) -> list[Candidate]:
         return [host_candidate(self.host, self.port)]
 
-    def remote(self, pwd: str | None = None, extra: list[Candidate] | None = None) -> RemoteIce:
-        """What the map would say about this side (optionally with a wrong password)."""
-        credentials = Credentials(self.credentials.ufrag, pwd or self.credentials.pwd)
-        return RemoteIce(credentials, tuple(self.candidates() + (extra or [])))
+    def remote(self, extra: list[Candidate] | None = None) -> RemoteIce:
+        """What the map would say about this side."""
+        return RemoteIce(self.ufrag, tuple(self.candidates() + (extra or [])))
 
     def close(self) -> None:
         self.paths.close()
@@ -86,18 +94,18 @@ def make_side(name: str, inner: str, keepalive: float = KEEPALIVE_INTERVAL) -> S
     bind = UdpBind(0)
     iface = Interface(name, private_key=key, tun=tun, bind=bind)  # type: ignore[arg-type]
     mux = StunMux(bind, iface.loop)
-    credentials = Credentials.generate(os.urandom)
+    ufrag = new_ufrag(os.urandom)
     side_candidates: list[Callable[[], list[Candidate]]] = []
     paths = PathManager(
         iface,
         mux,
         public_key=public_key(key),
-        credentials=credentials,
+        ufrag=ufrag,
         local_candidates=lambda: side_candidates[0](),
         keepalive_interval=keepalive,
     )
     mux.on_request = paths.handle_request
-    side = Side(iface, tun, mux, paths, credentials, public_key(key), inner)
+    side = Side(iface, tun, mux, paths, ufrag, public_key(key), inner)
     side_candidates.append(side.candidates)
     return side
 
@@ -178,6 +186,9 @@ def test_checks_on_the_wireguard_socket_select_the_peer_s_address(host: str) -> 
             await ping(a, b, b"ping")
             await ping(b, a, b"pong")
             assert a.paths.owns(b.public) and not a.paths.drops and not b.paths.drops
+            # WireGuard's packets came back over the new path: confirmed (within 0.25 s)
+            await until(lambda: a.paths.confirmed(b.public) and b.paths.confirmed(a.public))
+            assert a.paths.unconfirmed == b.paths.unconfirmed == 0
 
     run(scenario)
 
@@ -267,13 +278,30 @@ def test_new_local_candidates_start_a_new_round_and_keep_the_path_it_finds_again
     run(scenario)
 
 
-def test_a_wrong_password_finds_no_path() -> None:
+def forged_keys(sender: Side, receiver: Side) -> PairKeys:
+    """Keys for checks in ``sender``'s name to ``receiver`` (the right ufrags) by a node that
+    is neither: all it has is a DH of its own with ``receiver``."""
+    stranger = generate_private_key(os.urandom)
+    return derive_pair_keys(
+        dh(stranger, receiver.public),
+        local_public=sender.public,
+        remote_public=receiver.public,
+        local_ufrag=sender.ufrag,
+        remote_ufrag=receiver.ufrag,
+    )
+
+
+def test_checks_made_with_another_pair_s_key_find_no_path() -> None:
     async def scenario() -> None:
         async with two_sides() as (a, b):
-            # the controlling side (the larger key) has the other's password wrong: its
-            # checks fail integrity there, so it never nominates
+            # the controlling side (the larger key) makes its checks with a key that is not
+            # the pair's: they fail integrity there, so it never nominates
             boss, other = (a, b) if a.public > b.public else (b, a)
-            boss.paths.set_remote(other.public, other.remote(pwd="W" * 22))
+            boss.paths.set_remote(other.public, other.remote())
+            session = boss.paths.session(other.public)
+            assert session is not None
+            wrong = forged_keys(boss, other)
+            session.keys = lambda: wrong  # before its first round starts
             other.paths.set_remote(boss.public, boss.remote())
             await until(lambda: other.paths.drops["bad_integrity"] > 0, timeout=3.0)
             await asyncio.sleep(1.0)
@@ -290,21 +318,19 @@ def test_hostile_stun_on_the_wireguard_port_is_counted_and_never_raises() -> Non
             a.paths.set_remote(b.public, b.remote())
             b.paths.set_remote(a.public, a.remote())
             target = ("127.0.0.1", a.port)
-            wrong = Credentials("nobody", "n" * 22)
-            unknown_peer = Credentials(a.credentials.ufrag, a.credentials.pwd)
+            forged = forged_keys(b, a)
 
-            def check(local: Credentials, remote: Credentials) -> bytes:
+            def check(local_ufrag: str, remote_ufrag: str, key: bytes = forged.outbound) -> bytes:
+                keys = PairKeys(key, key, local_ufrag, remote_ufrag)
                 return bytes(
-                    binding_request(
-                        local=local, remote=remote, controlling=True, tie_breaker=1, priority=1
-                    )
+                    binding_request(keys=keys, controlling=True, tie_breaker=1, priority=1)
                 )
 
             garbage = [
-                check(b.credentials, wrong),  # for another ufrag
-                check(b.credentials, Credentials(a.credentials.ufrag, "x" * 22)),  # bad HMAC
-                check(Credentials("strange", "s" * 22), unknown_peer),  # unknown peer
-                unsigned(f"{a.credentials.ufrag}:{b.credentials.ufrag}"),
+                check(b.ufrag, "nobody"),  # for another ufrag
+                check(b.ufrag, a.ufrag),  # in b's name, not with the pair's key
+                check("strange", a.ufrag),  # unknown peer
+                unsigned(f"{a.ufrag}:{b.ufrag}"),
                 unsigned(None),
                 bytes(stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST)),
                 b"\x00\x01\x00\x04\x21\x12\xa4\x42" + bytes(12) + b"\xff\xff\x00\x00",
@@ -373,12 +399,9 @@ def test_a_path_the_peer_s_new_candidates_do_not_find_again_is_dropped() -> None
             a.paths.set_remote(b.public, b.remote())
             b.paths.set_remote(a.public, a.remote())
             await until(lambda: direct(a, b) and direct(b, a))
-            # the map now says b is somewhere nothing answers (and a's view of its password
-            # is stale): the new round finds nothing, and the old path is not kept
-            dead = RemoteIce(
-                Credentials(b.credentials.ufrag, "S" * 22),
-                (host_candidate("127.0.0.1", 9),),
-            )
+            # the map now says b is somewhere nothing answers (and has a new ufrag, which b
+            # does not know of): the new round finds nothing, and the old path is not kept
+            dead = RemoteIce("Stale" + b.ufrag, (host_candidate("127.0.0.1", 9),))
             a.paths.set_remote(b.public, dead)
             took = await until(lambda: a.paths.path(b.public).kind == "none", timeout=7.0)
             assert took < 6.0
@@ -405,5 +428,125 @@ def test_status_hears_of_each_measured_round_trip_and_of_a_round_that_found_noth
             assert len(measured) >= 2
             assert all(rtt is not None and 0 < rtt < 0.1 for rtt in measured), measured
             assert a.paths.path(b.public).rtt == measured[-1]
+
+    run(scenario)
+
+
+def test_a_peer_cannot_check_in_another_peer_s_name() -> None:
+    """M, a real peer of a (in a's device and map), knows b's ufrag (its map shows it) and
+    its own keys with a; it floods a with checks in b's name from its own address, made with
+    the best key it has (its pair's with a), and at last claims b's ufrag for itself: a
+    answers none of them, learns no candidate at M's address, counts them, and finds b where
+    b is; b's own checks still reach b's session."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            m_private = generate_private_key(os.urandom)
+            m_public, m_ufrag = public_key(m_private), new_ufrag(os.urandom)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as m_socket:
+                m_socket.bind(("127.0.0.1", 0))
+                m_socket.setblocking(False)
+                m_address = m_socket.getsockname()
+                a.iface.device.add_peer(m_public, allowed_ips=["10.9.0.3/32"])
+                m_remote = RemoteIce(m_ufrag, (host_candidate(*m_address),))
+                a.paths.set_remote(m_public, m_remote)
+                a.paths.set_remote(b.public, b.remote())
+                b.paths.set_remote(a.public, a.remote())
+
+                def m_keys(claimed_ufrag: str) -> PairKeys:
+                    return derive_pair_keys(
+                        dh(m_private, a.public),
+                        local_public=m_public,
+                        remote_public=a.public,
+                        local_ufrag=claimed_ufrag,
+                        remote_ufrag=a.ufrag,
+                    )
+
+                forged = bytes(
+                    binding_request(
+                        keys=m_keys(b.ufrag),  # USERNAME a:b, M's key with a
+                        controlling=True,
+                        tie_breaker=1,
+                        priority=2**31 - 1,  # better than anything b offers
+                        nominate=True,
+                    )
+                )
+                target = ("127.0.0.1", a.port)
+                for _ in range(20):
+                    m_socket.sendto(forged, target)
+                await until(lambda: a.paths.drops["bad_integrity"] >= 20)
+                await until(lambda: direct(a, b) and direct(b, a))
+                await asyncio.sleep(0.2)
+
+                def answers() -> list[stun.Message]:
+                    """What reached M other than a's own checks of M's pair (requests)."""
+                    found = []
+                    with contextlib.suppress(BlockingIOError):
+                        while True:
+                            answer = stun.parse_message(m_socket.recvfrom(2048)[0])
+                            if answer.message_class != stun.Class.REQUEST:
+                                found.append(answer)
+                    return found
+
+                assert answers() == []
+                session = a.paths.session(b.public)
+                assert session is not None
+                assert all(p.address != m_address for p in session.pairs)  # no prflx at M
+                # M claims b's ufrag in its own map entry: checks "a:b" are routed to both
+                # peers and each is authenticated with its own pair's key: M's checks made
+                # with M's key are M's (answered as such), never b's
+                a.paths.set_remote(m_public, RemoteIce(b.ufrag, m_remote.candidates))
+                before = a.paths.drops["bad_integrity"]
+                for _ in range(5):
+                    m_socket.sendto(forged, target)
+                await asyncio.sleep(0.3)
+                assert a.paths.drops["bad_integrity"] == before
+                assert len(answers()) >= 5  # answered for M's own pair
+                m_session = a.paths.session(m_public)
+                assert m_session is not None and m_session.pairs
+                assert all(p.address != m_address for p in session.pairs)
+                assert a.paths.path(b.public).endpoint == Endpoint("127.0.0.1", b.port)
+                assert a.iface.device.peers[b.public].endpoint == ("127.0.0.1", b.port)
+                # b's own checks still get through (a new round of b's, with the same ufrag)
+                b_session = b.paths.session(a.public)
+                assert b_session is not None
+                assert await b_session.consent(b_session.selected) is not None  # type: ignore[arg-type]
+                await ping(a, b, b"still b")
+                await ping(b, a, b"still a")
+
+    run(scenario)
+
+
+def test_a_direct_path_no_wireguard_packet_comes_back_over_is_dropped() -> None:
+    """Defense in depth: a path whose checks are answered but over which the peer's WireGuard
+    packets never come back (here b sends its WireGuard packets for a into a black hole) is
+    dropped once a has sent over it for the confirm timeout (0.5 s here): back to checks."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.confirm_timeout = 0.5
+            heard: list[PathState] = []
+            a.paths.on_change = lambda key, state: heard.append(state)
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            await ping(a, b, b"first")
+            await until(lambda: a.paths.confirmed(b.public))
+            # b's WireGuard now goes nowhere (its ICE still answers on the path); a's path
+            # is found again as a new one
+            peer_a = b.iface.device.peers[a.public]
+            b.iface.device.set_endpoint(peer_a, ("127.0.0.1", 9))
+            a_path = a.paths._peers[b.public]
+            a_path.lost("the test drops it")
+            await until(lambda: direct(a, b) and not a.paths.confirmed(b.public))
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            while a.paths.unconfirmed == 0:
+                assert loop.time() - sent < 3.0, "the unconfirmed path was kept"
+                packet = ipv4_packet(a.inner, b.inner, b"into the void?")
+                a.tun.push([packet])
+                await asyncio.sleep(0.05)
+            assert loop.time() - sent >= 0.5
+            assert any(s.kind == "none" for s in heard)
 
     run(scenario)

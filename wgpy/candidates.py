@@ -7,7 +7,8 @@ A candidate is the candidate-attribute of RFC 8839 without ``candidate:``, as ai
 [raddr IP] [rport PORT] [generation N]``. Only component 1 (WireGuard's socket) and UDP;
 the address is an IP literal (a name would make a peer resolve what another node chose), not
 unspecified or multicast. ``ice_ufrag`` and ``ice_pwd`` are ice-chars (RFC 8445: letters,
-digits, "+" and "/"), 4 to 64 and 22 to 64 of them.
+digits, "+" and "/"), 4 to 64 and 22 to 64 of them; ``ice_pwd`` only as nodes before per-pair
+keys send it (the server checks it and keeps nothing of it: :mod:`wgpy.nat.ice`).
 """
 
 from __future__ import annotations

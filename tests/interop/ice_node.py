@@ -4,11 +4,12 @@ each other's description through files.
 
     python ice_node.py NAME PORT HOST INNER DIR SELF PEER [KEEPALIVE]
 
-creates the interface NAME on UDP PORT, writes DIR/SELF.json (its public key, ICE
-credentials, its host candidate HOST:PORT and its tunnel address INNER), waits for
-DIR/PEER.json, adds that peer (no endpoint: ICE finds one) and checks; DIR/SELF.status.json
-then says every 0.1 s what the path manager chose. KEEPALIVE: seconds between checks of an
-idle path (25 by default). Runs until SIGTERM.
+creates the interface NAME on UDP PORT, writes DIR/SELF.json (its public key, ICE ufrag, its
+host candidate HOST:PORT and its tunnel address INNER), waits for DIR/PEER.json, adds that
+peer (no endpoint: ICE finds one) and checks; DIR/SELF.status.json then says every 0.1 s what
+the path manager chose. PEER may be several names, comma-separated: each is added the same
+way, and the status is the first one's. KEEPALIVE: seconds between checks of an idle path
+(25 by default). Runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from aioice.candidate import Candidate, candidate_priority
 
 from wgpy.device.interface import Interface
-from wgpy.nat.ice import Credentials, parse_remote
+from wgpy.nat.ice import new_ufrag, parse_remote
 from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
@@ -54,7 +55,7 @@ async def main(
     key = generate_private_key(os.urandom)
     iface = Interface(name, listen_port=port, private_key=key)
     mux = StunMux(iface.bind, loop)
-    credentials = Credentials.generate(os.urandom)
+    ufrag = new_ufrag(os.urandom)
     candidate = Candidate(
         foundation="host",
         component=1,
@@ -68,7 +69,7 @@ async def main(
         iface,
         mux,
         public_key=public_key(key),
-        credentials=credentials,
+        ufrag=ufrag,
         local_candidates=lambda: [candidate],
         keepalive_interval=keepalive,
     )
@@ -77,23 +78,25 @@ async def main(
         directory / f"{me}.json",
         {
             "public_key": base64.b64encode(public_key(key)).decode(),
-            "ufrag": credentials.ufrag,
-            "pwd": credentials.pwd,
+            "ufrag": ufrag,
             "candidates": [candidate.to_sdp()],
             "inner": inner,
         },
     )
-    peer_file = directory / f"{peer}.json"
     deadline = loop.time() + WAIT_FOR_PEER
-    while not peer_file.exists():
-        if loop.time() > deadline:
-            raise SystemExit(f"{peer_file} did not appear within {WAIT_FOR_PEER:g} s")
-        await asyncio.sleep(0.05)
-    other = json.loads(peer_file.read_text())
-    other_key = base64.b64decode(other["public_key"])
-    iface.device.add_peer(other_key, allowed_ips=[f"{other['inner']}/32"])
-    remote, _ = parse_remote(other["ufrag"], other["pwd"], other["candidates"])
-    paths.set_remote(other_key, remote)
+    keys = []
+    for name in peer.split(","):
+        peer_file = directory / f"{name}.json"
+        while not peer_file.exists():
+            if loop.time() > deadline:
+                raise SystemExit(f"{peer_file} did not appear within {WAIT_FOR_PEER:g} s")
+            await asyncio.sleep(0.05)
+        other = json.loads(peer_file.read_text())
+        keys.append(base64.b64decode(other["public_key"]))
+        iface.device.add_peer(keys[-1], allowed_ips=[f"{other['inner']}/32"])
+        remote, _ = parse_remote(other["ufrag"], other["candidates"])
+        paths.set_remote(keys[-1], remote)
+    other_key = keys[0]
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:

@@ -30,7 +30,7 @@ from wgpy.device.interface import Interface
 from wgpy.endpoint import Endpoint, RelayKey
 from wgpy.log import configure
 from wgpy.nat.discovery import candidate_list, discover
-from wgpy.nat.ice import Credentials, parse_remote
+from wgpy.nat.ice import new_ufrag, parse_remote
 from wgpy.nat.paths import PathManager
 from wgpy.nat.relay import RelayManager
 from wgpy.nat.servers import parse_nat_config
@@ -72,12 +72,12 @@ async def main(
         found: list[Any] = candidate_list(hosts, iface.listen_port, discovery)
         return found + relays.candidates()
 
-    credentials = Credentials.generate(os.urandom)
+    ufrag = new_ufrag(os.urandom)
     paths = PathManager(
         iface,
         mux,
         public_key=public_key(key),
-        credentials=credentials,
+        ufrag=ufrag,
         local_candidates=local,
         retry_interval=float(settings.get("retry", 30.0)),
     )
@@ -86,8 +86,7 @@ async def main(
         directory / f"{me}.json",
         {
             "public_key": base64.b64encode(public_key(key)).decode(),
-            "ufrag": credentials.ufrag,
-            "pwd": credentials.pwd,
+            "ufrag": ufrag,
             "candidates": [c.to_sdp() for c in local()],
             "inner": inner,
         },
@@ -101,7 +100,7 @@ async def main(
     other = json.loads(peer_file.read_text())
     other_key = base64.b64decode(other["public_key"])
     iface.device.add_peer(other_key, allowed_ips=[f"{other['inner']}/32"])
-    remote, _ = parse_remote(other["ufrag"], other["pwd"], other["candidates"])
+    remote, _ = parse_remote(other["ufrag"], other["candidates"])
     paths.set_remote(other_key, remote)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

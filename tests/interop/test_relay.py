@@ -21,7 +21,7 @@ from support import PipeTun, ipv4_packet
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import RelayKey
-from wgpy.nat.ice import Credentials, parse_remote
+from wgpy.nat.ice import new_ufrag, parse_remote
 from wgpy.nat.paths import PathManager
 from wgpy.nat.relay import RelayManager
 from wgpy.nat.servers import TurnServer, parse_turn_url
@@ -59,12 +59,12 @@ class Node:
         self.relays = RelayManager(self.iface.receive, ssl_context=relay.ssl_context())
         self.relays.update([server])
         self.mux = StunMux(self.iface.bind, asyncio.get_running_loop())
-        self.credentials = Credentials.generate(os.urandom)
+        self.ufrag = new_ufrag(os.urandom)
         self.paths = PathManager(
             self.iface,  # type: ignore[arg-type]
             self.mux,
             public_key=self.public,
-            credentials=self.credentials,
+            ufrag=self.ufrag,
             local_candidates=self.relays.candidates,  # the relayed one only
         )
         self.mux.on_request = self.paths.handle_request
@@ -74,8 +74,7 @@ class Node:
         if other.public not in self.iface.device.peers:
             self.iface.device.add_peer(other.public, allowed_ips=[f"{other.inner}/32"])
         remote, errors = parse_remote(
-            other.credentials.ufrag,
-            other.credentials.pwd,
+            other.ufrag,
             [c.to_sdp() for c in other.relays.candidates()],
         )
         assert not errors and remote.candidates

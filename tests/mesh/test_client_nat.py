@@ -51,16 +51,17 @@ async def test_report_candidates_and_nat_config_against_the_real_server(
         a = await register(r.admin, key, "a")
         b = await register(r.admin, key, "b")
         async with NodeClient(r.url, token=a.token) as client:
-            await client.report_candidates(UFRAG, PWD, [HOST, SRFLX])
+            await client.report_candidates(UFRAG, [HOST, SRFLX])
             nat = await client.nat_config()
             with pytest.raises(ApiError) as e:
-                await client.report_candidates(UFRAG, "short", [HOST])
+                await client.report_candidates("abc", [HOST])
             assert e.value.status == 400
-            assert e.value.message == '"ice_pwd" must be a string of 22 to 64 characters'
+            assert e.value.message == '"ice_ufrag" must be a string of 4 to 64 characters'
         b_map = await open_map(b)
         record = parse_peer(b_map.peers[a.public_key])
         assert record.candidates == (HOST, SRFLX)
-        assert (record.ice_ufrag, record.ice_pwd, record.dropped_candidates) == (UFRAG, PWD, ())
+        assert (record.ice_ufrag, record.dropped_candidates) == (UFRAG, ())
+        assert "ice_pwd" not in b_map.peers[a.public_key]  # no password: per-pair keys
         b_map.close()
         (stun_port,) = [p for _, p in r.server.stun_addresses]
     assert nat.stun == (Endpoint("127.0.0.1", stun_port),)
@@ -84,13 +85,14 @@ async def test_nat_config_needs_a_node_token(config: ServerConfig) -> None:
 
 
 def test_a_peers_ice_fields() -> None:
-    record = parse_peer(peer(candidates=[HOST, SRFLX, HOST], ice_ufrag=UFRAG, ice_pwd=PWD))
+    record = parse_peer(peer(candidates=[HOST, SRFLX, HOST], ice_ufrag=UFRAG))
     assert record.candidates == (HOST, SRFLX)
-    assert (record.ice_ufrag, record.ice_pwd, record.dropped_candidates) == (UFRAG, PWD, ())
+    assert (record.ice_ufrag, record.dropped_candidates) == (UFRAG, ())
+    # a server before per-pair keys also sends the peer's password: ignored
+    assert parse_peer(peer(candidates=[HOST, SRFLX], ice_ufrag=UFRAG, ice_pwd=PWD)) == record
+    assert not hasattr(record, "ice_pwd")
     old = parse_peer(peer())  # an older server: none
-    assert (old.candidates, old.ice_ufrag, old.ice_pwd, old.dropped_candidates) == (
-        (), "", "", ()
-    )  # fmt: skip
+    assert (old.candidates, old.ice_ufrag, old.dropped_candidates) == ((), "", ())
 
 
 @pytest.mark.parametrize(
@@ -103,27 +105,28 @@ def test_a_peers_ice_fields() -> None:
         ),
         ({"candidates": [HOST] + [SRFLX] * 20}, (HOST, SRFLX), ["5 beyond the first 16"]),
         ({"candidates": "192.0.2.1:1"}, (), ["all: 'candidates' is not a list"]),
-        ({"candidates": [HOST], "ice_pwd": "x"}, (), ["all: the peer's ICE credentials"]),
-        ({"candidates": [HOST], "ice_ufrag": None}, (), ["all: the peer's ICE credentials"]),
+        ({"candidates": [HOST], "ice_pwd": "x"}, (HOST,), []),  # an old server's: ignored
+        ({"candidates": [HOST], "ice_ufrag": None}, (), ["all: the peer's ICE ufrag"]),
+        ({"candidates": [HOST], "ice_ufrag": "a:b"}, (), ["all: the peer's ICE ufrag"]),
         ({"candidates": ["a 1 udp 1 0.0.0.0 9 typ host"]}, (), ["#0: its address 0.0.0.0"]),
     ],
 )
 def test_bad_candidates_are_dropped_and_the_peer_kept(
     fields: dict[str, Any], kept: tuple[str, ...], why: list[str]
 ) -> None:
-    data = peer(ice_ufrag=UFRAG, ice_pwd=PWD, endpoints=["192.0.2.2:1"])
+    data = peer(ice_ufrag=UFRAG, endpoints=["192.0.2.2:1"])
     data.update(fields)
     record = parse_peer(data)
     assert record.candidates == kept
     assert record.hostname == "b" and record.endpoint == ("192.0.2.2", 1)
-    assert (record.ice_ufrag, record.ice_pwd) == ((UFRAG, PWD) if kept else ("", ""))
+    assert record.ice_ufrag == (UFRAG if kept else "")
     assert len(record.dropped_candidates) == len(why)
     for reason, expected in zip(record.dropped_candidates, why, strict=True):
         assert reason.startswith(expected), reason
 
 
 def test_dropped_candidates_are_logged_by_the_plans() -> None:
-    bad = peer(candidates=[HOST, "junk"], ice_ufrag=UFRAG, ice_pwd=PWD)
+    bad = peer(candidates=[HOST, "junk"], ice_ufrag=UFRAG)
     current = Current(public_key=b"\x01" * 32, peers={}, device={})
     for plan in (
         peer_upsert({"type": "peer_upsert", "peer": bad}, current),
@@ -133,7 +136,7 @@ def test_dropped_candidates_are_logged_by_the_plans() -> None:
         assert len(skipped) == 1
         assert skipped[0].event == "unusable ICE candidates of peer 'b' dropped"
         assert skipped[0].error is not None and skipped[0].error.startswith("#1: ")
-    good = peer_upsert({"peer": peer(candidates=[HOST], ice_ufrag=UFRAG, ice_pwd=PWD)}, current)
+    good = peer_upsert({"peer": peer(candidates=[HOST], ice_ufrag=UFRAG)}, current)
     assert good.skipped == ()
 
 

@@ -35,12 +35,15 @@ HOST = "a1 1 udp 2130706431 192.0.2.1 41641 typ host"
 SRFLX = "b2 1 udp 1694498815 203.0.113.5 51820 typ srflx raddr 192.0.2.1 rport 41641"
 
 
-def ice(candidates: Any = None, ufrag: Any = UFRAG, pwd: Any = PWD) -> dict[str, Any]:
-    return {
-        "ice_ufrag": ufrag,
-        "ice_pwd": pwd,
-        "candidates": [HOST, SRFLX] if candidates is None else candidates,
-    }
+OMIT = object()
+
+
+def ice(candidates: Any = None, ufrag: Any = UFRAG, pwd: Any = OMIT) -> dict[str, Any]:
+    """A report as a node sends it; with ``pwd``, as a node before per-pair keys did."""
+    body = {"ice_ufrag": ufrag, "candidates": [HOST, SRFLX] if candidates is None else candidates}
+    if pwd is not OMIT:
+        body["ice_pwd"] = pwd
+    return body
 
 
 def secret_file(tmp_path: Path, secret: bytes = b"s3cret-of-coturn\n", mode: int = 0o600) -> Path:
@@ -64,13 +67,14 @@ async def test_candidates_are_stored_and_fanned_out_to_peers(
         b_map = await open_map(b)
         assert not {"candidates", "ice_ufrag", "ice_pwd"} & set(b_map.peers[a.public_key])
 
-        assert await a.client.call("POST", "/node/candidates", ice()) == {}
+        # a node before per-pair keys sends a password too: taken, never shown to anyone
+        assert await a.client.call("POST", "/node/candidates", ice(pwd=PWD)) == {}
         await b_map.until(lambda m: m.peers[a.public_key].get("candidates") == [HOST, SRFLX])
         peer = b_map.peers[a.public_key]
-        assert (peer["ice_ufrag"], peer["ice_pwd"]) == (UFRAG, PWD)
+        assert peer["ice_ufrag"] == UFRAG and "ice_pwd" not in peer
         assert b_map.messages[-1]["type"] == "peer_upsert"
 
-        # the same again changes nothing; new ones replace the old
+        # the same again (without the password) changes nothing; new ones replace the old
         await a.client.call("POST", "/node/candidates", ice())
         await a.client.call("POST", "/node/candidates", ice([SRFLX], ufrag="Zz99"))
         await b_map.until(lambda m: m.peers[a.public_key]["ice_ufrag"] == "Zz99")
@@ -129,7 +133,7 @@ HOSTILE = [
     (ice(pwd="short"), '"ice_pwd" must be a string of 22 to 64 characters'),
     (ice(pwd="a" * 21 + "\n"), "\"ice_pwd\" may hold only letters, digits, '+' and '/'"),
     (ice(pwd=None), '"ice_pwd" must be a string of 22 to 64 characters'),
-    ({"candidates": [HOST], "ice_ufrag": UFRAG}, 'missing field "ice_pwd"'),
+    ({"candidates": [HOST]}, 'missing field "ice_ufrag"'),
     ({**ice(), "endpoints": []}, 'unknown field "endpoints"'),
     ([HOST], "the body must be a JSON object"),
 ]
@@ -382,8 +386,8 @@ async def test_a_database_of_schema_2_is_upgraded_with_its_nodes(
     try:
         before = await store.nodes.get(int(node))
         assert before.endpoints == ("192.0.2.1:1",)
-        assert (before.candidates, before.ice_ufrag, before.ice_pwd) == ((), "", "")
-        after = await store.ice.report(int(node), UFRAG, PWD, (HOST,))
-        assert (after.candidates, after.ice_ufrag, after.ice_pwd) == ((HOST,), UFRAG, PWD)
+        assert (before.candidates, before.ice_ufrag) == ((), "")
+        after = await store.ice.report(int(node), UFRAG, (HOST,))
+        assert (after.candidates, after.ice_ufrag) == ((HOST,), UFRAG)
     finally:
         await store.close()

@@ -10,9 +10,10 @@
   STUN servers at different addresses that see different mapped addresses.
 
 The candidates are aioice :class:`~aioice.Candidate` objects, with foundations and priorities
-as RFC 8445 computes them, and one pair of ICE credentials (:class:`IceCredentials`) for
-the whole run of a node. Everything here is without I/O except :func:`probe` and
-:func:`discover`, which send through the mux.
+as RFC 8445 computes them, and one ICE ufrag (:class:`IceCredentials`) for the whole run of
+a node (the keys of the checks are per peer: :func:`wgpy.nat.ice.derive_pair_keys`).
+Everything here is without I/O except :func:`probe` and :func:`discover`, which send through
+the mux.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aioice import Candidate, stun
@@ -60,19 +61,17 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class IceCredentials:
-    """This node's ICE user name fragment and password (RFC 8445 section 5.3), made once per
-    run of the node. The password authenticates the checks its peers send: never logged."""
+    """This node's ICE user name fragment (RFC 8445 section 5.3), made once per run of the
+    node. There is no password to publish: the checks with each peer are keyed with a secret
+    only the two nodes can derive (:func:`wgpy.nat.ice.derive_pair_keys`), fresh with each
+    new ufrag."""
 
     ufrag: str
-    pwd: str = field(repr=False)
 
     @classmethod
     def generate(cls, rng: Callable[[int], bytes] = os.urandom) -> IceCredentials:
-        """8 and 24 ice-chars (``A-Z a-z 0-9 + /``): 48 and 144 random bits."""
-        return cls(
-            ufrag=base64.b64encode(rng(6)).decode("ascii"),
-            pwd=base64.b64encode(rng(18)).decode("ascii"),
-        )
+        """8 ice-chars (``A-Z a-z 0-9 + /``): 48 random bits."""
+        return cls(ufrag=base64.b64encode(rng(6)).decode("ascii"))
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,18 @@ pair states; the check list, the triggered checks, role conflicts and nomination
 The controlling side is the node with the larger public key (both know both keys), so roles
 rarely conflict; a conflict is still resolved by the tie-breaker as the RFC says.
 
-Checks are authenticated as ICE requires: a request carries ``USERNAME`` = the receiver's
-ufrag, a colon and the sender's, and MESSAGE-INTEGRITY keyed with the receiver's password;
-a response is keyed with the responder's. What fails (:func:`authenticate_request`) is
-dropped and counted by the caller, never answered.
+Checks are authenticated as ICE requires, with a key per pair of nodes
+(:func:`derive_pair_keys`): a request carries ``USERNAME`` = the receiver's ufrag, a colon and
+the sender's, and a MESSAGE-INTEGRITY keyed with the receiver's key for this pair; the
+response is keyed with the same key (RFC 8445 7.2.2 and 7.3: the receiver's "password").
+A node's key for a peer is not published: both nodes derive it (HKDF-SHA256, label
+:data:`KEY_LABEL`) from their WireGuard static-static X25519 DH, which only the two of them can
+compute, both public keys and both ufrags of the round, one key per direction. So another
+peer, which sees both nodes' ufrags in its map, cannot forge a check or an answer in a third
+node's name (it could with one password per node that the map hands to every peer). The
+server never sees a key. A check (:func:`check_username`, then the pair's key:
+:func:`authenticate_request`) that fails is dropped and counted by the caller, never
+answered, and never makes a peer-reflexive candidate.
 
 The pure functions (pairing, messages, authentication, roles) take no clock; a
 :class:`IceSession` runs one peer's checks with asyncio on the caller's loop.
@@ -52,27 +60,33 @@ from typing import Any, Protocol
 from aioice import stun
 from aioice.candidate import Candidate, candidate_priority
 from aioice.ice import CandidatePair, candidate_pair_priority
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..endpoint import EndpointKey, RelayKey, RelayLink, host_text
 
 __all__ = [
     "CHECK_RETRIES",
     "CHECK_RTO",
+    "KEY_LABEL",
     "RELAY_HOLD",
     "ROUND_TIMEOUT",
-    "Credentials",
-    "IceCredentialsLike",
     "IceError",
     "IceSession",
     "Pair",
+    "PairKeys",
     "PairState",
     "RelayedCandidate",
     "RemoteIce",
     "StunTransport",
     "authenticate_request",
     "binding_request",
+    "check_ufrag",
+    "check_username",
+    "derive_pair_keys",
     "error_response",
     "form_pairs",
+    "new_ufrag",
     "parse_candidate",
     "parse_remote",
     "role_conflict",
@@ -100,12 +114,15 @@ MAX_PAIRS = 32
 """Pairs kept at most, peer-reflexive ones included (hostile input cannot grow this)."""
 MAX_PEER_REFLEXIVE = 4
 """Addresses learned from a peer's checks per round, at most: an honest peer has one per NAT
-mapping; a peer that knows our password and forges sources cannot make us check (send to)
-more third parties than this."""
+mapping; the peer itself, forging the sources of its own checks, cannot make us check (send
+to) more third parties than this."""
 MAX_CANDIDATE_LENGTH = 256
 CREDENTIAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _UFRAG = re.compile(r"[A-Za-z0-9+/]{4,64}")
-_PWD = re.compile(r"[A-Za-z0-9+/]{22,64}")
+KEY_LABEL = b"wgpy ice v1"
+"""HKDF's domain separation for the pair keys: the static-static DH also keys WireGuard's
+handshake (through its own KDF); with this label nothing derived here is a key there."""
+KEY_LENGTH = 32
 ROLE_CONFLICT = 487
 
 
@@ -137,56 +154,90 @@ class StunTransport(Protocol):
 # ---------------------------------------------------------------------- credentials
 
 
-class IceCredentialsLike(Protocol):
-    """A ufrag and password: :class:`Credentials`, or this node's own (made by discovery)."""
+def check_ufrag(ufrag: str) -> str:
+    """An ICE username fragment (RFC 8445 5.3: ice-chars, 4 at least; wgpy caps it at 64);
+    IceError if it is not one."""
+    if not isinstance(ufrag, str) or not _UFRAG.fullmatch(ufrag):
+        raise IceError("bad_ufrag", "an ICE ufrag is 4 to 64 letters, digits, + or /")
+    return ufrag
 
-    @property
-    def ufrag(self) -> str: ...
 
-    @property
-    def pwd(self) -> str: ...
+def new_ufrag(rng: Callable[[int], bytes]) -> str:
+    """A fresh ufrag: 8 characters from ``rng`` (os.urandom), 6 bits each."""
+    return "".join(CREDENTIAL_CHARS[b & 63] for b in rng(8))
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
-    """An ICE username fragment and password (RFC 8445 5.3: ice-chars, 4 and 22 at least;
-    wgpy caps both at 64)."""
+class PairKeys:
+    """The MESSAGE-INTEGRITY keys between this node and one peer for one pair of ufrags:
+    ``inbound`` keys the checks the peer sends us and our answers, ``outbound`` our checks and
+    the peer's answers (each is the receiving side's ICE "password"). Secrets: never logged."""
 
-    ufrag: str
-    pwd: str
+    inbound: bytes
+    outbound: bytes
+    local_ufrag: str
+    remote_ufrag: str
 
-    def __post_init__(self) -> None:
-        if not _UFRAG.fullmatch(self.ufrag):
-            raise IceError("bad_ufrag", "an ICE ufrag is 4 to 64 letters, digits, + or /")
-        if not _PWD.fullmatch(self.pwd):
-            raise IceError("bad_pwd", "an ICE password is 22 to 64 letters, digits, + or /")
+    def __repr__(self) -> str:
+        return f"PairKeys(local_ufrag={self.local_ufrag!r}, remote_ufrag={self.remote_ufrag!r})"
 
-    @classmethod
-    def generate(cls, rng: Callable[[int], bytes]) -> Credentials:
-        """Fresh credentials: 8 and 24 characters from ``rng`` (os.urandom), 6 bits each."""
-        chars = [CREDENTIAL_CHARS[b & 63] for b in rng(32)]
-        return cls("".join(chars[:8]), "".join(chars[8:]))
 
-    def __repr__(self) -> str:  # the password is a secret: never in a log
-        return f"Credentials(ufrag={self.ufrag!r}, pwd=...)"
+def _pair_key(
+    shared: bytes, receiver: bytes, sender: bytes, receiver_ufrag: str, sender_ufrag: str
+) -> bytes:
+    info = b"".join(
+        [KEY_LABEL, receiver, sender]
+        + [len(u).to_bytes(1, "big") + u.encode("ascii") for u in (receiver_ufrag, sender_ufrag)]
+    )
+    return HKDF(hashes.SHA256(), KEY_LENGTH, salt=None, info=info).derive(shared)
+
+
+def derive_pair_keys(
+    shared: bytes,
+    *,
+    local_public: bytes,
+    remote_public: bytes,
+    local_ufrag: str,
+    remote_ufrag: str,
+) -> PairKeys:
+    """The keys of the checks between this node and a peer: from ``shared``, the X25519 DH of
+    our static private key and the peer's public key (the device's precomputed
+    static-static: the peer computes the same from its private key and ours, nobody else
+    can), through HKDF-SHA256 with :data:`KEY_LABEL`, the receiver's then the sender's public
+    key and ufrag as ``info``. The peer's :attr:`PairKeys.inbound` is our ``outbound`` and
+    the other way round; other keys or ufrags give other keys. IceError for an all-zero DH
+    (a low-order public key: anybody could compute it)."""
+    if len(shared) != KEY_LENGTH or not any(shared):
+        raise IceError("no_key", "the peer's public key gives no shared secret for checks")
+    check_ufrag(local_ufrag)
+    check_ufrag(remote_ufrag)
+    return PairKeys(
+        inbound=_pair_key(shared, local_public, remote_public, local_ufrag, remote_ufrag),
+        outbound=_pair_key(shared, remote_public, local_public, remote_ufrag, local_ufrag),
+        local_ufrag=local_ufrag,
+        remote_ufrag=remote_ufrag,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteIce:
-    """What the map says about a peer's ICE: its credentials and candidates."""
+    """What the map says about a peer's ICE: its ufrag and candidates."""
 
-    credentials: Credentials
+    ufrag: str
     candidates: tuple[Candidate, ...]
+
+    def __post_init__(self) -> None:
+        check_ufrag(self.ufrag)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RemoteIce):
             return NotImplemented
-        return self.credentials == other.credentials and [c.to_sdp() for c in self.candidates] == [
+        return self.ufrag == other.ufrag and [c.to_sdp() for c in self.candidates] == [
             c.to_sdp() for c in other.candidates
         ]
 
     def __hash__(self) -> int:
-        return hash((self.credentials, tuple(c.to_sdp() for c in self.candidates)))
+        return hash((self.ufrag, tuple(c.to_sdp() for c in self.candidates)))
 
 
 def parse_candidate(sdp: str) -> Candidate:
@@ -221,12 +272,10 @@ def parse_candidate(sdp: str) -> Candidate:
     return candidate
 
 
-def parse_remote(
-    ufrag: str, pwd: str, candidates: Sequence[str]
-) -> tuple[RemoteIce, list[IceError]]:
-    """A peer's ICE from the map's fields: IceError for bad credentials; bad candidates are
+def parse_remote(ufrag: str, candidates: Sequence[str]) -> tuple[RemoteIce, list[IceError]]:
+    """A peer's ICE from the map's fields: IceError for a bad ufrag; bad candidates are
     skipped and returned beside the rest (at most :data:`MAX_CANDIDATES` are used)."""
-    credentials = Credentials(ufrag, pwd)
+    check_ufrag(ufrag)
     good: list[Candidate] = []
     errors: list[IceError] = []
     for sdp in candidates[:MAX_CANDIDATES]:
@@ -234,7 +283,7 @@ def parse_remote(
             good.append(parse_candidate(sdp))
         except IceError as e:
             errors.append(e)
-    return RemoteIce(credentials, tuple(good)), errors
+    return RemoteIce(ufrag, tuple(good)), errors
 
 
 # ---------------------------------------------------------------------- pairs
@@ -352,16 +401,15 @@ def form_pairs(
 
 def binding_request(
     *,
-    local: IceCredentialsLike,
-    remote: IceCredentialsLike,
+    keys: PairKeys,
     controlling: bool,
     tie_breaker: int,
     priority: int,
     nominate: bool = False,
 ) -> stun.Message:
-    """A connectivity check (RFC 8445 7.2.2), signed with the remote password."""
+    """A connectivity check (RFC 8445 7.2.2), signed with the peer's key for this pair."""
     request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    request.attributes["USERNAME"] = f"{remote.ufrag}:{local.ufrag}"
+    request.attributes["USERNAME"] = f"{keys.remote_ufrag}:{keys.local_ufrag}"
     request.attributes["PRIORITY"] = priority
     if controlling:
         request.attributes["ICE-CONTROLLING"] = tie_breaker
@@ -369,55 +417,62 @@ def binding_request(
             request.attributes["USE-CANDIDATE"] = None
     else:
         request.attributes["ICE-CONTROLLED"] = tie_breaker
-    request.add_message_integrity(remote.pwd.encode())
+    request.add_message_integrity(keys.outbound)
     return request
 
 
-def authenticate_request(message: stun.Message, local: IceCredentialsLike) -> str:
+def check_username(message: stun.Message, local_ufrag: str) -> str:
     """The sender's ufrag, if ``message`` (as :func:`aioice.stun.parse_message` read it) is a
-    Binding request for ``local`` with a FINGERPRINT and a MESSAGE-INTEGRITY keyed with our
-    password (compared in constant time by aioice); else IceError (a drop)."""
+    Binding request for ``local_ufrag`` with a PRIORITY, a MESSAGE-INTEGRITY and a
+    FINGERPRINT; else IceError (a drop). The integrity is not checked here: the sender's
+    ufrag says which peer's key to check it with (:func:`authenticate_request`)."""
     if message.message_method != stun.Method.BINDING:
         raise IceError("not_binding", "the request is not a Binding request")
     username = message.attributes.get("USERNAME")
     if not isinstance(username, str):
         raise IceError("no_username", "the check has no USERNAME")
     ours, colon, theirs = username.partition(":")
-    if not colon or ours != local.ufrag or not theirs:
+    if not colon or ours != local_ufrag or not theirs:
         raise IceError("unknown_ufrag", "the check is not for this node's ufrag")
     if "MESSAGE-INTEGRITY" not in message.attributes or "FINGERPRINT" not in message.attributes:
         raise IceError("unsigned", "the check has no MESSAGE-INTEGRITY or FINGERPRINT")
-    if not message.check_message_integrity(local.pwd.encode()):
-        raise IceError("bad_integrity", "the check's MESSAGE-INTEGRITY does not match")
     if not isinstance(message.attributes.get("PRIORITY"), int):
         raise IceError("no_priority", "the check has no PRIORITY")
     return theirs
 
 
-def success_response(
-    request: stun.Message, address: tuple[str, int], local: IceCredentialsLike
-) -> bytes:
-    """The answer to an authenticated check: where it came from, signed with our password."""
+def authenticate_request(message: stun.Message, keys: PairKeys) -> None:
+    """Whether ``message`` is a check from the peer of ``keys`` to us: the USERNAME names both
+    ufrags of the pair (:func:`check_username`) and the MESSAGE-INTEGRITY is keyed with our
+    inbound key for that peer (compared in constant time by aioice); else IceError (a drop:
+    ``bad_integrity`` for a check in the peer's name by anybody without the key)."""
+    if check_username(message, keys.local_ufrag) != keys.remote_ufrag:
+        raise IceError("unknown_ufrag", "the check is not from this peer's ufrag")
+    if not message.check_message_integrity(keys.inbound):
+        raise IceError("bad_integrity", "the check's MESSAGE-INTEGRITY does not match")
+
+
+def success_response(request: stun.Message, address: tuple[str, int], keys: PairKeys) -> bytes:
+    """The answer to an authenticated check: where it came from, signed with the key the
+    check was signed with (ours for this peer)."""
     response = stun.Message(
         message_method=stun.Method.BINDING,
         message_class=stun.Class.RESPONSE,
         transaction_id=request.transaction_id,
     )
     response.attributes["XOR-MAPPED-ADDRESS"] = address
-    response.add_message_integrity(local.pwd.encode())
+    response.add_message_integrity(keys.inbound)
     return bytes(response)
 
 
-def error_response(
-    request: stun.Message, code: int, reason: str, local: IceCredentialsLike
-) -> bytes:
+def error_response(request: stun.Message, code: int, reason: str, keys: PairKeys) -> bytes:
     response = stun.Message(
         message_method=request.message_method,
         message_class=stun.Class.ERROR,
         transaction_id=request.transaction_id,
     )
     response.attributes["ERROR-CODE"] = (code, reason)
-    response.add_message_integrity(local.pwd.encode())
+    response.add_message_integrity(keys.inbound)
     return bytes(response)
 
 
@@ -439,15 +494,16 @@ def role_conflict(controlling: bool, tie_breaker: int, request: stun.Message) ->
 class IceSession:
     """One peer's checks over ``transport``: rounds of checks (:meth:`start`), answers to the
     peer's checks (:meth:`handle_request`, after the caller authenticated them), and consent
-    checks on a selected pair (:meth:`consent`). ``on_selected(pair)`` is called when a pair
-    is nominated (again when a later round nominates another); ``on_failed()`` when a round
-    ends without one."""
+    checks on a selected pair (:meth:`consent`). ``keys()`` gives the pair's keys
+    (:class:`PairKeys`, derived once by the caller; None: none can be, checks fail).
+    ``on_selected(pair)`` is called when a pair is nominated (again when a later round
+    nominates another); ``on_failed()`` when a round ends without one."""
 
     def __init__(
         self,
         transport: StunTransport,
         *,
-        local: IceCredentialsLike,
+        keys: Callable[[], PairKeys | None],
         remote: RemoteIce,
         local_candidates: Callable[[], Sequence[Candidate]],
         controlling: bool,
@@ -459,7 +515,7 @@ class IceSession:
         relay_hold: float = RELAY_HOLD,
     ) -> None:
         self.transport = transport
-        self.local = local
+        self.keys = keys
         self.remote = remote
         self.local_candidates = local_candidates
         self.controlling = controlling
@@ -629,10 +685,12 @@ class IceSession:
     async def _request(self, pair: Pair, *, nominate: bool) -> float | None:
         """Send a check on ``pair``; its round-trip time, or None when it failed. A role
         conflict (487) switches our role and checks again, once."""
+        keys = self.keys()
+        if keys is None:
+            return None
         for _ in range(2):
             request = binding_request(
-                local=self.local,
-                remote=self.remote.credentials,
+                keys=keys,
                 controlling=self.controlling,
                 tie_breaker=self.tie_breaker,
                 priority=candidate_priority(1, "prflx"),
@@ -646,7 +704,7 @@ class IceSession:
                     pair.key,
                     rto=CHECK_RTO,
                     retries=CHECK_RETRIES,
-                    integrity_key=self.remote.credentials.pwd.encode(),
+                    integrity_key=keys.outbound,
                 )
             except stun.TransactionFailed as e:
                 response = e.response
@@ -679,21 +737,21 @@ class IceSession:
     # ------------------------------------------------------------------ the peer's checks
 
     def handle_request(self, message: stun.Message, key: EndpointKey) -> None:
-        """An authenticated check from the peer arrived from ``key``: answer it (or 487 on a
-        role conflict we win), learn a peer-reflexive candidate, check back (a triggered
-        check) and take a nomination."""
-        if self._closed:
+        """A check from the peer arrived from ``key``, authenticated with this pair's keys by
+        the caller (:func:`authenticate_request`): answer it (or 487 on a role conflict we
+        win), learn a peer-reflexive candidate, check back (a triggered check) and take a
+        nomination."""
+        keys = self.keys()
+        if self._closed or keys is None:
             return
         address = (str(key[0]), int(key[1]))
         verdict = role_conflict(self.controlling, self.tie_breaker, message)
         if verdict == "reject":
-            self.transport.send(
-                error_response(message, ROLE_CONFLICT, "Role Conflict", self.local), key
-            )
+            self.transport.send(error_response(message, ROLE_CONFLICT, "Role Conflict", keys), key)
             return
         if verdict == "switch":
             self._switch_role(not self.controlling)
-        self.transport.send(success_response(message, address, self.local), key)
+        self.transport.send(success_response(message, address, keys), key)
         if not self.running and self.selected is None:
             self.start()  # the peer checks: so do we
         pair = self._pair_for(address, message, key)

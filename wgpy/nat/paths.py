@@ -34,6 +34,14 @@ The manager drains the device's events (:meth:`~wgpy.protocol.device.Device.next
 every 0.25 s: a :class:`~wgpy.protocol.events.PeerSentFromElsewhere` makes it check that
 peer's path at once; nothing else reads them today.
 
+A newly selected direct path is confirmed only once an authenticated WireGuard packet from
+the peer came over it (the peer's :attr:`~wgpy.protocol.peer.Peer.last_source`, looked at
+every 0.25 s: no per-packet cost); while we send over it and none comes within
+``confirm_timeout`` (:data:`CONFIRM_TIMEOUT`), it is dropped as a path that stops answering
+is (:attr:`PathManager.unconfirmed`). ICE checks are authenticated per pair of nodes; this
+is defense in depth: whoever answers checks without being the peer cannot keep a path that
+WireGuard never confirms.
+
 :meth:`PathManager.path` says per peer what ``wgpy status`` shows: the kind (``direct``,
 ``relay``, ``none``), the remote address and the round-trip time of the last check.
 """
@@ -55,16 +63,18 @@ from ..endpoint import Endpoint, EndpointKey
 from ..log import get_logger
 from ..protocol.device import Device
 from ..protocol.events import PeerSentFromElsewhere
+from ..protocol.peer import without_source
 from .ice import (
     RELAY_HOLD,
-    IceCredentialsLike,
     IceError,
     IceSession,
     Pair,
+    PairKeys,
     PairState,
     RemoteIce,
     StunTransport,
-    authenticate_request,
+    check_username,
+    derive_pair_keys,
 )
 
 __all__ = ["CONSENT_INTERVAL", "KEEPALIVE_INTERVAL", "RETRY_INTERVAL", "PathManager", "PathState"]
@@ -77,6 +87,10 @@ stops answering is dropped within 5 s (this interval, and a check's 1.5 s). Chec
 0-20 % early, never late."""
 RETRY_INTERVAL = 30.0
 """Seconds between rounds of checks while a peer has no direct path (jittered +-20 %)."""
+CONFIRM_TIMEOUT = 12.0
+"""Seconds a newly selected direct path may carry our packets without an authenticated
+WireGuard packet from the peer over it before it is dropped: a peer answers data within 10 s
+at the latest (WireGuard's passive keepalive), a handshake at once."""
 EVENTS_INTERVAL = 0.25
 """Seconds between looks at the device's events (a peer's packets from elsewhere)."""
 
@@ -125,17 +139,22 @@ class _PeerPath:
         self.remote = remote
         self.log = manager.log.bind(peer=base64.b64encode(public_key).decode()[:8])
         self.state = PathState(since=manager.loop.time())
+        self._keys: tuple[bytes, PairKeys | None] | None = None  # (the DH they come from, keys)
         self.session = self._session()
         self.wake = asyncio.Event()  # re-plan the loop's wait
         self.check_now = False  # with wake: check the path (or start a round) at once
         self.bytes_seen = (0, 0)  # the peer's rx and tx bytes at the last look
+        # a direct path selected and not yet confirmed by the peer's WireGuard packets: the
+        # pair, the peer's rx and tx bytes then, and since when we send over it
+        self.unconfirmed: tuple[Pair, int, int] | None = None
+        self.sending_since: float | None = None
         self.task = manager.loop.create_task(self._maintain())
 
     def _session(self) -> IceSession:
         m = self.manager
         return IceSession(
             m.transport,
-            local=m.credentials,
+            keys=self.keys,
             remote=self.remote,
             local_candidates=m.local_candidates,
             controlling=m.public_key > self.public_key,
@@ -147,8 +166,36 @@ class _PeerPath:
             relay_hold=m.relay_hold,
         )
 
+    def keys(self) -> PairKeys | None:
+        """The keys of the checks with this peer (:func:`~wgpy.nat.ice.derive_pair_keys`),
+        from the static-static DH the device precomputed for the peer (the private key stays
+        in the device), derived again only when that DH or a ufrag changed; None while the
+        device has no such peer, or its key gives no DH."""
+        peer = self.manager.iface.device.peers.get(self.public_key)
+        if peer is None:
+            return None
+        shared = peer.handshake.static_static
+        cached = self._keys
+        if cached is not None and cached[0] == shared:
+            keys = cached[1]
+            if keys is None or keys.remote_ufrag == self.remote.ufrag:
+                return keys
+        try:
+            keys = derive_pair_keys(
+                shared,
+                local_public=self.manager.public_key,
+                remote_public=self.public_key,
+                local_ufrag=self.manager.ufrag,
+                remote_ufrag=self.remote.ufrag,
+            )
+        except IceError as e:
+            self.log.warning("no checks with this peer", error=str(e))
+            keys = None
+        self._keys = (shared, keys)
+        return keys
+
     def set_remote(self, remote: RemoteIce) -> None:
-        """The peer's credentials or candidates changed: a new session, checks at once."""
+        """The peer's ufrag or candidates changed: a new session, checks at once."""
         self.remote = remote
         self.session.close()
         self.session = self._session()
@@ -180,6 +227,8 @@ class _PeerPath:
             )
             device.set_endpoint(peer, pair.key)
             device.set_roaming(peer, False)
+            self.unconfirmed = None if pair.relayed else (pair, peer.rx_bytes, peer.tx_bytes)
+            self.sending_since = None
             device.send_staged(peer, m.iface.now())
             m.iface.flush()
             self.state = PathState(kind, endpoint, pair.rtt, m.loop.time(), relay)
@@ -196,6 +245,29 @@ class _PeerPath:
             self.lost("checks with the peer's new candidates found no path")
         else:
             self.manager.changed(self.public_key, self.state)  # `wgpy status`: checks failed
+
+    def confirm(self, now: float) -> None:
+        """A new direct path: confirmed once an authenticated WireGuard packet from the peer
+        came over it; dropped when we have sent over it for ``confirm_timeout`` without one."""
+        if self.unconfirmed is None:
+            return
+        pair, rx, tx = self.unconfirmed
+        peer = self.manager.iface.device.peers.get(self.public_key)
+        if peer is None or self.session.selected is not pair:
+            self.unconfirmed = None
+            return
+        source = peer.last_source
+        if peer.rx_bytes != rx and source is not None and without_source(source) == pair.key:
+            self.unconfirmed = None
+            return
+        if self.sending_since is None:
+            if peer.tx_bytes != tx:
+                self.sending_since = now
+            return
+        if now - self.sending_since >= self.manager.confirm_timeout:
+            self.unconfirmed = None
+            self.manager.unconfirmed += 1
+            self.lost("no WireGuard packet from the peer came over the path")
 
     def check(self) -> None:
         """Check the path (or look for one) now."""
@@ -305,7 +377,7 @@ class PathManager:
         transport: StunTransport,
         *,
         public_key: bytes,
-        credentials: IceCredentialsLike,
+        ufrag: str,
         local_candidates: Callable[[], Sequence[Candidate]],
         loop: asyncio.AbstractEventLoop | None = None,
         rng: random.Random | None = None,
@@ -314,11 +386,13 @@ class PathManager:
         relay_hold: float | None = None,
         on_change: Callable[[bytes, PathState], None] | None = None,
         log: Any = None,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
     ) -> None:
         self.iface = iface
         self.transport = transport
         self.public_key = public_key
-        self.credentials = credentials
+        self.ufrag = ufrag
+        """This node's ICE ufrag (a run's: the keys of the checks change with it)."""
         self.local_candidates = local_candidates
         self.loop = loop or asyncio.get_running_loop()
         self.rng = rng or random.SystemRandom()
@@ -332,8 +406,11 @@ class PathManager:
         self.log = log or get_logger(component="paths")
         self.drops: Counter[str] = Counter()
         """Checks dropped unanswered, by reason (hostile or stray STUN)."""
+        self.confirm_timeout = confirm_timeout
+        self.unconfirmed = 0
+        """Direct paths dropped because no WireGuard packet from the peer came over them."""
         self._peers: dict[bytes, _PeerPath] = {}
-        self._by_ufrag: dict[str, _PeerPath] = {}
+        self._by_ufrag: dict[str, list[_PeerPath]] = {}
         self._events = self.loop.create_task(self._watch_events())
 
     # ------------------------------------------------------------------ peers
@@ -348,12 +425,21 @@ class PathManager:
         if path is None:
             path = self._peers[public_key] = _PeerPath(self, public_key, remote)
         elif path.remote != remote:
-            if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
-                del self._by_ufrag[path.remote.credentials.ufrag]
+            self._unroute(path)
             path.set_remote(remote)
-        # checks are routed by the sender's ufrag; two peers that claim one (a copy: every
-        # peer sees the others' in the map) share it, the latest wins until it goes
-        self._by_ufrag[remote.credentials.ufrag] = path
+        # checks are routed by the sender's ufrag, then authenticated with that peer's key;
+        # peers that claim one ufrag (a copy: every peer sees the others' in the map) share
+        # it, and a check goes to the one whose key it was made with
+        routed = self._by_ufrag.setdefault(remote.ufrag, [])
+        if path not in routed:
+            routed.append(path)
+
+    def _unroute(self, path: _PeerPath) -> None:
+        routed = self._by_ufrag.get(path.remote.ufrag, [])
+        if path in routed:
+            routed.remove(path)
+        if not routed:
+            self._by_ufrag.pop(path.remote.ufrag, None)
 
     def remove(self, public_key: bytes) -> None:
         """Stop managing a peer (it left the map, or has no candidates any more)."""
@@ -361,8 +447,7 @@ class PathManager:
         if path is None:
             return
         path.close()
-        if self._by_ufrag.get(path.remote.credentials.ufrag) is path:
-            del self._by_ufrag[path.remote.credentials.ufrag]
+        self._unroute(path)
         peer = self.iface.device.peers.get(public_key)
         if peer is not None:
             self.iface.device.set_roaming(peer, True)
@@ -400,6 +485,12 @@ class PathManager:
         path = self._peers.get(public_key)
         return path.state if path is not None else PathState()
 
+    def confirmed(self, public_key: bytes) -> bool:
+        """Whether the peer's path is not waiting for the peer's WireGuard packets to confirm
+        it (a new direct path is, until one came over it)."""
+        path = self._peers.get(public_key)
+        return path is None or path.unconfirmed is None
+
     def session(self, public_key: bytes) -> IceSession | None:
         path = self._peers.get(public_key)
         return path.session if path is not None else None
@@ -413,15 +504,22 @@ class PathManager:
 
     def handle_request(self, message: stun.Message, key: EndpointKey, raw: bytes) -> None:
         """A STUN request arrived on the WireGuard port (the demultiplexer's
-        ``on_request``): an authenticated check from a known peer is answered; anything else
-        is dropped and counted in :attr:`drops`. Never raises."""
+        ``on_request``): a check from a known peer, authenticated with that peer's key for
+        the pair (:class:`~wgpy.nat.ice.PairKeys`), is answered; anything else is dropped
+        and counted in :attr:`drops` (``bad_integrity``: a check in a peer's name that is
+        not made with its key, as another peer forging it would send). Never raises."""
         try:
-            theirs = authenticate_request(message, self.credentials)
-            path = self._by_ufrag.get(theirs)
-            if path is None:
+            theirs = check_username(message, self.ufrag)
+            paths = self._by_ufrag.get(theirs)
+            if not paths:
                 self.drops["unknown_peer"] += 1
                 return
-            path.session.handle_request(message, key)
+            for path in paths:
+                keys = path.keys()
+                if keys is not None and message.check_message_integrity(keys.inbound):
+                    path.session.handle_request(message, key)
+                    return
+            self.drops["bad_integrity"] += 1
         except IceError as e:
             self.drops[e.reason] += 1
         except Exception as e:  # the receive boundary: count, never raise
@@ -429,10 +527,14 @@ class PathManager:
             self.log.debug("check dropped", error=repr(e))
 
     async def _watch_events(self) -> None:
-        """A peer whose path we own sent from elsewhere: check the path now."""
+        """A peer whose path we own sent from elsewhere: check the path now. New direct paths
+        are confirmed (or dropped) here too."""
         device = self.iface.device
         while True:
             await asyncio.sleep(EVENTS_INTERVAL)
+            now = self.loop.time()
+            for peer_path in list(self._peers.values()):
+                peer_path.confirm(now)
             while (event := device.next_event()) is not None:
                 if isinstance(event, PeerSentFromElsewhere):
                     path = self._peers.get(event.public_key)

@@ -82,6 +82,12 @@ class Peer:
         self._source: Endpoint | None = None
 
     @property
+    def last_source(self) -> Endpoint | None:
+        """Where the peer's latest authenticated packet (handshake, data or keepalive) came
+        from; None before any."""
+        return self._source
+
+    @property
     def preshared_key(self) -> bytes:
         return self.handshake.preshared_key
 

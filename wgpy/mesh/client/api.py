@@ -231,13 +231,14 @@ class NodeClient(Client):
     async def report_endpoints(self, endpoints: list[str]) -> None:
         await self.request("POST", "/api/v1/node/endpoints", {"endpoints": endpoints})
 
-    async def report_candidates(self, ice_ufrag: str, ice_pwd: str, candidates: list[str]) -> None:
-        """This node's ICE credentials and candidates (as ``Candidate.to_sdp()`` writes
-        them, at most 16), for its peers' maps."""
+    async def report_candidates(self, ice_ufrag: str, candidates: list[str]) -> None:
+        """This node's ICE ufrag and candidates (as ``Candidate.to_sdp()`` writes them, at
+        most 16), for its peers' maps. No password: the checks' keys are per pair of nodes,
+        derived by the two (:func:`wgpy.nat.ice.derive_pair_keys`), never sent."""
         await self.request(
             "POST",
             "/api/v1/node/candidates",
-            {"ice_ufrag": ice_ufrag, "ice_pwd": ice_pwd, "candidates": candidates},
+            {"ice_ufrag": ice_ufrag, "candidates": candidates},
         )
 
     async def nat_config(self) -> NatConfig:

@@ -3,7 +3,7 @@
 :meth:`CandidateReporter.update` asks the server where its STUN servers are (``GET
 /api/v1/node/nat``, again after the ``refresh`` it gives), asks those STUN servers through the
 WireGuard socket where this node is (:func:`wgpy.nat.discovery.discover`), and reports the
-candidate list with the node's ICE credentials (``POST /api/v1/node/candidates``) when it
+candidate list with the node's ICE ufrag (``POST /api/v1/node/candidates``) when it
 changed. A server older than this node answers both with 404: the node then reports its
 endpoints only, as before, and says so once. Failures are logged and tried again on the next
 update; none stops the node.
@@ -77,7 +77,7 @@ class CandidateReporter:
         if candidates == self.reported:
             return
         try:
-            await self.client.report_candidates(self.ice.ufrag, self.ice.pwd, candidates)
+            await self.client.report_candidates(self.ice.ufrag, candidates)
         except ApiError as e:
             if e.status in NOT_THERE:
                 self._unsupported()

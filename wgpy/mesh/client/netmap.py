@@ -152,7 +152,6 @@ class PeerRecord:
     # ICE (candidates canonical, wgpy/candidates.py); empty for a peer that reported none
     candidates: tuple[str, ...] = ()
     ice_ufrag: str = ""
-    ice_pwd: str = ""
     dropped_candidates: tuple[str, ...] = ()  # why each unusable candidate was dropped
 
     @property
@@ -199,16 +198,17 @@ def parse_peer(data: Any) -> PeerRecord:
 
 
 def _ice(data: dict[str, Any]) -> dict[str, Any]:
-    """The peer's candidates and credentials; what cannot be used is dropped, with why."""
+    """The peer's candidates and ufrag; what cannot be used is dropped, with why. An
+    ``ice_pwd`` (from a server before per-pair keys) is ignored: the checks' keys are
+    derived per pair of nodes, not published."""
     raw = data.get("candidates")
     if raw is None or raw == []:
         return {}
     dropped: list[str] = []
     try:
         ufrag = ice.check_ice_ufrag(data.get("ice_ufrag"))
-        pwd = ice.check_ice_pwd(data.get("ice_pwd"))
     except ice.CandidateError as e:
-        return {"dropped_candidates": (f"all: the peer's ICE credentials are unusable ({e})",)}
+        return {"dropped_candidates": (f"all: the peer's ICE ufrag is unusable ({e})",)}
     if not isinstance(raw, list):
         return {"dropped_candidates": ("all: 'candidates' is not a list",)}
     candidates: list[str] = []
@@ -226,6 +226,5 @@ def _ice(data: dict[str, Any]) -> dict[str, Any]:
     return {
         "candidates": tuple(candidates),
         "ice_ufrag": ufrag if candidates else "",
-        "ice_pwd": pwd if candidates else "",
         "dropped_candidates": tuple(dropped),
     }

@@ -618,7 +618,7 @@ class MeshNode:
             iface,
             self.mux,
             public_key=self.public_key,
-            credentials=self.ice,
+            ufrag=self.ice.ufrag,
             local_candidates=self._local_candidates,
             keepalive_interval=self.config.nat_keepalive,
             on_change=self._path_changed,
@@ -683,11 +683,11 @@ class MeshNode:
         peer has none (the map's endpoint and WireGuard's roaming then, as before)."""
         if self.paths is None:
             return
-        if not (op.ufrag or op.pwd or op.candidates):
+        if not (op.ufrag or op.candidates):
             self.paths.remove(op.public_key)
             return
         try:
-            remote, skipped = parse_remote(op.ufrag, op.pwd, op.candidates)
+            remote, skipped = parse_remote(op.ufrag, op.candidates)
         except IceError as e:
             self.log.warning(
                 "the peer's ICE is unusable: no checks", peer=_short(op.public_key), error=str(e)

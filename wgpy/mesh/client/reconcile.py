@@ -154,12 +154,11 @@ class SendStaged:
 
 @dataclass(frozen=True)
 class SetIce:
-    """The peer's ICE changed (its candidates or credentials): its path manager checks again;
-    all empty: the peer reports none (its endpoint is the map's, with WireGuard's roaming)."""
+    """The peer's ICE changed (its candidates or ufrag): its path manager checks again; all
+    empty: the peer reports none (its endpoint is the map's, with WireGuard's roaming)."""
 
     public_key: bytes
     ufrag: str
-    pwd: str
     candidates: tuple[str, ...]
 
 
@@ -404,12 +403,8 @@ def peer_ice(peer: PeerRecord, applied: PeerRecord | None) -> SetIce | None:
     """What the peer's ICE fields ask: :class:`SetIce` when they differ from the applied
     record's (a new peer: when it has any), else None. The fields are checked where they
     are used (:func:`wgpy.nat.ice.parse_remote`), not here."""
-    fields = (peer.ice_ufrag, peer.ice_pwd, peer.candidates)
-    before = (
-        ("", "", ())
-        if applied is None
-        else (applied.ice_ufrag, applied.ice_pwd, applied.candidates)
-    )
+    fields = (peer.ice_ufrag, peer.candidates)
+    before = ("", ()) if applied is None else (applied.ice_ufrag, applied.candidates)
     if fields == before:
         return None
     return SetIce(peer.public_key, *fields)

@@ -97,18 +97,16 @@ async def set_endpoints(request: web.Request) -> web.Response:
 
 
 async def set_candidates(request: web.Request) -> web.Response:
-    """The node's ICE candidates and credentials; its peers hear of a change."""
+    """The node's ICE candidates and ufrag; its peers hear of a change. An ``ice_pwd`` (sent
+    by nodes before per-pair keys) is checked and ignored: the server keeps none."""
     ctx = context(request)
     node = await node_of(request)
     body = schemas.fields(
         await read_json(request),
-        {
-            "ice_ufrag": schemas.ice_ufrag,
-            "ice_pwd": schemas.ice_pwd,
-            "candidates": schemas.candidates,
-        },
+        {"ice_ufrag": schemas.ice_ufrag, "candidates": schemas.candidates},
+        {"ice_pwd": schemas.ice_pwd},
     )
-    await ctx.store.ice.report(node.id, body["ice_ufrag"], body["ice_pwd"], body["candidates"])
+    await ctx.store.ice.report(node.id, body["ice_ufrag"], body["candidates"])
     return reply({})
 
 

@@ -55,8 +55,7 @@ class Node:
     created_at: float
     # ICE (POST /api/v1/node/candidates): candidate-attributes, checked (wgpy/candidates.py)
     candidates: tuple[str, ...] = ()
-    ice_ufrag: str = ""
-    ice_pwd: str = ""
+    ice_ufrag: str = ""  # no password: the checks' keys are per pair of nodes, never sent
 
     @property
     def online(self) -> bool:
@@ -114,7 +113,6 @@ class Node:
         if self.ice_ufrag:
             peer["candidates"] = list(self.candidates)
             peer["ice_ufrag"] = self.ice_ufrag
-            peer["ice_pwd"] = self.ice_pwd
         return peer
 
     def peer_view(self) -> tuple[object, ...]:
@@ -129,7 +127,6 @@ class Node:
             self.tags,
             self.candidates,
             self.ice_ufrag,
-            self.ice_pwd,
             self.online,
         )
 

@@ -32,7 +32,7 @@ class Repository:
 NODE_COLUMNS = (
     "n.id, n.user_id, u.name AS user_name, n.hostname, n.public_key, n.addr_index,"
     " n.endpoints, n.tags, n.ephemeral, n.expires_at, n.last_seen, n.stream_id,"
-    " n.stream_replica, n.created_at, n.candidates, n.ice_ufrag, n.ice_pwd"
+    " n.stream_replica, n.created_at, n.candidates, n.ice_ufrag"
 )
 NODES_FROM = f"SELECT {NODE_COLUMNS} FROM nodes n JOIN users u ON u.id = n.user_id"
 PREAUTH_COLUMNS = (
@@ -91,7 +91,6 @@ def node_from(row: Row) -> Node:
         created_at=row["created_at"],
         candidates=load_list(row["candidates"]),
         ice_ufrag=row["ice_ufrag"],
-        ice_pwd=row["ice_pwd"],
     )
 
 
