@@ -68,18 +68,6 @@ def test_the_outcome_is_the_longest_survivor_below_the_shortest_death() -> None:
     assert outcome({}) == (None, None)
 
 
-def test_the_description_says_what_netcheck_prints() -> None:
-    assert Lifetime(9.6, 12.0, 13.0).describe() == (
-        "mapping lifetime: at least 12 s (less than 13 s), keepalive every 9.6 s"
-    )
-    assert (
-        Lifetime(25.0, 35.0).describe() == "mapping lifetime: at least 35 s, keepalive every 25 s"
-    )
-    assert Lifetime(25.0, error="no answer").describe() == (
-        "mapping lifetime: not measured (no answer), keepalive every 25 s"
-    )
-
-
 # ---------------------------------------------------------------------- the messages
 
 

@@ -97,17 +97,6 @@ class Lifetime:
             "error": self.error,
         }
 
-    def describe(self) -> str:
-        """``mapping lifetime: at least 12 s, keepalive every 9 s`` (for ``wgpy netcheck``)."""
-        if self.survived is None:
-            why = f" ({self.error})" if self.error else ""
-            return f"mapping lifetime: not measured{why}, keepalive every {self.keepalive:g} s"
-        below = f" (less than {self.died:g} s)" if self.died is not None else ""
-        return (
-            f"mapping lifetime: at least {self.survived:g} s{below}, "
-            f"keepalive every {self.keepalive:g} s"
-        )
-
 
 def keepalive_for(survived: float | None, default: float = DEFAULT_KEEPALIVE) -> float:
     """The keepalive interval for a mapping that survived ``survived`` idle seconds (None:
