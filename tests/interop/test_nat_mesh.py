@@ -430,8 +430,9 @@ def test_a_node_measures_a_5_second_mapping_lifetime_and_keeps_alive_under_it(
     (the answer comes from where the probe socket sent) and a firewall without NAT."""
     router = mesh.nat.router(kind, udp_timeout=5)  # type: ignore[arg-type]
     node = mesh.up(mesh.nat.node(f"lt-{kind[:4]}", router).ns, mesh.auth_key())
+    started = time.monotonic()
     nat = wait_measured(node)
-    print(f"{kind}, 5 s mappings: {nat}")
+    print(f"{kind}, 5 s mappings: {nat}, known {time.monotonic() - started:.1f} s after up")
     assert nat["keepalive_source"] == "measured" and nat["error"] is None, nat
     assert 2 <= nat["mapping_lifetime"] < nat["mapping_lifetime_below"] <= 6, nat
     assert 1 <= nat["keepalive"] < nat["mapping_lifetime"], nat

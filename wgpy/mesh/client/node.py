@@ -932,7 +932,10 @@ class MeshNode:
                 port = self.iface.listen_port
                 await self._look_at_addresses(self.iface)
                 before = self.candidates.reported
+                mapped = self.candidates.discovery.public(4)
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
+                if self.lifetime is not None and self.candidates.discovery.public(4) != mapped:
+                    self.lifetime.changed()  # first seen, or another NAT: measure (again)
                 if self.relays is not None:
                     self.relays.update(self.candidates.nat.turn)
                 if self.paths is not None and self.candidates.reported != before:
