@@ -249,14 +249,18 @@ async def measure(
             return failed(f"the STUN server {server} did not answer")
         # the method works: an answer at X_0's port at once, none at Y
         check = rng(12)
-        y_waiter: asyncio.Future[int] = loop.create_future()
-        y.waiting[check] = y_waiter
-        if await _ask(y, xs[0], binding_request(check, ports[0]), check, timeout) is None:
-            y_waiter.cancel()
-            if y_waiter.done() and not y_waiter.cancelled():
-                return failed(f"the STUN server {server} ignores RESPONSE-PORT (it is older)")
-            return failed(f"the STUN server {server} does not answer at another port")
-        y_waiter.cancel()
+        to_sender: asyncio.Future[int] = loop.create_future()  # an older server's answer
+        y.waiting[check] = to_sender
+        at_x0 = await _ask(y, xs[0], binding_request(check, ports[0]), check, timeout)
+        y.waiting.pop(check, None)
+        if at_x0 is None:
+            why = (
+                "ignores RESPONSE-PORT (it is older)"
+                if to_sender.done()
+                else "does not answer at another port"
+            )
+            return failed(f"the STUN server {server} {why}")
+        to_sender.cancel()
 
         async def probe(x: _Socket, port: int, idle: float) -> bool:
             await asyncio.sleep(max(0.0, mapped_at + idle - loop.time()))

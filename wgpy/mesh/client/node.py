@@ -720,16 +720,12 @@ class MeshNode:
 
     def _save_nat(self, result: Lifetime | None) -> None:
         """What ``wgpy status --json`` and ``wgpy netcheck`` say of the keepalive."""
-        if result is not None:
-            nat = {**result.to_json(), "keepalive_source": "measured"}
-            if result.error is not None:
-                nat["keepalive_source"] = "default"
-        else:
-            nat = {
-                "mapping_lifetime": None,
-                "keepalive": self.keepalive,
-                "keepalive_source": "measuring" if self.config.measure_lifetime else "configured",
-            }
+        if result is None:  # at start
+            source = "measuring" if self.config.measure_lifetime else "configured"
+            result = Lifetime(self.keepalive)
+        else:  # measured, or the default where it could not be
+            source = "measured" if result.error is None else "default"
+        nat = {**result.to_json(), "keepalive_source": source}
         try:
             self.state.write_nat(nat)
         except StateError as e:
