@@ -201,6 +201,9 @@ def test_peers_without_ice_get_wireguard_keepalives_at_the_node_s_interval(
                 peer = await until_peer(a, old_key)
                 await until(lambda: peer.persistent_keepalive == 25, 3.0)
                 assert a.node.paths.session(key_from_base64(old_key)) is None
+                # armed for an interval from now (not at once: the peer may not know us yet)
+                now = a.node.iface.now()
+                assert now < peer.timers.persistent_keepalive <= now + 25
                 # its node is upgraded: candidates come, ICE keeps the path, no keepalive
                 server.update_node(
                     old.id,
@@ -216,6 +219,7 @@ def test_peers_without_ice_get_wireguard_keepalives_at_the_node_s_interval(
                 # the NAT's mapping lifetime measured short: both kinds of keepalive follow
                 a.node.lifetime_measured(Lifetime(3.2, survived=4.0, died=6.0, took=7.0))
                 assert peer.persistent_keepalive == 3
+                assert peer.timers.persistent_keepalive <= a.node.iface.now() + 3
                 assert a.node.paths.keepalive_interval == 3.2
                 nat = a.state.read_nat()
                 assert nat is not None and nat["mapping_lifetime"] == 4.0
