@@ -393,6 +393,31 @@ def test_an_idle_path_is_kept_alive_by_its_checks() -> None:
     run(scenario)
 
 
+def test_a_shorter_keepalive_interval_applies_at_once_to_idle_paths() -> None:
+    """The node measured a short NAT mapping lifetime after the paths were up: a keepalive
+    drawn for 20-25 s from now comes within the new interval instead (the mapping would be
+    gone by then), and every one after it too."""
+
+    async def scenario() -> None:
+        async with two_sides() as (a, b):
+            a.paths.set_remote(b.public, b.remote())
+            b.paths.set_remote(a.public, a.remote())
+            await until(lambda: direct(a, b) and direct(b, a))
+            await asyncio.sleep(0.3)
+            checks = count_consent_checks(a, b)
+            await asyncio.sleep(2.5)
+            assert checks == []  # idle: nothing due for 20-25 s
+            changed_at = asyncio.get_running_loop().time()
+            a.paths.set_keepalive_interval(0.3)
+            await asyncio.sleep(1.5)
+            assert checks and checks[0] - changed_at <= 0.3 + 0.05
+            gaps = [later - earlier for earlier, later in itertools.pairwise(checks)]
+            assert len(checks) >= 4 and max(gaps) <= 0.3 + 0.05
+            assert direct(a, b) and direct(b, a)
+
+    run(scenario)
+
+
 def test_a_path_the_peer_s_new_candidates_do_not_find_again_is_dropped() -> None:
     async def scenario() -> None:
         async with two_sides() as (a, b):

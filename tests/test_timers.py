@@ -156,6 +156,22 @@ def test_persistent_keepalive_opens_a_session_by_itself() -> None:
     assert [d[0] for _, _, d in wire.log] == [1, 2, 4]
 
 
+def test_persistent_keepalive_can_start_an_interval_from_now() -> None:
+    """What a mesh node asks for a peer without ICE: nothing at once (the peer may not know
+    this node yet), the first keepalive one interval later, opening a session by itself."""
+    wire, a, b, _ = pair()
+    peer = a.device.peers[b.public]
+    a.device.set_persistent_keepalive(peer, 25, 0.0, send_now=False)
+    wire.run(0.0)
+    assert wire.log == []
+    assert a.device.get_timer() == 25.0
+    a.device.handle_timer(25.0)
+    wire.run(25.0)
+    assert [d[0] for _, _, d in wire.log] == [1, 2, 4]
+    a.device.set_persistent_keepalive(peer, 0, 26.0, send_now=False)
+    assert peer.timers.persistent_keepalive == float("inf")
+
+
 def test_timer_hooks_arm_and_cancel() -> None:
     t = PeerTimers()
     assert t.next_deadline() == float("inf")

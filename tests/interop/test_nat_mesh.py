@@ -377,14 +377,86 @@ def test_a_readdressed_node_is_back_within_5_seconds(mesh: World) -> None:
 
 @pytest.mark.slow
 def test_an_idle_pair_behind_5_second_mappings_stays_reachable(mesh: World) -> None:
-    """Both routers forget a UDP mapping 5 s after its last packet; the nodes are told so
-    (`wgpy up --nat-keepalive 2`: the default of 25 s suits the usual ~30 s); after 60 s
-    without traffic each side still reaches the other at once, the other first too."""
+    """Both routers forget a UDP mapping 5 s after its last packet; nobody tells the nodes
+    (no `--nat-keepalive`): each measures its mapping lifetime and keeps its path alive
+    under it; after 60 s without traffic each side still reaches the other at once, the
+    other first too. (With `--nat-keepalive 25`, measurement off, the first ping after the
+    idle minute went unanswered.)"""
     r1, r2 = mesh.nat.router("easy", udp_timeout=5), mesh.nat.router("easy", udp_timeout=5)
-    a, b = mesh.pair(mesh.nat.node("id-a", r1), mesh.nat.node("id-b", r2), "--nat-keepalive", "2")
+    a, b = mesh.pair(mesh.nat.node("id-a", r1), mesh.nat.node("id-b", r2))
     assert_direct(mesh, a, b)
+    for node in (a, b):
+        nat = wait_measured(node)
+        assert nat["keepalive"] < 5, nat
     time.sleep(60)
     assert a.kind_to(b) == b.kind_to(a) == "direct"
     assert a.ping(b, count=1, wait=1) == 1 and b.ping(a, count=1, wait=1) == 1
     time.sleep(30)
     assert b.ping(a, count=1, wait=1) == 1 and a.ping(b, count=1, wait=1) == 1
+
+
+# ---------------------------------------------------------------------- mapping lifetimes
+
+
+def status_nat(node: MeshNode) -> dict[str, Any] | None:
+    """What `wgpy status --json` says of the node's NAT (``self.nat``)."""
+    result = node.ns.run([WGPY, "status", "--json", "--state-dir", str(node.state)], timeout=30)
+    nat = json.loads(result.stdout)["self"]["nat"]
+    return nat if isinstance(nat, dict) else None
+
+
+def wait_measured(node: MeshNode, timeout: float = 20) -> dict[str, Any]:
+    """Wait until the node's mapping lifetime measurement ended; `wgpy status`'s ``nat``."""
+    found: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        nat = status_nat(node)
+        if nat is None or nat.get("keepalive_source") == "measuring":
+            return False
+        found.append(nat)
+        return True
+
+    wait_for(done, timeout=timeout, interval=0.5, what=f"{node.name}'s measurement")
+    return found[-1]
+
+
+@pytest.mark.parametrize("kind", ["easy", "hard", "firewall"])
+def test_a_node_measures_a_5_second_mapping_lifetime_and_keeps_alive_under_it(
+    mesh: World, kind: str
+) -> None:
+    """A router that forgets a UDP mapping 5 s after its last packet: the node measures a
+    lifetime under 6 s within seconds (probes at 2, 4, 6 s: the one at 6 s dies and ends
+    it) and keeps alive under it; the same through a NAT that maps each destination anew
+    (the answer comes from where the probe socket sent) and a firewall without NAT."""
+    router = mesh.nat.router(kind, udp_timeout=5)  # type: ignore[arg-type]
+    node = mesh.up(mesh.nat.node(f"lt-{kind[:4]}", router).ns, mesh.auth_key())
+    started = time.monotonic()
+    nat = wait_measured(node)
+    print(f"{kind}, 5 s mappings: {nat}, known {time.monotonic() - started:.1f} s after up")
+    assert nat["keepalive_source"] == "measured" and nat["error"] is None, nat
+    assert 2 <= nat["mapping_lifetime"] < nat["mapping_lifetime_below"] <= 6, nat
+    assert 1 <= nat["keepalive"] < nat["mapping_lifetime"], nat
+    assert nat["measurement_seconds"] < 10, nat
+    assert "keepalive" in node.log(200) and "NAT mapping lifetime measured" in node.log(200)
+
+
+def test_without_udp_the_measurement_gives_up_quietly(mesh: World) -> None:
+    router = mesh.nat.router("udp_blocked")
+    node = mesh.up(mesh.nat.node("lt-nudp", router).ns, mesh.auth_key())
+    nat = wait_measured(node)
+    assert nat["keepalive_source"] == "default" and nat["keepalive"] == 25, nat
+    assert nat["mapping_lifetime"] is None and "did not answer" in nat["error"], nat
+
+
+@pytest.mark.slow
+def test_a_router_s_default_30_second_mappings_keep_a_keepalive_near_the_default(
+    mesh: World,
+) -> None:
+    """Linux's default (30 s for a flow that saw one answer): the 28 s probe survives, the
+    35 s one dies; the keepalive is 0.8 x 28 s, under the mapping's life."""
+    router = mesh.nat.router("easy")
+    node = mesh.up(mesh.nat.node("lt-dflt", router).ns, mesh.auth_key())
+    nat = wait_measured(node, timeout=60)
+    print(f"easy, default mappings: {nat}")
+    assert (nat["mapping_lifetime"], nat["mapping_lifetime_below"]) == (28, 35), nat
+    assert nat["keepalive"] == 22.4, nat

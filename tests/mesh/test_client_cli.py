@@ -130,9 +130,11 @@ def test_up_takes_a_shorter_nat_keepalive(tmp_path: Path) -> None:
     base = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
     options, _ = mesh.prepare_up(up_args(*base, "--auth-key", "k"), environment())
     assert options.node.nat_keepalive == 25.0  # under the usual ~30 s mapping lifetimes
+    assert options.node.measure_lifetime  # or less, when the node measures less
     args = up_args(*base, "--auth-key", "k", "--nat-keepalive", "2.5")
     options, _ = mesh.prepare_up(args, environment())
     assert options.node.nat_keepalive == 2.5
+    assert not options.node.measure_lifetime  # the user's interval wins
 
 
 # ------------------------------------------------------------------ down and logout

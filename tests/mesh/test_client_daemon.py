@@ -21,7 +21,9 @@ def options(tmp_path: Path) -> daemon.DaemonOptions:
     return daemon.DaemonOptions(
         state_dir=tmp_path,
         server_url="https://mesh.example",
-        node=NodeConfig("wgm0", 41641, "box", "wgpy_auth_secret", nat_keepalive=3.0),
+        node=NodeConfig(
+            "wgm0", 41641, "box", "wgpy_auth_secret", nat_keepalive=3.0, measure_lifetime=False
+        ),
         ca_cert="/etc/ca.pem",
     )
 

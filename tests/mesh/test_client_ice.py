@@ -26,6 +26,7 @@ from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
 from wgpy.mesh.client.node import MeshNode, NodeConfig
 from wgpy.mesh.client.state import Settings, StateDir
+from wgpy.nat.lifetime import Lifetime
 from wgpy.protocol.crypto import public_key
 from wgpy.uapi.client import DeviceState
 
@@ -178,3 +179,60 @@ def test_status_says_the_checks_run_and_then_that_they_found_no_path(
                 await a.stop()
 
         asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))
+
+
+def test_peers_without_ice_get_wireguard_keepalives_at_the_node_s_interval(
+    tmp_path: Path,
+) -> None:
+    """An older peer whose map entry carries only endpoints has no ICE path and so no
+    checks to keep the NATs' mappings open: WireGuard's persistent keepalive does it, at the
+    node's keepalive interval (measured shorter: shorter), and stops once the peer has ICE."""
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+
+        async def main() -> None:
+            a = LoopbackNode(server, tmp_path, "icea", auth)
+            await a.start()
+            try:
+                assert a.node.iface is not None and a.node.paths is not None
+                device = a.node.iface.device
+                old_key = key_to_base64(public_key(bytes(range(1, 33))))
+                old = server.add_node("old", old_key, ["192.0.2.7:41641"])
+                peer = await until_peer(a, old_key)
+                await until(lambda: peer.persistent_keepalive == 25, 3.0)
+                assert a.node.paths.session(key_from_base64(old_key)) is None
+                # armed for an interval from now (not at once: the peer may not know us yet)
+                now = a.node.iface.now()
+                assert now < peer.timers.persistent_keepalive <= now + 25
+                # its node is upgraded: candidates come, ICE keeps the path, no keepalive
+                server.update_node(
+                    old.id,
+                    candidates=["1 1 udp 2130706431 127.0.0.1 9 typ host"],
+                    ice_ufrag="oldu",
+                    ice_pwd="p" * 22,
+                )
+                await until(lambda: peer.persistent_keepalive == 0, 3.0)
+                assert a.node.paths.session(key_from_base64(old_key)) is not None
+                # and back: the candidates go, the keepalive comes back
+                server.update_node(old.id, candidates=[], ice_ufrag="", ice_pwd="")
+                await until(lambda: peer.persistent_keepalive == 25, 3.0)
+                # the NAT's mapping lifetime measured short: both kinds of keepalive follow
+                a.node.lifetime_measured(Lifetime(3.2, survived=4.0, died=6.0, took=7.0))
+                assert peer.persistent_keepalive == 3
+                assert peer.timers.persistent_keepalive <= a.node.iface.now() + 3
+                assert a.node.paths.keepalive_interval == 3.2
+                nat = a.state.read_nat()
+                assert nat is not None and nat["mapping_lifetime"] == 4.0
+                assert nat["keepalive"] == 3.2 and nat["keepalive_source"] == "measured"
+                assert peer is device.peers[key_from_base64(old_key)]
+            finally:
+                await a.stop()
+
+        asyncio.run(asyncio.wait_for(main(), TEST_TIMEOUT))
+
+
+async def until_peer(node: LoopbackNode, public: str) -> Any:
+    assert node.node.iface is not None
+    peers = node.node.iface.device.peers
+    await until(lambda: key_from_base64(public) in peers, 3.0)
+    return peers[key_from_base64(public)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -84,6 +85,35 @@ def test_netcheck_with_the_node_s_server(tmp_path: Path) -> None:
         assert transports[0]["latency_ms"] > 0 and transports[1]["error"] == "Connection refused"
         auth = [r.authorization for r in server.requests_to("GET", "/api/v1/node/nat")]
         assert auth == [f"Bearer {state.read_token()}"] * 2
+
+
+def test_netcheck_says_what_the_running_node_measured_of_its_mapping_lifetime(
+    tmp_path: Path,
+) -> None:
+    with ThreadStunServer() as one:
+        state = StateDir(tmp_path / "state")
+        state.ensure()
+        stun = ("--stun", f"127.0.0.1:{one.key[1]}", "--state-dir", str(state.path))
+        status, out, err = run("netcheck", *stun, "--timeout", "0.5")
+        assert status == ExitStatus.SUCCESS, err
+        assert "  Mapping lifetime: unknown (a running node measures it: wgpy up)" in out
+        state.write_pid(os.getpid())  # what the node's daemon writes, and then:
+        state.write_nat(
+            {"mapping_lifetime": 4.0, "mapping_lifetime_below": 6.0, "keepalive": 3.2,
+             "measurement_seconds": 7.1, "error": None, "keepalive_source": "measured"}
+        )  # fmt: skip
+        status, out, err = run("netcheck", *stun, "--timeout", "0.5")
+        assert status == ExitStatus.SUCCESS, err
+        expected = "  Mapping lifetime: at least 4 s (less than 6 s), keepalive every 3.2 s"
+        assert expected in out.splitlines()
+        status, out, err = run("netcheck", *stun, "--json")
+        assert json.loads(out)["node_nat"]["mapping_lifetime"] == 4.0
+        state.write_nat(
+            {"mapping_lifetime": None, "keepalive": 2, "keepalive_source": "configured"}
+        )
+        status, out, err = run("netcheck", *stun, "--timeout", "0.5")
+        expected = "  Mapping lifetime: not measured (--nat-keepalive given), keepalive every 2 s"
+        assert expected in out.splitlines()
 
 
 def test_netcheck_with_stun_named_and_a_server_that_does_not_answer(tmp_path: Path) -> None:

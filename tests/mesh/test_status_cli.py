@@ -60,7 +60,7 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
     assert report["self"] == {"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
                               "ipv6": "fd7a:115c:a1e0::1", "interface": "wgpy0",
                               "server": "https://mesh.example", "running": False,
-                              "control": None, "problem": None}  # fmt: skip
+                              "control": None, "problem": None, "nat": None}  # fmt: skip
     assert [p["hostname"] for p in report["peers"]] == ["pi", "nas"]
     assert report["peers"][0]["latest_handshake"] is None
     assert oct((state.path / "peers.json").stat().st_mode & 0o777) == "0o600"

@@ -194,3 +194,69 @@ def test_stun_shaped_input_with_any_attributes_never_raises(
     if answer is not None:
         assert answer[8:20] == txid
         assert len(answer) <= 2.2 * len(data)
+
+
+# ---------------------------------------------------------------------- RESPONSE-PORT
+
+
+def response_port(port: int, size: int = 4) -> bytes:
+    return struct.pack("!HHH", stun.RESPONSE_PORT, size, port) + bytes(size - 2 + -size % 4)
+
+
+def test_response_port_is_answered_at_that_port_of_the_source_address_only() -> None:
+    responder = StunResponder()
+    data = request(attrs=response_port(40001), with_fingerprint=True)
+    reply = responder.respond(data, ("192.0.2.1", 32853))
+    assert reply is not None
+    answer, port = reply
+    assert port == 40001  # the address is the source's: respond() returns only a port
+    # the mapped address is the request's source, not where the answer goes
+    assert RFC5769_XOR_MAPPED_V4 in answer
+    assert len(answer) <= 2.2 * len(data)
+    assert responder.respond(request(), ("192.0.2.1", 32853)) == (
+        binding_response(BindingRequest(TXID, False), ("192.0.2.1", 32853)),
+        32853,
+    )
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        response_port(0),  # no port to answer at
+        struct.pack("!HHI", stun.RESPONSE_PORT, 2, 0x9C410000),  # 2 bytes long
+        struct.pack("!HH", stun.RESPONSE_PORT, 8) + bytes(8),  # 8 bytes long
+        response_port(40001) + response_port(40002),  # twice
+    ],
+)
+def test_a_bad_response_port_is_dropped_and_counted(attrs: bytes) -> None:
+    responder = StunResponder()
+    assert responder.respond(request(attrs=attrs), ("192.0.2.1", 9)) is None
+    assert responder.drops == {stun.BAD_RESPONSE_PORT: 1}
+
+
+def test_a_response_port_request_is_rate_limited_as_any_other() -> None:
+    responder = StunResponder(rate=1, burst=2, clock=lambda: 0.0)
+    replies = [
+        responder.respond(request(attrs=response_port(p)), ("192.0.2.1", 7)) for p in (1, 2, 3)
+    ]
+    assert [r is not None for r in replies] == [True, True, False]
+    assert responder.drops == {RATE_LIMITED: 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 0xFFFF), st.binary(max_size=6), st.sampled_from([0, 1, 2]))
+def test_hostile_response_ports_go_nowhere_but_the_source_address(
+    port: int, tail: bytes, where: int
+) -> None:
+    """Whatever surrounds it, an answer goes to a port of the source's address, and a
+    RESPONSE-PORT request is answered at its own port or dropped."""
+    value = struct.pack("!H", port) + tail
+    attr = struct.pack("!HH", stun.RESPONSE_PORT, len(value)) + value + bytes(-len(value) % 4)
+    other = struct.pack("!HH", 0x8022, 4) + b"wgpy"
+    attrs = [attr + other, other + attr, attr][where]
+    responder = StunResponder()
+    reply = responder.respond(request(attrs=attrs), ("2001:db8::1", 5))
+    if reply is None:
+        assert sum(responder.drops.values()) == 1
+    else:
+        assert len(value) == 4 and port != 0 and reply[1] == port

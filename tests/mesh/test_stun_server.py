@@ -262,3 +262,36 @@ async def test_a_flood_of_random_and_stun_shaped_datagrams_leaves_it_answering(
         assert seen() == len(datagrams)
         assert server.stun.drops[OVERSIZED] and server.stun.drops[NOT_BINDING]
         await asyncio.get_running_loop().run_in_executor(None, ask, address)
+
+
+def test_response_port_answers_at_another_port_of_the_sender_only(tmp_path: Path) -> None:
+    """RFC 5780's RESPONSE-PORT, as binding lifetime discovery uses it: the request from one
+    socket, the answer at another socket's port on the same address; the sender gets none."""
+    with server_process(tmp_path, "--stun-listen", "127.0.0.1:0") as process:
+        (v4,) = addresses(process)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as x,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as y,
+        ):
+            x.bind(("127.0.0.1", 0))
+            y.bind(("127.0.0.1", 0))
+            x.settimeout(5)
+            y.settimeout(0.3)
+            txid = os.urandom(12)
+            request = struct.pack("!HHI", 0x0001, 8, 0x2112A442) + txid
+            request += struct.pack("!HHHH", 0x0027, 4, x.getsockname()[1], 0)
+            y.sendto(request, v4)
+            data, source = x.recvfrom(2048)
+            assert source == v4
+            answer = aioice_stun.parse_message(data)
+            assert answer.transaction_id == txid
+            # the mapped address is the sender's
+            assert answer.attributes["XOR-MAPPED-ADDRESS"] == y.getsockname()
+            with pytest.raises(TimeoutError):
+                y.recvfrom(2048)
+            # port 0 is dropped
+            zero = request[:-4] + bytes(4)
+            y.sendto(zero, v4)
+            with pytest.raises(TimeoutError):
+                y.recvfrom(2048)
+            ask(v4)

@@ -101,8 +101,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--nat-keepalive",
         metavar="SECONDS",
         type=_keepalive,
-        help="check each peer's idle path this often, to keep NAT mappings open (default "
-        f"{KEEPALIVE_INTERVAL:g}; lower it behind routers that forget a mapping sooner)",
+        help="keep each peer's idle path alive this often, to keep NAT mappings open (default: "
+        f"{KEEPALIVE_INTERVAL:g}, or less when the node measures that its NAT forgets a mapping "
+        "sooner; given, it is used as it is and nothing is measured)",
     )
     group.add_argument(
         "--ca-cert", metavar="FILE", help="trust only this CA for the server (default: system)"
@@ -230,6 +231,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         hostname=args.hostname or (previous.hostname if previous else default_hostname()),
         auth_key=auth_key,
         nat_keepalive=args.nat_keepalive or KEEPALIVE_INTERVAL,
+        measure_lifetime=args.nat_keepalive is None,  # the user's interval wins
     )
     options = daemon.DaemonOptions(
         state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert

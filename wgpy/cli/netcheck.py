@@ -81,10 +81,11 @@ def netcheck_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         )
     except OSError as e:
         raise CommandError(f"cannot open a UDP socket: {e.strerror or e}") from None
+    nat = _node_nat(args)
     if args.json:
-        env.stdout.write(json.dumps(_as_json(report), indent=2) + "\n")
+        env.stdout.write(json.dumps({**_as_json(report), "node_nat": nat}, indent=2) + "\n")
     else:
-        env.stdout.write(_as_text(report, config))
+        env.stdout.write(_as_text(report, config) + f"  {_lifetime_text(nat)}\n")
     return ExitStatus.SUCCESS
 
 
@@ -134,6 +135,32 @@ def _config(args: argparse.Namespace) -> NatConfig:
         raise CommandError(f"the coordination server refused: {e.message}") from None
     except MeshClientError as e:
         raise CommandError(e.message) from None
+
+
+def _node_nat(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What the running node of the state directory measured of its NAT's mapping lifetime
+    (it takes up to ~36 s, so netcheck does not measure it itself); None without one."""
+    state = StateDir(args.state_dir or DEFAULT_STATE_DIR)
+    try:
+        return state.read_nat() if state.daemon_pid() is not None else None
+    except StateError:
+        return None
+
+
+def _lifetime_text(nat: dict[str, Any] | None) -> str:
+    """``Mapping lifetime: at least 12 s, keepalive every 9.6 s``, as the node measured it."""
+    if nat is None:
+        return "Mapping lifetime: unknown (a running node measures it: wgpy up)"
+    survived, below = nat.get("mapping_lifetime"), nat.get("mapping_lifetime_below")
+    keepalive = nat.get("keepalive")
+    every = f"keepalive every {keepalive:g} s" if isinstance(keepalive, int | float) else ""
+    if not isinstance(survived, int | float):
+        why = {"configured": "--nat-keepalive given", "measuring": "measuring"}.get(
+            str(nat.get("keepalive_source")), str(nat.get("error") or "not measured")
+        )
+        return f"Mapping lifetime: not measured ({why}), {every}"
+    less = f" (less than {below:g} s)" if isinstance(below, int | float) else ""
+    return f"Mapping lifetime: at least {survived:g} s{less}, {every}"
 
 
 def _resolve_stun(texts: list[str]) -> list[Endpoint]:

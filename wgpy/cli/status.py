@@ -52,6 +52,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         node = state.read_node()
         peers = state.read_peers()
         control = state.read_control()
+        nat = state.read_nat()
         pid = state.daemon_pid()
     except StateError as e:
         raise CommandError(e.message) from None
@@ -86,6 +87,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 "running": pid is not None,
                 "control": control,
                 "problem": problem,
+                # the NAT's measured mapping lifetime and the keepalive (a running node's)
+                "nat": nat if pid is not None else None,
             },
             "peers": rows,
         }

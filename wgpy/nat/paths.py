@@ -334,6 +334,7 @@ class _PeerPath:
             if self._has_path():
                 if not keepalive_at:
                     keepalive_at = now + m.keepalive_interval * m.rng.uniform(0.8, 1.0)
+                keepalive_at = min(keepalive_at, now + m.keepalive_interval)  # it may shrink
                 wait = min(CONSENT_INTERVAL * m.rng.uniform(0.8, 1.0), keepalive_at - now)
                 if direct_at:
                     wait = min(wait, direct_at - now)
@@ -476,6 +477,13 @@ class PathManager:
                 path.set_remote(path.remote)
             else:
                 path.check()
+
+    def set_keepalive_interval(self, seconds: float) -> None:
+        """Check idle paths every ``seconds`` from now on (the NAT's mapping lifetime was
+        measured, :mod:`wgpy.nat.lifetime`); a keepalive due later than that comes sooner."""
+        self.keepalive_interval = seconds
+        for path in self._peers.values():
+            path.wake.set()
 
     def changed(self, public_key: bytes, state: PathState) -> None:
         if self.on_change is not None:

@@ -247,11 +247,16 @@ class Device:
             raise _removed(peer)
         peer.inbound_filter = inbound_filter
 
-    def set_persistent_keepalive(self, peer: Peer, interval: int, now: float) -> None:
-        """Set the interval (0 turns it off); like wireguard-go, send one at once when on."""
+    def set_persistent_keepalive(
+        self, peer: Peer, interval: int, now: float, *, send_now: bool = True
+    ) -> None:
+        """Set the interval (0 turns it off); like wireguard-go, send one at once when on, or
+        (``send_now=False``) the first one ``interval`` seconds from now."""
         peer.timers.persistent_keepalive_interval = interval
-        if interval > 0:
+        if interval > 0 and send_now:
             self._send_keepalive(peer, now)
+        elif interval > 0:
+            peer.timers.persistent_keepalive = now + interval
         else:
             peer.timers.persistent_keepalive = _INF
         self._dirty.add(peer)

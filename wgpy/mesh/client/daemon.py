@@ -96,6 +96,7 @@ class DaemonOptions:
                 "hostname": node.hostname,
                 "auth_key": node.auth_key,
                 "nat_keepalive": node.nat_keepalive,
+                "measure_lifetime": node.measure_lifetime,
             },
         }
 
@@ -115,6 +116,7 @@ class DaemonOptions:
                     hostname=str(node["hostname"]),
                     auth_key=None if auth_key is None else str(auth_key),
                     nat_keepalive=float(node["nat_keepalive"]),
+                    measure_lifetime=bool(node.get("measure_lifetime", True)),
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),

@@ -35,7 +35,7 @@ import contextlib
 import errno
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -44,6 +44,7 @@ from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...nat.discovery import IceCredentials, candidate_list
 from ...nat.ice import IceError, parse_remote
+from ...nat.lifetime import Lifetime, LifetimeWatch
 from ...nat.paths import KEEPALIVE_INTERVAL, PathManager, PathState
 from ...nat.relay import RelayManager
 from ...nat.stunmux import StunMux
@@ -119,6 +120,9 @@ class NodeConfig:
     candidate_interval: float = CANDIDATE_INTERVAL
     # seconds between checks (keepalives) of an idle ICE path: under the NATs' mapping lifetimes
     nat_keepalive: float = KEEPALIVE_INTERVAL
+    # measure the NAT's mapping lifetime and keep alive under it (nat_keepalive: at most);
+    # False when the user gave --nat-keepalive
+    measure_lifetime: bool = True
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
     healthy_stream: float = HEALTHY_STREAM
@@ -171,6 +175,10 @@ class MeshNode:
         self._candidates_due = asyncio.Event()
         self.paths: PathManager | None = None  # ICE: which path each peer's packets take
         self.relays: RelayManager | None = None  # TURN: this node's relayed candidate
+        # seconds between keepalives (ICE paths' checks, WireGuard's for peers without ICE):
+        # the configured interval, or less when the NAT's mapping lifetime was measured shorter
+        self.keepalive = config.nat_keepalive
+        self.lifetime: LifetimeWatch | None = None
         self._local_addresses: list[Any] = []
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
@@ -231,6 +239,7 @@ class MeshNode:
             self.paths = self._open_paths(iface)
             self.relays = self._open_relays(iface)
             watch = self._watch_addresses(iface)
+            self.lifetime = self._watch_lifetime()
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -270,6 +279,8 @@ class MeshNode:
                 asyncio.create_task(self._endpoint_loop()),
                 asyncio.create_task(self._candidate_loop()),
             ]
+            if self.lifetime is not None:
+                loops.append(asyncio.create_task(self.lifetime.run()))
             tasks += loops
             done, _ = await asyncio.wait(
                 [stream, stopped, closed, *loops], return_when=asyncio.FIRST_COMPLETED
@@ -550,7 +561,10 @@ class MeshNode:
                 log(skipped.event)
             else:
                 log(skipped.event, error=skipped.error)
+        keepalives: list[bytes] = []  # peers whose need of WireGuard's keepalive may change
         for op in plan.operations:
+            if isinstance(op, reconcile.AddPeer | reconcile.SetIce):
+                keepalives.append(op.public_key)
             match op:
                 case reconcile.StorePeer(record=record):
                     if record.public_key in self.peers:
@@ -577,6 +591,8 @@ class MeshNode:
                     self._set_ice(op)
                 case _:
                     self._apply_to_device(op)
+        if keepalives:
+            self._keep_alive_without_ice(keepalives)
 
     def _apply_to_device(self, op: reconcile.DeviceOperation) -> None:
         """The one place where the map changes the device."""
@@ -650,6 +666,70 @@ class MeshNode:
         changed; peers' checks follow the new candidates."""
         self._endpoints_due.set()
         self._candidates_due.set()
+        if self.lifetime is not None:
+            self.lifetime.changed()  # another network may have another NAT
+
+    # ------------------------------------------------------------------ keepalives
+
+    def _watch_lifetime(self) -> LifetimeWatch | None:
+        """Measure the NAT's mapping lifetime (:mod:`wgpy.nat.lifetime`) against the
+        coordination server's STUN servers, unless the user chose the keepalive interval."""
+        self._save_nat(None)
+        if not self.config.measure_lifetime:
+            return None
+        return LifetimeWatch(
+            lambda: self.candidates.nat.stun,
+            self.lifetime_measured,
+            default=self.config.nat_keepalive,
+            log=self.log.bind(component="lifetime"),
+        )
+
+    def lifetime_measured(self, result: Lifetime) -> None:
+        """Keep alive under the measured lifetime (the default where it was not measured):
+        ICE paths' checks and WireGuard's keepalives for peers without ICE."""
+        self.keepalive = result.keepalive
+        if self.paths is not None:
+            self.paths.set_keepalive_interval(result.keepalive)
+        self._keep_alive_without_ice()
+        self._save_nat(result)
+
+    def _keep_alive_without_ice(self, keys: Iterable[bytes] | None = None) -> None:
+        """Peers without ICE (an older node whose map entry carries only endpoints) get
+        WireGuard's persistent keepalive every :attr:`keepalive` seconds, as a wg-quick user
+        behind a NAT sets PersistentKeepalive = 25: the mappings on the way stay open from
+        both sides. A peer whose path the path manager keeps has none: its checks are the
+        keepalives."""
+        if self.iface is None:
+            return
+        device = self.device
+        interval = max(1, int(self.keepalive))
+        changed = False
+        for key in list(device.peers) if keys is None else keys:
+            peer = device.peers.get(key)
+            if peer is None:
+                continue
+            has_ice = self.paths is not None and self.paths.session(key) is not None
+            wanted = 0 if has_ice else interval
+            if peer.persistent_keepalive != wanted:
+                # the first one an interval from now: a peer just added may bring its
+                # candidates in a moment, and may not know this node yet
+                device.set_persistent_keepalive(peer, wanted, self.iface.now(), send_now=False)
+                changed = True
+        if changed:
+            self.iface.flush()
+
+    def _save_nat(self, result: Lifetime | None) -> None:
+        """What ``wgpy status --json`` and ``wgpy netcheck`` say of the keepalive."""
+        if result is None:  # at start
+            source = "measuring" if self.config.measure_lifetime else "configured"
+            result = Lifetime(self.keepalive)
+        else:  # measured, or the default where it could not be
+            source = "measured" if result.error is None else "default"
+        nat = {**result.to_json(), "keepalive_source": source}
+        try:
+            self.state.write_nat(nat)
+        except StateError as e:
+            self.log.warning("cannot save the NAT state", error=e.message)
 
     def _open_relays(self, iface: MeshInterface) -> RelayManager | None:
         """The TURN relay (allocated once the coordination server names one): its relayed
@@ -848,7 +928,10 @@ class MeshNode:
                 port = self.iface.listen_port
                 await self._look_at_addresses(self.iface)
                 before = self.candidates.reported
+                mapped = self.candidates.discovery.public(4)
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
+                if self.lifetime is not None and self.candidates.discovery.public(4) != mapped:
+                    self.lifetime.changed()  # first seen, or another NAT: measure (again)
                 if self.relays is not None:
                     self.relays.update(self.candidates.nat.turn)
                 if self.paths is not None and self.candidates.reported != before:

@@ -62,10 +62,13 @@ SETTINGS_FILE = "state.json"
 NODE_FILE = "node.json"
 PEERS_FILE = "peers.json"  # the netmap's peers as the daemon last applied them (wgpy status)
 CONTROL_FILE = "control.json"  # the control plane's state as the daemon last saw it
+NAT_FILE = "nat.json"  # the NAT's measured mapping lifetime and the keepalive interval
 PID_FILE = "daemon.pid"
 LOG_FILE = "wgpy.log"
-_FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, PID_FILE)
-_PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, LOG_FILE)
+_FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, PID_FILE,
+           NAT_FILE)  # fmt: skip
+_PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, LOG_FILE,
+            NAT_FILE)  # fmt: skip
 
 # the control plane's states (control.json)
 CONNECTING = "connecting"  # logging in, before the first map
@@ -301,6 +304,14 @@ class StateDir:
     def write_control(self, control: dict[str, Any]) -> None:
         data = json.dumps(control, indent=1).encode() + b"\n"
         self._write_private(CONTROL_FILE, data, "the control state")
+
+    def read_nat(self) -> dict[str, Any] | None:
+        data = self._read_json(NAT_FILE)
+        return data if isinstance(data, dict) else None
+
+    def write_nat(self, nat: dict[str, Any]) -> None:
+        data = json.dumps(nat, indent=1).encode() + b"\n"
+        self._write_private(NAT_FILE, data, "the NAT state")
 
     def _read_json(self, name: str) -> Any:
         try:

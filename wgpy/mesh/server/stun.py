@@ -12,6 +12,14 @@ FINGERPRINT; nothing of the request is echoed (no SOFTWARE, no UNKNOWN-ATTRIBUTE
 responses), so an answer is 32 (IPv4) or 44 (IPv6) bytes, 8 more with FINGERPRINT, at most
 2.2 times its request (20 bytes at least, 28 with FINGERPRINT); and each source (an IPv4
 address, an IPv6 /64) gets at most ``rate`` answers a second after a burst.
+
+RESPONSE-PORT (RFC 5780 section 7.5; what a node's binding lifetime discovery needs, section
+4.6, :mod:`wgpy.nat.lifetime`): a request that carries it is answered at that port of the
+request's own source address, never anywhere else, with the same answer as any other (no
+RESPONSE-ORIGIN or OTHER-ADDRESS: this server does only what lifetime discovery asks of RFC
+5780). It opens no new reflection: a spoofer who chooses the source address could choose the
+source port too. The request is 8 bytes longer, so the 2.2 times bound holds as before; port
+0, a value of the wrong size or a second RESPONSE-PORT is dropped and counted.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ HEADER = 20
 BINDING_REQUEST = 0x0001
 BINDING_RESPONSE = 0x0101
 XOR_MAPPED_ADDRESS = 0x0020
+RESPONSE_PORT = 0x0027  # RFC 5780: answer at this port of the request's source address
 FINGERPRINT = 0x8028
 FINGERPRINT_XOR = 0x5354554E
 MAX_REQUEST = 548  # bytes: RFC 8489's limit for STUN over UDP when the path MTU is unknown
@@ -51,6 +60,7 @@ MALFORMED = "malformed"  # not a STUN message, or a broken one
 NOT_BINDING = "not_binding"  # STUN, but not a Binding request (responses, indications, ...)
 RATE_LIMITED = "rate_limited"  # the source asked too often
 SEND_BUFFER_FULL = "send_buffer_full"  # the socket could not keep up
+BAD_RESPONSE_PORT = "bad_response_port"  # RESPONSE-PORT 0, of the wrong size, or twice
 
 
 class Drop(Exception):
@@ -65,6 +75,7 @@ class Drop(Exception):
 class BindingRequest:
     transaction_id: bytes  # 12 bytes
     fingerprint: bool  # the request ended with a valid FINGERPRINT: so does the answer
+    response_port: int | None = None  # RESPONSE-PORT: answer there, on the source's address
 
 
 def fingerprint(message: bytes) -> int:
@@ -74,8 +85,9 @@ def fingerprint(message: bytes) -> int:
 
 def parse_binding_request(data: bytes) -> BindingRequest:
     """The Binding request in ``data``; :class:`Drop` for anything else. Attributes other
-    than FINGERPRINT are walked over (bounds checked) and ignored: a plain STUN server has
-    no use for them, and answering about them would echo what a spoofer chose."""
+    than FINGERPRINT and RESPONSE-PORT are walked over (bounds checked) and ignored: a plain
+    STUN server has no use for them, and answering about them would echo what a spoofer
+    chose."""
     if len(data) > MAX_REQUEST:
         raise Drop(OVERSIZED)
     if len(data) < HEADER:
@@ -86,6 +98,7 @@ def parse_binding_request(data: bytes) -> BindingRequest:
     if kind != BINDING_REQUEST:
         raise Drop(NOT_BINDING)
     has_fingerprint = False
+    response_port: int | None = None
     pos = HEADER
     while pos < len(data):
         if has_fingerprint or pos + 4 > len(data):
@@ -98,8 +111,15 @@ def parse_binding_request(data: bytes) -> BindingRequest:
             if size != 4 or struct.unpack_from("!I", data, pos + 4)[0] != fingerprint(data[:pos]):
                 raise Drop(MALFORMED)
             has_fingerprint = True
+        elif attr == RESPONSE_PORT:
+            # a 16-bit port and 2 bytes of padding; 0 is no port to answer at
+            if size != 4 or response_port is not None:
+                raise Drop(BAD_RESPONSE_PORT)
+            response_port = struct.unpack_from("!H", data, pos + 4)[0]
+            if response_port == 0:
+                raise Drop(BAD_RESPONSE_PORT)
         pos = end + (-size % 4)
-    return BindingRequest(bytes(data[8:HEADER]), has_fingerprint)
+    return BindingRequest(bytes(data[8:HEADER]), has_fingerprint, response_port)
 
 
 def binding_response(request: BindingRequest, source: tuple[str, int]) -> bytes:
@@ -144,7 +164,14 @@ class StunResponder:
         self._reported_at = -LOG_INTERVAL
 
     def answer(self, data: bytes, source: tuple[str, int]) -> bytes | None:
-        """The answer to send back to ``source``, or None (the drop is counted)."""
+        """The answer to ``data`` from ``source``, or None (the drop is counted); where it
+        goes: :meth:`respond`."""
+        reply = self.respond(data, source)
+        return None if reply is None else reply[0]
+
+    def respond(self, data: bytes, source: tuple[str, int]) -> tuple[bytes, int] | None:
+        """The answer, and the port of the source's own address to send it to (the source's
+        port, or the request's RESPONSE-PORT); None if it gets none (the drop is counted)."""
         try:
             request = parse_binding_request(data)
             if self.limiter.take(source_key(source[0])) > 0:
@@ -157,7 +184,8 @@ class StunResponder:
             self.drops[MALFORMED] += 1
             return None
         self.answered += 1
-        return response
+        port = source[1] if request.response_port is None else request.response_port
+        return response, port
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
@@ -195,13 +223,13 @@ class StunProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         source = (str(addr[0]), int(addr[1]))
-        reply = self.responder.answer(data, source)
+        reply = self.responder.respond(data, source)
         if reply is not None and self.transport is not None:
             buffered = getattr(self.transport, "get_write_buffer_size", lambda: 0)()
             if buffered > MAX_SEND_BUFFER:  # (asyncio's and uvloop's have it; typeshed not)
                 self.responder.drop(SEND_BUFFER_FULL)
-            else:
-                self.transport.sendto(reply, addr)
+            else:  # the source's own address (an IPv6 one with its flow and scope) only
+                self.transport.sendto(reply[0], (addr[0], reply[1], *addr[2:]))
         report = self.responder.drops_to_report()
         if report:
             self.log.warning(
