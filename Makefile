@@ -91,8 +91,11 @@ bench: setup
 
 # A data-path change judged against a git revision (BASE, default HEAD), interleaved in one
 # run with wireguard-go beside them: make bench-ab BASE=HEAD~1 TESTS=latency,tcp1
+# MUX=1 runs both with the STUN demux on their binds (as mesh nodes have it); MUX=compare
+# runs the working tree without and with it (what the demux costs the data path).
 bench-ab: setup
-	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1)
+	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1) \
+	  $(if $(MUX),--mux $(if $(filter 1 on yes,$(MUX)),on,$(MUX)))
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).

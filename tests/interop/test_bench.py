@@ -101,3 +101,19 @@ def test_ab_compares_a_revision_with_the_working_tree_and_cleans_up() -> None:
         ["git", "-C", str(root), "worktree", "list"], capture_output=True, text=True, check=True
     ).stdout
     assert worktrees_after == worktrees_before
+
+
+def test_ab_measures_the_tree_without_and_with_the_stun_demux() -> None:
+    result, pid = run_program(
+        [sys.executable, str(AB), "--mux", "compare", "--rounds", "1", "--tests", "tcp1",
+         "--seconds", "1", "--pings", "10"],
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "without the STUN demux and with it" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("tcp1"))
+    figures = dict(re.findall(r"(new\+mux|new|wireguard-go)\s+(-?[\d.]+)", line))
+    assert set(figures) == {"new", "new+mux", "wireguard-go"}, line
+    assert all(float(v) > 0 for v in figures.values()), line
+    assert "new+mux/new" in line
+    assert namespaces_matching(lambda n: n.startswith(f"wgpy-{pid}-")) == []
