@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh demo demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-wg demo-core clean
 
 setup: apt venv
 
@@ -96,6 +96,12 @@ bench: setup
 bench-ab: setup
 	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1) \
 	  $(if $(MUX),--mux $(if $(filter 1 on yes,$(MUX)),on,$(MUX)))
+
+# Mesh nodes behind the NAT lab's routers with coturn and a real `wgpy server` (root): time to
+# first packet, to direct, the share that ends direct, relayed and direct throughput, and a
+# direct path cut; TRIALS per cell (default 10), CELLS to pick some; writes benchmarks/results/.
+bench-nat: setup
+	$(BIN)/python benchmarks/nat.py --trials $(or $(TRIALS),10) $(if $(CELLS),--cells $(CELLS))
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).
