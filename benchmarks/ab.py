@@ -88,6 +88,14 @@ def measure(pair: Pair, test: str, seconds: float, pings: int) -> list[float]:
     return [measure_tcp(pair, seconds, 4 if test == "tcp4" else 1)[0]]
 
 
+def spread(a: list[float], b: list[float]) -> str:
+    """b/a round by round (the same minute's noise on both): median and range."""
+    ratios = [y / x for x, y in zip(a, b, strict=True) if x]
+    if len(ratios) < 2:
+        return ""
+    return f" (per round {statistics.median(ratios):.3f}, {min(ratios):.3f}-{max(ratios):.3f})"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against")
@@ -151,10 +159,13 @@ def main(argv: list[str]) -> int:
             say(f"A/B: base {args.base} against the working tree{mux}, wireguard-go for "
                 "reference")  # fmt: skip
         results: dict[str, dict[str, list[float]]] = {t: {k: [] for k in pairs} for t in tests}
+        per_round: dict[str, dict[str, list[float]]] = {t: {k: [] for k in pairs} for t in tests}
         for r in range(args.rounds):
             for test in tests:
                 for label, pair in pairs.items():
-                    results[test][label] += measure(pair, test, args.seconds, args.pings)
+                    values = measure(pair, test, args.seconds, args.pings)
+                    results[test][label] += values
+                    per_round[test][label].append(statistics.median(values))
             say(f"  round {r + 1}/{args.rounds} done")
     a, b = ("new", "new+mux") if args.mux == "compare" else ("base", "new")
     for test in tests:
@@ -163,7 +174,7 @@ def main(argv: list[str]) -> int:
         say(
             f"{test:8} {a} {figures[a]:8.3f}  {b} {figures[b]:8.3f}  "
             f"wireguard-go {figures['wireguard-go']:8.3f}  {unit};  "
-            f"{b}/{a} {figures[b] / figures[a]:.3f}"
+            f"{b}/{a} {figures[b] / figures[a]:.3f}{spread(per_round[test][a], per_round[test][b])}"
         )
     return 0
 

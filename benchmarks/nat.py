@@ -181,10 +181,13 @@ class Bench:
 
     # ------------------------------------------------------------------ nodes
 
-    def up(self, ns: Namespace) -> MeshNode:
+    def up(self, ns: Namespace, started: list[MeshNode]) -> MeshNode:
+        """`wgpy up` in ``ns``: a new node (appended to ``started`` first, so that it is taken
+        down even when `wgpy up` fails)."""
         self.count += 1
         name = f"n{self.count}"
         node = MeshNode(name, ns, self.lab.workdir / f"node-{name}", unique_ifname("wb"))
+        started.append(node)
         result = ns.run(
             ["env", "LOG_LEVEL=info", WGPY, "up", "--login-server", self.url, "--auth-key",
              self.auth, "--state-dir", str(node.state), "--interface", node.ifname,
@@ -254,8 +257,7 @@ class Bench:
         nodes: list[MeshNode] = []
         pinger: Process | None = None
         try:
-            node_b = self.up(b.ns)
-            nodes.append(node_b)
+            node_b = self.up(b.ns, nodes)
             # no -w: ping ends at the first error when it has a deadline (until a is up its
             # requests meet "net unreachable"); -c bounds it instead (120 s)
             pinger = a.ns.spawn(
@@ -265,9 +267,8 @@ class Bench:
             )  # fmt: skip
             time.sleep(0.1)  # the pinger runs before a starts
             start = time.time()
-            node_a = self.up(a.ns)
+            node_a = self.up(a.ns, nodes)
             t0 = time.time()
-            nodes.append(node_a)
             figures["up_s"] = t0 - start
             self.wait_paths(cell, node_a, node_b, pinger, start, t0, figures)
             figures["path_a"], figures["path_b"] = (
@@ -291,6 +292,10 @@ class Bench:
             if cell.failover:
                 self.uncut()
             self.down(*nodes)
+            for ns in (a.ns, b.ns):  # nothing of this trial may hold the port in the next
+                for pid in ns.pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         return figures
 
     def wait_paths(
