@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh demo demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-wg demo-core clean
 
 setup: apt venv
 
@@ -91,8 +91,17 @@ bench: setup
 
 # A data-path change judged against a git revision (BASE, default HEAD), interleaved in one
 # run with wireguard-go beside them: make bench-ab BASE=HEAD~1 TESTS=latency,tcp1
+# MUX=1 runs both with the STUN demux on their binds (as mesh nodes have it); MUX=compare
+# runs the working tree without and with it (what the demux costs the data path).
 bench-ab: setup
-	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1)
+	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1) \
+	  $(if $(MUX),--mux $(if $(filter 1 on yes,$(MUX)),on,$(MUX)))
+
+# Mesh nodes behind the NAT lab's routers with coturn and a real `wgpy server` (root): time to
+# first packet, to direct, the share that ends direct, relayed and direct throughput, and a
+# direct path cut; TRIALS per cell (default 10), CELLS to pick some; writes benchmarks/results/.
+bench-nat: setup
+	$(BIN)/python benchmarks/nat.py --trials $(or $(TRIALS),10) $(if $(CELLS),--cells $(CELLS))
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).

@@ -9,8 +9,15 @@ once, in turn, so slow and fast minutes fall on all of them alike; the figures a
 over rounds (latency: the p50 of all pings of all rounds).
 
     .venv/bin/python benchmarks/ab.py --base HEAD [--rounds 8] [--tests latency,tcp1,udp]
+        [--mux off|on|compare]
 
 Prints, per test, base, new, reference and new/base. Needs root (namespaces, TUN).
+
+`--mux` measures the data path with the STUN demultiplexer (wgpy.nat.stunmux) installed on
+each wgpy interface's bind, as a mesh node has it (benchmarks/mux_userspace.py): `on` runs
+both base and new with it (the base revision must have wgpy.nat.stunmux); `compare` runs the
+working tree twice instead, without the mux ("new") and with it ("new+mux"), beside
+wireguard-go, and prints new+mux/new: what the demux costs, from the same rounds.
 """
 
 from __future__ import annotations
@@ -30,9 +37,34 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from tunnel import measure_tcp, measure_udp, percentile, ping_times, say  # noqa: E402
 
-from tests.interop.netns import TUN4, Lab, Pair, make_pair, wait_for  # noqa: E402
+from tests.interop.netns import (  # noqa: E402
+    IMPLEMENTATIONS,
+    TUN4,
+    Lab,
+    Pair,
+    make_pair,
+    wait_for,
+)
 
 TESTS = ("latency", "tcp1", "tcp4", "udp")
+MUX_MODES = ("off", "on", "compare")
+MUXED = "wgpy+mux"  # the implementation name of wgpy-userspace with the mux (netns.py)
+MUX_PROGRAM = ROOT / "benchmarks" / "mux_userspace.py"
+
+
+def install_muxed(directory: Path) -> None:
+    """Make `MUXED` an implementation the lab can start: a launcher in ``directory`` that
+    runs benchmarks/mux_userspace.py with this Python (wgpy from the pair's PYTHONPATH)."""
+    launcher = directory / "wgpy-userspace-mux"
+    launcher.write_text(f"#!{sys.executable}\nimport runpy, sys\n"
+                        f"sys.argv[0] = {str(MUX_PROGRAM)!r}\n"
+                        f"runpy.run_path({str(MUX_PROGRAM)!r}, run_name='__main__')\n")  # fmt: skip
+    launcher.chmod(0o755)
+    IMPLEMENTATIONS[MUXED] = str(launcher)
+
+
+def has_mux(tree: Path) -> bool:
+    return (tree / "wgpy" / "nat" / "stunmux.py").exists()
 
 
 def start_pair(lab: Lab, impl: str, pythonpath: str | None) -> Pair:
@@ -56,6 +88,14 @@ def measure(pair: Pair, test: str, seconds: float, pings: int) -> list[float]:
     return [measure_tcp(pair, seconds, 4 if test == "tcp4" else 1)[0]]
 
 
+def spread(a: list[float], b: list[float]) -> str:
+    """b/a round by round (the same minute's noise on both): median and range."""
+    ratios = [y / x for x, y in zip(a, b, strict=True) if x]
+    if len(ratios) < 2:
+        return ""
+    return f" (per round {statistics.median(ratios):.3f}, {min(ratios):.3f}-{max(ratios):.3f})"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against")
@@ -63,6 +103,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tests", default="latency,tcp1")
     parser.add_argument("--seconds", type=float, default=5, help="per iperf3 run")
     parser.add_argument("--pings", type=int, default=100, help="per pair and round")
+    parser.add_argument(
+        "--mux",
+        choices=MUX_MODES,
+        default="off",
+        help="the STUN demux on wgpy's binds: on (base and new), compare (new without and with)",
+    )
     args = parser.parse_args(argv)
     tests = args.tests.split(",")
     if unknown := set(tests) - set(TESTS):
@@ -87,28 +133,48 @@ def main(argv: list[str]) -> int:
             check=False,
             capture_output=True,
         )
-        pairs = {}
-        for label, impl, path in (
-            ("base", "wgpy", str(base_tree)),
-            ("new", "wgpy", None),
+        if args.mux != "off":
+            install_muxed(tmp)
+        if args.mux == "on" and not has_mux(base_tree):
+            say(f"--base {args.base} has no wgpy/nat/stunmux.py, so it cannot run with the mux; "
+                "use --mux compare (the working tree without and with it)")  # fmt: skip
+            return 2
+        wgpy = MUXED if args.mux == "on" else "wgpy"
+        plan: tuple[tuple[str, str, str | None], ...] = (
+            ("base", wgpy, str(base_tree)),
+            ("new", wgpy, None),
             ("wireguard-go", "wireguard-go", None),
-        ):
-            lab = stack.enter_context(Lab(tmp / label))
+        )
+        if args.mux == "compare":
+            plan = (plan[1], ("new+mux", MUXED, None), plan[2])
+        pairs = {}
+        for label, impl, path in plan:
+            lab = stack.enter_context(Lab(tmp / label.replace("+", "-")))
             pairs[label] = start_pair(lab, impl, path)
-        say(f"A/B: base {args.base} against the working tree, wireguard-go for reference")
+        if args.mux == "compare":
+            say("A/B: the working tree without the STUN demux and with it, wireguard-go for "
+                "reference")  # fmt: skip
+        else:
+            mux = " (both with the STUN demux)" if args.mux == "on" else ""
+            say(f"A/B: base {args.base} against the working tree{mux}, wireguard-go for "
+                "reference")  # fmt: skip
         results: dict[str, dict[str, list[float]]] = {t: {k: [] for k in pairs} for t in tests}
+        per_round: dict[str, dict[str, list[float]]] = {t: {k: [] for k in pairs} for t in tests}
         for r in range(args.rounds):
             for test in tests:
                 for label, pair in pairs.items():
-                    results[test][label] += measure(pair, test, args.seconds, args.pings)
+                    values = measure(pair, test, args.seconds, args.pings)
+                    results[test][label] += values
+                    per_round[test][label].append(statistics.median(values))
             say(f"  round {r + 1}/{args.rounds} done")
+    a, b = ("new", "new+mux") if args.mux == "compare" else ("base", "new")
     for test in tests:
         figures = {k: statistics.median(v) for k, v in results[test].items()}
         unit = "ms added (p50)" if test == "latency" else "Mbit/s (median)"
         say(
-            f"{test:8} base {figures['base']:8.3f}  new {figures['new']:8.3f}  "
+            f"{test:8} {a} {figures[a]:8.3f}  {b} {figures[b]:8.3f}  "
             f"wireguard-go {figures['wireguard-go']:8.3f}  {unit};  "
-            f"new/base {figures['new'] / figures['base']:.3f}"
+            f"{b}/{a} {figures[b] / figures[a]:.3f}{spread(per_round[test][a], per_round[test][b])}"
         )
     return 0
 

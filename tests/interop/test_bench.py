@@ -101,3 +101,71 @@ def test_ab_compares_a_revision_with_the_working_tree_and_cleans_up() -> None:
         ["git", "-C", str(root), "worktree", "list"], capture_output=True, text=True, check=True
     ).stdout
     assert worktrees_after == worktrees_before
+
+
+def test_ab_measures_the_tree_without_and_with_the_stun_demux() -> None:
+    result, pid = run_program(
+        [sys.executable, str(AB), "--mux", "compare", "--rounds", "1", "--tests", "tcp1",
+         "--seconds", "1", "--pings", "10"],
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "without the STUN demux and with it" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if x.startswith("tcp1"))
+    figures = dict(re.findall(r"(new\+mux|new|wireguard-go)\s+(-?[\d.]+)", line))
+    assert set(figures) == {"new", "new+mux", "wireguard-go"}, line
+    assert all(float(v) > 0 for v in figures.values()), line
+    assert "new+mux/new" in line
+    assert namespaces_matching(lambda n: n.startswith(f"wgpy-{pid}-")) == []
+
+
+NAT = HARNESS.parent / "nat.py"
+
+
+def test_bench_nat_measures_a_cell_writes_its_figures_and_cleans_up(tmp_path: Path) -> None:
+    result, pid = run_program(
+        [sys.executable, str(NAT), "--trials", "1", "--cells", "easy/easy", "--seconds", "1",
+         "--out", str(tmp_path)],
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[1/1] easy/easy trial 1: " in result.stdout  # progress was shown
+    figures = json.loads((tmp_path / "nat-latest.json").read_text())
+    trial = figures["per_trial"]["easy/easy"][0]
+    assert "error" not in trial, trial
+    assert trial["first_packet_s"] is not None and trial["path_a"] == trial["path_b"] == "direct"
+    assert trial["throughput_mbps"] > 0 and trial["throughput_path"] == "direct"
+    assert figures["cells"]["easy/easy"]["target"]["text"].startswith("100 % direct")
+    assert "| easy/easy | 1/1 | 100% |" in (tmp_path / "nat-latest.md").read_text()
+    # the lab names its namespaces wgpy-PID-N-ROLE after the harness's own PID
+    assert namespaces_matching(lambda n: n.startswith(f"wgpy-{pid}-")) == []
+
+
+def test_an_interrupted_bench_nat_removes_what_it_made(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, str(NAT), "--trials", "3", "--cells", "hard/hard", "--out",
+         str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # "building the lab: ..."
+        assert first.startswith("building the lab"), first
+        ours = lambda n: n.startswith(f"wgpy-{process.pid}-")  # noqa: E731
+        time.sleep(8)  # the lab is built and a trial runs
+        assert namespaces_matching(ours)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=90)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, out
+    assert "interrupted: cleaned up, nothing written" in out
+    assert namespaces_matching(ours) == []
+    assert not list(tmp_path.iterdir())
