@@ -65,6 +65,32 @@ def test_initiation_retransmitted_with_jitter_then_given_up() -> None:
     assert a.device.get_timer() is None
 
 
+def test_handshake_now_skips_the_rekey_timeout_once_a_path_is_found() -> None:
+    """A path manager that finds the peer a path right after an initiation went nowhere
+    (the map's endpoint behind a NAT) sends a new one at once, not 5 s later; the packet
+    that waited arrives. With a session that can carry data it sends nothing."""
+    wire, a, b, _ = pair()
+    wire.drop_to.add(b.address)  # the first initiation goes where b cannot hear it
+    packet = ipv4_packet(a.inner, b.inner, b"first")
+    wire.send(a, [packet], 0.0)
+    wire.run(0.0)
+    assert sent(wire, 0) == [(1, 148)]
+    wire.drop_to.clear()  # the path is found 0.2 s later
+    peer = a.device.peers[b.public]
+    a.device.send_packets([ipv4_packet(a.inner, b.inner, b"second")], 0.1)
+    assert a.device.datagrams_to_send() == []  # the rate limit holds it back
+    a.device.handshake_now(peer, 0.2)
+    before = len(wire.log)
+    wire.run(0.2)
+    assert [kind for kind, _ in sent(wire, before)][:2] == [1, 2]
+    assert packet in b.received
+    # a session now carries data: handshake_now sends nothing more
+    before = len(wire.log)
+    a.device.handshake_now(peer, 0.3)
+    wire.run(0.3)
+    assert sent(wire, before) == []
+
+
 def test_keepalive_after_receiving_data_and_sending_nothing() -> None:
     wire, a, b = establish()
     t0 = 40.0

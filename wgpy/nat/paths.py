@@ -229,7 +229,9 @@ class _PeerPath:
             device.set_roaming(peer, False)
             self.unconfirmed = None if pair.relayed else (pair, peer.rx_bytes, peer.tx_bytes)
             self.sending_since = None
-            device.send_staged(peer, m.iface.now())
+            now = m.iface.now()
+            device.handshake_now(peer, now)  # the last initiation may have gone nowhere
+            device.send_staged(peer, now)
             m.iface.flush()
             self.state = PathState(kind, endpoint, pair.rtt, m.loop.time(), relay)
             self.wake.set()

@@ -20,6 +20,7 @@ Nothing a datagram contains makes these methods raise: every drop is counted in
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +59,7 @@ from .events import (
 )
 from .flows import ReplyOnlyFilter
 from .handshake import (
+    HandshakeState,
     StaticIdentity,
     consume_initiation,
     consume_initiation_static,
@@ -203,6 +205,22 @@ class Device:
         if peer.removed:
             raise _removed(peer)
         peer.endpoint = peer._endpoint_seen = endpoint
+
+    def handshake_now(self, peer: Peer, now: float) -> None:
+        """Send ``peer`` a handshake initiation at once if something waits for one (staged
+        packets, or an initiation still unanswered) and no session can carry data, even
+        within REKEY_TIMEOUT of the last one. For a caller that has just found the peer a path
+        (a path manager): the last initiation went where the peer could not hear it, and
+        waiting out the 5 s would hold the first packet back that long. With nothing
+        waiting nothing is sent (handshakes stay lazy), nor without an endpoint; the staged
+        packets still go with :meth:`send_staged`."""
+        if peer.removed:
+            raise _removed(peer)
+        waiting = peer.staged or peer.handshake.state == HandshakeState.INITIATION_CREATED
+        if not waiting or self._usable_for_sending(peer.current, 0, now):
+            return
+        peer.handshake.last_sent_initiation = -math.inf
+        self._initiate(peer, now, retry=False)
 
     def set_roaming(self, peer: Peer, enabled: bool) -> None:
         """Let ``peer``'s authenticated packets move its endpoint (on: WireGuard's roaming,
