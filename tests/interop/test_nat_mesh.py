@@ -91,7 +91,7 @@ class World:
         stun = [a for port in STUN_PORTS for a in ("--stun-listen", f"{host.ipv4}:{port}")]
         self.server: Process = host.ns.spawn(
             [WGPY, "server", "--listen", f"{host.ipv4}:{HTTP_PORT}", "--state-dir", str(state),
-             *stun],
+             *stun, *self.server_args()],
             log="server",
         )  # fmt: skip
         wait_for(
@@ -103,6 +103,10 @@ class World:
         self.admin("users", "create", "nat")
         self.nodes: list[MeshNode] = []
         self.names = iter(f"n{i}" for i in range(1000))
+
+    def server_args(self) -> list[str]:
+        """More `wgpy server` options (a subclass's: its relays)."""
+        return []
 
     def admin(self, *args: str) -> Any:
         result = self.nat.server.ns.run(
