@@ -255,3 +255,34 @@ def test_a_dead_relay_in_use_is_replaced_by_the_other(relayed: RelayWorld) -> No
         relay = status(node)["self"]["relay"]
         assert relay["in_use"] not in (None, dead), relay
     assert took < 5, took
+
+
+FWMARK = 0x5157
+TABLE = 5157
+
+
+def test_the_relay_carries_the_fwmark_past_policy_routing(relayed: RelayWorld) -> None:
+    """wg-quick-style policy routing (as for an exit node): `ip rule add not fwmark M table T`,
+    and in T, routes that would swallow unmarked traffic to the relays (blackholes here; a
+    default route into the tunnel in real life). The node's network blocks UDP, so its
+    packets go through its own relay over TCP: while the interface has no mark they are lost;
+    `wg set IF fwmark M` marks the relay's sockets too (the open ones, and any new one), and
+    the pings pass again."""
+    a, b = relayed.pair(
+        relayed.nat.node("rm-u", relayed.nat.router("udp_blocked")),
+        relayed.nat.node("rm-e", relayed.nat.router("easy")),
+    )
+    wait_kinds(relayed, a, b, "relay", timeout=20)
+    pings_both_ways(a, b)
+    assert status(a)["self"]["relay"]["transport"] == "tcp"
+    for relay in relayed.relays:
+        a.ns.ip("route", "add", "blackhole", f"{relay}/32", "table", str(TABLE))
+    a.ns.ip("rule", "add", "not", "fwmark", hex(FWMARK), "table", str(TABLE), "pref", "100")
+    assert a.ping(b, count=3, wait=1) == 0  # unmarked: swallowed
+    a.ns.run(["wg", "set", a.ifname, "fwmark", hex(FWMARK)], timeout=15)
+    marked = time.monotonic()
+    wait_for(lambda: a.ping(b, count=1, wait=1) == 1, timeout=15, what="pings through the relay")
+    took = time.monotonic() - marked
+    pings_both_ways(a, b, count=5)
+    assert a.kind_to(b) == b.kind_to(a) == "relay"
+    print(f"pings passed {took:.1f} s after the mark was set")

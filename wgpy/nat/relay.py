@@ -448,6 +448,8 @@ class RelayManager:
         self.fwmark = mark
         for link in [*self._old, *([self.link] if self.link is not None else [])]:
             set_mark(link.transport, mark)
+        if self.link is None and self._task is not None:
+            self._wake.set()  # no relay answered: with the mark one may, try again now
 
     def status(self) -> dict[str, Any]:
         """What ``wgpy status`` says of the relays: the one in use (its name, transport and
