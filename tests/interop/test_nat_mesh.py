@@ -11,7 +11,7 @@ module; each test builds routers and nodes of its own, asserts the path each sid
 for the other (peers.json's ``path``: what wgpy.nat.paths.PathState says) and pings both
 ways, and takes its nodes down (their pre-auth key is ephemeral: the server forgets them,
 so later tests' nodes do not see them).
-Relayed pairs (TURN) are tested with the relay.
+Relayed pairs (TURN, with `wgpy server --turn` and coturn): test_nat_mesh_relay.py.
 """
 
 from __future__ import annotations
