@@ -7,14 +7,24 @@ import asyncio
 import os
 import socket
 
+import pytest
 from support import PipeTun, ipv4_packet
 
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import Endpoint, RelayKey
 from wgpy.nat.ice import parse_candidate
-from wgpy.nat.relay import Attempt, choose, relay_candidate, score
-from wgpy.nat.servers import parse_turn_url
+from wgpy.nat.relay import (
+    SO_MARK,
+    Attempt,
+    RelayLink,
+    RelayManager,
+    choose,
+    marked_socket,
+    relay_candidate,
+    score,
+)
+from wgpy.nat.servers import TurnServer, parse_turn_url
 from wgpy.protocol.crypto import generate_private_key, public_key
 from wgpy.protocol.peer import without_source
 
@@ -169,3 +179,53 @@ def test_datagrams_from_a_relay_reach_the_device_and_the_demux() -> None:
             b.close()
 
     asyncio.run(scenario())
+
+
+def test_the_relay_status_names_the_one_in_use_and_those_that_do_not_answer() -> None:
+    async def go() -> None:
+        manager = RelayManager(lambda batch: None)
+        far = TurnServer(urls=(FAR_UDP,), username="u", password="p", expires=2e9)
+        near = TurnServer(urls=(UDP, TCP), username="u", password="p", expires=2e9)
+        manager.servers = (near, far)
+        changes: list[dict[str, object]] = []
+        manager.on_status = lambda: changes.append(manager.status())
+        assert manager.status() == {
+            "in_use": None, "transport": None, "relayed": None,
+            "relays": [{"name": "198.51.100.1", "reachable": None, "error": None},
+                       {"name": "198.51.100.2", "reachable": None, "error": None}],
+        }  # fmt: skip
+        manager._set_reachable({"198.51.100.1": None, "198.51.100.2": "no answer in time"})
+        manager._set_reachable({"198.51.100.1": None})  # no change: not told again
+        assert len(changes) == 1
+        assert [r["reachable"] for r in changes[0]["relays"]] == [True, False]  # type: ignore[index]
+        link = RelayLink(near, TCP, lambda batch: None, manager._lost, manager.log)
+        link.relayed = ("198.51.100.1", 50000)
+        manager.link = link
+        status = manager.status()
+        assert (status["in_use"], status["transport"], status["relayed"]) == (
+            "198.51.100.1", "tcp", "198.51.100.1:50000",
+        )  # fmt: skip
+        # the relay in use stops answering: unreachable, said, and left out of the next choice
+        link.lost("it stopped answering")
+        assert manager.link is None and manager._avoid == {"198.51.100.1"}
+        assert changes[-1]["in_use"] is None
+        assert changes[-1]["relays"][0] == {  # type: ignore[index]
+            "name": "198.51.100.1", "reachable": False, "error": "it stopped answering",
+        }  # fmt: skip
+        await manager.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SO_MARK needs CAP_NET_ADMIN")
+def test_the_relay_sockets_carry_the_firewall_mark() -> None:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        sock = marked_socket(socket.AF_INET, kind, 0x5157)
+        try:
+            assert sock.getsockopt(socket.SOL_SOCKET, SO_MARK) == 0x5157
+            assert not sock.getblocking()
+        finally:
+            sock.close()
+        unmarked = marked_socket(socket.AF_INET, kind, 0)
+        assert unmarked.getsockopt(socket.SOL_SOCKET, SO_MARK) == 0
+        unmarked.close()

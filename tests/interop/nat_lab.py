@@ -37,7 +37,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -268,7 +267,7 @@ class NatLab:
           address back for a second or so, and neighbour discovery needs it) and no redirects
           (paths stay as built)."""
         ns = self.lab.namespace(role)
-        script = "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e $f ] && echo 0 > $f; done"
+        script = ns.BRIDGE_NF_OFF
         if self.ipv6:
             for scope in ("all", "default"):
                 for key in ("accept_dad", "accept_redirects"):
@@ -277,11 +276,7 @@ class NatLab:
         return ns
 
     def _bridge(self, ns: Namespace, name: str) -> None:
-        """A bridge with an address of its own: one that has none takes the lowest of its
-        ports' and changes it as ports come and go, and neighbours that cached the old one
-        lose their packets (a host added mid-test would cut the gateway off for a while)."""
-        mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
-        ns.ip("link", "add", name, "address", mac, "type", "bridge")
+        ns.add_bridge(name)  # with a fixed address (netns.Namespace.add_bridge says why)
 
     def _address(self, ns: Namespace, dev: str, v4: str, v6: str) -> None:
         ns.ip("addr", "add", v4, "dev", dev)

@@ -253,6 +253,24 @@ class Namespace:
         path = "/proc/sys/" + key.replace(".", "/")
         self.run(["sh", "-c", f'printf "%s\\n" "$1" > {path}', "sh", str(value)], timeout=10)
 
+    def add_bridge(self, name: str) -> None:
+        """A bridge with an address of its own: one that has none takes the lowest of its
+        ports' and changes it as ports come and go, and neighbours that cached the old one
+        lose their packets (a host added mid-test would cut the gateway off for a while)."""
+        mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+        self.ip("link", "add", name, "address", mac, "type", "bridge")
+
+    BRIDGE_NF_OFF = (
+        "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e $f ] && echo 0 > $f; done"
+    )
+    """Shell: bridged frames skip netfilter in the namespace it runs in. Where br_netfilter
+    is loaded (a Docker host), they would otherwise pass the namespace's IP hooks: a bridge
+    loses routed replies now and then, and firewall rules see traffic between its ports."""
+
+    def bridges_skip_netfilter(self) -> None:
+        """Run :attr:`BRIDGE_NF_OFF` here (before bridges carry traffic)."""
+        self.run(["sh", "-c", self.BRIDGE_NF_OFF], timeout=10)
+
     def spawn(self, cmd: Sequence[str], *, log: str, env: dict[str, str] | None = None) -> Process:
         """Start `cmd` in the background inside the namespace; it is killed when we close."""
         path = self.logdir / f"{self.role}-{log}-{next(_counter)}.log"

@@ -11,7 +11,7 @@ module; each test builds routers and nodes of its own, asserts the path each sid
 for the other (peers.json's ``path``: what wgpy.nat.paths.PathState says) and pings both
 ways, and takes its nodes down (their pre-auth key is ephemeral: the server forgets them,
 so later tests' nodes do not see them).
-Relayed pairs (TURN) are tested with the relay.
+Relayed pairs (TURN, with `wgpy server --turn` and coturn): test_nat_mesh_relay.py.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class World:
         stun = [a for port in STUN_PORTS for a in ("--stun-listen", f"{host.ipv4}:{port}")]
         self.server: Process = host.ns.spawn(
             [WGPY, "server", "--listen", f"{host.ipv4}:{HTTP_PORT}", "--state-dir", str(state),
-             *stun],
+             *stun, *self.server_args()],
             log="server",
         )  # fmt: skip
         wait_for(
@@ -103,6 +103,10 @@ class World:
         self.admin("users", "create", "nat")
         self.nodes: list[MeshNode] = []
         self.names = iter(f"n{i}" for i in range(1000))
+
+    def server_args(self) -> list[str]:
+        """More `wgpy server` options (a subclass's: its relays)."""
+        return []
 
     def admin(self, *args: str) -> Any:
         result = self.nat.server.ns.run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from wgpy.device.udp import UdpBind
 from wgpy.endpoint import RelayKey
 from wgpy.nat.ice import new_ufrag, parse_remote
 from wgpy.nat.paths import PathManager
-from wgpy.nat.relay import RelayManager
+from wgpy.nat.relay import SO_MARK, RelayLink, RelayManager
 from wgpy.nat.servers import TurnServer, parse_turn_url
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
@@ -259,5 +260,36 @@ def test_relayed_paths_move_to_a_new_allocation_before_the_old_one_goes(coturn: 
         finally:
             await a.close()
             await b.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_the_relay_sockets_carry_the_bind_fwmark_from_the_start_and_when_it_changes(
+    coturn: Coturn,
+) -> None:
+    """The mark is on each relay socket before it connects (its first packet, a TCP SYN,
+    must bypass a tunnel's policy routing already), and changes with the bind's."""
+
+    def mark(link: RelayLink | None) -> int:
+        assert link is not None and link.transport is not None
+        sock = link.transport.get_extra_info("socket")
+        value: int = sock.getsockopt(socket.SOL_SOCKET, SO_MARK)
+        return value
+
+    async def scenario() -> None:
+        for kind in ("udp", "tcp", "tls"):
+            manager = RelayManager(
+                lambda datagrams: None, ssl_context=coturn.ssl_context(), fwmark=0x5157
+            )
+            try:
+                manager.update([_server(coturn, kind, kind)])
+                await until(lambda m=manager: m.link is not None, 5, f"an allocation over {kind}")
+                assert manager.link is not None and manager.link.url.kind == kind
+                assert mark(manager.link) == 0x5157
+                manager.set_fwmark(0x51)
+                assert mark(manager.link) == 0x51 and manager.fwmark == 0x51
+                assert await manager.link.check() is not None  # still answers
+            finally:
+                await manager.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

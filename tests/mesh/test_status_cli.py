@@ -60,7 +60,8 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
     assert report["self"] == {"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
                               "ipv6": "fd7a:115c:a1e0::1", "interface": "wgpy0",
                               "server": "https://mesh.example", "running": False,
-                              "control": None, "problem": None, "nat": None}  # fmt: skip
+                              "control": None, "problem": None, "nat": None,
+                              "relay": None, "relay_problem": None}  # fmt: skip
     assert [p["hostname"] for p in report["peers"]] == ["pi", "nas"]
     assert report["peers"][0]["latest_handshake"] is None
     assert oct((state.path / "peers.json").stat().st_mode & 0o777) == "0o600"
@@ -82,6 +83,20 @@ def test_no_node_and_a_damaged_peer_list_are_one_sentence_each(tmp_path: Path) -
     )
     assert state.forget()  # logout forgets the peer list too
     assert not (state.path / "peers.json").exists()
+
+
+def relay_control(relays: list[dict[str, object]], in_use: str | None) -> dict[str, object]:
+    return {
+        "state": "connected",
+        "since": time.time() - 5,
+        "error": None,
+        "relay": {
+            "in_use": in_use,
+            "transport": "tcp" if in_use else None,
+            "relayed": "198.51.100.1:50000" if in_use else None,
+            "relays": relays,
+        },
+    }
 
 
 @pytest.fixture
@@ -219,3 +234,41 @@ def test_a_stopped_node_shows_no_path_it_saved_while_it_ran(tmp_path: Path) -> N
     assert status == 0 and "203.0.113.5" not in out and "ms" not in out
     report = json.loads(run("status", "--json", "--state-dir", str(state.path))[1])
     assert [p["path"] for p in report["peers"]] == [None, None]
+
+
+def test_a_relay_that_does_not_answer_is_said(running: StateDir) -> None:
+    path = str(running.path)
+    up = {"name": "relay1.example", "reachable": True, "error": None}
+    down = {"name": "relay2.example", "reachable": False,
+            "error": "turn:relay2.example:3478?transport=udp: no answer in time"}  # fmt: skip
+    # all relays answer: nothing to say; --json has the one in use and its transport
+    running.write_control(relay_control([up, {**up, "name": "relay2.example"}], "relay1.example"))
+    status, out, _ = run("status", "--state-dir", path)
+    assert status == 0 and "#" not in out, out
+    report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
+    assert report["relay"]["in_use"] == "relay1.example"
+    assert report["relay"]["transport"] == "tcp" and report["relay_problem"] is None
+    # one of two does not answer: named, with why, and which one is used instead
+    running.write_control(relay_control([up, down], "relay1.example"))
+    status, out, _ = run("status", "--state-dir", path)
+    assert (
+        "# relay relay2.example unreachable (relay2.example: "
+        "turn:relay2.example:3478?transport=udp: no answer in time); using relay1.example\n"
+    ) in out
+    # none answers: peers without a direct path cannot be reached
+    running.write_control(relay_control([{**up, "reachable": False, "error": "it stopped "
+                                          "answering"}, down], None))  # fmt: skip
+    status, out, _ = run("status", "--state-dir", path)
+    assert "# no relay answers (relay1.example: it stopped answering; relay2.example: " in out
+    assert "peers without a direct path cannot be reached" in out
+    report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
+    assert report["relay"]["in_use"] is None
+    assert [r["reachable"] for r in report["relay"]["relays"]] == [False, False]
+    assert report["relay_problem"].startswith("no relay answers (")
+    # not tried yet (reachable null), or a damaged entry: nothing said, nothing raised
+    running.write_control(relay_control([{**up, "reachable": None}, {"name": 5}], None))
+    status, out, _ = run("status", "--state-dir", path)
+    assert status == 0 and "#" not in out
+    running.write_control({"state": "connected", "since": time.time(), "relay": "garbage"})
+    report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
+    assert report["relay"] is None and report["relay_problem"] is None

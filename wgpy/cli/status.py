@@ -12,6 +12,11 @@ Where the node runs ICE (:mod:`wgpy.nat.paths`), each peer's path comes from the
 there is none yet (checks running, or the last round found no path). A peer whose problem
 is its own (offline, no path) says so in words on its line, and in ``--json`` as
 ``problem``.
+
+The relays as the daemon last saw them (``control.json``'s ``relay``,
+:meth:`wgpy.nat.relay.RelayManager.status`): ``--json`` has them under ``self.relay`` (the one
+in use, its transport, and whether each answers); a relay that does not answer (all of its
+URLs failed, or its health check did) is said in one line (``self.relay_problem``).
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     # the control plane as the running daemon last saw it (a stopped node has none)
     control = control if pid is not None else None
     problem = _problem(control, settings.server_url, now)
+    relay = relay_state(control)
+    relay_trouble = relay_problem(relay)
     if args.json:
         report = {
             "self": {
@@ -89,6 +96,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 "problem": problem,
                 # the NAT's measured mapping lifetime and the keepalive (a running node's)
                 "nat": nat if pid is not None else None,
+                "relay": relay,
+                "relay_problem": relay_trouble,
             },
             "peers": rows,
         }
@@ -112,6 +121,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         env.stdout.write("  ".join(cells) + "  " + text + "\n")
     if problem is not None:
         env.stdout.write(f"# {problem}\n")
+    if relay_trouble is not None:
+        env.stdout.write(f"# {relay_trouble}\n")
     if not rows:
         if pid is not None and problem is None:
             env.stdout.write("(no peers: the policy lets this node reach no one yet)\n")
@@ -159,6 +170,48 @@ def _problem(control: dict[str, Any] | None, server: str, now: float) -> str | N
     if state == "connecting":
         return f"still logging in at the coordination server {server} since {when}"
     return None
+
+
+def relay_state(control: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The relays as the daemon saved them (None: it has none, or an old daemon)."""
+    raw = control.get("relay") if control is not None else None
+    if not isinstance(raw, dict):
+        return None
+    relays = []
+    for item in raw.get("relays") or []:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            reachable = item.get("reachable")
+            error = item.get("error")
+            relays.append(
+                {
+                    "name": item["name"],
+                    "reachable": reachable if isinstance(reachable, bool) else None,
+                    "error": error if isinstance(error, str) else None,
+                }
+            )
+    text = {
+        k: raw.get(k) if isinstance(raw.get(k), str) else None
+        for k in ("in_use", "transport", "relayed")
+    }
+    return {**text, "relays": relays}
+
+
+def relay_problem(relay: dict[str, Any] | None) -> str | None:
+    """One sentence on relays that do not answer (None: all that were tried do)."""
+    if relay is None or not relay["relays"]:
+        return None
+    down = [r for r in relay["relays"] if r["reachable"] is False]
+    if not down:
+        return None
+    why = "; ".join(f"{r['name']}: {(r['error'] or 'no answer').rstrip('.')}" for r in down)
+    if len(down) == len(relay["relays"]) and relay["in_use"] is None:
+        return (
+            f"no relay answers ({why}): peers without a direct path cannot be reached; "
+            "the node keeps trying"
+        )
+    names = ", ".join(r["name"] for r in down)
+    using = f"; using {relay['in_use']}" if relay["in_use"] else ""
+    return f"relay {names} unreachable ({why}){using}"
 
 
 def _since(timestamp: float, now: float) -> str:

@@ -59,6 +59,9 @@ class Interface:
         self.bind: Bind = bind if bind is not None else UdpBind(listen_port)
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.on_fwmark: Callable[[int], None] | None = None
+        """Called with the new mark when the bind's fwmark changes (sockets of the same
+        interface that must carry it too: the relay's)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._tun_woke = self._udp_woke = float("-inf")
@@ -90,6 +93,8 @@ class Interface:
         if mark != self.bind.fwmark:
             self.bind.set_fwmark(mark)
             self.device.forget_sources()
+            if self.on_fwmark is not None:
+                self.on_fwmark(mark)
 
     def now(self) -> float:
         return self.loop.time()

@@ -244,7 +244,8 @@ class _PeerPath:
         kept from before the peer's candidates changed is dropped when they do not find it
         again."""
         if self.session.selected is None and self.state.kind != "none":
-            self.lost("checks with the peer's new candidates found no path")
+            # lost() starts a new round: once this one has ended (it ends as this returns)
+            self.manager.loop.call_soon(self._failed_round_ended, self.session)
         else:
             self.manager.changed(self.public_key, self.state)  # `wgpy status`: checks failed
 
@@ -270,6 +271,10 @@ class _PeerPath:
             self.unconfirmed = None
             self.manager.unconfirmed += 1
             self.lost("no WireGuard packet from the peer came over the path")
+
+    def _failed_round_ended(self, session: IceSession) -> None:
+        if session is self.session and session.selected is None and self.state.kind != "none":
+            self.lost("checks with the peer's new candidates found no path")
 
     def check(self) -> None:
         """Check the path (or look for one) now."""
@@ -464,14 +469,17 @@ class PathManager:
         """This node's candidates changed (discovery: it moved, or its NAT maps it anew;
         or a new relay allocation). Peers without a path check again; relayed ones run a
         round (the relay they use may be the one being replaced; the old allocation stays up
-        meanwhile). With a direct path: where this side nominates (controlling) a new round
-        starts now, as when the peer's candidates change (a peer whose checks no longer
-        reach us cannot select a new pair by itself while our old path to it still
-        answers; a path kept meanwhile is dropped when the round does not find it again);
-        where the peer nominates, the path is checked now, and the peer starts a round of
-        its own when the map brings it our new candidates."""
+        meanwhile); for both, a round under way starts over with the new candidates (a new
+        relay's candidate is checked now, not a round later). With a direct path: where this
+        side nominates (controlling) a new round starts now, as when the peer's candidates
+        change (a peer whose checks no longer reach us cannot select a new pair by itself
+        while our old path to it still answers; a path kept meanwhile is dropped when the
+        round does not find it again); where the peer nominates, the path is checked now,
+        and the peer starts a round of its own when the map brings it our new candidates."""
         for path in self._peers.values():
-            if path.state.kind == "none":
+            if path.state.kind in ("none", "relay") and path.session.running:
+                path.set_remote(path.remote)  # the round under way pairs the old candidates
+            elif path.state.kind == "none":
                 path.check()
             elif path.state.kind == "relay":
                 path.session.start()

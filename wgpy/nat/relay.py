@@ -11,16 +11,27 @@ credentials, ChannelData framing over streams), and keeps ONE allocation, the ne
   and TLS count a little more than they measure, :data:`STREAM_PENALTY`), and on it the best
   transport that worked: UDP, else TCP, else TLS (a network that blocks UDP gets TCP, one
   that lets only web traffic out gets TLS on 443);
-- the allocation is checked every :data:`HEALTH_INTERVAL` seconds (a Refresh over its own
+- the allocation is checked every :data:`HEALTH_INTERVAL` seconds, every
+  :data:`ACTIVE_HEALTH_INTERVAL` while traffic goes through it, and at once when a path
+  through it stops answering (:meth:`RelayManager.check_now`) (a Refresh over its own
   transport, which also keeps it alive); one that stops answering, whose connection closes
-  or whose refresh fails is dropped, and the next is chosen at once (failing over to another
-  relay);
+  or whose refresh fails is dropped, and the next is chosen at once among the other relays
+  (failing over; the lost one is tried again only if none of them answers);
 - aioice refreshes the allocation before its lifetime ends; the credentials expire
   (``expires``): :meth:`RelayManager.update` with newer ones reallocates before they do,
   keeping the old allocation :data:`OVERLAP` seconds so that paths move over without loss.
 
 The data plane does not depend on the coordination server: once allocated, the relay is
 kept up with the credentials in hand until they expire, whatever the server does.
+
+The relay's sockets carry the WireGuard socket's firewall mark (``fwmark``, SO_MARK): set
+before they connect, and changed on the open ones by :meth:`RelayManager.set_fwmark`. With
+wg-quick-style policy routing (``ip rule add not fwmark M table T``, a default route into the
+tunnel in T) traffic to the relay must bypass the tunnel as WireGuard's own does, or it
+would loop into it.
+
+:meth:`RelayManager.status` says which relay is in use and which answer (``wgpy status``
+tells a relay that does not: all of its URLs failed, or its health check did).
 
 The allocation's relayed address is this node's ``relay`` candidate (:meth:`candidates`, a
 :class:`wgpy.nat.ice.RelayedCandidate` that names its :class:`RelayLink`). A path through it is
@@ -74,7 +85,9 @@ STREAM_PENALTY = {"udp": 1.0, "tcp": 1.5, "tls": 2.0}
 """How much a transport's round trip counts when relays are compared."""
 HEALTH_INTERVAL = 5.0
 """Seconds between checks that the allocation's relay still answers."""
-HEALTH_TIMEOUT = 2.0
+ACTIVE_HEALTH_INTERVAL = 1.0
+"""The same while traffic goes through it (a dead relay is replaced within about 5 s)."""
+HEALTH_TIMEOUT = 1.5
 """Seconds a check may take before the relay counts as gone."""
 RETRY_INTERVAL = 5.0
 """Seconds between attempts to allocate while no relay answers (doubling, at most 60 s)."""
@@ -194,14 +207,15 @@ class RelayLink:
 
     # ------------------------------------------------------------------ allocation
 
-    async def allocate(self, ssl_context: ssl.SSLContext | None) -> None:
-        """Connect and allocate (OSError, ssl.SSLError, stun.TransactionError,
-        ConnectionError or TimeoutError when it fails)."""
+    async def allocate(self, ssl_context: ssl.SSLContext | None, fwmark: int = 0) -> None:
+        """Connect (from a socket marked ``fwmark``) and allocate (OSError, ssl.SSLError,
+        stun.TransactionError, ConnectionError or TimeoutError when it fails)."""
         loop = asyncio.get_running_loop()
         url = self.url
         kind = "tcp" if url.transport == "tcp" else "udp"
         infos = await loop.getaddrinfo(url.host, url.port, type=_SOCKTYPE[kind])
-        server = (str(infos[0][4][0]), int(infos[0][4][1]))
+        family, server = infos[0][0], (str(infos[0][4][0]), int(infos[0][4][1]))
+        sock = marked_socket(family, _SOCKTYPE[kind], fwmark)
         options = {
             "username": self.server.username,
             "password": self.server.password,
@@ -210,22 +224,27 @@ class RelayLink:
         }
         protocol: TurnProtocol
         transport: asyncio.BaseTransport
-        if kind == "tcp":
-            context = None
-            if url.secure:
-                context = ssl_context or ssl.create_default_context()
-            transport, protocol = await loop.create_connection(
-                lambda: TurnClientTcpProtocol(server, **options),  # type: ignore[arg-type]
-                server[0],
-                server[1],
-                ssl=context,
-                server_hostname=url.host if context else None,
-            )
-        else:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: TurnClientUdpProtocol(server, **options),  # type: ignore[arg-type]
-                remote_addr=server,
-            )
+        try:
+            if kind == "tcp":
+                context = None
+                if url.secure:
+                    context = ssl_context or ssl.create_default_context()
+                await loop.sock_connect(sock, server)
+                transport, protocol = await loop.create_connection(
+                    lambda: TurnClientTcpProtocol(server, **options),  # type: ignore[arg-type]
+                    sock=sock,
+                    ssl=context,
+                    server_hostname=url.host if context else None,
+                )
+            else:
+                sock.connect(server)  # UDP: only sets the peer (the mark is on already)
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: TurnClientUdpProtocol(server, **options),  # type: ignore[arg-type]
+                    sock=sock,
+                )
+        except BaseException:
+            sock.close()
+            raise
         self.transport, self.protocol = transport, protocol
         try:
             started = loop.time()
@@ -321,6 +340,30 @@ class RelayLink:
 
 
 _SOCKTYPE = {"udp": socket.SOCK_DGRAM, "tcp": socket.SOCK_STREAM}
+SO_MARK = getattr(socket, "SO_MARK", 36)
+
+
+def marked_socket(family: int, kind: int, fwmark: int) -> socket.socket:
+    """A non-blocking socket carrying ``fwmark`` (SO_MARK; 0: none) from its first packet
+    (OSError: the mark needs CAP_NET_ADMIN)."""
+    sock = socket.socket(family, kind)
+    try:
+        if fwmark:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def set_mark(transport: asyncio.BaseTransport | None, fwmark: int) -> None:
+    """Mark what an open transport's socket sends from now on (best effort: a socket that
+    is gone has nothing to mark)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, fwmark)
 
 
 class RelayManager:
@@ -334,6 +377,8 @@ class RelayManager:
         *,
         ssl_context: ssl.SSLContext | None = None,
         on_change: Callable[[], None] | None = None,
+        on_status: Callable[[], None] | None = None,
+        fwmark: int = 0,
         loop: asyncio.AbstractEventLoop | None = None,
         log: Any = None,
         wall_clock: Callable[[], float] = time.time,
@@ -343,14 +388,23 @@ class RelayManager:
         self.health_interval = health_interval
         self.ssl_context = ssl_context
         self.on_change = on_change
+        self.on_status = on_status
+        """Called when :meth:`status` changes (a relay answers, or stops answering)."""
+        self.fwmark = fwmark
         self.loop = loop or asyncio.get_running_loop()
         self.log = log or get_logger(component="relay")
         self.wall_clock = wall_clock
         self.servers: tuple[TurnServer, ...] = ()
         self.link: RelayLink | None = None
         self.attempts: list[Attempt] = []
+        self.reachable: dict[str, str | None] = {}
+        """Per relay name, as last seen: None when it answers, else why not."""
         self._old: list[RelayLink] = []
         self._wake = asyncio.Event()
+        self._check_now = False  # with _wake: check the allocation at once
+        self._seen = (0, 0)  # the link's datagrams sent and received at the last look
+        self._checked_at = 0.0  # loop time of the last health check
+        self._avoid: set[str] = set()  # relays left out of the next choice (just lost)
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ the outside
@@ -377,6 +431,67 @@ class RelayManager:
 
     def name(self) -> str | None:
         return None if self.link is None else self.link.name
+
+    def check_now(self) -> None:
+        """Check the allocation now rather than at the next health check (a path through
+        the relay stopped answering: if the relay is gone, the next one is chosen and its
+        candidate reported seconds sooner)."""
+        if self.link is not None:
+            self._check_now = True
+            self._wake.set()
+
+    def set_fwmark(self, mark: int) -> None:
+        """The WireGuard socket's firewall mark changed: the relay's sockets carry it too,
+        the open ones from now on and the ones made later from the start."""
+        if mark == self.fwmark:
+            return
+        self.fwmark = mark
+        for link in [*self._old, *([self.link] if self.link is not None else [])]:
+            set_mark(link.transport, mark)
+        if self.link is None and self._task is not None:
+            self._wake.set()  # no relay answered: with the mark one may, try again now
+
+    def status(self) -> dict[str, Any]:
+        """What ``wgpy status`` says of the relays: the one in use (its name, transport and
+        relayed address) and, per configured relay, whether it answered when last tried
+        (``reachable``: None before it was tried) and why not (``error``)."""
+        link = self.link
+        names = list(dict.fromkeys(server.name for server in self.servers))
+        return {
+            "in_use": None if link is None else link.name,
+            "transport": None if link is None else link.url.kind,
+            "relayed": None if link is None else f"{link.relayed[0]}:{link.relayed[1]}",
+            "relays": [
+                {
+                    "name": name,
+                    "reachable": None if name not in self.reachable else not self.reachable[name],
+                    "error": self.reachable.get(name),
+                }
+                for name in names
+            ],
+        }
+
+    def _set_reachable(self, found: dict[str, str | None]) -> None:
+        """Record which relays answer (name: None) or not (name: why); tell when it changed."""
+        before = dict(self.reachable)
+        self.reachable.update(found)
+        if self.reachable != before:
+            self._status_changed()
+
+    def _look_interval(self) -> float:
+        """Seconds until the allocation is looked at next (checked if due)."""
+        return min(self.health_interval, ACTIVE_HEALTH_INTERVAL)
+
+    def _check_due(self, link: RelayLink) -> bool:
+        """Whether to check the allocation now: every health_interval, and every
+        ACTIVE_HEALTH_INTERVAL while traffic goes through it."""
+        seen, self._seen = self._seen, (link.sent, link.received_count)
+        since = self.loop.time() - self._checked_at
+        return since >= self.health_interval - 0.05 or seen != self._seen
+
+    def _status_changed(self) -> None:
+        if self.on_status is not None:
+            self.on_status()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -416,7 +531,10 @@ class RelayManager:
         if link is self.link:
             self.log.warning("relay lost; choosing another", relay=link.name, why=why)
             self.link = None
+            self._set_reachable({link.name: why})
+            self._avoid = {link.name}
             self._changed()
+            self._status_changed()
             self._wake.set()
         elif link in self._old:
             self._old.remove(link)
@@ -458,17 +576,25 @@ class RelayManager:
                         rtt=round(link.rtt or 0.0, 4),
                     )
                     self._changed()
-                    wait = self.health_interval
+                    self._status_changed()
+                    self._checked_at = self.loop.time()
+                    wait = self._look_interval()
             else:
-                wait = self.health_interval
+                wait = self._look_interval()
+            if self._check_now:  # asked while this loop was busy
+                wait = 0.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             link = self.link
-            if link is not None and not self._wake.is_set():
+            told, self._check_now = self._check_now, False
+            if link is not None and (told or not self._wake.is_set()):
                 if self._expiring():
                     self._replace()
                     continue
+                if not (told or self._check_due(link)):
+                    continue
+                self._checked_at = self.loop.time()
                 rtt = await link.check()
                 if link is self.link and rtt is None:
                     link.lost("it stopped answering")
@@ -478,20 +604,26 @@ class RelayManager:
     async def _choose(self) -> RelayLink | None:
         """Allocate on every URL at once; keep the nearest of those that answer within
         CHOOSE_GRACE of the first; close the others."""
+        valid = [s for s in self.servers if s.expires > self.wall_clock()]
+        others = [s for s in valid if s.name not in self._avoid]
+        self._avoid = set()  # (not waiting for a relay that just died, if there are others)
         links = [
             RelayLink(server, url, self.deliver, self._lost, self.log)
-            for server in self.servers
-            if server.expires > self.wall_clock()
+            for server in others or valid
             for url in server.urls
         ]
         relay_of = {id(link): self.servers.index(link.server) for link in links}
         if not links:
             self.log.warning("no relay with valid credentials; asking the server again later")
             return None
-        tasks = {self.loop.create_task(_attempt(link, self.ssl_context)): link for link in links}
+        tasks = {
+            self.loop.create_task(_attempt(link, self.ssl_context, self.fwmark)): link
+            for link in links
+        }
         done: set[asyncio.Task[str | None]] = set()
         pending: set[asyncio.Task[str | None]] = set(tasks)
         deadline = self.loop.time() + ALLOCATE_TIMEOUT
+        graced = False  # the others were given CHOOSE_GRACE after the first answer
         while pending:
             now = self.loop.time()
             if now >= deadline:
@@ -502,6 +634,7 @@ class RelayManager:
             done |= finished
             if any(t.result() is None for t in finished):
                 deadline = min(deadline, self.loop.time() + CHOOSE_GRACE)
+                graced = True
         for task in pending:
             task.cancel()
         self.attempts = []
@@ -512,6 +645,14 @@ class RelayManager:
             self.attempts.append(
                 Attempt(link.url, None if error else link.rtt, error or None, relay_of[id(link)])
             )
+        answered: dict[str, str | None] = {}  # a relay answers when one of its URLs did
+        for attempt, (task, link) in zip(self.attempts, tasks.items(), strict=True):
+            name = link.server.name
+            if attempt.error is None:
+                answered[name] = None
+            elif task in done or not graced:  # (not cut short by a nearer relay)
+                answered.setdefault(name, f"{attempt.url.text}: {attempt.error}")
+        self._set_reachable(answered)
         best = choose(self.attempts)
         chosen = None
         for task, link in tasks.items():
@@ -534,11 +675,11 @@ class RelayManager:
         return chosen
 
 
-async def _attempt(link: RelayLink, context: ssl.SSLContext | None) -> str | None:
+async def _attempt(link: RelayLink, context: ssl.SSLContext | None, fwmark: int) -> str | None:
     """Allocate on ``link``: None when it worked, else why not (one sentence's end)."""
     try:
         async with asyncio.timeout(ALLOCATE_TIMEOUT):
-            await link.allocate(context)
+            await link.allocate(context, fwmark)
     except TimeoutError:
         return "no answer in time"
     except ssl.SSLCertVerificationError as e:

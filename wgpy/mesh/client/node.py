@@ -645,10 +645,13 @@ class MeshNode:
 
     def _path_changed(self, key: bytes, state: PathState) -> None:
         """A peer's path changed: saved for `wgpy status`; a path that was lost may mean
-        that this node's own mapping changed: where STUN sees it now is asked at once."""
+        that this node's own mapping changed, or that its relay is gone: where STUN sees it
+        now is asked at once, and the relay checked."""
         self._peers_changed()
         if state.kind == "none":
             self._candidates_due.set()
+            if self.relays is not None:
+                self.relays.check_now()  # the path may have gone with our relay
 
     def _watch_addresses(self, iface: MeshInterface) -> AddressWatch | None:
         """Netlink announcements of address, link and route changes: the node looks at its
@@ -742,14 +745,23 @@ class MeshNode:
             receive,
             ssl_context=ssl.create_default_context(cafile=ca_cert) if ca_cert else None,
             on_change=self._relay_changed,
+            on_status=self._relay_status_changed,
+            fwmark=getattr(iface, "fwmark", 0),  # the relay bypasses the tunnel as WireGuard does
             log=self.log.bind(component="relay"),
         )
+        if hasattr(iface, "on_fwmark"):
+            iface.on_fwmark = relays.set_fwmark
         self.candidates.relayed = relays.candidates
         return relays
 
     def _relay_changed(self) -> None:
         """The relayed candidate came, went or moved: report it, and check again."""
         self._candidates_due.set()
+
+    def _relay_status_changed(self) -> None:
+        """Which relay is in use and which answer, saved for ``wgpy status``."""
+        if self.relays is not None:
+            self._write_control({**self.control, "relay": self.relays.status()})
 
     def _local_candidates(self) -> list[Any]:
         """This node's candidates now: its addresses on the WireGuard port, where the
@@ -809,12 +821,18 @@ class MeshNode:
         if previous.get("state") == state and previous.get("error") == error:
             return
         since = previous.get("since") if previous.get("state") == state else None
-        self.control = {
-            "state": state,
-            "since": since if isinstance(since, float) else self.wall_clock(),
-            "error": error,
-            "server": self.client.base_url,
-        }
+        self._write_control(
+            {
+                "state": state,
+                "since": since if isinstance(since, float) else self.wall_clock(),
+                "error": error,
+                "server": self.client.base_url,
+                "relay": previous.get("relay"),
+            }
+        )
+
+    def _write_control(self, control: dict[str, Any]) -> None:
+        self.control = control
         try:
             self.state.write_control(self.control)
         except StateError as e:

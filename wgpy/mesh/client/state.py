@@ -10,8 +10,9 @@ file               mode  holds
 ``node.json``      0600  this node's record as the server last described it
 ``peers.json``     0600  the peers as the daemon last applied them (``wgpy status``)
 ``control.json``   0600  the control plane as the daemon last saw it (``wgpy status``):
-                         ``{"state", "since", "error", "server"}``, the state one of
-                         connecting, connected, unreachable, refused, expired
+                         ``{"state", "since", "error", "server", "relay"}``, the state
+                         one of connecting, connected, unreachable, refused, expired;
+                         ``relay``: the relays (wgpy.nat.relay.RelayManager.status)
 ``daemon.pid``     0644  ``PID START`` of the running daemon (START: its start time in
                          clock ticks, so a recycled PID is never mistaken for it)
 ``wgpy.log``       0600  the daemon's log
