@@ -21,7 +21,7 @@ from wgpy.endpoint import Endpoint
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
-from wgpy.mesh.client.candidates import SILENT_ROUNDS, CandidateReporter
+from wgpy.mesh.client.candidates import EARLY_REPORT, SILENT_ROUNDS, CandidateReporter
 from wgpy.mesh.client.node import MeshNode, NodeConfig
 from wgpy.mesh.client.state import StateDir
 from wgpy.nat.discovery import Discovery, IceCredentials, StunProbe
@@ -273,5 +273,51 @@ def test_a_changed_network_is_rediscovered_at_once(tmp_path: Path) -> None:
             assert took < 1.0
             await h.stop()
             stun.close()
+
+        run(main())
+
+
+def test_discovery_that_gets_no_answer_holds_nothing_back(tmp_path: Path) -> None:
+    """Where UDP is blocked STUN discovery waits out its retransmissions (~3 s): the host
+    candidates are reported after EARLY_REPORT all the same, a relayed candidate that comes
+    meanwhile at once, and discovery's end changes nothing more."""
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+        server.set_nat({"stun": ["198.51.100.1:3478"], "turn": [], "refresh": 600})
+
+        async def main() -> None:
+            network = MemoryNetwork()  # nothing answers at the STUN server's address
+            h = Harness(server, tmp_path, auth_key=auth)
+
+            async def factory(name: str, key: bytes, port: int) -> BoundInterface:
+                return BoundInterface(network, name, key, port)
+
+            h.factory = factory  # type: ignore[method-assign,assignment]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            node = await h.start()
+            me = server.node_by_key(h.public)
+            await until(lambda: bool(me.candidates), what="the host candidates", timeout=2.0)
+            assert loop.time() - started < EARLY_REPORT + 1.0
+            assert parsed(me.candidates) == [("host", LAN, 41641)]
+            relayed = Candidate(
+                foundation="relay",
+                component=1,
+                transport="udp",
+                priority=100,
+                host="203.0.113.3",
+                port=49152,
+                type="relay",
+            )
+            node.candidates.relayed = lambda: [relayed]
+            moved_at = loop.time()
+            node._relay_changed()  # as the relay manager calls it
+            await until(lambda: len(me.candidates) == 2, what="the relayed candidate", timeout=2.0)
+            assert loop.time() - moved_at < 0.5  # not after discovery's timeouts
+            assert parsed(me.candidates)[-1] == ("relay", "203.0.113.3", 49152)
+            reports = len(server.requests_to("POST", "/api/v1/node/candidates"))
+            await asyncio.sleep(3.5)  # discovery ends without an answer: nothing new
+            assert len(server.requests_to("POST", "/api/v1/node/candidates")) == reports
+            await h.stop()
 
         run(main())

@@ -11,6 +11,7 @@ update; none stops the node.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = ["CANDIDATE_INTERVAL", "CandidateReporter"]
 CANDIDATE_INTERVAL = 20.0  # seconds between STUN checks of this node's public address
 NOT_THERE = (404, 405)  # what a server without the endpoint answers
 SILENT_ROUNDS = 2  # rounds without any STUN answer before the last mapping is dropped
+EARLY_REPORT = 0.5  # seconds discovery may take before what is known is reported without it
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -54,45 +56,95 @@ class CandidateReporter:
         self._silent = 0  # rounds in a row without an answer from any STUN server
         self.relayed: Callable[[], Sequence[Candidate]] = tuple
         """This node's relayed candidates (:meth:`wgpy.nat.relay.RelayManager.candidates`)."""
+        self._relayed_moved = asyncio.Event()
+        self._reporting = asyncio.Lock()
+        self.on_reported: Callable[[], None] | None = None
+        """Called after each report that changed the list (ICE checks with the new ones)."""
 
     def forget_reported(self) -> None:
         """Report again at the next update (the server may have lost what it had)."""
         self.reported = None
 
+    async def refresh_nat(self, now: float) -> NatConfig:
+        """Where the STUN and relay servers are (asked again after the server's ``refresh``)."""
+        await self._refresh_nat(now)
+        return self.nat
+
+    def relayed_changed(self) -> None:
+        """The relayed candidate came, went or moved: an update under way reports it at once
+        instead of after discovery (which waits out its timeouts where UDP is blocked)."""
+        self._relayed_moved.set()
+
     async def update(
         self, mux: StunMux | None, addresses: Sequence[IPAddress], port: int, now: float
     ) -> None:
-        """Gather the candidates and report them if they changed."""
+        """Gather the candidates and report them if they changed. STUN discovery that has
+        not finished within :data:`EARLY_REPORT` (UDP blocked, or far away) does not hold
+        the rest back: what is known (the last mapping, host and relayed candidates) is
+        reported then, and again whenever the relayed candidate changes, and the whole list
+        once discovery ends."""
         if not self.supported:
             return
         await self._refresh_nat(now)
-        if mux is not None and self.nat.stun:
-            self.discovered(await discover(mux, self.nat.stun))
-        else:
+        if mux is None or not self.nat.stun:
             self.discovery = Discovery()
-        relayed = list(self.relayed())[:1]
-        found = candidate_list(addresses, port, self.discovery)
-        found = found[: MAX_CANDIDATES - len(relayed)] + relayed
-        candidates = [c.to_sdp() for c in found]
-        if candidates == self.reported:
+            await self._report(addresses, port, udp=None)
             return
+        discovery = asyncio.ensure_future(discover(mux, self.nat.stun))
         try:
-            await self.client.report_candidates(self.ice.ufrag, candidates)
-        except ApiError as e:
-            if e.status in NOT_THERE:
-                self._unsupported()
+            timeout: float | None = EARLY_REPORT
+            while not discovery.done():
+                moved = asyncio.ensure_future(self._relayed_moved.wait())
+                try:
+                    await asyncio.wait(
+                        (discovery, moved), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    moved.cancel()
+                if discovery.done():
+                    break
+                self._relayed_moved.clear()
+                timeout = None  # from now on: at each relay change, or when discovery ends
+                await self._report(addresses, port, udp=self.discovery.udp)
+        finally:
+            discovery.cancel()
+        self.discovered(discovery.result())
+        await self._report(addresses, port, udp=self.discovery.udp)
+
+    async def _report(self, addresses: Sequence[IPAddress], port: int, udp: bool | None) -> None:
+        """Report the candidates known now if they differ from those reported last (one
+        report at a time: the list is made when the previous one is done, so the last made
+        is the last the server gets)."""
+        async with self._reporting:
+            relayed = list(self.relayed())[:1]
+            found = candidate_list(addresses, port, self.discovery)
+            found = found[: MAX_CANDIDATES - len(relayed)] + relayed
+            candidates = [c.to_sdp() for c in found]
+            if candidates == self.reported or not self.supported:
                 return
-            self.log.warning("cannot report the ICE candidates; will try again", error=e.message)
-            return
-        except MeshClientError as e:
-            self.log.warning("cannot report the ICE candidates; will try again", error=e.message)
-            return
-        self.reported = candidates
-        self.log.info(
-            "candidates reported",
-            candidates=[f"{c.type} {Endpoint(c.host, c.port)}" for c in found],
-            udp=self.discovery.udp if self.nat.stun and mux is not None else None,
-        )
+            try:
+                await self.client.report_candidates(self.ice.ufrag, candidates)
+            except ApiError as e:
+                if e.status in NOT_THERE:
+                    self._unsupported()
+                    return
+                self.log.warning(
+                    "cannot report the ICE candidates; will try again", error=e.message
+                )
+                return
+            except MeshClientError as e:
+                self.log.warning(
+                    "cannot report the ICE candidates; will try again", error=e.message
+                )
+                return
+            self.reported = candidates
+            self.log.info(
+                "candidates reported",
+                candidates=[f"{c.type} {Endpoint(c.host, c.port)}" for c in found],
+                udp=udp,
+            )
+            if self.on_reported is not None:
+                self.on_reported()
 
     def discovered(self, found: Discovery) -> None:
         """Take ``found``; but when no STUN server answered, keep what they saw last for up

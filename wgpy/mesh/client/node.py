@@ -641,6 +641,8 @@ class MeshNode:
             log=self.log.bind(component="paths"),
         )
         self.mux.on_request = paths.handle_request
+        # peers without a path check again with each new list (rounds under way restart)
+        self.candidates.on_reported = paths.local_candidates_changed
         return paths
 
     def _path_changed(self, key: bytes, state: PathState) -> None:
@@ -756,6 +758,7 @@ class MeshNode:
 
     def _relay_changed(self) -> None:
         """The relayed candidate came, went or moved: report it, and check again."""
+        self.candidates.relayed_changed()  # at once, if an update is under way
         self._candidates_due.set()
 
     def _relay_status_changed(self) -> None:
@@ -945,15 +948,13 @@ class MeshNode:
             if self.iface is not None:
                 port = self.iface.listen_port
                 await self._look_at_addresses(self.iface)
-                before = self.candidates.reported
                 mapped = self.candidates.discovery.public(4)
+                nat = await self.candidates.refresh_nat(loop.time())
+                if self.relays is not None:  # allocating while STUN discovery runs
+                    self.relays.update(nat.turn)
                 await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
                 if self.lifetime is not None and self.candidates.discovery.public(4) != mapped:
                     self.lifetime.changed()  # first seen, or another NAT: measure (again)
-                if self.relays is not None:
-                    self.relays.update(self.candidates.nat.turn)
-                if self.paths is not None and self.candidates.reported != before:
-                    self.paths.local_candidates_changed()  # peers without a path: check now
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.candidate_interval):
                     await self._candidates_due.wait()
