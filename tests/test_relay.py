@@ -13,6 +13,7 @@ from support import PipeTun, ipv4_packet
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import Endpoint, RelayKey
+from wgpy.nat import relay as relay_module
 from wgpy.nat.ice import parse_candidate
 from wgpy.nat.relay import (
     SO_MARK,
@@ -246,6 +247,35 @@ def test_a_relay_nothing_listens_for_over_udp_fails_at_once() -> None:
             {"url": dead.urls[0].text, "transport": "udp", "error": attempt.error}
         ]
         await manager.close()
+
+    asyncio.run(go())
+
+
+def test_a_health_check_of_a_relay_that_died_over_udp_fails_at_once() -> None:
+    """The allocation's relay stops (nothing listens on its port): its Refresh is refused at
+    once, rather than HEALTH_TIMEOUT later, and the relay in use is replaced sooner."""
+
+    async def go() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+            free.bind(("127.0.0.1", 0))
+            server = free.getsockname()
+        loop = asyncio.get_running_loop()
+        dead = TurnServer(urls=(parse_turn_url(f"turn:127.0.0.1:{server[1]}"),),
+                          username="u", password="p", expires=2e9)  # fmt: skip
+        link = RelayLink(dead, dead.urls[0], lambda batch: None, lambda link, why: None, None)
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: relay_module._UdpTurnProtocol(
+                server, username="u", password="p", lifetime=600, channel_refresh_time=500
+            ),
+            remote_addr=server,
+        )
+        link.transport, link.protocol = transport, protocol
+        started = loop.time()
+        assert await link.check() is None
+        took = loop.time() - started
+        assert took < 0.5, took  # (HEALTH_TIMEOUT is 1.5 s)
+        assert isinstance(protocol.error, ConnectionRefusedError)
+        transport.close()
 
     asyncio.run(go())
 

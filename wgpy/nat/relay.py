@@ -12,7 +12,7 @@ credentials, ChannelData framing over streams), and keeps ONE allocation, the ne
   transport that worked: UDP, else TCP, else TLS (a network that blocks UDP gets TCP, one
   that lets only web traffic out gets TLS on 443); a URL whose host refuses (over UDP: the
   ICMP port unreachable that aioice ignores) fails at once, not after
-  :data:`ALLOCATE_TIMEOUT`;
+  :data:`ALLOCATE_TIMEOUT`, and so does a health check;
 - the allocation is checked every :data:`HEALTH_INTERVAL` seconds, every
   :data:`ACTIVE_HEALTH_INTERVAL` while traffic goes through it, and at once when a path
   through it stops answering (:meth:`RelayManager.check_now`) (a Refresh over its own
@@ -56,9 +56,9 @@ import ssl
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aioice import stun
 from aioice.candidate import candidate_priority
@@ -79,6 +79,8 @@ __all__ = [
     "relay_candidate",
     "score",
 ]
+
+_T = TypeVar("_T")
 
 ALLOCATE_TIMEOUT = 4.0
 """Seconds an allocation may take (DNS, TCP/TLS handshakes, the 401 round and the Allocate)."""
@@ -173,10 +175,10 @@ class _Receiver(asyncio.DatagramProtocol):
 
 
 class _UdpTurnProtocol(TurnClientUdpProtocol):
-    """aioice's TURN client over UDP, which ignores the errors its socket reports: while it
-    allocates, the first (the relay's host refused: ICMP port unreachable, or no route) is
-    kept in :attr:`error` and :attr:`failed` is set, so that a dead relay fails at once
-    rather than after :data:`ALLOCATE_TIMEOUT`."""
+    """aioice's TURN client over UDP, which ignores the errors its socket reports: while a
+    transaction waits (:func:`_or_refused`), the first (the relay's host refused: ICMP port
+    unreachable, or no route) is kept in :attr:`error` and :attr:`failed` is set, so that a
+    dead relay fails at once rather than when the transaction times out."""
 
     def __init__(self, server: tuple[str, int], **options: Any) -> None:
         super().__init__(server, **options)
@@ -184,29 +186,31 @@ class _UdpTurnProtocol(TurnClientUdpProtocol):
         self.failed = asyncio.Event()
 
     def error_received(self, exc: Exception) -> None:
-        if self.receiver is None and self.error is None:  # (allocating)
+        if self.error is None:
             self.error = exc
             self.failed.set()
 
 
-async def _allocated(protocol: TurnProtocol) -> tuple[str, int]:
-    """``protocol.connect()``: the relayed address, or the error its UDP socket reported
-    first (OSError, ConnectionRefusedError when nothing listens on the relay's port)."""
+async def _or_refused(protocol: TurnProtocol, transaction: Awaitable[_T]) -> _T:
+    """``transaction``'s result, or the error ``protocol``'s UDP socket reports first while it
+    waits (OSError: ConnectionRefusedError when nothing listens on the relay's port)."""
     if not isinstance(protocol, _UdpTurnProtocol):
-        return await protocol.connect()
-    connecting = asyncio.ensure_future(protocol.connect())
+        return await transaction
+    protocol.error = None
+    protocol.failed.clear()
+    waiting = asyncio.ensure_future(transaction)
     failed = asyncio.ensure_future(protocol.failed.wait())
     try:
-        await asyncio.wait((connecting, failed), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((waiting, failed), return_when=asyncio.FIRST_COMPLETED)
     finally:
         failed.cancel()
-        if not connecting.done():
-            connecting.cancel()
+        if not waiting.done():
+            waiting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await connecting
-    if connecting.cancelled() and protocol.error is not None:
+                await waiting
+    if waiting.cancelled() and protocol.error is not None:
         raise protocol.error
-    return connecting.result()
+    return waiting.result()
 
 
 class RelayLink:
@@ -288,7 +292,7 @@ class RelayLink:
         self.transport, self.protocol = transport, protocol
         try:
             started = loop.time()
-            self.relayed = await _allocated(protocol)
+            self.relayed = await _or_refused(protocol, protocol.connect())
             # two round trips: the unauthenticated Allocate (401) and the real one
             self.rtt = (loop.time() - started) / 2
             self.mapped = protocol.mapped_address
@@ -310,7 +314,7 @@ class RelayLink:
         started = loop.time()
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT):
-                await protocol.request_with_retry(request)
+                await _or_refused(protocol, protocol.request_with_retry(request))
         except (TimeoutError, stun.TransactionError, ConnectionError, OSError):
             return None
         return loop.time() - started
