@@ -13,6 +13,7 @@ from support import PipeTun, ipv4_packet
 from wgpy.device.interface import Interface
 from wgpy.device.udp import UdpBind
 from wgpy.endpoint import Endpoint, RelayKey
+from wgpy.nat import relay as relay_module
 from wgpy.nat.ice import parse_candidate
 from wgpy.nat.relay import (
     SO_MARK,
@@ -191,8 +192,9 @@ def test_the_relay_status_names_the_one_in_use_and_those_that_do_not_answer() ->
         manager.on_status = lambda: changes.append(manager.status())
         assert manager.status() == {
             "in_use": None, "transport": None, "relayed": None,
-            "relays": [{"name": "198.51.100.1", "reachable": None, "error": None},
-                       {"name": "198.51.100.2", "reachable": None, "error": None}],
+            "relays": [{"name": "198.51.100.1", "reachable": None, "error": None, "urls": []},
+                       {"name": "198.51.100.2", "reachable": None, "error": None,
+                        "urls": []}],
         }  # fmt: skip
         manager._set_reachable({"198.51.100.1": None, "198.51.100.2": "no answer in time"})
         manager._set_reachable({"198.51.100.1": None})  # no change: not told again
@@ -211,8 +213,69 @@ def test_the_relay_status_names_the_one_in_use_and_those_that_do_not_answer() ->
         assert changes[-1]["in_use"] is None
         assert changes[-1]["relays"][0] == {  # type: ignore[index]
             "name": "198.51.100.1", "reachable": False, "error": "it stopped answering",
+            "urls": [],
         }  # fmt: skip
         await manager.close()
+
+    asyncio.run(go())
+
+
+def test_a_relay_nothing_listens_for_over_udp_fails_at_once() -> None:
+    """The ICMP port unreachable that comes back (loopback: at once) fails the allocation,
+    rather than ALLOCATE_TIMEOUT later; the status says which URL and why."""
+
+    async def go() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]  # closed again: nothing listens there
+        dead = TurnServer(
+            urls=(parse_turn_url(f"turn:127.0.0.1:{port}?transport=udp"),),
+            username="u", password="p", expires=2e9,
+        )  # fmt: skip
+        manager = RelayManager(lambda batch: None)
+        manager.servers = (dead,)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await manager._choose() is None
+        took = loop.time() - started
+        assert took < 0.5, took  # (ALLOCATE_TIMEOUT is 4 s)
+        [attempt] = manager.attempts
+        assert attempt.error is not None and "refused" in attempt.error.lower(), attempt
+        [relay] = manager.status()["relays"]
+        assert relay["reachable"] is False
+        assert relay["urls"] == [
+            {"url": dead.urls[0].text, "transport": "udp", "error": attempt.error}
+        ]
+        await manager.close()
+
+    asyncio.run(go())
+
+
+def test_a_health_check_of_a_relay_that_died_over_udp_fails_at_once() -> None:
+    """The allocation's relay stops (nothing listens on its port): its Refresh is refused at
+    once, rather than HEALTH_TIMEOUT later, and the relay in use is replaced sooner."""
+
+    async def go() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+            free.bind(("127.0.0.1", 0))
+            server = free.getsockname()
+        loop = asyncio.get_running_loop()
+        dead = TurnServer(urls=(parse_turn_url(f"turn:127.0.0.1:{server[1]}"),),
+                          username="u", password="p", expires=2e9)  # fmt: skip
+        link = RelayLink(dead, dead.urls[0], lambda batch: None, lambda link, why: None, None)
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: relay_module._UdpTurnProtocol(
+                server, username="u", password="p", lifetime=600, channel_refresh_time=500
+            ),
+            remote_addr=server,
+        )
+        link.transport, link.protocol = transport, protocol
+        started = loop.time()
+        assert await link.check() is None
+        took = loop.time() - started
+        assert took < 0.5, took  # (HEALTH_TIMEOUT is 1.5 s)
+        assert isinstance(protocol.error, ConnectionRefusedError)
+        transport.close()
 
     asyncio.run(go())
 

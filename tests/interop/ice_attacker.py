@@ -21,7 +21,6 @@ it writes DIR/ME.status.json: checks sent, and how many the victim answered.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import select
 import socket
@@ -32,29 +31,12 @@ from typing import Any
 
 from aioice import stun
 from aioice.candidate import Candidate, candidate_priority
+from node_files import read_node, write_json
 
 from wgpy.nat.ice import derive_pair_keys, new_ufrag
 from wgpy.protocol.crypto import dh, generate_private_key, public_key
 
-WAIT = 20.0  # seconds for the other nodes' files
 INTERVAL = 0.01  # seconds between two forged checks
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
-
-
-def read_node(directory: Path, name: str) -> dict[str, Any]:
-    path = directory / f"{name}.json"
-    deadline = time.monotonic() + WAIT
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{path} did not appear within {WAIT:g} s")
-        time.sleep(0.05)
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
 
 
 def main(host: str, directory: Path, me: str, victim: str, other: str, seconds: float) -> None:

@@ -15,30 +15,21 @@ way, and the status is the first one's. KEEPALIVE: seconds between checks of an 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from aioice.candidate import Candidate, candidate_priority
+from node_files import add_peer, describe, report_until_stopped, wait_node
 
 from wgpy.device.interface import Interface
-from wgpy.nat.ice import new_ufrag, parse_remote
+from wgpy.nat.ice import new_ufrag
 from wgpy.nat.paths import KEEPALIVE_INTERVAL, PathManager
 from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
 
 WAIT_FOR_PEER = 20.0  # seconds
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
 
 
 async def main(
@@ -74,47 +65,27 @@ async def main(
         keepalive_interval=keepalive,
     )
     mux.on_request = paths.handle_request
-    write_json(
-        directory / f"{me}.json",
-        {
-            "public_key": base64.b64encode(public_key(key)).decode(),
-            "ufrag": ufrag,
-            "candidates": [candidate.to_sdp()],
-            "inner": inner,
-        },
-    )
+    describe(directory, me, public_key(key), ufrag, [candidate.to_sdp()], inner)
     deadline = loop.time() + WAIT_FOR_PEER
     keys = []
-    for name in peer.split(","):
-        peer_file = directory / f"{name}.json"
-        while not peer_file.exists():
-            if loop.time() > deadline:
-                raise SystemExit(f"{peer_file} did not appear within {WAIT_FOR_PEER:g} s")
-            await asyncio.sleep(0.05)
-        other = json.loads(peer_file.read_text())
-        keys.append(base64.b64decode(other["public_key"]))
-        iface.device.add_peer(keys[-1], allowed_ips=[f"{other['inner']}/32"])
-        remote, _ = parse_remote(other["ufrag"], other["candidates"])
-        paths.set_remote(keys[-1], remote)
+    for other in peer.split(","):
+        node = await wait_node(directory, other, max(0.0, deadline - loop.time()))
+        keys.append(add_peer(iface, paths, node))
     other_key = keys[0]
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def status() -> dict[str, Any]:
+        state = paths.path(other_key)
+        device_peer = iface.device.peers[other_key]
+        endpoint = device_peer.endpoint
+        return {
+            **state.to_json(),
+            "device_endpoint": None if endpoint is None else list(endpoint[:2]),
+            "roaming": device_peer.roaming,
+            "drops": dict(paths.drops),
+        }
+
     try:
-        while not stop.is_set():
-            state = paths.path(other_key)
-            device_peer = iface.device.peers[other_key]
-            endpoint = device_peer.endpoint
-            write_json(
-                directory / f"{me}.status.json",
-                {
-                    **state.to_json(),
-                    "device_endpoint": None if endpoint is None else list(endpoint[:2]),
-                    "roaming": device_peer.roaming,
-                    "drops": dict(paths.drops),
-                },
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
+        await report_until_stopped(directory / f"{me}.status.json", status)
     finally:
         paths.close()
         mux.close()

@@ -16,21 +16,20 @@ which relay transport carries it. Runs until SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import os
-import signal
 import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
+from node_files import add_peer, describe, report_until_stopped, wait_node
+
 from wgpy.device.interface import Interface
 from wgpy.endpoint import Endpoint, RelayKey
 from wgpy.log import configure
 from wgpy.nat.discovery import candidate_list, discover
-from wgpy.nat.ice import new_ufrag, parse_remote
+from wgpy.nat.ice import new_ufrag
 from wgpy.nat.paths import PathManager
 from wgpy.nat.relay import RelayManager
 from wgpy.nat.servers import parse_nat_config
@@ -38,12 +37,6 @@ from wgpy.nat.stunmux import StunMux
 from wgpy.protocol.crypto import generate_private_key, public_key
 
 WAIT = 20.0  # seconds for the relay and the peer's description
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
 
 
 async def main(
@@ -82,50 +75,27 @@ async def main(
         retry_interval=float(settings.get("retry", 30.0)),
     )
     mux.on_request = paths.handle_request
-    write_json(
-        directory / f"{me}.json",
-        {
-            "public_key": base64.b64encode(public_key(key)).decode(),
-            "ufrag": ufrag,
-            "candidates": [c.to_sdp() for c in local()],
-            "inner": inner,
-        },
-    )
-    peer_file = directory / f"{peer}.json"
-    deadline = loop.time() + WAIT
-    while not peer_file.exists():
-        if loop.time() > deadline:
-            raise SystemExit(f"{peer_file} did not appear within {WAIT:g} s")
-        await asyncio.sleep(0.05)
-    other = json.loads(peer_file.read_text())
-    other_key = base64.b64decode(other["public_key"])
-    iface.device.add_peer(other_key, allowed_ips=[f"{other['inner']}/32"])
-    remote, _ = parse_remote(other["ufrag"], other["candidates"])
-    paths.set_remote(other_key, remote)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    candidates = [c.to_sdp() for c in local()]
+    describe(directory, me, public_key(key), ufrag, candidates, inner)
+    other_key = add_peer(iface, paths, await wait_node(directory, peer, WAIT))
+
+    def status() -> dict[str, Any]:
+        state = paths.path(other_key)
+        endpoint = iface.device.peers[other_key].endpoint
+        link = relays.link
+        return {
+            **state.to_json(),
+            "device_endpoint": None if endpoint is None else str(Endpoint(*endpoint[:2])),
+            "through_relay": type(endpoint) is RelayKey,
+            "relay_transport": None if link is None else link.url.kind,
+            "relayed": None if link is None else list(link.relayed),
+            "relay_sent": 0 if link is None else link.sent,
+            "relay_received": 0 if link is None else link.received_count,
+            "candidates": [f"{c.type} {c.host}:{c.port}" for c in local()],
+        }
+
     try:
-        while not stop.is_set():
-            state = paths.path(other_key)
-            endpoint = iface.device.peers[other_key].endpoint
-            link = relays.link
-            write_json(
-                directory / f"{me}.status.json",
-                {
-                    **state.to_json(),
-                    "device_endpoint": None
-                    if endpoint is None
-                    else str(Endpoint(endpoint[0], endpoint[1])),
-                    "through_relay": type(endpoint) is RelayKey,
-                    "relay_transport": None if link is None else link.url.kind,
-                    "relayed": None if link is None else list(link.relayed),
-                    "relay_sent": 0 if link is None else link.sent,
-                    "relay_received": 0 if link is None else link.received_count,
-                    "candidates": [f"{c.type} {c.host}:{c.port}" for c in local()],
-                },
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
+        await report_until_stopped(directory / f"{me}.status.json", status)
     finally:
         paths.close()
         await relays.close()

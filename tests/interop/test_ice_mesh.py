@@ -12,48 +12,17 @@ ICE checks on its WireGuard port, and the path each selected is the WireGuard en
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mesh.fakes import FakeServer
 
-from wgpy.mesh.client.state import StateDir
-
-from .netns import Lab, Namespace, make_nat, unique_ifname, wait_for
+from .mesh_up import down, kill_daemons, path_to, up
+from .netns import Lab, make_nat, wait_for
 
 pytestmark = pytest.mark.root
 
 PORTS = {"behind": 41641, "public": 41642}
-
-
-def up(ns: Namespace, server: FakeServer, auth: str, state: Path, name: str) -> None:
-    result = ns.run(
-        [
-            sys.executable, "-m", "wgpy", "up", "--login-server", server.url,
-            "--auth-key", auth, "--state-dir", str(state), "--interface", unique_ifname("wi"),
-            "--hostname", name, "--listen-port", str(PORTS[name]),
-        ],
-        check=False,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-
-
-def path_to(state: Path, hostname: str) -> dict[str, Any] | None:
-    """The path a node saved for the peer ``hostname`` (None before it has one)."""
-    try:
-        peers = StateDir(state).read_peers()
-    except Exception:  # written while we read: look again
-        return None
-    for peer in peers:
-        if peer.get("hostname") == hostname and isinstance(peer.get("path"), dict):
-            path: dict[str, Any] = peer["path"]
-            return path
-    return None
 
 
 def test_a_public_node_reaches_a_node_behind_a_nat_first_over_a_direct_path(
@@ -65,8 +34,8 @@ def test_a_public_node_reaches_a_node_behind_a_nat_first_over_a_direct_path(
     try:
         server.set_nat({"stun": [f"{nat.wan.b4}:{server.stun_port}"], "turn": [], "refresh": 60})
         auth = server.add_auth_key()
-        up(nat.inside, server, auth, states["behind"], "behind")
-        up(nat.outside, server, auth, states["public"], "public")
+        up(nat.inside, server, auth, states["behind"], "behind", port=PORTS["behind"])
+        up(nat.outside, server, auth, states["public"], "public", port=PORTS["public"])
 
         def direct() -> bool:
             paths = [path_to(states["public"], "behind"), path_to(states["behind"], "public")]
@@ -85,16 +54,8 @@ def test_a_public_node_reaches_a_node_behind_a_nat_first_over_a_direct_path(
         public = next(n for n in server.nodes.values() if n.hostname == "public")
         assert nat.outside.ping(behind.ipv4, count=3, interval=0.2) == 3  # the public one first
         assert nat.inside.ping(public.ipv4, count=3, interval=0.2) == 3
-        for name, ns in (("behind", nat.inside), ("public", nat.outside)):
-            down = ns.run(
-                [sys.executable, "-m", "wgpy", "down", "--state-dir", str(states[name])],
-                check=False,
-                timeout=30,
-            )
-            assert down.returncode == 0, down.stderr
+        down(nat.inside, states["behind"])
+        down(nat.outside, states["public"])
     finally:
-        for state in states.values():
-            pid = StateDir(state).daemon_pid()
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+        kill_daemons(states.values())
         server.stop()

@@ -204,7 +204,7 @@ def test_a_dead_relay_loses_nothing_on_a_direct_path_and_says_so(relayed: RelayW
 
     def said() -> bool:
         problems = [status(n)["self"]["relay_problem"] for n in (a, b)]
-        return all(p is not None and p.startswith("no relay answers (") for p in problems)
+        return all(p is not None and p.startswith("no relay answers") for p in problems)
 
     wait_for(said, timeout=20, interval=0.5, what="`wgpy status` to say the relays are gone")
     noticed = time.monotonic() - killed
@@ -214,10 +214,11 @@ def test_a_dead_relay_loses_nothing_on_a_direct_path_and_says_so(relayed: RelayW
     assert a.kind_to(b) == b.kind_to(a) == "direct"
     report = status(a)["self"]
     assert report["relay"]["in_use"] is None, report["relay"]
-    assert report["relay_problem"].startswith("no relay answers ("), report["relay_problem"]
+    assert report["relay_problem"].startswith("no relay answers"), report["relay_problem"]
     assert all(r["reachable"] is False for r in report["relay"]["relays"]), report["relay"]
     text = a.ns.run([WGPY, "status", "--state-dir", str(a.state)], timeout=30).stdout
-    assert "# no relay answers (" in text, text
+    assert "# no relay answers, so peers without a direct path" in text, text
+    assert "# relay " in text and "Errno" not in text, text  # each relay, why in words
     print(f"`wgpy status` said the relays were gone {noticed:.1f} s after they died; "
           f"{received} of {sent} pings answered meanwhile")  # fmt: skip
 

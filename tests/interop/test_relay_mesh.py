@@ -8,46 +8,16 @@ reports the relayed candidate with the others, and ICE selects it where nothing 
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mesh.fakes import FakeServer
 
-from wgpy.mesh.client.state import StateDir
-
-from .nat_lab import NatLab, Node
-from .netns import Lab, unique_ifname, wait_for
+from .mesh_up import down, kill_daemons, path_to, up
+from .nat_lab import NatLab
+from .netns import Lab, wait_for
 
 pytestmark = pytest.mark.root
-
-
-def up(node: Node, server: FakeServer, auth: str, state: Path, name: str) -> None:
-    result = node.ns.run(
-        [
-            sys.executable, "-m", "wgpy", "up", "--login-server", server.url,
-            "--auth-key", auth, "--state-dir", str(state), "--interface", unique_ifname("wr"),
-            "--hostname", name, "--listen-port", "41641",
-        ],
-        check=False,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-
-
-def path_to(state: Path, hostname: str) -> dict[str, Any] | None:
-    try:
-        peers = StateDir(state).read_peers()
-    except Exception:  # written while we read: look again
-        return None
-    for peer in peers:
-        if peer.get("hostname") == hostname and isinstance(peer.get("path"), dict):
-            path: dict[str, Any] = peer["path"]
-            return path
-    return None
 
 
 def test_two_mesh_nodes_behind_hard_nats_are_relayed_and_ping_both_ways(
@@ -76,8 +46,8 @@ def test_two_mesh_nodes_behind_hard_nats_are_relayed_and_ping_both_ways(
             }
         )
         auth = server.add_auth_key()
-        up(a, server, auth, states["a"], "a")
-        up(b, server, auth, states["b"], "b")
+        up(a.ns, server, auth, states["a"], "a", port=41641)
+        up(b.ns, server, auth, states["b"], "b", port=41641)
 
         def relayed() -> bool:
             paths = [path_to(states["a"], "b"), path_to(states["b"], "a")]
@@ -93,16 +63,8 @@ def test_two_mesh_nodes_behind_hard_nats_are_relayed_and_ping_both_ways(
         assert relays and relay.addresses[0] in relays[0]  # reported with the others
         assert a.ns.ping(node_b.ipv4, count=3, interval=0.2) == 3
         assert b.ns.ping(node_a.ipv4, count=3, interval=0.2) == 3
-        for name, node in (("a", a), ("b", b)):
-            down = node.ns.run(
-                [sys.executable, "-m", "wgpy", "down", "--state-dir", str(states[name])],
-                check=False,
-                timeout=30,
-            )
-            assert down.returncode == 0, down.stderr
+        down(a.ns, states["a"])
+        down(b.ns, states["b"])
     finally:
-        for state in states.values():
-            pid = StateDir(state).daemon_pid()
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+        kill_daemons(states.values())
         server.stop()

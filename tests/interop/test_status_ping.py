@@ -6,23 +6,18 @@ pong came through and stops there, `wgpy status` on both names the path with its
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import sys
 from pathlib import Path
 
 import pytest
 from mesh.fakes import FakeServer
 
-from wgpy.mesh.client.state import StateDir
-
+from .mesh_up import WGPY, down, kill_daemons, path_to, up
 from .netns import Lab, make_nat, wait_for
-from .test_ice_mesh import PORTS, path_to, up
+from .test_ice_mesh import PORTS
 
 pytestmark = pytest.mark.root
-
-WGPY = [sys.executable, "-m", "wgpy"]
 
 
 def test_ping_and_status_name_the_direct_path_through_the_nat(lab: Lab, tmp_path: Path) -> None:
@@ -32,8 +27,8 @@ def test_ping_and_status_name_the_direct_path_through_the_nat(lab: Lab, tmp_path
     try:
         server.set_nat({"stun": [f"{nat.wan.b4}:{server.stun_port}"], "turn": [], "refresh": 60})
         auth = server.add_auth_key()
-        up(nat.inside, server, auth, states["behind"], "behind")
-        up(nat.outside, server, auth, states["public"], "public")
+        up(nat.inside, server, auth, states["behind"], "behind", port=PORTS["behind"])
+        up(nat.outside, server, auth, states["public"], "public", port=PORTS["public"])
         behind = next(n for n in server.nodes.values() if n.hostname == "behind")
 
         # the public node pings the one behind the NAT at once, by name: pongs until one
@@ -108,8 +103,7 @@ def test_ping_and_status_name_the_direct_path_through_the_nat(lab: Lab, tmp_path
             "wgpy ping: this node has no peer called nobody (a hostname, mesh address or public "
             "key start): see `wgpy status`\n"
         )
-        down = nat.inside.run([*WGPY, "down", "--state-dir", str(states["behind"])], check=False)
-        assert down.returncode == 0, down.stderr
+        down(nat.inside, states["behind"])
         ping = nat.inside.run(
             [*WGPY, "ping", "public", "--state-dir", str(states["behind"])], check=False
         )
@@ -124,10 +118,7 @@ def test_ping_and_status_name_the_direct_path_through_the_nat(lab: Lab, tmp_path
         assert ping.stdout.startswith(f"timeout waiting for pong from behind ({behind.ipv4})")
         assert ping.stderr == f"wgpy ping: no pong from behind ({behind.ipv4}) in 2 pings\n"
     finally:
-        for state in states.values():
-            pid = StateDir(state).daemon_pid()
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+        kill_daemons(states.values())
         server.stop()
 
 

@@ -248,23 +248,29 @@ def test_a_relay_that_does_not_answer_is_said(running: StateDir) -> None:
     report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
     assert report["relay"]["in_use"] == "relay1.example"
     assert report["relay"]["transport"] == "tcp" and report["relay_problem"] is None
-    # one of two does not answer: named, with why, and which one is used instead
+    # one of two does not answer: named, with why in words, and which one is used instead
     running.write_control(relay_control([up, down], "relay1.example"))
     status, out, _ = run("status", "--state-dir", path)
     assert (
-        "# relay relay2.example unreachable (relay2.example: "
-        "turn:relay2.example:3478?transport=udp: no answer in time); using relay1.example\n"
+        "# relay relay2.example does not answer over UDP (no answer in time); "
+        "using relay1.example\n"
     ) in out
-    # none answers: peers without a direct path cannot be reached
+    # none answers: peers without a direct path cannot be reached; one line per relay
     running.write_control(relay_control([{**up, "reachable": False, "error": "it stopped "
                                           "answering"}, down], None))  # fmt: skip
     status, out, _ = run("status", "--state-dir", path)
-    assert "# no relay answers (relay1.example: it stopped answering; relay2.example: " in out
-    assert "peers without a direct path cannot be reached" in out
+    assert (
+        "# no relay answers, so peers without a direct path cannot be reached "
+        "(the node keeps trying)\n"
+        "# relay relay1.example does not answer (it stopped answering)\n"
+        "# relay relay2.example does not answer over UDP (no answer in time)\n"
+    ) in out
     report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
     assert report["relay"]["in_use"] is None
     assert [r["reachable"] for r in report["relay"]["relays"]] == [False, False]
-    assert report["relay_problem"].startswith("no relay answers (")
+    assert report["relay_problem"].startswith("no relay answers, so peers without")
+    assert report["relay_problem"].endswith("relay2.example does not answer over UDP "
+                                            "(no answer in time)")  # fmt: skip
     # not tried yet (reachable null), or a damaged entry: nothing said, nothing raised
     running.write_control(relay_control([{**up, "reachable": None}, {"name": 5}], None))
     status, out, _ = run("status", "--state-dir", path)
@@ -272,3 +278,113 @@ def test_a_relay_that_does_not_answer_is_said(running: StateDir) -> None:
     running.write_control({"state": "connected", "since": time.time(), "relay": "garbage"})
     report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
     assert report["relay"] is None and report["relay_problem"] is None
+
+
+def test_a_relay_error_is_said_in_words_per_transport_and_raw_in_json(running: StateDir) -> None:
+    """Each URL's socket error (as wgpy.nat.relay's status lists them) becomes words: one
+    sentence per relay, its transports together when they failed alike."""
+    path = str(running.path)
+    refused = "[Errno 111] Connect call failed ('203.0.113.3', 3478)"
+    dead = {
+        "name": "203.0.113.3",
+        "reachable": False,
+        "error": f"turn:203.0.113.3:3478?transport=udp: {refused}",
+        "urls": [
+            {
+                "url": "turn:203.0.113.3:3478?transport=udp",
+                "transport": "udp",
+                "error": "[Errno 111] Connection refused",
+            },
+            {"url": "turn:203.0.113.3:3478?transport=tcp", "transport": "tcp", "error": refused},
+            {
+                "url": "turns:203.0.113.3:443?transport=tcp",
+                "transport": "tls",
+                "error": "[Errno 111] Connect call failed ('203.0.113.3', 443)",
+            },
+        ],
+    }
+    mixed = {
+        "name": "relay.example",
+        "reachable": False,
+        "error": "...",
+        "urls": [
+            {
+                "url": "turn:relay.example:3478?transport=udp",
+                "transport": "udp",
+                "error": "no answer in time",
+            },
+            {
+                "url": "turns:relay.example:443?transport=tcp",
+                "transport": "tls",
+                "error": "its TLS certificate is not trusted (self-signed certificate)",
+            },
+        ],
+    }
+    creds = {
+        "name": "relay3.example",
+        "reachable": False,
+        "error": "turn:relay3.example:3478?transport=udp: it refused the allocation "
+        "(401 Unauthorized)",
+    }
+    odd = {
+        "name": "relay4.example",
+        "reachable": False,
+        "error": "turn:relay4.example:3478?transport=tcp: [Errno 113] No route to host",
+    }
+    weird = {"name": "relay5.example", "reachable": False,
+             "urls": [{"url": "turn:relay5.example:3478?transport=udp", "transport": "udp",
+                       "error": "[Errno 90] Message too long"}]}  # fmt: skip
+    running.write_control(relay_control([dead, mixed, creds, odd, weird], None))
+    status, out, _ = run("status", "--state-dir", path)
+    assert status == 0
+    lines = [line for line in out.splitlines() if line.startswith("# relay ")]
+    assert lines == [
+        "# relay 203.0.113.3 does not answer over UDP, TCP or TLS (connection refused)",
+        "# relay relay.example does not answer over UDP or TLS (UDP: no answer in time; "
+        "TLS: its TLS certificate is not trusted)",
+        "# relay relay3.example does not answer over UDP (it refused this node's credentials)",
+        "# relay relay4.example does not answer over TCP (no route to host)",
+        "# relay relay5.example does not answer over UDP (Message too long)",
+    ], out
+    assert "Errno" not in out
+    # --json keeps the raw errors
+    report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
+    assert report["relay"]["relays"][0]["error"].endswith(refused)
+    assert report["relay_problem"].startswith("no relay answers, so ")
+
+
+def test_the_nat_line_says_the_mapping_lifetime_keepalive_and_drops(running: StateDir) -> None:
+    """nat.json as the node writes it (wgpy.nat.lifetime.Lifetime.to_json, and the STUN
+    demultiplexer's drops): one line, the drops only when there are some."""
+    path = str(running.path)
+    running.write_control({"state": "connected", "since": time.time(), "error": None})
+    measured = {"mapping_lifetime": 4.0, "mapping_lifetime_below": 6.0, "keepalive": 3.2,
+                "measurement_seconds": 10.0, "error": None, "keepalive_source": "measured",
+                "drops": {"malformed": 0}}  # fmt: skip
+    running.write_nat(measured)
+    status, out, _ = run("status", "--state-dir", path)
+    assert status == 0
+    notes = [line for line in out.splitlines() if line.startswith("#")]
+    assert notes == ["# NAT: mappings last at least 4 s (less than 6 s); keepalive every 3.2 s"]
+    running.write_nat({**measured, "mapping_lifetime_below": None,
+                       "drops": {"malformed": 12, "bad-integrity": 3, "not-stun": 0,
+                                 "something-new": 1, "garbage": "x"}})  # fmt: skip
+    notes = [line for line in run("status", "--state-dir", path)[1].splitlines() if "#" in line]
+    assert notes == [
+        "# NAT: mappings last at least 4 s; keepalive every 3.2 s",
+        "# dropped on the WireGuard port: 12 malformed STUN, 3 bad integrity, 1 something new",
+    ]
+    report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
+    assert report["nat"]["drops"]["malformed"] == 12
+    running.write_nat({"mapping_lifetime": None, "mapping_lifetime_below": None,
+                       "keepalive": 25, "measurement_seconds": 0.0, "error": None,
+                       "keepalive_source": "measuring"})  # fmt: skip
+    out = run("status", "--state-dir", path)[1]
+    assert "# NAT: measuring how long mappings last; keepalive every 25 s\n" in out
+    running.write_nat({"mapping_lifetime": None, "keepalive": 25, "keepalive_source": "default",
+                       "error": "no STUN answer."})  # fmt: skip
+    out = run("status", "--state-dir", path)[1]
+    assert "# NAT: mapping lifetime not measured (no STUN answer); keepalive every 25 s\n" in out
+    # a stopped node: not said (history, not now)
+    running.remove_pid(os.getpid())
+    assert "NAT" not in run("status", "--state-dir", path)[1]

@@ -16,7 +16,13 @@ is its own (offline, no path) says so in words on its line, and in ``--json`` as
 The relays as the daemon last saw them (``control.json``'s ``relay``,
 :meth:`wgpy.nat.relay.RelayManager.status`): ``--json`` has them under ``self.relay`` (the one
 in use, its transport, and whether each answers); a relay that does not answer (all of its
-URLs failed, or its health check did) is said in one line (``self.relay_problem``).
+URLs failed, or its health check did) is said in one sentence: what failed, in words
+(``relay NAME does not answer over UDP or TCP (connection refused)``; ``--json`` has the raw
+errors) (``self.relay_problem``).
+
+What the node measured of its NAT (``nat.json``, ``self.nat`` in ``--json``) is one line: how
+long its mappings last and the keepalive interval that follows, and, when the STUN
+demultiplexer on the WireGuard port dropped datagrams (``drops``), how many and why.
 """
 
 from __future__ import annotations
@@ -97,7 +103,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 # the NAT's measured mapping lifetime and the keepalive (a running node's)
                 "nat": nat if pid is not None else None,
                 "relay": relay,
-                "relay_problem": relay_trouble,
+                # the sentences of the text view, in one
+                "relay_problem": "; ".join(relay_trouble) if relay_trouble else None,
             },
             "peers": rows,
         }
@@ -121,8 +128,10 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         env.stdout.write("  ".join(cells) + "  " + text + "\n")
     if problem is not None:
         env.stdout.write(f"# {problem}\n")
-    if relay_trouble is not None:
-        env.stdout.write(f"# {relay_trouble}\n")
+    for line in relay_trouble or []:
+        env.stdout.write(f"# {line}\n")
+    for line in nat_lines(nat if pid is not None else None):
+        env.stdout.write(f"# {line}\n")
     if not rows:
         if pid is not None and problem is None:
             env.stdout.write("(no peers: the policy lets this node reach no one yet)\n")
@@ -182,11 +191,18 @@ def relay_state(control: dict[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             reachable = item.get("reachable")
             error = item.get("error")
+            urls = [
+                {k: u.get(k) if isinstance(u.get(k), str) else None for k in URL_KEYS}
+                for u in item.get("urls") or []
+                if isinstance(u, dict)
+            ]
             relays.append(
                 {
                     "name": item["name"],
                     "reachable": reachable if isinstance(reachable, bool) else None,
                     "error": error if isinstance(error, str) else None,
+                    # each URL tried and its raw error (wgpy.nat.relay's status)
+                    "urls": [u for u in urls if u["transport"] and u["error"]],
                 }
             )
     text = {
@@ -196,22 +212,144 @@ def relay_state(control: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**text, "relays": relays}
 
 
-def relay_problem(relay: dict[str, Any] | None) -> str | None:
-    """One sentence on relays that do not answer (None: all that were tried do)."""
+URL_KEYS = ("url", "transport", "error")
+
+
+def relay_problem(relay: dict[str, Any] | None) -> list[str] | None:
+    """One sentence per relay that does not answer, what failed in words (``--json`` has the
+    raw errors under ``self.relay``); first, when none answers, what that means. None: all
+    that were tried answer."""
     if relay is None or not relay["relays"]:
         return None
     down = [r for r in relay["relays"] if r["reachable"] is False]
     if not down:
         return None
-    why = "; ".join(f"{r['name']}: {(r['error'] or 'no answer').rstrip('.')}" for r in down)
+    lines = [relay_failure(r) for r in down]
     if len(down) == len(relay["relays"]) and relay["in_use"] is None:
-        return (
-            f"no relay answers ({why}): peers without a direct path cannot be reached; "
-            "the node keeps trying"
-        )
-    names = ", ".join(r["name"] for r in down)
-    using = f"; using {relay['in_use']}" if relay["in_use"] else ""
-    return f"relay {names} unreachable ({why}){using}"
+        return [
+            "no relay answers, so peers without a direct path cannot be reached "
+            "(the node keeps trying)",
+            *lines,
+        ]
+    if relay["in_use"]:
+        lines[-1] += f"; using {relay['in_use']}"
+    return lines
+
+
+def relay_failure(relay: dict[str, Any]) -> str:
+    """``relay NAME does not answer over UDP, TCP or TLS (connection refused)``."""
+    name = relay["name"]
+    tried = [(u["transport"], u["error"]) for u in relay["urls"]]
+    error = (relay["error"] or "").rstrip(".")
+    if not tried and error.startswith(("turn:", "turns:")) and ": " in error:
+        url, _, why = error.partition(": ")  # an older daemon: the first URL's error only
+        tried = [(_url_transport(url), why)]
+    if not tried:
+        return f"relay {name} does not answer ({error_words(error) if error else 'no answer'})"
+    over = _or([TRANSPORT_WORDS.get(kind, kind.upper()) for kind, _ in dict(tried).items()])
+    reasons = {kind: error_words(why) for kind, why in tried}
+    if len(set(reasons.values())) == 1:
+        why = next(iter(reasons.values()))
+    else:
+        why = "; ".join(f"{TRANSPORT_WORDS.get(k, k.upper())}: {w}" for k, w in reasons.items())
+    return f"relay {name} does not answer over {over} ({why})"
+
+
+TRANSPORT_WORDS = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}
+
+# what a relay's error says, in words (the first whose marks appear in it, lowercase)
+ERROR_WORDS = (
+    (("certificate",), "its TLS certificate is not trusted"),
+    (("(401",), "it refused this node's credentials"),
+    (("connection refused", "connect call failed", "errno 111"), "connection refused"),
+    (("no answer in time", "timed out", "timeout"), "no answer in time"),
+    (("network is unreachable", "errno 101"), "network unreachable"),
+    (("no route to host", "host is unreachable", "errno 113"), "no route to host"),
+    (("name or service not known", "name resolution", "nodename nor servname"),
+     "its name does not resolve"),
+    (("connection reset", "errno 104"), "connection reset"),
+)  # fmt: skip
+
+
+def error_words(error: str) -> str:
+    """A relay's error (``[Errno 111] Connect call failed ('203.0.113.3', 3478)``) in words
+    (``connection refused``); one not known here as it came, without its errno."""
+    low = error.lower()
+    for marks, words in ERROR_WORDS:
+        if any(mark in low for mark in marks):
+            return words
+    if error.startswith("[Errno") and "] " in error:
+        error = error.split("] ", 1)[1]
+    return error.rstrip(".") or "no answer"
+
+
+def _url_transport(url: str) -> str:
+    if url.startswith("turns:"):
+        return "tls"
+    return "tcp" if "transport=tcp" in url else "udp"
+
+
+def _or(words: list[str]) -> str:
+    """``UDP``, ``UDP or TCP``, ``UDP, TCP or TLS``."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def nat_lines(nat: dict[str, Any] | None) -> list[str]:
+    """What the running node measured of its NAT (``nat.json``): the mapping lifetime and
+    the keepalive interval, and the datagrams dropped on the WireGuard port's STUN
+    demultiplexer (only when there are some)."""
+    if nat is None:
+        return []
+    survived, below = nat.get("mapping_lifetime"), nat.get("mapping_lifetime_below")
+    keepalive = nat.get("keepalive")
+    every = f"; keepalive every {keepalive:g} s" if _is_number(keepalive) else ""
+    if _is_number(survived):
+        less = f" (less than {below:g} s)" if _is_number(below) else ""
+        lines = [f"NAT: mappings last at least {survived:g} s{less}{every}"]
+    else:
+        source = nat.get("keepalive_source")
+        if source == "measuring":
+            why = "measuring how long mappings last"
+        elif source == "configured":
+            why = "mapping lifetime not measured (--nat-keepalive given)"
+        else:
+            error = str(nat.get("error") or "").rstrip(".")
+            why = "mapping lifetime not measured" + (f" ({error})" if error else "")
+        lines = [f"NAT: {why}{every}"]
+    drops = nat.get("drops")
+    if isinstance(drops, dict):
+        counts = [
+            (count, DROP_WORDS.get(reason, str(reason).replace("-", " ")))
+            for reason, count in drops.items()
+            if _is_number(count) and count > 0
+        ]
+        if counts:
+            said = ", ".join(f"{count:g} {words}" for count, words in counts)
+            lines.append(f"dropped on the WireGuard port: {said}")
+    return lines
+
+
+# wgpy.nat.stunmux's drop reasons (StunMux.drops) in words
+DROP_WORDS = {
+    "not-stun": "neither STUN nor relay data",
+    "truncated": "truncated",
+    "bad-length": "with a wrong length",
+    "too-large": "too large STUN",
+    "malformed": "malformed STUN",
+    "unmatched-response": "unmatched STUN responses",
+    "wrong-source": "STUN responses from the wrong address",
+    "wrong-method": "STUN responses of the wrong method",
+    "no-integrity": "unsigned STUN responses",
+    "bad-integrity": "bad integrity",
+    "no-request-handler": "unhandled STUN requests",
+    "no-indication-handler": "unhandled STUN indications",
+    "no-channel-handler": "unhandled relay data",
+    "handler-error": "failed in their handler",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _since(timestamp: float, now: float) -> str:

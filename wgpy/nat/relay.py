@@ -10,7 +10,9 @@ credentials, ChannelData framing over streams), and keeps ONE allocation, the ne
   :data:`CHOOSE_GRACE` of the first, the nearest wins (the lowest round trip of its URLs; TCP
   and TLS count a little more than they measure, :data:`STREAM_PENALTY`), and on it the best
   transport that worked: UDP, else TCP, else TLS (a network that blocks UDP gets TCP, one
-  that lets only web traffic out gets TLS on 443);
+  that lets only web traffic out gets TLS on 443); a URL whose host refuses (over UDP: the
+  ICMP port unreachable that aioice ignores) fails at once, not after
+  :data:`ALLOCATE_TIMEOUT`, and so does a health check;
 - the allocation is checked every :data:`HEALTH_INTERVAL` seconds, every
   :data:`ACTIVE_HEALTH_INTERVAL` while traffic goes through it, and at once when a path
   through it stops answering (:meth:`RelayManager.check_now`) (a Refresh over its own
@@ -31,7 +33,8 @@ tunnel in T) traffic to the relay must bypass the tunnel as WireGuard's own does
 would loop into it.
 
 :meth:`RelayManager.status` says which relay is in use and which answer (``wgpy status``
-tells a relay that does not: all of its URLs failed, or its health check did).
+tells a relay that does not: all of its URLs failed, each URL with why, or its health check
+did).
 
 The allocation's relayed address is this node's ``relay`` candidate (:meth:`candidates`, a
 :class:`wgpy.nat.ice.RelayedCandidate` that names its :class:`RelayLink`). A path through it is
@@ -53,9 +56,9 @@ import ssl
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aioice import stun
 from aioice.candidate import candidate_priority
@@ -76,6 +79,8 @@ __all__ = [
     "relay_candidate",
     "score",
 ]
+
+_T = TypeVar("_T")
 
 ALLOCATE_TIMEOUT = 4.0
 """Seconds an allocation may take (DNS, TCP/TLS handshakes, the 401 round and the Allocate)."""
@@ -169,6 +174,45 @@ class _Receiver(asyncio.DatagramProtocol):
         self.link.lost("its connection closed" if exc is None else f"it failed ({exc})")
 
 
+class _UdpTurnProtocol(TurnClientUdpProtocol):
+    """aioice's TURN client over UDP, which ignores the errors its socket reports: while a
+    transaction waits (:func:`_or_refused`), the first (the relay's host refused: ICMP port
+    unreachable, or no route) is kept in :attr:`error` and :attr:`failed` is set, so that a
+    dead relay fails at once rather than when the transaction times out."""
+
+    def __init__(self, server: tuple[str, int], **options: Any) -> None:
+        super().__init__(server, **options)
+        self.error: Exception | None = None
+        self.failed = asyncio.Event()
+
+    def error_received(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+            self.failed.set()
+
+
+async def _or_refused(protocol: TurnProtocol, transaction: Awaitable[_T]) -> _T:
+    """``transaction``'s result, or the error ``protocol``'s UDP socket reports first while it
+    waits (OSError: ConnectionRefusedError when nothing listens on the relay's port)."""
+    if not isinstance(protocol, _UdpTurnProtocol):
+        return await transaction
+    protocol.error = None
+    protocol.failed.clear()
+    waiting = asyncio.ensure_future(transaction)
+    failed = asyncio.ensure_future(protocol.failed.wait())
+    try:
+        await asyncio.wait((waiting, failed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    if waiting.cancelled() and protocol.error is not None:
+        raise protocol.error
+    return waiting.result()
+
+
 class RelayLink:
     """One allocation on one relay URL: sends to peers through it and delivers what they
     send. Satisfies :class:`wgpy.endpoint.RelayLink`."""
@@ -239,7 +283,7 @@ class RelayLink:
             else:
                 sock.connect(server)  # UDP: only sets the peer (the mark is on already)
                 transport, protocol = await loop.create_datagram_endpoint(
-                    lambda: TurnClientUdpProtocol(server, **options),  # type: ignore[arg-type]
+                    lambda: _UdpTurnProtocol(server, **options),
                     sock=sock,
                 )
         except BaseException:
@@ -248,7 +292,7 @@ class RelayLink:
         self.transport, self.protocol = transport, protocol
         try:
             started = loop.time()
-            self.relayed = await protocol.connect()
+            self.relayed = await _or_refused(protocol, protocol.connect())
             # two round trips: the unauthenticated Allocate (401) and the real one
             self.rtt = (loop.time() - started) / 2
             self.mapped = protocol.mapped_address
@@ -270,7 +314,7 @@ class RelayLink:
         started = loop.time()
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT):
-                await protocol.request_with_retry(request)
+                await _or_refused(protocol, protocol.request_with_retry(request))
         except (TimeoutError, stun.TransactionError, ConnectionError, OSError):
             return None
         return loop.time() - started
@@ -399,6 +443,8 @@ class RelayManager:
         self.attempts: list[Attempt] = []
         self.reachable: dict[str, str | None] = {}
         """Per relay name, as last seen: None when it answers, else why not."""
+        self.failures: dict[str, list[tuple[TurnUrl, str]]] = {}
+        """Per relay that did not answer its last allocation round: each URL and why not."""
         self._old: list[RelayLink] = []
         self._wake = asyncio.Event()
         self._check_now = False  # with _wake: check the allocation at once
@@ -466,6 +512,12 @@ class RelayManager:
                     "name": name,
                     "reachable": None if name not in self.reachable else not self.reachable[name],
                     "error": self.reachable.get(name),
+                    # each URL tried and why it failed (the last round; [] when it answers)
+                    "urls": [
+                        {"url": url.text, "transport": url.kind, "error": error}
+                        for url, error in self.failures.get(name, [])
+                        if self.reachable.get(name)
+                    ],
                 }
                 for name in names
             ],
@@ -531,6 +583,7 @@ class RelayManager:
         if link is self.link:
             self.log.warning("relay lost; choosing another", relay=link.name, why=why)
             self.link = None
+            self.failures.pop(link.name, None)
             self._set_reachable({link.name: why})
             self._avoid = {link.name}
             self._changed()
@@ -646,12 +699,19 @@ class RelayManager:
                 Attempt(link.url, None if error else link.rtt, error or None, relay_of[id(link)])
             )
         answered: dict[str, str | None] = {}  # a relay answers when one of its URLs did
+        failures: dict[str, list[tuple[TurnUrl, str]]] = {}
         for attempt, (task, link) in zip(self.attempts, tasks.items(), strict=True):
             name = link.server.name
             if attempt.error is None:
                 answered[name] = None
             elif task in done or not graced:  # (not cut short by a nearer relay)
                 answered.setdefault(name, f"{attempt.url.text}: {attempt.error}")
+                failures.setdefault(name, []).append((attempt.url, attempt.error))
+        for name, why in answered.items():
+            if why is None:
+                self.failures.pop(name, None)
+            else:
+                self.failures[name] = failures[name]
         self._set_reachable(answered)
         best = choose(self.attempts)
         chosen = None
