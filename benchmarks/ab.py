@@ -96,6 +96,27 @@ def spread(a: list[float], b: list[float]) -> str:
     return f" (per round {statistics.median(ratios):.3f}, {min(ratios):.3f}-{max(ratios):.3f})"
 
 
+def checkout_base(stack: contextlib.ExitStack, base_tree: Path, base: str) -> bool:
+    """Check ``base`` out into ``base_tree`` (a detached worktree, removed when ``stack``
+    closes); False, with a message, if git cannot."""
+    checkout = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), base],
+        capture_output=True,
+        text=True,
+    )
+    if checkout.returncode != 0:
+        reason = checkout.stderr.strip().splitlines()[-1] if checkout.stderr else "?"
+        say(f"cannot check out --base {base} ({reason}); give a commit, tag or branch")
+        return False
+    stack.callback(
+        subprocess.run,
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
+        check=False,
+        capture_output=True,
+    )
+    return True
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against")
@@ -118,21 +139,10 @@ def main(argv: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wgpy-ab-")))
         base_tree = tmp / "base"
-        checkout = subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base],
-            capture_output=True,
-            text=True,
-        )
-        if checkout.returncode != 0:
-            reason = checkout.stderr.strip().splitlines()[-1] if checkout.stderr else "?"
-            say(f"cannot check out --base {args.base} ({reason}); give a commit, tag or branch")
+        # --mux compare measures the working tree alone: no checkout (and no worktree that
+        # another run beside it could see come and go)
+        if args.mux != "compare" and not checkout_base(stack, base_tree, args.base):
             return 2
-        stack.callback(
-            subprocess.run,
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
-            check=False,
-            capture_output=True,
-        )
         if args.mux != "off":
             install_muxed(tmp)
         if args.mux == "on" and not has_mux(base_tree):
