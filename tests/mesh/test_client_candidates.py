@@ -311,7 +311,8 @@ def test_discovery_that_gets_no_answer_holds_nothing_back(tmp_path: Path) -> Non
             )
             node.candidates.relayed = lambda: [relayed]
             moved_at = loop.time()
-            node._relay_changed()  # as the relay manager calls it
+            assert node.traversal is not None
+            node.traversal.relay_changed()  # as the relay manager calls it
             await until(lambda: len(me.candidates) == 2, what="the relayed candidate", timeout=2.0)
             assert loop.time() - moved_at < 0.5  # not after discovery's timeouts
             assert parsed(me.candidates)[-1] == ("relay", "203.0.113.3", 49152)
