@@ -308,6 +308,8 @@ class Traversal:
             lambda: self.candidates.nat.stun,
             self.lifetime_measured,
             default=self.nat_keepalive,
+            # the probes bypass the tunnel as WireGuard does (the bind's mark when they start)
+            fwmark=lambda: int(getattr(self.iface, "fwmark", 0)),
             log=self.log.bind(component="lifetime"),
         )
 
