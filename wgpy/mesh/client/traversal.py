@@ -12,7 +12,10 @@ open, and wires together, on that interface:
 - the lifetime watch (:class:`~wgpy.nat.lifetime.LifetimeWatch`): the NAT's mapping lifetime,
   and the keepalives under it (ICE paths' checks, WireGuard's for peers without ICE), saved
   in ``nat.json`` for ``wgpy status``;
-- the candidate loop: this node's ICE candidates, reported to the coordination server.
+- the candidate loop: this node's ICE candidates, reported to the coordination server;
+- the drops: what the STUN demultiplexer dropped on the WireGuard port (hostile or stray
+  datagrams, by reason), saved in ``nat.json`` (``drops``) every :data:`DROPS_INTERVAL` when
+  it changed, and logged at most every :data:`DROPS_WARNING_INTERVAL` when it grew.
 
 It gets what it needs from the node as values and callbacks (the node's map, control state
 and endpoints stay the node's); it never imports :mod:`.node`.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -40,7 +44,10 @@ from .candidates import CandidateReporter
 from .state import StateDir, StateError
 from .system import HostNetwork, HostNetworkError
 
-__all__ = ["Traversal", "TraversalInterface"]
+__all__ = ["DROPS_INTERVAL", "DROPS_WARNING_INTERVAL", "Traversal", "TraversalInterface"]
+
+DROPS_INTERVAL = 5.0  # seconds between looks at the STUN demultiplexer's drop counters
+DROPS_WARNING_INTERVAL = 60.0  # seconds: drops are logged at most this often
 
 
 class TraversalInterface(Protocol):
@@ -106,6 +113,10 @@ class Traversal:
         self.lifetime: LifetimeWatch | None = None
         self.local_addresses: list[Any] = []
         self.candidates_due = asyncio.Event()
+        self._nat: dict[str, Any] = {}  # nat.json as last written, without the drops
+        self._drops_saved: dict[str, int] = {}
+        self._drops_logged: Counter[str] = Counter()  # the drops at the last warning
+        self._drops_logged_at = float("-inf")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,10 +128,13 @@ class Traversal:
         self.lifetime = self._watch_lifetime()
 
     def start(self) -> list[asyncio.Task[Any]]:
-        """The loops, to run until cancelled: the candidate loop, the lifetime watch."""
+        """The loops, to run until cancelled: the candidate loop, the lifetime watch, the
+        look at the drops."""
         loops = [asyncio.create_task(self._candidate_loop())]
         if self.lifetime is not None:
             loops.append(asyncio.create_task(self.lifetime.run()))
+        if self.mux is not None:
+            loops.append(asyncio.create_task(self._drops_loop()))
         return loops
 
     async def close(self) -> None:
@@ -329,11 +343,43 @@ class Traversal:
             result = Lifetime(self.keepalive)
         else:  # measured, or the default where it could not be
             source = "measured" if result.error is None else "default"
-        nat = {**result.to_json(), "keepalive_source": source}
+        self._nat = {**result.to_json(), "keepalive_source": source}
+        self._write_nat()
+
+    def _write_nat(self) -> None:
+        nat = dict(self._nat)
+        if self.mux is not None:
+            self._drops_saved = nat["drops"] = dict(self.mux.drops)
         try:
             self.state.write_nat(nat)
         except StateError as e:
             self.log.warning("cannot save the NAT state", error=e.message)
+
+    # ------------------------------------------------------------------ drops
+
+    async def _drops_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DROPS_INTERVAL)
+            self.look_at_drops(loop.time())
+
+    def look_at_drops(self, now: float) -> None:
+        """Save the STUN demultiplexer's drops if they changed; say so if they grew and
+        nothing was said for :data:`DROPS_WARNING_INTERVAL` seconds."""
+        if self.mux is None:
+            return
+        drops = self.mux.drops
+        if dict(drops) != self._drops_saved:
+            self._write_nat()
+        grown = drops - self._drops_logged
+        if not grown or now - self._drops_logged_at < DROPS_WARNING_INTERVAL:
+            return
+        self._drops_logged, self._drops_logged_at = Counter(drops), now
+        self.log.warning(
+            f"dropped {grown.total()} STUN/ChannelData datagrams on the WireGuard port "
+            "in the last minute",
+            reasons=dict(grown),
+        )
 
     # ------------------------------------------------------------------ candidates
 
