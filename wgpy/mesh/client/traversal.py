@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ...endpoint import Endpoint
 from ...keys import key_to_base64
 from ...nat.discovery import candidate_list
 from ...nat.ice import IceError, parse_remote
@@ -398,16 +399,24 @@ class Traversal:
             self.candidates_due.clear()
             port = self.iface.listen_port
             await self._look_at_addresses()
-            mapped = self.candidates.discovery.public(4)
+            mapped = _public_address(self.candidates.discovery.public(4))
             nat = await self.candidates.refresh_nat(loop.time())
             if self.relays is not None:  # allocating while STUN discovery runs
                 self.relays.update(nat.turn)
             await self.candidates.update(self.mux, self.local_addresses, port, loop.time())
-            if self.lifetime is not None and self.candidates.discovery.public(4) != mapped:
-                self.lifetime.changed()  # first seen, or another NAT: measure (again)
+            now_mapped = _public_address(self.candidates.discovery.public(4))
+            if self.lifetime is not None and now_mapped != mapped:
+                # first seen, or another NAT: measure (again); a new port behind the same
+                # address is the same NAT (a mapping that expired, a NAT that maps each
+                # destination anew) and would restart every measurement before it ends
+                self.lifetime.changed()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.candidate_interval):
                     await self.candidates_due.wait()
+
+
+def _public_address(mapped: Endpoint | None) -> str | None:
+    return None if mapped is None else mapped.host
 
 
 def _open_mux(iface: TraversalInterface) -> StunMux | None:
