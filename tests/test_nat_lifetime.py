@@ -7,6 +7,8 @@ answers nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,9 +27,11 @@ from wgpy.nat.lifetime import (
     binding_request,
     keepalive_for,
     measure,
+    open_probe,
     outcome,
     parse_answer,
 )
+from wgpy.nat.relay import SO_MARK
 
 T = TypeVar("T")
 TXID = bytes(range(12))
@@ -251,3 +255,54 @@ def test_the_watch_measures_once_servers_are_known_and_again_when_the_network_ch
 
     results = run(scenario)
     assert [(r.survived, r.died) for r in results] == [(0.4, 0.6), (0.4, 0.6)]
+
+
+# ---------------------------------------------------------------------- the firewall mark
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SO_MARK needs CAP_NET_ADMIN")
+def test_the_probe_sockets_carry_the_wireguard_sockets_firewall_mark() -> None:
+    async def scenario() -> tuple[int, int]:
+        marks = []
+        for fwmark in (0x5157, 0):
+            probe = await open_probe(("127.0.0.1", 3478), socket.AF_INET, fwmark)
+            assert probe.transport is not None
+            try:
+                sock = probe.transport.get_extra_info("socket")
+                marks.append(sock.getsockopt(socket.SOL_SOCKET, SO_MARK))
+            finally:
+                probe.transport.close()
+        return marks[0], marks[1]
+
+    assert run(scenario) == (0x5157, 0)
+
+
+def test_the_watch_measures_with_the_bind_s_mark_at_the_time() -> None:
+    async def scenario() -> list[int]:
+        server, address = await forgetful(0.5)
+        mark = [0x11]
+        seen: list[int] = []
+        measured = asyncio.Event()
+
+        async def recording(endpoint: Endpoint, **kwargs: Any) -> Lifetime:
+            seen.append(kwargs["fwmark"])
+            kwargs["fwmark"] = 0  # the real measurement, unmarked (no root needed)
+            return await measure(endpoint, times=TIMES, **kwargs)
+
+        watch = LifetimeWatch(
+            lambda: [address], lambda _: measured.set(), measure=recording, fwmark=lambda: mark[0]
+        )
+        task = asyncio.ensure_future(watch.run())
+        try:
+            await asyncio.wait_for(measured.wait(), 5)
+            measured.clear()
+            mark[0] = 0x22  # the bind's mark changed: the next measurement carries it
+            watch.changed()
+            await asyncio.wait_for(measured.wait(), 5)
+            return seen
+        finally:
+            task.cancel()
+            assert server.transport is not None
+            server.transport.close()
+
+    assert run(scenario) == [0x11, 0x22]

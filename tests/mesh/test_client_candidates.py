@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aioice import Candidate
 from stun_fakes import MemoryStunServer
 
@@ -19,6 +20,7 @@ from wgpy import log
 from wgpy.device.memorybind import MemoryBind, MemoryNetwork
 from wgpy.endpoint import Endpoint
 from wgpy.keys import key_to_base64
+from wgpy.mesh.client import traversal
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
 from wgpy.mesh.client.candidates import EARLY_REPORT, SILENT_ROUNDS, CandidateReporter
@@ -311,7 +313,8 @@ def test_discovery_that_gets_no_answer_holds_nothing_back(tmp_path: Path) -> Non
             )
             node.candidates.relayed = lambda: [relayed]
             moved_at = loop.time()
-            node._relay_changed()  # as the relay manager calls it
+            assert node.traversal is not None
+            node.traversal.relay_changed()  # as the relay manager calls it
             await until(lambda: len(me.candidates) == 2, what="the relayed candidate", timeout=2.0)
             assert loop.time() - moved_at < 0.5  # not after discovery's timeouts
             assert parsed(me.candidates)[-1] == ("relay", "203.0.113.3", 49152)
@@ -319,5 +322,59 @@ def test_discovery_that_gets_no_answer_holds_nothing_back(tmp_path: Path) -> Non
             await asyncio.sleep(3.5)  # discovery ends without an answer: nothing new
             assert len(server.requests_to("POST", "/api/v1/node/candidates")) == reports
             await h.stop()
+
+        run(main())
+
+
+def test_hostile_datagrams_on_the_wireguard_port_show_in_nat_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(traversal, "DROPS_INTERVAL", 0.05)
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+        server.set_nat({"stun": [], "turn": [], "refresh": 600})
+
+        async def main() -> None:
+            network = MemoryNetwork()
+            h = Harness(server, tmp_path, auth_key=auth)
+
+            async def factory(name: str, key: bytes, port: int) -> BoundInterface:
+                return BoundInterface(network, name, key, port)
+
+            h.factory = factory  # type: ignore[method-assign,assignment]
+            stream = io.StringIO()
+            log.configure("info", stream=stream)
+            hostile = MemoryBind(network, "198.51.100.66", 4444)
+            try:
+                node = await h.start()
+                assert node.mux is not None
+                nat = h.state.read_nat()
+                assert nat is not None and nat["drops"] == {}  # nothing dropped yet
+                node_port = (LAN, 41641)
+                garbage = [(b"\xff" * 40, node_port)] * 3 + [(b"\x00\x01\x00", node_port)]
+                hostile.send_batch(garbage)
+
+                def drops() -> Any:
+                    saved = h.state.read_nat()
+                    return None if saved is None else saved.get("drops")
+
+                await until(lambda: drops() == {"not-stun": 3, "truncated": 1}, what="the drops")
+                hostile.send_batch(garbage[:1])  # more: saved again, not logged again
+                await until(lambda: drops() == {"not-stun": 4, "truncated": 1}, what="more")
+                saved = h.state.read_nat()
+                assert saved is not None and saved["keepalive_source"] == nat["keepalive_source"]
+                assert node.traversal is not None  # a minute later: what came since is said
+                node.traversal.look_at_drops(asyncio.get_running_loop().time() + 61)
+                await h.stop()
+            finally:
+                hostile.close()
+                log.configure("error")
+            text = stream.getvalue()
+            warning = (
+                "dropped 4 STUN/ChannelData datagrams on the WireGuard port in the last minute"
+            )
+            assert text.count(warning) == 1 and "not-stun" in text
+            assert text.count("STUN/ChannelData datagrams") == 2  # at most once a minute
+            assert "dropped 1 STUN/ChannelData datagrams" in text
 
         run(main())

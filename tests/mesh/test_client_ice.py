@@ -217,7 +217,8 @@ def test_peers_without_ice_get_wireguard_keepalives_at_the_node_s_interval(
                 server.update_node(old.id, candidates=[], ice_ufrag="", ice_pwd="")
                 await until(lambda: peer.persistent_keepalive == 25, 3.0)
                 # the NAT's mapping lifetime measured short: both kinds of keepalive follow
-                a.node.lifetime_measured(Lifetime(3.2, survived=4.0, died=6.0, took=7.0))
+                assert a.node.traversal is not None
+                a.node.traversal.lifetime_measured(Lifetime(3.2, survived=4.0, died=6.0, took=7.0))
                 assert peer.persistent_keepalive == 3
                 assert peer.timers.persistent_keepalive <= a.node.iface.now() + 3
                 assert a.node.paths.keepalive_interval == 3.2

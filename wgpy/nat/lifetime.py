@@ -16,6 +16,9 @@ router that forgets in 5 s is known within ~7 s and one that keeps a mapping 30 
 within ~36 s. A first probe at T = 0 checks the method itself: an older server answers Y
 instead of X_0, a server that drops RESPONSE-PORT or a network without UDP answers nothing;
 the measurement then gives up quietly (:attr:`Lifetime.error`) and the default stays.
+The probe sockets carry the WireGuard socket's firewall mark (``fwmark``, SO_MARK, read when a
+measurement starts), as the relay's do: where the mark routes WireGuard's packets around the
+tunnel (an exit node), the probes take the same way and measure the same NAT.
 
 :func:`keepalive_for` turns the result into the interval (pure): :data:`KEEPALIVE_SHARE` of
 the longest idle time a mapping survived, never above the default (25 s) nor below
@@ -41,6 +44,7 @@ from typing import Any
 from ..endpoint import Endpoint
 from ..log import get_logger
 from .discovery import resolve
+from .relay import marked_socket
 
 __all__ = [
     "KEEPALIVE_SHARE",
@@ -204,6 +208,21 @@ async def _ask(
         waiter.cancel()
 
 
+async def open_probe(server: tuple[str, int], family: int, fwmark: int = 0) -> _Socket:
+    """One probe socket towards ``server``, on an ephemeral port, carrying ``fwmark`` from
+    its first packet (OSError when it cannot be opened)."""
+    sock = marked_socket(family, socket.SOCK_DGRAM, fwmark)
+    try:
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        _, opened = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Socket(server), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        raise
+    return opened
+
+
 async def measure(
     server: Endpoint,
     *,
@@ -211,9 +230,12 @@ async def measure(
     default: float = DEFAULT_KEEPALIVE,
     timeout: float = ANSWER_TIMEOUT,
     rng: Callable[[int], bytes] = os.urandom,
+    fwmark: int = 0,
 ) -> Lifetime:
-    """Measure the mapping lifetime against the STUN server at ``server`` (an IP address);
-    see the module docstring. Never raises for what the network does."""
+    """Measure the mapping lifetime against the STUN server at ``server`` (an IP address),
+    from probe sockets marked ``fwmark`` (the WireGuard socket's: the probes take the way
+    WireGuard's packets take, around the tunnel); see the module docstring. Never raises for
+    what the network does."""
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -225,12 +247,7 @@ async def measure(
     sockets: list[_Socket] = []
     try:
         for _ in range(len(times) + 2):  # X_0 (the check of the method), X_T..., Y
-            _, opened = await loop.create_datagram_endpoint(
-                lambda: _Socket(key),
-                family=family,
-                local_addr=("::" if family == socket.AF_INET6 else "0.0.0.0", 0),
-            )
-            sockets.append(opened)
+            sockets.append(await open_probe(key, family, fwmark))
     except OSError as e:
         for opened in sockets:
             if opened.transport is not None:
@@ -309,6 +326,7 @@ class LifetimeWatch:
         default: float = DEFAULT_KEEPALIVE,
         rng: random.Random | None = None,
         measure: Callable[..., Any] = measure,
+        fwmark: Callable[[], int] = lambda: 0,
         log: Any = None,
     ) -> None:
         self.servers = servers
@@ -316,6 +334,7 @@ class LifetimeWatch:
         self.default = default
         self.rng = rng or random.SystemRandom()
         self._measure = measure
+        self.fwmark = fwmark  # the WireGuard socket's mark now, for the probe sockets
         self.log = log if log is not None else get_logger(component="lifetime")
         self.last: Lifetime | None = None
         self._due = asyncio.Event()
@@ -337,7 +356,9 @@ class LifetimeWatch:
                 continue
             server = min(found, key=lambda e: ":" in e.host)  # IPv4 first
             self._due.clear()
-            task = asyncio.ensure_future(self._measure(server, default=self.default))
+            task = asyncio.ensure_future(
+                self._measure(server, default=self.default, fwmark=self.fwmark())
+            )
             due = asyncio.ensure_future(self._due.wait())
             try:
                 await asyncio.wait([task, due], return_when=asyncio.FIRST_COMPLETED)

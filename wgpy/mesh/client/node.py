@@ -3,8 +3,8 @@
 :meth:`MeshNode.run` logs in (registers with a pre-auth key, or logs in again with the stored
 node token), creates the interface, gives it the node's overlay addresses (/32 and /128) and
 brings it up, reports the node's endpoints (and, once the first map is in, its ICE candidates:
-:mod:`wgpy.mesh.client.candidates`, STUN through the WireGuard socket), and then keeps ONE map
-stream open:
+:mod:`wgpy.mesh.client.candidates`, STUN through the WireGuard socket; the NAT traversal on the
+interface is :mod:`wgpy.mesh.client.traversal`'s), and then keeps ONE map stream open:
 
 - the first message is the full map: the device's peers are made to match it (added,
   updated, removed), with a route per allowed IP; the node is then ready;
@@ -33,19 +33,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ...endpoint import Endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
-from ...nat.discovery import IceCredentials, candidate_list
-from ...nat.ice import IceError, parse_remote
-from ...nat.lifetime import Lifetime, LifetimeWatch
-from ...nat.paths import KEEPALIVE_INTERVAL, PathManager, PathState
+from ...nat.discovery import IceCredentials
+from ...nat.lifetime import LifetimeWatch
+from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
 from ...nat.relay import RelayManager
 from ...nat.stunmux import StunMux
 from ...protocol.allowedips import IPNetwork
@@ -54,13 +52,13 @@ from ...protocol.crypto import public_key as derive_public_key
 from ...protocol.device import Device
 from ...protocol.flows import ReplyOnlyFilter
 from . import reconcile
-from .addrwatch import AddressWatch
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
+from .traversal import Traversal
 
 __all__ = ["InterfaceFactory", "MeshError", "MeshInterface", "MeshNode", "NodeConfig"]
 
@@ -168,18 +166,10 @@ class MeshNode:
         self.connected = False  # a map stream is open and has delivered its full map
         self.full_maps = 0  # full maps applied (1 + the resyncs)
         self.reported_endpoints: list[str] | None = None
-        # NAT traversal: STUN on the WireGuard port, ICE credentials for this run
-        self.mux: StunMux | None = None
+        # NAT traversal (made once the interface is open): ICE credentials for this run
         self.ice = IceCredentials.generate()
         self.candidates = CandidateReporter(client, self.ice, self.log)
-        self._candidates_due = asyncio.Event()
-        self.paths: PathManager | None = None  # ICE: which path each peer's packets take
-        self.relays: RelayManager | None = None  # TURN: this node's relayed candidate
-        # seconds between keepalives (ICE paths' checks, WireGuard's for peers without ICE):
-        # the configured interval, or less when the NAT's mapping lifetime was measured shorter
-        self.keepalive = config.nat_keepalive
-        self.lifetime: LifetimeWatch | None = None
-        self._local_addresses: list[Any] = []
+        self.traversal: Traversal | None = None
         self._addresses: list[IPInterface] = []
         self._routes: set[IPNetwork] = set()
         self._routes_lock = asyncio.Lock()
@@ -230,16 +220,12 @@ class MeshNode:
         """Start, call ``on_ready`` once the first map is applied, and run until
         :meth:`stop` or the interface goes away. MeshError if it cannot start."""
         tasks: list[asyncio.Task[Any]] = []
-        watch: AddressWatch | None = None
         try:
             # what can fail here is tried before the server hears of the node: a name that
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
-            self.mux = _open_mux(iface)
-            self.paths = self._open_paths(iface)
-            self.relays = self._open_relays(iface)
-            watch = self._watch_addresses(iface)
-            self.lifetime = self._watch_lifetime()
+            self.traversal = self._traversal(iface)
+            self.traversal.open()
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
@@ -275,12 +261,7 @@ class MeshNode:
             )
             if on_ready is not None:
                 on_ready(self)
-            loops = [
-                asyncio.create_task(self._endpoint_loop()),
-                asyncio.create_task(self._candidate_loop()),
-            ]
-            if self.lifetime is not None:
-                loops.append(asyncio.create_task(self.lifetime.run()))
+            loops = [asyncio.create_task(self._endpoint_loop()), *self.traversal.start()]
             tasks += loops
             done, _ = await asyncio.wait(
                 [stream, stopped, closed, *loops], return_when=asyncio.FIRST_COMPLETED
@@ -297,14 +278,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
-            if watch is not None:
-                watch.close()
-            if self.paths is not None:
-                self.paths.close()
-            if self.relays is not None:
-                await self.relays.close()
-            if self.mux is not None:
-                self.mux.close()
+            if self.traversal is not None:
+                await self.traversal.close()
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
 
@@ -440,6 +415,56 @@ class MeshNode:
         assert self.iface is not None, "the interface is not open yet"
         return self.iface.device
 
+    # ------------------------------------------------------------------ NAT traversal
+
+    def _traversal(self, iface: MeshInterface) -> Traversal:
+        config = self.config
+        return Traversal(
+            iface,
+            public_key=self.public_key,
+            candidates=self.candidates,
+            host=self.host,
+            state=self.state,
+            ca_cert=getattr(self.client, "ca_cert", None),
+            nat_keepalive=config.nat_keepalive,
+            measure_lifetime=config.measure_lifetime,
+            candidate_interval=config.candidate_interval,
+            on_peers_changed=self._peers_changed,
+            on_relay_status=lambda status: self._write_control({**self.control, "relay": status}),
+            on_addresses_changed=self._endpoints_due.set,
+            log=self.log,
+        )
+
+    def addresses_changed(self) -> None:
+        """The host's addresses, links or routes changed (readdressed, moved to another
+        network): its endpoints and candidates are gathered again now, and reported if they
+        changed; peers' checks follow the new candidates."""
+        if self.traversal is not None:
+            self.traversal.addresses_changed()
+        else:
+            self._endpoints_due.set()
+
+    @property
+    def mux(self) -> StunMux | None:
+        return self.traversal.mux if self.traversal is not None else None
+
+    @property
+    def paths(self) -> PathManager | None:
+        return self.traversal.paths if self.traversal is not None else None
+
+    @property
+    def relays(self) -> RelayManager | None:
+        return self.traversal.relays if self.traversal is not None else None
+
+    @property
+    def lifetime(self) -> LifetimeWatch | None:
+        return self.traversal.lifetime if self.traversal is not None else None
+
+    @property
+    def keepalive(self) -> float:
+        """Seconds between keepalives (see :attr:`.traversal.Traversal.keepalive`)."""
+        return self.traversal.keepalive if self.traversal is not None else self.config.nat_keepalive
+
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         handler = self._handlers.get(kind)
@@ -502,7 +527,7 @@ class MeshNode:
                 "online": p.online,
                 "can_reach": p.can_reach,
                 "reachable_from": p.reachable_from,
-                **self._path_json(p.public_key),
+                **(self.traversal.path_json(p.public_key) if self.traversal else {}),
             }
             for p in self.peers.values()
         ]
@@ -510,21 +535,6 @@ class MeshNode:
             self.state.write_peers(peers)
         except StateError as e:
             self.log.warning("cannot save the peer list", error=e.message)
-
-    def _path_json(self, key: bytes) -> dict[str, Any]:
-        """The path ICE chose for a peer (kind, endpoint, rtt_ms), where ICE runs, and how
-        its checks stand (``checks``: ``running``, ``failed`` (the last round found no
-        path), ``none`` (the peer has no candidates: the map's endpoint, roaming))."""
-        if self.paths is None:
-            return {}
-        session = self.paths.session(key)
-        if session is None:
-            checks = "none"
-        elif session.running or not session.rounds:
-            checks = "running"
-        else:
-            checks = "failed" if session.selected is None else "done"
-        return {"path": {**self.paths.path(key).to_json(), "checks": checks}}
 
     def _full_map_applied(self) -> None:
         self.full_maps += 1
@@ -535,7 +545,8 @@ class MeshNode:
             self.reported_endpoints = None  # tell the server again where we are
             self._endpoints_due.set()
             self.candidates.forget_reported()
-            self._candidates_due.set()
+            if self.traversal is not None:
+                self.traversal.candidates_due.set()
         if not self.connected:
             self._connected_at = asyncio.get_running_loop().time()
         self.connected = True
@@ -588,11 +599,12 @@ class MeshNode:
                 case reconcile.Resync():
                     raise _Resync()
                 case reconcile.SetIce():
-                    self._set_ice(op)
+                    if self.traversal is not None:
+                        self.traversal.set_ice(op)
                 case _:
                     self._apply_to_device(op)
-        if keepalives:
-            self._keep_alive_without_ice(keepalives)
+        if keepalives and self.traversal is not None:
+            self.traversal.keep_alive_without_ice(keepalives)
 
     def _apply_to_device(self, op: reconcile.DeviceOperation) -> None:
         """The one place where the map changes the device."""
@@ -624,176 +636,6 @@ class MeshNode:
             device.set_inbound_filter(peer, ReplyOnlyFilter() if op.reply_only else None)
         elif isinstance(op, reconcile.SendStaged) and self.iface is not None:
             device.send_staged(peer, self.iface.now())
-
-    def _open_paths(self, iface: MeshInterface) -> PathManager | None:
-        """ICE checks and paths on the WireGuard port: they answer the peers' checks (the
-        STUN demultiplexer's requests) and own the endpoints of peers with a path."""
-        if self.mux is None:
-            return None
-        paths = PathManager(
-            iface,
-            self.mux,
-            public_key=self.public_key,
-            ufrag=self.ice.ufrag,
-            local_candidates=self._local_candidates,
-            keepalive_interval=self.config.nat_keepalive,
-            on_change=self._path_changed,
-            log=self.log.bind(component="paths"),
-        )
-        self.mux.on_request = paths.handle_request
-        # peers without a path check again with each new list (rounds under way restart)
-        self.candidates.on_reported = paths.local_candidates_changed
-        return paths
-
-    def _path_changed(self, key: bytes, state: PathState) -> None:
-        """A peer's path changed: saved for `wgpy status`; a path that was lost may mean
-        that this node's own mapping changed, or that its relay is gone: where STUN sees it
-        now is asked at once, and the relay checked."""
-        self._peers_changed()
-        if state.kind == "none":
-            self._candidates_due.set()
-            if self.relays is not None:
-                self.relays.check_now()  # the path may have gone with our relay
-
-    def _watch_addresses(self, iface: MeshInterface) -> AddressWatch | None:
-        """Netlink announcements of address, link and route changes: the node looks at its
-        addresses and mapping at once (else at the next poll, every endpoint_interval)."""
-        watch = AddressWatch(self.addresses_changed, asyncio.get_running_loop(), exclude=iface.name)
-        why = watch.open()
-        if why is not None:
-            self.log.info("address changes are polled", why=why)
-            return None
-        return watch
-
-    def addresses_changed(self) -> None:
-        """The host's addresses, links or routes changed (readdressed, moved to another
-        network): its endpoints and candidates are gathered again now, and reported if they
-        changed; peers' checks follow the new candidates."""
-        self._endpoints_due.set()
-        self._candidates_due.set()
-        if self.lifetime is not None:
-            self.lifetime.changed()  # another network may have another NAT
-
-    # ------------------------------------------------------------------ keepalives
-
-    def _watch_lifetime(self) -> LifetimeWatch | None:
-        """Measure the NAT's mapping lifetime (:mod:`wgpy.nat.lifetime`) against the
-        coordination server's STUN servers, unless the user chose the keepalive interval."""
-        self._save_nat(None)
-        if not self.config.measure_lifetime:
-            return None
-        return LifetimeWatch(
-            lambda: self.candidates.nat.stun,
-            self.lifetime_measured,
-            default=self.config.nat_keepalive,
-            log=self.log.bind(component="lifetime"),
-        )
-
-    def lifetime_measured(self, result: Lifetime) -> None:
-        """Keep alive under the measured lifetime (the default where it was not measured):
-        ICE paths' checks and WireGuard's keepalives for peers without ICE."""
-        self.keepalive = result.keepalive
-        if self.paths is not None:
-            self.paths.set_keepalive_interval(result.keepalive)
-        self._keep_alive_without_ice()
-        self._save_nat(result)
-
-    def _keep_alive_without_ice(self, keys: Iterable[bytes] | None = None) -> None:
-        """Peers without ICE (an older node whose map entry carries only endpoints) get
-        WireGuard's persistent keepalive every :attr:`keepalive` seconds, as a wg-quick user
-        behind a NAT sets PersistentKeepalive = 25: the mappings on the way stay open from
-        both sides. A peer whose path the path manager keeps has none: its checks are the
-        keepalives."""
-        if self.iface is None:
-            return
-        device = self.device
-        interval = max(1, int(self.keepalive))
-        changed = False
-        for key in list(device.peers) if keys is None else keys:
-            peer = device.peers.get(key)
-            if peer is None:
-                continue
-            has_ice = self.paths is not None and self.paths.session(key) is not None
-            wanted = 0 if has_ice else interval
-            if peer.persistent_keepalive != wanted:
-                # the first one an interval from now: a peer just added may bring its
-                # candidates in a moment, and may not know this node yet
-                device.set_persistent_keepalive(peer, wanted, self.iface.now(), send_now=False)
-                changed = True
-        if changed:
-            self.iface.flush()
-
-    def _save_nat(self, result: Lifetime | None) -> None:
-        """What ``wgpy status --json`` and ``wgpy netcheck`` say of the keepalive."""
-        if result is None:  # at start
-            source = "measuring" if self.config.measure_lifetime else "configured"
-            result = Lifetime(self.keepalive)
-        else:  # measured, or the default where it could not be
-            source = "measured" if result.error is None else "default"
-        nat = {**result.to_json(), "keepalive_source": source}
-        try:
-            self.state.write_nat(nat)
-        except StateError as e:
-            self.log.warning("cannot save the NAT state", error=e.message)
-
-    def _open_relays(self, iface: MeshInterface) -> RelayManager | None:
-        """The TURN relay (allocated once the coordination server names one): its relayed
-        candidate is reported with the others, and ICE may select it."""
-        receive = getattr(iface, "receive", None)
-        if self.paths is None or receive is None:
-            return None
-        ca_cert = getattr(self.client, "ca_cert", None)
-        relays = RelayManager(
-            receive,
-            ssl_context=ssl.create_default_context(cafile=ca_cert) if ca_cert else None,
-            on_change=self._relay_changed,
-            on_status=self._relay_status_changed,
-            fwmark=getattr(iface, "fwmark", 0),  # the relay bypasses the tunnel as WireGuard does
-            log=self.log.bind(component="relay"),
-        )
-        if hasattr(iface, "on_fwmark"):
-            iface.on_fwmark = relays.set_fwmark
-        self.candidates.relayed = relays.candidates
-        return relays
-
-    def _relay_changed(self) -> None:
-        """The relayed candidate came, went or moved: report it, and check again."""
-        self.candidates.relayed_changed()  # at once, if an update is under way
-        self._candidates_due.set()
-
-    def _relay_status_changed(self) -> None:
-        """Which relay is in use and which answer, saved for ``wgpy status``."""
-        if self.relays is not None:
-            self._write_control({**self.control, "relay": self.relays.status()})
-
-    def _local_candidates(self) -> list[Any]:
-        """This node's candidates now: its addresses on the WireGuard port, where the
-        STUN servers saw it, and its relayed address."""
-        port = self.iface.listen_port if self.iface is not None else 0
-        found: list[Any] = candidate_list(self._local_addresses, port, self.candidates.discovery)
-        return found + (self.relays.candidates() if self.relays is not None else [])
-
-    def _set_ice(self, op: reconcile.SetIce) -> None:
-        """The peer's ICE from the map: its path manager checks (again), or stops when the
-        peer has none (the map's endpoint and WireGuard's roaming then, as before)."""
-        if self.paths is None:
-            return
-        if not (op.ufrag or op.candidates):
-            self.paths.remove(op.public_key)
-            return
-        try:
-            remote, skipped = parse_remote(op.ufrag, op.candidates)
-        except IceError as e:
-            self.log.warning(
-                "the peer's ICE is unusable: no checks", peer=_short(op.public_key), error=str(e)
-            )
-            self.paths.remove(op.public_key)
-            return
-        for error in skipped:
-            self.log.warning(
-                "unusable candidate skipped", peer=_short(op.public_key), error=str(error)
-            )
-        self.paths.set_remote(op.public_key, remote if remote.candidates else None)
 
     def _expire(self, op: reconcile.Expire) -> None:
         if op.announce:
@@ -920,9 +762,8 @@ class MeshNode:
         endpoints = [str(Endpoint.from_address(a, port)) for a in addresses][:MAX_ENDPOINTS]
         if endpoints == self.reported_endpoints:
             return
-        if addresses != self._local_addresses:  # the host candidates too
-            self._local_addresses = addresses
-            self._candidates_due.set()
+        if self.traversal is not None:  # the host candidates too
+            self.traversal.addresses_seen(addresses)
         try:
             await self.client.report_endpoints(endpoints)
         except MeshClientError as e:
@@ -930,42 +771,6 @@ class MeshNode:
             return
         self.reported_endpoints = endpoints
         self.log.info("endpoints reported", endpoints=endpoints)
-
-    async def _look_at_addresses(self, iface: MeshInterface) -> None:
-        """The host candidates are this host's addresses now, read here too: the endpoint
-        loop may be waiting on the server (a report sent just before the node moved)."""
-        try:
-            self._local_addresses = await self.host.local_addresses(iface.name)
-        except HostNetworkError as e:
-            self.log.warning("cannot list the local addresses", error=str(e))
-
-    async def _candidate_loop(self) -> None:
-        """Report the ICE candidates now, when the local addresses change, and every
-        ``candidate_interval`` (a NAT may have mapped the port anew)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._candidates_due.clear()
-            if self.iface is not None:
-                port = self.iface.listen_port
-                await self._look_at_addresses(self.iface)
-                mapped = self.candidates.discovery.public(4)
-                nat = await self.candidates.refresh_nat(loop.time())
-                if self.relays is not None:  # allocating while STUN discovery runs
-                    self.relays.update(nat.turn)
-                await self.candidates.update(self.mux, self._local_addresses, port, loop.time())
-                if self.lifetime is not None and self.candidates.discovery.public(4) != mapped:
-                    self.lifetime.changed()  # first seen, or another NAT: measure (again)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.candidate_interval):
-                    await self._candidates_due.wait()
-
-
-def _open_mux(iface: MeshInterface) -> StunMux | None:
-    """STUN on the interface's WireGuard port, where it has one (a bind) that is free."""
-    bind = getattr(iface, "bind", None)
-    if bind is None or getattr(bind, "demux", 0) is not None:
-        return None
-    return StunMux(bind, asyncio.get_running_loop())
 
 
 class _DeviceView(Mapping[bytes, reconcile.DevicePeer]):
