@@ -350,13 +350,22 @@ class Traversal:
     def _write_nat(self) -> None:
         nat = dict(self._nat)
         if self.mux is not None:
-            self._drops_saved = nat["drops"] = dict(self.mux.drops)
+            self._drops_saved = nat["drops"] = dict(self._drops())
         try:
             self.state.write_nat(nat)
         except StateError as e:
             self.log.warning("cannot save the NAT state", error=e.message)
 
     # ------------------------------------------------------------------ drops
+
+    def _drops(self) -> Counter[str]:
+        """The demultiplexer's drops, and the ICE checks the path manager refused (a check
+        for no peer of ours, or signed with another pair's key: ``check-bad-integrity``)."""
+        drops = Counter(self.mux.drops) if self.mux is not None else Counter()
+        if self.paths is not None:
+            for reason, count in self.paths.drops.items():
+                drops["check-" + reason.replace("_", "-")] += count
+        return drops
 
     async def _drops_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -369,7 +378,7 @@ class Traversal:
         nothing was said for :data:`DROPS_WARNING_INTERVAL` seconds."""
         if self.mux is None:
             return
-        drops = self.mux.drops
+        drops = self._drops()
         if dict(drops) != self._drops_saved:
             self._write_nat()
         grown = drops - self._drops_logged
