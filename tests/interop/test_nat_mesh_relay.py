@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -148,6 +149,30 @@ def test_hard_and_hard_are_relayed_and_ping_both_ways(relayed: RelayWorld) -> No
         assert relay["in_use"] in relayed.relays and relay["transport"] == "udp", relay
         assert status(me)["self"]["relay_problem"] is None
     print(f"relayed both ways {took:.2f} s after both were up ({up:.1f} s to bring them up)")
+
+
+def test_a_relayed_pair_goes_on_while_the_coordination_server_is_down(
+    relayed: RelayWorld,
+) -> None:
+    """The data plane does not depend on the server: with `wgpy server` frozen (SIGSTOP: it
+    answers neither HTTP nor STUN), a relayed pair's pings go on for 15 s through the relay,
+    its health checks and the ICE consent checks; the pair is still relayed after."""
+    a, b = relayed.pair(
+        relayed.nat.node("rs-a", relayed.nat.router("hard")),
+        relayed.nat.node("rs-b", relayed.nat.router("hard")),
+    )
+    wait_kinds(relayed, a, b, "relay", timeout=15)
+    pings_both_ways(a, b)
+    ping = pinger(a, b, seconds=15, interval=0.1)
+    relayed.server.signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: not ping.alive, timeout=40, what="the pings to end")
+        assert a.kind_to(b) == b.kind_to(a) == "relay"
+    finally:
+        relayed.server.signal(signal.SIGCONT)
+    sent, received = count_replies(ping)
+    assert received >= sent - 3, ping.output()[-3000:]
+    pings_both_ways(a, b)
 
 
 def test_a_network_without_udp_is_relayed_over_tcp(relayed: RelayWorld) -> None:
