@@ -151,6 +151,22 @@ def test_hard_and_hard_are_relayed_and_ping_both_ways(relayed: RelayWorld) -> No
     print(f"relayed both ways {took:.2f} s after both were up ({up:.1f} s to bring them up)")
 
 
+def test_easy_and_hard_find_no_direct_path_and_are_relayed(relayed: RelayWorld) -> None:
+    """An easy NAT against a hard one: no direct pair works here (test_nat_mesh.py says why),
+    so the pair ends on the relay and pings both ways; it is never direct meanwhile."""
+    a, b = relayed.pair(
+        relayed.nat.node("rx-e", relayed.nat.router("easy")),
+        relayed.nat.node("rx-h", relayed.nat.router("hard")),
+    )
+    took = wait_kinds(relayed, a, b, "relay", timeout=15)
+    pings_both_ways(a, b)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert a.kind_to(b) == b.kind_to(a) == "relay"
+        time.sleep(0.2)
+    print(f"relayed both ways {took:.2f} s after both were up")
+
+
 def test_a_relayed_pair_goes_on_while_the_coordination_server_is_down(
     relayed: RelayWorld,
 ) -> None:
