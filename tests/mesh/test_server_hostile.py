@@ -439,7 +439,11 @@ async def test_map_streams_that_never_read_are_capped(config: ServerConfig) -> N
     their writes stall, at most 3 (at most 2 per source) stay open; the others are closed
     at once rather than after the 30 s write timeout, each pinning its buffers till then."""
     config = with_(
-        config, max_unread_streams=3, max_unread_streams_per_source=2, stream_send_buffer=4096
+        config,
+        max_unread_streams=3,
+        max_unread_streams_per_source=2,
+        stream_send_buffer=4096,
+        report_burst=1000,  # 40 reports a node, fast: not what this test is about
     )
     async with running(config) as r:
         await r.admin.user("alice")

@@ -26,7 +26,16 @@ from wgpy.mesh.server.nat import (
 from wgpy.mesh.server.service import ServerError
 from wgpy.mesh.server.store import open_store
 
-from .conftest import Client, Database, new_public_key, open_map, register, running, with_
+from .conftest import (
+    ApiError,
+    Client,
+    Database,
+    new_public_key,
+    open_map,
+    register,
+    running,
+    with_,
+)
 from .support import run
 
 UFRAG = "Ab3+"
@@ -95,6 +104,40 @@ async def test_candidates_are_stored_and_fanned_out_to_peers(
         b_map = await open_map(Client(r.session, r.url, b.token))
         assert b_map.peers[a.public_key]["candidates"] == [SRFLX]
         b_map.close()
+
+
+async def test_a_node_that_reports_too_often_gets_429_and_others_do_not(
+    config: ServerConfig,
+) -> None:
+    """Each report goes to every peer, and each peer then checks (sends to) the candidates:
+    a node gets report_burst (20) reports at once, endpoints and candidates together, then
+    report_rate (0.5) a second; the rest get 429 with a sentence and Retry-After. Another
+    node reports as usual."""
+    assert (config.report_burst, config.report_rate) == (20, 0.5)  # the defaults
+    burst = int(config.report_burst)
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        a = await register(r.admin, key, "a")
+        b = await register(r.admin, key, "b")
+        codes = []
+        for i in range(burst + 5):
+            body = ice([f"a{i} 1 udp 1 192.0.2.{i + 1} 9 typ host"])
+            if i % 2:
+                body = {"endpoints": [f"192.0.2.{i + 1}:9"]}
+                path = "/node/endpoints"
+            else:
+                path = "/node/candidates"
+            try:
+                await a.client.call("POST", path, body)
+                codes.append(200)
+            except ApiError as e:
+                codes.append(e.status)
+        assert codes.count(200) in (burst, burst + 1)  # + what refilled meanwhile
+        assert set(codes[burst + 1 :]) == {429}
+        message = await a.client.error("POST", "/node/candidates", ice(), status=429)
+        assert message.startswith("too many endpoint or candidate reports from this node")
+        assert await b.client.call("POST", "/node/candidates", ice()) == {}
 
 
 async def test_candidates_are_canonical_and_deduplicated(config: ServerConfig) -> None:

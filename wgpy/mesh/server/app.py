@@ -31,6 +31,7 @@ from .web import (
     read_json,
     refuse_failing_source,
     reply,
+    report_limit,
 )
 
 FULL_MAP_SLOT = 5.0  # seconds a slow reader may hold a slot before the next map is built
@@ -91,6 +92,7 @@ async def login(request: web.Request) -> web.Response:
 async def set_endpoints(request: web.Request) -> web.Response:
     ctx = context(request)
     node = await node_of(request)
+    report_limit(request, node)
     body = schemas.fields(await read_json(request), {"endpoints": schemas.endpoints})
     await ctx.store.nodes.set_endpoints(node.id, body["endpoints"])
     return reply({})
@@ -101,6 +103,7 @@ async def set_candidates(request: web.Request) -> web.Response:
     by nodes before per-pair keys) is checked and ignored: the server keeps none."""
     ctx = context(request)
     node = await node_of(request)
+    report_limit(request, node)
     body = schemas.fields(
         await read_json(request),
         {"ice_ufrag": schemas.ice_ufrag, "candidates": schemas.candidates},

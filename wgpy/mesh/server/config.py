@@ -28,6 +28,10 @@ class ServerConfig:
     replica_timeout: float = 30.0  # a replica silent this long is dead: its nodes go offline
     auth_rate: float = 1.0  # register/login requests per second per source address...
     auth_burst: float = 20.0  # ... after a burst of this many
+    # endpoint and candidate reports per second per node (each goes to every peer, which
+    # then checks the candidates: sends to them) ... after a burst of this many
+    report_rate: float = 0.5
+    report_burst: float = 20.0
     auth_failure_rate: float = 0.5  # failed authentications per second per source...
     auth_failure_burst: float = 20.0  # ... after a burst of this many; then 429 at once
     header_timeout: float = 20.0  # seconds to send a request's headers (or stay idle between)

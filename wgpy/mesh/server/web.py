@@ -78,6 +78,12 @@ class Context:
     full_map_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(FULL_MAPS_AT_ONCE)
     )
+    # A node's endpoint and candidate reports (config.report_rate/report_burst): each goes
+    # to every peer that may reach it, and each peer then checks (sends to) the candidates.
+    # A node starts with a few reports and sends one per network change; this bounds how
+    # often a hostile one can make its peers send to addresses it names. None: made from
+    # the config at the first report.
+    reports: RateLimiter | None = None
     # Credentials that authenticated: a failing source is not refused them (refuse_failing_source).
     known: KnownCredentials = field(default_factory=KnownCredentials)
     # Bound when the app is made: after the command line has configured logging.
@@ -218,6 +224,19 @@ def _authentication_failed(request: web.Request, error: MeshError) -> None:
         path=request.path,
         status=error.status,
     )
+
+
+def report_limit(request: web.Request, node: Node) -> None:
+    """Endpoint and candidate reports, per node (``config.report_rate``, ``report_burst``)."""
+    ctx = context(request)
+    if ctx.reports is None:
+        ctx.reports = RateLimiter(ctx.config.report_rate, ctx.config.report_burst)
+    wait = ctx.reports.take(f"node:{node.id}")
+    if wait > 0:
+        raise TooManyRequests(
+            f"too many endpoint or candidate reports from this node; retry in {math.ceil(wait)} s",
+            wait,
+        )
 
 
 def rate_limit(request: web.Request) -> None:
