@@ -17,9 +17,9 @@ interface is :mod:`wgpy.mesh.client.traversal`'s), and then keeps ONE map stream
 
 What each message asks of the node (which peers to add, change or remove, whether it has
 expired) is worked out without I/O by :mod:`wgpy.mesh.client.reconcile`, one function per
-message type; this module keeps the lifecycle (login, the stream, backoff, endpoints, the
-host's addresses and routes) and applies the operations, the device's in one place
-(:meth:`MeshNode._apply_to_device`).
+message type; this module keeps the lifecycle (login, the stream, backoff, endpoints) and
+applies the operations, the device's in one place (:meth:`MeshNode._apply_to_device`); the
+host's addresses and routes are :mod:`wgpy.mesh.client.hostnet`'s.
 
 Each peer's policy flags are kept: :meth:`MeshNode.inbound_allowed` says whether a peer may
 start flows to this node, and a peer that may not gets a reply-only inbound filter in the
@@ -46,7 +46,6 @@ from ...nat.lifetime import LifetimeWatch
 from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
 from ...nat.relay import RelayManager
 from ...nat.stunmux import StunMux
-from ...protocol.allowedips import IPNetwork
 from ...protocol.constants import DEFAULT_MTU
 from ...protocol.crypto import public_key as derive_public_key
 from ...protocol.device import Device
@@ -55,7 +54,8 @@ from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
-from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node
+from .hostnet import HostNet
+from .netmap import MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
 from .traversal import Traversal
@@ -170,9 +170,7 @@ class MeshNode:
         self.ice = IceCredentials.generate()
         self.candidates = CandidateReporter(client, self.ice, self.log)
         self.traversal: Traversal | None = None
-        self._addresses: list[IPInterface] = []
-        self._routes: set[IPNetwork] = set()
-        self._routes_lock = asyncio.Lock()
+        self.hostnet: HostNet | None = None  # addresses and routes on the host (interface open)
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
@@ -224,13 +222,14 @@ class MeshNode:
             # what can fail here is tried before the server hears of the node: a name that
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
+            hostnet = self.hostnet = HostNet(iface.name, iface.device, self.host, self.log)
             self.traversal = self._traversal(iface)
             self.traversal.open()
             self._set_control(CONNECTING)
             node = await self._unless_stopped(self._log_in())
             if node is None:
                 return  # stopped (Ctrl-C, SIGTERM) while logging in: nothing more is sent
-            await self._configure_host(iface, node)
+            await self._configure_host(hostnet, node)
             await self._report_endpoints()
             stream = asyncio.create_task(self._stream_loop())
             stopped = asyncio.create_task(self._stop.wait())
@@ -255,7 +254,7 @@ class MeshNode:
                 return  # stopped while starting
             self.log.info(
                 "mesh node up",
-                addresses=[str(a) for a in self._addresses],
+                addresses=[str(a) for a in hostnet.addresses],
                 peers=len(self.peers),
                 listen_port=iface.listen_port,
             )
@@ -357,10 +356,9 @@ class MeshNode:
                 ) from None
             raise MeshError(f"cannot create the interface {name}: {e.strerror or e}") from None
 
-    async def _configure_host(self, iface: MeshInterface, node: NodeRecord) -> None:
+    async def _configure_host(self, hostnet: HostNet, node: NodeRecord) -> None:
         try:
-            await self._sync_addresses(iface, node.addresses, strict=True)
-            await self.host.link_up(iface.name, self.config.mtu)
+            await hostnet.configure(node.addresses, self.config.mtu)
         except HostNetworkError as e:
             raise MeshError(str(e)) from None
         self.self_node = node
@@ -587,7 +585,8 @@ class MeshNode:
                     self.self_node = node
                     self._store_node(node)
                 case reconcile.SetAddresses(addresses=addresses):
-                    await self._set_addresses(list(addresses))
+                    if self.hostnet is not None:
+                        await self.hostnet.set_addresses(list(addresses))
                 case reconcile.SetVersion(version=version):
                     self.map_version = version
                 case reconcile.Expire():
@@ -651,14 +650,6 @@ class MeshNode:
     async def _tear_down(self, why: str) -> None:
         await self._apply(reconcile.tear_down(self._current(), why))
 
-    async def _set_addresses(self, addresses: list[IPInterface]) -> None:
-        if self.iface is None:
-            return
-        try:
-            await self._sync_addresses(self.iface, addresses, strict=False)
-        except HostNetworkError as e:  # pragma: no cover - strict=False logs instead
-            self.log.error("cannot change the overlay addresses", error=str(e))
-
     def _set_control(self, state: str, error: str | None = None) -> None:
         """Record the control plane's state for ``wgpy status`` when it changes (``since``
         is kept while the state stays the same: unreachable since the first failure)."""
@@ -691,49 +682,15 @@ class MeshNode:
 
     # ------------------------------------------------------------------ host network
 
-    async def _sync_addresses(
-        self, iface: MeshInterface, wanted: list[IPInterface], *, strict: bool
-    ) -> None:
-        for address in self._addresses:
-            if address not in wanted:
-                try:
-                    await self.host.remove_address(iface.name, address)
-                except HostNetworkError as e:
-                    self.log.warning("cannot remove an old overlay address", error=str(e))
-        current: list[IPInterface] = []
-        for address in wanted:
-            if address in self._addresses:
-                current.append(address)
-                continue
-            try:
-                await self.host.add_address(iface.name, address)
-            except HostNetworkError as e:
-                if strict and address.version == 4:
-                    raise
-                self.log.error("cannot add an overlay address", error=str(e))
-                continue
-            current.append(address)
-        self._addresses = current
-
     async def _sync_routes(self, *, strict: bool) -> None:
-        """Route every allowed IP of the device's peers through the interface, no more."""
-        if self.iface is None:
+        """Route every allowed IP of the device's peers through the interface, no more
+        (:meth:`.hostnet.HostNet.sync_routes`); MeshError if that fails and ``strict``."""
+        if self.hostnet is None:
             return
-        async with self._routes_lock:
-            device = self.device
-            wanted = {n for p in device.peers.values() for n in device.allowed_ips.prefixes(p)}
-            changes = reconcile.route_changes(wanted, self._routes)
-            if not changes:
-                return
-            try:
-                await self.host.set_routes(self.iface.name, changes.add, changes.remove)
-            except HostNetworkError as e:
-                if strict:
-                    raise MeshError(str(e)) from None
-                self.log.error("cannot update the routes; will try again", error=str(e))
-                self._routes -= set(changes.remove)  # the additions are tried again next time
-                return
-            self._routes = wanted
+        try:
+            await self.hostnet.sync_routes(strict=strict)
+        except HostNetworkError as e:  # strict only: logged otherwise
+            raise MeshError(str(e)) from None
 
     # ------------------------------------------------------------------ endpoints
 
