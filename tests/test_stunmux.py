@@ -194,6 +194,28 @@ def test_a_second_answer_to_a_retransmitted_request_is_late_not_unmatched() -> N
     run(scenario)
 
 
+def test_a_second_answer_before_the_requester_resumes_is_late_too() -> None:
+    """On a busy loop both answers to a request sent twice can arrive before the coroutine
+    that asked resumes (the transaction is answered but still pending): the second is late,
+    not unmatched (a clean-clone run once counted it as a drop)."""
+
+    async def scenario() -> None:
+        network, bind, mux = memory_mux()
+        MemoryBind(network, SERVER, 3478)  # there, silent: the request goes again
+        request = binding()
+        task = asyncio.create_task(mux.request(request, (SERVER, 3478), rto=0.02, retries=5))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        me = (ME, bind.port)
+        answer = bytes(response_to(request, XOR_MAPPED_ADDRESS=me))
+        mux.datagram_received(answer, (SERVER, 3478))  # both in one step of the loop
+        mux.datagram_received(answer, (SERVER, 3478))
+        assert mux.received[stunmux.LATE_RESPONSE] == 1 and not mux.drops
+        await task
+
+    run(scenario)
+
+
 def test_no_answer_times_out_after_every_retransmission() -> None:
     async def scenario() -> None:
         network, _bind, mux = memory_mux()

@@ -395,7 +395,10 @@ class StunMux:
         tid = data[8:HEADER]
         transaction = self._pending.get(tid)
         if transaction is None or transaction.future.done():
-            if tid in self._answered:  # a second answer to a retransmitted request
+            # a second answer to a retransmitted request: remembered once its requester
+            # resumed, or still pending here when it comes before that (a busy loop)
+            late = transaction is not None and transaction.retransmissions.sent > 1
+            if late or tid in self._answered:
                 self.received[LATE_RESPONSE] += 1
             else:
                 self.drops[DROP_UNMATCHED] += 1
