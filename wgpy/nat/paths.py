@@ -228,6 +228,8 @@ class _PeerPath:
             device.set_endpoint(peer, pair.key)
             device.set_roaming(peer, False)
             self.unconfirmed = None if pair.relayed else (pair, peer.rx_bytes, peer.tx_bytes)
+            if self.unconfirmed is not None:
+                m.confirming.add(self)
             self.sending_since = None
             now = m.iface.now()
             device.handshake_now(peer, now)  # the last initiation may have gone nowhere
@@ -416,6 +418,7 @@ class PathManager:
         """Checks dropped unanswered, by reason (hostile or stray STUN)."""
         self.confirm_timeout = confirm_timeout
         self.unconfirmed = 0
+        self.confirming: set[_PeerPath] = set()  # new direct paths not yet confirmed
         """Direct paths dropped because no WireGuard packet from the peer came over them."""
         self._peers: dict[bytes, _PeerPath] = {}
         self._by_ufrag: dict[str, list[_PeerPath]] = {}
@@ -455,6 +458,7 @@ class PathManager:
         if path is None:
             return
         path.close()
+        self.confirming.discard(path)
         self._unroute(path)
         peer = self.iface.device.peers.get(public_key)
         if peer is not None:
@@ -551,8 +555,10 @@ class PathManager:
         while True:
             await asyncio.sleep(EVENTS_INTERVAL)
             now = self.loop.time()
-            for peer_path in list(self._peers.values()):
+            for peer_path in list(self.confirming):  # only new paths: nothing per idle peer
                 peer_path.confirm(now)
+                if peer_path.unconfirmed is None:
+                    self.confirming.discard(peer_path)
             while (event := device.next_event()) is not None:
                 if isinstance(event, PeerSentFromElsewhere):
                     path = self._peers.get(event.public_key)
