@@ -96,6 +96,11 @@ def test_users_create_passwd_and_totp_reset(tmp_path: Path) -> None:
         assert (await signin.check_password("bob", "stdin horse", "127.0.0.1")).passed
         r, _ = await call(run, "users", "passwd", "bob", "--password-stdin", stdin=b"")
         assert r.status == 1 and "holds no password" in r.err
+        r, _ = await call(
+            run, "users", "passwd", "bob", "--password-stdin", stdin=b"\xff\xfe12345678"
+        )
+        assert r.status == 1 and "not UTF-8" in r.err
+        assert (await signin.check_password("bob", "stdin horse", "127.0.0.1")).passed
         # passwd
         r, prompts = await call(run, "users", "passwd", "alice", typed=["new horse 2"] * 2)
         assert (r.status, r.out) == (0, "password of alice set\n"), r.err

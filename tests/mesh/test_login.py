@@ -42,6 +42,19 @@ def test_no_password_or_a_broken_hash_never_matches() -> None:
     assert not CHEAP.verify("$argon2id$v=19$m=8,t=1,p=1$AAAA$BBBB", "x").ok
 
 
+def test_passwords_are_nfkc_normalised() -> None:
+    composed, decomposed = "caf\u00e9 au lait", "cafe\u0301 au lait"
+    assert CHEAP.verify(CHEAP.hash(composed), decomposed).ok
+    assert CHEAP.verify(CHEAP.hash(decomposed), composed).ok
+    assert CHEAP.verify(CHEAP.hash("\uff21\uff22\uff23defgh"), "ABCdefgh").ok  # full-width
+    assert login.check_new_password("cafe\u0301 au lait") == composed
+
+
+def test_a_huge_password_is_not_hashed() -> None:
+    stored = CHEAP.hash("correct horse")
+    assert not CHEAP.verify(stored, "x" * (4 * login.MAX_PASSWORD + 1)).ok
+
+
 def test_other_parameters_still_verify_and_ask_for_a_rehash() -> None:
     stronger = Passwords(time_cost=2, memory_cost=16, parallelism=1)
     stored = CHEAP.hash("correct horse")

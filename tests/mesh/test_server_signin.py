@@ -157,3 +157,20 @@ async def test_a_hash_with_old_parameters_is_replaced(backend: str, database: Da
         account = await store.accounts.get("alice")
         assert account is not None and account.password_hash is not None
         assert account.password_hash.startswith("$argon2id$v=19$m=16,t=2,p=1$")
+
+
+async def test_names_as_typed_and_hostile_ones(backend: str, database: Database) -> None:
+    async with opened(database) as store:
+        await with_password(store)
+        s = signin(store)
+        outcome = await s.check_password("  Alice ", "correct horse", HERE)
+        assert (outcome.next, outcome.user) == (Next.ENROL, "alice")
+        for name in ("x" * 10_000, "../alice", "alice\0", "", "al ice"):
+            outcome = await s.check_password(name, "correct horse", HERE)
+            assert (outcome.next, outcome.message) == (Next.FAILED, WRONG_PASSWORD)
+            assert len(outcome.user) <= 64
+            assert (await s.check_totp(name, "123456", HERE)).next is Next.FAILED
+        async with store.db.transaction() as tx:
+            rows = await tx.fetch("SELECT subject, failures FROM login_failures")
+        # no account rows for names no user can have; the source counted each
+        assert [(r["subject"], r["failures"]) for r in rows] == [(f"source:{HERE}", 5)]

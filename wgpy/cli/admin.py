@@ -271,7 +271,10 @@ def read_password(args: argparse.Namespace, env: Environment) -> str:
     """The new password for user ``args.name``: the first line of stdin with
     ``--password-stdin``, else typed twice on the terminal without echo."""
     if args.password_stdin:
-        line = env.stdin.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        try:
+            line = env.stdin.readline().decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise CommandError("the password on standard input is not UTF-8 text") from None
         if not line:
             raise CommandError("standard input holds no password (an empty first line)")
         return line

@@ -1,10 +1,11 @@
 """Signing in as a person: the decisions, without I/O.
 
-- Passwords are hashed with argon2id (argon2-cffi; RFC 9106's second recommended parameter
-  set by default: 64 MiB, 3 passes, 4 lanes, about 0.17 s here). Hashing and checking are CPU
-  work: the server runs :meth:`Passwords.hash` and :meth:`Passwords.verify` in a thread. A
-  name with no password is checked against a stand-in hash, so the time taken does not tell
-  whether the account exists.
+- Passwords are NFKC-normalised (NIST SP 800-63B 5.1.1.2: the same password typed on another
+  keyboard or system matches) and hashed with argon2id (argon2-cffi; RFC 9106's second
+  recommended parameter set by default: 64 MiB, 3 passes, 4 lanes, about 0.17 s here).
+  Hashing and checking are CPU work: the server runs :meth:`Passwords.hash` and
+  :meth:`Passwords.verify` in a thread. A name with no password is checked against a
+  stand-in hash, so the time taken does not tell whether the account exists.
 - TOTP is RFC 6238 (pyotp): 30 s steps, 6 digits, a window of one step either side, and no
   code accepted twice: the step a code matched is stored and only later steps are accepted.
 - Failures slow down and then lock, per account and per source address (auth.source_key):
@@ -23,6 +24,7 @@ import enum
 import hmac
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -44,8 +46,14 @@ TOTP_ISSUER = "wgpy"
 # ------------------------------------------------------------------------------ passwords
 
 
+def normalize_password(password: str) -> str:
+    """The form a password is hashed and checked in (NFKC)."""
+    return unicodedata.normalize("NFKC", password)
+
+
 def check_new_password(password: str) -> str:
     """``password`` if it may be set; ValueError with the sentence to show otherwise."""
+    password = normalize_password(password)
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"a password must be at least {MIN_PASSWORD} characters long")
     if len(password) > MAX_PASSWORD:
@@ -85,7 +93,7 @@ class Passwords:
 
     def hash(self, password: str) -> str:
         """The argon2id hash (PHC string, with its salt and parameters) of ``password``."""
-        return self._hasher.hash(password)
+        return self._hasher.hash(normalize_password(password))
 
     @cached_property
     def _stand_in(self) -> str:
@@ -102,8 +110,10 @@ class Passwords:
         return PasswordCheck(True, rehash=self._hasher.check_needs_rehash(stored))
 
     def _matches(self, stored: str, password: str) -> bool:
+        if len(password) > 4 * MAX_PASSWORD:  # NFKC may lengthen a string, not this much
+            return False
         try:
-            return self._hasher.verify(stored, password)
+            return self._hasher.verify(stored, normalize_password(password))
         except argon2.exceptions.VerificationError:
             return False
         except argon2.exceptions.InvalidHashError:

@@ -27,13 +27,26 @@ from dataclasses import dataclass
 
 from . import login
 from .auth import Rng, source_key
-from .login import ACCOUNT_POLICY, SOURCE_POLICY, LockoutPolicy, Passwords, TotpOutcome
+from .login import (
+    ACCOUNT_POLICY,
+    SOURCE_POLICY,
+    Failures,
+    LockoutPolicy,
+    Passwords,
+    TotpOutcome,
+)
+from .policy import USER_NAME
 from .store import Store
 from .store.accounts import account_subject, source_subject
 
 WRONG_PASSWORD = "the user name or password is not right"
 NO_PASSWORD_STEP = "sign in with your user name and password first"
 HASHES_AT_ONCE = 2  # argon2 hashes computed at once (64 MiB and one core each)
+
+
+def normalize_name(name: str) -> str:
+    """A user name as typed on a sign-in page, in the form users are named."""
+    return name.strip().lower()
 
 
 class Next(enum.Enum):
@@ -95,6 +108,11 @@ class SignIn:
         await self.store.accounts.set_password(name, await self.hash_password(password))
 
     async def check_password(self, name: str, password: str, source: str | None) -> Outcome:
+        """Step 1. ``name`` as typed (surrounding spaces and case do not matter: the
+        outcome's ``user`` is the name to keep); ``source``: the client's address."""
+        name = normalize_name(name)
+        if not USER_NAME.match(name):  # no user has it: no account row for it either
+            return await self._failed_source(name, source)
         refused = await self._refusal(name, source)
         if refused is not None:
             return refused
@@ -120,6 +138,9 @@ class SignIn:
         return Enrolment(secret, login.totp_uri(secret, name, self.issuer))
 
     async def check_totp(self, name: str, code: str, source: str | None) -> Outcome:
+        """Step 2, for the ``user`` of a step 1 that passed; ``code`` as typed."""
+        if not USER_NAME.match(name):
+            return Outcome(Next.FAILED, name, NO_PASSWORD_STEP)
         refused = await self._refusal(name, source)
         if refused is not None:
             return refused
@@ -139,10 +160,10 @@ class SignIn:
         await self._failed(name, source)
         return Outcome(Next.FAILED, name, check.message)
 
-    async def _refusal(self, name: str, source: str | None) -> Outcome | None:
+    async def _refusal(self, name: str | None, source: str | None) -> Outcome | None:
         accounts = self.store.accounts
         refused = login.refusal(
-            await accounts.failures(account_subject(name)),
+            Failures() if name is None else await accounts.failures(account_subject(name)),
             await accounts.failures(source_subject(source_key(source))),
             self.store.clock(),
             account_policy=self.account_policy,
@@ -150,7 +171,14 @@ class SignIn:
         )
         if refused is None:
             return None
-        return Outcome(Next.REFUSED, name, refused.message, refused.retry_after)
+        return Outcome(Next.REFUSED, name or "", refused.message, refused.retry_after)
+
+    async def _failed_source(self, name: str, source: str | None) -> Outcome:
+        refused = await self._refusal(None, source)
+        if refused is not None:
+            return refused
+        await self.store.accounts.fail(source_subject(source_key(source)), self.source_policy)
+        return Outcome(Next.FAILED, name[:64], WRONG_PASSWORD)
 
     async def _failed(self, name: str, source: str | None) -> None:
         await self.store.accounts.fail(account_subject(name), self.account_policy)
