@@ -126,6 +126,14 @@ def test_users_create_passwd_and_totp_reset(tmp_path: Path) -> None:
         # `users create` without --password asks for nothing
         r, prompts = await call(run, "users", "create", "dave")
         assert r.status == 0 and prompts == []
+        r, _ = await call(run, "users", "list")
+        lines = [line.split() for line in r.out.splitlines()]
+        assert lines[0] == ["ID", "NAME", "CREATED", "PASSWORD", "TOTP"]
+        assert [(line[1], line[-2], line[-1]) for line in lines[1:]] == [
+            ("alice", "yes", "no"),
+            ("bob", "yes", "no"),
+            ("dave", "no", "no"),
+        ]
 
     with_server(tmp_path, body)
 

@@ -20,6 +20,7 @@ async def test_create_a_user_with_a_password(backend: str, config: ServerConfig)
     async with running(config) as r:
         reply = await r.admin.call("POST", "/users", {"name": "alice", "password": PASSWORD})
         assert reply["user"]["name"] == "alice" and PASSWORD not in json.dumps(reply)
+        assert (reply["user"]["password"], reply["user"]["totp"]) == (True, False)
         account = await r.server.store.accounts.get("alice")
         assert account is not None and account.password_hash is not None
         assert account.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
@@ -28,6 +29,18 @@ async def test_create_a_user_with_a_password(backend: str, config: ServerConfig)
         await r.admin.call("POST", "/users", {"name": "bob"})
         bob = await r.server.store.accounts.get("bob")
         assert bob is not None and not bob.has_password
+        # the list says who can sign in, and who enrolled TOTP
+        secret = login.new_totp_secret()
+        assert await r.server.store.accounts.begin_totp("alice", secret)
+        users = (await r.admin.call("GET", "/users"))["users"]
+        assert [(u["name"], u["password"], u["totp"]) for u in users] == [
+            ("alice", True, False),
+            ("bob", False, False),
+        ]
+        assert await r.server.store.accounts.use_totp_step("alice", secret, 1)
+        users = (await r.admin.call("GET", "/users"))["users"]
+        assert (users[0]["name"], users[0]["password"], users[0]["totp"]) == ("alice", True, True)
+        assert "$argon2" not in json.dumps(users) and secret not in json.dumps(users)
 
 
 async def test_a_refused_password_creates_no_user(backend: str, config: ServerConfig) -> None:

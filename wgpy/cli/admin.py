@@ -289,7 +289,7 @@ def read_password(args: argparse.Namespace, env: Environment) -> str:
 async def users_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     password = read_password(args, env) if args.password or args.password_stdin else None
     user = await client.create_user(args.name, password)
-    _show(env, args, user, format_table(USER_COLUMNS, [user]))
+    _show(env, args, user, format_table(_user_columns([user]), [user]))
 
 
 async def users_passwd(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
@@ -304,7 +304,14 @@ async def users_totp_reset(client: AdminClient, args: argparse.Namespace, env: E
 
 async def users_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     users = await client.list_users()
-    _show(env, args, users, format_table(USER_COLUMNS, users))
+    _show(env, args, users, format_table(_user_columns(users), users))
+
+
+def _user_columns(users: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The user table's columns: whether each can sign in too, from a server that says."""
+    if any("password" in user for user in users):
+        return [*USER_COLUMNS, ("PASSWORD", "password"), ("TOTP", "totp")]
+    return USER_COLUMNS
 
 
 async def users_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -4,6 +4,7 @@ appear once, in the creating reply; passwords never appear in a reply or a log."
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 
@@ -68,6 +69,7 @@ async def create_user(request: web.Request) -> web.Response:
     user = await ctx.store.users.create(body["name"])
     if password_hash is not None:
         await ctx.store.accounts.set_password(user.name, password_hash)
+        user = dataclasses.replace(user, password=True)
     ctx.log.info("user created", user=user.name, password=password_hash is not None)
     return reply({"user": user.to_json()})
 
