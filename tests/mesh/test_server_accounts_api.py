@@ -12,6 +12,7 @@ from wgpy.mesh.server.signin import Next, SignIn
 from wgpy.mesh.server.store.accounts import account_subject
 
 from .conftest import running
+from .support import captured_logs
 
 PASSWORD = "correct horse battery"
 
@@ -102,3 +103,16 @@ async def test_reset_totp(backend: str, config: ServerConfig) -> None:
         assert error == 'there is no user "bob"'
         error = await r.admin.error("POST", "/users/alice/totp/reset", {"now": 1}, status=400)
         assert error.startswith('unknown field "now"')
+
+
+async def test_passwords_are_never_logged(config: ServerConfig) -> None:
+    with captured_logs() as logs:
+        async with running(config) as r:
+            await r.admin.call("POST", "/users", {"name": "alice", "password": PASSWORD})
+            await r.admin.call("POST", "/users/alice/password", {"password": PASSWORD + "2"})
+            await r.admin.error("POST", "/users/alice/password", {"password": "2short"}, status=400)
+            await r.admin.call("POST", "/users/alice/totp/reset")
+    events = [(e["event"], e.get("user"), e.get("password")) for e in logs]
+    assert ("user created", "alice", True) in events
+    assert ("password set", "alice", None) in events and ("TOTP reset", "alice", None) in events
+    assert not any(word in repr(logs) for word in (PASSWORD, "2short", "$argon2"))
