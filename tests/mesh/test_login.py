@@ -11,6 +11,8 @@ import time
 import urllib.parse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wgpy.mesh.server import login
 from wgpy.mesh.server.login import (
@@ -216,3 +218,22 @@ def test_the_source_allows_more_failures_than_an_account() -> None:
     failures = fail(SOURCE_POLICY, ACCOUNT_POLICY.lock_after, gap=60.0)
     assert failures.locked_until == 0.0
     assert SOURCE_POLICY.free > ACCOUNT_POLICY.free
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.text(max_size=12), now=st.floats(0, 2**40), last=st.none() | st.integers(0, 2**36))
+def test_any_code_is_an_answer_never_an_exception(code: str, now: float, last: int | None) -> None:
+    check = login.verify_totp(RFC_SECRET, code, now, last)
+    assert check.ok == (check.step is not None)
+    assert check.ok or check.message
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(max_size=40))
+def test_any_new_password_is_taken_or_refused_with_a_sentence(password: str) -> None:
+    try:
+        taken = login.check_new_password(password)
+    except ValueError as e:
+        assert str(e).startswith("a password ")
+    else:
+        assert login.MIN_PASSWORD <= len(taken) <= login.MAX_PASSWORD
