@@ -153,7 +153,10 @@ async def test_a_hash_with_old_parameters_is_replaced(backend: str, database: Da
         await with_password(store)
         stronger = Passwords(time_cost=2, memory_cost=16, parallelism=1)
         s = SignIn(store, passwords=stronger)
+        assert not (await s.check_password("alice", "wrong horse", HERE)).passed
         assert (await s.check_password("alice", "correct horse", HERE)).passed
+        # the rehash keeps the count: only a complete sign-in clears it
+        assert (await store.accounts.failures(account_subject("alice"))).count == 1
         account = await store.accounts.get("alice")
         assert account is not None and account.password_hash is not None
         assert account.password_hash.startswith("$argon2id$v=19$m=16,t=2,p=1$")

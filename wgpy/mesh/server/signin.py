@@ -123,8 +123,10 @@ class SignIn:
         if account is None or not check.ok:
             await self._failed(name, source)
             return Outcome(Next.FAILED, name, WRONG_PASSWORD)
-        if check.rehash:
-            await self.set_password(name, password)
+        if check.rehash:  # the same password (whatever today's rules), its count kept
+            async with self._hashing:
+                rehashed = await asyncio.to_thread(self.passwords.hash, password)
+            await self.store.accounts.set_password(name, rehashed, unlock=False)
         if account.totp_confirmed:
             return Outcome(Next.TOTP, name)
         return Outcome(Next.ENROL, name)

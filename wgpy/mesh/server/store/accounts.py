@@ -67,9 +67,10 @@ class AccountRepository(Repository):
             totp_last_step=None if row["totp_last_step"] is None else int(row["totp_last_step"]),
         )
 
-    async def set_password(self, name: str, password_hash: str) -> None:
-        """Set user ``name``'s password (a hash from login.Passwords); their account's failed
-        sign-ins are forgotten (an admin setting a password unlocks the account)."""
+    async def set_password(self, name: str, password_hash: str, *, unlock: bool = True) -> None:
+        """Set user ``name``'s password (a hash from login.Passwords); ``unlock``: their
+        account's failed sign-ins are forgotten (an admin setting a password unlocks the
+        account; a rehash of the same password does not)."""
         async with self.db.transaction() as tx:
             user_id = await user_id_of(tx, name)
             await tx.execute(
@@ -78,7 +79,9 @@ class AccountRepository(Repository):
                 self.clock(),
                 user_id,
             )
-            await tx.execute("DELETE FROM login_failures WHERE subject = ?", account_subject(name))
+            if unlock:
+                subject = account_subject(name)
+                await tx.execute("DELETE FROM login_failures WHERE subject = ?", subject)
 
     async def begin_totp(self, name: str, secret: str) -> bool:
         """Store ``secret`` for an enrolment (the user is shown it, then enters a code);
