@@ -38,6 +38,16 @@ def test_a_password_verifies_and_a_wrong_one_does_not() -> None:
     assert not CHEAP.verify(stored, "").ok
 
 
+def test_the_stand_in_is_made_once_and_ahead() -> None:
+    passwords = Passwords(time_cost=1, memory_cost=8, parallelism=1)
+    assert "_stand_in" not in vars(passwords)
+    passwords.prepare()
+    stand_in = vars(passwords)["_stand_in"]
+    assert stand_in.startswith("$argon2id$")
+    passwords.verify(None, "x")
+    assert vars(passwords)["_stand_in"] == stand_in
+
+
 def test_no_password_or_a_broken_hash_never_matches() -> None:
     assert not CHEAP.verify(None, "anything at all").ok
     assert not CHEAP.verify("not a hash", "not a hash").ok

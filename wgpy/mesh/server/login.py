@@ -99,6 +99,11 @@ class Passwords:
     def _stand_in(self) -> str:
         return self._hasher.hash("wgpy: a stand-in for an account without a password")
 
+    def prepare(self) -> None:
+        """Make the stand-in hash now, so that the first check of a name without a password
+        takes no longer than one with (call it where verify is called: in the thread)."""
+        self._stand_in  # noqa: B018 - computed and kept
+
     def verify(self, stored: str | None, password: str) -> PasswordCheck:
         """Whether ``password`` matches ``stored`` (None: no password set: never, after the
         same work). A stored value that is not an argon2 hash never matches."""

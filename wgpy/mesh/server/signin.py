@@ -119,7 +119,7 @@ class SignIn:
         account = await self.store.accounts.get(name)
         stored = None if account is None else account.password_hash
         async with self._hashing:
-            check = await asyncio.to_thread(self.passwords.verify, stored, password)
+            check = await asyncio.to_thread(self._verify, stored, password)
         if account is None or not check.ok:
             await self._failed(name, source)
             return Outcome(Next.FAILED, name, WRONG_PASSWORD)
@@ -130,6 +130,10 @@ class SignIn:
         if account.totp_confirmed:
             return Outcome(Next.TOTP, name)
         return Outcome(Next.ENROL, name)
+
+    def _verify(self, stored: str | None, password: str) -> login.PasswordCheck:
+        self.passwords.prepare()  # the first check of any name makes the stand-in
+        return self.passwords.verify(stored, password)
 
     async def begin_enrolment(self, name: str) -> Enrolment | None:
         """A new TOTP secret for ``name`` (who passed the password step); None when they
