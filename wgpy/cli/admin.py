@@ -1,5 +1,6 @@
 """``wgpy admin --server URL --api-key KEY OBJECT ACTION``: the admin API of docs/mesh-api.md
-on the command line (users, pre-auth keys, nodes, the policy, admin API keys).
+on the command line (users, pre-auth keys, nodes, the policy, admin API keys). A password is
+typed twice without echo, or read from stdin with ``--password-stdin``; it is never printed.
 
 Tables for people, ``--json`` (before the object or after the action) for scripts. A secret
 the server shows once (a new pre-auth key or API key) is printed alone on stdout, so that
@@ -56,9 +57,27 @@ def register(commands: Subparsers) -> None:
     users = groups.add_parser("users", help="users").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
-    action(users, "create", users_create, "create a user").add_argument("name", metavar="NAME")
+    create_user = action(users, "create", users_create, "create a user")
+    create_user.add_argument("name", metavar="NAME")
+    create_user.add_argument(
+        "--password",
+        action="store_true",
+        help="give the user a password to sign in with (asked for on the terminal)",
+    )
+    _password_stdin(create_user)
     action(users, "list", users_list, "list the users")
     action(users, "delete", users_delete, "delete a user").add_argument("name", metavar="NAME")
+    passwd = action(
+        users, "passwd", users_passwd, "set a user's password (this also unlocks the account)"
+    )
+    passwd.add_argument("name", metavar="NAME")
+    _password_stdin(passwd)
+    totp = users.add_parser("totp", help="a user's second factor (TOTP)").add_subparsers(
+        dest="totp_action", metavar="ACTION", required=True
+    )
+    action(
+        totp, "reset", users_totp_reset, "forget a user's TOTP: they enrol again at next sign-in"
+    ).add_argument("name", metavar="NAME")
 
     keys = groups.add_parser("preauthkeys", help="pre-auth keys").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -122,6 +141,14 @@ def register(commands: Subparsers) -> None:
     action(
         apikeys, "expire", apikeys_expire, "revoke an admin API key: it stops working at once"
     ).add_argument("id")
+
+
+def _password_stdin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input instead of asking",
+    )
 
 
 def parse_duration(text: str) -> int:
@@ -240,14 +267,51 @@ def _show(env: Environment, args: argparse.Namespace, data: Any, text: str) -> N
 # ---------------------------------------------------------------------------- actions
 
 
+def read_password(args: argparse.Namespace, env: Environment) -> str:
+    """The new password for user ``args.name``: the first line of stdin with
+    ``--password-stdin``, else typed twice on the terminal without echo."""
+    if args.password_stdin:
+        try:
+            line = env.stdin.readline().decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise CommandError("the password on standard input is not UTF-8 text") from None
+        if not line:
+            raise CommandError("standard input holds no password (an empty first line)")
+        return line
+    password = env.read_secret(f"New password for {args.name}: ")
+    if not password:
+        raise CommandError("no password was typed; nothing was changed")
+    if env.read_secret("The same again: ") != password:
+        raise CommandError("the two passwords differ; nothing was changed")
+    return password
+
+
 async def users_create(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    user = await client.create_user(args.name)
-    _show(env, args, user, format_table(USER_COLUMNS, [user]))
+    password = read_password(args, env) if args.password or args.password_stdin else None
+    user = await client.create_user(args.name, password)
+    _show(env, args, user, format_table(_user_columns([user]), [user]))
+
+
+async def users_passwd(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.set_password(args.name, read_password(args, env))
+    _show(env, args, {}, f"password of {args.name} set\n")
+
+
+async def users_totp_reset(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    await client.reset_totp(args.name)
+    _show(env, args, {}, f"TOTP of {args.name} reset: they enrol again at their next sign-in\n")
 
 
 async def users_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     users = await client.list_users()
-    _show(env, args, users, format_table(USER_COLUMNS, users))
+    _show(env, args, users, format_table(_user_columns(users), users))
+
+
+def _user_columns(users: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The user table's columns: whether each can sign in too, from a server that says."""
+    if any("password" in user for user in users):
+        return [*USER_COLUMNS, ("PASSWORD", "password"), ("TOTP", "totp")]
+    return USER_COLUMNS
 
 
 async def users_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -8,6 +8,7 @@ an :class:`ExitStatus`, or raises :class:`CommandError` with one sentence for th
 from __future__ import annotations
 
 import enum
+import getpass
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -37,6 +38,8 @@ class Environment:
     stderr: TextIO
     env: Mapping[str, str] = field(default_factory=dict)
     rng: Callable[[int], bytes] = os.urandom
+    # Asks for a secret (a password) on the terminal without echo.
+    read_secret: Callable[[str], str] = field(default=lambda prompt: ask_terminal(prompt))
 
     @classmethod
     def from_process(cls) -> Environment:
@@ -52,3 +55,16 @@ class CommandError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def ask_terminal(prompt: str) -> str:
+    """A line typed on the terminal without echo, after ``prompt``."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise CommandError(
+            "there is no terminal to ask for the password on; give it on standard input "
+            "with --password-stdin"
+        )
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise CommandError("no password was typed; nothing was changed") from None

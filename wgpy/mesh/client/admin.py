@@ -76,8 +76,17 @@ class AdminClient(Client):
 
     # -- users
 
-    async def create_user(self, name: str) -> Record:
-        return _one(await self.call("POST", "/users", {"name": name}), "user")
+    async def create_user(self, name: str, password: str | None = None) -> Record:
+        body: Record = {"name": name}
+        if password is not None:
+            body["password"] = password
+        return _one(await self.call("POST", "/users", body), "user")
+
+    async def set_password(self, name: str, password: str) -> None:
+        await self.call("POST", f"/users/{_segment(name)}/password", {"password": password})
+
+    async def reset_totp(self, name: str) -> None:
+        await self.call("POST", f"/users/{_segment(name)}/totp/reset", {})
 
     async def list_users(self) -> list[Record]:
         return _items(await self.call("GET", "/users"), "users")

@@ -1,17 +1,19 @@
-"""Admin endpoints: users, pre-auth keys, nodes, the policy, API keys. Each needs an admin API
-key (``Authorization: Bearer wgpy_api_...``); secrets appear once, in the creating reply."""
+"""Admin endpoints: users (their passwords and TOTP too), pre-auth keys, nodes, the policy,
+API keys. Each needs an admin API key (``Authorization: Bearer wgpy_api_...``); secrets
+appear once, in the creating reply; passwords never appear in a reply or a log."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from . import schemas
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 from .models import iso
-from .web import admin_key, context, read_json, reply
+from .web import admin_key, context, read_json, reply, signin_of
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -57,10 +59,41 @@ async def list_users(request: web.Request) -> web.Response:
 
 @_admin
 async def create_user(request: web.Request) -> web.Response:
-    body = schemas.fields(await read_json(request), {"name": schemas.user_name})
-    user = await context(request).store.users.create(body["name"])
-    context(request).log.info("user created", user=user.name)
+    ctx = context(request)
+    body = schemas.fields(
+        await read_json(request), {"name": schemas.user_name}, {"password": schemas.password}
+    )
+    password_hash = None
+    if "password" in body:  # hashed before the user exists: a refused password leaves none
+        password_hash = await signin_of(ctx).hash_password(body["password"])
+    user = await ctx.store.users.create(body["name"])
+    if password_hash is not None:
+        await ctx.store.accounts.set_password(user.name, password_hash)
+        user = dataclasses.replace(user, password=True)
+    ctx.log.info("user created", user=user.name, password=password_hash is not None)
     return reply({"user": user.to_json()})
+
+
+@_admin
+async def set_password(request: web.Request) -> web.Response:
+    ctx = context(request)
+    name = schemas.user_name("user", request.match_info["name"])
+    body = schemas.fields(await read_json(request), {"password": schemas.password})
+    if await ctx.store.accounts.get(name) is None:  # before the work of hashing
+        raise NotFound(f'there is no user "{name}"')
+    await signin_of(ctx).set_password(name, body["password"])
+    ctx.log.info("password set", user=name)
+    return reply({})
+
+
+@_admin
+async def reset_totp(request: web.Request) -> web.Response:
+    ctx = context(request)
+    name = schemas.user_name("user", request.match_info["name"])
+    schemas.fields(await read_json(request, empty_ok=True), {})
+    await ctx.store.accounts.reset_totp(name)
+    ctx.log.info("TOTP reset", user=name)
+    return reply({})
 
 
 @_admin
@@ -234,6 +267,8 @@ def add_routes(app: web.Application, api: str) -> None:
     r.add_get(f"{api}/users", list_users)
     r.add_post(f"{api}/users", create_user)
     r.add_delete(f"{api}/users/{{name}}", delete_user)
+    r.add_post(f"{api}/users/{{name}}/password", set_password)
+    r.add_post(f"{api}/users/{{name}}/totp/reset", reset_totp)
     r.add_get(f"{api}/preauthkeys", list_preauth_keys)
     r.add_post(f"{api}/preauthkeys", create_preauth_key)
     r.add_post(f"{api}/preauthkeys/{{id}}/expire", expire_preauth_key)

@@ -100,6 +100,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE nodes ADD COLUMN ice_pwd TEXT NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        4,
+        "i12-password: users' passwords and TOTP, failed sign-ins",
+        # password_hash: argon2id (login.py), NULL: none set. totp_secret: base32, NULL: not
+        # enrolled; totp_confirmed once a code matched; totp_last_step: the step of the last
+        # code accepted (none at or before it is accepted again). login_failures: one row per
+        # "user:NAME" or "source:ADDRESS" (auth.source_key) with failures that still count.
+        (
+            "ALTER TABLE users ADD COLUMN password_hash TEXT",
+            "ALTER TABLE users ADD COLUMN password_set_at DOUBLE PRECISION",
+            "ALTER TABLE users ADD COLUMN totp_secret TEXT",
+            "ALTER TABLE users ADD COLUMN totp_confirmed BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE users ADD COLUMN totp_last_step BIGINT",
+            """CREATE TABLE login_failures (
+                subject TEXT PRIMARY KEY,
+                failures BIGINT NOT NULL,
+                last_at DOUBLE PRECISION NOT NULL,
+                locked_until DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX login_failures_last_at ON login_failures (last_at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -32,9 +32,17 @@ class User:
     id: int
     name: str
     created_at: float
+    password: bool = False  # has a password to sign in with (store/accounts.py)
+    totp: bool = False  # has enrolled a TOTP second factor
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "created_at": iso(self.created_at)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "password": self.password,
+            "totp": self.totp,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from wgpy import candidates as ice
 from wgpy import keys
 from wgpy.endpoint import Endpoint
 
+from . import login
 from .errors import BadRequest
 from .policy import HOSTNAME, TAG, USER_NAME
 
@@ -118,6 +119,16 @@ def user_name(name: str, value: Any) -> str:
             "or digit"
         )
     return text
+
+
+def password(name: str, value: Any) -> str:
+    """A new password (login.check_new_password); never echoed back in an error."""
+    if not isinstance(value, str):
+        raise BadRequest(f'"{name}" must be a string')
+    try:
+        return login.check_new_password(value)
+    except ValueError as e:
+        raise BadRequest(f'"{name}": {e}') from None
 
 
 def boolean(name: str, value: Any) -> bool:

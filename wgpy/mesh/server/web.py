@@ -34,6 +34,7 @@ from .guard import UnreadStreams
 from .hub import Hub
 from .models import ApiKey, Node
 from .nat import TurnSettings
+from .signin import SignIn
 from .store import Store
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "read_json",
     "refuse_failing_source",
     "reply",
+    "signin_of",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,6 +88,8 @@ class Context:
     reports: RateLimiter | None = None
     # Credentials that authenticated: a failing source is not refused them (refuse_failing_source).
     known: KnownCredentials = field(default_factory=KnownCredentials)
+    # People's sign-ins (passwords, TOTP, lockout); None: made over the store when first used.
+    signin: SignIn | None = None
     # Bound when the app is made: after the command line has configured logging.
     log: Any = field(default_factory=lambda: get_logger(component="api"))
 
@@ -224,6 +228,13 @@ def _authentication_failed(request: web.Request, error: MeshError) -> None:
         path=request.path,
         status=error.status,
     )
+
+
+def signin_of(ctx: Context) -> SignIn:
+    """The server's :class:`SignIn` (made at the first use)."""
+    if ctx.signin is None:
+        ctx.signin = SignIn(ctx.store)
+    return ctx.signin
 
 
 def report_limit(request: web.Request, node: Node) -> None:

@@ -3,8 +3,9 @@ transaction, the same SQL for SQLite and PostgreSQL (db.py).
 
 A :class:`Store` holds the database and one repository per part of the model, each a small
 class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes``,
-``ice`` (nodes' ICE candidates) and ``streams`` (map streams and replicas). A new part
-(accounts, sessions) is one more module and one more attribute. What several repositories
+``ice`` (nodes' ICE candidates), ``streams`` (map streams and replicas) and ``accounts``
+(users' passwords and TOTP, failed sign-ins). A new part (sessions) is one more module and
+one more attribute. What several repositories
 share (SQL, rows to records, a user's id, the policy in force) is in rows.py. Errors are the
 API's (errors.py), with the sentence the client sees.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from .. import migrations
 from ..auth import Rng
 from ..db import Database, open_database
+from .accounts import AccountRepository
 from .ice import IceRepository
 from .keys import ApiKeyRepository, PreAuthKeyRepository
 from .nodes import NodeRepository
@@ -38,6 +40,7 @@ class Store:
         self.db = db
         self.clock = clock
         self.users = UserRepository(db, clock=clock)
+        self.accounts = AccountRepository(db, clock=clock)
         self.api_keys = ApiKeyRepository(db, clock=clock, rng=rng)
         self.preauth_keys = PreAuthKeyRepository(db, clock=clock, rng=rng)
         self.policy = PolicyRepository(db, clock=clock)

@@ -94,8 +94,17 @@ def node_from(row: Row) -> Node:
     )
 
 
+USER_COLUMNS = "id, name, created_at, password_hash IS NOT NULL AS password, totp_confirmed AS totp"
+
+
 def user_from(row: Row) -> User:
-    return User(id=int(row["id"]), name=row["name"], created_at=row["created_at"])
+    return User(
+        id=int(row["id"]),
+        name=row["name"],
+        created_at=row["created_at"],
+        password=bool(row["password"]),
+        totp=bool(row["totp"]),
+    )
 
 
 def preauth_from(row: Row) -> PreAuthKey:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..db import IntegrityConflict
 from ..errors import Conflict
 from ..models import User
-from .rows import Repository, load_policy, user_from, user_id_of
+from .rows import USER_COLUMNS, Repository, load_policy, user_from, user_id_of
 
 
 class UserRepository(Repository):
@@ -16,8 +16,7 @@ class UserRepository(Repository):
         try:
             async with self.db.transaction() as tx:
                 row = await tx.fetchrow(
-                    "INSERT INTO users (name, created_at) VALUES (?, ?)"
-                    " RETURNING id, name, created_at",
+                    f"INSERT INTO users (name, created_at) VALUES (?, ?) RETURNING {USER_COLUMNS}",
                     name,
                     self.clock(),
                 )
@@ -28,7 +27,7 @@ class UserRepository(Repository):
 
     async def all(self) -> list[User]:
         async with self.db.transaction() as tx:
-            rows = await tx.fetch("SELECT id, name, created_at FROM users ORDER BY name")
+            rows = await tx.fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY name")
         return [user_from(r) for r in rows]
 
     async def delete(self, name: str) -> None:
