@@ -100,6 +100,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE nodes ADD COLUMN ice_pwd TEXT NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        4,
+        "machines: certificates issued by the operator's machine CA (i12-ca)",
+        # One row per certificate (a machine re-issued under its name has several): serial and
+        # fingerprint (SHA-256 of the DER) in hex, the PEM as issued, revoked_at once revoked.
+        (
+            """CREATE TABLE machines (
+                id {serial},
+                name TEXT NOT NULL,
+                serial TEXT NOT NULL UNIQUE,
+                fingerprint TEXT NOT NULL UNIQUE,
+                certificate TEXT NOT NULL,
+                not_before DOUBLE PRECISION NOT NULL,
+                not_after DOUBLE PRECISION NOT NULL,
+                revoked_at DOUBLE PRECISION,
+                created_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX machines_name ON machines (name)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
