@@ -157,3 +157,30 @@ def test_hostile_input_gets_sentences() -> None:
     for name in ("", "-x", "a b", "x" * 64, "ü"):
         with pytest.raises(mc.MachineCertError, match="is not a machine name"):
             mc.check_machine_name(name)
+
+
+def test_wire_fields_round_trip_and_hostile_fields(
+    ca: tuple[mc.SigningKey, x509.Certificate], device: tuple[mc.SigningKey, x509.Certificate]
+) -> None:
+    key, cert = device
+    signature = mc.sign_proof(key, CHALLENGE, NODE_KEY)
+    fields = mc.encode_proof(cert, signature)
+    assert set(fields) == {"machine_certificate", "machine_signature"}
+    got_cert, got_signature = mc.decode_proof(
+        fields["machine_certificate"], fields["machine_signature"]
+    )
+    assert (got_cert, got_signature) == (cert, signature)
+    mc.verify_proof(ca[1], got_cert, CHALLENGE, NODE_KEY, got_signature, now=NOW)
+    pem, sig = fields["machine_certificate"], fields["machine_signature"]
+    for certificate, signature_text, message in [
+        (None, sig, "must be a PEM certificate"),
+        ("x" * 20000, sig, "must be a PEM certificate"),
+        (pem, 5, "must be base64"),
+        (pem, "A" * 400, "must be base64 of at most 160 bytes"),
+        (pem, "not base64!", "not valid base64"),
+        (pem, "", "is empty"),
+        ("-----BEGIN CERTIFICATE-----\n\u00e9\n", sig, "PEM"),
+        ("hello", sig, "PEM"),
+    ]:
+        with pytest.raises(mc.MachineCertError, match=message):
+            mc.decode_proof(certificate, signature_text)

@@ -16,10 +16,16 @@ with the device key (ECDSA with SHA-256, DER signature; or Ed25519), where ``cha
 The server checks, in order: the CA is a CA and valid now; the certificate was signed by it
 and is valid now, is not a CA and allows client authentication; its serial is not revoked;
 the signature over the message. :func:`sign_proof` and :func:`verify_proof` are the pair.
+
+On the wire (JSON, beside the node's public key and the challenge it answers) the proof is
+two fields, :func:`encode_proof` and :func:`decode_proof`: ``"machine_certificate"``, the
+certificate in PEM, and ``"machine_signature"``, the signature in standard base64.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import hashlib
 import re
@@ -45,6 +51,8 @@ __all__ = [
     "check_machine_name",
     "create_ca",
     "create_csr",
+    "decode_proof",
+    "encode_proof",
     "issue",
     "load_certificate",
     "load_csr",
@@ -61,6 +69,8 @@ PROOF_LABEL = b"wgpy machine proof v1\x00"
 CHALLENGE_MIN = 16
 CHALLENGE_MAX = 64
 NODE_KEY_LEN = 32
+MAX_CERTIFICATE_PEM = 16 * 1024  # characters
+MAX_SIGNATURE = 160  # bytes: an ECDSA P-384 DER signature is at most 104, Ed25519 64
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -400,3 +410,36 @@ def verify_proof(
             "(another key, another challenge or node key, or a damaged signature)"
         ) from None
     return machine
+
+
+def encode_proof(cert: x509.Certificate, signature: bytes) -> dict[str, str]:
+    """The proof's two JSON fields."""
+    return {
+        "machine_certificate": certificate_pem(cert).decode(),
+        "machine_signature": base64.b64encode(signature).decode(),
+    }
+
+
+def decode_proof(certificate: object, signature: object) -> tuple[x509.Certificate, bytes]:
+    """The certificate and signature from the proof's two JSON fields (hostile input: sizes
+    and forms checked, MachineCertError with a sentence)."""
+    if not isinstance(certificate, str) or len(certificate) > MAX_CERTIFICATE_PEM:
+        raise MachineCertError(
+            f'"machine_certificate" must be a PEM certificate of at most {MAX_CERTIFICATE_PEM} '
+            "characters"
+        )
+    if not isinstance(signature, str) or len(signature) > 4 * MAX_SIGNATURE // 3 + 4:
+        raise MachineCertError(
+            f'"machine_signature" must be base64 of at most {MAX_SIGNATURE} bytes'
+        )
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise MachineCertError('"machine_signature" is not valid base64') from None
+    if not raw:
+        raise MachineCertError('"machine_signature" is empty')
+    try:
+        cert = load_certificate(certificate.encode(), '"machine_certificate"')
+    except UnicodeEncodeError:
+        raise MachineCertError('"machine_certificate" is not a PEM certificate') from None
+    return cert, raw

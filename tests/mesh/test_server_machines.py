@@ -19,7 +19,7 @@ from cryptography import x509
 from wgpy import cli, machinecert
 from wgpy.cli.environment import Environment, ExitStatus
 from wgpy.mesh.server import MeshServer, ServerConfig
-from wgpy.mesh.server.errors import Conflict, NotFound
+from wgpy.mesh.server.errors import Conflict, Forbidden, NotFound
 from wgpy.mesh.server.service import ServerError
 
 from .conftest import Database, running, with_
@@ -74,6 +74,31 @@ async def test_machine_store(backend: str, database: Database) -> None:
             await store.machines.revoke("laptop", "12")
         assert [m.serial for m in await store.machines.all()] == ["10", "11"]
         assert await store.machines.all("desk") == []
+
+
+async def test_accept_records_on_first_use_and_refuses_revoked(
+    backend: str, database: Database
+) -> None:
+    clock = Clock()
+    ca = machinecert.create_ca("ops", now=clock.now, lifetime=DAY, serial=1)
+    cert = device_cert(ca, "ci-runner", clock.now, 0x30)
+    machine, pem = machinecert.machine_of(cert), machinecert.certificate_pem(cert).decode()
+    async with opened(database, clock=clock) as store:
+        first = await store.machines.accept(machine, pem)  # issued elsewhere: recorded now
+        assert (first.name, first.serial, first.created_at) == ("ci-runner", "30", clock.now)
+        clock.now += 1
+        again = await store.machines.accept(machine, pem)
+        assert again == first
+        # the same serial from another certificate (a CA that reuses serials): refused
+        twin = device_cert(ca, "ci-runner", clock.now, 0x30)
+        with pytest.raises(Forbidden, match="another certificate with serial 30"):
+            await store.machines.accept(
+                machinecert.machine_of(twin), machinecert.certificate_pem(twin).decode()
+            )
+        await store.machines.revoke("ci-runner")
+        with pytest.raises(Forbidden, match='machine "ci-runner" is revoked'):
+            await store.machines.accept(machine, pem)
+        assert len(await store.machines.all()) == 1
 
 
 async def test_admin_api_records_only_what_its_ca_issued(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from wgpy.machinecert import Machine
 
 from ..db import IntegrityConflict, Row
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, Forbidden, NotFound
 from ..models import MachineRecord
 from .rows import Repository
 
@@ -53,6 +53,39 @@ class MachineRepository(Repository):
             ) from None
         assert row is not None
         return machine_from(row)
+
+    async def accept(self, machine: Machine, certificate_pem: str) -> MachineRecord:
+        """For a certificate that passed machinecert.verify_proof: its record, made on first
+        use if an admin did not record it (a CA's certificates issued by other tools can be
+        revoked too). Forbidden when it is revoked, or when its serial is recorded for another
+        certificate."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO machines (name, serial, fingerprint, certificate, not_before,"
+                " not_after, revoked_at, created_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
+                " ON CONFLICT DO NOTHING",
+                machine.name,
+                machine.serial,
+                machine.fingerprint,
+                certificate_pem,
+                machine.not_before,
+                machine.not_after,
+                self.clock(),
+            )
+            row = await tx.fetchrow(
+                f"SELECT {MACHINE_COLUMNS} FROM machines WHERE serial = ?", machine.serial
+            )
+        if row is None or row["fingerprint"] != machine.fingerprint:
+            raise Forbidden(
+                f"another certificate with serial {machine.serial} is recorded; the machine CA "
+                "must not reuse serials: issue a new certificate"
+            )
+        record = machine_from(row)
+        if record.revoked_at is not None:
+            raise Forbidden(
+                f'machine "{record.name}" is revoked; ask an admin for a new machine certificate'
+            )
+        return record
 
     async def all(self, name: str | None = None) -> list[MachineRecord]:
         async with self.db.transaction() as tx:
