@@ -167,7 +167,7 @@ class Run:
         self.status, self.out, self.err = status, out, err
 
 
-def wgpy(*args: str, cwd: Path | None = None) -> Run:
+def wgpy(*args: str) -> Run:
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdin=io.BytesIO(b""), stdout=out, stderr=err, env={})
     status = cli.main(list(args), env)
@@ -287,3 +287,16 @@ def test_admin_cli_ca_issue_csr_revoke(tmp_path: Path) -> None:
         assert not (out / "rogue.key").exists() and not (out / "rogue.crt").exists()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_server_command_says_why_a_machine_ca_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.crt"
+    r = wgpy(
+        *("server", "--listen", "127.0.0.1:0", "--stun-listen", "off"),
+        *("--state-dir", str(tmp_path / "s"), "--machine-ca", str(missing)),
+    )
+    assert r.status == ExitStatus.ERROR
+    assert r.err == (
+        f"wgpy server: cannot read the machine CA {missing}: No such file or directory\n"
+    )
+    assert r.out == ""
