@@ -3,10 +3,13 @@ as pure functions (time, serials and keys passed in)."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
 
 from wgpy import machinecert as mc
 
@@ -124,16 +127,9 @@ def test_csr_made_on_the_device() -> None:
     ca_key, ca_cert = mc.create_ca("ops", now=NOW, lifetime=DAY, serial=1)
     for device_key in (mc.new_private_key(), ed25519.Ed25519PrivateKey.generate()):
         pem = mc.create_csr(device_key, "build-7").public_bytes(serialization.Encoding.PEM)
-        csr = mc.load_csr(pem)
-        cert = mc.issue(
-            ca_key,
-            ca_cert,
-            csr.public_key(),
-            "build-7",
-            now=NOW,
-            lifetime=DAY,
-            serial=9,  # type: ignore[arg-type]
-        )
+        public = mc.load_csr(pem).public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
+        cert = mc.issue(ca_key, ca_cert, public, "build-7", now=NOW, lifetime=DAY, serial=9)
         signature = mc.sign_proof(device_key, CHALLENGE, NODE_KEY)
         machine = mc.verify_proof(ca_cert, cert, CHALLENGE, NODE_KEY, signature, now=NOW)
         assert machine.name == "build-7"
@@ -153,7 +149,7 @@ def test_hostile_input_gets_sentences() -> None:
             mc.load_private_key(junk)
     weak = ec.generate_private_key(ec.SECP256K1())
     with pytest.raises(mc.MachineCertError, match="not an ECDSA P-256/P-384 or Ed25519"):
-        mc.load_private_key(mc.private_key_pem(weak))  # type: ignore[arg-type]
+        mc.load_private_key(mc.private_key_pem(weak))
     for name in ("", "-x", "a b", "x" * 64, "ü"):
         with pytest.raises(mc.MachineCertError, match="is not a machine name"):
             mc.check_machine_name(name)
@@ -184,3 +180,24 @@ def test_wire_fields_round_trip_and_hostile_fields(
     ]:
         with pytest.raises(mc.MachineCertError, match=message):
             mc.decode_proof(certificate, signature_text)
+
+
+def test_an_existing_ca_without_key_identifier_issues_too() -> None:
+    """A CA made by other tools (here: no subjectKeyIdentifier, an Ed25519 key) works."""
+    ca_key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "legacy")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(77)
+        .not_valid_before(datetime.datetime.fromtimestamp(NOW - 60, datetime.UTC))
+        .not_valid_after(datetime.datetime.fromtimestamp(NOW + DAY, datetime.UTC))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, None)
+    )
+    device_key = mc.new_private_key()
+    cert = mc.issue(ca_key, ca, device_key.public_key(), "old-1", now=NOW, lifetime=60, serial=8)
+    signature = mc.sign_proof(device_key, CHALLENGE, NODE_KEY)
+    assert mc.verify_proof(ca, cert, CHALLENGE, NODE_KEY, signature, now=NOW).name == "old-1"

@@ -44,6 +44,7 @@ __all__ = [
     "PROOF_LABEL",
     "Machine",
     "MachineCertError",
+    "PublicKey",
     "SigningKey",
     "certificate_pem",
     "check_ca",
@@ -51,6 +52,7 @@ __all__ = [
     "check_machine_name",
     "create_ca",
     "create_csr",
+    "csr_public_key",
     "decode_proof",
     "encode_proof",
     "issue",
@@ -74,6 +76,7 @@ MAX_SIGNATURE = 160  # bytes: an ECDSA P-384 DER signature is at most 104, Ed255
 MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
 
 
@@ -160,12 +163,17 @@ def load_csr(data: bytes, what: str = "the request") -> x509.CertificateSigningR
     return csr
 
 
-def _check_public_key(key: object, what: str) -> None:
+def _check_public_key(key: object, what: str) -> PublicKey:
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, _CURVES):
-        return
+        return key
     if isinstance(key, ed25519.Ed25519PublicKey):
-        return
+        return key
     raise MachineCertError(f"{what} does not hold an ECDSA P-256/P-384 or Ed25519 public key")
+
+
+def csr_public_key(csr: x509.CertificateSigningRequest) -> PublicKey:
+    """The key a request (from :func:`load_csr`) asks a certificate for."""
+    return _check_public_key(csr.public_key(), "the request")
 
 
 def _time(seconds: float) -> datetime.datetime:
@@ -259,7 +267,7 @@ def create_csr(key: SigningKey, name: str) -> x509.CertificateSigningRequest:
 def issue(
     ca_key: SigningKey,
     ca: x509.Certificate,
-    public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey,
+    public_key: PublicKey,
     name: str,
     *,
     now: float,
@@ -275,6 +283,12 @@ def issue(
         raise MachineCertError("the CA key does not belong to the CA certificate")
     check_ca(ca, now)
     not_after = min(now + lifetime, ca.not_valid_after_utc.timestamp())
+    try:
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        authority = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        ca_public = _check_public_key(ca.public_key(), "the CA certificate")
+        authority = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -300,10 +314,7 @@ def issue(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
+        .add_extension(authority, critical=False)
         .sign(ca_key, _hash_for(ca_key))
     )
 

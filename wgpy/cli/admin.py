@@ -507,15 +507,15 @@ async def machines_issue(client: AdminClient, args: argparse.Namespace, env: Env
     out: Path = args.out
     key_path, cert_path = out / f"{args.name}.key", out / f"{args.name}.crt"
     device_key: machinecert.SigningKey | None = None
+    public: machinecert.PublicKey
     try:
         machinecert.check_machine_name(args.name)
         if args.csr is None:
             device_key = machinecert.new_private_key()
             public = device_key.public_key()
         else:
-            public = machinecert.load_csr(
-                read_file(args.csr), f"the request {args.csr}"
-            ).public_key()  # type: ignore[assignment]
+            csr = machinecert.load_csr(read_file(args.csr), f"the request {args.csr}")
+            public = machinecert.csr_public_key(csr)
         cert = machinecert.issue(
             ca_key,
             ca_cert,
