@@ -186,6 +186,9 @@ def test_admin_cli_ca_issue_csr_revoke(tmp_path: Path) -> None:
     assert "--machine-ca" in r.err
     r = wgpy("admin", "ca", "init", "--dir", str(ca_dir))
     assert r.status == ExitStatus.ERROR and "already exists" in r.err
+    r = wgpy("admin", "ca", "init", "--dir", str(tmp_path / "x"), "--expiration", "99999999w")
+    assert r.status == ExitStatus.ERROR and "choose a shorter --expiration" in r.err
+    assert not (tmp_path / "x").exists()
     ca_cert = machinecert.load_certificate((ca_dir / "ca.crt").read_bytes())
     config = ServerConfig(
         host="127.0.0.1",

@@ -481,8 +481,8 @@ def ca_init(args: argparse.Namespace, env: Environment) -> None:
             lifetime=args.expiration,
             serial=x509.random_serial_number(),
         )
-    except (ValueError, machinecert.MachineCertError) as e:
-        raise CommandError(f"cannot make the CA: {e}") from None
+    except (ValueError, OverflowError) as e:  # an --expiration past the year 9999
+        raise CommandError(f"cannot make the CA: {e}; choose a shorter --expiration") from None
     write_new_file(key_path, machinecert.private_key_pem(key), secret=True)
     write_new_file(cert_path, machinecert.certificate_pem(cert), secret=False)
     env.stdout.write(f"{cert_path}\n")
@@ -535,8 +535,8 @@ async def machines_issue(client: AdminClient, args: argparse.Namespace, env: Env
     if device_key is not None:
         write_new_file(key_path, machinecert.private_key_pem(device_key), secret=True)
     write_new_file(cert_path, pem, secret=False)
-    written = f"{cert_path}" if device_key is None else f"{key_path} {cert_path}"
-    _show(env, args, {**record, "files": written.split()}, written + "\n")
+    written = [str(cert_path)] if device_key is None else [str(key_path), str(cert_path)]
+    _show(env, args, {**record, "files": written}, " ".join(written) + "\n")
     if device_key is not None and not args.json:
         env.stderr.write(
             f"{PROG} admin: copy {key_path} to the device (mode 0600) and delete it here\n"
