@@ -1,6 +1,12 @@
 """``wgpy admin --server URL --api-key KEY OBJECT ACTION``: the admin API of docs/mesh-api.md
-on the command line (users, pre-auth keys, nodes, the policy, admin API keys). A password is
+on the command line (users, pre-auth keys, nodes, the policy, admin API keys, machine
+certificates). A password is
 typed twice without echo, or read from stdin with ``--password-stdin``; it is never printed.
+
+``wgpy admin ca init`` works without a server: it makes the operator's machine CA in a
+directory (key mode 0600). ``machines issue`` signs with that CA here, on the admin's
+machine, and records the certificate on the server (``wgpy server --machine-ca CERT``) before
+it writes any file: the CA key never goes to the server.
 
 Tables for people, ``--json`` (before the object or after the action) for scripts. A secret
 the server shows once (a new pre-auth key or API key) is printed alone on stdout, so that
@@ -13,14 +19,20 @@ import argparse
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from wgpy import machinecert
 from wgpy.mesh.client.admin import AdminClient
 from wgpy.mesh.client.api import ApiError, MeshClientError, check_server_url
 
 from .environment import PROG, CommandError, Environment, ExitStatus
+from .machine import read_file, write_new_file
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -142,6 +154,69 @@ def register(commands: Subparsers) -> None:
         apikeys, "expire", apikeys_expire, "revoke an admin API key: it stops working at once"
     ).add_argument("id")
 
+    ca = groups.add_parser("ca", help="the machine CA (local files; no server needed)")
+    ca_actions = ca.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = ca_actions.add_parser(
+        "init",
+        help="make the operator's machine CA: DIR/ca.key (0600) and DIR/ca.crt",
+        description="Make the operator's machine CA: DIR/ca.key (mode 0600; keep it off the "
+        "server) and DIR/ca.crt (give it to `wgpy server --machine-ca`).",
+    )
+    init.add_argument("--dir", type=Path, default=Path("wgpy-ca"), help="default ./wgpy-ca")
+    init.add_argument("--name", default="wgpy machine CA", help="the CA's common name")
+    init.add_argument(
+        "--expiration",
+        metavar="DURATION",
+        type=parse_duration,
+        default=10 * 365 * 86400,
+        help="how long the CA is valid (default 10 years, e.g. 3650d)",
+    )
+    init.set_defaults(admin_local=ca_init)
+
+    machines = groups.add_parser("machines", help="machine certificates").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    issue = action(
+        machines,
+        "issue",
+        machines_issue,
+        "issue a machine certificate (with a new key, or for a CSR made on the device) and "
+        "record it on the server",
+    )
+    issue.add_argument("name", metavar="NAME")
+    issue.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=Path("wgpy-ca"),
+        help="the CA's directory (default ./wgpy-ca)",
+    )
+    issue.add_argument(
+        "--csr",
+        type=Path,
+        metavar="FILE",
+        help="sign this request (`wgpy machine csr`) instead of making a key",
+    )
+    issue.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="write NAME.crt (and NAME.key, 0600, without --csr) here (default .)",
+    )
+    issue.add_argument(
+        "--expiration",
+        metavar="DURATION",
+        type=parse_duration,
+        default=365 * 86400,
+        help="how long the certificate is valid (default 365d; never past the CA)",
+    )
+    action(machines, "list", machines_list, "list the machine certificates")
+    revoke = action(
+        machines, "revoke", machines_revoke, "revoke a machine's certificates (or one, --serial)"
+    )
+    revoke.add_argument("name", metavar="NAME")
+    revoke.add_argument("--serial", metavar="HEX", help="only this certificate")
+
 
 def _password_stdin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -175,6 +250,12 @@ AdminAction = Callable[[AdminClient, argparse.Namespace, Environment], Coroutine
 
 
 def admin_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    local: Callable[[argparse.Namespace, Environment], None] | None = getattr(
+        args, "admin_local", None
+    )
+    if local is not None:
+        local(args, env)
+        return ExitStatus.SUCCESS
     server = args.server or env.env.get("WGPY_SERVER")
     if not server:
         raise CommandError("give the server's URL with --server or WGPY_SERVER")
@@ -436,3 +517,102 @@ async def apikeys_list(client: AdminClient, args: argparse.Namespace, env: Envir
 async def apikeys_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     record = await client.expire_api_key(args.id)
     _show(env, args, record, f"expired API key {args.id}\n")
+
+
+# ---------------------------------------------------------------------------- machines
+
+MACHINE_COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("SERIAL", "serial"),
+    ("REVOKED", "revoked"),
+    ("EXPIRED", "expired"),
+    ("NOT AFTER", "not_after"),
+    ("CREATED", "created_at"),
+]
+
+
+def ca_init(args: argparse.Namespace, env: Environment) -> None:
+    directory: Path = args.dir
+    key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    for path in (key_path, cert_path):
+        if path.exists():
+            raise CommandError(f"{path} already exists; this directory holds a CA already")
+    try:
+        key, cert = machinecert.create_ca(
+            args.name,
+            now=time.time(),
+            lifetime=args.expiration,
+            serial=x509.random_serial_number(),
+        )
+    except (ValueError, OverflowError) as e:  # an --expiration past the year 9999
+        raise CommandError(f"cannot make the CA: {e}; choose a shorter --expiration") from None
+    write_new_file(key_path, machinecert.private_key_pem(key), secret=True)
+    write_new_file(cert_path, machinecert.certificate_pem(cert), secret=False)
+    env.stdout.write(f"{cert_path}\n")
+    env.stderr.write(
+        f"{PROG} admin: made the machine CA {cert_path} and its key {key_path} (keep the key "
+        f"off the server); start the server with --machine-ca {cert_path}\n"
+    )
+
+
+def _load_ca(directory: Path) -> tuple[machinecert.SigningKey, x509.Certificate]:
+    key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    try:
+        key = machinecert.load_private_key(read_file(key_path), f"the CA key {key_path}")
+        cert = machinecert.load_certificate(read_file(cert_path), f"the CA certificate {cert_path}")
+    except machinecert.MachineCertError as e:
+        raise CommandError(str(e)) from None
+    return key, cert
+
+
+async def machines_issue(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    ca_key, ca_cert = _load_ca(args.ca_dir)
+    out: Path = args.out
+    key_path, cert_path = out / f"{args.name}.key", out / f"{args.name}.crt"
+    device_key: machinecert.SigningKey | None = None
+    public: machinecert.PublicKey
+    try:
+        machinecert.check_machine_name(args.name)
+        if args.csr is None:
+            device_key = machinecert.new_private_key()
+            public = device_key.public_key()
+        else:
+            csr = machinecert.load_csr(read_file(args.csr), f"the request {args.csr}")
+            public = machinecert.csr_public_key(csr)
+        cert = machinecert.issue(
+            ca_key,
+            ca_cert,
+            public,
+            args.name,
+            now=time.time(),
+            lifetime=args.expiration,
+            serial=x509.random_serial_number(),
+        )
+    except machinecert.MachineCertError as e:
+        raise CommandError(str(e)) from None
+    for path in (cert_path,) if device_key is None else (key_path, cert_path):
+        if path.exists():
+            raise CommandError(f"{path} already exists; move it away or choose another --out")
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    record = await client.add_machine(pem.decode())  # recorded first: nothing written if refused
+    if device_key is not None:
+        write_new_file(key_path, machinecert.private_key_pem(device_key), secret=True)
+    write_new_file(cert_path, pem, secret=False)
+    written = [str(cert_path)] if device_key is None else [str(key_path), str(cert_path)]
+    _show(env, args, {**record, "files": written}, " ".join(written) + "\n")
+    if device_key is not None and not args.json:
+        env.stderr.write(
+            f"{PROG} admin: copy {key_path} to the device (mode 0600) and delete it here\n"
+        )
+
+
+async def machines_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    machines = await client.list_machines()
+    _show(env, args, machines, format_table(MACHINE_COLUMNS, machines))
+
+
+async def machines_revoke(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    machines = await client.revoke_machine(args.name, args.serial)
+    which = f" (serial {args.serial})" if args.serial else ""
+    _show(env, args, machines, f"revoked machine {args.name}{which}\n")

@@ -19,6 +19,7 @@ from wgpy import __version__
 
 from . import admin as admin_commands
 from . import keys
+from . import machine as machine_commands
 from . import mesh as mesh_commands
 from . import netcheck as netcheck_commands
 from . import ping as ping_commands
@@ -36,6 +37,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     quick_commands,  # save
     mesh_commands,  # logout
     admin_commands,
+    machine_commands,  # machine csr
     status_commands,
     server_commands,
     netcheck_commands,

@@ -1,13 +1,16 @@
 """``wgpy server``: the mesh coordination server (docs/mesh-api.md).
 
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
-[--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]``
+[--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
+[--machine-ca CERT]``
     Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
     requests on UDP (default every address, port 3478), and hand nodes short-lived
     credentials for the TURN relays (coturn with use-auth-secret). State lives in SQLite
     (``DIR/wgpy.db``, default /var/lib/wgpy) or, with a ``postgresql://`` URL (or
     ``WGPY_DATABASE_URL``, which keeps a password out of the process list), in PostgreSQL,
-    which several replicas can share. Logs go to stderr (``LOG_LEVEL``, default info).
+    which several replicas can share. With ``--machine-ca`` the server records the machine
+    certificates that CA issued (wgpy/machinecert.py). Logs go to stderr (``LOG_LEVEL``,
+    default info).
 
 ``wgpy server apikey create [--expiration SECONDS]``
     Make an admin API key directly in the database (the bootstrap: no server needed) and
@@ -93,6 +96,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=nat.DEFAULT_TURN_TTL,
         metavar="SECONDS",
         help=f"how long TURN credentials are valid (default {nat.DEFAULT_TURN_TTL})",
+    )
+    server.add_argument(
+        "--machine-ca",
+        type=Path,
+        metavar="CERT",
+        help="the operator's machine CA certificate (PEM; `wgpy admin ca init` makes one): "
+        "machine certificates it issued can be recorded and checked",
     )
     server.set_defaults(handler=serve, state_dir=DEFAULT_STATE_DIR, database_url=None)
     actions = server.add_subparsers(title="actions", dest="action", metavar="ACTION")
@@ -217,6 +227,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         tls_key=getattr(args, "tls_key", None),
         ephemeral_grace=grace,
         max_nodes_per_user=max_nodes,
+        machine_ca=getattr(args, "machine_ca", None),
     )
 
 

@@ -182,3 +182,19 @@ class AdminClient(Client):
 
     async def expire_api_key(self, key_id: str) -> Record:
         return _one(await self.call("POST", f"/apikeys/{_segment(key_id)}/expire", {}), "apikey")
+
+    # -- machine certificates
+
+    async def list_machines(self) -> list[Record]:
+        return _items(await self.call("GET", "/machines"), "machines")
+
+    async def add_machine(self, certificate_pem: str) -> Record:
+        """Record a certificate the server's machine CA issued (the server checks it)."""
+        return _one(
+            await self.call("POST", "/machines", {"certificate": certificate_pem}), "machine"
+        )
+
+    async def revoke_machine(self, name: str, serial: str | None = None) -> list[Record]:
+        body: Record = {} if serial is None else {"serial": serial}
+        reply = await self.call("POST", f"/machines/{_segment(name)}/revoke", body)
+        return _items(reply, "machines")

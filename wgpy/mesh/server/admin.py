@@ -1,6 +1,7 @@
 """Admin endpoints: users (their passwords and TOTP too), pre-auth keys, nodes, the policy,
-API keys. Each needs an admin API key (``Authorization: Bearer wgpy_api_...``); secrets
-appear once, in the creating reply; passwords never appear in a reply or a log."""
+API keys, machine certificates. Each needs an admin API key (``Authorization: Bearer
+wgpy_api_...``); secrets appear once, in the creating reply; passwords never appear in a reply
+or a log."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from wgpy import machinecert
+
 from . import schemas
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .models import iso
 from .web import admin_key, context, read_json, reply, signin_of
 
@@ -262,6 +265,62 @@ async def expire_api_key(request: web.Request) -> web.Response:
     return reply({"apikey": key.to_json(ctx.clock())})
 
 
+# ----------------------------------------------------------------------------------------
+# Machine certificates (issued by the operator's CA with `wgpy admin machines issue`)
+
+NO_MACHINE_CA = (
+    "the server has no machine CA; start it with --machine-ca CERT (make a CA with "
+    "`wgpy admin ca init`)"
+)
+
+
+def _machine_name(request: web.Request) -> str:
+    try:
+        return machinecert.check_machine_name(request.match_info["name"])
+    except machinecert.MachineCertError as e:
+        raise BadRequest(str(e)) from None
+
+
+@_admin
+async def list_machines(request: web.Request) -> web.Response:
+    ctx = context(request)
+    machines = await ctx.store.machines.all()
+    now = ctx.clock()
+    return reply({"machines": [m.to_json(now) for m in machines]})
+
+
+@_admin
+async def add_machine(request: web.Request) -> web.Response:
+    """Record a certificate the machine CA issued; refused unless that CA signed it and it is
+    a valid machine certificate now."""
+    ctx = context(request)
+    body = schemas.fields(await read_json(request), {"certificate": schemas.certificate_pem})
+    if ctx.machine_ca is None:
+        raise Conflict(NO_MACHINE_CA)
+    pem = body["certificate"]
+    try:
+        cert = machinecert.load_certificate(pem.encode(), "the certificate")
+        machine = machinecert.check_machine_certificate(ctx.machine_ca, cert, ctx.clock())
+    except machinecert.MachineCertError as e:
+        raise BadRequest(str(e)) from None
+    record = await ctx.store.machines.add(machine, pem)
+    ctx.log.info("machine recorded", machine=record.name, serial=record.serial)
+    return reply({"machine": record.to_json(ctx.clock())})
+
+
+@_admin
+async def revoke_machine(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = schemas.fields(
+        await read_json(request, empty_ok=True), {}, {"serial": schemas.certificate_serial}
+    )
+    name = _machine_name(request)
+    records = await ctx.store.machines.revoke(name, body.get("serial"))
+    ctx.log.info("machine revoked", machine=name, serial=body.get("serial"))
+    now = ctx.clock()
+    return reply({"machines": [m.to_json(now) for m in records]})
+
+
 def add_routes(app: web.Application, api: str) -> None:
     r = app.router
     r.add_get(f"{api}/users", list_users)
@@ -284,3 +343,6 @@ def add_routes(app: web.Application, api: str) -> None:
     r.add_get(f"{api}/apikeys", list_api_keys)
     r.add_post(f"{api}/apikeys", create_api_key)
     r.add_post(f"{api}/apikeys/{{id}}/expire", expire_api_key)
+    r.add_get(f"{api}/machines", list_machines)
+    r.add_post(f"{api}/machines", add_machine)
+    r.add_post(f"{api}/machines/{{name}}/revoke", revoke_machine)

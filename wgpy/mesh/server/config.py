@@ -54,3 +54,6 @@ class ServerConfig:
     turn_urls: tuple[str, ...] = ()  # turn:/turns: URLs of the relays (nat.py)
     turn_secret_file: Path | None = None  # coturn's static-auth-secret, mode 0600
     turn_ttl: int = DEFAULT_TURN_TTL  # seconds TURN credentials are valid
+    # The operator's machine CA certificate (PEM; wgpy/machinecert.py): the server records
+    # the machine certificates it issued and checks proofs of possession against it.
+    machine_ca: Path | None = None

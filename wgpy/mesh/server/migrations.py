@@ -102,7 +102,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "i12-password: users' passwords and TOTP, failed sign-ins",
+        "users' passwords and TOTP, failed sign-ins",
         # password_hash: argon2id (login.py), NULL: none set. totp_secret: base32, NULL: not
         # enrolled; totp_confirmed once a code matched; totp_last_step: the step of the last
         # code accepted (none at or before it is accepted again). login_failures: one row per
@@ -119,6 +119,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                 last_at DOUBLE PRECISION NOT NULL,
                 locked_until DOUBLE PRECISION NOT NULL)""",
             "CREATE INDEX login_failures_last_at ON login_failures (last_at)",
+        ),
+    ),
+    Migration(
+        5,
+        "machine certificates issued by the operator's machine CA",
+        # One row per certificate (a machine re-issued under its name has several): serial and
+        # fingerprint (SHA-256 of the DER) in hex, the PEM as issued, revoked_at once revoked.
+        (
+            """CREATE TABLE machines (
+                id {serial},
+                name TEXT NOT NULL,
+                serial TEXT NOT NULL UNIQUE,
+                fingerprint TEXT NOT NULL UNIQUE,
+                certificate TEXT NOT NULL,
+                not_before DOUBLE PRECISION NOT NULL,
+                not_after DOUBLE PRECISION NOT NULL,
+                revoked_at DOUBLE PRECISION,
+                created_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX machines_name ON machines (name)",
         ),
     ),
 )

@@ -212,3 +212,34 @@ class PolicyRecord:
     document: dict[str, Any] | None  # None: the default policy
     updated_at: float | None
     tags_removed: tuple[TagsRemoved, ...] = ()  # what setting this policy took off nodes
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRecord:
+    """A machine certificate the server knows (issued by its machine CA, wgpy/machinecert.py)."""
+
+    id: int
+    name: str
+    serial: str  # hex
+    fingerprint: str  # SHA-256 of the DER certificate, hex
+    not_before: float
+    not_after: float
+    revoked_at: float | None
+    created_at: float
+
+    def valid(self, now: float) -> bool:
+        return self.revoked_at is None and self.not_before <= now <= self.not_after
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "serial": self.serial,
+            "fingerprint": self.fingerprint,
+            "not_before": iso(self.not_before),
+            "not_after": iso(self.not_after),
+            "expired": now > self.not_after,
+            "revoked": self.revoked_at is not None,
+            "revoked_at": iso(self.revoked_at),
+            "created_at": iso(self.created_at),
+        }

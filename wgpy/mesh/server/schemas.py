@@ -210,3 +210,22 @@ def ice_pwd(name: str, value: Any) -> str:
         return ice.check_ice_pwd(value)
     except ice.CandidateError as e:
         raise BadRequest(f'"{name}" {e}') from None
+
+
+MAX_CERTIFICATE = 16 * 1024  # characters of PEM
+
+
+def certificate_pem(name: str, value: Any) -> str:
+    """One PEM certificate (checked further by wgpy/machinecert.py)."""
+    if not isinstance(value, str) or "-----BEGIN CERTIFICATE-----" not in value:
+        raise BadRequest(f'"{name}" must be a PEM certificate (-----BEGIN CERTIFICATE-----)')
+    if len(value) > MAX_CERTIFICATE:
+        raise BadRequest(f'"{name}" is longer than {MAX_CERTIFICATE} characters')
+    return value
+
+
+def certificate_serial(name: str, value: Any) -> str:
+    """A certificate serial number in lowercase hex, as the server lists it."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{1,40}", value):
+        raise BadRequest(f'"{name}" must be a certificate serial in hex, as listed')
+    return value

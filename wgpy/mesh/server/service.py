@@ -21,9 +21,12 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
+from cryptography import x509
 
+from wgpy import machinecert
 from wgpy.log import get_logger
 
 from . import guard, nat, statedir
@@ -58,6 +61,22 @@ def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ServerError(f"cannot load the TLS certificate and key: {reason}") from None
     return context
+
+
+def load_machine_ca(path: Path | None, now: float) -> x509.Certificate | None:
+    """The machine CA certificate of ``--machine-ca``, checked (a CA, valid now)."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ServerError(f"cannot read the machine CA {path}: {e.strerror or e}") from None
+    try:
+        ca = machinecert.load_certificate(data, f"the machine CA {path}")
+        machinecert.check_ca(ca, now)
+    except machinecert.MachineCertError as e:
+        raise ServerError(str(e)) from None
+    return ca
 
 
 async def _open_store(
@@ -126,6 +145,7 @@ class MeshServer:
     async def start(self) -> None:
         config = self.config
         tls = ssl_context(config)
+        machine_ca = load_machine_ca(config.machine_ca, self.clock())
         try:
             turn = nat.turn_settings(config.turn_urls, config.turn_secret_file, config.turn_ttl)
         except nat.NatConfigError as e:
@@ -164,6 +184,7 @@ class MeshServer:
             )
             context = Context(config, store, hub, limiter, failures, unread, self.clock)
             context.stun, context.turn = self.stun_addresses, turn
+            context.machine_ca = machine_ca
             app = create_app(context)
             # aiohttp's keep-alive timeout runs from the connection's start too: a
             # connection must complete a request's headers within it (guard.py).

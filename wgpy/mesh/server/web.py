@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from cryptography import x509
 
 from wgpy.log import get_logger
 
@@ -75,6 +76,8 @@ class Context:
     # TURN relays with their secret (None: no relay).
     stun: list[tuple[str, int]] = field(default_factory=list)
     turn: TurnSettings | None = None
+    # The operator's machine CA (config.machine_ca, loaded and checked at start); None: none.
+    machine_ca: x509.Certificate | None = None
     # Full maps being built and written at once: a mesh of N nodes that all reconnect (after
     # a restart) would otherwise hold N full maps of N - 1 peers in memory together.
     full_map_slots: asyncio.Semaphore = field(
