@@ -172,10 +172,14 @@ def start_provider(
     id_token_ttl: int = 3600,
     host: str = "127.0.0.1",
     name: str = "oidc",
+    wrap: Sequence[str] = (),
 ) -> Iterator[OidcProvider]:
     """Run an OpenID provider with these clients and users until the block ends.
 
     Files: DIRECTORY/NAME.json (configuration, 0600) and DIRECTORY/NAME.log (its stderr).
+    WRAP prefixes the command: ``namespace.exec_args([])`` (tests/interop/netns.py) runs the
+    provider in a network namespace, with HOST one of that namespace's addresses (`ip netns
+    exec` execs node, so the process stopped is node itself).
     """
     node = node_binary()
     directory.mkdir(parents=True, exist_ok=True)
@@ -186,7 +190,7 @@ def start_provider(
     log_path = directory / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [node, str(SCRIPT), str(config_path)],
+            [*wrap, node, str(SCRIPT), str(config_path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
