@@ -3,8 +3,10 @@
 ``sign_in`` follows redirects from an authorization URL and submits the forms the provider
 shows (oidc-provider's dev login form, then its consent form) until a redirect leads to
 ``stop_at`` (the relying party's redirect URI): it returns that URL without fetching it, so the
-test reads ``code`` and ``state`` from it. The session needs ``aiohttp.CookieJar(unsafe=True)``:
-aiohttp's default jar drops cookies for IP-address hosts such as 127.0.0.1.
+test reads ``code`` and ``state`` from it. With ``cancel=True`` it follows the login page's
+"Cancel" link instead, and the provider sends the browser back with ``error=access_denied``.
+The session needs ``aiohttp.CookieJar(unsafe=True)``: aiohttp's default jar drops cookies for
+IP-address hosts such as 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _FormParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.forms: list[Form] = []
+        self.links: list[str] = []
         self._current: Form | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -36,6 +39,8 @@ class _FormParser(HTMLParser):
         if tag == "form":
             self._current = Form(a.get("action", ""), a.get("method", "get").lower())
             self.forms.append(self._current)
+        elif tag == "a" and a.get("href"):
+            self.links.append(a["href"])
         elif tag == "input" and self._current is not None and a.get("name"):
             self._current.fields[a["name"]] = a.get("value", "")
 
@@ -44,12 +49,21 @@ class _FormParser(HTMLParser):
             self._current = None
 
 
-def parse_forms(html: str) -> list[Form]:
-    """The forms in a page with their inputs' names and values (pure; tested alone)."""
+def _parse(html: str) -> _FormParser:
     parser = _FormParser()
     parser.feed(html)
     parser.close()
-    return parser.forms
+    return parser
+
+
+def parse_forms(html: str) -> list[Form]:
+    """The forms in a page with their inputs' names and values (pure; tested alone)."""
+    return _parse(html).forms
+
+
+def parse_links(html: str) -> list[str]:
+    """The href of every link in a page, in order (pure; tested alone)."""
+    return _parse(html).links
 
 
 class SignInFailed(AssertionError):
@@ -70,6 +84,7 @@ async def sign_in(
     login: str,
     stop_at: str,
     password: str = "any",
+    cancel: bool = False,
 ) -> tuple[URL, list[Step]]:
     """Walk from URL through the login and consent forms to a redirect under STOP_AT.
 
@@ -89,6 +104,10 @@ async def sign_in(
                 method, target, data = "GET", target.join(URL(location)), None
                 continue
             html = await resp.text()
+            aborts = [href for href in parse_links(html) if href.endswith("/abort")]
+            if cancel and aborts:
+                method, target, data = "GET", target.join(URL(aborts[0])), None
+                continue
             forms = [f for f in parse_forms(html) if f.method == "post"]
             if resp.status != 200 or not forms:
                 raise SignInFailed(

@@ -28,7 +28,7 @@ from joserfc.errors import (
 from joserfc.jwk import KeySet
 from yarl import URL
 
-from .forms import SignInFailed, parse_forms, sign_in
+from .forms import SignInFailed, parse_forms, parse_links, sign_in
 from .provider import OidcClient, OidcProvider, ProviderUnavailable, provider_config
 
 SCOPE = "openid email profile groups"
@@ -152,6 +152,7 @@ def test_parse_forms_reads_the_dev_login_form() -> None:
     assert (form.action, form.method) == ("/interaction/abc/login", "post")
     assert form.fields == {"prompt": "login", "login": "", "password": ""}
     assert parse_forms("<p>no form</p><input name='stray'>") == []
+    assert parse_links(html) == ["/interaction/abc/abort"]
 
 
 def test_provider_config_refuses_what_cannot_work() -> None:
@@ -346,3 +347,18 @@ def test_a_missing_package_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(module, "PACKAGE", module.HERE / "no-such" / "package.json")
     with pytest.raises(ProviderUnavailable, match="make oidc-provider"):
         module.node_binary()
+
+
+async def test_cancel_on_the_login_page_sends_access_denied_back(
+    oidc_provider: OidcProvider,
+) -> None:
+    client = oidc_provider.client
+    async with session() as http:
+        metadata = await discover(http, oidc_provider)
+        login = Login(client)
+        landing, _ = await sign_in(
+            http, login.url(metadata), login="alice", stop_at=client.redirect_uri, cancel=True
+        )
+    assert landing.query["error"] == "access_denied"
+    assert landing.query["state"] == login.state
+    assert "code" not in landing.query
