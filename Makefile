@@ -4,15 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := wireguard-tools wireguard-go iproute2 iputils-ping iperf3 nftables postgresql \
-	coturn conntrack
+	coturn conntrack chromium chromium-driver
 STAMP := $(VENV)/.installed
 # Each test stage is bounded as a whole too: a process that will not exit (a thread left
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-wg demo-core clean
 
-setup: apt venv
+setup: apt venv oidc-provider
 
 # Debian packages the tests use; apt runs only when one is missing.
 apt:
@@ -52,6 +52,20 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# The OpenID provider the OIDC tests run (oidc-provider from the npm registry, pinned with its
+# lock file) goes into tests/oidc/node_modules (git-ignored); npm runs only when package.json
+# or the lock file changed. Needs Node >= 20.19 and npm (Debian 12's nodejs is too old: use
+# NodeSource's). About 2-5 s from the registry, 3.4 MB, 40 packages; no install scripts run.
+OIDC_DIR := tests/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
+oidc-provider: $(OIDC_STAMP)
+
+$(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	@command -v npm >/dev/null && node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' || { \
+	  echo "make setup: the OIDC tests need Node.js 20.19 or later with npm (found: $$(node --version 2>/dev/null || echo none)); install it first." >&2; exit 1; }
+	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
 
 lint: venv
 	$(BIN)/ruff check .
@@ -117,4 +131,4 @@ demo-core: venv
 	$(BIN)/python examples/in_memory_pair.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .hypothesis
+	rm -rf $(VENV) $(OIDC_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache .coverage .hypothesis
