@@ -47,6 +47,8 @@ class _Parser(html.parser.HTMLParser):
             self.forms[-1].fields[a["name"]] = a.get("value", "")
             if "id" in a:
                 self.input_ids.append(a["id"])
+        elif tag == "button" and self.forms and "name" in a:  # sent when it is pressed
+            self.forms[-1].fields[a["name"]] = a.get("value", "")
         elif tag == "label":
             self.label_for.append(a.get("for", ""))
         if tag == "a":

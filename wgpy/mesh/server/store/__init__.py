@@ -7,8 +7,9 @@ class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``,
 (users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates),
 ``login_requests`` (nodes waiting for a person to sign in and approve them) and ``sessions``
 (the sign-in pages' web sessions and form tokens). A new part is one more module and one
-more attribute. What several repositories share (SQL, rows to records, a user's id, the policy in force) is in rows.py. Errors are the
-API's (errors.py), with the sentence the client sees.
+more attribute. What several repositories share (SQL, rows to records, a user's id, the
+policy in force) is in rows.py. Errors are the API's (errors.py), with the sentence the
+client sees.
 """
 
 from __future__ import annotations
