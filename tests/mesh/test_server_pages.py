@@ -6,6 +6,7 @@ session) that change nothing in the database."""
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from wgpy.mesh.server import ServerConfig
 from wgpy.mesh.server.pages import HEADERS, TEMPLATES, as_sentence
 from wgpy.mesh.server.store import Store
 
-from .conftest import running, with_
+from .conftest import new_public_key, running, with_
 from .webpages import COOKIE, Browser
 
 
@@ -209,4 +210,13 @@ async def test_the_cookie_is_http_only_samesite_and_secure_over_tls(
             attributes = [a.strip().lower() for a in header.split(";")]
             assert attributes[0] == f'{COOKIE}=""' and "httponly" in attributes
             assert "samesite=lax" in attributes and "path=/" in attributes
+            assert ("secure" in attributes) is tls
+            # and the cookie of a new session (the first form a login page shows)
+            request, _ = await r.server.store.login_requests.create(new_public_key(), "laptop")
+            async with http.get(f"{r.url}/login/{request.id}") as response:
+                assert response.status == 200
+                (header,) = response.headers.getall("Set-Cookie")
+            attributes = [a.strip().lower() for a in header.split(";")]
+            assert re.fullmatch(rf"{COOKIE}=[a-z0-9_-]{{43}}", attributes[0])
+            assert {"httponly", "samesite=lax", "path=/", "max-age=1800"} <= set(attributes)
             assert ("secure" in attributes) is tls

@@ -187,8 +187,6 @@ async def password_step(request: web.Request) -> web.StreamResponse:
         ctx.log.info(
             "web sign-in refused", step="password", user=outcome.user, source=request.remote
         )
-        # audit: web sign-in failed (event "web.signin", result "failed"/"refused",
-        # method "password", user=outcome.user, source=request.remote)
         status = 429 if outcome.next is Next.REFUSED else 401
         return await _sign_in_page(
             request, login_request, name=name, error=outcome.message, status=status, outcome=outcome
@@ -216,8 +214,6 @@ async def totp_step(request: web.Request) -> web.StreamResponse:
         signed = await signed_in(request, None, user, "password")
         return await _confirm_page(request, login_request, signed)
     ctx.log.info("web sign-in refused", step="totp", user=user, source=request.remote)
-    # audit: web sign-in failed (event "web.signin", result "failed"/"refused",
-    # method "password", user, source=request.remote)
     status = 429 if outcome.next is Next.REFUSED else 401
     return await _totp_page(
         request, login_request, user, error=outcome.message, status=status, outcome=outcome

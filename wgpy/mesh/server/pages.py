@@ -218,7 +218,6 @@ async def signed_in(
     if response is not None:
         _set_cookie(request, response)
     ctx.log.info("signed in on the web", user=user, method=method, source=request.remote)
-    # audit: web sign-in (event "web.signin", result ok, method, user, source)
     return session
 
 
