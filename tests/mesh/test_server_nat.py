@@ -25,6 +25,7 @@ from wgpy.mesh.server.nat import (
 )
 from wgpy.mesh.server.service import ServerError
 from wgpy.mesh.server.store import open_store
+from wgpy.mesh.server.store.nodes import NODE_EXPIRED
 
 from .conftest import (
     ApiError,
@@ -200,7 +201,7 @@ async def test_hostile_candidates_get_a_400_with_a_sentence(
         await r.admin.error("POST", "/node/candidates", ice(), status=401)
         await r.admin.call("POST", f"/nodes/{a.id}/expire")
         message = await a.client.error("POST", "/node/candidates", ice(), status=403)
-        assert message == "this node has expired; register it again with an auth key"
+        assert message == NODE_EXPIRED
 
 
 # ---------------------------------------------------------------------- GET /node/nat

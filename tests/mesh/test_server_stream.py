@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from wgpy.mesh.server import ServerConfig
+from wgpy.mesh.server.store.nodes import NODE_EXPIRED
 
 from .conftest import MapReader, Node, open_map, register, running, with_
 
@@ -95,7 +96,7 @@ async def test_a_node_hears_of_its_own_changes(config: ServerConfig) -> None:
             await a.client.error(
                 "POST", "/login", {"public_key": a.public_key, "hostname": "a"}, status=403
             )
-        ) == ("this node has expired; register it again with an auth key")
+        ) == NODE_EXPIRED
         key = await r.admin.auth_key("alice")
         await register(r.admin, key, "renamed", a.public_key, a.token)
         await m.until(lambda m: not m.self_node["expired"] and b.public_key in m.peers)

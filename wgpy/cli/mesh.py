@@ -2,15 +2,18 @@
 
 ``wgpy up --login-server URL [--auth-key KEY]``
     Make the node key in the state directory if there is none (it never leaves this
-    machine), then start the mesh daemon (:mod:`wgpy.mesh.client.daemon`, a program of its
-    own whose command line and environment hold no secret: the key reaches it through a
-    pipe): it creates the interface, then registers with the pre-auth key (or logs in again
-    with the stored node token), and follows the server's map. The command returns once the
-    interface is up and the first map applied, or says in one sentence why not; while it
-    waits it says so every few seconds, and Ctrl-C stops the daemon (nothing is left
-    registering in the background). ``--foreground`` keeps the node attached, logging to
-    stderr; otherwise the daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default
-    info). A plain ``http://`` server that is not on this host is warned about.
+    machine). Without an auth key and without a stored token (or with one the server
+    refuses as expired), log in interactively first (:mod:`wgpy.cli.mesh_login`: a URL to
+    open in a browser, a countdown, Ctrl-C withdraws it). Then start the mesh daemon
+    (:mod:`wgpy.mesh.client.daemon`, a program of its own whose command line and
+    environment hold no secret: the key reaches it through a pipe): it creates the
+    interface, then registers with the pre-auth key (or logs in again with the stored node
+    token), and follows the server's map. The command returns once the interface is up and
+    the first map applied, or says in one sentence why not; while it waits it says so every
+    few seconds, and Ctrl-C stops the daemon (nothing is left registering in the
+    background). ``--foreground`` keeps the node attached, logging to stderr; otherwise the
+    daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info). A plain
+    ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
@@ -53,7 +56,7 @@ from wgpy.mesh.client.state import (
 from wgpy.nat.paths import KEEPALIVE_INTERVAL
 from wgpy.uapi import client as uapi_client
 
-from . import mesh_daemon
+from . import mesh_daemon, mesh_login
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 DEFAULT_INTERFACE = "wgpy0"
@@ -79,7 +82,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="a pre-auth key to register with (file:PATH reads it from a file; "
         "default: $WGPY_AUTH_KEY); without one, log in again with the node token stored "
-        "by an earlier up (kept by `wgpy down`, deleted by `wgpy logout`)",
+        "by an earlier up (kept by `wgpy down`, deleted by `wgpy logout`), or, with no "
+        "token or an expired node, log in interactively: open the URL printed in a browser",
     )
     group.add_argument("--hostname", metavar="NAME", help="this node's name in the mesh")
     group.add_argument(
@@ -169,6 +173,8 @@ def mesh_up(args: argparse.Namespace, env: Environment) -> ExitStatus:
             "load the tun kernel module (modprobe tun) or give the container the device"
         )
     options, state = prepare_up(args, env)
+    if options.node.auth_key is None:
+        mesh_login.log_in_if_needed(options, state, env)
     if getattr(args, "foreground", False):
         key_in_argv = args.auth_key is not None and not args.auth_key.startswith("file:")
         return _up_foreground(options, env, key_in_argv=key_in_argv)
@@ -202,17 +208,16 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
                 f"a mesh node already runs on {state.path} (pid {running}, {name}); "
                 f"take it down first with `{PROG} down --state-dir {state.path}'"
             )
-        if auth_key is None:
-            if token is None:
-                raise CommandError(
-                    f"this node is not registered yet ({state.path} holds no node token); "
-                    "give a pre-auth key with --auth-key"
-                )
-            if previous is not None and previous.server_url != server_url:
-                raise CommandError(
-                    f"the node token in {state.path} is for {previous.server_url}; "
-                    f"register with --auth-key, or use another --state-dir"
-                )
+        if (
+            auth_key is None
+            and token is not None
+            and previous is not None
+            and previous.server_url != server_url
+        ):
+            raise CommandError(
+                f"the node token in {state.path} is for {previous.server_url}; "
+                f"register with --auth-key, or use another --state-dir"
+            )
         state.load_or_create_key(env.rng)
     except StateError as e:
         raise CommandError(e.message) from None

@@ -326,7 +326,8 @@ class MeshNode:
             if e.unauthorized:
                 raise MeshError(
                     f"the server no longer accepts this node's token ({e.message.rstrip('.')}); "
-                    "register again with --auth-key"
+                    "run wgpy up again without an auth key to log in, or register again with "
+                    "--auth-key"
                 ) from None
             raise MeshError(f"the server refused to log this node in: {e.message}") from None
         except MeshClientError as e:

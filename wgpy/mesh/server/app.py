@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, login_pages, nat, pages, schemas
+from . import admin, login_pages, logins, nat, pages, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Unauthorized
 from .hub import KEEPALIVE
@@ -254,6 +254,7 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_get(f"{api}/node/nat", nat_config)
     app.router.add_get(f"{api}/node/map", node_map)
     app.router.add_post(f"{api}/logout", logout)
+    logins.add_routes(app, api)
     admin.add_routes(app, api)
     pages.add_routes(app)
     login_pages.add_routes(app)

@@ -51,6 +51,9 @@ class ServerConfig:
     # after; None: never. Nodes registered with an auth key do not expire.
     key_expiry: float | None = DEFAULT_KEY_EXPIRY
     login_lifetime: float = DEFAULT_LOGIN_LIFETIME
+    # The URL people's browsers reach this server at, for the login URLs nodes show
+    # (https://mesh.example.com); None: the scheme and Host the node used.
+    public_url: str | None = None
     shutdown_timeout: float = 2.0
     # STUN (UDP) listen addresses; host "": every address, IPv4 and IPv6. None here, so a
     # server made in a program takes no fixed port; `wgpy server` listens on ("", 3478).

@@ -12,6 +12,7 @@ state, so a request is approved once or not at all, and a concurrent cancel eith
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import secrets
@@ -106,6 +107,35 @@ class LoginRequestRepository(Repository):
     ) -> None:
         super().__init__(db, clock=clock, rng=rng)
         self.nodes = nodes
+        # requests that nodes wait on in this process: an event and how many wait on it
+        self._waiting: dict[str, tuple[asyncio.Event, int]] = {}
+
+    async def wait_decided(self, request_id: str, timeout: float) -> None:
+        """Return when a request is decided in this process (approved, refused, cancelled)
+        or after ``timeout`` seconds, whichever is first. Other replicas' decisions are not
+        heard: a waiter reads the request again after each return."""
+        event, count = self._waiting.get(request_id, (asyncio.Event(), 0))
+        self._waiting[request_id] = (event, count + 1)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            entry = self._waiting.get(request_id)
+            if entry is not None and entry[0] is event:
+                if entry[1] <= 1:
+                    del self._waiting[request_id]
+                else:
+                    self._waiting[request_id] = (event, entry[1] - 1)
+
+    def waiting(self) -> int:
+        """How many requests nodes wait on in this process."""
+        return len(self._waiting)
+
+    def _notify(self, request_id: str) -> None:
+        entry = self._waiting.pop(request_id, None)
+        if entry is not None:
+            entry[0].set()
 
     async def create(
         self,
@@ -188,9 +218,11 @@ class LoginRequestRepository(Repository):
             raise ValueError(f"unknown login method {method!r}")
         for _ in range(ATTEMPTS):
             try:
-                return await self._approve(request_id, user_id, method)
+                node = await self._approve(request_id, user_id, method)
             except IntegrityConflict:
                 continue  # a concurrent registration took the hostname or address first
+            self._notify(request_id)
+            return node
         raise Conflict("the approval kept colliding with concurrent registrations; try again")
 
     async def _approve(self, request_id: str, user_id: int, method: str) -> Node:
@@ -254,6 +286,7 @@ class LoginRequestRepository(Repository):
             await self._decide(tx, request_id, "state = ?, message = ?", REFUSED, message)
             request = await self._get(tx, request_id, now)
         assert request is not None
+        self._notify(request_id)
         return request
 
     async def cancel(self, request_id: str) -> LoginRequest:
@@ -285,6 +318,7 @@ class LoginRequestRepository(Repository):
             )
             cancelled = await self._get(tx, request_id, now)
         assert cancelled is not None
+        self._notify(request_id)
         return cancelled
 
     async def prune(self) -> int:

@@ -38,7 +38,10 @@ TOKEN_INVALID = (
     "the node token is not valid (unknown, logged out, or the node was deleted); "
     "register again with an auth key"
 )
-NODE_EXPIRED = "this node has expired; register it again with an auth key"
+NODE_EXPIRED = (
+    "this node has expired; log in again (wgpy up --login-server URL, without an auth key) "
+    "or register it again with an auth key"
+)
 
 
 def key_taken(node_id: int) -> str:
