@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-login demo-wg demo-core clean
 
 setup: apt venv oidc-provider
 
@@ -121,6 +121,12 @@ bench-nat: setup
 # and ping each other (needs root).
 demo: setup
 	$(BIN)/python examples/mesh_demo.py
+
+# Interactive login (needs root): a server and two nodes in network namespaces; one runs
+# `wgpy up --login-server URL` without an auth key and prints a URL: open it in a browser on
+# this machine and sign in as the user the demo shows. AUTO=1: the demo walks the pages itself.
+demo-login: setup
+	$(BIN)/python examples/login_demo.py $(if $(filter 1 yes on,$(AUTO)),--auto)
 
 # wgpy interfaces beside wireguard-go from wg-quick configs, in network namespaces (root).
 demo-wg: setup
