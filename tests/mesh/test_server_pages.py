@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from wgpy.mesh.server import ServerConfig
-from wgpy.mesh.server.pages import HEADERS, TEMPLATES, as_sentence
+from wgpy.mesh.server.pages import HEADERS, NEW_SESSIONS_BURST, TEMPLATES, as_sentence
 from wgpy.mesh.server.store import Store
 
 from .conftest import new_public_key, running, with_
@@ -220,3 +220,25 @@ async def test_the_cookie_is_http_only_samesite_and_secure_over_tls(
             assert re.fullmatch(rf"{COOKIE}=[a-z0-9_-]{{43}}", attributes[0])
             assert {"httponly", "samesite=lax", "path=/", "max-age=1800"} <= set(attributes)
             assert ("secure" in attributes) is tls
+
+
+async def test_new_sessions_per_source_are_bounded(config: ServerConfig) -> None:
+    async with (
+        running(config) as r,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        request, _ = await r.server.store.login_requests.create(new_public_key(), "laptop")
+        pages = [
+            await browser(http, r.url).get(f"/login/{request.id}")
+            for _ in range(int(NEW_SESSIONS_BURST) + 1)
+        ]
+        assert [p.status for p in pages[:-1]] == [200] * int(NEW_SESSIONS_BURST)
+        refused = pages[-1]
+        assert refused.status == 429 and refused.title == "Too many attempts"
+        assert "too many sign-ins were started from this address" in refused.plain.lower()
+        assert int(refused.headers["Retry-After"]) >= 1 and "Set-Cookie" not in refused.headers
+        assert await count(r.server.store, "web_sessions") == NEW_SESSIONS_BURST
+        # a browser that has its session goes on
+        again = browser(http, r.url)
+        again.cookie = await signed_in_cookie(r.server.store)
+        assert (await again.get(f"/login/{request.id}")).status == 200

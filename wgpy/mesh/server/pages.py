@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.resources
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from .auth import RateLimiter, source_key
 from .errors import MeshError
 from .store.sessions import WebSession
 from .web import context
@@ -54,6 +56,10 @@ SESSION_COOKIE = "wgpy_session"
 ANONYMOUS_LIFETIME = 30 * 60.0  # seconds a session lives before anyone signs in with it
 SIGNED_IN_LIFETIME = 8 * 3600.0  # seconds a signed-in session lives (then sign in again)
 STYLESHEET = "/static/wgpy.css"
+# New sessions per source (a browser needs one per sign-in; each is a row until it expires):
+# a burst of this many, then one every 2 s.
+NEW_SESSIONS_BURST = 30.0
+NEW_SESSIONS_RATE = 0.5
 CSRF_FIELD = "csrf"
 
 # No script, no frames, no other origin: the pages need none of them. The login request's
@@ -112,13 +118,22 @@ _CSS = (
 
 
 class PageError(Exception):
-    """A refusal shown as a page: ``status``, a short ``title`` and one ``sentence``."""
+    """A refusal shown as a page: ``status``, a short ``title`` and one ``sentence``;
+    ``retry_after`` (seconds) goes out as a Retry-After header."""
 
-    def __init__(self, status: int, sentence: str, title: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        sentence: str,
+        title: str | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(sentence)
         self.status = status
         self.sentence = sentence
         self.title = title or _TITLES.get(status, "That did not work")
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -132,6 +147,7 @@ class _PageState:
 
 
 _STATE = web.RequestKey("wgpy_page_state", _PageState)
+_NEW_SESSIONS = web.AppKey("wgpy_new_sessions", RateLimiter)
 
 
 def _state(request: web.Request) -> _PageState:
@@ -154,6 +170,15 @@ async def session_of(request: web.Request) -> WebSession | None:
 async def _ensure_session(request: web.Request) -> WebSession:
     session = await session_of(request)
     if session is None:
+        wait = request.app[_NEW_SESSIONS].take(source_key(request.remote))
+        if wait > 0:
+            raise PageError(
+                429,
+                "too many sign-ins were started from this address; "
+                f"try again in {math.ceil(wait)} s",
+                "Too many attempts",
+                retry_after=wait,
+            )
         state = _state(request)
         session, secret = await context(request).store.sessions.create(ANONYMOUS_LIFETIME)
         state.session, state.cookie = session, (secret, ANONYMOUS_LIFETIME)
@@ -298,7 +323,10 @@ def page(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except PageError as e:
-            return await message_page(request, e.title, e.sentence, e.status)
+            response = await message_page(request, e.title, e.sentence, e.status)
+            if e.retry_after is not None:
+                response.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+            return response
         except MeshError as e:
             title = _TITLES.get(e.status, "That did not work")
             response = await message_page(request, title, e.message, e.status)
@@ -342,6 +370,7 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    app[_NEW_SESSIONS] = RateLimiter(NEW_SESSIONS_RATE, NEW_SESSIONS_BURST)
     app.router.add_get("/", home)
     app.router.add_get(STYLESHEET, stylesheet)
     app.router.add_post("/logout", logout_page)
