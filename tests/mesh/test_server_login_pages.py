@@ -351,6 +351,11 @@ async def test_unknown_expired_and_closed_requests(backend: str, config: ServerC
         refused = await browser.submit(page.form(f"/login/{request.id}/approve"))
         assert refused.status == 409 and "cancelled on the device" in refused.plain
         assert (await t.r.admin.call("GET", "/nodes"))["nodes"] == []
+        # a step's address opened by hand: back to the page
+        for step in ("totp", "approve"):
+            moved = await browser.get(f"/login/{request.id}/{step}")
+            assert (moved.status, moved.headers["Location"]) == (303, f"/login/{request.id}")
+        assert (await browser.get("/login/a%0d%0aSet-Cookie:%20x/totp")).status == 404
         late = await t.request()
         t.clock.now += 601
         page = await browser.get(f"/login/{late.id}")

@@ -33,6 +33,7 @@ from .pages import (
     form_token,
     page,
     read_form,
+    redirect,
     render,
     session_of,
     signed_in,
@@ -256,8 +257,19 @@ async def approve(request: web.Request) -> web.StreamResponse:
     )
 
 
+@page
+async def back_to_the_page(request: web.Request) -> web.StreamResponse:
+    """GET of a step's form action (a bookmark, a reload of a result): the page itself."""
+    request_id = request.match_info["id"]
+    if not _ID.match(request_id):
+        raise PageError(404, UNKNOWN, "No such login request")
+    return redirect(request, f"/login/{request_id}")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/login/{id}", login_page)
+    app.router.add_get("/login/{id}/totp", back_to_the_page)
+    app.router.add_get("/login/{id}/approve", back_to_the_page)
     app.router.add_post("/login/{id}", password_step)
     app.router.add_post("/login/{id}/totp", totp_step)
     app.router.add_post("/login/{id}/approve", approve)

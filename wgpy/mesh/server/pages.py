@@ -46,6 +46,7 @@ __all__ = [
     "message_page",
     "page",
     "read_form",
+    "redirect",
     "render",
     "session_of",
     "signed_in",
