@@ -114,3 +114,21 @@ async def test_expired_sessions_are_swept_when_one_is_made(
             assert await tx.fetchval("SELECT COUNT(*) FROM web_sessions") == 1
             assert await tx.fetchval("SELECT COUNT(*) FROM web_form_tokens") == 0
         assert not await store.sessions.set_pending(old.id, "alice")
+
+
+async def test_a_new_password_or_totp_reset_signs_the_user_out(
+    backend: str, database: Database
+) -> None:
+    async with opened(database) as store:
+        await store.users.create("alice")
+        await store.users.create("bob")
+        _, alice = await store.sessions.sign_in(None, "alice", "password", 60.0)
+        _, bob = await store.sessions.sign_in(None, "bob", "password", 60.0)
+        await store.accounts.set_password("alice", "$argon2id$rehash", unlock=False)
+        assert await store.sessions.get(alice) is not None  # a rehash: still signed in
+        await store.accounts.set_password("alice", "$argon2id$new")
+        assert await store.sessions.get(alice) is None
+        _, alice = await store.sessions.sign_in(None, "alice", "password", 60.0)
+        await store.accounts.reset_totp("alice")
+        assert await store.sessions.get(alice) is None
+        assert await store.sessions.get(bob) is not None

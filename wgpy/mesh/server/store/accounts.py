@@ -69,8 +69,9 @@ class AccountRepository(Repository):
 
     async def set_password(self, name: str, password_hash: str, *, unlock: bool = True) -> None:
         """Set user ``name``'s password (a hash from login.Passwords); ``unlock``: their
-        account's failed sign-ins are forgotten (an admin setting a password unlocks the
-        account; a rehash of the same password does not)."""
+        account's failed sign-ins are forgotten and their web sessions end (an admin setting
+        a password unlocks the account and signs them out; a rehash of the same password
+        does neither)."""
         async with self.db.transaction() as tx:
             user_id = await user_id_of(tx, name)
             await tx.execute(
@@ -82,6 +83,7 @@ class AccountRepository(Repository):
             if unlock:
                 subject = account_subject(name)
                 await tx.execute("DELETE FROM login_failures WHERE subject = ?", subject)
+                await tx.execute("DELETE FROM web_sessions WHERE user_id = ?", user_id)
 
     async def begin_totp(self, name: str, secret: str) -> bool:
         """Store ``secret`` for an enrolment (the user is shown it, then enters a code);
@@ -112,7 +114,8 @@ class AccountRepository(Repository):
         return changed == 1
 
     async def reset_totp(self, name: str) -> None:
-        """Forget user ``name``'s TOTP: they enrol again at their next sign-in."""
+        """Forget user ``name``'s TOTP: they enrol again at their next sign-in; their web
+        sessions end."""
         async with self.db.transaction() as tx:
             user_id = await user_id_of(tx, name)
             await tx.execute(
@@ -120,6 +123,7 @@ class AccountRepository(Repository):
                 " totp_last_step = NULL WHERE id = ?",
                 user_id,
             )
+            await tx.execute("DELETE FROM web_sessions WHERE user_id = ?", user_id)
 
     # -- failed sign-ins
 
