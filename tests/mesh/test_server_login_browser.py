@@ -1,7 +1,9 @@
 """The device-connection pages in a real browser: headless Chromium (Debian's chromium and
 chromium-driver, tests/oidc/browser.py) against a real server on loopback signs in with a
 password, enrols TOTP (the code computed from the key the page shows), connects a pending
-login request and sees the confirmation; then the failure pages and sign-out.
+login request and sees the confirmation; the failure pages on the way (a form sent without
+its session cookie, a wrong password, a wrong code, a closed and an unknown request) and
+sign-out.
 
 Screenshots of each page go to the test's output directory (pytest's tmp_path, kept for the
 last three runs under /tmp/pytest-of-USER/): screenshots/NN-NAME.png.
@@ -82,6 +84,14 @@ def walk_through(base: str, request_id: str, directory: Path) -> list[Path]:
         # the first field has the focus: a person can type at once
         assert driver.switch_to.active_element.get_attribute("id") == "name"
         w.shot("sign-in")
+        # the cookie gone (expired, or blocked) when the form is sent: refused, said so
+        driver.delete_all_cookies()
+        w.fill("name", "alice")
+        w.fill("password", PASSWORD)
+        w.press("Sign in", "Session expired")
+        assert "open the link again" in w.text()
+        w.shot("session-expired")
+        w.open(url, "Sign in to connect a device")
         w.fill("name", "alice")
         w.fill("password", "wrong horse")
         w.press("Sign in", "Sign in to connect a device")
@@ -128,14 +138,15 @@ async def test_chromium_signs_in_enrols_and_connects_a_device(
         shots = await asyncio.to_thread(walk_through, r.url, request.id, tmp_path)
         assert [p.name for p in shots] == [
             "01-sign-in.png",
-            "02-wrong-password.png",
-            "03-enrol.png",
-            "04-wrong-code.png",
-            "05-confirm.png",
-            "06-connected.png",
-            "07-closed.png",
-            "08-unknown.png",
-            "09-signed-out.png",
+            "02-session-expired.png",
+            "03-wrong-password.png",
+            "04-enrol.png",
+            "05-wrong-code.png",
+            "06-confirm.png",
+            "07-connected.png",
+            "08-closed.png",
+            "09-unknown.png",
+            "10-signed-out.png",
         ]
         found = await r.server.store.login_requests.get(request.id)
         assert found is not None and (found.state, found.user) == ("approved", "alice")
