@@ -377,3 +377,16 @@ async def test_hostile_forms(backend: str, config: ServerConfig) -> None:
         assert page.status == 401 and "<b>" not in page.text
         assert page.form(f"/login/{request.id}").fields["name"] == ("<b>alice</b>" * 20)[:64]
         assert await t.state(request) == ("pending", None)
+        # a multipart form whose fields are files: no answer, the form again
+        form = page.form(f"/login/{request.id}")
+        data = aiohttp.FormData()
+        data.add_field("csrf", form.fields["csrf"])
+        data.add_field("name", b"alice", filename="name.txt")
+        data.add_field("password", PASSWORD.encode(), filename="p.txt")
+        async with t.http.post(
+            f"{t.r.url}/login/{request.id}",
+            data=data,
+            headers={"Cookie": f"wgpy_session={browser.cookie}"},
+        ) as response:
+            assert response.status == 401 and "not right" in await response.text()
+        assert await t.state(request) == ("pending", None)
