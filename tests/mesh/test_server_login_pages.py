@@ -377,6 +377,23 @@ async def test_hostile_forms(backend: str, config: ServerConfig) -> None:
         assert page.status == 401 and "<b>" not in page.text
         assert page.form(f"/login/{request.id}").fields["name"] == ("<b>alice</b>" * 20)[:64]
         assert await t.state(request) == ("pending", None)
+        for name, password in [("alice\x00", PASSWORD), ("alice", "a\x00b" * 300)]:
+            page = await browser.submit(
+                page.form(f"/login/{request.id}"), name=name, password=password
+            )
+            assert page.status == 401, page.message
+        # not UTF-8 (percent-escaped bytes): read with replacement characters, refused
+        csrf = page.form(f"/login/{request.id}").fields["csrf"]
+        async with t.http.post(
+            f"{t.r.url}/login/{request.id}",
+            data=f"csrf={csrf}&name=%FF%FE%ED%A0%80&password=%C0%80".encode(),
+            headers={
+                "Cookie": f"wgpy_session={browser.cookie}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        ) as response:
+            assert response.status == 401, await response.text()
+        page = await browser.get(f"/login/{request.id}")
         # a multipart form whose fields are files: no answer, the form again
         form = page.form(f"/login/{request.id}")
         data = aiohttp.FormData()
