@@ -20,7 +20,7 @@ from wgpy.mesh.server.pages import SIGNED_IN_LIFETIME
 from wgpy.mesh.server.store import Store
 from wgpy.mesh.server.store.accounts import account_subject
 
-from .conftest import Running, new_public_key, running
+from .conftest import Running, new_public_key, register, running
 from .test_server_store import Clock
 from .webpages import Browser, Page
 
@@ -317,6 +317,22 @@ async def test_one_users_cookie_does_not_act_for_another(
         # the node is bob's; alice cannot take the same key for herself
         page = await alice.submit(page.form(f"/login/{request.id}/approve"))
         assert page.status == 409 and "already approved" in page.plain
+
+
+async def test_another_users_node_key_is_not_taken(backend: str, config: ServerConfig) -> None:
+    async with lab(config) as t:
+        secret = login.new_totp_secret()
+        await t.user("alice", totp=secret)
+        await t.r.admin.user("bob")
+        bobs = await register(t.r.admin, await t.r.admin.auth_key("bob"), "bobs-laptop")
+        request, _ = await t.store.login_requests.create(bobs.public_key, "bobs-laptop")
+        browser, page = await signed_in_browser(t, request, "alice", secret)
+        refused = await browser.submit(page.form(f"/login/{request.id}/approve"))
+        assert refused.status == 403 and refused.title == "Not allowed"
+        assert "belongs to another user's node" in refused.plain
+        assert await t.state(request) == ("pending", None)
+        nodes = (await t.r.admin.call("GET", "/nodes"))["nodes"]
+        assert [(n["user"], n["hostname"]) for n in nodes] == [("bob", "bobs-laptop")]
 
 
 async def test_an_expired_session_is_refused(backend: str, config: ServerConfig) -> None:

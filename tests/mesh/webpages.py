@@ -4,6 +4,7 @@ test can read and swap (another user's cookie, an expired one)."""
 
 from __future__ import annotations
 
+import html
 import html.parser
 import re
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class Page:
     @property
     def plain(self) -> str:
         """The page's text without its tags, spaces collapsed."""
-        return " ".join(re.sub(r"<[^>]+>", "", self.text).split())
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", "", self.text)).split())
 
     @property
     def message(self) -> str:
