@@ -1,9 +1,9 @@
 """The device-connection pages in a real browser: headless Chromium (Debian's chromium and
-chromium-driver, tests/oidc/browser.py) against a real server on loopback signs in with a
-password, enrols TOTP (the code computed from the key the page shows), connects a pending
-login request and sees the confirmation; the failure pages on the way (a form sent without
-its session cookie, a wrong password, a wrong code, a closed and an unknown request) and
-sign-out.
+chromium-driver, tests/oidc/browser.py) with JavaScript off, against a real server on
+loopback, signs in with a password, enrols TOTP (the code computed from the key the page
+shows), connects a pending login request and sees the confirmation; the failure pages on
+the way (a form sent without its session cookie, a wrong password, a wrong code, a closed
+and an unknown request) and sign-out.
 
 Screenshots of each page go to the test's output directory (pytest's tmp_path, kept for the
 last three runs under /tmp/pytest-of-USER/): screenshots/NN-NAME.png.
@@ -77,6 +77,8 @@ def walk_through(base: str, request_id: str, directory: Path) -> list[Path]:
     shots = directory / "screenshots"
     shots.mkdir(parents=True)
     with chromium(directory / "chromium") as driver:
+        # no script runs: the pages must work without JavaScript
+        driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
         w = Walk(driver, shots)
         url = f"{base}/login/{request_id}"
         w.open(url, "Sign in to connect a device")
