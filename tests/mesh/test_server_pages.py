@@ -47,6 +47,17 @@ def test_the_device_pages_escape_the_device() -> None:
     assert "<code>100.64.0.1</code>, <code>fd7a:115c:a1e0::1</code>" in connected
 
 
+def test_the_sign_in_page_offers_sso_only_when_set_up() -> None:
+    common = dict(title="t", signed_in_as=None, signout_csrf="", stylesheet="/s.css")
+    values = dict(hostname="h", public_key="k", action="/login/abc", csrf="c", name="", error="")
+    template = TEMPLATES.get_template("login.html")
+    without = template.render(sso=None, **values, **common)
+    assert "SSO" not in without
+    sso = template.render(sso="/oidc/start?request=abc&x=<y>", **values, **common)
+    assert '<a class="button" href="/oidc/start?request=abc&amp;x=&lt;y&gt;">' in sso
+    assert "Sign in with SSO" in sso
+
+
 def test_messages_read_as_sentences() -> None:
     assert as_sentence("the code is not right") == "The code is not right."
     assert as_sentence("wait 3 s. Then try again!") == "Wait 3 s. Then try again!"
