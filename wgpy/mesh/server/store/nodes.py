@@ -384,6 +384,18 @@ class NodeRepository(Repository):
                 tx.changed([node_id])
             return await self._node(tx, node_id)
 
+    async def set_expiry(self, node_id: int, expires_at: float | None) -> Node:
+        """When the node's key expires (None: never, as for a server); a time past makes it
+        expired at once, as :meth:`expire` does."""
+        async with self.db.transaction() as tx:
+            node = await self._node(tx, node_id)
+            if expires_at != node.expires_at:
+                await tx.execute(
+                    "UPDATE nodes SET expires_at = ? WHERE id = ?", expires_at, node_id
+                )
+                tx.changed([node_id])
+            return await self._node(tx, node_id)
+
     async def delete(self, node_id: int) -> None:
         async with self.db.transaction() as tx:
             if not await tx.execute("DELETE FROM nodes WHERE id = ?", node_id):
