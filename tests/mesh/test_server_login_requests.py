@@ -209,19 +209,27 @@ async def test_cancel_after_approval_undoes_the_new_node(backend: str, database:
 
 
 async def test_concurrent_approvals_decide_once(backend: str, database: Database) -> None:
+    """Four approvals and a cancel at once, eight times: one decision stands, and a cancel
+    that comes after an approval leaves no node behind."""
     async with opened(database) as store:
         alice = await user_id(store, "alice")
-        request, _ = await store.login_requests.create(new_public_key(), "a")
-        results = await asyncio.gather(
-            *(store.login_requests.approve(request.id, alice, "password") for _ in range(4)),
-            store.login_requests.cancel(request.id),
-            return_exceptions=True,
-        )
-        approved = [r for r in results[:4] if not isinstance(r, BaseException)]
-        assert all(isinstance(r, Conflict) for r in results[:4] if isinstance(r, BaseException))
-        final = await store.login_requests.get(request.id)
-        assert final is not None
-        if final.state == APPROVED:
-            assert len(approved) == 1 and len(await store.nodes.all()) == 1
-        else:
-            assert final.state == CANCELLED and await store.nodes.all() == []
+        for round in range(8):
+            request, _ = await store.login_requests.create(new_public_key(), f"a{round}")
+            results = await asyncio.gather(
+                *(store.login_requests.approve(request.id, alice, "password") for _ in range(4)),
+                store.login_requests.cancel(request.id),
+                return_exceptions=True,
+            )
+            approved = [r for r in results[:4] if not isinstance(r, BaseException)]
+            errors = [r for r in results[:4] if isinstance(r, BaseException)]
+            assert all(isinstance(e, Conflict) for e in errors), errors
+            assert len(approved) <= 1
+            final = await store.login_requests.get(request.id)
+            assert final is not None
+            names = [n.hostname for n in await store.nodes.all()]
+            if final.state == APPROVED:
+                assert len(approved) == 1 and names == [f"a{round}"]
+            else:
+                assert final.state == CANCELLED and names == [], (results, names)
+            for node in await store.nodes.all():
+                await store.nodes.delete(node.id)

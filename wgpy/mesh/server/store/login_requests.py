@@ -265,8 +265,10 @@ class LoginRequestRepository(Repository):
             if request.state != APPROVED or request.node_id is None:
                 raise Conflict(f"this login request is {request.state}, not approved")
             taken = await tx.execute(
-                "UPDATE login_requests SET token_taken = TRUE WHERE id = ? AND NOT token_taken",
+                "UPDATE login_requests SET token_taken = TRUE"
+                " WHERE id = ? AND state = ? AND NOT token_taken",
                 request_id,
+                APPROVED,
             )
             if not taken:
                 raise Conflict("this login request's token was already fetched; run wgpy up again")
@@ -292,34 +294,41 @@ class LoginRequestRepository(Repository):
     async def cancel(self, request_id: str) -> LoginRequest:
         """The node gave up: a pending request is cancelled. One approved but whose token the
         node never took is cancelled too, and the node its approval made is deleted again
-        (a re-approved existing node stays as approved). Cancelling again changes nothing."""
-        now = self.clock()
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(f"{FROM} WHERE r.id = ?", request_id)
-            if row is None:
-                raise NotFound(UNKNOWN)
-            request = request_from(row, now)
-            if request.state == APPROVED:
-                if request.token_taken:
+        (a re-approved existing node stays as approved). Cancelling again changes nothing.
+
+        The state changes only from the state read (a conditional UPDATE): an approval that
+        commits in between makes it read again, so the node that approval made is deleted."""
+        for _ in range(ATTEMPTS):
+            now = self.clock()
+            async with self.db.transaction() as tx:
+                row = await tx.fetchrow(f"{FROM} WHERE r.id = ?", request_id)
+                if row is None:
+                    raise NotFound(UNKNOWN)
+                request = request_from(row, now)
+                if request.state == APPROVED and request.token_taken:
                     raise Conflict(
                         "this login request was approved and the device took its token; log "
                         "the node out (wgpy logout) instead"
                     )
-                if row["created_node"] and request.node_id is not None:
+                if request.state not in (PENDING, APPROVED):
+                    return request
+                if not await tx.execute(
+                    "UPDATE login_requests SET state = ?, decided_at = ?"
+                    " WHERE id = ? AND state = ? AND NOT token_taken",
+                    CANCELLED,
+                    now,
+                    request_id,
+                    row["state"],
+                ):
+                    continue  # decided meanwhile: read it again
+                if request.state == APPROVED and row["created_node"] and request.node_id:
                     await tx.execute("DELETE FROM nodes WHERE id = ?", request.node_id)
                     tx.changed([request.node_id])
-            elif request.state != PENDING:
-                return request
-            await tx.execute(
-                "UPDATE login_requests SET state = ?, decided_at = ? WHERE id = ?",
-                CANCELLED,
-                now,
-                request_id,
-            )
-            cancelled = await self._get(tx, request_id, now)
-        assert cancelled is not None
-        self._notify(request_id)
-        return cancelled
+                cancelled = await self._get(tx, request_id, now)
+            assert cancelled is not None
+            self._notify(request_id)
+            return cancelled
+        raise Conflict("the login request kept changing while it was cancelled; try again")
 
     async def prune(self) -> int:
         """Delete requests that expired over a day ago; how many."""
