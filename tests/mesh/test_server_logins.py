@@ -82,6 +82,19 @@ async def test_start_wait_approve(backend: str, config: ServerConfig) -> None:
         assert "already fetched" in message
         assert (await r.admin.call("GET", "/login-requests"))["login_requests"] == []
 
+        # The audit log: the admin's approval and the node's login, with no secret in it.
+        events = [
+            (e.event, e.result, e.method, e.user, e.node_id)
+            for e in await r.server.store.audit.list()
+        ]
+        node_id = approved["node"]["id"]
+        assert events == [
+            ("login.approve", "ok", "apikey", "alice", node_id),
+            ("login", "ok", "admin", "alice", node_id),
+        ]
+        text = repr(await r.server.store.audit.list())
+        assert started["secret"] not in text and token not in text and started["id"] not in text
+
 
 async def test_wrong_secret_unknown_request_and_bad_input(
     backend: str, config: ServerConfig
@@ -92,6 +105,9 @@ async def test_wrong_secret_unknown_request_and_bad_input(
         path = f"/login/{started['id']}/wait?timeout=1"
         wrong = ("A" if started["secret"][0] != "A" else "B") + started["secret"][1:]
         assert "does not match" in await r.admin.using(wrong).error("GET", path, status=401)
+        [refused] = await r.server.store.audit.list()
+        assert (refused.event, refused.result, refused.method) == ("login", "refused", "request")
+        assert refused.source == "127.0.0.1" and wrong not in repr(refused)
         assert "secret" in await r.admin.using(None).error("GET", path, status=401)
         unknown = "/login/" + "x" * 22 + "/wait?timeout=1"
         assert "no such login request" in await r.admin.using(wrong).error(

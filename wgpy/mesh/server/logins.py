@@ -26,7 +26,7 @@ from wgpy import keys
 
 from . import schemas
 from .auth import Credential, bearer_token, source_key
-from .errors import BadRequest, NotFound, TooManyRequests, Unauthorized
+from .errors import BadRequest, MeshError, NotFound, TooManyRequests, Unauthorized
 from .models import APPROVED, PENDING, LoginRequest, Node
 from .web import CREDENTIAL, admin_key, context, rate_limit, read_json, reply
 
@@ -102,6 +102,49 @@ def wait_reply(request: LoginRequest, now: float) -> dict[str, Any]:
     return {"state": request.state, "message": message}
 
 
+async def audit(
+    request: web.Request,
+    event: str,
+    *,
+    result: str,
+    method: str | None = None,
+    user: str | None = None,
+    node_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    """Record an audit event with the client's address (never a secret: a request is named
+    by the first characters of its id). The log is a record, not a gate: a failure to write
+    it is logged and the request goes on."""
+    ctx = context(request)
+    try:
+        await ctx.store.audit.record(
+            event,
+            result=result,
+            method=method,
+            user=user,
+            node_id=node_id,
+            source=request.remote,
+            detail=detail,
+        )
+    except Exception as e:
+        ctx.log.error("could not write the audit log", audit_event=event, error=str(e))
+
+
+def _short(request_id: str) -> str:
+    return f"login request {request_id[:6]}..."
+
+
+async def _authenticated(request: web.Request, request_id: str, secret: str) -> LoginRequest:
+    """The request, if ``secret`` is its secret; a refusal is an audit event."""
+    try:
+        login = await context(request).store.login_requests.authenticate(request_id, secret)
+    except Unauthorized as e:
+        await audit(request, "login", result="refused", method="request", detail=e.message)
+        raise
+    del request[CREDENTIAL]
+    return login
+
+
 # ----------------------------------------------------------------------------------------
 # The node's endpoints
 
@@ -149,8 +192,7 @@ async def wait(request: web.Request) -> web.Response:
     store = ctx.store.login_requests
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    login = await store.authenticate(request_id, secret)
-    del request[CREDENTIAL]
+    login = await _authenticated(request, request_id, secret)
     while login.state == PENDING and (left := deadline - loop.time()) > 0:
         await store.wait_decided(request_id, min(left, POLL))
         login = await store.authenticate(request_id, secret)
@@ -161,6 +203,15 @@ async def wait(request: web.Request) -> web.Response:
     node = await ctx.store.nodes.get(login.node_id)
     ctx.known.add(token)
     ctx.log.info("login request approved", node=node.id, user=node.user, method=login.method)
+    await audit(
+        request,
+        "login",
+        result="ok",
+        method=login.method,
+        user=node.user,
+        node_id=node.id,
+        detail=f"interactive login: node {node.hostname} took its token ({_short(login.id)})",
+    )
     return reply(
         {
             "state": APPROVED,
@@ -185,10 +236,15 @@ def _timeout(request: web.Request) -> float:
 async def cancel(request: web.Request) -> web.Response:
     ctx = context(request)
     request_id = _request_id(request)
-    await ctx.store.login_requests.authenticate(request_id, _secret(request))
-    del request[CREDENTIAL]
+    await _authenticated(request, request_id, _secret(request))
     login = await ctx.store.login_requests.cancel(request_id)
     ctx.log.info("login request cancelled", public_key=login.public_key[:8])
+    await audit(
+        request,
+        "login.cancel",
+        result="ok",
+        detail=f"the device withdrew {_short(request_id)} for {login.hostname}",
+    )
     return reply({"state": login.state})
 
 
@@ -209,27 +265,51 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def approve(request: web.Request) -> web.Response:
-    await admin_key(request)
+    key = await admin_key(request)
     ctx = context(request)
     request_id = _request_id(request)
     body = schemas.fields(await read_json(request), {"user": schemas.user_name})
-    account = await ctx.store.accounts.get(body["user"])
-    if account is None:
-        raise NotFound(f'there is no user "{body["user"]}"; create it first')
-    node: Node = await ctx.store.login_requests.approve(request_id, account.user_id, "admin")
+    by = f"by API key {key.id}"
+    try:
+        account = await ctx.store.accounts.get(body["user"])
+        if account is None:
+            raise NotFound(f'there is no user "{body["user"]}"; create it first')
+        node: Node = await ctx.store.login_requests.approve(request_id, account.user_id, "admin")
+    except MeshError as e:
+        detail = f"{_short(request_id)}: {e.message} ({by})"
+        user = body["user"]
+        await audit(
+            request, "login.approve", result="failed", method="apikey", user=user, detail=detail
+        )
+        raise
     ctx.log.info("login request approved by an admin", node=node.id, user=node.user)
-    # audit: login approved (method "admin", user, node), by the admin API key
+    await audit(
+        request,
+        "login.approve",
+        result="ok",
+        method="apikey",
+        user=node.user,
+        node_id=node.id,
+        detail=f"approved {_short(request_id)} for node {node.hostname} {by}",
+    )
     return reply({"node": node.to_json(ctx.clock())})
 
 
 async def refuse(request: web.Request) -> web.Response:
-    await admin_key(request)
+    key = await admin_key(request)
     ctx = context(request)
     request_id = _request_id(request)
     body = schemas.fields(await read_json(request), {}, {"message": schemas.credential_text})
     message = body.get("message") or "an admin refused it"
     login = await ctx.store.login_requests.refuse(request_id, message)
     ctx.log.info("login request refused by an admin", public_key=login.public_key[:8])
+    await audit(
+        request,
+        "login.refuse",
+        result="ok",
+        method="apikey",
+        detail=f"refused {_short(request_id)} for {login.hostname} by API key {key.id}",
+    )
     return reply({"login_request": login.to_json(ctx.clock())})
 
 
