@@ -14,7 +14,7 @@ import pytest
 import wgpy
 from wgpy.mesh.client.login import LoginCancelled, LoginEnded, interactive_login, unseal
 from wgpy.mesh.server import ServerConfig
-from wgpy.mesh.server.logins import seal
+from wgpy.mesh.server.logins import POLL, seal
 
 from .conftest import Client, new_public_key, running, with_
 
@@ -248,3 +248,25 @@ async def test_a_key_of_another_users_node_is_refused(backend: str, config: Serv
             "POST", f"/login-requests/{started['id']}/approve", {"user": "bob"}, status=403
         )
         assert "another user's node" in message
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_an_approval_on_another_replica_ends_the_wait(
+    backend: str, config: ServerConfig
+) -> None:
+    """The node waits on one replica, the person approves through another: the wait hears
+    it at its next read (POLL, 1 s), not at the end of its 30 s."""
+    async with running(config) as one, running(config) as two:
+        await one.admin.user("alice")
+        private, public = key_pair()
+        started = await start(one.admin, public)
+        waiting = asyncio.ensure_future(
+            one.admin.using(started["secret"]).call("GET", f"/login/{started['id']}/wait")
+        )
+        await asyncio.sleep(0.2)
+        admin2 = Client(two.session, two.url, one.admin.token)
+        began = time.monotonic()
+        await admin2.call("POST", f"/login-requests/{started['id']}/approve", {"user": "alice"})
+        reply = await asyncio.wait_for(waiting, 3)
+        assert time.monotonic() - began < POLL + 0.5
+        assert reply["state"] == "approved" and unseal(reply["sealed_token"], private)
