@@ -166,3 +166,40 @@ def test_an_expired_node_logs_in_again_with_its_name_and_addresses(mesh: Mesh) -
 
 def status_text(node: MeshNode) -> str:
     return node.ns.run([WGPY, "status", "--state-dir", str(node.state_dir)]).stdout
+
+
+def test_an_expired_auth_key_node_logs_in_interactively(mesh: Mesh) -> None:
+    """A node registered with an auth key does not expire by itself; one an admin expired
+    (while it ran, or while it was down) logs in again interactively, as the same node."""
+    key = mesh.auth_key("alice", "--reusable")
+    a, b = mesh.join("a", "b", auth_key=key)
+    before = mesh.server_nodes()["a"]
+    assert before["expires_at"] is None
+    mesh.admin("nodes", "expire", str(a.id))
+    mesh.wait_peers(b, set(), timeout=10)
+    mesh.down(a)
+    up = spawn_up(mesh, a)
+    _, request_id = login_url(up)
+    assert "[#] this node's key has expired: log in again to renew it" in up.output()
+    approve(mesh, request_id)
+    joined(mesh, a, up)
+    after = mesh.server_nodes()["a"]
+    assert (after["id"], after["ipv4"], after["ipv6"]) == (
+        before["id"],
+        before["ipv4"],
+        before["ipv6"],
+    )
+    assert after["expires_at"] is not None  # a person logged it in: it expires now
+    mesh.wait_ping(b, a)
+
+    # expired while it was down: the daemon says how, and the next `up` logs in
+    mesh.down(b)
+    mesh.admin("nodes", "expire", str(b.id))
+    refused = mesh.up(b, check=False)
+    assert refused.returncode != 0
+    assert "run wgpy up again without an auth key to log in" in refused.stderr
+    again = spawn_up(mesh, b)
+    _, second = login_url(again)
+    approve(mesh, second)
+    joined(mesh, b, again)
+    mesh.wait_ping(a, b)

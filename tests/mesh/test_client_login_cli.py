@@ -18,6 +18,7 @@ from wgpy.cli.mesh_login import (
     log_in_if_needed,
     time_left,
     token_verdict,
+    worth_checking,
 )
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import ApiError, ServerUnreachable
@@ -51,6 +52,15 @@ def test_token_verdict() -> None:
     assert token_verdict(ApiError(403, "this node has expired; ...")) == TOKEN_EXPIRED
     assert token_verdict(ApiError(401, "the node token is not valid")) == TOKEN_REFUSED
     assert token_verdict(ApiError(429, "too many")) == TOKEN_OK
+
+
+def test_worth_checking_the_token_before_the_node_starts() -> None:
+    assert worth_checking(None, None)  # never ran
+    assert worth_checking({"expires_at": "2027-01-01T00:00:00.000Z"}, None)  # a person's
+    assert not worth_checking({"expires_at": None}, None)  # an auth key's: as before
+    assert not worth_checking({"expires_at": None}, {"state": "connected"})
+    assert worth_checking({"expires_at": None}, {"state": "refused"})
+    assert worth_checking({"expires_at": None}, {"state": "expired"})
 
 
 def test_countdown_on_a_terminal_and_in_a_log() -> None:
