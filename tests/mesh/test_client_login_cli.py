@@ -10,6 +10,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from wgpy.cli.environment import CommandError
 from wgpy.cli.mesh_login import (
     TOKEN_EXPIRED,
     TOKEN_OK,
@@ -28,6 +31,7 @@ from wgpy.mesh.client.state import StateDir
 from wgpy.mesh.server import ServerConfig
 
 from .conftest import Client, running
+from .fakes import FakeServer
 from .test_client_cli import environment
 
 
@@ -163,3 +167,18 @@ async def test_up_logs_in_renews_an_expired_node_and_replaces_a_forgotten_one(
         await login
         assert "no longer knows this node's token" in env.stderr.getvalue()
         assert fresh["id"] != node["id"] and fresh["hostname"] == "laptop"
+
+
+def test_a_server_without_interactive_login_says_to_give_an_auth_key(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        state = StateDir(tmp_path / "node")
+        state.ensure()
+        state.load_or_create_key()
+        env = environment()
+        with pytest.raises(CommandError) as e:
+            log_in_if_needed(options(server.url, state), state, env)
+    assert e.value.message == (
+        "the login did not succeed: this server does not offer interactive login (a wgpy "
+        "server before it); give a pre-auth key with --auth-key"
+    )
+    assert state.read_token() is None

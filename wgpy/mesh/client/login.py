@@ -27,6 +27,10 @@ from .api import ApiError, Client, MeshClientError
 WAIT = 30  # seconds one long poll may last (the server's most)
 CANCEL_TIMEOUT = 5.0  # seconds to withdraw the request when cancelled
 REQUEST_TIMEOUT = WAIT + 15.0  # seconds for one request: a long poll plus a margin
+NO_INTERACTIVE_LOGIN = (
+    "this server does not offer interactive login (a wgpy server before it); give a pre-auth "
+    "key with --auth-key"
+)
 
 log = get_logger(component="login")
 
@@ -94,9 +98,14 @@ class LoginClient(Client):
     then the request's secret."""
 
     async def start(self, public_key: str, hostname: str) -> LoginStarted:
-        reply = await self.request(
-            "POST", "/api/v1/login/start", {"public_key": public_key, "hostname": hostname}
-        )
+        try:
+            reply = await self.request(
+                "POST", "/api/v1/login/start", {"public_key": public_key, "hostname": hostname}
+            )
+        except ApiError as e:
+            if e.status in (404, 405):  # no such endpoint: a server without interactive login
+                raise ApiError(e.status, NO_INTERACTIVE_LOGIN) from None
+            raise
         started = parse_started(reply)
         self.token = started.secret
         return started
