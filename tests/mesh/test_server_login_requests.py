@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from wgpy.mesh.server.auth import Credential
-from wgpy.mesh.server.errors import Conflict, Forbidden, NotFound, Unauthorized
+from wgpy.mesh.server.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from wgpy.mesh.server.models import APPROVED, CANCELLED, EXPIRED, PENDING, REFUSED
 from wgpy.mesh.server.store import Store
 from wgpy.mesh.server.store.login_requests import ID_BYTES
@@ -141,6 +141,18 @@ async def test_another_users_key_is_refused(backend: str, database: Database) ->
             await store.login_requests.approve(request.id, 999_999, "admin")
         with pytest.raises(ValueError, match="login method"):
             await store.login_requests.approve(request.id, bob, "guess")
+
+
+async def test_pending_requests_are_bounded(backend: str, database: Database) -> None:
+    clock = Clock()
+    async with opened(database, clock=clock) as store:
+        store.login_requests.max_pending = 3
+        for i in range(3):
+            await store.login_requests.create(new_public_key(), f"n{i}", lifetime=60)
+        with pytest.raises(Unavailable, match="3 login requests are waiting"):
+            await store.login_requests.create(new_public_key(), "n3")
+        clock.now += 60  # expired ones no longer count
+        await store.login_requests.create(new_public_key(), "n3")
 
 
 async def test_quota_applies(backend: str, database: Database) -> None:

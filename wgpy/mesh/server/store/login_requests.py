@@ -22,7 +22,7 @@ from collections.abc import Callable
 from ..auth import Credential, Rng, hash_secret, secret_matches
 from ..config import DEFAULT_KEY_EXPIRY, DEFAULT_LOGIN_LIFETIME
 from ..db import Database, IntegrityConflict, Row, Tx
-from ..errors import BadRequest, Conflict, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, NotFound, Unauthorized, Unavailable
 from ..models import (
     APPROVED,
     CANCELLED,
@@ -41,6 +41,7 @@ ID_BYTES = 16  # 128 bits: the id is all an attacker who does not see the URL co
 SECRET_BYTES = 32
 MESSAGE_MAX = 500
 PRUNE_AFTER = 86400.0  # seconds after its expiry a request is deleted
+MAX_PENDING = 10_000
 
 UNKNOWN = "there is no such login request (mistyped, or expired long ago); run wgpy up again"
 WRONG_SECRET = "this login request's secret does not match; run wgpy up again"
@@ -96,6 +97,9 @@ class LoginRequestRepository(Repository):
 
     key_expiry: float | None = DEFAULT_KEY_EXPIRY
     max_nodes: int = 0
+    # Requests waiting at once, from everyone: each start is rate limited per source, and
+    # this bounds what many sources together can make the database hold.
+    max_pending: int = MAX_PENDING
 
     def __init__(
         self,
@@ -166,6 +170,16 @@ class LoginRequestRepository(Repository):
                         "deleted); log in without it"
                     )
                 held = int(row["id"])
+            waiting = await tx.fetchval(
+                "SELECT COUNT(*) FROM login_requests WHERE state = ? AND expires_at > ?",
+                PENDING,
+                now,
+            )
+            if int(waiting) >= self.max_pending:
+                raise Unavailable(
+                    f"{waiting} login requests are waiting for approval, the most this server "
+                    "takes; try again in a few minutes"
+                )
             await tx.execute(
                 "INSERT INTO login_requests (id, secret_hash, public_key, hostname, state,"
                 " node_id, machine_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
