@@ -31,7 +31,7 @@ from .models import APPROVED, PENDING, LoginRequest, Node
 from .web import CREDENTIAL, admin_key, context, rate_limit, read_json, reply
 
 MAX_WAIT = 30.0  # seconds one wait may last
-POLL = 1.0  # seconds between reads of a pending request (another replica may decide it)
+POLL = 1.0  # seconds between reads of a pending request on PostgreSQL (another replica)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _SECRET_NAME = "a login request's secret"
@@ -192,9 +192,13 @@ async def wait(request: web.Request) -> web.Response:
     store = ctx.store.login_requests
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    # On PostgreSQL another replica may decide: read again every POLL seconds. On SQLite only
+    # this process decides (one server per database), and wait_decided hears it.
+    poll = POLL if ctx.store.db.dialect == "postgresql" else MAX_WAIT
     login = await _authenticated(request, request_id, secret)
     while login.state == PENDING and (left := deadline - loop.time()) > 0:
-        await store.wait_decided(request_id, min(left, POLL))
+        until_expiry = login.expires_at - ctx.clock() + 0.01
+        await store.wait_decided(request_id, max(0.01, min(left, poll, until_expiry)))
         login = await store.authenticate(request_id, secret)
     if login.state != APPROVED:
         return reply(wait_reply(login, ctx.clock()))
@@ -202,7 +206,7 @@ async def wait(request: web.Request) -> web.Response:
     assert login.node_id is not None
     node = await ctx.store.nodes.get(login.node_id)
     ctx.known.add(token)
-    ctx.log.info("login request approved", node=node.id, user=node.user, method=login.method)
+    ctx.log.info("node logged in interactively", node=node.id, user=node.user, method=login.method)
     await audit(
         request,
         "login",
