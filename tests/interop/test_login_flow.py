@@ -8,7 +8,10 @@ addresses; `wgpy status` warns before the key expires.
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import signal
 import time
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from .netns import Lab, Process, wait_for
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 URL = re.compile(r"\t(http://\S+/login/([A-Za-z0-9_-]+))\n")
+TICK = re.compile(r"\r\x1b\[K\[#\] waiting for approval: (\d+:\d\d) left \(Ctrl-C cancels\)")
 
 
 @pytest.fixture
@@ -203,3 +207,52 @@ def test_an_expired_auth_key_node_logs_in_interactively(mesh: Mesh) -> None:
     approve(mesh, second)
     joined(mesh, b, again)
     mesh.wait_ping(a, b)
+
+
+def test_on_a_terminal_the_countdown_ticks_and_ctrl_c_cancels(mesh: Mesh) -> None:
+    """`wgpy up` on a terminal (a pty): one line that counts down each second, rewritten in
+    place; Ctrl-C (SIGINT to it) withdraws the request, says so and exits 130."""
+    mesh.admin("users", "create", "alice")
+    a = mesh.add_node("a")
+    argv = a.ns.exec_args(
+        ["env", *(f"{k}={v}" for k, v in NODE_ENV.items()),
+         WGPY, "up", "--login-server", mesh.url(), "--state-dir", str(a.state_dir),
+         "--interface", a.ifname, "--hostname", "a"]
+    )  # fmt: skip
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal's foreground program
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    out = b""
+
+    def read(seconds: float, ticks: int = 0) -> None:
+        """What the terminal shows, for ``seconds`` or until ``ticks`` countdown lines."""
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (ticks and len(TICK.findall(out.decode())) >= ticks):
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:  # the child closed the terminal
+                    return
+                if not data:
+                    return
+                out += data
+
+    try:
+        read(20, ticks=3)
+        os.kill(pid, signal.SIGINT)
+        read(10)
+    finally:
+        status = os.waitpid(pid, 0)[1]
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    ticks = TICK.findall(text)
+    assert len(ticks) >= 3 and len(set(ticks)) >= 2, text  # it counts down
+    assert "wgpy up: cancelled: the login request was withdrawn; nothing was registered" in text
+    assert [q["state"] for q in mesh.admin("login", "list", "--all")] == ["cancelled"]
+    assert mesh.server_nodes() == {}
