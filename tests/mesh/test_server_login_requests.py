@@ -171,8 +171,8 @@ async def test_refuse_cancel_expire(backend: str, database: Database) -> None:
     async with opened(database, clock=clock) as store:
         alice = await user_id(store, "alice")
         refused, secret = await store.login_requests.create(new_public_key(), "a")
-        done = await store.login_requests.refuse(refused.id, "  not this device.  ")
-        assert done.state == REFUSED and done.message == "not this device."
+        done = await store.login_requests.refuse(refused.id, "  not this\x1b[2J device.\n ")
+        assert done.state == REFUSED and done.message == "not this[2J device."
         with pytest.raises(Conflict, match="was refused"):
             await store.login_requests.approve(refused.id, alice, "password")
         with pytest.raises(Conflict, match="refused, not approved"):

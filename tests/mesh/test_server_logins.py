@@ -12,7 +12,15 @@ import time
 import pytest
 
 import wgpy
-from wgpy.mesh.client.login import LoginCancelled, LoginEnded, interactive_login, unseal
+from wgpy.mesh.client.api import ApiError
+from wgpy.mesh.client.login import (
+    LoginCancelled,
+    LoginEnded,
+    interactive_login,
+    parse_started,
+    printable,
+    unseal,
+)
 from wgpy.mesh.server import ServerConfig
 from wgpy.mesh.server.logins import POLL, seal
 
@@ -30,6 +38,17 @@ async def start(client: Client, public_key: str, hostname: str = "laptop") -> di
     )
     assert set(reply) == {"id", "url", "expires_in", "secret"}
     return reply  # type: ignore[no-any-return]
+
+
+def test_what_the_server_says_reaches_the_terminal_printable() -> None:
+    assert printable("refused\x1b[2J: go\x07 away\n") == "refused[2J: go away"
+    reply = {"id": "x", "url": "http://a/login/x", "expires_in": 5, "secret": "s"}
+    assert parse_started(reply).url == "http://a/login/x"
+    for url in ("http://a/login/x\x1b[2J", "http://a/ x", "javascript:x", "ftp://a"):
+        with pytest.raises(ApiError, match="not an http"):
+            parse_started({**reply, "url": url})
+    with pytest.raises(ApiError, match="unusable"):
+        parse_started({"id": "x"})
 
 
 def test_seal_opens_only_with_the_private_key() -> None:

@@ -27,6 +27,7 @@ from wgpy.mesh.client.login import (
     LoginCancelled,
     LoginStarted,
     interactive_login,
+    printable,
 )
 from wgpy.mesh.client.state import EXPIRED, REFUSED, StateDir, StateError
 from wgpy.protocol import crypto
@@ -157,10 +158,11 @@ def log_in_if_needed(options: daemon.DaemonOptions, state: StateDir, env: Enviro
     except StateError as e:
         raise CommandError(e.message) from None
     node = approved.node if isinstance(approved.node, dict) else {}
-    env.stderr.write(
-        f"[#] approved: node {node.get('hostname')} of user {node.get('user')} "
-        f"({node.get('ipv4')}, {node.get('ipv6')})\n"
+    said = printable(
+        f"node {node.get('hostname')} of user {node.get('user')} "
+        f"({node.get('ipv4')}, {node.get('ipv6')})"
     )
+    env.stderr.write(f"[#] approved: {said}\n")
     env.stderr.flush()
 
 

@@ -88,9 +88,19 @@ def parse_started(reply: Any) -> LoginStarted:
         )
     except (KeyError, TypeError, ValueError):
         raise ApiError(200, "the server's answer to the login request is unusable") from None
-    if not started.url.startswith(("http://", "https://")):
+    if not started.url.startswith(("http://", "https://")) or not _plain(started.url):
         raise ApiError(200, "the server's login URL is not an http(s) URL")
     return started
+
+
+def _plain(text: str) -> bool:
+    """Printable, no spaces: nothing that a terminal would take as a control sequence."""
+    return text.isprintable() and not any(c.isspace() for c in text)
+
+
+def printable(text: str) -> str:
+    """``text`` from the server with what is not printable left out (a terminal shows it)."""
+    return "".join(c for c in text if c.isprintable())
 
 
 class LoginClient(Client):
@@ -153,7 +163,8 @@ async def interactive_login(
                 if state == "approved":
                     break
                 if state != "pending":
-                    raise LoginEnded(state, str(reply.get("message") or f"the login is {state}"))
+                    message = str(reply.get("message") or f"the login is {state}")
+                    raise LoginEnded(printable(state), printable(message))
                 expires_in = reply.get("expires_in")
                 if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
                     deadline = clock() + expires_in

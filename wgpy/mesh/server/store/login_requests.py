@@ -293,7 +293,7 @@ class LoginRequestRepository(Repository):
 
     async def refuse(self, request_id: str, message: str) -> LoginRequest:
         """Refuse a pending request; the node hears ``message`` (one sentence)."""
-        message = message.strip()[:MESSAGE_MAX]
+        message = "".join(c for c in message if c.isprintable()).strip()[:MESSAGE_MAX]
         if not message:
             raise BadRequest("say why the login request is refused")
         now = self.clock()
