@@ -101,6 +101,11 @@ async def test_second_request_of_a_key_keeps_the_node(backend: str, database: Da
         _, token = await store.login_requests.take_token(again.id, secret)
         assert (await store.nodes.authenticate(token)).id == node.id
 
+        # A node set to never expire (an admin's choice) keeps that when it logs in again.
+        await store.nodes.set_expiry(node.id, None)
+        kept, _ = await store.login_requests.create(key, "laptop")
+        assert (await store.login_requests.approve(kept.id, alice, "password")).expires_at is None
+
         # Never: the setting None leaves the node without an expiry.
         store.login_requests.key_expiry = None
         forever, _ = await store.login_requests.create(new_public_key(), "server")
