@@ -10,6 +10,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from wgpy.cli.environment import CommandError
 from wgpy.cli.mesh_login import (
     TOKEN_EXPIRED,
     TOKEN_OK,
@@ -18,6 +21,7 @@ from wgpy.cli.mesh_login import (
     log_in_if_needed,
     time_left,
     token_verdict,
+    worth_checking,
 )
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import ApiError, ServerUnreachable
@@ -27,6 +31,7 @@ from wgpy.mesh.client.state import StateDir
 from wgpy.mesh.server import ServerConfig
 
 from .conftest import Client, running
+from .fakes import FakeServer
 from .test_client_cli import environment
 
 
@@ -51,6 +56,15 @@ def test_token_verdict() -> None:
     assert token_verdict(ApiError(403, "this node has expired; ...")) == TOKEN_EXPIRED
     assert token_verdict(ApiError(401, "the node token is not valid")) == TOKEN_REFUSED
     assert token_verdict(ApiError(429, "too many")) == TOKEN_OK
+
+
+def test_worth_checking_the_token_before_the_node_starts() -> None:
+    assert worth_checking(None, None)  # never ran
+    assert worth_checking({"expires_at": "2027-01-01T00:00:00.000Z"}, None)  # a person's
+    assert not worth_checking({"expires_at": None}, None)  # an auth key's: as before
+    assert not worth_checking({"expires_at": None}, {"state": "connected"})
+    assert worth_checking({"expires_at": None}, {"state": "refused"})
+    assert worth_checking({"expires_at": None}, {"state": "expired"})
 
 
 def test_countdown_on_a_terminal_and_in_a_log() -> None:
@@ -153,3 +167,18 @@ async def test_up_logs_in_renews_an_expired_node_and_replaces_a_forgotten_one(
         await login
         assert "no longer knows this node's token" in env.stderr.getvalue()
         assert fresh["id"] != node["id"] and fresh["hostname"] == "laptop"
+
+
+def test_a_server_without_interactive_login_says_to_give_an_auth_key(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        state = StateDir(tmp_path / "node")
+        state.ensure()
+        state.load_or_create_key()
+        env = environment()
+        with pytest.raises(CommandError) as e:
+            log_in_if_needed(options(server.url, state), state, env)
+    assert e.value.message == (
+        "the login did not succeed: this server does not offer interactive login (a wgpy "
+        "server before it); give a pre-auth key with --auth-key"
+    )
+    assert state.read_token() is None

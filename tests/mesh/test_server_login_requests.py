@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from wgpy.mesh.server.auth import Credential
-from wgpy.mesh.server.errors import Conflict, Forbidden, NotFound, Unauthorized
+from wgpy.mesh.server.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable
 from wgpy.mesh.server.models import APPROVED, CANCELLED, EXPIRED, PENDING, REFUSED
 from wgpy.mesh.server.store import Store
 from wgpy.mesh.server.store.login_requests import ID_BYTES
@@ -101,6 +101,11 @@ async def test_second_request_of_a_key_keeps_the_node(backend: str, database: Da
         _, token = await store.login_requests.take_token(again.id, secret)
         assert (await store.nodes.authenticate(token)).id == node.id
 
+        # A node set to never expire (an admin's choice) keeps that when it logs in again.
+        await store.nodes.set_expiry(node.id, None)
+        kept, _ = await store.login_requests.create(key, "laptop")
+        assert (await store.login_requests.approve(kept.id, alice, "password")).expires_at is None
+
         # Never: the setting None leaves the node without an expiry.
         store.login_requests.key_expiry = None
         forever, _ = await store.login_requests.create(new_public_key(), "server")
@@ -143,6 +148,18 @@ async def test_another_users_key_is_refused(backend: str, database: Database) ->
             await store.login_requests.approve(request.id, bob, "guess")
 
 
+async def test_pending_requests_are_bounded(backend: str, database: Database) -> None:
+    clock = Clock()
+    async with opened(database, clock=clock) as store:
+        store.login_requests.max_pending = 3
+        for i in range(3):
+            await store.login_requests.create(new_public_key(), f"n{i}", lifetime=60)
+        with pytest.raises(Unavailable, match="3 login requests are waiting"):
+            await store.login_requests.create(new_public_key(), "n3")
+        clock.now += 60  # expired ones no longer count
+        await store.login_requests.create(new_public_key(), "n3")
+
+
 async def test_quota_applies(backend: str, database: Database) -> None:
     async with opened(database) as store:
         alice = await user_id(store, "alice")
@@ -159,8 +176,8 @@ async def test_refuse_cancel_expire(backend: str, database: Database) -> None:
     async with opened(database, clock=clock) as store:
         alice = await user_id(store, "alice")
         refused, secret = await store.login_requests.create(new_public_key(), "a")
-        done = await store.login_requests.refuse(refused.id, "  not this device.  ")
-        assert done.state == REFUSED and done.message == "not this device."
+        done = await store.login_requests.refuse(refused.id, "  not this\x1b[2J device.\n ")
+        assert done.state == REFUSED and done.message == "not this[2J device."
         with pytest.raises(Conflict, match="was refused"):
             await store.login_requests.approve(refused.id, alice, "password")
         with pytest.raises(Conflict, match="refused, not approved"):
@@ -209,19 +226,27 @@ async def test_cancel_after_approval_undoes_the_new_node(backend: str, database:
 
 
 async def test_concurrent_approvals_decide_once(backend: str, database: Database) -> None:
+    """Four approvals and a cancel at once, eight times: one decision stands, and a cancel
+    that comes after an approval leaves no node behind."""
     async with opened(database) as store:
         alice = await user_id(store, "alice")
-        request, _ = await store.login_requests.create(new_public_key(), "a")
-        results = await asyncio.gather(
-            *(store.login_requests.approve(request.id, alice, "password") for _ in range(4)),
-            store.login_requests.cancel(request.id),
-            return_exceptions=True,
-        )
-        approved = [r for r in results[:4] if not isinstance(r, BaseException)]
-        assert all(isinstance(r, Conflict) for r in results[:4] if isinstance(r, BaseException))
-        final = await store.login_requests.get(request.id)
-        assert final is not None
-        if final.state == APPROVED:
-            assert len(approved) == 1 and len(await store.nodes.all()) == 1
-        else:
-            assert final.state == CANCELLED and await store.nodes.all() == []
+        for round in range(8):
+            request, _ = await store.login_requests.create(new_public_key(), f"a{round}")
+            results = await asyncio.gather(
+                *(store.login_requests.approve(request.id, alice, "password") for _ in range(4)),
+                store.login_requests.cancel(request.id),
+                return_exceptions=True,
+            )
+            approved = [r for r in results[:4] if not isinstance(r, BaseException)]
+            errors = [r for r in results[:4] if isinstance(r, BaseException)]
+            assert all(isinstance(e, Conflict) for e in errors), errors
+            assert len(approved) <= 1
+            final = await store.login_requests.get(request.id)
+            assert final is not None
+            names = [n.hostname for n in await store.nodes.all()]
+            if final.state == APPROVED:
+                assert len(approved) == 1 and names == [f"a{round}"]
+            else:
+                assert final.state == CANCELLED and names == [], (results, names)
+            for node in await store.nodes.all():
+                await store.nodes.delete(node.id)

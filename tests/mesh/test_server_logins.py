@@ -12,9 +12,17 @@ import time
 import pytest
 
 import wgpy
-from wgpy.mesh.client.login import LoginCancelled, LoginEnded, interactive_login, unseal
+from wgpy.mesh.client.api import ApiError
+from wgpy.mesh.client.login import (
+    LoginCancelled,
+    LoginEnded,
+    interactive_login,
+    parse_started,
+    printable,
+    unseal,
+)
 from wgpy.mesh.server import ServerConfig
-from wgpy.mesh.server.logins import seal
+from wgpy.mesh.server.logins import POLL, seal
 
 from .conftest import Client, new_public_key, running, with_
 
@@ -30,6 +38,17 @@ async def start(client: Client, public_key: str, hostname: str = "laptop") -> di
     )
     assert set(reply) == {"id", "url", "expires_in", "secret"}
     return reply  # type: ignore[no-any-return]
+
+
+def test_what_the_server_says_reaches_the_terminal_printable() -> None:
+    assert printable("refused\x1b[2J: go\x07 away\n") == "refused[2J: go away"
+    reply = {"id": "x", "url": "http://a/login/x", "expires_in": 5, "secret": "s"}
+    assert parse_started(reply).url == "http://a/login/x"
+    for url in ("http://a/login/x\x1b[2J", "http://a/ x", "javascript:x", "ftp://a"):
+        with pytest.raises(ApiError, match="not an http"):
+            parse_started({**reply, "url": url})
+    with pytest.raises(ApiError, match="unusable"):
+        parse_started({"id": "x"})
 
 
 def test_seal_opens_only_with_the_private_key() -> None:
@@ -82,6 +101,19 @@ async def test_start_wait_approve(backend: str, config: ServerConfig) -> None:
         assert "already fetched" in message
         assert (await r.admin.call("GET", "/login-requests"))["login_requests"] == []
 
+        # The audit log: the admin's approval and the node's login, with no secret in it.
+        events = [
+            (e.event, e.result, e.method, e.user, e.node_id)
+            for e in await r.server.store.audit.list()
+        ]
+        node_id = approved["node"]["id"]
+        assert events == [
+            ("login.approve", "ok", "apikey", "alice", node_id),
+            ("login", "ok", "admin", "alice", node_id),
+        ]
+        text = repr(await r.server.store.audit.list())
+        assert started["secret"] not in text and token not in text and started["id"] not in text
+
 
 async def test_wrong_secret_unknown_request_and_bad_input(
     backend: str, config: ServerConfig
@@ -92,6 +124,9 @@ async def test_wrong_secret_unknown_request_and_bad_input(
         path = f"/login/{started['id']}/wait?timeout=1"
         wrong = ("A" if started["secret"][0] != "A" else "B") + started["secret"][1:]
         assert "does not match" in await r.admin.using(wrong).error("GET", path, status=401)
+        [refused] = await r.server.store.audit.list()
+        assert (refused.event, refused.result, refused.method) == ("login", "refused", "request")
+        assert refused.source == "127.0.0.1" and wrong not in repr(refused)
         assert "secret" in await r.admin.using(None).error("GET", path, status=401)
         unknown = "/login/" + "x" * 22 + "/wait?timeout=1"
         assert "no such login request" in await r.admin.using(wrong).error(
@@ -124,7 +159,9 @@ async def test_refuse_cancel_and_expiry(backend: str, config: ServerConfig) -> N
         assert started["expires_in"] == 1
         node = r.admin.using(started["secret"])
         path = f"/login/{started['id']}/wait"
+        began = time.monotonic()
         reply = await node.call("GET", path)  # answers when it expires, not after 30 s
+        assert time.monotonic() - began < 2.0
         assert reply == {
             "state": "expired",
             "message": "nobody approved the login in time; run wgpy up again for a new URL",
@@ -232,3 +269,25 @@ async def test_a_key_of_another_users_node_is_refused(backend: str, config: Serv
             "POST", f"/login-requests/{started['id']}/approve", {"user": "bob"}, status=403
         )
         assert "another user's node" in message
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_an_approval_on_another_replica_ends_the_wait(
+    backend: str, config: ServerConfig
+) -> None:
+    """The node waits on one replica, the person approves through another: the wait hears
+    it at its next read (POLL, 1 s), not at the end of its 30 s."""
+    async with running(config) as one, running(config) as two:
+        await one.admin.user("alice")
+        private, public = key_pair()
+        started = await start(one.admin, public)
+        waiting = asyncio.ensure_future(
+            one.admin.using(started["secret"]).call("GET", f"/login/{started['id']}/wait")
+        )
+        await asyncio.sleep(0.2)
+        admin2 = Client(two.session, two.url, one.admin.token)
+        began = time.monotonic()
+        await admin2.call("POST", f"/login-requests/{started['id']}/approve", {"user": "alice"})
+        reply = await asyncio.wait_for(waiting, 3)
+        assert time.monotonic() - began < POLL + 0.5
+        assert reply["state"] == "approved" and unseal(reply["sealed_token"], private)

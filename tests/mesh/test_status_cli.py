@@ -60,7 +60,8 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
     assert report["self"] == {"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
                               "ipv6": "fd7a:115c:a1e0::1", "interface": "wgpy0",
                               "server": "https://mesh.example", "running": False,
-                              "control": None, "problem": None, "nat": None,
+                              "control": None, "problem": None, "expires_at": None,
+                              "expiry_warning": None, "nat": None,
                               "relay": None, "relay_problem": None}  # fmt: skip
     assert [p["hostname"] for p in report["peers"]] == ["pi", "nas"]
     assert report["peers"][0]["latest_handshake"] is None
@@ -388,3 +389,32 @@ def test_the_nat_line_says_the_mapping_lifetime_keepalive_and_drops(running: Sta
     # a stopped node: not said (history, not now)
     running.remove_pid(os.getpid())
     assert "NAT" not in run("status", "--state-dir", path)[1]
+
+
+def test_key_expiry_is_warned_about_in_its_last_week(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    node = state.read_node()
+    assert node is not None
+    path = str(state.path)
+    now = time.time()
+    for expires_at, says in (
+        (None, None),
+        (now + 30 * 86400, None),
+        (now + 5 * 86400 + 60, "(in 5 days): then its peers are removed until it logs in again"),
+        (now + 3 * 3600 + 60, "(in 3 h)"),
+        (now - 60, "expired on"),
+    ):
+        iso = None
+        if expires_at is not None:
+            iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(expires_at))
+        state.write_node({**node, "expires_at": iso})
+        status, out, _ = run("status", "--state-dir", path)
+        report = json.loads(run("status", "--json", "--state-dir", path)[1])["self"]
+        assert status == ExitStatus.SUCCESS and report["expires_at"] == iso
+        if says is None:
+            assert "#" not in out and report["expiry_warning"] is None
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
+            assert "# this node's key expire" in out and when in out and says in out
+            assert says in report["expiry_warning"]
+    assert status_module.expiry_warning("not a time", now) is None

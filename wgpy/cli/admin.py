@@ -1,6 +1,6 @@
 """``wgpy admin --server URL --api-key KEY OBJECT ACTION``: the admin API of docs/mesh-api.md
-on the command line (users, pre-auth keys, nodes, the policy, admin API keys, machine
-certificates). A password is
+on the command line (users, pre-auth keys, nodes, login requests, the policy, admin API keys,
+machine certificates). A password is
 typed twice without echo, or read from stdin with ``--password-stdin``; it is never printed.
 
 ``wgpy admin ca init`` works without a server: it makes the operator's machine CA in a
@@ -116,6 +116,14 @@ def register(commands: Subparsers) -> None:
         "--user", metavar="USER", help="only this user's"
     )
     action(nodes, "expire", nodes_expire, "expire a node's key").add_argument("id")
+    expiry = action(
+        nodes,
+        "expiry",
+        nodes_expiry,
+        "set when a node's key expires: never (a server's node) or DURATION from now",
+    )
+    expiry.add_argument("id")
+    expiry.add_argument("expiry", metavar="never|DURATION", type=_expiry)
     action(nodes, "delete", nodes_delete, "delete a node").add_argument("id")
     rename = action(nodes, "rename", nodes_rename, "rename a node")
     rename.add_argument("id")
@@ -123,6 +131,26 @@ def register(commands: Subparsers) -> None:
     tag = action(nodes, "tag", nodes_tag, "set a node's tags (an empty TAGS clears them)")
     tag.add_argument("id")
     tag.add_argument("tags", metavar="TAGS", type=_tags)
+
+    login = groups.add_parser(
+        "login", help="login requests: nodes waiting for a person to approve them"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    action(login, "list", login_list, "list the login requests waiting").add_argument(
+        "--all", action="store_true", help="also those approved, refused, cancelled or expired"
+    )
+    approve = action(
+        login,
+        "approve",
+        login_approve,
+        "approve a waiting node (ID: the last part of the URL it shows) as USER's node",
+    )
+    approve.add_argument("id", metavar="ID")
+    approve.add_argument(
+        "--user", metavar="USER", required=True, help="the user the node is to belong to"
+    )
+    refuse = action(login, "refuse", login_refuse, "refuse a waiting node's login request")
+    refuse.add_argument("id", metavar="ID")
+    refuse.add_argument("--message", metavar="TEXT", help="why, for the node's person")
 
     policy = groups.add_parser("policy", help="the access policy").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -240,6 +268,11 @@ def parse_duration(text: str) -> int:
     if seconds <= 0:
         raise argparse.ArgumentTypeError("a duration must be longer than 0 seconds")
     return seconds
+
+
+def _expiry(text: str) -> int | None:
+    """``never`` (None) or a duration's seconds."""
+    return None if text == "never" else parse_duration(text)
 
 
 def _tags(text: str) -> list[str]:
@@ -442,6 +475,44 @@ async def nodes_list(client: AdminClient, args: argparse.Namespace, env: Environ
 async def nodes_expire(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     await client.expire_node(args.id)
     _show(env, args, {}, f"expired node {args.id}\n")
+
+
+async def nodes_expiry(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    node = await client.set_node_expiry(args.id, args.expiry)
+    when = node.get("expires_at") or "never"
+    _show(env, args, node, f"node {args.id}'s key expires: {when}\n")
+
+
+LOGIN_COLUMNS = [
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("PUBLIC KEY", "public_key"),
+    ("STATE", "state"),
+    ("USER", "user"),
+    ("EXPIRES", "expires_at"),
+]
+
+
+async def login_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    requests = await client.list_login_requests(args.all)
+    _show(env, args, requests, format_table(LOGIN_COLUMNS, requests))
+
+
+async def login_approve(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    node = await client.approve_login(args.id, args.user)
+    _show(
+        env,
+        args,
+        node,
+        f"approved: node {node.get('id')} {node.get('hostname')} of user {node.get('user')} "
+        f"({node.get('ipv4')}, {node.get('ipv6')}), key expires: "
+        f"{node.get('expires_at') or 'never'}\n",
+    )
+
+
+async def login_refuse(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    request = await client.refuse_login(args.id, args.message)
+    _show(env, args, request, f"refused login request {args.id}\n")
 
 
 async def nodes_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -1,8 +1,9 @@
 """``wgpy up --login-server URL`` without an auth key: the interactive login, before the
 node starts (:mod:`wgpy.cli.mesh`).
 
-A node with no token, or whose token the server refuses (expired, or the node deleted),
-asks the server for a login URL, prints it, and waits with a countdown (one line that
+A node with no token, or whose token the server refuses (expired, or the node deleted:
+checked before the node starts when its key expires or the last run was refused), asks the
+server for a login URL, prints it, and waits with a countdown (one line that
 counts down on a terminal; a line every half minute otherwise) until a person opens it,
 signs in and approves the node, as ``tailscale up`` does. The token it then gets is stored
 as a registration with an auth key stores it, and the node starts as usual. Ctrl-C
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client import daemon
@@ -26,8 +27,9 @@ from wgpy.mesh.client.login import (
     LoginCancelled,
     LoginStarted,
     interactive_login,
+    printable,
 )
-from wgpy.mesh.client.state import StateDir, StateError
+from wgpy.mesh.client.state import EXPIRED, REFUSED, StateDir, StateError
 from wgpy.protocol import crypto
 
 from .environment import CommandError, Environment, ExitStatus
@@ -47,6 +49,16 @@ def time_left(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def worth_checking(node: dict[str, Any] | None, control: dict[str, Any] | None) -> bool:
+    """Whether ``up`` should try the stored token before the node starts: for a node whose
+    key expires (a person logged it in), one the last run found refused or expired, or one
+    that never ran. A node registered with an auth key (no expiry) starts at once, as
+    before: its daemon logs in, and says how to log in again if the server refuses it."""
+    if control is not None and control.get("state") in (REFUSED, EXPIRED):
+        return True
+    return node is None or node.get("expires_at") is not None
 
 
 def token_verdict(error: MeshClientError | None) -> str:
@@ -111,12 +123,15 @@ def log_in_if_needed(options: daemon.DaemonOptions, state: StateDir, env: Enviro
     try:
         private = state.read_key()
         token = state.read_token()
+        worth = token is not None and worth_checking(state.read_node(), state.read_control())
     except StateError as e:
         raise CommandError(e.message) from None
     assert private is not None  # prepare_up made it
     public = key_to_base64(crypto.public_key(private))
     node_token = None
     if token is not None:
+        if not worth:
+            return
         verdict = asyncio.run(_check_token(options, token, public))
         if verdict == TOKEN_OK:
             return
@@ -143,10 +158,11 @@ def log_in_if_needed(options: daemon.DaemonOptions, state: StateDir, env: Enviro
     except StateError as e:
         raise CommandError(e.message) from None
     node = approved.node if isinstance(approved.node, dict) else {}
-    env.stderr.write(
-        f"[#] approved: node {node.get('hostname')} of user {node.get('user')} "
-        f"({node.get('ipv4')}, {node.get('ipv6')})\n"
+    said = printable(
+        f"node {node.get('hostname')} of user {node.get('user')} "
+        f"({node.get('ipv4')}, {node.get('ipv6')})"
     )
+    env.stderr.write(f"[#] approved: {said}\n")
     env.stderr.flush()
 
 

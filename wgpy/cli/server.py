@@ -2,15 +2,16 @@
 
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
-[--machine-ca CERT]``
+[--machine-ca CERT] [--key-expiry DURATION|never] [--public-url URL]``
     Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
     requests on UDP (default every address, port 3478), and hand nodes short-lived
     credentials for the TURN relays (coturn with use-auth-secret). State lives in SQLite
     (``DIR/wgpy.db``, default /var/lib/wgpy) or, with a ``postgresql://`` URL (or
     ``WGPY_DATABASE_URL``, which keeps a password out of the process list), in PostgreSQL,
     which several replicas can share. With ``--machine-ca`` the server records the machine
-    certificates that CA issued (wgpy/machinecert.py). Logs go to stderr (``LOG_LEVEL``,
-    default info).
+    certificates that CA issued (wgpy/machinecert.py). Nodes without an auth key log in
+    interactively (a person approves them; they expire after ``--key-expiry``, default 180
+    days). Logs go to stderr (``LOG_LEVEL``, default info).
 
 ``wgpy server apikey create [--expiration SECONDS]``
     Make an admin API key directly in the database (the bootstrap: no server needed) and
@@ -27,10 +28,17 @@ import signal
 from pathlib import Path
 
 from wgpy import log
+from wgpy.mesh.client.api import check_server_url
 from wgpy.mesh.server import MeshServer, ServerConfig, nat, stun
-from wgpy.mesh.server.config import DEFAULT_MAX_NODES_PER_USER, DEFAULT_PORT, DEFAULT_STATE_DIR
+from wgpy.mesh.server.config import (
+    DEFAULT_KEY_EXPIRY,
+    DEFAULT_MAX_NODES_PER_USER,
+    DEFAULT_PORT,
+    DEFAULT_STATE_DIR,
+)
 from wgpy.mesh.server.service import ServerError, create_api_key
 
+from .admin import parse_duration
 from .environment import PROG, CommandError, Environment, ExitStatus
 
 DATABASE_ENV = "WGPY_DATABASE_URL"
@@ -68,6 +76,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="refuse to register a user's node beyond N (default "
         f"{DEFAULT_MAX_NODES_PER_USER}; 0: no limit)",
+    )
+    server.add_argument(
+        "--key-expiry",
+        type=_key_expiry,
+        default=DEFAULT_KEY_EXPIRY,
+        metavar="DURATION|never",
+        help="nodes a person logged in (interactive login, OIDC, an admin's approval) expire "
+        f"this long after (default {int(DEFAULT_KEY_EXPIRY // 86400)}d; e.g. 90d; never); "
+        "nodes registered with an auth key do not expire",
+    )
+    server.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the URL people's browsers reach this server at, for the login URLs nodes show "
+        "(default: the scheme and host the node used)",
     )
     server.add_argument(
         "--stun-listen",
@@ -228,7 +251,22 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         ephemeral_grace=grace,
         max_nodes_per_user=max_nodes,
         machine_ca=getattr(args, "machine_ca", None),
+        key_expiry=getattr(args, "key_expiry", DEFAULT_KEY_EXPIRY),
+        public_url=_public_url(getattr(args, "public_url", None)),
     )
+
+
+def _key_expiry(text: str) -> float | None:
+    return None if text == "never" else float(parse_duration(text))
+
+
+def _public_url(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return check_server_url(text)
+    except ValueError as e:
+        raise CommandError(f"--public-url: {e}", ExitStatus.USAGE) from None
 
 
 def serve(args: argparse.Namespace, env: Environment) -> ExitStatus:

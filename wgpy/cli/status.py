@@ -5,7 +5,8 @@ changes (``peers.json``); what WireGuard knows of each (the endpoint in use, the
 handshake, bytes moved) comes live from the interface's control socket while the daemon runs.
 What the daemon last saw of the coordination server (``control.json``) is said in one line
 when something is wrong: the server unreachable since when, the node deleted (its token
-refused) or expired.
+refused) or expired. A node whose key expires within 7 days (or has expired) is warned
+about in one line (``self.expiry_warning`` in ``--json``, with ``self.expires_at``).
 
 Where the node runs ICE (:mod:`wgpy.nat.paths`), each peer's path comes from the same list:
 ``direct ADDRESS:PORT`` or ``relay NAME``, the round-trip time of its last check, or why
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from wgpy.keys import key_to_base64
+from wgpy.mesh.client.netmap import MapError, parse_time
 from wgpy.mesh.client.state import DEFAULT_STATE_DIR, StateDir, StateError
 from wgpy.uapi.client import PeerState, UapiError, uapi_get
 
@@ -86,6 +88,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     # the control plane as the running daemon last saw it (a stopped node has none)
     control = control if pid is not None else None
     problem = _problem(control, settings.server_url, now)
+    expiry = expiry_warning(node.get("expires_at"), now)
     relay = relay_state(control)
     relay_trouble = relay_problem(relay)
     if args.json:
@@ -100,6 +103,10 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 "running": pid is not None,
                 "control": control,
                 "problem": problem,
+                # when the node's key expires (ISO 8601; None: never), and the warning the
+                # text view prints in its last KEY_EXPIRY_WARNING seconds
+                "expires_at": node.get("expires_at"),
+                "expiry_warning": expiry,
                 # the NAT's measured mapping lifetime and the keepalive (a running node's)
                 "nat": nat if pid is not None else None,
                 "relay": relay,
@@ -128,6 +135,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         env.stdout.write("  ".join(cells) + "  " + text + "\n")
     if problem is not None:
         env.stdout.write(f"# {problem}\n")
+    if expiry is not None and control_state(control) != "expired":
+        env.stdout.write(f"# {expiry}\n")
     for line in relay_trouble or []:
         env.stdout.write(f"# {line}\n")
     for line in nat_lines(nat if pid is not None else None):
@@ -143,6 +152,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
 # columns of the table and their widest (a longer name is cut, with "…" as its last mark;
 # --json has it whole)
 COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16}
+KEY_EXPIRY_WARNING = 7 * 86400  # seconds before the node's key expires that status warns
 
 
 def _fit(text: str, width: int) -> str:
@@ -174,11 +184,40 @@ def _problem(control: dict[str, Any] | None, server: str, now: float) -> str | N
     if state == "expired":
         return (
             f"this node has expired at the coordination server since {when}: its peers are "
-            "removed until an admin renews it or it registers again with --auth-key"
+            "removed until an admin renews it or it logs in again (`wgpy down`, then `wgpy up "
+            "--login-server URL` without an auth key) or registers again with --auth-key"
         )
     if state == "connecting":
         return f"still logging in at the coordination server {server} since {when}"
     return None
+
+
+def control_state(control: dict[str, Any] | None) -> str | None:
+    state = control.get("state") if control is not None else None
+    return state if isinstance(state, str) else None
+
+
+def expiry_warning(expires_at: Any, now: float) -> str | None:
+    """A sentence when the node's key expires within KEY_EXPIRY_WARNING seconds or has
+    expired (None: it never expires, or not soon)."""
+    try:
+        at = parse_time(expires_at)
+    except MapError:
+        return None
+    if at is None or at - now > KEY_EXPIRY_WARNING:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+    if at <= now:
+        return (
+            f"this node's key expired on {when}: log in again with `wgpy down`, then "
+            "`wgpy up --login-server URL` (no auth key); it keeps its name and addresses"
+        )
+    left = at - now
+    within = f"{int(left // 86400)} days" if left >= 2 * 86400 else f"{max(1, int(left // 3600))} h"
+    return (
+        f"this node's key expires on {when} (in {within}): then its peers are removed until "
+        "it logs in again (`wgpy down`, then `wgpy up --login-server URL`, no auth key)"
+    )
 
 
 def relay_state(control: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -132,6 +132,11 @@ class AdminClient(Client):
     async def expire_node(self, node_id: str) -> None:
         await self.call("POST", f"/nodes/{_segment(node_id)}/expire", {})
 
+    async def set_node_expiry(self, node_id: str, seconds: int | None) -> Record:
+        """The node's key expires ``seconds`` from now (None: never)."""
+        body: Record = {"expiry": "never" if seconds is None else seconds}
+        return _one(await self.call("POST", f"/nodes/{_segment(node_id)}/expiry", body), "node")
+
     async def delete_node(self, node_id: str) -> None:
         await self.call("DELETE", f"/nodes/{_segment(node_id)}")
 
@@ -144,6 +149,23 @@ class AdminClient(Client):
     async def tag_node(self, node_id: str, tags: list[str]) -> Record:
         reply = await self.call("POST", f"/nodes/{_segment(node_id)}/tags", {"tags": tags})
         return _one(reply, "node")
+
+    # -- login requests (nodes waiting for a person to approve them)
+
+    async def list_login_requests(self, every: bool = False) -> list[Record]:
+        params = {"all": "1"} if every else None
+        return _items(await self.call("GET", "/login-requests", params=params), "login_requests")
+
+    async def approve_login(self, request_id: str, user: str) -> Record:
+        reply = await self.call(
+            "POST", f"/login-requests/{_segment(request_id)}/approve", {"user": user}
+        )
+        return _one(reply, "node")
+
+    async def refuse_login(self, request_id: str, message: str | None = None) -> Record:
+        body: Record = {} if message is None else {"message": message}
+        reply = await self.call("POST", f"/login-requests/{_segment(request_id)}/refuse", body)
+        return _one(reply, "login_request")
 
     # -- policy
 

@@ -27,6 +27,10 @@ from .api import ApiError, Client, MeshClientError
 WAIT = 30  # seconds one long poll may last (the server's most)
 CANCEL_TIMEOUT = 5.0  # seconds to withdraw the request when cancelled
 REQUEST_TIMEOUT = WAIT + 15.0  # seconds for one request: a long poll plus a margin
+NO_INTERACTIVE_LOGIN = (
+    "this server does not offer interactive login (a wgpy server before it); give a pre-auth "
+    "key with --auth-key"
+)
 
 log = get_logger(component="login")
 
@@ -84,9 +88,19 @@ def parse_started(reply: Any) -> LoginStarted:
         )
     except (KeyError, TypeError, ValueError):
         raise ApiError(200, "the server's answer to the login request is unusable") from None
-    if not started.url.startswith(("http://", "https://")):
+    if not started.url.startswith(("http://", "https://")) or not _plain(started.url):
         raise ApiError(200, "the server's login URL is not an http(s) URL")
     return started
+
+
+def _plain(text: str) -> bool:
+    """Printable, no spaces: nothing that a terminal would take as a control sequence."""
+    return text.isprintable() and not any(c.isspace() for c in text)
+
+
+def printable(text: str) -> str:
+    """``text`` from the server with what is not printable left out (a terminal shows it)."""
+    return "".join(c for c in text if c.isprintable())
 
 
 class LoginClient(Client):
@@ -94,9 +108,14 @@ class LoginClient(Client):
     then the request's secret."""
 
     async def start(self, public_key: str, hostname: str) -> LoginStarted:
-        reply = await self.request(
-            "POST", "/api/v1/login/start", {"public_key": public_key, "hostname": hostname}
-        )
+        try:
+            reply = await self.request(
+                "POST", "/api/v1/login/start", {"public_key": public_key, "hostname": hostname}
+            )
+        except ApiError as e:
+            if e.status in (404, 405):  # no such endpoint: a server without interactive login
+                raise ApiError(e.status, NO_INTERACTIVE_LOGIN) from None
+            raise
         started = parse_started(reply)
         self.token = started.secret
         return started
@@ -144,7 +163,8 @@ async def interactive_login(
                 if state == "approved":
                     break
                 if state != "pending":
-                    raise LoginEnded(state, str(reply.get("message") or f"the login is {state}"))
+                    message = str(reply.get("message") or f"the login is {state}")
+                    raise LoginEnded(printable(state), printable(message))
                 expires_in = reply.get("expires_in")
                 if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
                     deadline = clock() + expires_in

@@ -172,6 +172,17 @@ async def expire_node(request: web.Request) -> web.Response:
 
 
 @_admin
+async def set_node_expiry(request: web.Request) -> web.Response:
+    """``{"expiry": "never"}`` (a server's node) or ``{"expiry": SECONDS}`` from now."""
+    ctx = context(request)
+    body = schemas.fields(await read_json(request), {"expiry": schemas.expiry})
+    expires_at = None if body["expiry"] is None else ctx.clock() + body["expiry"]
+    node = await ctx.store.nodes.set_expiry(_node_id(request), expires_at)
+    ctx.log.info("node expiry set", node=node.id, expires_at=iso(node.expires_at))
+    return reply({"node": node.to_json(ctx.clock())})
+
+
+@_admin
 async def delete_node(request: web.Request) -> web.Response:
     node_id = _node_id(request)
     await context(request).store.nodes.delete(node_id)
@@ -333,6 +344,7 @@ def add_routes(app: web.Application, api: str) -> None:
     r.add_post(f"{api}/preauthkeys/{{id}}/expire", expire_preauth_key)
     r.add_get(f"{api}/nodes", list_nodes)
     r.add_post(f"{api}/nodes/{{id}}/expire", expire_node)
+    r.add_post(f"{api}/nodes/{{id}}/expiry", set_node_expiry)
     r.add_delete(f"{api}/nodes/{{id}}", delete_node)
     r.add_post(f"{api}/nodes/{{id}}/rename", rename_node)
     r.add_post(f"{api}/nodes/{{id}}/tags", tag_node)

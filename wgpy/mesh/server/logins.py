@@ -26,12 +26,12 @@ from wgpy import keys
 
 from . import schemas
 from .auth import Credential, bearer_token, source_key
-from .errors import BadRequest, NotFound, TooManyRequests, Unauthorized
+from .errors import BadRequest, MeshError, NotFound, TooManyRequests, Unauthorized
 from .models import APPROVED, PENDING, LoginRequest, Node
 from .web import CREDENTIAL, admin_key, context, rate_limit, read_json, reply
 
 MAX_WAIT = 30.0  # seconds one wait may last
-POLL = 1.0  # seconds between reads of a pending request (another replica may decide it)
+POLL = 1.0  # seconds between reads of a pending request on PostgreSQL (another replica)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _SECRET_NAME = "a login request's secret"
@@ -102,6 +102,49 @@ def wait_reply(request: LoginRequest, now: float) -> dict[str, Any]:
     return {"state": request.state, "message": message}
 
 
+async def audit(
+    request: web.Request,
+    event: str,
+    *,
+    result: str,
+    method: str | None = None,
+    user: str | None = None,
+    node_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    """Record an audit event with the client's address (never a secret: a request is named
+    by the first characters of its id). The log is a record, not a gate: a failure to write
+    it is logged and the request goes on."""
+    ctx = context(request)
+    try:
+        await ctx.store.audit.record(
+            event,
+            result=result,
+            method=method,
+            user=user,
+            node_id=node_id,
+            source=request.remote,
+            detail=detail,
+        )
+    except Exception as e:
+        ctx.log.error("could not write the audit log", audit_event=event, error=str(e))
+
+
+def _short(request_id: str) -> str:
+    return f"login request {request_id[:6]}..."
+
+
+async def _authenticated(request: web.Request, request_id: str, secret: str) -> LoginRequest:
+    """The request, if ``secret`` is its secret; a refusal is an audit event."""
+    try:
+        login = await context(request).store.login_requests.authenticate(request_id, secret)
+    except Unauthorized as e:
+        await audit(request, "login", result="refused", method="request", detail=e.message)
+        raise
+    del request[CREDENTIAL]
+    return login
+
+
 # ----------------------------------------------------------------------------------------
 # The node's endpoints
 
@@ -149,10 +192,13 @@ async def wait(request: web.Request) -> web.Response:
     store = ctx.store.login_requests
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    login = await store.authenticate(request_id, secret)
-    del request[CREDENTIAL]
+    # On PostgreSQL another replica may decide: read again every POLL seconds. On SQLite only
+    # this process decides (one server per database), and wait_decided hears it.
+    poll = POLL if ctx.store.db.dialect == "postgresql" else MAX_WAIT
+    login = await _authenticated(request, request_id, secret)
     while login.state == PENDING and (left := deadline - loop.time()) > 0:
-        await store.wait_decided(request_id, min(left, POLL))
+        until_expiry = login.expires_at - ctx.clock() + 0.01
+        await store.wait_decided(request_id, max(0.01, min(left, poll, until_expiry)))
         login = await store.authenticate(request_id, secret)
     if login.state != APPROVED:
         return reply(wait_reply(login, ctx.clock()))
@@ -160,7 +206,16 @@ async def wait(request: web.Request) -> web.Response:
     assert login.node_id is not None
     node = await ctx.store.nodes.get(login.node_id)
     ctx.known.add(token)
-    ctx.log.info("login request approved", node=node.id, user=node.user, method=login.method)
+    ctx.log.info("node logged in interactively", node=node.id, user=node.user, method=login.method)
+    await audit(
+        request,
+        "login",
+        result="ok",
+        method=login.method,
+        user=node.user,
+        node_id=node.id,
+        detail=f"interactive login: node {node.hostname} took its token ({_short(login.id)})",
+    )
     return reply(
         {
             "state": APPROVED,
@@ -185,10 +240,15 @@ def _timeout(request: web.Request) -> float:
 async def cancel(request: web.Request) -> web.Response:
     ctx = context(request)
     request_id = _request_id(request)
-    await ctx.store.login_requests.authenticate(request_id, _secret(request))
-    del request[CREDENTIAL]
+    await _authenticated(request, request_id, _secret(request))
     login = await ctx.store.login_requests.cancel(request_id)
     ctx.log.info("login request cancelled", public_key=login.public_key[:8])
+    await audit(
+        request,
+        "login.cancel",
+        result="ok",
+        detail=f"the device withdrew {_short(request_id)} for {login.hostname}",
+    )
     return reply({"state": login.state})
 
 
@@ -209,27 +269,51 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def approve(request: web.Request) -> web.Response:
-    await admin_key(request)
+    key = await admin_key(request)
     ctx = context(request)
     request_id = _request_id(request)
     body = schemas.fields(await read_json(request), {"user": schemas.user_name})
-    account = await ctx.store.accounts.get(body["user"])
-    if account is None:
-        raise NotFound(f'there is no user "{body["user"]}"; create it first')
-    node: Node = await ctx.store.login_requests.approve(request_id, account.user_id, "admin")
+    by = f"by API key {key.id}"
+    try:
+        account = await ctx.store.accounts.get(body["user"])
+        if account is None:
+            raise NotFound(f'there is no user "{body["user"]}"; create it first')
+        node: Node = await ctx.store.login_requests.approve(request_id, account.user_id, "admin")
+    except MeshError as e:
+        detail = f"{_short(request_id)}: {e.message} ({by})"
+        user = body["user"]
+        await audit(
+            request, "login.approve", result="failed", method="apikey", user=user, detail=detail
+        )
+        raise
     ctx.log.info("login request approved by an admin", node=node.id, user=node.user)
-    # audit: login approved (method "admin", user, node), by the admin API key
+    await audit(
+        request,
+        "login.approve",
+        result="ok",
+        method="apikey",
+        user=node.user,
+        node_id=node.id,
+        detail=f"approved {_short(request_id)} for node {node.hostname} {by}",
+    )
     return reply({"node": node.to_json(ctx.clock())})
 
 
 async def refuse(request: web.Request) -> web.Response:
-    await admin_key(request)
+    key = await admin_key(request)
     ctx = context(request)
     request_id = _request_id(request)
     body = schemas.fields(await read_json(request), {}, {"message": schemas.credential_text})
     message = body.get("message") or "an admin refused it"
     login = await ctx.store.login_requests.refuse(request_id, message)
     ctx.log.info("login request refused by an admin", public_key=login.public_key[:8])
+    await audit(
+        request,
+        "login.refuse",
+        result="ok",
+        method="apikey",
+        detail=f"refused {_short(request_id)} for {login.hostname} by API key {key.id}",
+    )
     return reply({"login_request": login.to_json(ctx.clock())})
 
 

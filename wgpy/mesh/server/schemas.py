@@ -143,6 +143,17 @@ def seconds(name: str, value: Any) -> int:
     return value
 
 
+def expiry(name: str, value: Any) -> int | None:
+    """``"never"`` (None) or a whole number of seconds from now."""
+    if value == "never":
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIFETIME:
+        raise BadRequest(
+            f'"{name}" must be "never" or a whole number of seconds from 1 to {MAX_LIFETIME}'
+        )
+    return value
+
+
 def tags(name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or len(value) > MAX_TAGS:
         raise BadRequest(f'"{name}" must be a list of at most {MAX_TAGS} tags')

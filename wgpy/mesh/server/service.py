@@ -268,6 +268,7 @@ class MeshServer:
                     dead_after=self.config.replica_timeout,
                     ephemeral_idle=self.config.ephemeral_idle,
                 )
+                await self.store.login_requests.prune()  # a day past their expiry
             except Exception:
                 self.log.exception("heartbeat failed")
 

@@ -5,9 +5,10 @@ A :class:`Store` holds the database and one repository per part of the model, ea
 class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes``,
 ``ice`` (nodes' ICE candidates), ``streams`` (map streams and replicas), ``accounts``
 (users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates),
-``login_requests`` (nodes waiting for a person to sign in and approve them) and ``sessions``
-(the sign-in pages' web sessions and form tokens). A new part is one more module and one
-more attribute. What several repositories share (SQL, rows to records, a user's id, the
+``login_requests`` (nodes waiting for a person to sign in and approve them), ``sessions``
+(the sign-in pages' web sessions and form tokens) and ``audit`` (the audit log of
+authentication events). A new part is one more module and one more attribute. What several
+repositories share (SQL, rows to records, a user's id, the
 policy in force) is in rows.py. Errors are the API's (errors.py), with the sentence the
 client sees.
 """
@@ -23,6 +24,7 @@ from .. import migrations
 from ..auth import Rng
 from ..db import Database, open_database
 from .accounts import AccountRepository
+from .audit import AuditRepository
 from .ice import IceRepository
 from .keys import ApiKeyRepository, PreAuthKeyRepository
 from .login_requests import LoginRequestRepository
@@ -55,6 +57,7 @@ class Store:
         self.machines = MachineRepository(db, clock=clock)
         self.login_requests = LoginRequestRepository(db, nodes=self.nodes, clock=clock, rng=rng)
         self.sessions = SessionRepository(db, clock=clock, rng=rng)
+        self.audit = AuditRepository(db, clock=clock)
 
     @property
     def replica(self) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from ..auth import Credential, Rng, hash_secret, secret_matches
 from ..config import DEFAULT_KEY_EXPIRY, DEFAULT_LOGIN_LIFETIME
 from ..db import Database, IntegrityConflict, Row, Tx
-from ..errors import BadRequest, Conflict, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, NotFound, Unauthorized, Unavailable
 from ..models import (
     APPROVED,
     CANCELLED,
@@ -41,6 +41,7 @@ ID_BYTES = 16  # 128 bits: the id is all an attacker who does not see the URL co
 SECRET_BYTES = 32
 MESSAGE_MAX = 500
 PRUNE_AFTER = 86400.0  # seconds after its expiry a request is deleted
+MAX_PENDING = 10_000
 
 UNKNOWN = "there is no such login request (mistyped, or expired long ago); run wgpy up again"
 WRONG_SECRET = "this login request's secret does not match; run wgpy up again"
@@ -96,6 +97,9 @@ class LoginRequestRepository(Repository):
 
     key_expiry: float | None = DEFAULT_KEY_EXPIRY
     max_nodes: int = 0
+    # Requests waiting at once, from everyone: each start is rate limited per source, and
+    # this bounds what many sources together can make the database hold.
+    max_pending: int = MAX_PENDING
 
     def __init__(
         self,
@@ -166,6 +170,16 @@ class LoginRequestRepository(Repository):
                         "deleted); log in without it"
                     )
                 held = int(row["id"])
+            waiting = await tx.fetchval(
+                "SELECT COUNT(*) FROM login_requests WHERE state = ? AND expires_at > ?",
+                PENDING,
+                now,
+            )
+            if int(waiting) >= self.max_pending:
+                raise Unavailable(
+                    f"{waiting} login requests are waiting for approval, the most this server "
+                    "takes; try again in a few minutes"
+                )
             await tx.execute(
                 "INSERT INTO login_requests (id, secret_hash, public_key, hostname, state,"
                 " node_id, machine_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -265,8 +279,10 @@ class LoginRequestRepository(Repository):
             if request.state != APPROVED or request.node_id is None:
                 raise Conflict(f"this login request is {request.state}, not approved")
             taken = await tx.execute(
-                "UPDATE login_requests SET token_taken = TRUE WHERE id = ? AND NOT token_taken",
+                "UPDATE login_requests SET token_taken = TRUE"
+                " WHERE id = ? AND state = ? AND NOT token_taken",
                 request_id,
+                APPROVED,
             )
             if not taken:
                 raise Conflict("this login request's token was already fetched; run wgpy up again")
@@ -277,7 +293,7 @@ class LoginRequestRepository(Repository):
 
     async def refuse(self, request_id: str, message: str) -> LoginRequest:
         """Refuse a pending request; the node hears ``message`` (one sentence)."""
-        message = message.strip()[:MESSAGE_MAX]
+        message = "".join(c for c in message if c.isprintable()).strip()[:MESSAGE_MAX]
         if not message:
             raise BadRequest("say why the login request is refused")
         now = self.clock()
@@ -292,34 +308,41 @@ class LoginRequestRepository(Repository):
     async def cancel(self, request_id: str) -> LoginRequest:
         """The node gave up: a pending request is cancelled. One approved but whose token the
         node never took is cancelled too, and the node its approval made is deleted again
-        (a re-approved existing node stays as approved). Cancelling again changes nothing."""
-        now = self.clock()
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(f"{FROM} WHERE r.id = ?", request_id)
-            if row is None:
-                raise NotFound(UNKNOWN)
-            request = request_from(row, now)
-            if request.state == APPROVED:
-                if request.token_taken:
+        (a re-approved existing node stays as approved). Cancelling again changes nothing.
+
+        The state changes only from the state read (a conditional UPDATE): an approval that
+        commits in between makes it read again, so the node that approval made is deleted."""
+        for _ in range(ATTEMPTS):
+            now = self.clock()
+            async with self.db.transaction() as tx:
+                row = await tx.fetchrow(f"{FROM} WHERE r.id = ?", request_id)
+                if row is None:
+                    raise NotFound(UNKNOWN)
+                request = request_from(row, now)
+                if request.state == APPROVED and request.token_taken:
                     raise Conflict(
                         "this login request was approved and the device took its token; log "
                         "the node out (wgpy logout) instead"
                     )
-                if row["created_node"] and request.node_id is not None:
+                if request.state not in (PENDING, APPROVED):
+                    return request
+                if not await tx.execute(
+                    "UPDATE login_requests SET state = ?, decided_at = ?"
+                    " WHERE id = ? AND state = ? AND NOT token_taken",
+                    CANCELLED,
+                    now,
+                    request_id,
+                    row["state"],
+                ):
+                    continue  # decided meanwhile: read it again
+                if request.state == APPROVED and row["created_node"] and request.node_id:
                     await tx.execute("DELETE FROM nodes WHERE id = ?", request.node_id)
                     tx.changed([request.node_id])
-            elif request.state != PENDING:
-                return request
-            await tx.execute(
-                "UPDATE login_requests SET state = ?, decided_at = ? WHERE id = ?",
-                CANCELLED,
-                now,
-                request_id,
-            )
-            cancelled = await self._get(tx, request_id, now)
-        assert cancelled is not None
-        self._notify(request_id)
-        return cancelled
+                cancelled = await self._get(tx, request_id, now)
+            assert cancelled is not None
+            self._notify(request_id)
+            return cancelled
+        raise Conflict("the login request kept changing while it was cancelled; try again")
 
     async def prune(self) -> int:
         """Delete requests that expired over a day ago; how many."""

@@ -209,15 +209,16 @@ class NodeRepository(Repository):
         ``public_key`` (store/login_requests.py); its id, and whether it is new.
 
         The node ``held`` (proved by its token), else the key's node, stays the same node:
-        same name and addresses, its key set, its expiry ``expires_at``. A node of another
-        user is refused. A new one gets a free name and address and no usable token yet (the
+        same name and addresses, its key set, its expiry ``expires_at`` (one that never
+        expires, an admin's choice or an auth key's node, keeps that). A node of another user
+        is refused. A new one gets a free name and address and no usable token yet (the
         waiting node fetches its token)."""
         now = self.clock()
         existing = await tx.fetchrow(
-            "SELECT id, user_id FROM nodes WHERE public_key = ?", public_key
+            "SELECT id, user_id, expires_at FROM nodes WHERE public_key = ?", public_key
         )
         if held is not None:
-            row = await tx.fetchrow("SELECT id, user_id FROM nodes WHERE id = ?", held)
+            row = await tx.fetchrow("SELECT id, user_id, expires_at FROM nodes WHERE id = ?", held)
             if row is None:
                 raise NotFound(
                     f"node {held}, which this device logged in as, was deleted; run wgpy up again"
@@ -235,7 +236,7 @@ class NodeRepository(Repository):
             await tx.execute(
                 "UPDATE nodes SET public_key = ?, expires_at = ?, last_seen = ? WHERE id = ?",
                 public_key,
-                expires_at,
+                None if existing["expires_at"] is None else expires_at,  # never stays never
                 now,
                 node_id,
             )
@@ -381,6 +382,18 @@ class NodeRepository(Repository):
             node = await self._node(tx, node_id)
             if not node.expired(now):
                 await tx.execute("UPDATE nodes SET expires_at = ? WHERE id = ?", now, node_id)
+                tx.changed([node_id])
+            return await self._node(tx, node_id)
+
+    async def set_expiry(self, node_id: int, expires_at: float | None) -> Node:
+        """When the node's key expires (None: never, as for a server); a time past makes it
+        expired at once, as :meth:`expire` does."""
+        async with self.db.transaction() as tx:
+            node = await self._node(tx, node_id)
+            if expires_at != node.expires_at:
+                await tx.execute(
+                    "UPDATE nodes SET expires_at = ? WHERE id = ?", expires_at, node_id
+                )
                 tx.changed([node_id])
             return await self._node(tx, node_id)
 
