@@ -59,7 +59,9 @@ async def test_migrations_are_recorded_and_applied_once(backend: str, database: 
         assert [r["version"] for r in rows] == [m.version for m in migrations.MIGRATIONS]
         assert await migrations.migrate(store.db, 0.0) == []
     async with opened(database) as store, store.db.transaction() as tx:  # a restart: nothing
-        assert await tx.fetchval("SELECT COUNT(*) FROM schema_migrations") == migrations.LATEST
+        assert await tx.fetchval("SELECT COUNT(*) FROM schema_migrations") == len(
+            migrations.MIGRATIONS
+        )
 
 
 async def test_a_newer_schema_is_refused(backend: str, database: Database) -> None:
