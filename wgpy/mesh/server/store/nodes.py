@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from ..auth import Credential, new_credential, secret_matches
+from ..auth import Credential, hash_secret, new_credential, secret_matches
 from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from ..models import MAX_ADDR_INDEX, Node
@@ -190,6 +190,89 @@ class NodeRepository(Repository):
                 )
             tx.changed([node_id])
             return await self._node(tx, node_id), token
+
+    async def approve_in(
+        self,
+        tx: Tx,
+        user_id: int,
+        public_key: str,
+        hostname: str,
+        *,
+        held: int | None,
+        expires_at: float | None,
+        max_nodes: int,
+    ) -> tuple[int, bool]:
+        """Inside ``tx``: the node a person signed in as ``user_id`` approved for
+        ``public_key`` (store/login_requests.py); its id, and whether it is new.
+
+        The node ``held`` (proved by its token), else the key's node, stays the same node:
+        same name and addresses, its key set, its expiry ``expires_at``. A node of another
+        user is refused. A new one gets a free name and address and no usable token yet (the
+        waiting node fetches its token)."""
+        now = self.clock()
+        existing = await tx.fetchrow(
+            "SELECT id, user_id FROM nodes WHERE public_key = ?", public_key
+        )
+        if held is not None:
+            row = await tx.fetchrow("SELECT id, user_id FROM nodes WHERE id = ?", held)
+            if row is None:
+                raise NotFound(
+                    f"node {held}, which this device logged in as, was deleted; run wgpy up again"
+                )
+            if existing is not None and int(existing["id"]) != held:
+                raise Conflict("this public key belongs to another node; generate a new key")
+            existing = row
+        if existing is not None:
+            if int(existing["user_id"]) != user_id:
+                raise Forbidden(
+                    "this device's key belongs to another user's node; sign in as that user, "
+                    "or generate a new key on the device, or have an admin delete that node"
+                )
+            node_id = int(existing["id"])
+            await tx.execute(
+                "UPDATE nodes SET public_key = ?, expires_at = ?, last_seen = ? WHERE id = ?",
+                public_key,
+                expires_at,
+                now,
+                node_id,
+            )
+            tx.changed([node_id])
+            return node_id, False
+        if max_nodes:
+            await self._check_quota(tx, user_id, max_nodes)
+        await self._release_name_of_departed(tx, user_id, hostname)
+        name = await self._free_hostname(tx, user_id, hostname, None)
+        unusable = new_credential("node", self.rng)  # replaced when the node takes its token
+        node_id = int(
+            await tx.fetchval(
+                "INSERT INTO nodes (user_id, hostname, public_key, addr_index, endpoints,"
+                " tags, ephemeral, expires_at, last_seen, token_id, token_hash,"
+                " created_at) VALUES (?, ?, ?, ?, '[]', '[]', FALSE, ?, ?, ?, ?, ?) RETURNING id",
+                user_id,
+                name,
+                public_key,
+                await self._free_addr_index(tx),
+                expires_at,
+                now,
+                unusable.id,
+                hash_secret(self.rng(32).hex()),
+                now,
+            )
+        )
+        tx.changed([node_id])
+        return node_id, True
+
+    async def give_token_in(self, tx: Tx, node_id: int) -> Credential:
+        """Inside ``tx``: a new token for ``node_id`` (the old one stops working)."""
+        token = new_credential("node", self.rng)
+        if not await tx.execute(
+            "UPDATE nodes SET token_id = ?, token_hash = ? WHERE id = ?",
+            token.id,
+            token.secret_hash,
+            node_id,
+        ):
+            raise NotFound(f"node {node_id} was deleted meanwhile; run wgpy up again")
+        return token
 
     async def authenticate(self, token: Credential) -> Node:
         async with self.db.transaction() as tx:
