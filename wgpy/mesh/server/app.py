@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, nat, schemas
+from . import admin, nat, pages, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Unauthorized
 from .hub import KEEPALIVE
@@ -255,4 +255,5 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_get(f"{api}/node/map", node_map)
     app.router.add_post(f"{api}/logout", logout)
     admin.add_routes(app, api)
+    pages.add_routes(app)
     return app

@@ -171,6 +171,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        7,
+        "web sessions and their form tokens",
+        # One row per browser session of the sign-in pages: id is the SHA-256 (hex) of the
+        # cookie's secret, never the cookie itself. user_id once signed in (method: how);
+        # pending_user: who passed the password step and owes a TOTP code; data: JSON the
+        # pages keep between steps (never a secret). web_form_tokens: one row per form shown,
+        # its token's SHA-256 and the form's action; a POST deletes its row (single use).
+        (
+            """CREATE TABLE web_sessions (
+                id TEXT PRIMARY KEY,
+                user_id BIGINT REFERENCES users (id) ON DELETE CASCADE,
+                method TEXT,
+                pending_user TEXT,
+                data TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                signed_in_at DOUBLE PRECISION,
+                expires_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX web_sessions_expires_at ON web_sessions (expires_at)",
+            """CREATE TABLE web_form_tokens (
+                serial {serial},
+                token TEXT NOT NULL UNIQUE,
+                session_id TEXT NOT NULL REFERENCES web_sessions (id) ON DELETE CASCADE,
+                action TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX web_form_tokens_session ON web_form_tokens (session_id)",
+        ),
+    ),
+    Migration(
         8,
         "users' OIDC subjects and groups, OIDC sign-ins in progress",
         # oidc_issuer/oidc_subject: the account at the identity provider a user was made for

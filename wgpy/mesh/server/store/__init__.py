@@ -5,11 +5,11 @@ A :class:`Store` holds the database and one repository per part of the model, ea
 class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes``,
 ``ice`` (nodes' ICE candidates), ``streams`` (map streams and replicas), ``accounts``
 (users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates),
-``login_requests`` (nodes waiting for a person to sign in and approve them) and ``oidc``
-(OIDC sign-ins in progress, OIDC users and their groups). A new
-part (sessions) is one more module and one more attribute. What several repositories
-share (SQL, rows to records, a user's id, the policy in force) is in rows.py. Errors are the
-API's (errors.py), with the sentence the client sees.
+``login_requests`` (nodes waiting for a person to sign in and approve them), ``sessions``
+(the sign-in pages' web sessions and form tokens) and ``oidc`` (OIDC sign-ins in progress,
+OIDC users and their groups). A new part is one more module and one more attribute. What
+several repositories share (SQL, rows to records, a user's id, the policy in force) is in
+rows.py. Errors are the API's (errors.py), with the sentence the client sees.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .machines import MachineRepository
 from .nodes import NodeRepository
 from .oidc import OidcRepository
 from .policy import PolicyRepository
+from .sessions import SessionRepository
 from .streams import StreamRepository
 from .users import UserRepository
 
@@ -54,6 +55,7 @@ class Store:
         self.streams = StreamRepository(db, clock=clock)
         self.machines = MachineRepository(db, clock=clock)
         self.login_requests = LoginRequestRepository(db, nodes=self.nodes, clock=clock, rng=rng)
+        self.sessions = SessionRepository(db, clock=clock, rng=rng)
         self.oidc = OidcRepository(db, clock=clock)
 
     @property
