@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, nat, pages, schemas
+from . import admin, nat, oidc_routes, pages, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Unauthorized
 from .hub import KEEPALIVE
@@ -256,4 +256,5 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_post(f"{api}/logout", logout)
     admin.add_routes(app, api)
     pages.add_routes(app)
+    oidc_routes.add_routes(app)
     return app

@@ -232,13 +232,16 @@ class Authorization:
     verifier: str = field(repr=False)
 
 
-def _token(rng: Rng, size: int) -> str:
+def random_token(rng: Rng, size: int) -> str:
+    """``size`` random bytes as base64url without padding."""
     return base64.urlsafe_b64encode(rng(size)).decode("ascii").rstrip("=")
 
 
 def new_authorization(rng: Rng = os.urandom) -> Authorization:
     return Authorization(
-        _token(rng, STATE_BYTES), _token(rng, STATE_BYTES), _token(rng, VERIFIER_BYTES)
+        random_token(rng, STATE_BYTES),
+        random_token(rng, STATE_BYTES),
+        random_token(rng, VERIFIER_BYTES),
     )
 
 

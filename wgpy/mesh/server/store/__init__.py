@@ -56,7 +56,7 @@ class Store:
         self.machines = MachineRepository(db, clock=clock)
         self.login_requests = LoginRequestRepository(db, nodes=self.nodes, clock=clock, rng=rng)
         self.sessions = SessionRepository(db, clock=clock, rng=rng)
-        self.oidc = OidcRepository(db, clock=clock)
+        self.oidc = OidcRepository(db, clock=clock, rng=rng)
 
     @property
     def replica(self) -> str:
