@@ -291,11 +291,17 @@ def test_an_account_without_email_or_name_cannot_be_named() -> None:
 
 
 def test_callback_errors_read_as_sentences() -> None:
-    assert oidc.callback_error({}) is None
-    assert oidc.callback_error({"error": "access_denied"}) == (
+    assert oidc.callback_error({}, SETTINGS) is None
+    assert oidc.callback_error({"iss": ISSUER, "code": "c"}, SETTINGS) is None
+    assert oidc.callback_error({"error": "access_denied"}, SETTINGS) == (
         "the sign-in was cancelled at the identity provider"
     )
-    text = oidc.callback_error({"error": "invalid_request", "error_description": "bad\x00" * 99})
+    assert "another identity provider" in str(
+        oidc.callback_error({"iss": "https://evil.example", "code": "c"}, SETTINGS)
+    )
+    text = oidc.callback_error(
+        {"error": "invalid_request", "error_description": "bad\x00" * 99}, SETTINGS
+    )
     assert text is not None and text.startswith("the identity provider refused the sign-in")
     assert "\x00" not in text and len(text) < 320
 

@@ -351,6 +351,13 @@ async def test_cancel_at_the_provider_and_closed_requests(tmp_path: Path) -> Non
         before = await lab.snapshot()
         assert_refused(await lab.get(landing), 403, "cancelled at the identity provider")
         assert await lab.snapshot() == before
+        # An answer that names another issuer (RFC 9207: a mix-up of providers).
+        landing, _ = await sign_in(
+            lab.http, await lab.start(request_id), login="alice", stop_at=lab.callback
+        )
+        mixed = landing.update_query(iss="https://evil.example")
+        assert_refused(await lab.get(mixed), 403, "another identity provider")
+        assert await lab.snapshot() == before
         # Unknown, and no longer pending, requests are refused before the provider is asked.
         page = await lab.get(f"{lab.server.url}/oidc/start?request=nope")
         assert page.status == 404

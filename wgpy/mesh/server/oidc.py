@@ -285,8 +285,12 @@ def token_request(
     return form, {"Authorization": f"Basic {basic}", "Accept": "application/json"}
 
 
-def callback_error(query: Mapping[str, str]) -> str | None:
-    """The sentence for a callback that carries the provider's error (None: none)."""
+def callback_error(query: Mapping[str, str], settings: OidcSettings) -> str | None:
+    """The sentence for a callback that carries the provider's error, or names another
+    issuer (RFC 9207's ``iss``: a mix-up with another provider); None: neither."""
+    iss = query.get("iss")
+    if iss is not None and iss != settings.issuer:
+        return "the sign-in answer came from another identity provider than this server's"
     error = query.get("error")
     if error is None:
         return None

@@ -131,7 +131,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         pending = await ctx.store.oidc.take(state, browser)
     if pending is None:
         raise _refused(ctx, request, UNKNOWN_STATE, 400)
-    error = oidc.callback_error(request.query)
+    error = oidc.callback_error(request.query, client.settings)
     if error is not None:
         raise _refused(ctx, request, error)
     code = request.query.get("code", "")
