@@ -224,6 +224,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX oidc_logins_expires_at ON oidc_logins (expires_at)",
         ),
     ),
+    Migration(
+        10,
+        "the audit log of authentication events",
+        # One row per event (store/audit.py): never a secret. user_name and node_id are kept
+        # as they were (no foreign key): the log outlives deleted users and nodes.
+        (
+            """CREATE TABLE audit_log (
+                id {serial},
+                at DOUBLE PRECISION NOT NULL,
+                event TEXT NOT NULL,
+                result TEXT NOT NULL,
+                method TEXT,
+                user_name TEXT,
+                node_id BIGINT,
+                source TEXT,
+                detail TEXT)""",
+            "CREATE INDEX audit_log_at ON audit_log (at)",
+            "CREATE INDEX audit_log_user ON audit_log (user_name, at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

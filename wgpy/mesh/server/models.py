@@ -294,3 +294,32 @@ class LoginRequest:
             "expires_in": max(0, round(self.expires_at - now)) if self.pending else 0,
             "decided_at": iso(self.decided_at),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One authentication event (store/audit.py): who, which node, how, from where, and the
+    result. Never a secret: no password, code, token or private key material."""
+
+    id: int
+    at: float
+    event: str  # e.g. "register", "login", "signin", "nodes.delete" (docs/mesh-api.md)
+    result: str  # "ok", "refused" (credentials or policy said no) or "failed"
+    method: str | None  # "authkey", "token", "password", "oidc", "admin", "machine", ...
+    user: str | None
+    node_id: int | None
+    source: str | None  # the client's address
+    detail: str | None  # one sentence: what was refused and why, or what was done
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "event": self.event,
+            "result": self.result,
+            "method": self.method,
+            "user": self.user,
+            "node": self.node_id,
+            "source": self.source,
+            "detail": self.detail,
+        }
