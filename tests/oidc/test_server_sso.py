@@ -189,6 +189,11 @@ async def test_sso_connects_the_device_of_a_pending_request(tmp_path: Path) -> N
         assert (request.state, request.user, request.method) == ("approved", "alice", "oidc")
         node = await lab.server.store.nodes.get(request.node_id or 0)
         assert node.user == "alice" and node.hostname == "laptop"
+        events = [
+            (e.event, e.result, e.method, e.user) for e in await lab.server.store.audit.list()
+        ]
+        assert ("users.create", "ok", "oidc", "alice") in events
+        assert ("login.approve", "ok", "oidc", "alice") in events
         assert node.expires_at is not None and node.expires_at > time.time() + 170 * 86400
         # The form token was single use: the same confirmation again changes nothing.
         again = await lab.post(confirm, f"/oidc/approve/{request_id}", answer="connect")
@@ -264,6 +269,10 @@ async def test_a_tampered_id_token_is_refused(tmp_path: Path) -> None:
         page = await lab.sign_in(request_id, "bob")
         assert_refused(page, 403, "signature is not valid")
         assert await lab.snapshot() == before
+        (event,) = await lab.server.store.audit.list()
+        assert (event.event, event.result, event.method) == ("web.signin", "refused", "oidc")
+        assert event.detail is not None and "signature is not valid" in event.detail
+        assert event.source == "127.0.0.1"
 
 
 async def test_a_token_issued_to_another_client_is_refused(tmp_path: Path) -> None:

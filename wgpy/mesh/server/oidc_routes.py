@@ -77,10 +77,20 @@ async def _pending(ctx: Context, request_id: str | None) -> LoginRequest:
     return found
 
 
-def _refused(ctx: Context, request: web.Request, reason: str, status: int = 403) -> PageError:
-    ctx.log.warning("oidc sign-in refused", reason=reason, source=request.remote)
-    # audit: OIDC sign-in refused (event "web.signin", result "refused", method "oidc",
-    # source=request.remote, detail=reason)
+async def _refused(
+    ctx: Context, request: web.Request, reason: str, status: int = 403, user: str | None = None
+) -> PageError:
+    """The page for a refused sign-in, logged and in the audit log (the reason, never a
+    code or token)."""
+    ctx.log.warning("oidc sign-in refused", reason=reason, user=user, source=request.remote)
+    await ctx.store.audit.record(
+        "web.signin",
+        result="refused",
+        method="oidc",
+        user=user,
+        source=request.remote,
+        detail=reason,
+    )
     return PageError(status, reason, "Sign-in refused")
 
 
@@ -130,13 +140,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if state and len(state) <= 128 and _BROWSER.match(browser):
         pending = await ctx.store.oidc.take(state, browser)
     if pending is None:
-        raise _refused(ctx, request, UNKNOWN_STATE, 400)
+        raise await _refused(ctx, request, UNKNOWN_STATE, 400)
     error = oidc.callback_error(request.query, client.settings)
     if error is not None:
-        raise _refused(ctx, request, error)
+        raise await _refused(ctx, request, error)
     code = request.query.get("code", "")
     if not code or len(code) > 2048:
-        raise _refused(ctx, request, "the identity provider sent no authorization code", 400)
+        raise await _refused(ctx, request, "the identity provider sent no authorization code", 400)
     login_request = await _pending(ctx, pending.request_id)
     try:
         tokens = await client.exchange(code, pending.verifier, redirect_uri(request))
@@ -150,17 +160,23 @@ async def callback(request: web.Request) -> web.StreamResponse:
         ctx.log.warning("identity provider unavailable", reason=str(e))
         raise PageError(503, str(e), "Identity provider unavailable") from None
     except OidcError as e:
-        raise _refused(ctx, request, str(e)) from None
+        raise await _refused(ctx, request, str(e)) from None
     try:
         user, created = await ctx.store.oidc.sign_in(
             identity.issuer, identity.subject, name, identity.groups
         )
     except Conflict as e:
-        raise _refused(ctx, request, e.message, 409) from None
+        raise await _refused(ctx, request, e.message, 409, name) from None
     if created:
         ctx.log.info("user created at first oidc sign-in", user=user.name, groups=identity.groups)
-        # audit: user created by OIDC (event "user.create", result "ok", method "oidc",
-        # user=user.name, source=request.remote)
+        await ctx.store.audit.record(
+            "users.create",
+            result="ok",
+            method="oidc",
+            user=user.name,
+            source=request.remote,
+            detail=f"made at the first sign-in of {identity.email or identity.subject}",
+        )
     session = await signed_in(request, None, user.name, "oidc")
     action = f"/oidc/approve/{login_request.id}"
     return await render(
@@ -197,8 +213,15 @@ async def approve(request: web.Request) -> web.StreamResponse:
         hostname=node.hostname,
         source=request.remote,
     )
-    # audit: login request approved (event "login.approve", result "ok", method,
-    # user=session.user, node_id=node.id, source=request.remote)
+    await ctx.store.audit.record(
+        "login.approve",
+        result="ok",
+        method=method,
+        user=session.user,
+        node_id=node.id,
+        source=request.remote,
+        detail=f"login request for {node.hostname} approved",
+    )
     return await render(
         request,
         "connected.html",
