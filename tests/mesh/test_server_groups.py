@@ -5,6 +5,7 @@ second, like a policy change."""
 
 from __future__ import annotations
 
+from wgpy.cli.admin import _user_columns, format_table
 from wgpy.mesh.server import ServerConfig
 
 from .conftest import open_map, register, running
@@ -40,6 +41,9 @@ async def test_oidc_groups_in_the_policy_reach_the_maps(backend: str, config: Se
         await ma.until(lacks(db))
         await mdb.until(lacks(a))
         assert took < LIMIT
+        users = {u["name"]: u for u in (await r.admin.call("GET", "/users"))["users"]}
+        assert (users["bob"]["oidc"], users["bob"]["groups"]) == (True, ["eng"])
+        assert (users["carol"]["oidc"], users["carol"]["groups"]) == (False, [])
         record = await r.admin.call("GET", "/policy")
         assert record["policy"] == policy  # the document stays as set; its version moved
         for m in (ma, mb, mdb):
@@ -60,3 +64,16 @@ async def test_the_groups_section_is_validated_against_users(config: ServerConfi
         await r.admin.call("PUT", "/policy", {"groups": {"group:ops": ["carol"]}, "acls": []})
         error = await r.admin.error("DELETE", "/users/carol", status=409)
         assert error == 'the policy names user "carol"; take them out of it first'
+
+
+def test_the_users_table_shows_sso_users_and_their_groups() -> None:
+    users = [
+        {"id": 1, "name": "alice", "created_at": "t", "password": False, "totp": False,
+         "oidc": True, "groups": ["admins", "eng"]},
+        {"id": 2, "name": "carol", "created_at": "t", "password": True, "totp": True,
+         "oidc": False, "groups": []},
+    ]  # fmt: skip
+    table = format_table(_user_columns(users), users).splitlines()
+    assert table[0].split() == ["ID", "NAME", "CREATED", "PASSWORD", "TOTP", "SSO", "GROUPS"]
+    assert table[1].split()[-2:] == ["yes", "admins,eng"]
+    assert "SSO" not in format_table(_user_columns(users[1:]), users[1:])

@@ -59,7 +59,10 @@ async def test_users_are_made_once_and_found_by_subject(backend: str, database: 
         again, made = await store.oidc.sign_in(ISSUER, "sub-a", "alice2", ["eng", "ops"])
         assert not made and again.id == alice.id and again.name == "alice"  # name kept
         assert await store.oidc.groups("alice") == ("eng", "ops")
-        assert [u.name for u in await store.users.all()] == ["alice"]
+        await store.users.create("bob")
+        alice_now, bob = await store.users.all()
+        assert (alice_now.name, alice_now.oidc, alice_now.groups) == ("alice", True, ("eng", "ops"))
+        assert (bob.name, bob.oidc, bob.groups) == ("bob", False, ())
 
 
 async def test_a_taken_name_is_refused_not_merged(backend: str, database: Database) -> None:

@@ -107,7 +107,10 @@ def node_from(row: Row) -> Node:
     )
 
 
-USER_COLUMNS = "id, name, created_at, password_hash IS NOT NULL AS password, totp_confirmed AS totp"
+USER_COLUMNS = (
+    "id, name, created_at, password_hash IS NOT NULL AS password, totp_confirmed AS totp,"
+    " oidc_issuer IS NOT NULL AS oidc"
+)
 
 
 def user_from(row: Row) -> User:
@@ -117,6 +120,7 @@ def user_from(row: Row) -> User:
         created_at=row["created_at"],
         password=bool(row["password"]),
         totp=bool(row["totp"]),
+        oidc=bool(row["oidc"]),
     )
 
 
