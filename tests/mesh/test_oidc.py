@@ -249,9 +249,9 @@ def test_who_may_join_each_configured_list_must_match() -> None:
     assert oidc.refusal(bob, rules()) is None
     domains = rules(allowed_domains=["example.com"])
     assert oidc.refusal(alice, domains) is None
-    assert (
-        oidc.refusal(bob, domains)
-        == 'accounts of the domain "other.test" may not join this network'
+    assert oidc.refusal(bob, domains) == (
+        'accounts of the domain "other.test" may not join this network; sign in with another '
+        "account, or ask the network's admin to let this one in"
     )
     users = rules(allowed_users=["bob@other.test"])
     assert oidc.refusal(bob, users) is None

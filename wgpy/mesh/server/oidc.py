@@ -64,6 +64,7 @@ ALGORITHMS = (
     "EdDSA",
 )
 BASE_SCOPES = ("openid", "email", "profile")
+ASK = "; sign in with another account, or ask the network's admin to let this one in"
 
 
 class OidcError(Exception):
@@ -442,15 +443,15 @@ def refusal(identity: Identity, settings: OidcSettings) -> str | None:
         if identity.email is None:
             return (
                 "this server admits people by their email address, and the identity provider "
-                "gave no verified email for this account"
+                f"gave no verified email for this account{ASK}"
             )
         domain = identity.email.rpartition("@")[2]
         if settings.allowed_domains and domain not in settings.allowed_domains:
-            return f'accounts of the domain "{domain}" may not join this network'
+            return f'accounts of the domain "{domain}" may not join this network{ASK}'
         if settings.allowed_users and identity.email not in settings.allowed_users:
-            return f'"{who}" is not among the people allowed to join this network'
+            return f'"{who}" is not among the people allowed to join this network{ASK}'
     if settings.allowed_groups and not set(identity.groups) & set(settings.allowed_groups):
-        return f'"{who}" is in none of the groups allowed to join this network'
+        return f'"{who}" is in none of the groups allowed to join this network{ASK}'
     return None
 
 
