@@ -41,6 +41,7 @@ SPEC_EXAMPLE = {
         {"action": "accept", "src": ["user:alice", "tag:ci"], "dst": ["tag:web", "10.0.0.0/8"]}
     ],
     "tagOwners": {"tag:web": ["user:alice"], "tag:ci": ["user:bob"]},
+    "groups": {"group:ops": ["carol"]},
 }
 
 
