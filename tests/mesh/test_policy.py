@@ -41,6 +41,7 @@ SPEC_EXAMPLE = {
         {"action": "accept", "src": ["user:alice", "tag:ci"], "dst": ["tag:web", "10.0.0.0/8"]}
     ],
     "tagOwners": {"tag:web": ["user:alice"], "tag:ci": ["user:bob"]},
+    "groups": {"group:ops": ["carol"]},
 }
 
 
@@ -86,7 +87,10 @@ def rule(src: list[Any], dst: list[Any], **extra: Any) -> dict[str, Any]:
     [
         ([], 'the policy must be a JSON object with "acls" and optionally "tagOwners"'),
         ({}, 'acls: missing; a policy needs "acls", a list of rules (it may be empty)'),
-        ({"acls": [], "hosts": {}}, 'hosts: unknown field; a policy has "acls" and "tagOwners"'),
+        (
+            {"acls": [], "hosts": {}},
+            'hosts: unknown field; a policy has "acls", "tagOwners" and "groups"',
+        ),
         ({"acls": {}}, "acls: expected a list of rules"),
         ({"acls": [7]}, 'acls[0]: expected an object with "action", "src" and "dst"'),
         (
@@ -135,7 +139,7 @@ def rule(src: list[Any], dst: list[Any], **extra: Any) -> dict[str, Any]:
         (
             {"acls": [rule(["*"], ["web"])]},
             'acls[0].dst[0]: "web" is not a selector; expected *, user:NAME, tag:NAME, '
-            "node:USER/HOSTNAME or an IP prefix",
+            "group:NAME, node:USER/HOSTNAME or an IP prefix",
         ),
         (
             {"acls": [], "tagOwners": []},

@@ -6,7 +6,7 @@
 // CONFIG: {"host": "127.0.0.1", "port": 0,
 //          "clients": [{"client_id": ..., "client_secret": ..., "redirect_uris": [...]}],
 //          "users": {"alice": {"email": ..., "email_verified": true, "groups": [...], ...}},
-//          "id_token_ttl": 3600}
+//          "id_token_ttl": 3600, "issuer": optional, default http://HOST:PORT}
 // Prints one line of JSON on stdout when it serves ({"issuer": ..., "port": ...}), logs to
 // stderr, and exits on SIGTERM or SIGINT. The login and consent pages are oidc-provider's
 // dev interactions: the login form takes any username (the password is ignored); a username
@@ -31,7 +31,8 @@ await new Promise((resolve, reject) => {
   server.listen(config.port ?? 0, host, resolve);
 });
 const { port } = server.address();
-const issuer = `http://${host}:${port}`;
+// "issuer": another URL the provider is reached at (a proxy in front of it, tests/oidc/proxy.py).
+const issuer = config.issuer ?? `http://${host}:${port}`;
 
 const provider = new Provider(issuer, {
   clients: config.clients.map((client) => ({

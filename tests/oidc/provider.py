@@ -74,6 +74,7 @@ class OidcProvider:
     users: Mapping[str, Mapping[str, Any]]
     log_path: Path
     pid: int
+    direct: str = ""  # http://HOST:PORT it listens on (the issuer unless a proxy is in front)
 
     @property
     def client(self) -> OidcClient:
@@ -106,13 +107,15 @@ def provider_config(
     users: Mapping[str, Mapping[str, Any]],
     id_token_ttl: int,
     host: str,
+    issuer: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON provider.mjs reads."""
+    """The JSON provider.mjs reads; ``issuer``: a URL in front of it (default: its own)."""
     if not clients:
         raise ValueError("An OpenID provider needs at least one client.")
     if id_token_ttl < 1:
         raise ValueError(f"The ID token lifetime must be at least 1 s, not {id_token_ttl}.")
     return {
+        **({"issuer": issuer} if issuer else {}),
         "host": host,
         "port": 0,
         "clients": [
@@ -173,6 +176,7 @@ def start_provider(
     host: str = "127.0.0.1",
     name: str = "oidc",
     wrap: Sequence[str] = (),
+    issuer: str | None = None,
 ) -> Iterator[OidcProvider]:
     """Run an OpenID provider with these clients and users until the block ends.
 
@@ -186,7 +190,7 @@ def start_provider(
     config_path = directory / f"{name}.json"
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(provider_config(clients, users, id_token_ttl, host), f)
+        json.dump(provider_config(clients, users, id_token_ttl, host, issuer), f)
     log_path = directory / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -203,6 +207,7 @@ def start_provider(
             raise ProviderUnavailable(
                 f"{e} Its log:\n{log_path.read_text(errors='replace')}"
             ) from e
-        yield OidcProvider(ready["issuer"], tuple(clients), users, log_path, process.pid)
+        direct = f"http://{host if ':' not in host else f'[{host}]'}:{ready['port']}"
+        yield OidcProvider(ready["issuer"], tuple(clients), users, log_path, process.pid, direct)
     finally:
         _stop(process)

@@ -423,9 +423,12 @@ async def users_list(client: AdminClient, args: argparse.Namespace, env: Environ
 
 def _user_columns(users: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The user table's columns: whether each can sign in too, from a server that says."""
+    columns = list(USER_COLUMNS)
     if any("password" in user for user in users):
-        return [*USER_COLUMNS, ("PASSWORD", "password"), ("TOTP", "totp")]
-    return USER_COLUMNS
+        columns += [("PASSWORD", "password"), ("TOTP", "totp")]
+    if any(user.get("oidc") for user in users):
+        columns += [("SSO", "oidc"), ("GROUPS", "groups")]
+    return columns
 
 
 async def users_delete(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -2,7 +2,9 @@
 
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
-[--machine-ca CERT] [--key-expiry DURATION|never] [--public-url URL]``
+[--machine-ca CERT] [--key-expiry DURATION|never] [--public-url URL] [--oidc-issuer URL
+--oidc-client-id ID --oidc-client-secret FILE [--oidc-allowed-domains D,...]
+[--oidc-allowed-users EMAIL,...] [--oidc-allowed-groups G,...] [--oidc-groups-claim NAME]]``
     Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
     requests on UDP (default every address, port 3478), and hand nodes short-lived
     credentials for the TURN relays (coturn with use-auth-secret). State lives in SQLite
@@ -11,7 +13,10 @@
     which several replicas can share. With ``--machine-ca`` the server records the machine
     certificates that CA issued (wgpy/machinecert.py). Nodes without an auth key log in
     interactively (a person approves them; they expire after ``--key-expiry``, default 180
-    days). Logs go to stderr (``LOG_LEVEL``, default info).
+    days). With ``--oidc-issuer`` people can connect devices by single sign-on through that
+    OpenID provider (the redirect URI to register there is ``SERVER/oidc/callback``); the
+    allowed lists (each that is given must match) say who may join. Logs go to stderr
+    (``LOG_LEVEL``, default info).
 
 ``wgpy server apikey create [--expiration SECONDS]``
     Make an admin API key directly in the database (the bootstrap: no server needed) and
@@ -35,7 +40,9 @@ from wgpy.mesh.server.config import (
     DEFAULT_MAX_NODES_PER_USER,
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
+    OidcConfig,
 )
+from wgpy.mesh.server.oidc import DEFAULT_GROUPS_CLAIM, OidcSettings
 from wgpy.mesh.server.service import ServerError, create_api_key
 
 from .admin import parse_duration
@@ -127,6 +134,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="the operator's machine CA certificate (PEM; `wgpy admin ca init` makes one): "
         "machine certificates it issued can be recorded and checked",
     )
+    _add_oidc_arguments(server)
     server.set_defaults(handler=serve, state_dir=DEFAULT_STATE_DIR, database_url=None)
     actions = server.add_subparsers(title="actions", dest="action", metavar="ACTION")
     apikey = actions.add_parser("apikey", help="admin API keys, made in the database directly")
@@ -146,6 +154,40 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _add_database_arguments(create, argparse.SUPPRESS)
     create.set_defaults(handler=apikey_create)
+
+
+def _add_oidc_arguments(server: argparse.ArgumentParser) -> None:
+    oidc = server.add_argument_group(
+        "single sign-on (OIDC)",
+        "People connect devices by signing in at an OpenID provider; register the redirect "
+        "URI SERVER/oidc/callback there. Each allowed list given must match (as Headscale's).",
+    )
+    oidc.add_argument("--oidc-issuer", metavar="URL", help="the provider's issuer URL (https)")
+    oidc.add_argument("--oidc-client-id", metavar="ID", help="this server's client ID there")
+    oidc.add_argument(
+        "--oidc-client-secret",
+        type=Path,
+        metavar="FILE",
+        help="the file (mode 0600) holding the client secret",
+    )
+    for name, what in (
+        ("domains", "email domains whose people may join, e.g. example.com"),
+        ("users", "email addresses of the people who may join"),
+        ("groups", "groups (from the groups claim) whose members may join"),
+    ):
+        oidc.add_argument(
+            f"--oidc-allowed-{name}",
+            action="append",
+            default=[],
+            metavar="LIST",
+            help=f"{what} (comma-separated or repeated; default: anyone the provider admits)",
+        )
+    oidc.add_argument(
+        "--oidc-groups-claim",
+        default=DEFAULT_GROUPS_CLAIM,
+        metavar="NAME",
+        help=f"the ID token claim that lists a person's groups (default {DEFAULT_GROUPS_CLAIM})",
+    )
 
 
 def _add_database_arguments(parser: argparse.ArgumentParser, default: object) -> None:
@@ -218,6 +260,58 @@ def _turn(args: argparse.Namespace) -> tuple[tuple[str, ...], Path | None, int]:
     return urls, secret, ttl
 
 
+def _oidc(args: argparse.Namespace) -> OidcConfig | None:
+    """The OIDC settings of the command line, checked for form (the secret's file is read
+    when the server starts)."""
+    issuer = getattr(args, "oidc_issuer", None)
+    client_id = getattr(args, "oidc_client_id", None)
+    secret = getattr(args, "oidc_client_secret", None)
+    lists = {
+        name: tuple(
+            item.strip()
+            for value in getattr(args, f"oidc_allowed_{name}", [])
+            for item in value.split(",")
+            if item.strip()
+        )
+        for name in ("domains", "users", "groups")
+    }
+    claim = getattr(args, "oidc_groups_claim", DEFAULT_GROUPS_CLAIM)
+    if issuer is None:
+        if client_id or secret or any(lists.values()) or claim != DEFAULT_GROUPS_CLAIM:
+            raise CommandError(
+                "the --oidc-* options need --oidc-issuer URL, the OpenID provider to use",
+                ExitStatus.USAGE,
+            )
+        return None
+    if not client_id or secret is None:
+        raise CommandError(
+            "--oidc-issuer needs --oidc-client-id ID and --oidc-client-secret FILE (the "
+            "client registered at the provider)",
+            ExitStatus.USAGE,
+        )
+    try:
+        OidcSettings.checked(
+            issuer,
+            client_id,
+            "checked when the server starts",
+            allowed_domains=lists["domains"],
+            allowed_users=lists["users"],
+            allowed_groups=lists["groups"],
+            groups_claim=claim,
+        )
+    except ValueError as e:
+        raise CommandError(str(e), ExitStatus.USAGE) from None
+    return OidcConfig(
+        issuer=issuer,
+        client_id=client_id,
+        client_secret_file=secret,
+        allowed_domains=lists["domains"],
+        allowed_users=lists["users"],
+        allowed_groups=lists["groups"],
+        groups_claim=claim,
+    )
+
+
 def _database_url(args: argparse.Namespace, env: Environment) -> str | None:
     url: str | None = args.database_url or env.env.get(DATABASE_ENV) or None
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
@@ -253,6 +347,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         machine_ca=getattr(args, "machine_ca", None),
         key_expiry=getattr(args, "key_expiry", DEFAULT_KEY_EXPIRY),
         public_url=_public_url(getattr(args, "public_url", None)),
+        oidc=_oidc(args),
     )
 
 

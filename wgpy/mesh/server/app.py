@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, login_pages, logins, nat, pages, schemas
+from . import admin, login_pages, logins, nat, oidc_routes, pages, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Unauthorized
 from .hub import KEEPALIVE
@@ -258,4 +258,5 @@ def create_app(ctx: Context) -> web.Application:
     admin.add_routes(app, api)
     pages.add_routes(app)
     login_pages.add_routes(app)
+    oidc_routes.add_routes(app)
     return app

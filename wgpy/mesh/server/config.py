@@ -15,6 +15,19 @@ DEFAULT_LOGIN_LIFETIME = 600.0  # seconds a login request waits for a person
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """Single sign-on through an OpenID provider (oidc.py); the secret is read at start."""
+
+    issuer: str  # https://id.example.com (http:// only on loopback)
+    client_id: str
+    client_secret_file: Path  # mode 0600
+    allowed_domains: tuple[str, ...] = ()  # email domains; empty: any
+    allowed_users: tuple[str, ...] = ()  # emails; empty: any
+    allowed_groups: tuple[str, ...] = ()  # groups (from groups_claim); empty: any
+    groups_claim: str = "groups"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0: any free port
@@ -66,3 +79,5 @@ class ServerConfig:
     # The operator's machine CA certificate (PEM; wgpy/machinecert.py): the server records
     # the machine certificates it issued and checks proofs of possession against it.
     machine_ca: Path | None = None
+    # Single sign-on for people connecting devices (/oidc/start); None: none.
+    oidc: OidcConfig | None = None

@@ -199,6 +199,32 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        8,
+        "users' OIDC subjects and groups, OIDC sign-ins in progress",
+        # oidc_issuer/oidc_subject: the account at the identity provider a user was made for
+        # (store/oidc.py); user_groups: the groups its last sign-in named (policy group:NAME).
+        # oidc_logins: one row per /oidc/start until its callback, keyed by a hash of the
+        # state; browser_hash: the hash of the cookie that binds it to that browser.
+        (
+            "ALTER TABLE users ADD COLUMN oidc_issuer TEXT",
+            "ALTER TABLE users ADD COLUMN oidc_subject TEXT",
+            "CREATE UNIQUE INDEX users_oidc ON users (oidc_issuer, oidc_subject)",
+            """CREATE TABLE user_groups (
+                user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                PRIMARY KEY (user_id, name))""",
+            """CREATE TABLE oidc_logins (
+                state_hash TEXT PRIMARY KEY,
+                browser_hash TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                nonce TEXT NOT NULL,
+                verifier TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX oidc_logins_expires_at ON oidc_logins (expires_at)",
+        ),
+    ),
+    Migration(
         10,
         "the audit log of authentication events",
         # One row per event (store/audit.py): never a secret. user_name and node_id are kept

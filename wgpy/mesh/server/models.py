@@ -34,6 +34,8 @@ class User:
     created_at: float
     password: bool = False  # has a password to sign in with (store/accounts.py)
     totp: bool = False  # has enrolled a TOTP second factor
+    oidc: bool = False  # made for an account at the identity provider (store/oidc.py)
+    groups: tuple[str, ...] = ()  # from its last OIDC sign-in (policy group:NAME)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,8 @@ class User:
             "created_at": iso(self.created_at),
             "password": self.password,
             "totp": self.totp,
+            "oidc": self.oidc,
+            "groups": list(self.groups),
         }
 
 

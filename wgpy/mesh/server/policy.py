@@ -1,12 +1,17 @@
 """The mesh policy: parse and validate the JSON document, then decide who may reach whom.
 
-Pure: no I/O, no clock. A policy is ``{"acls": [RULE, ...], "tagOwners": {TAG: [OWNER]}}``;
+Pure: no I/O, no clock. A policy is ``{"acls": [RULE, ...], "tagOwners": {TAG: [OWNER]},
+"groups": {GROUP: [USER]}}`` (the last two optional);
 a rule ``{"action": "accept", "src": [SEL, ...], "dst": [SEL, ...]}`` lets every node matched
 by a ``src`` selector start traffic to every node matched by a ``dst`` selector. Selectors:
 
 - ``*``: every node;
 - ``user:NAME``: every node of that user (tagged or not);
 - ``tag:NAME``: every node carrying the tag, which ``tagOwners`` must declare;
+- ``group:NAME``: every node of the group's users: those the policy's ``groups`` section
+  lists (``{"group:NAME": ["USER", ...]}``, as Headscale's) and those the identity provider
+  puts in it at their OIDC sign-in (``groups``, given by the store; a group no one is in yet
+  matches no node);
 - ``node:USER/HOSTNAME``: one node; given ``nodes`` (the store does), the node of that name
   when the policy is set, by id: renames later do not move the selector to another node;
 - an IPv4 or IPv6 prefix (or a bare address): nodes with an overlay address inside it.
@@ -32,6 +37,7 @@ from typing import Any, Protocol
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
 HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 TAG = re.compile(r"tag:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+GROUP = re.compile(r"group:[a-z0-9][a-z0-9._-]{0,62}\Z")
 MAX_RULES = 1000
 MAX_SELECTORS = 1000
 
@@ -81,6 +87,15 @@ class TagSelector:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupSelector:
+    name: str  # group:NAME
+    members: frozenset[str] = frozenset()  # user names, resolved when the policy is parsed
+
+    def matches(self, s: Subject) -> bool:
+        return s.user in self.members
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSelector:
     user: str
     hostname: str
@@ -100,7 +115,7 @@ class PrefixSelector:
         return any(a in self.network for a in s.ip_addresses if a.version == self.network.version)
 
 
-Selector = AnyNode | UserSelector | TagSelector | NodeSelector | PrefixSelector
+Selector = AnyNode | UserSelector | TagSelector | GroupSelector | NodeSelector | PrefixSelector
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +131,8 @@ class Policy:
     rules: tuple[Rule, ...]
     tag_owners: Mapping[str, frozenset[str]]
     document: Mapping[str, Any] | None
+    # group:NAME -> its users: the policy's "groups" section and the store's groups together.
+    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # DEFAULT's masks: one implicit rule "user:X -> user:X" per user, numbered on first sight.
     _user_bits: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     # The rules as look-ups, made on first use of masks().
@@ -140,11 +157,18 @@ class Policy:
             self._lookup.append(_Lookup.of(self.rules))
         return self._lookup[0].masks(s)
 
+    def in_group(self, user: str, group: str) -> bool:
+        """Whether ``user`` is in ``group`` (``group:NAME``)."""
+        return user in self.groups.get(group, ())
+
     def users_named(self) -> frozenset[str]:
-        """Every user the policy names (in selectors or as a tag owner)."""
+        """Every user the policy names (in selectors, as a tag owner or in its groups)."""
         names: set[str] = set()
         for owners in self.tag_owners.values():
             names |= owners
+        if self.document is not None:
+            for members in self.document.get("groups", {}).values():
+                names |= set(members)
         for rule in self.rules:
             for sel in rule.src + rule.dst:
                 if isinstance(sel, UserSelector):
@@ -249,22 +273,29 @@ def parse_policy(
     document: object,
     users: Collection[str] | None = None,
     nodes: Mapping[str, int] | None = None,
+    groups: Mapping[str, Collection[str]] | None = None,
 ) -> Policy:
     """Validate ``document`` (parsed JSON). With ``users``, every user it names must be one of
     them; without, user names are only checked for form (a stored policy, validated before).
     With ``nodes`` (``USER/HOSTNAME`` -> node id), node selectors mean those ids; a name
-    missing from it is an error with ``users`` given, else a node that no longer exists."""
+    missing from it is an error with ``users`` given, else a node that no longer exists.
+    ``groups`` (``group:NAME`` -> user names, from the store: OIDC sign-ins) add to the
+    members the document's ``groups`` section gives."""
     if not isinstance(document, dict):
         raise PolicyError('the policy must be a JSON object with "acls" and optionally "tagOwners"')
     for key in document:
-        if key not in ("acls", "tagOwners"):
-            raise PolicyError(f'{_key(key)}: unknown field; a policy has "acls" and "tagOwners"')
+        if key not in ("acls", "tagOwners", "groups"):
+            raise PolicyError(
+                f'{_key(key)}: unknown field; a policy has "acls", "tagOwners" and "groups"'
+            )
     if "acls" not in document:
         raise PolicyError('acls: missing; a policy needs "acls", a list of rules (it may be empty)')
     parser = _Parser(users, nodes)
+    members = parser.groups(document.get("groups", {}), groups or {})
+    parser.members = members
     tag_owners = parser.tag_owners(document.get("tagOwners", {}))
     rules = parser.rules(document["acls"], tag_owners)
-    return Policy(rules=rules, tag_owners=tag_owners, document=document)
+    return Policy(rules=rules, tag_owners=tag_owners, document=document, groups=members)
 
 
 def _key(key: str) -> str:
@@ -275,6 +306,7 @@ def _key(key: str) -> str:
 class _Parser:
     users: Collection[str] | None
     nodes: Mapping[str, int] | None = None
+    members: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups' users
 
     def user(self, path: str, name: str) -> str:
         if not USER_NAME.match(name):
@@ -282,6 +314,27 @@ class _Parser:
         if self.users is not None and name not in self.users:
             raise PolicyError(f'{path}: unknown user "{name}"')
         return name
+
+    def groups(
+        self, value: object, stored: Mapping[str, Collection[str]]
+    ) -> dict[str, frozenset[str]]:
+        if not isinstance(value, dict):
+            raise PolicyError("groups: expected an object mapping groups to lists of users")
+        members = {name: set(users) for name, users in stored.items()}
+        for group, names in value.items():
+            path = f"groups[{json.dumps(group)}]"
+            if not isinstance(group, str) or not GROUP.match(group):
+                raise PolicyError(
+                    f"{path}: {json.dumps(group)} is not a group; expected group:NAME "
+                    "(lowercase letters, digits, ., _ and -)"
+                )
+            if not isinstance(names, list):
+                raise PolicyError(f"{path}: expected a list of user names")
+            for i, name in enumerate(names):
+                if not isinstance(name, str):
+                    raise PolicyError(f"{path}[{i}]: expected a user name")
+                members.setdefault(group, set()).add(self.user(f"{path}[{i}]", name))
+        return {name: frozenset(users) for name, users in members.items()}
 
     def tag_owners(self, value: object) -> dict[str, frozenset[str]]:
         if not isinstance(value, dict):
@@ -347,6 +400,13 @@ class _Parser:
             if value not in tag_owners:
                 raise PolicyError(f'{path}: tag "{value}" is not declared in tagOwners')
             return TagSelector(value)
+        if value.startswith("group:"):
+            if not GROUP.match(value):
+                raise PolicyError(
+                    f'{path}: "{value}" is not a group; expected group:NAME (lowercase letters, '
+                    "digits, ., _ and -)"
+                )
+            return GroupSelector(value, self.members.get(value, frozenset()))
         if value.startswith("node:"):
             user, slash, hostname = value[5:].partition("/")
             if not slash or not HOSTNAME.match(hostname):
@@ -368,7 +428,7 @@ def _prefix(path: str, value: str) -> IPNetwork:
     if not re.fullmatch(r"[0-9A-Fa-f:.]+(/[0-9]{1,3})?", value):
         raise PolicyError(
             f"{path}: {json.dumps(value)} is not a selector; expected *, user:NAME, tag:NAME, "
-            "node:USER/HOSTNAME or an IP prefix"
+            "group:NAME, node:USER/HOSTNAME or an IP prefix"
         )
     try:
         return ipaddress.ip_network(value)

@@ -36,6 +36,7 @@ from .config import ServerConfig
 from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
 from .models import ApiKey
+from .oidc_client import OidcClient, OidcConfigError, settings_of
 from .store import Store, open_store
 from .stun import StunListenError, StunResponder, open_stun_listeners, show
 from .web import Context
@@ -120,6 +121,7 @@ class MeshServer:
         self._throttle = guard.Throttle()
         self.stun = StunResponder(rate=config.stun_rate, burst=config.stun_burst)
         self._stun: list[tuple[asyncio.DatagramTransport, tuple[str, int]]] = []
+        self._oidc: OidcClient | None = None
 
     @property
     def store(self) -> Store:
@@ -153,6 +155,11 @@ class MeshServer:
             turn = nat.turn_settings(config.turn_urls, config.turn_secret_file, config.turn_ttl)
         except nat.NatConfigError as e:
             raise ServerError(str(e)) from None
+        try:
+            oidc = None if config.oidc is None else OidcClient(settings_of(config.oidc))
+        except OidcConfigError as e:
+            raise ServerError(str(e)) from None
+        self._oidc = oidc
         self._lock_state_dir()
         for name in THROTTLED_LOGGERS:  # they log per connection: a flood must not multiply
             logging.getLogger(name).addFilter(self._throttle)
@@ -188,6 +195,7 @@ class MeshServer:
             context = Context(config, store, hub, limiter, failures, unread, self.clock)
             context.stun, context.turn = self.stun_addresses, turn
             context.machine_ca = machine_ca
+            context.oidc = oidc
             app = create_app(context)
             # aiohttp's keep-alive timeout runs from the connection's start too: a
             # connection must complete a request's headers within it (guard.py).
@@ -286,6 +294,9 @@ class MeshServer:
         for transport, _ in self._stun:
             transport.close()
         self._stun = []
+        if self._oidc is not None:
+            await self._oidc.close()
+            self._oidc = None
         try:
             if self._store is not None:
                 with contextlib.suppress(Exception):

@@ -35,6 +35,7 @@ from .guard import UnreadStreams
 from .hub import Hub
 from .models import ApiKey, Node
 from .nat import TurnSettings
+from .oidc_client import OidcClient
 from .signin import SignIn
 from .store import Store
 
@@ -93,6 +94,8 @@ class Context:
     known: KnownCredentials = field(default_factory=KnownCredentials)
     # People's sign-ins (passwords, TOTP, lockout); None: made over the store when first used.
     signin: SignIn | None = None
+    # Single sign-on's identity provider (config.oidc, set up at start); None: no OIDC.
+    oidc: OidcClient | None = None
     # Bound when the app is made: after the command line has configured logging.
     log: Any = field(default_factory=lambda: get_logger(component="api"))
 

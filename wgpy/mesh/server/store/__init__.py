@@ -6,11 +6,11 @@ class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``,
 ``ice`` (nodes' ICE candidates), ``streams`` (map streams and replicas), ``accounts``
 (users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates),
 ``login_requests`` (nodes waiting for a person to sign in and approve them), ``sessions``
-(the sign-in pages' web sessions and form tokens) and ``audit`` (the audit log of
-authentication events). A new part is one more module and one more attribute. What several
-repositories share (SQL, rows to records, a user's id, the
-policy in force) is in rows.py. Errors are the API's (errors.py), with the sentence the
-client sees.
+(the sign-in pages' web sessions and form tokens), ``oidc`` (OIDC sign-ins in progress,
+OIDC users and their groups) and ``audit`` (the audit log of authentication events). A new
+part is one more module and one more attribute. What several repositories share (SQL, rows
+to records, a user's id, the policy in force) is in rows.py. Errors are the API's
+(errors.py), with the sentence the client sees.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .keys import ApiKeyRepository, PreAuthKeyRepository
 from .login_requests import LoginRequestRepository
 from .machines import MachineRepository
 from .nodes import NodeRepository
+from .oidc import OidcRepository
 from .policy import PolicyRepository
 from .sessions import SessionRepository
 from .streams import StreamRepository
@@ -57,6 +58,7 @@ class Store:
         self.machines = MachineRepository(db, clock=clock)
         self.login_requests = LoginRequestRepository(db, nodes=self.nodes, clock=clock, rng=rng)
         self.sessions = SessionRepository(db, clock=clock, rng=rng)
+        self.oidc = OidcRepository(db, clock=clock, rng=rng)
         self.audit = AuditRepository(db, clock=clock)
 
     @property

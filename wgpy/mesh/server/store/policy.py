@@ -11,7 +11,7 @@ from ..db import Tx, placeholders
 from ..errors import BadRequest
 from ..models import PolicyRecord, TagsRemoved
 from ..policy import Policy, PolicyError, parse_policy
-from .rows import NODES_FROM, Repository, dump_list, load_policy, node_from
+from .rows import NODES_FROM, Repository, dump_list, load_groups, load_policy, node_from
 
 
 async def node_ids_named(tx: Tx, policy: Policy) -> dict[str, int]:
@@ -89,9 +89,10 @@ class PolicyRepository(Repository):
         """The policy, checked against the users and nodes as they are now, and the ids of
         the nodes it names (node selectors mean those nodes from now on)."""
         users = {r["name"] for r in await tx.fetch("SELECT name FROM users")}
+        groups = await load_groups(tx)
         try:
             node_ids = await node_ids_named(tx, parse_policy(document, users))
-            return parse_policy(document, users, node_ids), node_ids
+            return parse_policy(document, users, node_ids, groups), node_ids
         except PolicyError as e:
             raise BadRequest(f"the policy is not valid: {e}") from None
 

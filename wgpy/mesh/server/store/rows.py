@@ -51,8 +51,8 @@ async def user_id_of(tx: Tx, name: str, hint: str = "") -> Any:
 
 
 async def load_policy(tx: Tx) -> tuple[PolicyRecord, policies.Policy]:
-    """The stored policy and its parsed form (validated when it was set); the default policy
-    when none is set."""
+    """The stored policy and its parsed form (validated when it was set), with the users'
+    groups from OIDC sign-ins; the default policy when none is set."""
     row = await tx.fetchrow(
         "SELECT version, document, updated_at, node_ids FROM policy WHERE id = 1"
     )
@@ -61,7 +61,20 @@ async def load_policy(tx: Tx) -> tuple[PolicyRecord, policies.Policy]:
     document = json.loads(row["document"])
     record = PolicyRecord(row["version"], document, row["updated_at"])
     nodes = None if row["node_ids"] is None else json.loads(row["node_ids"])
-    return record, policies.parse_policy(document, nodes=nodes)
+    groups = await load_groups(tx)
+    return record, policies.parse_policy(document, nodes=nodes, groups=groups)
+
+
+async def load_groups(tx: Tx) -> dict[str, set[str]]:
+    """``group:NAME`` -> the users an OIDC sign-in put in it (store/oidc.py)."""
+    rows = await tx.fetch(
+        "SELECT g.name AS group_name, u.name AS user_name FROM user_groups g"
+        " JOIN users u ON u.id = g.user_id"
+    )
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        groups.setdefault(f"group:{r['group_name']}", set()).add(r["user_name"])
+    return groups
 
 
 def dump_list(values: tuple[str, ...]) -> str:
@@ -94,7 +107,10 @@ def node_from(row: Row) -> Node:
     )
 
 
-USER_COLUMNS = "id, name, created_at, password_hash IS NOT NULL AS password, totp_confirmed AS totp"
+USER_COLUMNS = (
+    "id, name, created_at, password_hash IS NOT NULL AS password, totp_confirmed AS totp,"
+    " oidc_issuer IS NOT NULL AS oidc"
+)
 
 
 def user_from(row: Row) -> User:
@@ -104,6 +120,7 @@ def user_from(row: Row) -> User:
         created_at=row["created_at"],
         password=bool(row["password"]),
         totp=bool(row["totp"]),
+        oidc=bool(row["oidc"]),
     )
 
 

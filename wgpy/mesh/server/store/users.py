@@ -3,6 +3,8 @@ longer names them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..db import IntegrityConflict
 from ..errors import Conflict
 from ..models import User
@@ -26,9 +28,14 @@ class UserRepository(Repository):
         return user_from(row)
 
     async def all(self) -> list[User]:
+        """Every user, with the groups of their last OIDC sign-in."""
         async with self.db.transaction() as tx:
             rows = await tx.fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY name")
-        return [user_from(r) for r in rows]
+            groups: dict[int, list[str]] = {}
+            for g in await tx.fetch("SELECT user_id, name FROM user_groups ORDER BY name"):
+                groups.setdefault(int(g["user_id"]), []).append(g["name"])
+        users = [user_from(r) for r in rows]
+        return [dataclasses.replace(u, groups=tuple(groups.get(u.id, ()))) for u in users]
 
     async def delete(self, name: str) -> None:
         """Refused while the user has nodes or the policy names them; the user's pre-auth
