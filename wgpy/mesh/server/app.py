@@ -16,9 +16,9 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, nat, schemas
+from . import admin, audit, nat, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
-from .errors import Unauthorized
+from .errors import Forbidden, MeshError, Unauthorized
 from .hub import KEEPALIVE
 from .web import (
     CONTEXT,
@@ -72,20 +72,71 @@ async def register(request: web.Request) -> web.Response:
         holder=_node_token_if_any(request),
         max_nodes=ctx.config.max_nodes_per_user,
     )
-    node, token = await authenticating(request, "an auth key", auth_key, check)
+    try:
+        node, token = await authenticating(request, "an auth key", auth_key, check)
+    except MeshError as e:
+        await audit.note(
+            request,
+            "register",
+            result=_result_of(e),
+            method="authkey",
+            detail=f"auth key {auth_key.id}, hostname {body['hostname']}: {e.message}",
+        )
+        raise
     ctx.known.add(token)
     ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
+    await audit.note(
+        request,
+        "register",
+        result=audit.OK,
+        method="authkey",
+        user=node.user,
+        node_id=node.id,
+        detail=f"auth key {auth_key.id}, hostname {node.hostname}",
+    )
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
+
+
+def _result_of(error: MeshError) -> str:
+    return audit.REFUSED if isinstance(error, Unauthorized | Forbidden) else audit.FAILED
 
 
 async def login(request: web.Request) -> web.Response:
     ctx = context(request)
-    node = await node_of(request, rate_limited=True)
+    token = bearer_token(request.headers.get("Authorization"), "node")  # malformed: no event
+    try:
+        node = await node_of(request, rate_limited=True)
+    except (Unauthorized, Forbidden) as e:
+        detail = f"node token {token.id}: {e.message}"
+        await audit.note(request, "login", result=audit.REFUSED, method="token", detail=detail)
+        raise
     body = schemas.fields(
         await read_json(request),
         {"public_key": schemas.public_key, "hostname": schemas.hostname},
     )
-    node = await ctx.store.nodes.login(node.id, body["public_key"], body["hostname"])
+    key_change = body["public_key"] != node.public_key
+    try:
+        node = await ctx.store.nodes.login(node.id, body["public_key"], body["hostname"])
+    except MeshError as e:
+        await audit.note(
+            request,
+            "login",
+            result=_result_of(e),
+            method="token",
+            user=node.user,
+            node_id=node.id,
+            detail=e.message,
+        )
+        raise
+    await audit.note(
+        request,
+        "login",
+        result=audit.OK,
+        method="token",
+        user=node.user,
+        node_id=node.id,
+        detail=f"new key {body['public_key']}" if key_change else None,
+    )
     return reply({"node": node.to_json(ctx.clock())})
 
 
