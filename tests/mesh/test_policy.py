@@ -86,7 +86,10 @@ def rule(src: list[Any], dst: list[Any], **extra: Any) -> dict[str, Any]:
     [
         ([], 'the policy must be a JSON object with "acls" and optionally "tagOwners"'),
         ({}, 'acls: missing; a policy needs "acls", a list of rules (it may be empty)'),
-        ({"acls": [], "hosts": {}}, 'hosts: unknown field; a policy has "acls" and "tagOwners"'),
+        (
+            {"acls": [], "hosts": {}},
+            'hosts: unknown field; a policy has "acls", "tagOwners" and "machineCertificates"',
+        ),
         ({"acls": {}}, "acls: expected a list of rules"),
         ({"acls": [7]}, 'acls[0]: expected an object with "action", "src" and "dst"'),
         (

@@ -16,10 +16,11 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, audit, nat, schemas
+from . import admin, audit, machines, nat, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Forbidden, MeshError, Unauthorized
 from .hub import KEEPALIVE
+from .models import MachineRecord
 from .web import (
     CONTEXT,
     Context,
@@ -62,17 +63,21 @@ async def register(request: web.Request) -> web.Response:
             "public_key": schemas.public_key,
             "hostname": schemas.hostname,
         },
+        machines.PROOF_SCHEMA,
     )
     auth_key = parse_credential(body["auth_key"], "auth")
     refuse_failing_source(request, auth_key)
-    check = ctx.store.nodes.register(
-        auth_key,
-        body["public_key"],
-        body["hostname"],
-        holder=_node_token_if_any(request),
-        max_nodes=ctx.config.max_nodes_per_user,
-    )
+    what = f"auth key {auth_key.id}, hostname {body['hostname']}"
     try:
+        machine = await machines.machine_of(request, body, body["public_key"])
+        check = ctx.store.nodes.register(
+            auth_key,
+            body["public_key"],
+            body["hostname"],
+            holder=_node_token_if_any(request),
+            max_nodes=ctx.config.max_nodes_per_user,
+            machine=machine,
+        )
         node, token = await authenticating(request, "an auth key", auth_key, check)
     except MeshError as e:
         await audit.note(
@@ -80,7 +85,7 @@ async def register(request: web.Request) -> web.Response:
             "register",
             result=_result_of(e),
             method="authkey",
-            detail=f"auth key {auth_key.id}, hostname {body['hostname']}: {e.message}",
+            detail=f"{what}: {e.message}",
         )
         raise
     ctx.known.add(token)
@@ -92,9 +97,13 @@ async def register(request: web.Request) -> web.Response:
         method="authkey",
         user=node.user,
         node_id=node.id,
-        detail=f"auth key {auth_key.id}, hostname {node.hostname}",
+        detail=f"{what}{_machine_note(machine)}",
     )
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
+
+
+def _machine_note(machine: MachineRecord | None) -> str:
+    return "" if machine is None else f", machine {machine.name} (serial {machine.serial})"
 
 
 def _result_of(error: MeshError) -> str:
@@ -113,10 +122,15 @@ async def login(request: web.Request) -> web.Response:
     body = schemas.fields(
         await read_json(request),
         {"public_key": schemas.public_key, "hostname": schemas.hostname},
+        machines.PROOF_SCHEMA,
     )
     key_change = body["public_key"] != node.public_key
+    machine = None
     try:
-        node = await ctx.store.nodes.login(node.id, body["public_key"], body["hostname"])
+        machine = await machines.machine_of(request, body, body["public_key"])
+        node = await ctx.store.nodes.login(
+            node.id, body["public_key"], body["hostname"], machine=machine
+        )
     except MeshError as e:
         await audit.note(
             request,
@@ -135,7 +149,8 @@ async def login(request: web.Request) -> web.Response:
         method="token",
         user=node.user,
         node_id=node.id,
-        detail=f"new key {body['public_key']}" if key_change else None,
+        detail=(f"new key {body['public_key']}" if key_change else "same key")
+        + _machine_note(machine),
     )
     return reply({"node": node.to_json(ctx.clock())})
 
@@ -305,5 +320,6 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_get(f"{api}/node/nat", nat_config)
     app.router.add_get(f"{api}/node/map", node_map)
     app.router.add_post(f"{api}/logout", logout)
+    machines.add_routes(app, api)
     admin.add_routes(app, api)
     return app

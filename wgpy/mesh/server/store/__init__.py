@@ -50,7 +50,7 @@ class Store:
         self.nodes = NodeRepository(db, clock=clock, rng=rng)
         self.ice = IceRepository(db, clock=clock)
         self.streams = StreamRepository(db, clock=clock)
-        self.machines = MachineRepository(db, clock=clock)
+        self.machines = MachineRepository(db, clock=clock, rng=rng)
         self.audit = AuditRepository(db, clock=clock)
 
     @property
