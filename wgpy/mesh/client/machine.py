@@ -1,6 +1,6 @@
 """The node's machine identity: its machine key and certificate (``wgpy admin machines issue``,
 or ``wgpy machine csr`` then issue), loaded once, and the proof of possession it sends when it
-registers or logs in (wgpy/machinecert.py; not yet sent: the server's login flow comes next).
+registers or logs in (wgpy/machinecert.py; MeshNode sends it with a fresh server challenge).
 
 The key file must be the owner's alone (mode 0600 or tighter), as ssh requires of its keys."""
 
