@@ -30,6 +30,7 @@ from wgpy.mesh.server.policy import PolicyError, parse_policy
 
 from .conftest import Client, Database, new_public_key, open_map, register, running, with_
 from .test_server_machines import DAY, make_ca
+from .test_server_store import Clock, opened
 
 SECRET = b"s" * 32
 NOW = 1_800_000_000.0
@@ -267,3 +268,34 @@ async def test_a_proof_to_a_server_without_a_machine_ca(
         }
         message = await r.admin.using(None).error("POST", "/register", body, status=403)
         assert message.startswith("the server has no machine CA")
+
+
+async def test_an_interactive_login_keeps_the_machine_its_request_proved(
+    backend: str, database: Database
+) -> None:
+    """store.login_requests: a request made with a machine (server/machines.py checked the
+    proof at /login/start) is approved under a policy that requires one, the node records
+    the machine and expires with its certificate; one made without is refused at approval,
+    and nothing is registered."""
+    clock = Clock()
+    ca = machinecert.create_ca("ops", now=clock.now, lifetime=30 * DAY, serial=1)
+    desk = Device(ca, "desk", clock.now, 0x61, lifetime=2 * DAY)
+    async with opened(database, clock=clock) as store:
+        alice = (await store.users.create("alice")).id
+        await store.policy.set({"acls": [], "machineCertificates": {"require": ["user:alice"]}})
+        pem = machinecert.certificate_pem(desk.cert).decode()
+        machine = await store.machines.accept(machinecert.machine_of(desk.cert), pem)
+        proved, _ = await store.login_requests.create(new_public_key(), "desk", machine=machine)
+        bare, _ = await store.login_requests.create(new_public_key(), "bare")
+        node = await store.login_requests.approve(proved.id, alice, "password")
+        assert (node.machine, node.machine_id) == ("desk", machine.id)
+        assert node.expires_at == clock.now + 2 * DAY  # the certificate's end, not 180 days
+        with pytest.raises(Forbidden, match=r"^a machine certificate is required"):
+            await store.login_requests.approve(bare.id, alice, "password")
+        assert [n.hostname for n in await store.nodes.all()] == ["desk"]
+        await store.machines.revoke("desk")
+        again, _ = await store.login_requests.create(new_public_key(), "desk2", machine=machine)
+        with pytest.raises(Forbidden, match='machine "desk" is revoked'):
+            await store.login_requests.approve(again.id, alice, "password")
+        (only,) = await store.nodes.all()
+        assert only.expired(clock.now)  # the revoked machine's node expired with it

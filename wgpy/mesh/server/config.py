@@ -10,6 +10,8 @@ from .nat import DEFAULT_TURN_TTL
 DEFAULT_PORT = 8080
 DEFAULT_STATE_DIR = Path("/var/lib/wgpy")
 DEFAULT_MAX_NODES_PER_USER = 100
+DEFAULT_KEY_EXPIRY = 180 * 86400.0  # seconds, as Tailscale's default key expiry
+DEFAULT_LOGIN_LIFETIME = 600.0  # seconds a login request waits for a person
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class ServerConfig:
     max_nodes_per_user: int = DEFAULT_MAX_NODES_PER_USER  # 0: no limit
     preauth_lifetime: float = 3600.0  # default pre-auth key lifetime, seconds
     api_key_lifetime: float = 90 * 86400.0  # default admin API key lifetime, seconds
+    # Nodes that a person approved (interactive login, OIDC, an admin) expire this long
+    # after; None: never. Nodes registered with an auth key do not expire.
+    key_expiry: float | None = DEFAULT_KEY_EXPIRY
+    login_lifetime: float = DEFAULT_LOGIN_LIFETIME
     shutdown_timeout: float = 2.0
     # STUN (UDP) listen addresses; host "": every address, IPv4 and IPv6. None here, so a
     # server made in a program takes no fixed port; `wgpy server` listens on ("", 3478).

@@ -141,6 +141,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        6,
+        "login requests: a node waiting for a person to sign in and approve its key",
+        # One row per `wgpy up --login-server` without an auth key (store/login_requests.py).
+        # id: the random path part of the URL the person opens; secret_hash: SHA-256 of the
+        # secret only the waiting node holds. state: pending, approved, refused, cancelled (a
+        # pending one past expires_at reads as expired). node_id: before approval the node the
+        # request's node token proved (a re-login), after it the node approved;
+        # created_node: approval made that node (a cancel before the token was taken deletes
+        # it); token_taken: the node fetched its token (once).
+        (
+            """CREATE TABLE login_requests (
+                id TEXT PRIMARY KEY,
+                secret_hash TEXT NOT NULL,
+                public_key TEXT NOT NULL,
+                hostname TEXT NOT NULL,
+                state TEXT NOT NULL,
+                message TEXT,
+                user_id BIGINT REFERENCES users (id) ON DELETE CASCADE,
+                method TEXT,
+                node_id BIGINT,
+                machine_id BIGINT,
+                created_node BOOLEAN NOT NULL DEFAULT FALSE,
+                token_taken BOOLEAN NOT NULL DEFAULT FALSE,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                decided_at DOUBLE PRECISION)""",
+            "CREATE INDEX login_requests_expires_at ON login_requests (expires_at)",
+        ),
+    ),
+    Migration(
         9,
         "the machine each node proved to be; server secrets",
         # machine_id: the machine certificate (machines.id) the node proved it holds when it

@@ -250,6 +250,57 @@ class MachineRecord:
         }
 
 
+# The states of a login request (store/login_requests.py).
+PENDING = "pending"
+APPROVED = "approved"
+REFUSED = "refused"
+CANCELLED = "cancelled"
+EXPIRED = "expired"  # a pending request past its expiry; never stored as such
+LOGIN_METHODS = ("password", "oidc", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRequest:
+    """A node waiting for a person to sign in and approve its key (``wgpy up
+    --login-server`` without an auth key). ``id`` is the path part of the URL the person
+    opens; the secret the node waits with is not in here (the store keeps its hash)."""
+
+    id: str
+    public_key: str
+    hostname: str
+    created_at: float
+    expires_at: float
+    state: str  # PENDING, APPROVED, REFUSED, CANCELLED or EXPIRED
+    user: str | None = None  # who approved it
+    method: str | None = None  # how they signed in: one of LOGIN_METHODS
+    node_id: int | None = None  # the node approved (before: the node a re-login proved)
+    machine_id: int | None = None  # the machine certificate the node proved, if any
+    message: str | None = None  # why it was refused
+    decided_at: float | None = None
+    token_taken: bool = False  # the node fetched its token (it gets it once)
+
+    @property
+    def pending(self) -> bool:
+        return self.state == PENDING
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "public_key": self.public_key,
+            "hostname": self.hostname,
+            "state": self.state,
+            "user": self.user,
+            "method": self.method,
+            "node_id": self.node_id,
+            "machine_id": self.machine_id,
+            "message": self.message,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "expires_in": max(0, round(self.expires_at - now)) if self.pending else 0,
+            "decided_at": iso(self.decided_at),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One authentication event (store/audit.py): who, which node, how, from where, and the

@@ -83,7 +83,7 @@ async def _open_store(
     config: ServerConfig, replica: str, clock: Callable[[], float], rng: Rng
 ) -> Store:
     try:
-        return await open_store(
+        store = await open_store(
             state_dir=config.state_dir,
             database_url=config.database_url,
             replica=replica,
@@ -92,6 +92,9 @@ async def _open_store(
         )
     except DatabaseUnavailable as e:
         raise ServerError(str(e)) from None
+    store.login_requests.key_expiry = config.key_expiry
+    store.login_requests.max_nodes = config.max_nodes_per_user
+    return store
 
 
 class MeshServer:

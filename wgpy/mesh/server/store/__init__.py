@@ -4,7 +4,8 @@ transaction, the same SQL for SQLite and PostgreSQL (db.py).
 A :class:`Store` holds the database and one repository per part of the model, each a small
 class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``, ``nodes``,
 ``ice`` (nodes' ICE candidates), ``streams`` (map streams and replicas), ``accounts``
-(users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates) and
+(users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates),
+``login_requests`` (nodes waiting for a person to sign in and approve them) and
 ``audit`` (the audit log of authentication events). A new
 part (sessions) is one more module and one more attribute. What several repositories
 share (SQL, rows to records, a user's id, the policy in force) is in rows.py. Errors are the
@@ -25,6 +26,7 @@ from .accounts import AccountRepository
 from .audit import AuditRepository
 from .ice import IceRepository
 from .keys import ApiKeyRepository, PreAuthKeyRepository
+from .login_requests import LoginRequestRepository
 from .machines import MachineRepository
 from .nodes import NodeRepository
 from .policy import PolicyRepository
@@ -51,6 +53,7 @@ class Store:
         self.ice = IceRepository(db, clock=clock)
         self.streams = StreamRepository(db, clock=clock)
         self.machines = MachineRepository(db, clock=clock, rng=rng)
+        self.login_requests = LoginRequestRepository(db, nodes=self.nodes, clock=clock, rng=rng)
         self.audit = AuditRepository(db, clock=clock)
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from ..auth import Credential, new_credential, secret_matches
+from ..auth import Credential, hash_secret, new_credential, secret_matches
 from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from ..models import MAX_ADDR_INDEX, MachineRecord, Node
@@ -55,20 +55,24 @@ def key_taken(node_id: int) -> str:
 
 
 async def check_machine(
-    tx: Tx, policy: Policy, user: str, tags: Sequence[str], machine: MachineRecord | None
+    tx: Tx,
+    policy: Policy,
+    user: str,
+    tags: Sequence[str],
+    machine: MachineRecord | int | None,
 ) -> None:
     """Forbidden unless a node of ``user`` with ``tags`` may register (or change its key)
-    with ``machine`` (None: no proof): the policy may require one (groups: the user's, once
-    users have groups), and a machine revoked meanwhile no longer counts."""
+    with ``machine`` (its record or id; None: no proof): the policy may require one (groups:
+    the user's, once users have groups), and a machine revoked meanwhile no longer counts."""
     if machine is None:
         if policy.machine_required(user, tags):
             raise Forbidden(MACHINE_REQUIRED)
         return
-    revoked = await tx.fetchval("SELECT revoked_at FROM machines WHERE id = ?", machine.id)
-    if revoked is not None:
-        raise Forbidden(
-            f'machine "{machine.name}" is revoked; ask an admin for a new machine certificate'
-        )
+    machine_id = machine if isinstance(machine, int) else machine.id
+    row = await tx.fetchrow("SELECT name, revoked_at FROM machines WHERE id = ?", machine_id)
+    if row is None or row["revoked_at"] is not None:
+        name = "" if row is None else f' "{row["name"]}"'
+        raise Forbidden(f"machine{name} is revoked; ask an admin for a new machine certificate")
 
 
 def _holds(holder: Credential | None, token_id: str | None, token_hash: str | None) -> bool:
@@ -225,6 +229,104 @@ class NodeRepository(Repository):
                 )
             tx.changed([node_id])
             return await self._node(tx, node_id), token
+
+    async def approve_in(
+        self,
+        tx: Tx,
+        user_id: int,
+        public_key: str,
+        hostname: str,
+        *,
+        held: int | None,
+        expires_at: float | None,
+        max_nodes: int,
+        machine_id: int | None = None,
+    ) -> tuple[int, bool]:
+        """Inside ``tx``: the node a person signed in as ``user_id`` approved for
+        ``public_key`` (store/login_requests.py); its id, and whether it is new.
+
+        The node ``held`` (proved by its token), else the key's node, stays the same node:
+        same name and addresses, its key set, its expiry ``expires_at``. A node of another
+        user is refused. A new one gets a free name and address and no usable token yet (the
+        waiting node fetches its token). ``machine_id``: the machine the device proved when
+        it asked (None: none), recorded on the node; the policy may require one."""
+        now = self.clock()
+        existing = await tx.fetchrow(
+            "SELECT id, user_id, tags FROM nodes WHERE public_key = ?", public_key
+        )
+        if held is not None:
+            row = await tx.fetchrow("SELECT id, user_id, tags FROM nodes WHERE id = ?", held)
+            if row is None:
+                raise NotFound(
+                    f"node {held}, which this device logged in as, was deleted; run wgpy up again"
+                )
+            if existing is not None and int(existing["id"]) != held:
+                raise Conflict("this public key belongs to another node; generate a new key")
+            existing = row
+        if existing is not None:
+            if int(existing["user_id"]) != user_id:
+                raise Forbidden(
+                    "this device's key belongs to another user's node; sign in as that user, "
+                    "or generate a new key on the device, or have an admin delete that node"
+                )
+            node_id = int(existing["id"])
+            await self._check_machine_of(tx, user_id, load_list(existing["tags"]), machine_id)
+            await tx.execute(
+                "UPDATE nodes SET public_key = ?, expires_at = ?, last_seen = ?, machine_id = ?"
+                " WHERE id = ?",
+                public_key,
+                expires_at,
+                now,
+                machine_id,
+                node_id,
+            )
+            tx.changed([node_id])
+            return node_id, False
+        await self._check_machine_of(tx, user_id, (), machine_id)
+        if max_nodes:
+            await self._check_quota(tx, user_id, max_nodes)
+        await self._release_name_of_departed(tx, user_id, hostname)
+        name = await self._free_hostname(tx, user_id, hostname, None)
+        unusable = new_credential("node", self.rng)  # replaced when the node takes its token
+        node_id = int(
+            await tx.fetchval(
+                "INSERT INTO nodes (user_id, hostname, public_key, addr_index, endpoints,"
+                " tags, ephemeral, expires_at, last_seen, token_id, token_hash,"
+                " created_at, machine_id)"
+                " VALUES (?, ?, ?, ?, '[]', '[]', FALSE, ?, ?, ?, ?, ?, ?) RETURNING id",
+                user_id,
+                name,
+                public_key,
+                await self._free_addr_index(tx),
+                expires_at,
+                now,
+                unusable.id,
+                hash_secret(self.rng(32).hex()),
+                now,
+                machine_id,
+            )
+        )
+        tx.changed([node_id])
+        return node_id, True
+
+    async def _check_machine_of(
+        self, tx: Tx, user_id: int, tags: Sequence[str], machine_id: int | None
+    ) -> None:
+        _, policy = await load_policy(tx)
+        user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+        await check_machine(tx, policy, user, tags, machine_id)
+
+    async def give_token_in(self, tx: Tx, node_id: int) -> Credential:
+        """Inside ``tx``: a new token for ``node_id`` (the old one stops working)."""
+        token = new_credential("node", self.rng)
+        if not await tx.execute(
+            "UPDATE nodes SET token_id = ?, token_hash = ? WHERE id = ?",
+            token.id,
+            token.secret_hash,
+            node_id,
+        ):
+            raise NotFound(f"node {node_id} was deleted meanwhile; run wgpy up again")
+        return token
 
     async def authenticate(self, token: Credential) -> Node:
         async with self.db.transaction() as tx:
