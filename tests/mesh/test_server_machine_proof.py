@@ -299,3 +299,42 @@ async def test_an_interactive_login_keeps_the_machine_its_request_proved(
             await store.login_requests.approve(again.id, alice, "password")
         (only,) = await store.nodes.all()
         assert only.expired(clock.now)  # the revoked machine's node expired with it
+
+
+async def test_hostile_proofs_get_a_clear_4xx(config: ServerConfig, tmp_path: Path) -> None:
+    """Malformed fields: 400; a proof that does not hold (a certificate that has ended, one
+    from another CA, a signature over something else): 403; never a 500, nothing kept."""
+    now = float(int(time.time()))
+    ca = make_ca(tmp_path / "ca", now - 3 * DAY)
+    ended = Device(ca, "old", now - 3 * DAY, 0x71, lifetime=DAY)
+    stranger = Device(
+        machinecert.create_ca("evil", now=now, lifetime=DAY, serial=9), "desk", now, 0x72
+    )
+    good = Device(ca, "good", now - DAY, 0x73, lifetime=3 * DAY)
+    async with running(with_(config, machine_ca=tmp_path / "ca" / "ca.crt")) as r:
+        await r.admin.user("alice")
+        anonymous = r.admin.using(None)
+        key = new_public_key()
+        base = {"auth_key": await r.admin.auth_key("alice"), "public_key": key, "hostname": "x"}
+        proof = await good.proof(r.admin, key)
+        signature = base64.b64encode(b"x" * 70).decode()
+        pem = "-----BEGIN CERTIFICATE-----\nAA==\n"
+        for fields, status, phrase in [
+            ({**proof, "challenge": 5}, 400, '"challenge" must be a base64 string'),
+            ({**proof, "challenge": "%%%"}, 400, '"challenge" is not valid base64'),
+            ({**proof, "challenge": "A" * 500}, 400, '"challenge" must be a base64 string'),
+            ({**proof, "machine_certificate": 5}, 400, '"machine_certificate" must be a PEM'),
+            ({**proof, "machine_certificate": "x" * 20_000}, 400, "at most 16384 characters"),
+            ({**proof, "machine_certificate": pem}, 400, '"machine_certificate"'),
+            ({**proof, "machine_signature": ["x"]}, 400, '"machine_signature" must be base64'),
+            ({**proof, "machine_signature": ""}, 400, '"machine_signature" is empty'),
+            ({**proof, "machine_signature": signature}, 403, "does not verify"),
+            (await ended.proof(r.admin, key), 403, 'machine "old" expired'),
+            (await stranger.proof(r.admin, key), 403, "not issued by this server's machine CA"),
+        ]:
+            message = await anonymous.error("POST", "/register", {**base, **fields}, status=status)
+            assert phrase in message, (phrase, message)
+        assert (await r.admin.call("GET", "/nodes"))["nodes"] == []
+        # the good proof is still unused: it registers
+        reply = await anonymous.call("POST", "/register", {**base, **proof})
+        assert reply["node"]["machine"] == "good"

@@ -164,6 +164,9 @@ async def machine_of(
         cert, signature = machinecert.decode_proof(
             body["machine_certificate"], body["machine_signature"]
         )
+    except machinecert.MachineCertError as e:
+        raise BadRequest(str(e)) from None
+    try:
         machine = machinecert.verify_proof(
             ctx.machine_ca, cert, challenge, base64.b64decode(public_key), signature, now=now
         )
