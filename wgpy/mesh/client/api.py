@@ -207,10 +207,6 @@ class Client:
         except ValueError:
             raise ApiError(status, f"the server's answer to {method} {path} is not JSON") from None
 
-
-class NodeClient(Client):
-    """The node endpoints; ``token`` is the node token (None before registration)."""
-
     async def machine_challenge(self) -> bytes:
         """A fresh challenge from the server for a machine proof (wgpy/machinecert.py)."""
         reply = await self.request("GET", "/api/v1/machine/challenge")
@@ -222,6 +218,10 @@ class NodeClient(Client):
         if not machinecert.CHALLENGE_MIN <= len(challenge) <= machinecert.CHALLENGE_MAX:
             raise ApiError(200, "the server's machine challenge is unusable")
         return challenge
+
+
+class NodeClient(Client):
+    """The node endpoints; ``token`` is the node token (None before registration)."""
 
     async def register(
         self,

@@ -31,7 +31,6 @@ node against a real :class:`~wgpy.protocol.device.Device` without a TUN.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
 import time
@@ -364,9 +363,7 @@ class MeshNode:
             identity = MachineIdentity.load(Path(config.machine_key), Path(config.machine_cert))
         except MachineCertError as e:
             raise MeshError(str(e)) from None
-        challenge = await self.client.machine_challenge()
-        proof = identity.prove(challenge, self.public_key)
-        return {"challenge": base64.b64encode(challenge).decode(), **proof}
+        return await identity.proof(self.client, self.public_key)
 
     async def _open_interface(self) -> MeshInterface:
         name, port = self.config.interface, self.config.listen_port
