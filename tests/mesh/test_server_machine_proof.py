@@ -150,6 +150,11 @@ async def test_registration_needs_a_proof_where_the_policy_says(
         message = await anonymous.error("POST", "/register", body, status=403)
         assert message.startswith("a machine certificate is required")
         assert len((await admin.call("GET", "/nodes"))["nodes"]) == 1
+        one_off = await admin.auth_key("alice", tags=["tag:secure"])
+        once = {"auth_key": one_off, "public_key": new_public_key(), "hostname": "once"}
+        await anonymous.error("POST", "/register", once, status=403)
+        keys = (await admin.call("GET", "/preauthkeys"))["preauthkeys"]
+        assert [k["used"] for k in keys if k["id"] in one_off] == [False]
 
         # with the proof: registered, the machine recorded, expiry capped by the certificate
         proof = await laptop.proof(admin, public_key)
