@@ -61,6 +61,9 @@ async def test_events_are_recorded_and_listed(backend: str, database: Database) 
             third.id,
         ]
         assert await store.audit.list(user="alice", since=clock.now - 10) == []
+        assert await store.audit.prune(retention=15) == 1  # the first, 20 s old
+        assert [e.event for e in await store.audit.list()] == ["login", "register"]
+        assert await store.audit.prune() == 0
         assert await store.audit.list(limit=0) == []
         assert third.to_json()["at"] == "2027-01-15T08:00:20.000Z"
         assert third.to_json()["node"] is None

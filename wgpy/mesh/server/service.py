@@ -268,6 +268,7 @@ class MeshServer:
                     dead_after=self.config.replica_timeout,
                     ephemeral_idle=self.config.ephemeral_idle,
                 )
+                await self.store.audit.prune()  # events older than AUDIT_RETENTION
             except Exception:
                 self.log.exception("heartbeat failed")
 
