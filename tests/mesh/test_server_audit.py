@@ -113,6 +113,8 @@ async def test_registrations_logins_and_admin_actions_are_recorded(config: Serve
             "POST", "/login", {"public_key": new_key, "hostname": "laptop"}, status=401
         )
         await admin.call("POST", f"/nodes/{node.id}/expire", {})
+        other = await register(admin, await admin.auth_key("alice"), "other")
+        await other.client.call("POST", "/logout", {})
         await admin.error("DELETE", "/nodes/999", status=404)
         await admin.using("wgpy_api_0123456789abcdef_" + "C" * 43).error(
             "GET", "/nodes", status=401
@@ -133,6 +135,9 @@ async def test_registrations_logins_and_admin_actions_are_recorded(config: Serve
             ("login", "ok", "token", "alice"),
             ("login", "refused", "token", None),
             ("nodes.expire", "ok", "apikey", None),
+            ("preauthkeys.create", "ok", "apikey", "alice"),
+            ("register", "ok", "authkey", "alice"),
+            ("logout", "ok", "token", "alice"),
             ("nodes.delete", "failed", "apikey", None),
             ("admin", "refused", "apikey", None),
             ("users.create", "ok", "apikey", "bob"),
@@ -142,11 +147,12 @@ async def test_registrations_logins_and_admin_actions_are_recorded(config: Serve
         assert events[2]["node"] == node.id and "hostname laptop" in events[2]["detail"]
         assert f"auth key {key.split('_')[2]}" in events[3]["detail"]
         assert events[5]["detail"] == f"new key {new_key}"
-        assert events[7]["node"] == node.id and events[8]["node"] == 999
-        assert "GET /api/v1/nodes" in events[9]["detail"]
+        assert events[7]["node"] == node.id and events[11]["node"] == 999
+        assert events[10]["node"] == other.id
+        assert "GET /api/v1/nodes" in events[12]["detail"]
         # no secret anywhere: not the auth key, not the node token, not the API key
         text = json.dumps(reply)
-        for secret in (key, node.token, admin.token, forged):
+        for secret in (key, node.token, other.token, admin.token, forged):
             assert secret is not None and secret.rsplit("_", 1)[1] not in text
         # the filters, and listing is not itself an event
         assert [e["event"] for e in events_of(await admin.call("GET", "/audit?user=bob"))] == [

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 
 from wgpy import machinecert
-from wgpy.mesh.server import ServerConfig
+from wgpy.mesh.server import ServerConfig, machines
 from wgpy.mesh.server.errors import Forbidden
 from wgpy.mesh.server.machines import (
     CHALLENGE_LIFETIME,
@@ -58,11 +58,18 @@ def test_challenges_are_the_servers_own_and_short_lived() -> None:
             check_challenge(SECRET, forged, NOW)
 
 
-def test_a_challenge_is_taken_once() -> None:
+def test_a_challenge_is_taken_once(monkeypatch: pytest.MonkeyPatch) -> None:
     used = UsedChallenges()
     assert used.take(b"a", NOW + 60, NOW)
     assert not used.take(b"a", NOW + 60, NOW)
     assert used.take(b"b", NOW + 60, NOW)
+    # full: the expired ones go; still full of live ones: refused rather than grown
+    monkeypatch.setattr(machines, "MAX_USED", 2)
+    assert used.take(b"c", NOW + 120, NOW + 61)  # a and b expired at NOW + 60
+    assert set(used.expiries) == {b"c"}
+    assert used.take(b"d", NOW + 120, NOW + 62)
+    assert not used.take(b"e", NOW + 120, NOW + 63)
+    assert set(used.expiries) == {b"c", b"d"}
 
 
 def test_policy_machine_certificates() -> None:

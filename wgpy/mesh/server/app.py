@@ -210,6 +210,9 @@ async def logout(request: web.Request) -> web.Response:
     if stream is not None:
         stream.close()
     ctx.log.info("node logged out", node=node.id)
+    await audit.note(
+        request, "logout", result=audit.OK, method="token", user=node.user, node_id=node.id
+    )
     return reply({})
 
 
