@@ -104,6 +104,15 @@ def test_a_machine_certificate_is_required_proved_and_revoked(lab: Lab) -> None:
     desk = mesh.add_node("desk")
     mesh.up_with_machine(desk, alice_key, cert, key)
     assert mesh.server_nodes()["desk"]["machine"] == "desk"
+    table = mesh.hub.run(
+        [WGPY, "admin", "--server", mesh.url(), "--api-key", mesh.api_key, "nodes", "list"],
+        timeout=30,
+    ).stdout.splitlines()
+    assert table[0].split()[-1] == "MACHINE"
+    assert {line.split()[1]: line.split()[-1] for line in table[1:]} == {
+        "watch": "-",
+        "desk": "desk",
+    }
     mesh.wait_peers(watcher, {desk}, timeout=10)
     mesh.wait_peers(desk, {watcher}, timeout=10)
 

@@ -373,6 +373,7 @@ NODE_COLUMNS = [
     ("ONLINE", "online"),
     ("LAST SEEN", "last_seen"),
     ("EXPIRES", "expires_at"),
+    ("MACHINE", "machine"),
 ]
 
 
