@@ -41,6 +41,8 @@ def test_a_config_means_wg_quick_and_a_login_server_a_mesh() -> None:
         ({"state_dir": Path("/s")}, "--state-dir"),
         ({"listen_port": 5000}, "--listen-port"),
         ({"foreground": True}, "--foreground"),
+        ({"machine_cert": "desk.crt"}, "--machine-cert"),
+        ({"machine_key": "desk.key"}, "--machine-key"),
     ],
 )
 def test_a_mesh_option_without_a_login_server_is_refused(

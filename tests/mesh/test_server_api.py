@@ -225,7 +225,8 @@ async def test_bad_bodies_get_clear_4xx_errors(config: ServerConfig) -> None:
         cases = [
             (
                 {**good, "extra": 1},
-                'unknown field "extra"; the fields are "auth_key", "public_key", "hostname"',
+                'unknown field "extra"; the fields are "auth_key", "public_key", "hostname", '
+                '"challenge", "machine_certificate", "machine_signature"',
             ),
             ({k: v for k, v in good.items() if k != "hostname"}, 'missing field "hostname"'),
             (

@@ -1,6 +1,6 @@
 """``wgpy admin --server URL --api-key KEY OBJECT ACTION``: the admin API of docs/mesh-api.md
 on the command line (users, pre-auth keys, nodes, login requests, the policy, admin API keys,
-machine certificates). A password is
+machine certificates, the audit log). A password is
 typed twice without echo, or read from stdin with ``--password-stdin``; it is never printed.
 
 ``wgpy admin ca init`` works without a server: it makes the operator's machine CA in a
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import re
 import time
@@ -245,6 +246,24 @@ def register(commands: Subparsers) -> None:
     revoke.add_argument("name", metavar="NAME")
     revoke.add_argument("--serial", metavar="HEX", help="only this certificate")
 
+    audit = action(
+        groups,
+        "audit",
+        audit_list,
+        "show the audit log: registrations, logins, sign-ins and admin actions, refused ones "
+        "too (oldest first)",
+    )
+    audit.add_argument("--user", metavar="USER", help="only this user's events")
+    audit.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=_since,
+        help="only events since a time (2026-12-07T21:00:00Z) or this long ago (e.g. 1h, 7d)",
+    )
+    audit.add_argument(
+        "--limit", metavar="N", type=int, default=100, help="the newest N events (default 100)"
+    )
+
 
 def _password_stdin(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -273,6 +292,23 @@ def parse_duration(text: str) -> int:
 def _expiry(text: str) -> int | None:
     """``never`` (None) or a duration's seconds."""
     return None if text == "never" else parse_duration(text)
+
+
+def _since(text: str) -> float:
+    """A moment: an ISO 8601 time (UTC unless it says otherwise) or a duration ago."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return time.time() - parse_duration(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a time such as 2026-12-07T21:00:00Z nor a duration such "
+                "as 30m or 7d"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def _tags(text: str) -> list[str]:
@@ -370,6 +406,7 @@ NODE_COLUMNS = [
     ("ONLINE", "online"),
     ("LAST SEEN", "last_seen"),
     ("EXPIRES", "expires_at"),
+    ("MACHINE", "machine"),
 ]
 
 
@@ -684,6 +721,25 @@ async def machines_issue(client: AdminClient, args: argparse.Namespace, env: Env
 async def machines_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     machines = await client.list_machines()
     _show(env, args, machines, format_table(MACHINE_COLUMNS, machines))
+
+
+AUDIT_COLUMNS = [
+    ("TIME", "at"),
+    ("EVENT", "event"),
+    ("RESULT", "result"),
+    ("METHOD", "method"),
+    ("USER", "user"),
+    ("NODE", "node"),
+    ("SOURCE", "source"),
+    ("DETAIL", "detail"),
+]
+
+
+async def audit_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    if not 1 <= args.limit <= 10_000:
+        raise CommandError("--limit must be a number of events from 1 to 10000")
+    events = await client.list_audit(limit=args.limit, since=args.since, user=args.user)
+    _show(env, args, events, format_table(AUDIT_COLUMNS, events))
 
 
 async def machines_revoke(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -42,8 +42,10 @@ from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
+from wgpy.machinecert import MachineCertError
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
+from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import (
     DEFAULT_STATE_DIR,
@@ -111,6 +113,17 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--ca-cert", metavar="FILE", help="trust only this CA for the server (default: system)"
+    )
+    group.add_argument(
+        "--machine-cert",
+        metavar="FILE",
+        help="this device's machine certificate (`wgpy admin machines issue`): the node proves "
+        "it holds its key when it registers or logs in; kept for the next up",
+    )
+    group.add_argument(
+        "--machine-key",
+        metavar="FILE",
+        help="the machine certificate's private key (mode 0600; it never leaves this machine)",
     )
     group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
@@ -230,6 +243,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         ca_cert = os.path.abspath(ca_cert)  # the daemon runs from /
         if not os.path.isfile(ca_cert):
             raise CommandError(f"the CA certificate {ca_cert} does not exist")
+    machine_cert, machine_key = _machine_identity(args, previous)
     node = NodeConfig(
         interface=name,
         listen_port=args.listen_port or (previous.listen_port if previous else DEFAULT_LISTEN_PORT),
@@ -237,11 +251,33 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         auth_key=auth_key,
         nat_keepalive=args.nat_keepalive or KEEPALIVE_INTERVAL,
         measure_lifetime=args.nat_keepalive is None,  # the user's interval wins
+        machine_cert=machine_cert,
+        machine_key=machine_key,
     )
     options = daemon.DaemonOptions(
         state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert
     )
     return options, state
+
+
+def _machine_identity(
+    args: argparse.Namespace, previous: Settings | None
+) -> tuple[str | None, str | None]:
+    """The machine certificate and key (absolute paths: the daemon runs from /), given or
+    kept from the last up, checked now so that a bad pair is said before anything starts."""
+    cert, key = getattr(args, "machine_cert", None), getattr(args, "machine_key", None)
+    if (cert is None) != (key is None):
+        raise CommandError("give --machine-cert and --machine-key together")
+    if cert is None and previous is not None:
+        cert, key = previous.machine_cert, previous.machine_key
+    if cert is None or key is None:
+        return None, None
+    cert, key = os.path.abspath(cert), os.path.abspath(key)
+    try:
+        MachineIdentity.load(Path(key), Path(cert))
+    except MachineCertError as e:
+        raise CommandError(str(e)) from None
+    return cert, key
 
 
 def _private_transport(url: str) -> bool:

@@ -17,7 +17,16 @@ from .environment import CommandError, Environment, ExitStatus
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # the mesh options of `up` that mean nothing without --login-server
-_MESH_UP_OPTIONS = ("auth_key", "hostname", "state_dir", "interface", "listen_port", "ca_cert")
+_MESH_UP_OPTIONS = (
+    "auth_key",
+    "hostname",
+    "state_dir",
+    "interface",
+    "listen_port",
+    "ca_cert",
+    "machine_cert",
+    "machine_key",
+)
 
 
 def register(commands: Subparsers) -> None:

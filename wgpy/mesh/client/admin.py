@@ -220,3 +220,19 @@ class AdminClient(Client):
         body: Record = {} if serial is None else {"serial": serial}
         reply = await self.call("POST", f"/machines/{_segment(name)}/revoke", body)
         return _items(reply, "machines")
+
+    # -- the audit log
+
+    async def list_audit(
+        self, *, limit: int | None = None, since: float | None = None, user: str | None = None
+    ) -> list[Record]:
+        """Audit events, oldest first: the newest ``limit``, at or after ``since`` (seconds
+        since the epoch), of ``user``."""
+        params: dict[str, str] = {}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if since is not None:
+            params["since"] = f"{since:.3f}"
+        if user is not None:
+            params["user"] = user
+        return _items(await self.call("GET", "/audit", params=params), "events")

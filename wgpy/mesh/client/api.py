@@ -11,6 +11,8 @@ to the URL it was given for.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import socket
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ... import machinecert
 from ...nat.servers import NatConfig, parse_nat_config
 
 __all__ = [
@@ -204,16 +207,36 @@ class Client:
         except ValueError:
             raise ApiError(status, f"the server's answer to {method} {path} is not JSON") from None
 
+    async def machine_challenge(self) -> bytes:
+        """A fresh challenge from the server for a machine proof (wgpy/machinecert.py)."""
+        reply = await self.request("GET", "/api/v1/machine/challenge")
+        text = reply.get("challenge") if isinstance(reply, dict) else None
+        try:
+            challenge = base64.b64decode(str(text), validate=True)
+        except (binascii.Error, ValueError):
+            challenge = b""
+        if not machinecert.CHALLENGE_MIN <= len(challenge) <= machinecert.CHALLENGE_MAX:
+            raise ApiError(200, "the server's machine challenge is unusable")
+        return challenge
+
 
 class NodeClient(Client):
     """The node endpoints; ``token`` is the node token (None before registration)."""
 
-    async def register(self, auth_key: str, public_key: str, hostname: str) -> tuple[Any, str]:
-        """Register with a pre-auth key; the node record and the new node token."""
+    async def register(
+        self,
+        auth_key: str,
+        public_key: str,
+        hostname: str,
+        *,
+        proof: dict[str, str] | None = None,
+    ) -> tuple[Any, str]:
+        """Register with a pre-auth key (and a machine ``proof``: the fields of
+        MachineIdentity.prove plus "challenge"); the node record and the new node token."""
         reply = await self.request(
             "POST",
             "/api/v1/register",
-            {"auth_key": auth_key, "public_key": public_key, "hostname": hostname},
+            {"auth_key": auth_key, "public_key": public_key, "hostname": hostname, **(proof or {})},
         )
         token = reply.get("token") if isinstance(reply, dict) else None
         if not isinstance(token, str) or not token:
@@ -221,10 +244,14 @@ class NodeClient(Client):
         self.token = token
         return reply.get("node"), token
 
-    async def login(self, public_key: str, hostname: str) -> Any:
-        """Log in again with the stored token; the node record."""
+    async def login(
+        self, public_key: str, hostname: str, *, proof: dict[str, str] | None = None
+    ) -> Any:
+        """Log in again with the stored token (and a machine ``proof``); the node record."""
         reply = await self.request(
-            "POST", "/api/v1/login", {"public_key": public_key, "hostname": hostname}
+            "POST",
+            "/api/v1/login",
+            {"public_key": public_key, "hostname": hostname, **(proof or {})},
         )
         return reply.get("node") if isinstance(reply, dict) else None
 

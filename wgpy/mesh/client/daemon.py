@@ -97,6 +97,8 @@ class DaemonOptions:
                 "auth_key": node.auth_key,
                 "nat_keepalive": node.nat_keepalive,
                 "measure_lifetime": node.measure_lifetime,
+                "machine_cert": node.machine_cert,
+                "machine_key": node.machine_key,
             },
         }
 
@@ -117,6 +119,8 @@ class DaemonOptions:
                     auth_key=None if auth_key is None else str(auth_key),
                     nat_keepalive=float(node["nat_keepalive"]),
                     measure_lifetime=bool(node.get("measure_lifetime", True)),
+                    machine_cert=_optional(node.get("machine_cert")),
+                    machine_key=_optional(node.get("machine_key")),
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),
@@ -124,6 +128,10 @@ class DaemonOptions:
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"the daemon's options are incomplete: {e}") from None
+
+
+def _optional(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def summary(node: MeshNode) -> str:
@@ -191,6 +199,8 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     listen_port=options.node.listen_port,
                     hostname=options.node.hostname,
                     ca_cert=options.ca_cert,
+                    machine_cert=options.node.machine_cert,
+                    machine_key=options.node.machine_key,
                 )
             )
         except StateError as e:

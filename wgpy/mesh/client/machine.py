@@ -1,11 +1,12 @@
 """The node's machine identity: its machine key and certificate (``wgpy admin machines issue``,
 or ``wgpy machine csr`` then issue), loaded once, and the proof of possession it sends when it
-registers or logs in (wgpy/machinecert.py; not yet sent: the server's login flow comes next).
+registers or logs in (wgpy/machinecert.py; MeshNode sends it with a fresh server challenge).
 
 The key file must be the owner's alone (mode 0600 or tighter), as ssh requires of its keys."""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 from cryptography import x509
 
 from wgpy import machinecert
+
+from .api import Client
 
 __all__ = ["MachineIdentity"]
 
@@ -50,6 +53,16 @@ class MachineIdentity:
                 "pair that `wgpy admin machines issue` wrote"
             )
         return cls(key, cert)
+
+    async def proof(self, client: Client, node_key: bytes) -> dict[str, str]:
+        """The machine fields of a registration, login or login start: a fresh challenge
+        from the server (``client``) and the proof over it and the node's WireGuard public
+        key (32 raw bytes)."""
+        challenge = await client.machine_challenge()
+        return {
+            "challenge": base64.b64encode(challenge).decode(),
+            **self.prove(challenge, node_key),
+        }
 
     def prove(self, challenge: bytes, node_key: bytes) -> dict[str, str]:
         """The proof's JSON fields for this challenge and the node's WireGuard public key

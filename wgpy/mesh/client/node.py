@@ -36,11 +36,13 @@ import errno
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ...endpoint import Endpoint
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
+from ...machinecert import MachineCertError
 from ...nat.discovery import IceCredentials
 from ...nat.lifetime import LifetimeWatch
 from ...nat.paths import KEEPALIVE_INTERVAL, PathManager
@@ -55,6 +57,7 @@ from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .hostnet import HostNet
+from .machine import MachineIdentity
 from .netmap import MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
@@ -113,6 +116,9 @@ class NodeConfig:
     listen_port: int
     hostname: str
     auth_key: str | None = None  # register with it; else log in with the stored token
+    # the machine certificate and its key (paths): the node proves it with each login
+    machine_cert: str | None = None
+    machine_key: str | None = None
     mtu: int = DEFAULT_MTU
     endpoint_interval: float = ENDPOINT_INTERVAL
     candidate_interval: float = CANDIDATE_INTERVAL
@@ -312,12 +318,15 @@ class MeshNode:
         public = key_to_base64(self.public_key)
         hostname = self.config.hostname
         try:
+            proof = await self._machine_proof()
             if self.config.auth_key is not None:
-                raw, token = await self.client.register(self.config.auth_key, public, hostname)
+                raw, token = await self.client.register(
+                    self.config.auth_key, public, hostname, proof=proof
+                )
                 self.state.write_token(token)
                 what = "registered"
             else:
-                raw = await self.client.login(public, hostname)
+                raw = await self.client.login(public, hostname, proof=proof)
                 what = "logged in"
         except ApiError as e:
             self._set_control(REFUSED if e.unauthorized else UNREACHABLE, e.message)
@@ -344,6 +353,18 @@ class MeshNode:
         self._store_node(node)
         self.log.info(what, hostname=node.hostname, addresses=[str(a) for a in node.addresses])
         return node
+
+    async def _machine_proof(self) -> dict[str, str] | None:
+        """The machine proof for this login (a fresh challenge from the server, signed with
+        the machine key), when the node has a machine certificate."""
+        config = self.config
+        if config.machine_cert is None or config.machine_key is None:
+            return None
+        try:
+            identity = MachineIdentity.load(Path(config.machine_key), Path(config.machine_cert))
+        except MachineCertError as e:
+            raise MeshError(str(e)) from None
+        return await identity.proof(self.client, self.public_key)
 
     async def _open_interface(self) -> MeshInterface:
         name, port = self.config.interface, self.config.listen_port

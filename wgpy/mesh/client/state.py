@@ -97,18 +97,24 @@ class Settings:
     listen_port: int
     hostname: str
     ca_cert: str | None = None
+    # the machine certificate and key (absolute paths) the node proves itself with
+    machine_cert: str | None = None
+    machine_key: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         ca_cert = data.get("ca_cert")
+        machine_cert, machine_key = data.get("machine_cert"), data.get("machine_key")
         return cls(
             server_url=str(data["server_url"]),
             interface=str(data["interface"]),
             listen_port=int(data["listen_port"]),
             hostname=str(data["hostname"]),
             ca_cert=None if ca_cert is None else str(ca_cert),
+            machine_cert=None if machine_cert is None else str(machine_cert),
+            machine_key=None if machine_key is None else str(machine_key),
         )
 
 

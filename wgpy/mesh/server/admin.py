@@ -1,11 +1,13 @@
 """Admin endpoints: users (their passwords and TOTP too), pre-auth keys, nodes, the policy,
-API keys, machine certificates. Each needs an admin API key (``Authorization: Bearer
-wgpy_api_...``); secrets appear once, in the creating reply; passwords never appear in a reply
-or a log."""
+API keys, machine certificates, the audit log. Each needs an admin API key
+(``Authorization: Bearer wgpy_api_...``); secrets appear once, in the creating reply;
+passwords never appear in a reply or a log. Every action that changes something is an audit
+event (``_action``), the refused and failed ones too."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from collections.abc import Awaitable, Callable
 
@@ -13,20 +15,75 @@ from aiohttp import web
 
 from wgpy import machinecert
 
-from . import schemas
-from .errors import BadRequest, Conflict, NotFound
-from .models import iso
+from . import audit, schemas
+from .auth import bearer_token
+from .errors import BadRequest, Conflict, Forbidden, MeshError, NotFound, Unauthorized
+from .models import ApiKey, iso
+from .store.audit import MAX_LIST
 from .web import admin_key, context, read_json, reply, signin_of
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+AUDIT_USER = web.RequestKey("wgpy_audit_user", str)  # the user an admin action was about
+AUDIT_DETAIL = web.RequestKey("wgpy_audit_detail", str)  # what it did (never a secret)
+
+
+async def _admin_key(request: web.Request) -> ApiKey:
+    """The request's admin API key; a refused one is an audit event ("admin")."""
+    bearer_token(request.headers.get("Authorization"), "api")  # malformed: no event
+    try:
+        return await admin_key(request)
+    except (Unauthorized, Forbidden) as e:
+        detail = f"{request.method} {request.path[:100]}: {e.message}"
+        await audit.note(request, "admin", result=audit.REFUSED, method="apikey", detail=detail)
+        raise
 
 
 def _admin(handler: Handler) -> Handler:
+    """A route that reads: an admin API key, no audit event when it passes."""
+
     async def checked(request: web.Request) -> web.Response:
-        await admin_key(request)
+        await _admin_key(request)
         return await handler(request)
 
     return checked
+
+
+def _action(event: str) -> Callable[[Handler], Handler]:
+    """A route that changes something: an admin API key, and an audit ``event`` with the
+    result, the user (``{name}`` in the path, or what the handler put in
+    ``request[AUDIT_USER]``), the node (``{id}`` of a nodes path) and what the handler put in
+    ``request[AUDIT_DETAIL]``."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def checked(request: web.Request) -> web.Response:
+            key = await _admin_key(request)
+            try:
+                response = await handler(request)
+            except MeshError as e:
+                await _note_action(request, event, audit.FAILED, f"{e.message} (API key {key.id})")
+                raise
+            done = request.get(AUDIT_DETAIL)
+            by = f"by API key {key.id}"
+            await _note_action(request, event, audit.OK, f"{done} {by}" if done else by)
+            return response
+
+        return checked
+
+    return wrap
+
+
+async def _note_action(request: web.Request, event: str, result: str, detail: str) -> None:
+    node = request.match_info.get("id", "") if event.startswith("nodes.") else ""
+    name = request.match_info.get("name") if event.startswith("users.") else None
+    await audit.note(
+        request,
+        event,
+        result=result,
+        method="apikey",
+        user=request.get(AUDIT_USER, name),
+        node_id=int(node) if node.isdigit() and len(node) <= 18 else None,
+        detail=detail,
+    )
 
 
 def _node_id(request: web.Request) -> int:
@@ -60,7 +117,7 @@ async def list_users(request: web.Request) -> web.Response:
     return reply({"users": [u.to_json() for u in await context(request).store.users.all()]})
 
 
-@_admin
+@_action("users.create")
 async def create_user(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(
@@ -69,6 +126,7 @@ async def create_user(request: web.Request) -> web.Response:
     password_hash = None
     if "password" in body:  # hashed before the user exists: a refused password leaves none
         password_hash = await signin_of(ctx).hash_password(body["password"])
+    request[AUDIT_USER] = body["name"]
     user = await ctx.store.users.create(body["name"])
     if password_hash is not None:
         await ctx.store.accounts.set_password(user.name, password_hash)
@@ -77,7 +135,7 @@ async def create_user(request: web.Request) -> web.Response:
     return reply({"user": user.to_json()})
 
 
-@_admin
+@_action("users.password")
 async def set_password(request: web.Request) -> web.Response:
     ctx = context(request)
     name = schemas.user_name("user", request.match_info["name"])
@@ -89,7 +147,7 @@ async def set_password(request: web.Request) -> web.Response:
     return reply({})
 
 
-@_admin
+@_action("users.totp_reset")
 async def reset_totp(request: web.Request) -> web.Response:
     ctx = context(request)
     name = schemas.user_name("user", request.match_info["name"])
@@ -99,7 +157,7 @@ async def reset_totp(request: web.Request) -> web.Response:
     return reply({})
 
 
-@_admin
+@_action("users.delete")
 async def delete_user(request: web.Request) -> web.Response:
     name = schemas.user_name("user", request.match_info["name"])
     await context(request).store.users.delete(name)
@@ -118,7 +176,7 @@ async def list_preauth_keys(request: web.Request) -> web.Response:
     return reply({"preauthkeys": [k.to_json(ctx.clock()) for k in keys]})
 
 
-@_admin
+@_action("preauthkeys.create")
 async def create_preauth_key(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(
@@ -139,14 +197,18 @@ async def create_preauth_key(request: web.Request) -> web.Response:
         lifetime=body.get("expiration_seconds", ctx.config.preauth_lifetime),
     )
     context(request).log.info("pre-auth key created", key=key.id, user=key.user)
+    request[AUDIT_USER] = key.user
+    request[AUDIT_DETAIL] = f"created key {key.id}"
     return reply({"preauthkey": {**key.to_json(ctx.clock()), "key": str(secret)}})
 
 
-@_admin
+@_action("preauthkeys.expire")
 async def expire_preauth_key(request: web.Request) -> web.Response:
     ctx = context(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
     key = await ctx.store.preauth_keys.expire(_key_id(request))
+    request[AUDIT_USER] = key.user
+    request[AUDIT_DETAIL] = f"expired key {key.id}"
     return reply({"preauthkey": key.to_json(ctx.clock())})
 
 
@@ -162,7 +224,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     return reply({"nodes": [n.to_json(now) for n in nodes]})
 
 
-@_admin
+@_action("nodes.expire")
 async def expire_node(request: web.Request) -> web.Response:
     ctx = context(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
@@ -171,7 +233,7 @@ async def expire_node(request: web.Request) -> web.Response:
     return reply({"node": node.to_json(ctx.clock())})
 
 
-@_admin
+@_action("nodes.expiry")
 async def set_node_expiry(request: web.Request) -> web.Response:
     """``{"expiry": "never"}`` (a server's node) or ``{"expiry": SECONDS}`` from now."""
     ctx = context(request)
@@ -182,7 +244,7 @@ async def set_node_expiry(request: web.Request) -> web.Response:
     return reply({"node": node.to_json(ctx.clock())})
 
 
-@_admin
+@_action("nodes.delete")
 async def delete_node(request: web.Request) -> web.Response:
     node_id = _node_id(request)
     await context(request).store.nodes.delete(node_id)
@@ -190,7 +252,7 @@ async def delete_node(request: web.Request) -> web.Response:
     return reply({})
 
 
-@_admin
+@_action("nodes.rename")
 async def rename_node(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(await read_json(request), {"hostname": schemas.hostname})
@@ -198,7 +260,7 @@ async def rename_node(request: web.Request) -> web.Response:
     return reply({"node": node.to_json(ctx.clock())})
 
 
-@_admin
+@_action("nodes.tags")
 async def tag_node(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(await read_json(request), {"tags": schemas.tags})
@@ -220,19 +282,20 @@ async def get_policy(request: web.Request) -> web.Response:
     return reply(_policy_json(record.version, record.document, iso(record.updated_at)))
 
 
-@_admin
+@_action("policy.set")
 async def put_policy(request: web.Request) -> web.Response:
     document = await read_json(request)
     if not isinstance(document, dict):
         raise BadRequest('the policy must be a JSON object with "acls" and optionally "tagOwners"')
     record = await context(request).store.policy.set(document)
+    request[AUDIT_DETAIL] = f"version {record.version}"
     removed = [r.to_json() for r in record.tags_removed]
     context(request).log.info("policy set", version=record.version, tags_removed=removed)
     body = _policy_json(record.version, record.document, iso(record.updated_at))
     return reply({**body, "tags_removed": removed})
 
 
-@_admin
+@_action("policy.delete")
 async def delete_policy(request: web.Request) -> web.Response:
     record = await context(request).store.policy.set(None)
     context(request).log.info("policy reset to the default", version=record.version)
@@ -256,7 +319,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
     return reply({"apikeys": [k.to_json(ctx.clock()) for k in keys]})
 
 
-@_admin
+@_action("apikeys.create")
 async def create_api_key(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(
@@ -265,14 +328,16 @@ async def create_api_key(request: web.Request) -> web.Response:
     lifetime = body.get("expiration_seconds", ctx.config.api_key_lifetime)
     key, secret = await ctx.store.api_keys.create(ctx.clock() + lifetime)
     context(request).log.info("API key created", key=key.id)
+    request[AUDIT_DETAIL] = f"created API key {key.id}"
     return reply({"apikey": {**key.to_json(ctx.clock()), "key": str(secret)}})
 
 
-@_admin
+@_action("apikeys.expire")
 async def expire_api_key(request: web.Request) -> web.Response:
     ctx = context(request)
     schemas.fields(await read_json(request, empty_ok=True), {})
     key = await ctx.store.api_keys.expire(_key_id(request))
+    request[AUDIT_DETAIL] = f"expired API key {key.id}"
     return reply({"apikey": key.to_json(ctx.clock())})
 
 
@@ -300,7 +365,7 @@ async def list_machines(request: web.Request) -> web.Response:
     return reply({"machines": [m.to_json(now) for m in machines]})
 
 
-@_admin
+@_action("machines.add")
 async def add_machine(request: web.Request) -> web.Response:
     """Record a certificate the machine CA issued; refused unless that CA signed it and it is
     a valid machine certificate now."""
@@ -316,10 +381,11 @@ async def add_machine(request: web.Request) -> web.Response:
         raise BadRequest(str(e)) from None
     record = await ctx.store.machines.add(machine, pem)
     ctx.log.info("machine recorded", machine=record.name, serial=record.serial)
+    request[AUDIT_DETAIL] = f"machine {record.name} serial {record.serial}"
     return reply({"machine": record.to_json(ctx.clock())})
 
 
-@_admin
+@_action("machines.revoke")
 async def revoke_machine(request: web.Request) -> web.Response:
     ctx = context(request)
     body = schemas.fields(
@@ -328,8 +394,53 @@ async def revoke_machine(request: web.Request) -> web.Response:
     name = _machine_name(request)
     records = await ctx.store.machines.revoke(name, body.get("serial"))
     ctx.log.info("machine revoked", machine=name, serial=body.get("serial"))
+    serial = body.get("serial")
+    request[AUDIT_DETAIL] = f"machine {name}" + (f" serial {serial}" if serial else "")
     now = ctx.clock()
     return reply({"machines": [m.to_json(now) for m in records]})
+
+
+# ----------------------------------------------------------------------------------------
+# The audit log
+
+AUDIT_QUERY = ("limit", "since", "user")
+
+
+def _since(text: str) -> float:
+    """Seconds since the epoch, or an ISO 8601 time (UTC unless it says otherwise)."""
+    try:
+        return float(text) if re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,9})?", text) else _iso(text)
+    except ValueError:
+        raise BadRequest(
+            f'"since" must be an ISO 8601 time (2026-12-07T21:00:00Z) or seconds since the '
+            f'epoch, not "{text[:40]}"'
+        ) from None
+
+
+def _iso(text: str) -> float:
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+@_admin
+async def list_audit(request: web.Request) -> web.Response:
+    """The newest events (``limit``, default 100, at most MAX_LIST), oldest first; ``since``
+    a time, ``user`` one user's."""
+    query = request.query
+    for name in query:
+        if name not in AUDIT_QUERY:
+            raise BadRequest(
+                f'unknown query parameter "{name[:40]}"; they are "limit", "since" and "user"'
+            )
+    limit = query.get("limit", "100")
+    if not re.fullmatch(r"[0-9]{1,6}", limit) or not 1 <= int(limit) <= MAX_LIST:
+        raise BadRequest(f'"limit" must be a number of events from 1 to {MAX_LIST}')
+    since = _since(query["since"]) if "since" in query else None
+    user = schemas.user_name("user", query["user"]) if "user" in query else None
+    events = await context(request).store.audit.list(int(limit), since, user)
+    return reply({"events": [e.to_json() for e in events]})
 
 
 def add_routes(app: web.Application, api: str) -> None:
@@ -358,3 +469,4 @@ def add_routes(app: web.Application, api: str) -> None:
     r.add_get(f"{api}/machines", list_machines)
     r.add_post(f"{api}/machines", add_machine)
     r.add_post(f"{api}/machines/{{name}}/revoke", revoke_machine)
+    r.add_get(f"{api}/audit", list_audit)

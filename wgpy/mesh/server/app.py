@@ -16,10 +16,11 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, login_pages, logins, nat, oidc_routes, pages, schemas
+from . import admin, audit, login_pages, logins, machines, nat, oidc_routes, pages, schemas
 from .auth import Credential, bearer_token, parse_credential, source_key
-from .errors import Unauthorized
+from .errors import Forbidden, MeshError, Unauthorized
 from .hub import KEEPALIVE
+from .models import MachineRecord
 from .web import (
     CONTEXT,
     Context,
@@ -62,30 +63,95 @@ async def register(request: web.Request) -> web.Response:
             "public_key": schemas.public_key,
             "hostname": schemas.hostname,
         },
+        machines.PROOF_SCHEMA,
     )
     auth_key = parse_credential(body["auth_key"], "auth")
     refuse_failing_source(request, auth_key)
-    check = ctx.store.nodes.register(
-        auth_key,
-        body["public_key"],
-        body["hostname"],
-        holder=_node_token_if_any(request),
-        max_nodes=ctx.config.max_nodes_per_user,
-    )
-    node, token = await authenticating(request, "an auth key", auth_key, check)
+    what = f"auth key {auth_key.id}, hostname {body['hostname']}"
+    try:
+        machine = await machines.machine_of(request, body, body["public_key"])
+        check = ctx.store.nodes.register(
+            auth_key,
+            body["public_key"],
+            body["hostname"],
+            holder=_node_token_if_any(request),
+            max_nodes=ctx.config.max_nodes_per_user,
+            machine=machine,
+        )
+        node, token = await authenticating(request, "an auth key", auth_key, check)
+    except MeshError as e:
+        await audit.note(
+            request,
+            "register",
+            result=_result_of(e),
+            method="authkey",
+            detail=f"{what}: {e.message}",
+        )
+        raise
     ctx.known.add(token)
     ctx.log.info("node registered", node=node.id, user=node.user, hostname=node.hostname)
+    await audit.note(
+        request,
+        "register",
+        result=audit.OK,
+        method="authkey",
+        user=node.user,
+        node_id=node.id,
+        detail=f"{what}{_machine_note(machine)}",
+    )
     return reply({"node": node.to_json(ctx.clock()), "token": str(token)})
+
+
+def _machine_note(machine: MachineRecord | None) -> str:
+    return "" if machine is None else f", machine {machine.name} (serial {machine.serial})"
+
+
+def _result_of(error: MeshError) -> str:
+    return audit.REFUSED if isinstance(error, Unauthorized | Forbidden) else audit.FAILED
 
 
 async def login(request: web.Request) -> web.Response:
     ctx = context(request)
-    node = await node_of(request, rate_limited=True)
+    token = bearer_token(request.headers.get("Authorization"), "node")  # malformed: no event
+    try:
+        node = await node_of(request, rate_limited=True)
+    except (Unauthorized, Forbidden) as e:
+        detail = f"node token {token.id}: {e.message}"
+        await audit.note(request, "login", result=audit.REFUSED, method="token", detail=detail)
+        raise
     body = schemas.fields(
         await read_json(request),
         {"public_key": schemas.public_key, "hostname": schemas.hostname},
+        machines.PROOF_SCHEMA,
     )
-    node = await ctx.store.nodes.login(node.id, body["public_key"], body["hostname"])
+    key_change = body["public_key"] != node.public_key
+    machine = None
+    try:
+        machine = await machines.machine_of(request, body, body["public_key"])
+        node = await ctx.store.nodes.login(
+            node.id, body["public_key"], body["hostname"], machine=machine
+        )
+    except MeshError as e:
+        await audit.note(
+            request,
+            "login",
+            result=_result_of(e),
+            method="token",
+            user=node.user,
+            node_id=node.id,
+            detail=e.message,
+        )
+        raise
+    await audit.note(
+        request,
+        "login",
+        result=audit.OK,
+        method="token",
+        user=node.user,
+        node_id=node.id,
+        detail=(f"new key {body['public_key']}" if key_change else "same key")
+        + _machine_note(machine),
+    )
     return reply({"node": node.to_json(ctx.clock())})
 
 
@@ -144,6 +210,9 @@ async def logout(request: web.Request) -> web.Response:
     if stream is not None:
         stream.close()
     ctx.log.info("node logged out", node=node.id)
+    await audit.note(
+        request, "logout", result=audit.OK, method="token", user=node.user, node_id=node.id
+    )
     return reply({})
 
 
@@ -255,6 +324,7 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_get(f"{api}/node/map", node_map)
     app.router.add_post(f"{api}/logout", logout)
     logins.add_routes(app, api)
+    machines.add_routes(app, api)
     admin.add_routes(app, api)
     pages.add_routes(app)
     login_pages.add_routes(app)

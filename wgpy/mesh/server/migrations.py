@@ -225,6 +225,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        9,
+        "the machine each node proved to be; server secrets",
+        # machine_id: the machine certificate (machines.id) the node proved it holds when it
+        # registered or changed its key, NULL: none. server_secrets: random values the server
+        # replicas share (the key of machine challenges, server/machines.py), made on first use.
+        (
+            "ALTER TABLE nodes ADD COLUMN machine_id BIGINT",
+            "CREATE INDEX nodes_machine_id ON nodes (machine_id)",
+            """CREATE TABLE server_secrets (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL)""",
+        ),
+    ),
+    Migration(
         10,
         "the audit log of authentication events",
         # One row per event (store/audit.py): never a secret. user_name and node_id are kept

@@ -68,6 +68,10 @@ class Node:
     # ICE (POST /api/v1/node/candidates): candidate-attributes, checked (wgpy/candidates.py)
     candidates: tuple[str, ...] = ()
     ice_ufrag: str = ""  # no password: the checks' keys are per pair of nodes, never sent
+    # The machine certificate the node proved it holds (server/machines.py), and its name;
+    # expires_at is then no later than the certificate's end (or revocation).
+    machine_id: int | None = None
+    machine: str | None = None
 
     @property
     def online(self) -> bool:
@@ -106,6 +110,7 @@ class Node:
             "last_seen": iso(self.last_seen),
             "online": self.online if online is None else online,
             "created_at": iso(self.created_at),
+            "machine": self.machine,
         }
 
     def peer_json(self, can_reach: bool, reachable_from: bool) -> dict[str, Any]:

@@ -19,6 +19,10 @@ by a ``src`` selector start traffic to every node matched by a ``dst`` selector.
 ``tagOwners`` maps each tag to the users (``user:NAME``) whose nodes may carry it. With no
 policy set, :data:`DEFAULT` applies: nodes of one user reach each other, nothing across users.
 
+``"machineCertificates": {"require": [WHO, ...]}`` (optional) makes registration and key
+changes of the nodes it names prove a machine certificate (server/machines.py); WHO is ``*``
+(everyone), ``user:NAME``, ``tag:NAME`` (declared in ``tagOwners``) or ``group:NAME``.
+
 Errors are :class:`PolicyError` whose message starts with the path of the offending part,
 ``acls[1].dst[0]: unknown user "bob"``. For fast evaluation over many nodes, :meth:`Policy.masks`
 gives a node two bit sets (the rules whose ``src``, and whose ``dst``, match it):
@@ -133,6 +137,8 @@ class Policy:
     document: Mapping[str, Any] | None
     # group:NAME -> its users: the policy's "groups" section and the store's groups together.
     groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # machineCertificates.require: "*", "user:NAME", "tag:NAME", "group:NAME"
+    machine_required_for: frozenset[str] = frozenset()
     # DEFAULT's masks: one implicit rule "user:X -> user:X" per user, numbered on first sight.
     _user_bits: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     # The rules as look-ups, made on first use of masks().
@@ -169,6 +175,7 @@ class Policy:
         if self.document is not None:
             for members in self.document.get("groups", {}).values():
                 names |= set(members)
+        names |= {n[5:] for n in self.machine_required_for if n.startswith("user:")}
         for rule in self.rules:
             for sel in rule.src + rule.dst:
                 if isinstance(sel, UserSelector):
@@ -188,6 +195,23 @@ class Policy:
     def nodes_named(self) -> frozenset[str]:
         """Every node the policy names, as ``USER/HOSTNAME``."""
         return frozenset(f"{sel.user}/{sel.hostname}" for sel in self.node_selectors())
+
+    def machine_required(
+        self, user: str, tags: Collection[str], groups: Collection[str] = ()
+    ) -> bool:
+        """Whether a node of ``user`` with ``tags`` must prove a machine certificate to
+        register or change its key. ``user`` is in the policy's groups (its ``groups``
+        section and the users' OIDC groups) and in ``groups`` (each ``group:NAME``), if given."""
+        required = self.machine_required_for
+        if not required:
+            return False
+        return (
+            "*" in required
+            or f"user:{user}" in required
+            or any(tag in required for tag in tags)
+            or any(group in required for group in groups)
+            or any(g.startswith("group:") and self.in_group(user, g) for g in required)
+        )
 
     def may_carry(self, user: str, tag: str) -> bool:
         """Whether nodes of ``user`` may carry ``tag`` (any tag, by DEFAULT)."""
@@ -284,9 +308,10 @@ def parse_policy(
     if not isinstance(document, dict):
         raise PolicyError('the policy must be a JSON object with "acls" and optionally "tagOwners"')
     for key in document:
-        if key not in ("acls", "tagOwners", "groups"):
+        if key not in ("acls", "tagOwners", "groups", "machineCertificates"):
             raise PolicyError(
-                f'{_key(key)}: unknown field; a policy has "acls", "tagOwners" and "groups"'
+                f'{_key(key)}: unknown field; a policy has "acls", "tagOwners", "groups" and '
+                '"machineCertificates"'
             )
     if "acls" not in document:
         raise PolicyError('acls: missing; a policy needs "acls", a list of rules (it may be empty)')
@@ -295,7 +320,14 @@ def parse_policy(
     parser.members = members
     tag_owners = parser.tag_owners(document.get("tagOwners", {}))
     rules = parser.rules(document["acls"], tag_owners)
-    return Policy(rules=rules, tag_owners=tag_owners, document=document, groups=members)
+    required = parser.machine_certificates(document.get("machineCertificates", {}), tag_owners)
+    return Policy(
+        rules=rules,
+        tag_owners=tag_owners,
+        document=document,
+        groups=members,
+        machine_required_for=required,
+    )
 
 
 def _key(key: str) -> str:
@@ -353,6 +385,40 @@ class _Parser:
                 users.add(self.user(f"{path}[{i}]", owner[5:]))
             owners[tag] = frozenset(users)
         return owners
+
+    def machine_certificates(
+        self, value: object, tag_owners: Mapping[str, object]
+    ) -> frozenset[str]:
+        path = "machineCertificates"
+        if not isinstance(value, dict):
+            raise PolicyError(f'{path}: expected an object {{"require": [...]}}')
+        for key in value:
+            if key != "require":
+                raise PolicyError(f'{path}.{_key(key)}: unknown field; the only one is "require"')
+        names = value.get("require", [])
+        if not isinstance(names, list) or len(names) > MAX_SELECTORS:
+            raise PolicyError(
+                f'{path}.require: expected a list of "*", "user:NAME", "tag:NAME" or '
+                f'"group:NAME" (at most {MAX_SELECTORS})'
+            )
+        required = set()
+        for i, name in enumerate(names):
+            where = f"{path}.require[{i}]"
+            if name == "*":
+                required.add(name)
+            elif isinstance(name, str) and name.startswith("user:"):
+                required.add(f"user:{self.user(where, name[5:])}")
+            elif isinstance(name, str) and name.startswith("tag:"):
+                if not TAG.match(name):
+                    raise PolicyError(f'{where}: "{name[:70]}" is not a tag; expected tag:NAME')
+                if name not in tag_owners:
+                    raise PolicyError(f'{where}: tag "{name}" is not declared in tagOwners')
+                required.add(name)
+            elif isinstance(name, str) and GROUP.match(name):
+                required.add(name)
+            else:
+                raise PolicyError(f'{where}: expected "*", "user:NAME", "tag:NAME" or "group:NAME"')
+        return frozenset(required)
 
     def rules(self, value: object, tag_owners: Mapping[str, object]) -> tuple[Rule, ...]:
         if not isinstance(value, list):

@@ -277,6 +277,7 @@ class MeshServer:
                     ephemeral_idle=self.config.ephemeral_idle,
                 )
                 await self.store.login_requests.prune()  # a day past their expiry
+                await self.store.audit.prune()  # events older than AUDIT_RETENTION
             except Exception:
                 self.log.exception("heartbeat failed")
 

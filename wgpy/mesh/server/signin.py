@@ -25,6 +25,8 @@ import enum
 import os
 from dataclasses import dataclass
 
+from wgpy.log import get_logger
+
 from . import login
 from .auth import Rng, source_key
 from .login import (
@@ -109,7 +111,34 @@ class SignIn:
 
     async def check_password(self, name: str, password: str, source: str | None) -> Outcome:
         """Step 1. ``name`` as typed (surrounding spaces and case do not matter: the
-        outcome's ``user`` is the name to keep); ``source``: the client's address."""
+        outcome's ``user`` is the name to keep); ``source``: the client's address. An audit
+        event ("signin", method "password") either way."""
+        outcome = await self._check_password(name, password, source)
+        await self._audit(outcome, "password", source)
+        return outcome
+
+    async def _audit(self, outcome: Outcome, method: str, source: str | None) -> None:
+        """The audit event of a sign-in step. The user only when there is one by that name:
+        what someone typed in the name field may be a password."""
+        exists = outcome.passed or (
+            USER_NAME.match(outcome.user) is not None
+            and await self.store.accounts.get(outcome.user) is not None
+        )
+        try:
+            await self.store.audit.record(
+                "signin",
+                result="ok" if outcome.passed else "refused",
+                method=method,
+                user=outcome.user if exists else None,
+                source=source,
+                detail=outcome.message or f"next step: {outcome.next.value}",
+            )
+        except Exception as e:  # the database failed: the sign-in's own outcome stands
+            get_logger(component="signin").error(
+                "could not write the audit log", audit_event="signin", error=str(e)
+            )
+
+    async def _check_password(self, name: str, password: str, source: str | None) -> Outcome:
         name = normalize_name(name)
         if not USER_NAME.match(name):  # no user has it: no account row for it either
             return await self._failed_source(name, source)
@@ -144,7 +173,13 @@ class SignIn:
         return Enrolment(secret, login.totp_uri(secret, name, self.issuer))
 
     async def check_totp(self, name: str, code: str, source: str | None) -> Outcome:
-        """Step 2, for the ``user`` of a step 1 that passed; ``code`` as typed."""
+        """Step 2, for the ``user`` of a step 1 that passed; ``code`` as typed. An audit
+        event ("signin", method "totp") either way."""
+        outcome = await self._check_totp(name, code, source)
+        await self._audit(outcome, "totp", source)
+        return outcome
+
+    async def _check_totp(self, name: str, code: str, source: str | None) -> Outcome:
         if not USER_NAME.match(name):
             return Outcome(Next.FAILED, name, NO_PASSWORD_STEP)
         refused = await self._refusal(name, source)

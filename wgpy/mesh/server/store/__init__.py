@@ -55,7 +55,7 @@ class Store:
         self.nodes = NodeRepository(db, clock=clock, rng=rng)
         self.ice = IceRepository(db, clock=clock)
         self.streams = StreamRepository(db, clock=clock)
-        self.machines = MachineRepository(db, clock=clock)
+        self.machines = MachineRepository(db, clock=clock, rng=rng)
         self.login_requests = LoginRequestRepository(db, nodes=self.nodes, clock=clock, rng=rng)
         self.sessions = SessionRepository(db, clock=clock, rng=rng)
         self.oidc = OidcRepository(db, clock=clock, rng=rng)

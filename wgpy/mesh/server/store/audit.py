@@ -5,7 +5,7 @@ and the result, as ``wgpy admin audit`` shows them.
 Callers write no secret here: no password, TOTP code, token, auth key or private key; a
 public key, a key's id or a machine's serial is fine. As a guard, ``record`` cuts every field
 to a bounded length, so hostile input (a long hostname, a long error) cannot grow a row
-without bound.
+without bound; events are kept AUDIT_RETENTION (a year: the server's heartbeat prunes).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ AUDIT_COLUMNS = "id, at, event, result, method, user_name, node_id, source, deta
 MAX_FIELD = 64  # characters of event, result, method, user and source
 MAX_DETAIL = 500  # characters of detail
 MAX_LIST = 10_000  # events one list returns at most
+AUDIT_RETENTION = 365 * 86400.0  # seconds an event is kept
 
 
 def audit_from(row: Row) -> AuditEvent:
@@ -75,6 +76,11 @@ class AuditRepository(Repository):
             )
         assert row is not None
         return audit_from(row)
+
+    async def prune(self, retention: float = AUDIT_RETENTION) -> int:
+        """Delete the events older than ``retention`` seconds; how many."""
+        async with self.db.transaction() as tx:
+            return await tx.execute("DELETE FROM audit_log WHERE at < ?", self.clock() - retention)
 
     async def list(
         self, limit: int = 100, since: float | None = None, user: str | None = None

@@ -254,6 +254,7 @@ class LoginRequestRepository(Repository):
                 held=request.node_id,
                 expires_at=expires_at,
                 max_nodes=self.max_nodes,
+                machine_id=request.machine_id,
             )
             await self._decide(
                 tx,

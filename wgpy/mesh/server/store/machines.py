@@ -1,13 +1,14 @@
 """Machines in the store: the certificates the operator's machine CA issued, as admins
 recorded them (``wgpy admin machines issue``), and their revocation. The certificate's checks
 (chain, validity, proof of possession) are wgpy/machinecert.py's; this keeps what the server
-must remember: which serials it knows and which are revoked."""
+must remember: which serials it knows and which are revoked (a revoked machine's nodes expire
+with it: rows.node_from), and the secret its challenges are made with."""
 
 from __future__ import annotations
 
 from wgpy.machinecert import Machine
 
-from ..db import IntegrityConflict, Row
+from ..db import IntegrityConflict, Row, placeholders
 from ..errors import Conflict, Forbidden, NotFound
 from ..models import MachineRecord
 from .rows import Repository
@@ -128,9 +129,31 @@ class MachineRepository(Repository):
             rows = await tx.fetch(
                 f"SELECT {MACHINE_COLUMNS} FROM machines WHERE name = ? ORDER BY id", name
             )
+            # Their nodes expire with them (rows.node_from): the hubs drop them from maps.
+            revoked = [int(r["id"]) for r in rows if r["revoked_at"] == now]
+            if revoked:
+                nodes = await tx.fetch(
+                    f"SELECT id FROM nodes WHERE machine_id IN ({placeholders(revoked)})",
+                    *revoked,
+                )
+                tx.changed(int(n["id"]) for n in nodes)
         if not rows:
             raise NotFound(f'there is no machine "{name}"')
         records = [machine_from(r) for r in rows]
         if serial is not None and all(r.serial != serial for r in records):
             raise NotFound(f'machine "{name}" has no certificate with serial {serial}')
         return records
+
+    async def secret(self, name: str, size: int = 32) -> bytes:
+        """The server secret ``name`` (server_secrets), shared by every replica: made with
+        ``size`` random bytes by whichever replica asks first."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                name,
+                self.rng(size).hex(),
+                self.clock(),
+            )
+            value = await tx.fetchval("SELECT value FROM server_secrets WHERE name = ?", name)
+        return bytes.fromhex(value)

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from ..auth import Credential, hash_secret, new_credential, secret_matches
 from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
-from ..models import MAX_ADDR_INDEX, Node
-from ..policy import PolicyError
+from ..models import MAX_ADDR_INDEX, MachineRecord, Node
+from ..policy import Policy, PolicyError
 from .rows import (
     NODE_COLUMNS,
     NODES_FROM,
+    NODES_JOIN,
     Repository,
     dump_list,
     load_list,
@@ -42,6 +43,10 @@ NODE_EXPIRED = (
     "this node has expired; log in again (wgpy up --login-server URL, without an auth key) "
     "or register it again with an auth key"
 )
+MACHINE_REQUIRED = (
+    "a machine certificate is required for this node by the policy; start it with "
+    "--machine-cert FILE --machine-key FILE (ask an admin: wgpy admin machines issue NAME)"
+)
 
 
 def key_taken(node_id: int) -> str:
@@ -50,6 +55,27 @@ def key_taken(node_id: int) -> str:
         "holds that node; send the node's token (Authorization: Bearer wgpy_node_...) to "
         f"register it again, or generate a new key, or have an admin delete node {node_id}"
     )
+
+
+async def check_machine(
+    tx: Tx,
+    policy: Policy,
+    user: str,
+    tags: Sequence[str],
+    machine: MachineRecord | int | None,
+) -> None:
+    """Forbidden unless a node of ``user`` with ``tags`` may register (or change its key)
+    with ``machine`` (its record or id; None: no proof): the policy may require one (groups:
+    the user's, once users have groups), and a machine revoked meanwhile no longer counts."""
+    if machine is None:
+        if policy.machine_required(user, tags):
+            raise Forbidden(MACHINE_REQUIRED)
+        return
+    machine_id = machine if isinstance(machine, int) else machine.id
+    row = await tx.fetchrow("SELECT name, revoked_at FROM machines WHERE id = ?", machine_id)
+    if row is None or row["revoked_at"] is not None:
+        name = "" if row is None else f' "{row["name"]}"'
+        raise Forbidden(f"machine{name} is revoked; ask an admin for a new machine certificate")
 
 
 def _holds(holder: Credential | None, token_id: str | None, token_hash: str | None) -> bool:
@@ -82,6 +108,7 @@ class NodeRepository(Repository):
         holder: Credential | None = None,
         *,
         max_nodes: int = 0,
+        machine: MachineRecord | None = None,
     ) -> tuple[Node, Credential]:
         """Create the node of ``public_key`` with a pre-auth key, or re-register it (same
         node, same addresses, a new token); the node and its token.
@@ -92,10 +119,16 @@ class NodeRepository(Repository):
         take over its node, tags, address and rights. An admin releases a key by deleting
         its node.
 
-        A new node beyond ``max_nodes`` of its user (0: no limit) is refused."""
+        A new node beyond ``max_nodes`` of its user (0: no limit) is refused.
+
+        ``machine``: the machine certificate the caller proved it holds (server/machines.py),
+        recorded on the node; without one, a node that the policy requires one of is refused
+        (Forbidden, MACHINE_REQUIRED)."""
         for _ in range(ATTEMPTS):
             try:
-                return await self._register(auth_key, public_key, hostname, holder, max_nodes)
+                return await self._register(
+                    auth_key, public_key, hostname, holder, max_nodes, machine
+                )
             except IntegrityConflict:
                 continue  # a concurrent registration took the hostname or address first
         raise Conflict("the registration kept colliding with concurrent ones; try again")
@@ -107,6 +140,7 @@ class NodeRepository(Repository):
         hostname: str,
         holder: Credential | None,
         max_nodes: int,
+        machine: MachineRecord | None,
     ) -> tuple[Node, Credential]:
         now = self.clock()
         token = new_credential("node", self.rng)
@@ -128,9 +162,9 @@ class NodeRepository(Repository):
                 raise Forbidden(AUTH_KEY_USED)
             user_id = int(key["user_id"])
             key_tags = load_list(key["tags"])
+            _, policy = await load_policy(tx)
+            user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
             if key_tags:  # the key's tags, as the policy in force now allows them
-                _, policy = await load_policy(tx)
-                user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
                 try:
                     policy.check_tags(user, key_tags)
                 except PolicyError as e:
@@ -152,23 +186,26 @@ class NodeRepository(Repository):
                 if not _holds(holder, existing["token_id"], existing["token_hash"]):
                     raise Conflict(key_taken(int(existing["id"])))
                 node_id = int(existing["id"])
+                tags = key_tags or load_list(existing["tags"])
+                await check_machine(tx, policy, user, tags, machine)
                 name = existing["hostname"]
                 if name != hostname:
-                    user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
                     reserved = await reserved_names(tx, node_id, user)
                     name = await self._free_hostname(tx, user_id, hostname, node_id, reserved)
                 await tx.execute(
                     "UPDATE nodes SET hostname = ?, tags = ?, ephemeral = ?, expires_at = NULL,"
-                    " last_seen = ?, token_id = ?, token_hash = ? WHERE id = ?",
+                    " last_seen = ?, token_id = ?, token_hash = ?, machine_id = ? WHERE id = ?",
                     name,
-                    dump_list(key_tags) if key_tags else existing["tags"],
+                    dump_list(tags),
                     bool(key["ephemeral"]),
                     now,
                     token.id,
                     token.secret_hash,
+                    None if machine is None else machine.id,
                     node_id,
                 )
             else:
+                await check_machine(tx, policy, user, key_tags, machine)
                 if max_nodes:
                     await self._check_quota(tx, user_id, max_nodes)
                 await self._release_name_of_departed(tx, user_id, hostname)
@@ -177,7 +214,8 @@ class NodeRepository(Repository):
                     await tx.fetchval(
                         "INSERT INTO nodes (user_id, hostname, public_key, addr_index, endpoints,"
                         " tags, ephemeral, expires_at, last_seen, token_id, token_hash,"
-                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) RETURNING id",
+                        " created_at, machine_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?) RETURNING id",
                         user_id,
                         name,
                         public_key,
@@ -189,6 +227,7 @@ class NodeRepository(Repository):
                         token.id,
                         token.secret_hash,
                         now,
+                        None if machine is None else machine.id,
                     )
                 )
             tx.changed([node_id])
@@ -204,6 +243,7 @@ class NodeRepository(Repository):
         held: int | None,
         expires_at: float | None,
         max_nodes: int,
+        machine_id: int | None = None,
     ) -> tuple[int, bool]:
         """Inside ``tx``: the node a person signed in as ``user_id`` approved for
         ``public_key`` (store/login_requests.py); its id, and whether it is new.
@@ -212,13 +252,16 @@ class NodeRepository(Repository):
         same name and addresses, its key set, its expiry ``expires_at`` (one that never
         expires, an admin's choice or an auth key's node, keeps that). A node of another user
         is refused. A new one gets a free name and address and no usable token yet (the
-        waiting node fetches its token)."""
+        waiting node fetches its token). ``machine_id``: the machine the device proved when
+        it asked (None: none), recorded on the node; the policy may require one."""
         now = self.clock()
         existing = await tx.fetchrow(
-            "SELECT id, user_id, expires_at FROM nodes WHERE public_key = ?", public_key
+            "SELECT id, user_id, tags, expires_at FROM nodes WHERE public_key = ?", public_key
         )
         if held is not None:
-            row = await tx.fetchrow("SELECT id, user_id, expires_at FROM nodes WHERE id = ?", held)
+            row = await tx.fetchrow(
+                "SELECT id, user_id, tags, expires_at FROM nodes WHERE id = ?", held
+            )
             if row is None:
                 raise NotFound(
                     f"node {held}, which this device logged in as, was deleted; run wgpy up again"
@@ -233,15 +276,19 @@ class NodeRepository(Repository):
                     "or generate a new key on the device, or have an admin delete that node"
                 )
             node_id = int(existing["id"])
+            await self._check_machine_of(tx, user_id, load_list(existing["tags"]), machine_id)
             await tx.execute(
-                "UPDATE nodes SET public_key = ?, expires_at = ?, last_seen = ? WHERE id = ?",
+                "UPDATE nodes SET public_key = ?, expires_at = ?, last_seen = ?, machine_id = ?"
+                " WHERE id = ?",
                 public_key,
                 None if existing["expires_at"] is None else expires_at,  # never stays never
                 now,
+                machine_id,
                 node_id,
             )
             tx.changed([node_id])
             return node_id, False
+        await self._check_machine_of(tx, user_id, (), machine_id)
         if max_nodes:
             await self._check_quota(tx, user_id, max_nodes)
         await self._release_name_of_departed(tx, user_id, hostname)
@@ -251,7 +298,8 @@ class NodeRepository(Repository):
             await tx.fetchval(
                 "INSERT INTO nodes (user_id, hostname, public_key, addr_index, endpoints,"
                 " tags, ephemeral, expires_at, last_seen, token_id, token_hash,"
-                " created_at) VALUES (?, ?, ?, ?, '[]', '[]', FALSE, ?, ?, ?, ?, ?) RETURNING id",
+                " created_at, machine_id)"
+                " VALUES (?, ?, ?, ?, '[]', '[]', FALSE, ?, ?, ?, ?, ?, ?) RETURNING id",
                 user_id,
                 name,
                 public_key,
@@ -261,10 +309,18 @@ class NodeRepository(Repository):
                 unusable.id,
                 hash_secret(self.rng(32).hex()),
                 now,
+                machine_id,
             )
         )
         tx.changed([node_id])
         return node_id, True
+
+    async def _check_machine_of(
+        self, tx: Tx, user_id: int, tags: Sequence[str], machine_id: int | None
+    ) -> None:
+        _, policy = await load_policy(tx)
+        user = await tx.fetchval("SELECT name FROM users WHERE id = ?", user_id)
+        await check_machine(tx, policy, user, tags, machine_id)
 
     async def give_token_in(self, tx: Tx, node_id: int) -> Credential:
         """Inside ``tx``: a new token for ``node_id`` (the old one stops working)."""
@@ -281,38 +337,59 @@ class NodeRepository(Repository):
     async def authenticate(self, token: Credential) -> Node:
         async with self.db.transaction() as tx:
             row = await tx.fetchrow(
-                f"SELECT {NODE_COLUMNS}, n.token_hash FROM nodes n"
-                " JOIN users u ON u.id = n.user_id WHERE n.token_id = ?",
+                f"SELECT {NODE_COLUMNS}, n.token_hash FROM {NODES_JOIN} WHERE n.token_id = ?",
                 token.id,
             )
         if row is None or not secret_matches(token, row["token_hash"]):
             raise Unauthorized(TOKEN_INVALID)
         return node_from(row)
 
-    async def login(self, node_id: int, public_key: str, hostname: str) -> Node:
-        """The node comes back with its token, maybe with a new key or hostname."""
+    async def login(
+        self,
+        node_id: int,
+        public_key: str,
+        hostname: str,
+        *,
+        machine: MachineRecord | None = None,
+    ) -> Node:
+        """The node comes back with its token, maybe with a new key or hostname. A new key
+        is a new proof: it needs a machine certificate (``machine``) when the policy requires
+        one of the node, and the node keeps only the one it proves now (if any); with the
+        same key the node keeps its machine unless it proves another."""
         now = self.clock()
         try:
             async with self.db.transaction() as tx:
                 node = await self._node(tx, node_id)
                 if node.expired(now):
                     raise Forbidden(NODE_EXPIRED)
-                if public_key != node.public_key and await tx.fetchval(
+                key_change = public_key != node.public_key
+                if key_change and await tx.fetchval(
                     "SELECT id FROM nodes WHERE public_key = ?", public_key
                 ):
                     raise Conflict("this public key belongs to another node; generate a new key")
+                machine_id = node.machine_id
+                if key_change or machine is not None:
+                    _, policy = await load_policy(tx)
+                    await check_machine(tx, policy, node.user, node.tags, machine)
+                    machine_id = None if machine is None else machine.id
                 name = node.hostname
                 if hostname != node.hostname:
                     reserved = await reserved_names(tx, node_id, node.user)
                     name = await self._free_hostname(tx, node.user_id, hostname, node_id, reserved)
                 await tx.execute(
-                    "UPDATE nodes SET public_key = ?, hostname = ?, last_seen = ? WHERE id = ?",
+                    "UPDATE nodes SET public_key = ?, hostname = ?, last_seen = ?, machine_id = ?"
+                    " WHERE id = ?",
                     public_key,
                     name,
                     now,
+                    machine_id,
                     node_id,
                 )
-                if (public_key, name) != (node.public_key, node.hostname):
+                if (public_key, name, machine_id) != (
+                    node.public_key,
+                    node.hostname,
+                    node.machine_id,
+                ):
                     tx.changed([node_id])
                 return await self._node(tx, node_id)
         except IntegrityConflict:

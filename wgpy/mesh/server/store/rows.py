@@ -32,9 +32,13 @@ class Repository:
 NODE_COLUMNS = (
     "n.id, n.user_id, u.name AS user_name, n.hostname, n.public_key, n.addr_index,"
     " n.endpoints, n.tags, n.ephemeral, n.expires_at, n.last_seen, n.stream_id,"
-    " n.stream_replica, n.created_at, n.candidates, n.ice_ufrag"
+    " n.stream_replica, n.created_at, n.candidates, n.ice_ufrag,"
+    " n.machine_id, m.name AS machine_name, m.not_after AS machine_not_after,"
+    " m.revoked_at AS machine_revoked_at"
 )
-NODES_FROM = f"SELECT {NODE_COLUMNS} FROM nodes n JOIN users u ON u.id = n.user_id"
+# A node's machine certificate (if any) ends its life too: see node_from.
+NODES_JOIN = "nodes n JOIN users u ON u.id = n.user_id LEFT JOIN machines m ON m.id = n.machine_id"
+NODES_FROM = f"SELECT {NODE_COLUMNS} FROM {NODES_JOIN}"
 PREAUTH_COLUMNS = (
     "k.id, k.user_id, u.name AS user_name, k.reusable, k.ephemeral, k.tags, k.expires_at,"
     " k.used, k.created_at"
@@ -87,6 +91,14 @@ def load_list(text: str) -> tuple[str, ...]:
 
 
 def node_from(row: Row) -> Node:
+    """The node of a row of NODE_COLUMNS. Its ``expires_at`` is the earliest of its own
+    expiry, its machine certificate's ``not_after`` and the certificate's revocation: a node
+    whose certificate ends or is revoked expires with it (and the hub drops it from maps)."""
+    ends = [
+        t
+        for t in (row["expires_at"], row["machine_not_after"], row["machine_revoked_at"])
+        if t is not None
+    ]
     return Node(
         id=int(row["id"]),
         user_id=int(row["user_id"]),
@@ -97,13 +109,15 @@ def node_from(row: Row) -> Node:
         endpoints=load_list(row["endpoints"]),
         tags=load_list(row["tags"]),
         ephemeral=bool(row["ephemeral"]),
-        expires_at=row["expires_at"],
+        expires_at=min(ends) if ends else None,
         last_seen=row["last_seen"],
         stream_id=row["stream_id"],
         stream_replica=row["stream_replica"],
         created_at=row["created_at"],
         candidates=load_list(row["candidates"]),
         ice_ufrag=row["ice_ufrag"],
+        machine_id=None if row["machine_id"] is None else int(row["machine_id"]),
+        machine=row["machine_name"],
     )
 
 
