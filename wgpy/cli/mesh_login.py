@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from wgpy.keys import key_to_base64
+from wgpy.machinecert import MachineCertError
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import ApiError, MeshClientError, NodeClient
 from wgpy.mesh.client.login import (
@@ -29,6 +31,7 @@ from wgpy.mesh.client.login import (
     interactive_login,
     printable,
 )
+from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.state import EXPIRED, REFUSED, StateDir, StateError
 from wgpy.protocol import crypto
 
@@ -193,6 +196,7 @@ async def _log_in(
             options.node.hostname,
             ca_cert=options.ca_cert,
             node_token=node_token,
+            machine=_machine(options),
             on_start=countdown.started,
             on_wait=countdown.waiting,
         )
@@ -200,6 +204,17 @@ async def _log_in(
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+
+
+def _machine(options: daemon.DaemonOptions) -> MachineIdentity | None:
+    """The node's machine certificate and key (``--machine-cert/--machine-key``), if any."""
+    node = options.node
+    if node.machine_cert is None or node.machine_key is None:
+        return None
+    try:
+        return MachineIdentity.load(Path(node.machine_key), Path(node.machine_cert))
+    except MachineCertError as e:
+        raise CommandError(str(e)) from None
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -23,6 +23,7 @@ from nacl.public import PrivateKey, SealedBox
 from wgpy.log import get_logger
 
 from .api import ApiError, Client, MeshClientError
+from .machine import MachineIdentity
 
 WAIT = 30  # seconds one long poll may last (the server's most)
 CANCEL_TIMEOUT = 5.0  # seconds to withdraw the request when cancelled
@@ -107,11 +108,14 @@ class LoginClient(Client):
     """The login endpoints; ``token`` is the node token when starting (if the node has one),
     then the request's secret."""
 
-    async def start(self, public_key: str, hostname: str) -> LoginStarted:
+    async def start(
+        self, public_key: str, hostname: str, proof: dict[str, str] | None = None
+    ) -> LoginStarted:
+        """``proof``: the machine proof's fields (MachineIdentity.proof), if the node has a
+        machine certificate."""
+        body = {"public_key": public_key, "hostname": hostname, **(proof or {})}
         try:
-            reply = await self.request(
-                "POST", "/api/v1/login/start", {"public_key": public_key, "hostname": hostname}
-            )
+            reply = await self.request("POST", "/api/v1/login/start", body)
         except ApiError as e:
             if e.status in (404, 405):  # no such endpoint: a server without interactive login
                 raise ApiError(e.status, NO_INTERACTIVE_LOGIN) from None
@@ -140,6 +144,7 @@ async def interactive_login(
     *,
     ca_cert: str | None = None,
     node_token: str | None = None,
+    machine: MachineIdentity | None = None,
     on_start: Callable[[LoginStarted], None] = lambda _: None,
     on_wait: Callable[[float], None] = lambda _: None,
     clock: Callable[[], float] = time.monotonic,
@@ -147,11 +152,15 @@ async def interactive_login(
     """Start a login request, hand it to ``on_start`` (show the URL), wait until it is
     approved (``on_wait`` hears the seconds left after each long poll) and return the node
     and its token. LoginEnded if it was refused or expired; LoginCancelled if this task was
-    cancelled (the request withdrawn at the server first)."""
+    cancelled (the request withdrawn at the server first). ``machine``: the node's machine
+    certificate and key, proved to the server with the request."""
     async with LoginClient(
         base_url, token=node_token, ca_cert=ca_cert, timeout=REQUEST_TIMEOUT
     ) as client:
-        started = await client.start(public_key, hostname)
+        proof = None
+        if machine is not None:
+            proof = await machine.proof(client, base64.b64decode(public_key))
+        started = await client.start(public_key, hostname, proof)
         log.info("login request started", url=started.url, expires_in=started.expires_in)
         on_start(started)
         deadline = clock() + started.expires_in

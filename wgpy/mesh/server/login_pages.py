@@ -27,6 +27,8 @@ from aiohttp import web
 from markupsafe import Markup
 
 from . import login
+from .audit import note
+from .errors import MeshError
 from .models import EXPIRED, LoginRequest
 from .pages import (
     PageError,
@@ -233,9 +235,19 @@ async def approve(request: web.Request) -> web.StreamResponse:
         raise PageError(400, "choose Connect to connect the device")
     ctx = context(request)
     login_request = await _pending(request)
-    node = await ctx.store.login_requests.approve(
-        login_request.id, session.user_id, session.method or "password"
-    )
+    method = session.method or "password"
+    try:
+        node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
+    except MeshError as e:  # another user's key, a machine certificate required, ...
+        await note(
+            request,
+            "login.approve",
+            result="refused",
+            method=method,
+            user=session.user,
+            detail=e.message,
+        )
+        raise
     ctx.log.info(
         "login request approved",
         user=session.user,
@@ -244,8 +256,15 @@ async def approve(request: web.Request) -> web.StreamResponse:
         hostname=node.hostname,
         source=request.remote,
     )
-    # audit: login request approved (event "login.approve", result "ok", method
-    # session.method, user, node_id=node.id, source=request.remote)
+    await note(
+        request,
+        "login.approve",
+        result="ok",
+        method=method,
+        user=session.user,
+        node_id=node.id,
+        detail=f"login request for {node.hostname} approved",
+    )
     return await render(
         request,
         "connected.html",

@@ -24,7 +24,8 @@ from nacl.public import PublicKey, SealedBox
 
 from wgpy import keys
 
-from . import schemas
+from . import machines, schemas
+from .audit import note
 from .auth import Credential, bearer_token, source_key
 from .errors import BadRequest, MeshError, NotFound, TooManyRequests, Unauthorized
 from .models import APPROVED, PENDING, LoginRequest, Node
@@ -102,34 +103,6 @@ def wait_reply(request: LoginRequest, now: float) -> dict[str, Any]:
     return {"state": request.state, "message": message}
 
 
-async def audit(
-    request: web.Request,
-    event: str,
-    *,
-    result: str,
-    method: str | None = None,
-    user: str | None = None,
-    node_id: int | None = None,
-    detail: str | None = None,
-) -> None:
-    """Record an audit event with the client's address (never a secret: a request is named
-    by the first characters of its id). The log is a record, not a gate: a failure to write
-    it is logged and the request goes on."""
-    ctx = context(request)
-    try:
-        await ctx.store.audit.record(
-            event,
-            result=result,
-            method=method,
-            user=user,
-            node_id=node_id,
-            source=request.remote,
-            detail=detail,
-        )
-    except Exception as e:
-        ctx.log.error("could not write the audit log", audit_event=event, error=str(e))
-
-
 def _short(request_id: str) -> str:
     return f"login request {request_id[:6]}..."
 
@@ -139,7 +112,7 @@ async def _authenticated(request: web.Request, request_id: str, secret: str) -> 
     try:
         login = await context(request).store.login_requests.authenticate(request_id, secret)
     except Unauthorized as e:
-        await audit(request, "login", result="refused", method="request", detail=e.message)
+        await note(request, "login", result="refused", method="request", detail=e.message)
         raise
     del request[CREDENTIAL]
     return login
@@ -155,18 +128,16 @@ async def start(request: web.Request) -> web.Response:
     body = schemas.fields(
         await read_json(request),
         {"public_key": schemas.public_key, "hostname": schemas.hostname},
-        {
-            # A machine proof (GET /api/v1/machine/challenge); checked once the machine
-            # proof is wired here (machines.machine_of), ignored until then.
-            "challenge": schemas.credential_text,
-            "machine_certificate": schemas.certificate_pem,
-            "machine_signature": schemas.credential_text,
-        },
+        machines.PROOF_SCHEMA,  # a machine proof (GET /api/v1/machine/challenge), optional
     )
+    # checked now (a bad proof is refused before a person is asked), recorded on the request;
+    # the approval refuses a request without one where the policy requires a machine
+    machine = await machines.machine_of(request, body, body["public_key"])
     login, secret = await ctx.store.login_requests.create(
         body["public_key"],
         body["hostname"],
         node_token=_node_token_if_any(request),
+        machine=machine,
         lifetime=ctx.config.login_lifetime,
     )
     now = ctx.clock()
@@ -207,7 +178,7 @@ async def wait(request: web.Request) -> web.Response:
     node = await ctx.store.nodes.get(login.node_id)
     ctx.known.add(token)
     ctx.log.info("node logged in interactively", node=node.id, user=node.user, method=login.method)
-    await audit(
+    await note(
         request,
         "login",
         result="ok",
@@ -243,7 +214,7 @@ async def cancel(request: web.Request) -> web.Response:
     await _authenticated(request, request_id, _secret(request))
     login = await ctx.store.login_requests.cancel(request_id)
     ctx.log.info("login request cancelled", public_key=login.public_key[:8])
-    await audit(
+    await note(
         request,
         "login.cancel",
         result="ok",
@@ -282,12 +253,12 @@ async def approve(request: web.Request) -> web.Response:
     except MeshError as e:
         detail = f"{_short(request_id)}: {e.message} ({by})"
         user = body["user"]
-        await audit(
+        await note(
             request, "login.approve", result="failed", method="apikey", user=user, detail=detail
         )
         raise
     ctx.log.info("login request approved by an admin", node=node.id, user=node.user)
-    await audit(
+    await note(
         request,
         "login.approve",
         result="ok",
@@ -307,7 +278,7 @@ async def refuse(request: web.Request) -> web.Response:
     message = body.get("message") or "an admin refused it"
     login = await ctx.store.login_requests.refuse(request_id, message)
     ctx.log.info("login request refused by an admin", public_key=login.public_key[:8])
-    await audit(
+    await note(
         request,
         "login.refuse",
         result="ok",

@@ -24,7 +24,8 @@ import re
 from aiohttp import web
 
 from . import oidc
-from .errors import Conflict
+from .audit import note
+from .errors import Conflict, MeshError
 from .models import EXPIRED, LoginRequest
 from .oidc import OidcError
 from .oidc_client import OidcClient, OidcUnavailable
@@ -58,7 +59,7 @@ def redirect_uri(request: web.Request) -> str:
     """Where the provider sends the browser back: the server's public URL when configured
     (config.public_url), else the scheme and host this browser used; the provider accepts
     only the URIs registered for the client."""
-    base = getattr(context(request).config, "public_url", None)
+    base = context(request).config.public_url
     if not base:
         base = f"{request.scheme}://{request.host}"
     return str(base).rstrip("/") + CALLBACK
@@ -204,7 +205,18 @@ async def approve(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     login_request = await _pending(ctx, request.match_info["id"])
     method = session.method or "oidc"
-    node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
+    try:
+        node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
+    except MeshError as e:  # another user's key, a machine certificate required, ...
+        await note(
+            request,
+            "login.approve",
+            result="refused",
+            method=method,
+            user=session.user,
+            detail=e.message,
+        )
+        raise
     ctx.log.info(
         "login request approved",
         user=session.user,
@@ -213,13 +225,13 @@ async def approve(request: web.Request) -> web.StreamResponse:
         hostname=node.hostname,
         source=request.remote,
     )
-    await ctx.store.audit.record(
+    await note(
+        request,
         "login.approve",
         result="ok",
         method=method,
         user=session.user,
         node_id=node.id,
-        source=request.remote,
         detail=f"login request for {node.hostname} approved",
     )
     return await render(
