@@ -153,7 +153,7 @@ async def test_registrations_logins_and_admin_actions_are_recorded(config: Serve
         # no secret anywhere: not the auth key, not the node token, not the API key
         text = json.dumps(reply)
         for secret in (key, node.token, other.token, admin.token, forged):
-            assert secret is not None and secret.rsplit("_", 1)[1] not in text
+            assert secret is not None and secret.split("_", 3)[3] not in text
         # the filters, and listing is not itself an event
         assert [e["event"] for e in events_of(await admin.call("GET", "/audit?user=bob"))] == [
             "users.create"

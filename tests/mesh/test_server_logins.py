@@ -105,11 +105,13 @@ async def test_start_wait_approve(backend: str, config: ServerConfig) -> None:
         events = [
             (e.event, e.result, e.method, e.user, e.node_id)
             for e in await r.server.store.audit.list()
+            if e.event.startswith("login")
         ]
         node_id = approved["node"]["id"]
         assert events == [
             ("login.approve", "ok", "apikey", "alice", node_id),
-            ("login", "ok", "admin", "alice", node_id),
+            ("login", "ok", "admin", "alice", node_id),  # the node takes its token
+            ("login", "ok", "token", "alice", node_id),  # and logs in with it
         ]
         text = repr(await r.server.store.audit.list())
         assert started["secret"] not in text and token not in text and started["id"] not in text
