@@ -21,8 +21,10 @@ user who did not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from wgpy.log import get_logger
@@ -97,6 +99,36 @@ class SignIn:
         self.rng = rng
         self.issuer = issuer
         self._hashing = asyncio.Semaphore(HASHES_AT_ONCE)
+        # subject -> (lock, holders and waiters): one check at a time per account and source
+        self._checking: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, *subjects: str) -> AsyncIterator[None]:
+        """Hold the locks of ``subjects`` (account_subject, source_subject), taken in one
+        order: the refusal check, the password or code check and the failure it counts run
+        as one step per account and per source, so guesses sent at once are counted as
+        they are checked and cannot all pass the lockout's check before the first failure
+        is counted (in this process; each replica checks one at a time of its own)."""
+        taken = sorted(set(subjects))
+        for subject in taken:
+            lock, users = self._checking.get(subject, (asyncio.Lock(), 0))
+            self._checking[subject] = (lock, users + 1)
+        held: list[asyncio.Lock] = []
+        try:
+            for subject in taken:
+                lock = self._checking[subject][0]
+                await lock.acquire()
+                held.append(lock)
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
+            for subject in taken:
+                lock, users = self._checking[subject]
+                if users <= 1:
+                    del self._checking[subject]
+                else:
+                    self._checking[subject] = (lock, users - 1)
 
     async def hash_password(self, password: str) -> str:
         """The hash to store for a new password (checked: ValueError says what is wrong)."""
@@ -140,8 +172,14 @@ class SignIn:
 
     async def _check_password(self, name: str, password: str, source: str | None) -> Outcome:
         name = normalize_name(name)
+        source_row = source_subject(source_key(source))
         if not USER_NAME.match(name):  # no user has it: no account row for it either
-            return await self._failed_source(name, source)
+            async with self._one_at_a_time(source_row):
+                return await self._failed_source(name, source)
+        async with self._one_at_a_time(account_subject(name), source_row):
+            return await self._check_password_now(name, password, source)
+
+    async def _check_password_now(self, name: str, password: str, source: str | None) -> Outcome:
         refused = await self._refusal(name, source)
         if refused is not None:
             return refused
@@ -182,6 +220,10 @@ class SignIn:
     async def _check_totp(self, name: str, code: str, source: str | None) -> Outcome:
         if not USER_NAME.match(name):
             return Outcome(Next.FAILED, name, NO_PASSWORD_STEP)
+        async with self._one_at_a_time(account_subject(name), source_subject(source_key(source))):
+            return await self._check_totp_now(name, code, source)
+
+    async def _check_totp_now(self, name: str, code: str, source: str | None) -> Outcome:
         refused = await self._refusal(name, source)
         if refused is not None:
             return refused
