@@ -363,8 +363,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value)) or "-"
     if isinstance(value, dict):
-        return str(value.get("name", value.get("id", "-")))
-    return str(value)
+        return _printable(str(value.get("name", value.get("id", "-"))))
+    return _printable(str(value))
+
+
+def _printable(text: str) -> str:
+    """A cell as the terminal may show it: control characters (a newline, an escape
+    sequence from a hostile client's input) written escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
