@@ -5,15 +5,20 @@ the other page tests do not cover already."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 from pathlib import Path
 
 import aiohttp
 
+from wgpy import cli
+from wgpy.cli import server as server_cli
 from wgpy.cli.admin import format_table
+from wgpy.cli.environment import Environment
 from wgpy.mesh.server import MeshServer, ServerConfig, login
 from wgpy.mesh.server.store.accounts import account_subject
 
-from .test_server_login_pages import lab
+from .test_server_login_pages import PASSWORD, lab
 from .test_server_machines import wgpy
 
 
@@ -86,3 +91,94 @@ def test_admin_tables_escape_control_characters() -> None:
     """Rows written before the store escaped them (or by another tool) are shown escaped."""
     table = format_table([("DETAIL", "detail")], [{"detail": "a\x1b[2J\nb\u202ec"}])
     assert table.splitlines() == ["DETAIL", "a\\x1b[2J\\nb\\u202ec"]
+
+
+async def test_with_admin_enrolment_a_password_alone_never_enrols(
+    backend: str, config: ServerConfig
+) -> None:
+    """Someone who knows the password of a user without TOTP enrols their own key at the
+    first sign-in: that is the default (as Tailscale and Headscale users expect). With
+    --totp-enrolment admin they get no key and no sign-in; only the admin's enrolment (the
+    key handed to the person) lets the person sign in, and it is never in the audit log."""
+    async with lab(dataclasses.replace(config, totp_enrolment="admin")) as t:
+        await t.user("alice")
+        request = await t.request()
+        browser = t.browser()
+        page = await browser.get(f"/login/{request.id}")
+        page = await browser.submit(
+            page.form(f"/login/{request.id}"), name="alice", password=PASSWORD
+        )
+        assert page.status == 401 and page.title == "Sign in to connect a device"
+        assert "only an admin sets one up" in page.plain and "totp-secret" not in page.text
+        account = await t.store.accounts.get("alice")
+        assert account is not None and account.totp_secret is None
+        session = await t.store.sessions.get(browser.cookie)
+        assert session is not None and session.pending_user is None
+        refused = await browser.post(f"/login/{request.id}/totp", {"code": "123456"})
+        assert refused.status == 403
+        # the admin enrols alice: the key once, in the answer only
+        enrolment = await t.r.admin.call("POST", "/users/alice/totp/enrol", {})
+        secret = enrolment["secret"]
+        assert enrolment["user"] == "alice" and f"secret={secret}" in enrolment["uri"]
+        page = await browser.get(f"/login/{request.id}")
+        page = await browser.submit(
+            page.form(f"/login/{request.id}"), name="alice", password=PASSWORD
+        )
+        assert page.title == "Enter your code" and "totp-secret" not in page.text
+        page = await browser.submit(page.form(f"/login/{request.id}/totp"), code=t.code(secret))
+        assert page.title == "Connect this device?", page.message
+        events = (await t.r.admin.call("GET", "/audit"))["events"]
+        assert next(e for e in events if e["event"] == "users.totp_enrol")["user"] == "alice"
+        assert secret not in repr(events)
+
+
+async def test_an_admin_enrolment_is_not_replaced_by_a_sign_in(
+    backend: str, config: ServerConfig
+) -> None:
+    """With the default enrolment at sign-in, a user an admin enrolled is asked for a code:
+    the password alone shows no key, and the admin's key stays."""
+    async with lab(config) as t:
+        await t.user("bob")
+        secret = (await t.r.admin.call("POST", "/users/bob/totp/enrol", {}))["secret"]
+        request = await t.request()
+        browser = t.browser()
+        page = await browser.get(f"/login/{request.id}")
+        page = await browser.submit(
+            page.form(f"/login/{request.id}"), name="bob", password=PASSWORD
+        )
+        assert page.title == "Enter your code" and "totp-secret" not in page.text
+        account = await t.store.accounts.get("bob")
+        assert account is not None and account.totp_secret == secret and account.totp_confirmed
+
+
+def test_totp_enrolment_commands(tmp_path: Path) -> None:
+    """`wgpy server --totp-enrolment admin` and `wgpy admin users totp enrol NAME` (the key
+    and URI printed once)."""
+    parser = cli.commands.build_parser()
+    env = Environment(io.BytesIO(), io.StringIO(), io.StringIO())
+    args = parser.parse_args(["server", "--state-dir", "/tmp/x"])
+    assert server_cli._config(args, env).totp_enrolment == "sign-in"
+    args = parser.parse_args(["server", "--state-dir", "/tmp/x", "--totp-enrolment", "admin"])
+    assert server_cli._config(args, env).totp_enrolment == "admin"
+    config = ServerConfig(
+        host="127.0.0.1", port=0, state_dir=tmp_path / "server", shutdown_timeout=1.0
+    )
+
+    async def main() -> None:
+        server = MeshServer(config)
+        await server.start()
+        try:
+            _, api_key = await server.store.api_keys.create(None)
+            admin = ("admin", "--server", server.url, "--api-key", str(api_key))
+            assert (await asyncio.to_thread(wgpy, *admin, "users", "create", "carol")).status == 0
+            r = await asyncio.to_thread(wgpy, *admin, "users", "totp", "enrol", "carol")
+            assert r.status == 0, r.err
+            account = await server.store.accounts.get("carol")
+            assert account is not None and account.totp_confirmed and account.totp_secret
+            assert account.totp_secret in r.out.splitlines() and "otpauth://totp/" in r.out
+            r = await asyncio.to_thread(wgpy, *admin, "users", "totp", "enrol", "nobody")
+            assert r.status != 0 and "no user" in r.err
+        finally:
+            await server.stop()
+
+    asyncio.run(main())

@@ -45,6 +45,10 @@ from .store.accounts import account_subject, source_subject
 
 WRONG_PASSWORD = "the user name or password is not right"
 NO_PASSWORD_STEP = "sign in with your user name and password first"
+NOT_ENROLLED = (
+    "your account has no authenticator (TOTP) set up, and on this server only an admin sets "
+    "one up; ask an admin to run wgpy admin users totp enrol with your user name"
+)
 HASHES_AT_ONCE = 2  # argon2 hashes computed at once (64 MiB and one core each)
 
 
@@ -91,6 +95,7 @@ class SignIn:
         source_policy: LockoutPolicy = SOURCE_POLICY,
         rng: Rng = os.urandom,
         issuer: str = login.TOTP_ISSUER,
+        enrol_on_sign_in: bool = True,
     ) -> None:
         self.store = store
         self.passwords = passwords or Passwords()
@@ -98,6 +103,9 @@ class SignIn:
         self.source_policy = source_policy
         self.rng = rng
         self.issuer = issuer
+        # False (--totp-enrolment admin): a right password of a user whose TOTP an admin has
+        # not set up goes no further; no sign-in shows or confirms a key
+        self.enrol_on_sign_in = enrol_on_sign_in
         self._hashing = asyncio.Semaphore(HASHES_AT_ONCE)
         # subject -> (lock, holders and waiters): one check at a time per account and source
         self._checking: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -129,6 +137,14 @@ class SignIn:
                     del self._checking[subject]
                 else:
                     self._checking[subject] = (lock, users - 1)
+
+    async def enrol(self, name: str) -> Enrolment:
+        """An admin's enrolment of user ``name``: a new secret, confirmed at once (it
+        replaces any other); the secret and URI are the admin's to hand over. NotFound when
+        there is no such user."""
+        secret = login.new_totp_secret(self.rng)
+        await self.store.accounts.set_totp(name, secret)
+        return Enrolment(secret, login.totp_uri(secret, name, self.issuer))
 
     async def hash_password(self, password: str) -> str:
         """The hash to store for a new password (checked: ValueError says what is wrong)."""
@@ -196,6 +212,8 @@ class SignIn:
             await self.store.accounts.set_password(name, rehashed, unlock=False)
         if account.totp_confirmed:
             return Outcome(Next.TOTP, name)
+        if not self.enrol_on_sign_in:  # the password was right: not counted as a failure
+            return Outcome(Next.FAILED, name, NOT_ENROLLED)
         return Outcome(Next.ENROL, name)
 
     def _verify(self, stored: str | None, password: str) -> login.PasswordCheck:
@@ -204,7 +222,9 @@ class SignIn:
 
     async def begin_enrolment(self, name: str) -> Enrolment | None:
         """A new TOTP secret for ``name`` (who passed the password step); None when they
-        are enrolled already (ask for a code instead)."""
+        are enrolled already (ask for a code instead), or only an admin enrols."""
+        if not self.enrol_on_sign_in:
+            return None
         secret = login.new_totp_secret(self.rng)
         if not await self.store.accounts.begin_totp(name, secret):
             return None
@@ -230,6 +250,8 @@ class SignIn:
         account = await self.store.accounts.get(name)
         if account is None or account.totp_secret is None:
             return Outcome(Next.FAILED, name, NO_PASSWORD_STEP)
+        if not account.totp_confirmed and not self.enrol_on_sign_in:
+            return Outcome(Next.FAILED, name, NOT_ENROLLED)  # a sign-in began it before
         now = self.store.clock()
         check = login.verify_totp(account.totp_secret, code, now, account.totp_last_step)
         if check.outcome is TotpOutcome.MALFORMED:

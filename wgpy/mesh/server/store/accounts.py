@@ -97,6 +97,20 @@ class AccountRepository(Repository):
             )
         return changed == 1
 
+    async def set_totp(self, name: str, secret: str) -> None:
+        """An admin enrols user ``name`` with ``secret`` (shown to the admin once, handed to
+        the person): confirmed at once, so no sign-in replaces it; their web sessions end.
+        NotFound when there is no such user."""
+        async with self.db.transaction() as tx:
+            user_id = await user_id_of(tx, name)
+            await tx.execute(
+                "UPDATE users SET totp_secret = ?, totp_confirmed = TRUE, totp_last_step = NULL"
+                " WHERE id = ?",
+                secret,
+                user_id,
+            )
+            await tx.execute("DELETE FROM web_sessions WHERE user_id = ?", user_id)
+
     async def use_totp_step(self, name: str, secret: str, step: int) -> bool:
         """Record that a code of ``step`` for ``secret`` was accepted, and that the enrolment
         is confirmed; False when another request used this step or a later one first (or the
