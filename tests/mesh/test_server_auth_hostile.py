@@ -16,10 +16,14 @@ from wgpy.cli import server as server_cli
 from wgpy.cli.admin import format_table
 from wgpy.cli.environment import Environment
 from wgpy.mesh.server import MeshServer, ServerConfig, login
+from wgpy.mesh.server.signin import Next
 from wgpy.mesh.server.store.accounts import account_subject
 
+from .conftest import Database
 from .test_server_login_pages import PASSWORD, lab
 from .test_server_machines import wgpy
+from .test_server_signin import HERE, signin, with_password
+from .test_server_store import Clock, opened
 
 
 async def test_concurrent_guesses_do_not_outrun_the_lockout(
@@ -182,3 +186,60 @@ def test_totp_enrolment_commands(tmp_path: Path) -> None:
             await server.stop()
 
     asyncio.run(main())
+
+
+async def test_a_locked_account_stays_locked_by_any_spelling_or_source(
+    backend: str, database: Database
+) -> None:
+    """A lock is the account's: the right password is refused from a fresh source, and
+    other spellings of the name (case, spaces, look-alike Unicode) are the same account or
+    no account, never a way around the lock."""
+    clock = Clock()
+    async with opened(database, clock=clock) as store:
+        await with_password(store)
+        s = signin(store)
+        for n in range(20):  # bounded: each from a new source, waiting as told
+            outcome = await s.check_password("alice", f"guess {n}", f"198.51.100.{n}")
+            if outcome.next is Next.REFUSED:
+                if "locked" in outcome.message:
+                    break
+                clock.now += outcome.retry_after
+        assert "locked" in outcome.message
+        for name in ("alice", "ALICE", " Alice\t", "\uff41lice", "al\u0131ce", "alice\u200b"):
+            outcome = await s.check_password(name, "correct horse", "203.0.113.9")
+            assert not outcome.passed, name
+        assert (await s.check_password("alice", "correct horse", "203.0.113.9")).next is (
+            Next.REFUSED
+        )
+
+
+async def test_a_totp_code_is_taken_once_across_replicas(backend: str, database: Database) -> None:
+    """Two replicas (two stores on one database) checking the same code at once: one signs
+    in, the other is told the code was used; codes of the window's edges: the next step's
+    is accepted (then the current one is refused as used), two steps off is wrong."""
+    clock = Clock()
+    async with (
+        opened(database, "r1", clock=clock) as one,
+        opened(database, "r2", clock=clock) as two,
+    ):
+        await with_password(one)
+        secret = login.new_totp_secret()
+        assert await one.accounts.begin_totp("alice", secret)
+        assert await one.accounts.use_totp_step("alice", secret, 0)
+        step = login.totp_step(clock.now)
+        code = login.totp_code(secret, step)
+        outcomes = await asyncio.gather(
+            signin(one).check_totp("alice", code, HERE), signin(two).check_totp("alice", code, HERE)
+        )
+        assert sorted(o.next.value for o in outcomes) == ["failed", "signed_in"]
+        assert any("used already" in o.message for o in outcomes)
+        s = signin(two)
+        assert (await s.check_totp("alice", login.totp_code(secret, step + 2), HERE)).message == (
+            login.TotpCheck(login.TotpOutcome.WRONG).message
+        )
+        clock.now += 1000  # past the failures' waits, same accounts
+        step = login.totp_step(clock.now)
+        nxt = login.totp_code(secret, step + 1)
+        assert (await s.check_totp("alice", nxt, HERE)).next is Next.SIGNED_IN
+        now = await s.check_totp("alice", login.totp_code(secret, step), HERE)
+        assert now.next is Next.FAILED and "used already" in now.message
