@@ -243,3 +243,30 @@ async def test_a_totp_code_is_taken_once_across_replicas(backend: str, database:
         assert (await s.check_totp("alice", nxt, HERE)).next is Next.SIGNED_IN
         now = await s.check_totp("alice", login.totp_code(secret, step), HERE)
         assert now.next is Next.FAILED and "used already" in now.message
+
+
+async def test_a_new_password_ends_a_session_that_passed_the_old_one(
+    backend: str, config: ServerConfig
+) -> None:
+    """Someone who knows a leaked password passes the password step; the admin sets a new
+    password (or resets the TOTP): their half-done session is gone with it, so the old
+    password is worth nothing, code or not."""
+    async with lab(config) as t:
+        secret = login.new_totp_secret()
+        await t.user("alice", totp=secret)
+        request = await t.request()
+        for change in ("password", "totp/reset"):
+            browser = t.browser()
+            page = await browser.get(f"/login/{request.id}")
+            page = await browser.submit(
+                page.form(f"/login/{request.id}"), name="alice", password=PASSWORD
+            )
+            totp_form = page.form(f"/login/{request.id}/totp")
+            body = {"password": PASSWORD} if change == "password" else {}
+            await t.r.admin.call("POST", f"/users/alice/{change}", body)
+            if change == "totp/reset":  # alice enrols again, the same key for the test
+                assert await t.store.accounts.begin_totp("alice", secret)
+            t.clock.now += login.TOTP_STEP
+            page = await browser.submit(totp_form, code=t.code(secret))
+            assert page.status == 403 and page.title == "Session expired", page.message
+            assert await t.state(request) == ("pending", None)
