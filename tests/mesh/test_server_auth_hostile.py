@@ -270,3 +270,51 @@ async def test_a_new_password_ends_a_session_that_passed_the_old_one(
             page = await browser.submit(totp_form, code=t.code(secret))
             assert page.status == 403 and page.title == "Session expired", page.message
             assert await t.state(request) == ("pending", None)
+
+
+async def test_every_page_carries_the_protective_headers(
+    backend: str, config: ServerConfig
+) -> None:
+    """No script, no frames, no Referer with the request's id, no caching: on the sign-in
+    page, its refusals, a redirect, an unknown request, the home page and sign-out."""
+    async with lab(config) as t:
+        await t.user("alice")
+        request = await t.request()
+        browser = t.browser()
+        pages = [await browser.get("/"), await browser.get(f"/login/{request.id}")]
+        form = pages[-1].form(f"/login/{request.id}")
+        pages.append(await browser.submit(form, name="alice", password="wrong horse"))
+        pages.append(await browser.submit(form, name="alice", password="wrong horse"))  # reused
+        pages.append(await browser.get(f"/login/{request.id}/totp"))  # 303 to the page
+        pages.append(await browser.get("/login/" + "x" * 30))
+        pages.append(await browser.get(f"/oidc/start?request={request.id}"))  # no SSO: 404
+        pages.append(await browser.post("/logout", {}))
+        assert [p.status for p in pages] == [200, 200, 401, 403, 303, 404, 404, 403]
+        for page in pages:
+            csp = page.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+            assert "form-action 'self'" in csp and "script-src" not in csp
+            assert page.headers["X-Frame-Options"] == "DENY"
+            assert page.headers["X-Content-Type-Options"] == "nosniff"
+            assert page.headers["Referrer-Policy"] == "no-referrer"
+            assert page.headers["Cache-Control"] == "no-store"
+
+
+async def test_no_redirect_leaves_the_server(backend: str, config: ServerConfig) -> None:
+    """The only redirect (a GET of a step's form action, back to the request's page) goes
+    to a path on this server whatever the id holds; there is no next= or return= at all."""
+    async with lab(config) as t:
+        browser = t.browser()
+        for hostile in (
+            "%2F%2Fevil.example",
+            "x%0d%0aLocation:%20https:%2F%2Fevil.example",
+            "..%2F..%2Fevil",
+            "%5C%5Cevil.example",
+            "@evil.example",
+        ):
+            page = await browser.get(f"/login/{hostile}/approve")
+            assert page.status == 404 and "Location" not in page.headers, hostile
+        page = await browser.get("/login/abc_DEF-123/approve?next=https://evil.example")
+        assert page.status == 303 and page.headers["Location"] == "/login/abc_DEF-123"
+        page = await browser.get("/?next=https://evil.example")
+        assert page.status == 200 and "Location" not in page.headers
