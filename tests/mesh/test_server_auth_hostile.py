@@ -318,3 +318,24 @@ async def test_no_redirect_leaves_the_server(backend: str, config: ServerConfig)
         assert page.status == 303 and page.headers["Location"] == "/login/abc_DEF-123"
         page = await browser.get("/?next=https://evil.example")
         assert page.status == 200 and "Location" not in page.headers
+
+
+async def test_an_sso_state_is_taken_once_even_at_the_same_moment(
+    backend: str, database: Database
+) -> None:
+    """The provider's answer replayed at once to two replicas: one of them takes the
+    sign-in (its nonce and verifier), the other finds none."""
+    async with (
+        opened(database, "r1") as one,
+        opened(database, "r2") as two,
+    ):
+        taken = 0
+        for n in range(10):  # bounded; a race shows within a few
+            state, browser = f"state-{n}", "B" * 43
+            await one.oidc.begin(state, browser, f"request{n}", "nonce", "verifier", 600.0)
+            found = await asyncio.gather(
+                one.oidc.take(state, browser), two.oidc.take(state, browser)
+            )
+            assert sum(f is not None for f in found) == 1, n
+            taken += 1
+        assert taken == 10 and await one.oidc.pending() == 0
