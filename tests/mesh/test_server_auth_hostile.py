@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import aiohttp
+import pytest
+from aiohttp import web
 
 from wgpy import cli
 from wgpy.cli import server as server_cli
 from wgpy.cli.admin import format_table
 from wgpy.cli.environment import Environment
 from wgpy.mesh.server import MeshServer, ServerConfig, login
+from wgpy.mesh.server.oidc import OidcError, OidcSettings
+from wgpy.mesh.server.oidc_client import OidcClient
 from wgpy.mesh.server.signin import Next
 from wgpy.mesh.server.store.accounts import account_subject
 
@@ -339,3 +344,95 @@ async def test_an_sso_state_is_taken_once_even_at_the_same_moment(
             assert sum(f is not None for f in found) == 1, n
             taken += 1
         assert taken == 10 and await one.oidc.pending() == 0
+
+
+async def test_a_hostile_identity_provider_gets_one_sentence() -> None:
+    """Discovery and JWKS answers a hostile or broken provider may send (larger than any
+    real one, endless, not JSON, the wrong shape, another issuer, a redirect, unreadable
+    keys, too slow): each a one-sentence OidcError or OidcUnavailable, never a crash."""
+    answer: dict[str, object] = {}
+
+    async def discovery(request: web.Request) -> web.StreamResponse:
+        return await serve(request, answer["discovery"])
+
+    async def jwks(request: web.Request) -> web.StreamResponse:
+        return await serve(request, answer["jwks"])
+
+    async def serve(request: web.Request, what: object) -> web.StreamResponse:
+        if what == "endless":
+            response = web.StreamResponse()
+            await response.prepare(request)
+            for _ in range(2048):  # 2 MiB at most, in 1 KiB chunks
+                await response.write(b" " * 1024)
+            return response
+        if what == "slow":
+            await asyncio.sleep(3)
+        if what == "redirect":
+            raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
+        if isinstance(what, bytes):
+            return web.Response(body=what, content_type="application/json")
+        return web.json_response(what)
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    app.router.add_get("/jwks", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    issuer = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    good = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/auth",
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks",
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "code_challenge_methods_supported": ["S256"],
+    }
+    settings = OidcSettings.checked(issuer, "wgpy", "s")
+    try:
+        for document, expected in [
+            (b"[" * 2_000_000, "larger than"),
+            ("endless", "larger than"),
+            (b"[" * 100_000, "not JSON"),  # nested deeper than the parser goes
+            (b"\xff\xfe not json", "not JSON"),
+            ([1, 2, 3], ""),
+            ({**good, "issuer": "https://evil.example"}, "names issuer"),
+            ({**good, "id_token_signing_alg_values_supported": ["HS256", "none"]}, "none of"),
+            ({"issuer": issuer}, ""),
+            ("redirect", "answered 302"),
+            ("slow", "no answer in time"),
+        ]:
+            answer["discovery"] = document
+            client = OidcClient(settings, timeout=1.0)
+            try:
+                with pytest.raises(OidcError) as caught:
+                    await client.metadata()
+            finally:
+                await client.close()
+            message = str(caught.value)
+            assert expected in message and "\n" not in message and len(message) < 300, message
+        # a large answer that is fine (it arrives in many reads) is read whole
+        answer["discovery"] = json.dumps({**good, "padding": "x" * 500_000}).encode()
+        client = OidcClient(settings, timeout=5.0)
+        try:
+            assert (await client.metadata()).jwks_uri == f"{issuer}/jwks"
+        finally:
+            await client.close()
+        answer["discovery"] = good
+        for keys, expected in [
+            (b"{" * 2_000_000, "larger than"),
+            ({"keys": "none"}, "no list of keys"),
+            ({"keys": [{"kty": "RSA", "n": "!!!", "e": "AQAB"}]}, "cannot be read"),
+            ({"keys": [{"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA"}]}, "cannot be read"),
+            ({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, ""),  # an HMAC key: of no use
+        ]:
+            answer["jwks"] = keys
+            client = OidcClient(settings, timeout=1.0)
+            try:
+                with pytest.raises(OidcError) as caught:
+                    await client.verify("e30.e30.AA", "nonce", 0.0)
+            finally:
+                await client.close()
+            assert expected in str(caught.value), str(caught.value)
+    finally:
+        await runner.cleanup()
