@@ -25,7 +25,7 @@ from wgpy.mesh.server.signin import Next
 from wgpy.mesh.server.store.accounts import account_subject
 
 from .conftest import Database
-from .test_server_login_pages import PASSWORD, lab
+from .test_server_login_pages import PASSWORD, lab, signed_in_browser
 from .test_server_machines import wgpy
 from .test_server_signin import HERE, signin, with_password
 from .test_server_store import Clock, opened
@@ -436,3 +436,32 @@ async def test_a_hostile_identity_provider_gets_one_sentence() -> None:
             assert expected in str(caught.value), str(caught.value)
     finally:
         await runner.cleanup()
+
+
+async def test_every_post_needs_its_own_forms_token(backend: str, config: ServerConfig) -> None:
+    """A signed-in browser's POSTs without a token, with another form's token (the
+    password approval's for the SSO approval and back, the sign-out's for either), or from
+    a page without the cookie: each refused before anything changes."""
+    async with lab(config) as t:
+        secret = login.new_totp_secret()
+        await t.user("alice", totp=secret)
+        request = await t.request()
+        browser, page = await signed_in_browser(t, request, "alice", secret)
+        approve_token = page.form(f"/login/{request.id}/approve").fields["csrf"]
+        signout_token = page.form("/logout").fields["csrf"]
+        connect = {"answer": "connect"}
+        for path, token in [
+            (f"/oidc/approve/{request.id}", None),
+            (f"/oidc/approve/{request.id}", approve_token),
+            (f"/oidc/approve/{request.id}", signout_token),
+            (f"/login/{request.id}/approve", None),
+            (f"/login/{request.id}/approve", signout_token),
+            ("/logout", None),
+            ("/logout", approve_token),
+        ]:
+            fields = connect if token is None else {**connect, "csrf": token}
+            refused = await browser.post(path, fields)
+            assert refused.status == 403 and refused.title == "Form expired", (path, refused.title)
+        assert await t.state(request) == ("pending", None)
+        session = await t.store.sessions.get(browser.cookie)
+        assert session is not None and session.user == "alice"  # not signed out either
