@@ -58,6 +58,32 @@ async def test_concurrent_guesses_do_not_outrun_the_lockout(
         assert failures.count == login.ACCOUNT_POLICY.free
 
 
+async def test_concurrent_code_guesses_do_not_outrun_the_lockout(
+    backend: str, config: ServerConfig
+) -> None:
+    """The same for TOTP codes: someone past the password step sends 20 codes at once."""
+    async with lab(config) as t:
+        secret = login.new_totp_secret()
+        await t.user("alice", totp=secret)
+        request = await t.request()
+        browser = t.browser()
+        page = await browser.get(f"/login/{request.id}")
+        await browser.submit(page.form(f"/login/{request.id}"), name="alice", password=PASSWORD)
+        forms = []
+        for _ in range(20):
+            page = await browser.get(f"/login/{request.id}")
+            forms.append(page.form(f"/login/{request.id}/totp"))
+        right = t.code(secret)
+        wrong = [f"{(int(right) + n) % 1_000_000:06d}" for n in range(1, 21)]
+        pages = await asyncio.gather(
+            *(browser.submit(form, code=code) for form, code in zip(forms, wrong, strict=True))
+        )
+        statuses = sorted(p.status for p in pages)
+        assert statuses.count(401) == login.ACCOUNT_POLICY.free, statuses
+        failures = await t.store.accounts.failures(account_subject("alice"))
+        assert failures.count == login.ACCOUNT_POLICY.free
+
+
 def test_control_characters_do_not_reach_the_admins_terminal(tmp_path: Path) -> None:
     """An unauthenticated client's refused admin request names its path in the audit log:
     escape sequences and newlines in it (percent-encoded in the URL) are shown escaped by
