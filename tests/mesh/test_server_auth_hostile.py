@@ -19,12 +19,13 @@ from wgpy.cli import server as server_cli
 from wgpy.cli.admin import format_table
 from wgpy.cli.environment import Environment
 from wgpy.mesh.server import MeshServer, ServerConfig, login
+from wgpy.mesh.server.errors import Forbidden
 from wgpy.mesh.server.oidc import OidcError, OidcSettings
 from wgpy.mesh.server.oidc_client import OidcClient
 from wgpy.mesh.server.signin import Next
 from wgpy.mesh.server.store.accounts import account_subject
 
-from .conftest import Database
+from .conftest import Database, new_public_key
 from .test_server_login_pages import PASSWORD, lab, signed_in_browser
 from .test_server_machines import wgpy
 from .test_server_signin import HERE, signin, with_password
@@ -491,3 +492,24 @@ async def test_every_post_needs_its_own_forms_token(backend: str, config: Server
         assert await t.state(request) == ("pending", None)
         session = await t.store.sessions.get(browser.cookie)
         assert session is not None and session.user == "alice"  # not signed out either
+
+
+async def test_another_users_node_is_not_taken_through_its_token(
+    backend: str, database: Database
+) -> None:
+    """A login request that carries alice's node token (her node logging in again, under a
+    new key) approved by bob: refused, her node and its key unchanged, the request still
+    pending for alice."""
+    async with opened(database) as store:
+        alice = (await store.users.create("alice")).id
+        bob = (await store.users.create("bob")).id
+        request, secret = await store.login_requests.create(new_public_key(), "laptop")
+        node = await store.login_requests.approve(request.id, alice, "password")
+        _, token = await store.login_requests.take_token(request.id, secret)
+        relogin, _ = await store.login_requests.create(new_public_key(), "laptop", node_token=token)
+        with pytest.raises(Forbidden, match="another user's node"):
+            await store.login_requests.approve(relogin.id, bob, "password")
+        [kept] = await store.nodes.all()
+        assert (kept.id, kept.user, kept.public_key) == (node.id, "alice", node.public_key)
+        still = await store.login_requests.get(relogin.id)
+        assert still is not None and still.state == "pending"
