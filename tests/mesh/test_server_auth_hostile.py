@@ -281,22 +281,28 @@ async def test_a_new_password_ends_a_session_that_passed_the_old_one(
     backend: str, config: ServerConfig
 ) -> None:
     """Someone who knows a leaked password passes the password step; the admin sets a new
-    password (or resets the TOTP): their half-done session is gone with it, so the old
-    password is worth nothing, code or not."""
+    password (or resets the TOTP, or deletes the user and makes a new one of that name):
+    their half-done session is gone with it, so the old password is worth nothing, code or
+    not."""
     async with lab(config) as t:
         secret = login.new_totp_secret()
         await t.user("alice", totp=secret)
         request = await t.request()
-        for change in ("password", "totp/reset"):
+        for change in ("password", "totp/reset", "delete"):
             browser = t.browser()
             page = await browser.get(f"/login/{request.id}")
             page = await browser.submit(
                 page.form(f"/login/{request.id}"), name="alice", password=PASSWORD
             )
             totp_form = page.form(f"/login/{request.id}/totp")
-            body = {"password": PASSWORD} if change == "password" else {}
-            await t.r.admin.call("POST", f"/users/alice/{change}", body)
-            if change == "totp/reset":  # alice enrols again, the same key for the test
+            if change == "delete":  # a new alice, not the one whose password was passed
+                await t.r.admin.call("DELETE", "/users/alice")
+                assert await t.store.sessions.get(browser.cookie) is None
+                await t.user("alice")
+            else:
+                body = {"password": PASSWORD} if change == "password" else {}
+                await t.r.admin.call("POST", f"/users/alice/{change}", body)
+            if change != "password":  # alice enrols again, the same key for the test
                 assert await t.store.accounts.begin_totp("alice", secret)
             t.clock.now += login.TOTP_STEP
             page = await browser.submit(totp_form, code=t.code(secret))
