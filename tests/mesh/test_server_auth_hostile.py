@@ -5,7 +5,10 @@ the other page tests do not cover already."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
+import hmac
 import io
 import json
 from pathlib import Path
@@ -519,3 +522,28 @@ async def test_another_users_node_is_not_taken_through_its_token(
         assert (kept.id, kept.user, kept.public_key) == (node.id, "alice", node.public_key)
         still = await store.login_requests.get(relogin.id)
         assert still is not None and still.state == "pending"
+
+
+def test_an_hs256_token_keyed_with_the_providers_rsa_key_is_refused() -> None:
+    """The key-confusion forgery: HS256 with the provider's public RSA key (its PEM, its
+    JWK text, its modulus) as the HMAC secret, under the RSA key's kid, checked against the
+    provider's real JWKS; and the same with "alg": "none" and an empty signature."""
+    from cryptography.hazmat.primitives import serialization
+
+    from .test_oidc import JWKS, KEY, check, claims
+
+    public = KEY.get_op_key("verify")
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
+    for secret in (pem, json.dumps(JWKS["keys"][0]).encode(), KEY.as_dict()["n"].encode()):
+        header = base64.urlsafe_b64encode(b'{"alg":"HS256","kid":"k1","typ":"JWT"}').rstrip(b"=")
+        signing_input = header + b"." + body
+        mac = hmac.new(secret, signing_input, hashlib.sha256).digest()
+        token = (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+        with pytest.raises(OidcError, match="algorithm wgpy does not accept"):
+            check(token)
+    none = base64.urlsafe_b64encode(b'{"alg":"none","kid":"k1"}').rstrip(b"=")
+    with pytest.raises(OidcError, match="algorithm wgpy does not accept"):
+        check((none + b"." + body + b".").decode())
