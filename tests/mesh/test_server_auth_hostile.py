@@ -547,3 +547,24 @@ def test_an_hs256_token_keyed_with_the_providers_rsa_key_is_refused() -> None:
     none = base64.urlsafe_b64encode(b'{"alg":"none","kid":"k1"}').rstrip(b"=")
     with pytest.raises(OidcError, match="algorithm wgpy does not accept"):
         check((none + b"." + body + b".").decode())
+
+
+async def test_the_cookie_of_a_signed_out_session_is_worth_nothing(
+    backend: str, config: ServerConfig
+) -> None:
+    """The cookie and an approval form kept from before signing out (a shared computer):
+    refused, the device not connected, no session made of it."""
+    async with lab(config) as t:
+        secret = login.new_totp_secret()
+        await t.user("alice", totp=secret)
+        request = await t.request()
+        browser, page = await signed_in_browser(t, request, "alice", secret)
+        kept_cookie, approve = browser.cookie, page.form(f"/login/{request.id}/approve")
+        done = await browser.submit(page.form("/logout"))
+        assert done.title == "Signed out" and browser.cookie is None
+        browser.cookie = kept_cookie
+        refused = await browser.submit(approve)
+        assert refused.status == 403 and refused.title == "Session expired"
+        page = await browser.get(f"/login/{request.id}")
+        assert page.title == "Sign in to connect a device" and browser.cookie != kept_cookie
+        assert await t.state(request) == ("pending", None)
