@@ -128,8 +128,11 @@ def test_control_characters_do_not_reach_the_admins_terminal(tmp_path: Path) -> 
 
 def test_admin_tables_escape_control_characters() -> None:
     """Rows written before the store escaped them (or by another tool) are shown escaped."""
-    table = format_table([("DETAIL", "detail")], [{"detail": "a\x1b[2J\nb\u202ec"}])
-    assert table.splitlines() == ["DETAIL", "a\\x1b[2J\\nb\\u202ec"]
+    table = format_table(
+        [("DETAIL", "detail"), ("TAGS", "tags")],
+        [{"detail": "a\x1b[2J\nb\u202ec", "tags": ["x\ny"]}],
+    )
+    assert table.splitlines() == ["DETAIL              TAGS", "a\\x1b[2J\\nb\\u202ec  x\\ny"]
 
 
 async def test_with_admin_enrolment_a_password_alone_never_enrols(

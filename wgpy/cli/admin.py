@@ -368,7 +368,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
+        return _printable(",".join(map(str, value))) or "-"
     if isinstance(value, dict):
         return _printable(str(value.get("name", value.get("id", "-"))))
     return _printable(str(value))
