@@ -571,3 +571,15 @@ async def test_the_cookie_of_a_signed_out_session_is_worth_nothing(
         page = await browser.get(f"/login/{request.id}")
         assert page.title == "Sign in to connect a device" and browser.cookie != kept_cookie
         assert await t.state(request) == ("pending", None)
+
+
+async def test_cookies_are_secure_behind_a_tls_proxy(backend: str, config: ServerConfig) -> None:
+    """The server behind a reverse proxy that ends TLS (plain HTTP to the server, the public
+    URL https://): its cookies are Secure still, so a browser never sends them over a plain
+    http:// request an attacker on the path provoked."""
+    public = dataclasses.replace(config, public_url="https://mesh.example")
+    async with lab(public) as t:
+        request = await t.request()
+        page = await t.browser().get(f"/login/{request.id}")
+        attributes = [a.strip().lower() for a in page.headers["Set-Cookie"].split(";")]
+        assert "secure" in attributes and "httponly" in attributes
