@@ -583,3 +583,34 @@ async def test_cookies_are_secure_behind_a_tls_proxy(backend: str, config: Serve
         page = await t.browser().get(f"/login/{request.id}")
         attributes = [a.strip().lower() for a in page.headers["Set-Cookie"].split(";")]
         assert "secure" in attributes and "httponly" in attributes
+
+
+async def test_malformed_form_bodies_are_a_page_not_a_crash(
+    backend: str, config: ServerConfig
+) -> None:
+    """Form posts a browser never sends (a multipart body with a broken part header, an
+    unknown charset, a JSON body, thousands of empty fields): a page that says the form could
+    not be read (4xx), never a 500, nothing checked."""
+    async with lab(config) as t:
+        await t.user("alice")
+        request = await t.request()
+        browser = t.browser()
+        await browser.get(f"/login/{request.id}")
+        form = "application/x-www-form-urlencoded"
+        for body, content_type in [
+            (b"--x\r\nbroken\r\n\r\nvalue\r\n--x--\r\n", "multipart/form-data; boundary=x"),
+            (b"--x\r\nbroken", "multipart/form-data"),
+            (b"name=alice&password=x", f"{form}; charset=utf-99"),
+            (b"{}", "application/json"),
+            (b"&" * 60_000, form),
+        ]:
+            async with t.http.post(
+                f"{t.r.url}/login/{request.id}",
+                data=body,
+                headers={"Cookie": f"wgpy_session={browser.cookie}", "Content-Type": content_type},
+            ) as response:
+                text = await response.text()
+                assert 400 <= response.status < 500, (content_type, response.status, text)
+                assert response.headers["Content-Type"].startswith("text/html"), text
+        assert await t.rows("login_failures") == []
+        assert await t.state(request) == ("pending", None)

@@ -29,6 +29,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 from .auth import RateLimiter, source_key
@@ -205,7 +206,7 @@ async def read_form(request: web.Request, action: str | None = None) -> MultiDic
         raise PageError(408, "the form took too long to arrive; send it again") from None
     except web.HTTPRequestEntityTooLarge:
         raise PageError(413, "the form is larger than a sign-in form can be") from None
-    except ValueError:
+    except (ValueError, LookupError, HttpProcessingError):  # a part's headers, a charset
         raise PageError(400, "the form could not be read; send it from the page") from None
     session = await session_of(request)
     if session is None:
