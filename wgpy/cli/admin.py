@@ -91,6 +91,13 @@ def register(commands: Subparsers) -> None:
     action(
         totp, "reset", users_totp_reset, "forget a user's TOTP: they enrol again at next sign-in"
     ).add_argument("name", metavar="NAME")
+    action(
+        totp,
+        "enrol",
+        users_totp_enrol,
+        "set up a user's TOTP now (a new key, shown once, replaces any other): hand the key "
+        "or the otpauth:// URI to the person; no sign-in can enrol it then",
+    ).add_argument("name", metavar="NAME")
 
     keys = groups.add_parser("preauthkeys", help="pre-auth keys").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -361,10 +368,18 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
+        return _printable(",".join(map(str, value))) or "-"
     if isinstance(value, dict):
-        return str(value.get("name", value.get("id", "-")))
-    return str(value)
+        return _printable(str(value.get("name", value.get("id", "-"))))
+    return _printable(str(value))
+
+
+def _printable(text: str) -> str:
+    """A cell as the terminal may show it: control characters (a newline, an escape
+    sequence from a hostile client's input) written escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
@@ -451,6 +466,17 @@ async def users_passwd(client: AdminClient, args: argparse.Namespace, env: Envir
 async def users_totp_reset(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     await client.reset_totp(args.name)
     _show(env, args, {}, f"TOTP of {args.name} reset: they enrol again at their next sign-in\n")
+
+
+async def users_totp_enrol(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    enrolment = await client.enrol_totp(args.name)
+    _show(
+        env,
+        args,
+        enrolment,
+        f"TOTP of {args.name} set up; give them this key for their authenticator app (it is "
+        f"not shown again):\n{enrolment['secret']}\n{enrolment['uri']}\n",
+    )
 
 
 async def users_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:

@@ -2,7 +2,8 @@
 
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
-[--machine-ca CERT] [--key-expiry DURATION|never] [--public-url URL] [--oidc-issuer URL
+[--machine-ca CERT] [--key-expiry DURATION|never] [--totp-enrolment sign-in|admin]
+[--public-url URL] [--oidc-issuer URL
 --oidc-client-id ID --oidc-client-secret FILE [--oidc-allowed-domains D,...]
 [--oidc-allowed-users EMAIL,...] [--oidc-allowed-groups G,...] [--oidc-groups-claim NAME]]``
     Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
@@ -13,7 +14,8 @@
     which several replicas can share. With ``--machine-ca`` the server records the machine
     certificates that CA issued (wgpy/machinecert.py). Nodes without an auth key log in
     interactively (a person approves them; they expire after ``--key-expiry``, default 180
-    days). With ``--oidc-issuer`` people can connect devices by single sign-on through that
+    days); ``--totp-enrolment admin`` leaves setting up their TOTP to an admin. With
+    ``--oidc-issuer`` people can connect devices by single sign-on through that
     OpenID provider (the redirect URI to register there is ``SERVER/oidc/callback``); the
     allowed lists (each that is given must match) say who may join. Logs go to stderr
     (``LOG_LEVEL``, default info).
@@ -40,6 +42,7 @@ from wgpy.mesh.server.config import (
     DEFAULT_MAX_NODES_PER_USER,
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
+    TOTP_ENROLMENT,
     OidcConfig,
 )
 from wgpy.mesh.server.oidc import DEFAULT_GROUPS_CLAIM, OidcSettings
@@ -92,6 +95,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="nodes a person logged in (interactive login, OIDC, an admin's approval) expire "
         f"this long after (default {int(DEFAULT_KEY_EXPIRY // 86400)}d; e.g. 90d; never); "
         "nodes registered with an auth key do not expire",
+    )
+    server.add_argument(
+        "--totp-enrolment",
+        choices=TOTP_ENROLMENT,
+        default="sign-in",
+        help="who sets up a person's TOTP: sign-in (default): their first sign-in with the "
+        "right password shows them a new key; admin: only `wgpy admin users totp enrol NAME`, "
+        "so a password alone never enrols a second factor",
     )
     server.add_argument(
         "--public-url",
@@ -347,6 +358,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         machine_ca=getattr(args, "machine_ca", None),
         key_expiry=getattr(args, "key_expiry", DEFAULT_KEY_EXPIRY),
         public_url=_public_url(getattr(args, "public_url", None)),
+        totp_enrolment=getattr(args, "totp_enrolment", "sign-in"),
         oidc=_oidc(args),
     )
 

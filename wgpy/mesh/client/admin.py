@@ -88,6 +88,11 @@ class AdminClient(Client):
     async def reset_totp(self, name: str) -> None:
         await self.call("POST", f"/users/{_segment(name)}/totp/reset", {})
 
+    async def enrol_totp(self, name: str) -> Record:
+        """An admin's TOTP enrolment of user ``name``: {"user", "secret", "uri"}."""
+        reply = await self.call("POST", f"/users/{_segment(name)}/totp/enrol", {})
+        return dict(reply) if isinstance(reply, dict) else {}
+
     async def list_users(self) -> list[Record]:
         return _items(await self.call("GET", "/users"), "users")
 

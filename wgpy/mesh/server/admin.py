@@ -157,6 +157,18 @@ async def reset_totp(request: web.Request) -> web.Response:
     return reply({})
 
 
+@_action("users.totp_enrol")
+async def enrol_totp(request: web.Request) -> web.Response:
+    """An admin sets up a user's TOTP: the key and otpauth URI, shown once (never logged
+    nor in the audit log), to hand to the person."""
+    ctx = context(request)
+    name = schemas.user_name("user", request.match_info["name"])
+    schemas.fields(await read_json(request, empty_ok=True), {})
+    enrolment = await signin_of(ctx).enrol(name)
+    ctx.log.info("TOTP enrolled by an admin", user=name)
+    return reply({"user": name, "secret": enrolment.secret, "uri": enrolment.uri})
+
+
 @_action("users.delete")
 async def delete_user(request: web.Request) -> web.Response:
     name = schemas.user_name("user", request.match_info["name"])
@@ -450,6 +462,7 @@ def add_routes(app: web.Application, api: str) -> None:
     r.add_delete(f"{api}/users/{{name}}", delete_user)
     r.add_post(f"{api}/users/{{name}}/password", set_password)
     r.add_post(f"{api}/users/{{name}}/totp/reset", reset_totp)
+    r.add_post(f"{api}/users/{{name}}/totp/enrol", enrol_totp)
     r.add_get(f"{api}/preauthkeys", list_preauth_keys)
     r.add_post(f"{api}/preauthkeys", create_preauth_key)
     r.add_post(f"{api}/preauthkeys/{{id}}/expire", expire_preauth_key)

@@ -12,6 +12,10 @@ DEFAULT_STATE_DIR = Path("/var/lib/wgpy")
 DEFAULT_MAX_NODES_PER_USER = 100
 DEFAULT_KEY_EXPIRY = 180 * 86400.0  # seconds, as Tailscale's default key expiry
 DEFAULT_LOGIN_LIFETIME = 600.0  # seconds a login request waits for a person
+# Who sets up a person's TOTP: "sign-in" (the default, as Tailscale and Headscale users
+# expect): the first sign-in with the right password shows a new key to enrol; "admin": only
+# an admin (`wgpy admin users totp enrol NAME`), so a password alone never enrols a factor.
+TOTP_ENROLMENT = ("sign-in", "admin")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class ServerConfig:
     # after; None: never. Nodes registered with an auth key do not expire.
     key_expiry: float | None = DEFAULT_KEY_EXPIRY
     login_lifetime: float = DEFAULT_LOGIN_LIFETIME
+    totp_enrolment: str = "sign-in"  # one of TOTP_ENROLMENT
     # The URL people's browsers reach this server at, for the login URLs nodes show
     # (https://mesh.example.com); None: the scheme and Host the node used.
     public_url: str | None = None

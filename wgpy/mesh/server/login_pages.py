@@ -127,7 +127,12 @@ async def _totp_page(
     _, action, _ = _paths(login_request.id)
     account = await context(request).store.accounts.get(user)
     enrolment = None
-    if account is not None and account.totp_secret is not None and not account.totp_confirmed:
+    if (
+        account is not None
+        and account.totp_secret is not None
+        and not account.totp_confirmed
+        and signin_of(context(request)).enrol_on_sign_in
+    ):
         uri = login.totp_uri(account.totp_secret, user, signin_of(context(request)).issuer)
         svg = segno.make(uri, error="m").svg_inline(
             scale=4, border=2, dark="#000", light="#fff", omitsize=True

@@ -132,7 +132,7 @@ class OidcClient:
             async with self._http().get(
                 url, allow_redirects=False, headers={"Accept": "application/json"}
             ) as resp:
-                body = await resp.content.read(MAX_RESPONSE + 1)
+                body = await _read_bounded(resp)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise OidcUnavailable(
@@ -190,7 +190,7 @@ class OidcClient:
             async with self._http().post(
                 metadata.token_endpoint, data=form, headers=headers, allow_redirects=False
             ) as resp:
-                body = await resp.content.read(MAX_RESPONSE + 1)
+                body = await _read_bounded(resp)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise OidcUnavailable(
@@ -225,6 +225,20 @@ class OidcClient:
         )
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body, or its first MAX_RESPONSE + 1 bytes when it is longer (a read
+    returns what has arrived, so read until the end or the bound)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_RESPONSE:
+        chunk = await resp.content.read(MAX_RESPONSE + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _parse(body: bytes, what: str) -> Any:
     if len(body) > MAX_RESPONSE:
         raise OidcUnavailable(
@@ -232,7 +246,7 @@ def _parse(body: bytes, what: str) -> Any:
         )
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: no real answer
         raise OidcUnavailable(f"the identity provider's {what} is not JSON") from None
 
 

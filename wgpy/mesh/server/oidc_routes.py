@@ -29,7 +29,16 @@ from .errors import Conflict, MeshError
 from .models import EXPIRED, LoginRequest
 from .oidc import OidcError
 from .oidc_client import OidcClient, OidcUnavailable
-from .pages import PageError, form_token, page, read_form, render, session_of, signed_in
+from .pages import (
+    PageError,
+    form_token,
+    page,
+    read_form,
+    render,
+    secure_cookies,
+    session_of,
+    signed_in,
+)
 from .store.login_requests import UNKNOWN, not_pending
 from .web import Context, context, rate_limit
 
@@ -124,7 +133,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         browser,
         max_age=int(oidc.LOGIN_LIFETIME),
         path=COOKIE_PATH,
-        secure=request.secure,
+        secure=secure_cookies(request),
         httponly=True,
         samesite="Lax",
     )

@@ -7,11 +7,11 @@ A page handler wrapped in :func:`page` may raise :class:`PageError` or any API e
 (errors.py): it becomes a message page with the error's status, never JSON.
 
 Sessions (store/sessions.py) live in the ``wgpy_session`` cookie: HttpOnly, SameSite=Lax,
-Secure over TLS, expiring with the session. A session is made only when a page shows a form
-(:func:`form_token`). Every POST carries the token of the form it came from, single use and
-bound to the session and the form's action (:func:`read_form`): a missing, reused or
-foreign token is refused (403) before anything is changed. :func:`signed_in` replaces the
-session with a new one signed in as the user.
+Secure over TLS or behind a TLS proxy (an https:// public URL), expiring with the session. A
+session is made only when a page shows a form (:func:`form_token`). Every POST carries the
+token of the form it came from, single use and bound to the session and the form's action
+(:func:`read_form`): a missing, reused or foreign token is refused (403) before anything is
+changed. :func:`signed_in` replaces the session with a new one signed in as the user.
 
 Route modules for the sign-in methods import this one (and web.py); nothing imports them
 back but create_app.
@@ -29,6 +29,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 from .auth import RateLimiter, source_key
@@ -48,6 +49,7 @@ __all__ = [
     "read_form",
     "redirect",
     "render",
+    "secure_cookies",
     "session_of",
     "signed_in",
     "signed_out",
@@ -204,7 +206,7 @@ async def read_form(request: web.Request, action: str | None = None) -> MultiDic
         raise PageError(408, "the form took too long to arrive; send it again") from None
     except web.HTTPRequestEntityTooLarge:
         raise PageError(413, "the form is larger than a sign-in form can be") from None
-    except ValueError:
+    except (ValueError, LookupError, HttpProcessingError):  # a part's headers, a charset
         raise PageError(400, "the form could not be read; send it from the page") from None
     session = await session_of(request)
     if session is None:
@@ -257,6 +259,13 @@ async def signed_out(request: web.Request) -> None:
     state.session, state.loaded, state.cookie = None, True, ("", 0.0)
 
 
+def secure_cookies(request: web.Request) -> bool:
+    """Whether cookies get the Secure attribute: over TLS, and behind a proxy that ends TLS
+    (the server's public URL is https://), so no browser sends them over plain http://."""
+    public_url = context(request).config.public_url or ""
+    return request.secure or public_url.lower().startswith("https://")
+
+
 def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
     state = _state(request)
     if state.cookie is None:
@@ -264,7 +273,11 @@ def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
     secret, lifetime = state.cookie
     if not secret:
         response.del_cookie(
-            SESSION_COOKIE, path="/", secure=request.secure, httponly=True, samesite="Lax"
+            SESSION_COOKIE,
+            path="/",
+            secure=secure_cookies(request),
+            httponly=True,
+            samesite="Lax",
         )
         return
     response.set_cookie(
@@ -272,7 +285,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
         secret,
         max_age=int(lifetime),
         path="/",
-        secure=request.secure,
+        secure=secure_cookies(request),
         httponly=True,
         samesite="Lax",
     )

@@ -21,8 +21,10 @@ user who did not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from wgpy.log import get_logger
@@ -43,6 +45,10 @@ from .store.accounts import account_subject, source_subject
 
 WRONG_PASSWORD = "the user name or password is not right"
 NO_PASSWORD_STEP = "sign in with your user name and password first"
+NOT_ENROLLED = (
+    "your account has no authenticator (TOTP) set up, and on this server only an admin sets "
+    "one up; ask an admin to run wgpy admin users totp enrol with your user name"
+)
 HASHES_AT_ONCE = 2  # argon2 hashes computed at once (64 MiB and one core each)
 
 
@@ -89,6 +95,7 @@ class SignIn:
         source_policy: LockoutPolicy = SOURCE_POLICY,
         rng: Rng = os.urandom,
         issuer: str = login.TOTP_ISSUER,
+        enrol_on_sign_in: bool = True,
     ) -> None:
         self.store = store
         self.passwords = passwords or Passwords()
@@ -96,7 +103,48 @@ class SignIn:
         self.source_policy = source_policy
         self.rng = rng
         self.issuer = issuer
+        # False (--totp-enrolment admin): a right password of a user whose TOTP an admin has
+        # not set up goes no further; no sign-in shows or confirms a key
+        self.enrol_on_sign_in = enrol_on_sign_in
         self._hashing = asyncio.Semaphore(HASHES_AT_ONCE)
+        # subject -> (lock, holders and waiters): one check at a time per account and source
+        self._checking: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, *subjects: str) -> AsyncIterator[None]:
+        """Hold the locks of ``subjects`` (account_subject, source_subject), taken in one
+        order: the refusal check, the password or code check and the failure it counts run
+        as one step per account and per source, so guesses sent at once are counted as
+        they are checked and cannot all pass the lockout's check before the first failure
+        is counted (in this process; each replica checks one at a time of its own)."""
+        taken = sorted(set(subjects))
+        for subject in taken:
+            lock, users = self._checking.get(subject, (asyncio.Lock(), 0))
+            self._checking[subject] = (lock, users + 1)
+        held: list[asyncio.Lock] = []
+        try:
+            for subject in taken:
+                lock = self._checking[subject][0]
+                await lock.acquire()
+                held.append(lock)
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
+            for subject in taken:
+                lock, users = self._checking[subject]
+                if users <= 1:
+                    del self._checking[subject]
+                else:
+                    self._checking[subject] = (lock, users - 1)
+
+    async def enrol(self, name: str) -> Enrolment:
+        """An admin's enrolment of user ``name``: a new secret, confirmed at once (it
+        replaces any other); the secret and URI are the admin's to hand over. NotFound when
+        there is no such user."""
+        secret = login.new_totp_secret(self.rng)
+        await self.store.accounts.set_totp(name, secret)
+        return Enrolment(secret, login.totp_uri(secret, name, self.issuer))
 
     async def hash_password(self, password: str) -> str:
         """The hash to store for a new password (checked: ValueError says what is wrong)."""
@@ -140,8 +188,14 @@ class SignIn:
 
     async def _check_password(self, name: str, password: str, source: str | None) -> Outcome:
         name = normalize_name(name)
+        source_row = source_subject(source_key(source))
         if not USER_NAME.match(name):  # no user has it: no account row for it either
-            return await self._failed_source(name, source)
+            async with self._one_at_a_time(source_row):
+                return await self._failed_source(name, source)
+        async with self._one_at_a_time(account_subject(name), source_row):
+            return await self._check_password_now(name, password, source)
+
+    async def _check_password_now(self, name: str, password: str, source: str | None) -> Outcome:
         refused = await self._refusal(name, source)
         if refused is not None:
             return refused
@@ -158,6 +212,8 @@ class SignIn:
             await self.store.accounts.set_password(name, rehashed, unlock=False)
         if account.totp_confirmed:
             return Outcome(Next.TOTP, name)
+        if not self.enrol_on_sign_in:  # the password was right: not counted as a failure
+            return Outcome(Next.FAILED, name, NOT_ENROLLED)
         return Outcome(Next.ENROL, name)
 
     def _verify(self, stored: str | None, password: str) -> login.PasswordCheck:
@@ -166,7 +222,9 @@ class SignIn:
 
     async def begin_enrolment(self, name: str) -> Enrolment | None:
         """A new TOTP secret for ``name`` (who passed the password step); None when they
-        are enrolled already (ask for a code instead)."""
+        are enrolled already (ask for a code instead), or only an admin enrols."""
+        if not self.enrol_on_sign_in:
+            return None
         secret = login.new_totp_secret(self.rng)
         if not await self.store.accounts.begin_totp(name, secret):
             return None
@@ -182,12 +240,18 @@ class SignIn:
     async def _check_totp(self, name: str, code: str, source: str | None) -> Outcome:
         if not USER_NAME.match(name):
             return Outcome(Next.FAILED, name, NO_PASSWORD_STEP)
+        async with self._one_at_a_time(account_subject(name), source_subject(source_key(source))):
+            return await self._check_totp_now(name, code, source)
+
+    async def _check_totp_now(self, name: str, code: str, source: str | None) -> Outcome:
         refused = await self._refusal(name, source)
         if refused is not None:
             return refused
         account = await self.store.accounts.get(name)
         if account is None or account.totp_secret is None:
             return Outcome(Next.FAILED, name, NO_PASSWORD_STEP)
+        if not account.totp_confirmed and not self.enrol_on_sign_in:
+            return Outcome(Next.FAILED, name, NOT_ENROLLED)  # a sign-in began it before
         now = self.store.clock()
         check = login.verify_totp(account.totp_secret, code, now, account.totp_last_step)
         if check.outcome is TotpOutcome.MALFORMED:

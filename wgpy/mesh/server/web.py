@@ -239,7 +239,7 @@ def _authentication_failed(request: web.Request, error: MeshError) -> None:
 def signin_of(ctx: Context) -> SignIn:
     """The server's :class:`SignIn` (made at the first use)."""
     if ctx.signin is None:
-        ctx.signin = SignIn(ctx.store)
+        ctx.signin = SignIn(ctx.store, enrol_on_sign_in=ctx.config.totp_enrolment != "admin")
     return ctx.signin
 
 

@@ -83,7 +83,7 @@ class AccountRepository(Repository):
             if unlock:
                 subject = account_subject(name)
                 await tx.execute("DELETE FROM login_failures WHERE subject = ?", subject)
-                await tx.execute("DELETE FROM web_sessions WHERE user_id = ?", user_id)
+                await _end_sessions(tx, user_id, name)
 
     async def begin_totp(self, name: str, secret: str) -> bool:
         """Store ``secret`` for an enrolment (the user is shown it, then enters a code);
@@ -96,6 +96,20 @@ class AccountRepository(Repository):
                 name,
             )
         return changed == 1
+
+    async def set_totp(self, name: str, secret: str) -> None:
+        """An admin enrols user ``name`` with ``secret`` (shown to the admin once, handed to
+        the person): confirmed at once, so no sign-in replaces it; their web sessions end.
+        NotFound when there is no such user."""
+        async with self.db.transaction() as tx:
+            user_id = await user_id_of(tx, name)
+            await tx.execute(
+                "UPDATE users SET totp_secret = ?, totp_confirmed = TRUE, totp_last_step = NULL"
+                " WHERE id = ?",
+                secret,
+                user_id,
+            )
+            await _end_sessions(tx, user_id, name)
 
     async def use_totp_step(self, name: str, secret: str, step: int) -> bool:
         """Record that a code of ``step`` for ``secret`` was accepted, and that the enrolment
@@ -123,7 +137,7 @@ class AccountRepository(Repository):
                 " totp_last_step = NULL WHERE id = ?",
                 user_id,
             )
-            await tx.execute("DELETE FROM web_sessions WHERE user_id = ?", user_id)
+            await _end_sessions(tx, user_id, name)
 
     # -- failed sign-ins
 
@@ -171,6 +185,15 @@ class AccountRepository(Repository):
         """Forget ``subject``'s failures (an account after a complete sign-in)."""
         async with self.db.transaction() as tx:
             await tx.execute("DELETE FROM login_failures WHERE subject = ?", subject)
+
+
+async def _end_sessions(tx: Tx, user_id: int, name: str) -> None:
+    """The user's web sessions end: those signed in as them, and those that passed their
+    password step and owe a code (a leaked password that was changed is worth nothing in a
+    session that passed it before)."""
+    await tx.execute(
+        "DELETE FROM web_sessions WHERE user_id = ? OR pending_user = ?", user_id, name
+    )
 
 
 async def _failures(tx: Tx, subject: str) -> Failures:

@@ -5,7 +5,9 @@ and the result, as ``wgpy admin audit`` shows them.
 Callers write no secret here: no password, TOTP code, token, auth key or private key; a
 public key, a key's id or a machine's serial is fine. As a guard, ``record`` cuts every field
 to a bounded length, so hostile input (a long hostname, a long error) cannot grow a row
-without bound; events are kept AUDIT_RETENTION (a year: the server's heartbeat prunes).
+without bound, and writes control characters in it escaped (a refused request's path is
+what its unauthenticated sender chose: no newline or terminal escape reaches the log);
+events are kept AUDIT_RETENTION (a year: the server's heartbeat prunes).
 """
 
 from __future__ import annotations
@@ -37,9 +39,19 @@ def audit_from(row: Row) -> AuditEvent:
     )
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, terminal escapes,
+    bidirectional overrides) written as its Python escape (``\\x1b``, ``\\n``,
+    ``\\u202e``), so a field never spans lines or drives the terminal that shows it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def _cut(value: str | None, limit: int) -> str | None:
     if value is None:
         return None
+    value = printable(value)
     return value if len(value) <= limit else value[: limit - 1] + "\u2026"
 
 

@@ -77,8 +77,10 @@ class OidcRepository(Repository):
             )
             if row is None or row["browser_hash"] != _hash(browser):
                 return None
-            await tx.execute("DELETE FROM oidc_logins WHERE state_hash = ?", _hash(state))
-            if row["expires_at"] <= now:
+            # the DELETE decides: of two callbacks with the same state at once (a replay to
+            # another replica), the one whose DELETE found the row takes it
+            taken = await tx.execute("DELETE FROM oidc_logins WHERE state_hash = ?", _hash(state))
+            if taken != 1 or row["expires_at"] <= now:
                 return None
         return PendingLogin(
             row["request_id"], row["nonce"], row["verifier"], row["created_at"], row["expires_at"]

@@ -157,10 +157,13 @@ class SessionRepository(Repository):
             await tx.execute("DELETE FROM web_sessions WHERE id = ?", session_id)
 
     async def delete_user_sessions(self, user: str) -> int:
-        """Sign ``user`` out everywhere; how many sessions went."""
+        """Sign ``user`` out everywhere (and end the sessions that passed their password
+        step); how many sessions went."""
         async with self.db.transaction() as tx:
             return await tx.execute(
-                "DELETE FROM web_sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)",
+                "DELETE FROM web_sessions WHERE user_id = (SELECT id FROM users WHERE name = ?)"
+                " OR pending_user = ?",
+                user,
                 user,
             )
 

@@ -49,3 +49,6 @@ class UserRepository(Repository):
             if name in policy.users_named():
                 raise Conflict(f'the policy names user "{name}"; take them out of it first')
             await tx.execute("DELETE FROM users WHERE id = ?", user_id)
+            # sessions signed in as the user go with it (ON DELETE CASCADE); those that passed
+            # its password step go too, not to count for a new user of that name
+            await tx.execute("DELETE FROM web_sessions WHERE pending_user = ?", name)
