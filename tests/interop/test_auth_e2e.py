@@ -24,120 +24,23 @@ admin audit --json` tells each method and the refusals with no secret in it.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from oidc.provider import OidcClient, start_provider
 
 from wgpy.mesh.client.state import StateDir
 from wgpy.mesh.server import login
 
-from .mesh_lab import HUB4, NODE_ENV, SERVER_PORT, WGPY, Mesh, MeshNode
-from .netns import Lab, Process, run, wait_for
-from .test_oidc_login import browse
+from .auth_lab import AuthMesh, browse, login_url
+from .netns import Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-TESTS = Path(__file__).resolve().parents[1]
-URL = re.compile(r"(http://\S+/login/([A-Za-z0-9_-]+))\s")
-UP = re.compile(r" is up as ([\d.]+), ([0-9a-f:]+)")
 PASSWORDS = {"pat": "pat's long passphrase 1", "secure": "secure's long passphrase 2"}
 REQUIRED = "a machine certificate is required"
 BUDGET = 90.0  # seconds for the whole test (the brief's bound)
-
-
-class AuthMesh(Mesh):
-    """The lab's mesh whose server has the operator's machine CA and, once the provider runs,
-    single sign-on (``oidc_args``)."""
-
-    oidc_args: tuple[str, ...] = ()
-
-    def start_server(self, replica: int = 0) -> Process:
-        ca_dir = self.workdir / "ca"
-        if not (ca_dir / "ca.crt").exists():
-            run([WGPY, "admin", "ca", "init", "--dir", str(ca_dir), "--name", "lab ops"])
-        process = self.hub.spawn(
-            [WGPY, "server", "--listen", f"{HUB4}:{SERVER_PORT + replica}",
-             "--state-dir", str(self.server_state), "--machine-ca", str(ca_dir / "ca.crt"),
-             *self.oidc_args],
-            log=f"server{replica}",
-        )  # fmt: skip
-        self.servers[replica] = process
-        wait_for(
-            lambda: "listening on" in process.output() or not process.alive,
-            timeout=30,
-            what="the server to listen",
-        )
-        assert process.alive, process.output()[-3000:]
-        return process
-
-    def machine_cert(self, node: MeshNode) -> tuple[Path, Path]:
-        """A machine key made on ``node`` (`wgpy machine csr`, in its namespace) and the
-        certificate the admin signs for its request; (certificate, key)."""
-        key = node.state_dir / "machine.key"
-        csr = self.workdir / f"{node.name}.csr"
-        node.ns.run([WGPY, "machine", "csr", node.name, "--key", str(key), "--out", str(csr)])
-        issued = self.workdir / "issued"
-        self.hub.run(
-            [WGPY, "admin", "--server", self.url(), "--api-key", self.api_key, "machines",
-             "issue", node.name, "--csr", str(csr), "--ca-dir", str(self.workdir / "ca"),
-             "--out", str(issued)],
-            timeout=30,
-        )  # fmt: skip
-        assert sorted(p.name for p in issued.iterdir() if p.stem == node.name) == [
-            f"{node.name}.crt"
-        ], "the admin's side holds the certificate only: the key stayed on the device"
-        assert key.stat().st_mode & 0o777 == 0o600
-        return issued / f"{node.name}.crt", key
-
-    def spawn_up(self, node: MeshNode, *extra: str) -> Process:
-        return node.ns.spawn(
-            [WGPY, "up", "--login-server", self.url(), "--state-dir", str(node.state_dir),
-             "--interface", node.ifname, "--hostname", node.name, *extra],
-            log=f"up-{node.name}",
-            env=NODE_ENV,
-        )  # fmt: skip
-
-    def came_up(self, node: MeshNode, up: Process) -> None:
-        assert up.wait(60) == 0, up.output()
-        m = UP.search(up.output())
-        assert m, up.output()
-        node.joined, node.ipv4, node.ipv6 = True, m[1], m[2]
-        me = self.server_nodes()[node.name]
-        node.public_key, node.id = me["public_key"], me["id"]
-
-
-def login_url(up: Process) -> tuple[str, str]:
-    wait_for(
-        lambda: URL.search(up.output()) is not None or not up.alive,
-        timeout=30,
-        what="`wgpy up` to print the login URL",
-    )
-    m = URL.search(up.output())
-    assert m is not None, up.output()
-    return m[1], m[2]
-
-
-def walk(mesh: Mesh, url: str, name: str, *options: str) -> tuple[int, dict[str, Any]]:
-    """A person at the pages (tests/interop/login_walk.py, in the server's namespace)."""
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    result = mesh.hub.run(
-        ["env", f"PYTHONPATH={path}", sys.executable, "-m", "interop.login_walk", url, name,
-         *options],
-        input=PASSWORDS[name] + "\n",
-        check=False,
-        timeout=60,
-    )  # fmt: skip
-    walked: dict[str, Any] = json.loads(result.stdout or "{}")
-    return result.returncode, walked
 
 
 def strings(value: object) -> Iterator[str]:
@@ -165,11 +68,7 @@ def mesh(lab: Lab, request: pytest.FixtureRequest) -> Iterator[AuthMesh]:
 def test_every_way_to_join_and_a_device_without_a_certificate_refused(mesh: AuthMesh) -> None:
     started = time.monotonic()
     for name, password in PASSWORDS.items():
-        mesh.hub.run(
-            [WGPY, "admin", "--server", mesh.url(), "--api-key", mesh.api_key,
-             "users", "create", name, "--password", "--password-stdin"],
-            input=password + "\n",
-        )  # fmt: skip
+        mesh.create_user(name, password)
     policy = {
         "acls": [
             {
@@ -181,31 +80,16 @@ def test_every_way_to_join_and_a_device_without_a_certificate_refused(mesh: Auth
         ],
         "machineCertificates": {"require": ["user:secure"]},
     }
-    (mesh.workdir / "policy.json").write_text(json.dumps(policy))
-    mesh.admin("policy", "set", str(mesh.workdir / "policy.json"))
+    mesh.set_policy(policy)
     secure_key = mesh.admin("preauthkeys", "create", "--user", "secure", "--reusable")["key"]
 
-    client = OidcClient.new(f"{mesh.url()}/oidc/callback")
-    with start_provider(
-        mesh.workdir / "oidc", [client], host="127.0.0.1", wrap=mesh.hub.exec_args([])
-    ) as provider:
-        secret_file = mesh.workdir / "oidc-secret"
-        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(client.client_secret)
-        mesh.stop_server(0)
-        mesh.oidc_args = (
-            *("--oidc-issuer", provider.issuer, "--oidc-client-id", client.client_id),
-            *("--oidc-client-secret", str(secret_file), "--oidc-allowed-domains", "example.com"),
-        )
-        mesh.start_server(0)
-
+    with mesh.sso():
         # 1. pat's laptop: password and TOTP on the pages
         laptop = mesh.add_node("laptop")
         up = mesh.spawn_up(laptop)
         url, _ = login_url(up)
         assert "laptop" not in mesh.server_nodes()
-        status, walked = walk(mesh, url, "pat")
+        status, walked = mesh.walk(url, "pat", PASSWORDS["pat"])
         assert status == 0, walked
         assert walked["titles"] == [
             "Sign in to connect a device",
@@ -240,7 +124,7 @@ def test_every_way_to_join_and_a_device_without_a_certificate_refused(mesh: Auth
     cert, key = mesh.machine_cert(tablet)
     up = mesh.spawn_up(tablet, "--machine-cert", str(cert), "--machine-key", str(key))
     url, _ = login_url(up)
-    status, walked = walk(mesh, url, "secure")
+    status, walked = mesh.walk(url, "secure", PASSWORDS["secure"])
     assert status == 0 and walked["titles"][-1] == "Device connected", walked
     secure_totp = (walked["secret"], walked["step"])
     mesh.came_up(tablet, up)
@@ -256,9 +140,10 @@ def test_every_way_to_join_and_a_device_without_a_certificate_refused(mesh: Auth
     #    By the pages: password and TOTP right, the page says a certificate is required.
     up = mesh.spawn_up(rogue)
     url, request_id = login_url(up)
-    status, walked = walk(
-        mesh, url, "secure", "--secret", str(secure_totp[0]), "--after-step", str(secure_totp[1])
-    )
+    status, walked = mesh.walk(
+        url, "secure", PASSWORDS["secure"],
+        *("--secret", str(secure_totp[0]), "--after-step", str(secure_totp[1])),
+    )  # fmt: skip
     assert status == 1 and "got 403" in walked["error"], walked
     assert REQUIRED in walked["error"].lower(), walked  # the page's sentence
     assert up.alive  # still waiting: another person (or a device with a certificate) may sign
@@ -298,7 +183,8 @@ def test_every_way_to_join_and_a_device_without_a_certificate_refused(mesh: Auth
         if (e["event"], e["result"], e["user"]) == ("login.approve", "refused", "secure")
         and REQUIRED in e["detail"]
     ], events  # fmt: skip
-    secrets = [*PASSWORDS.values(), client.client_secret, secure_key.rsplit("_", 1)[1]]
+    assert mesh.client is not None
+    secrets = [*PASSWORDS.values(), mesh.client.client_secret, secure_key.rsplit("_", 1)[1]]
     for totp_secret, last in (pat_totp, secure_totp):
         secrets.append(str(totp_secret))
         secrets += [login.totp_code(str(totp_secret), s) for s in range(last - 2, last + 3)]
