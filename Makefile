@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat demo demo-login demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat bench-login demo demo-login demo-wg demo-core clean
 
 setup: apt venv oidc-provider
 
@@ -116,6 +116,12 @@ bench-ab: setup
 # direct path cut; TRIALS per cell (default 10), CELLS to pick some; writes benchmarks/results/.
 bench-nat: setup
 	$(BIN)/python benchmarks/nat.py --trials $(or $(TRIALS),10) $(if $(CELLS),--cells $(CELLS))
+
+# How long joining takes by each way (root): password + TOTP on the pages, OIDC through the
+# real provider, an admin's approval, an auth key with a machine certificate; TRIALS fresh
+# nodes each (default 5): URL printed, `wgpy up` returned, first ping; writes benchmarks/results/.
+bench-login: setup
+	$(BIN)/python benchmarks/login.py --trials $(or $(TRIALS),5)
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).
