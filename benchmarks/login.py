@@ -167,7 +167,6 @@ class Bench:
             if not isinstance(done, dict) or done.get("title") != "Device connected":
                 raise TrialFailed(f"the single sign-on ended at {seen}")
         else:
-            # "--": a request id may start with "-"
             self.mesh.admin("login", "approve", "--user", "ops", "--", request_id)
 
     def forget(self, node: MeshNode) -> None:

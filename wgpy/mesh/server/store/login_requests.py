@@ -156,7 +156,7 @@ class LoginRequestRepository(Repository):
         if lifetime <= 0:
             raise ValueError("a login request needs a positive lifetime")
         now = self.clock()
-        request_id = _random(self.rng(ID_BYTES))
+        request_id = self.rng(ID_BYTES).hex()  # hex: never starts with "-" (argparse)
         secret = _random(self.rng(SECRET_BYTES))
         async with self.db.transaction() as tx:
             held = None
