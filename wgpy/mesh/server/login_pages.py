@@ -27,11 +27,10 @@ from aiohttp import web
 from markupsafe import Markup
 
 from . import login
-from .audit import note
-from .errors import MeshError
 from .models import EXPIRED, LoginRequest
 from .pages import (
     PageError,
+    connect_device,
     form_token,
     page,
     read_form,
@@ -231,54 +230,7 @@ async def totp_step(request: web.Request) -> web.StreamResponse:
 @page
 async def approve(request: web.Request) -> web.StreamResponse:
     """POST /login/{id}/approve: the signed-in user connects the device."""
-    form = await read_form(request)
-    session = await session_of(request)
-    assert session is not None
-    if not session.signed_in or session.user_id is None:
-        raise PageError(403, "sign in before you connect a device; open the link again")
-    if form.get("answer") != "connect":
-        raise PageError(400, "choose Connect to connect the device")
-    ctx = context(request)
-    login_request = await _pending(request)
-    method = session.method or "password"
-    try:
-        node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
-    except MeshError as e:  # another user's key, a machine certificate required, ...
-        await note(
-            request,
-            "login.approve",
-            result="refused",
-            method=method,
-            user=session.user,
-            detail=e.message,
-        )
-        raise
-    ctx.log.info(
-        "login request approved",
-        user=session.user,
-        method=session.method,
-        node=node.id,
-        hostname=node.hostname,
-        source=request.remote,
-    )
-    await note(
-        request,
-        "login.approve",
-        result="ok",
-        method=method,
-        user=session.user,
-        node_id=node.id,
-        detail=f"login request for {node.hostname} approved",
-    )
-    return await render(
-        request,
-        "connected.html",
-        title="Device connected",
-        hostname=login_request.hostname,
-        name=node.hostname,
-        user=node.user,
-        addresses=[str(a) for a in node.ip_addresses],
-    )
+    return await connect_device(request, lambda: _pending(request), "password")
 
 
 @page

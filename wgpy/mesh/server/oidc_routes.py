@@ -24,19 +24,17 @@ import re
 from aiohttp import web
 
 from . import oidc
-from .audit import note
-from .errors import Conflict, MeshError
+from .errors import Conflict
 from .models import EXPIRED, LoginRequest
 from .oidc import OidcError
 from .oidc_client import OidcClient, OidcUnavailable
 from .pages import (
     PageError,
+    connect_device,
     form_token,
     page,
-    read_form,
     render,
     secure_cookies,
-    session_of,
     signed_in,
 )
 from .store.login_requests import UNKNOWN, not_pending
@@ -204,54 +202,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
 @page
 async def approve(request: web.Request) -> web.StreamResponse:
     """POST /oidc/approve/{id}: the signed-in user connects the device."""
-    form = await read_form(request)
-    session = await session_of(request)
-    assert session is not None  # read_form checked it
-    if not session.signed_in or session.user_id is None:
-        raise PageError(403, "sign in before you connect a device; open the link again")
-    if form.get("answer") != "connect":
-        raise PageError(400, "choose Connect to connect the device")
     ctx = context(request)
-    login_request = await _pending(ctx, request.match_info["id"])
-    method = session.method or "oidc"
-    try:
-        node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
-    except MeshError as e:  # another user's key, a machine certificate required, ...
-        await note(
-            request,
-            "login.approve",
-            result="refused",
-            method=method,
-            user=session.user,
-            detail=e.message,
-        )
-        raise
-    ctx.log.info(
-        "login request approved",
-        user=session.user,
-        method=method,
-        node=node.id,
-        hostname=node.hostname,
-        source=request.remote,
-    )
-    await note(
-        request,
-        "login.approve",
-        result="ok",
-        method=method,
-        user=session.user,
-        node_id=node.id,
-        detail=f"login request for {node.hostname} approved",
-    )
-    return await render(
-        request,
-        "connected.html",
-        title="Device connected",
-        hostname=login_request.hostname,
-        name=node.hostname,
-        user=node.user,
-        addresses=[str(a) for a in node.ip_addresses],
-    )
+    return await connect_device(request, lambda: _pending(ctx, request.match_info["id"]), "oidc")
 
 
 def add_routes(app: web.Application) -> None:

@@ -32,8 +32,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
+from .audit import note
 from .auth import RateLimiter, source_key
 from .errors import MeshError
+from .models import LoginRequest
 from .store.sessions import WebSession
 from .web import context
 
@@ -43,6 +45,7 @@ __all__ = [
     "SIGNED_IN_LIFETIME",
     "PageError",
     "add_routes",
+    "connect_device",
     "form_token",
     "message_page",
     "page",
@@ -354,6 +357,65 @@ def page(handler: Handler) -> Handler:
 
 # ----------------------------------------------------------------------------------------
 # Routes
+
+
+async def connect_device(
+    request: web.Request,
+    pending: Callable[[], Awaitable[LoginRequest]],
+    default_method: str,
+) -> web.StreamResponse:
+    """The confirm form's POST (``/login/ID/approve``, ``/oidc/approve/ID``): once the form
+    token holds, the signed-in user approves the login request ``pending`` finds
+    (store.login_requests.approve, the session's sign-in method), in the audit log either
+    way, and sees the connected page."""
+    form = await read_form(request)
+    session = await session_of(request)
+    assert session is not None  # read_form checked it
+    if not session.signed_in or session.user_id is None:
+        raise PageError(403, "sign in before you connect a device; open the link again")
+    if form.get("answer") != "connect":
+        raise PageError(400, "choose Connect to connect the device")
+    ctx = context(request)
+    login_request = await pending()
+    method = session.method or default_method
+    try:
+        node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
+    except MeshError as e:  # another user's key, a machine certificate required, ...
+        await note(
+            request,
+            "login.approve",
+            result="refused",
+            method=method,
+            user=session.user,
+            detail=e.message,
+        )
+        raise
+    ctx.log.info(
+        "login request approved",
+        user=session.user,
+        method=method,
+        node=node.id,
+        hostname=node.hostname,
+        source=request.remote,
+    )
+    await note(
+        request,
+        "login.approve",
+        result="ok",
+        method=method,
+        user=session.user,
+        node_id=node.id,
+        detail=f"login request for {node.hostname} approved",
+    )
+    return await render(
+        request,
+        "connected.html",
+        title="Device connected",
+        hostname=login_request.hostname,
+        name=node.hostname,
+        user=node.user,
+        addresses=[str(a) for a in node.ip_addresses],
+    )
 
 
 async def stylesheet(request: web.Request) -> web.Response:
