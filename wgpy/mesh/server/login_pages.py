@@ -19,7 +19,6 @@ else. Which user a step acts for comes from the session only, never from the for
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import segno
@@ -27,12 +26,14 @@ from aiohttp import web
 from markupsafe import Markup
 
 from . import login
-from .models import EXPIRED, LoginRequest
+from .models import LoginRequest
 from .pages import (
+    REQUEST_ID,
     PageError,
     connect_device,
     form_token,
     page,
+    pending_request,
     read_form,
     redirect,
     render,
@@ -40,11 +41,10 @@ from .pages import (
     signed_in,
 )
 from .signin import NO_PASSWORD_STEP, Next, Outcome
-from .store.login_requests import UNKNOWN, not_pending
+from .store.login_requests import UNKNOWN
 from .store.sessions import WebSession
 from .web import context, signin_of
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 NAME_SHOWN = 64  # characters of a typed user name shown back on the page
 
 
@@ -56,17 +56,7 @@ def _paths(request_id: str) -> tuple[str, str, str]:
 
 async def _pending(request: web.Request) -> LoginRequest:
     """The login request the URL names, if it is still pending; a page that says why not."""
-    request_id = request.match_info["id"]
-    found = None
-    if _ID.match(request_id):
-        found = await context(request).store.login_requests.get(request_id)
-    if found is None:
-        raise PageError(404, UNKNOWN, "No such login request")
-    if not found.pending:
-        if found.state == EXPIRED:
-            raise PageError(410, not_pending(found), "Login request expired")
-        raise PageError(409, not_pending(found), "Login request closed")
-    return found
+    return await pending_request(request, request.match_info["id"])
 
 
 def _sso(request: web.Request, login_request: LoginRequest) -> str | None:
@@ -230,14 +220,14 @@ async def totp_step(request: web.Request) -> web.StreamResponse:
 @page
 async def approve(request: web.Request) -> web.StreamResponse:
     """POST /login/{id}/approve: the signed-in user connects the device."""
-    return await connect_device(request, lambda: _pending(request), "password")
+    return await connect_device(request, "password")
 
 
 @page
 async def back_to_the_page(request: web.Request) -> web.StreamResponse:
     """GET of a step's form action (a bookmark, a reload of a result): the page itself."""
     request_id = request.match_info["id"]
-    if not _ID.match(request_id):
+    if not REQUEST_ID.match(request_id):
         raise PageError(404, UNKNOWN, "No such login request")
     return redirect(request, f"/login/{request_id}")
 

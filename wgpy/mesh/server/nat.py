@@ -15,17 +15,17 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .secretfile import read_secret_file
+
 DEFAULT_TURN_TTL = 86400  # seconds: one day
 MIN_TURN_TTL = 60
 MAX_TURN_TTL = 30 * 86400
-MAX_SECRET = 4096  # bytes
+
 
 _DNS_NAME = re.compile(
     r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -115,27 +115,7 @@ def check_turn_ttl(ttl: int) -> int:
 def load_turn_secret(path: Path) -> bytes:
     """The shared secret in ``path`` (surrounding whitespace stripped). The file must be
     the owner's alone (mode 0600 or 0400): anyone who reads it can mint TURN credentials."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise NatConfigError(
-            f"cannot read the TURN secret file {path}: {e.strerror or e}"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NatConfigError(f"the TURN secret file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise NatConfigError(
-                f"the TURN secret file {path} can be read or written by others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); make it the owner's alone: chmod 600 {path}"
-            )
-        data = os.read(fd, MAX_SECRET + 1)
-    finally:
-        os.close(fd)
-    secret = data.strip()
-    if len(data) > MAX_SECRET:
-        raise NatConfigError(f"the TURN secret file {path} is longer than {MAX_SECRET} bytes")
+    secret = read_secret_file(path, "TURN secret", NatConfigError)
     if not secret:
         raise NatConfigError(f"the TURN secret file {path} is empty; put coturn's secret in it")
     return secret

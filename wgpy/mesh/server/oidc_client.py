@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +22,12 @@ from wgpy.log import get_logger
 from . import oidc
 from .config import OidcConfig
 from .oidc import OidcError, OidcSettings, ProviderMetadata, UnknownSigningKey
+from .secretfile import read_secret_file
 
 TIMEOUT = 10.0  # seconds for one request to the provider
 MAX_RESPONSE = 1024 * 1024  # bytes read from the provider in one answer
 METADATA_TTL = 3600.0  # seconds discovery and the JWKS are kept
 JWKS_REFETCH_GAP = 10.0  # seconds between two fetches of the JWKS for unknown keys
-MAX_SECRET = 4096  # bytes in the client secret's file
 
 
 class OidcUnavailable(OidcError):
@@ -44,28 +42,7 @@ def load_client_secret(path: Path) -> str:
     """The client secret in ``path`` (surrounding whitespace stripped). The file must be the
     owner's alone (mode 0600 or 0400): whoever reads it can act as this server at the
     provider."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise OidcConfigError(
-            f"cannot read the OIDC client secret file {path}: {e.strerror or e}"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OidcConfigError(f"the OIDC client secret file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise OidcConfigError(
-                f"the OIDC client secret file {path} can be read or written by others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); make it the owner's alone: chmod 600 {path}"
-            )
-        data = os.read(fd, MAX_SECRET + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SECRET:
-        raise OidcConfigError(
-            f"the OIDC client secret file {path} is longer than {MAX_SECRET} bytes"
-        )
+    data = read_secret_file(path, "OIDC client secret", OidcConfigError)
     try:
         secret = data.decode("utf-8").strip()
     except UnicodeDecodeError:

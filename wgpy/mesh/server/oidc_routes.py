@@ -25,7 +25,6 @@ from aiohttp import web
 
 from . import oidc
 from .errors import Conflict
-from .models import EXPIRED, LoginRequest
 from .oidc import OidcError
 from .oidc_client import OidcClient, OidcUnavailable
 from .pages import (
@@ -33,17 +32,16 @@ from .pages import (
     connect_device,
     form_token,
     page,
+    pending_request,
     render,
     secure_cookies,
     signed_in,
 )
-from .store.login_requests import UNKNOWN, not_pending
 from .web import Context, context, rate_limit
 
 COOKIE = "wgpy_oidc"
 COOKIE_PATH = "/oidc"
 CALLBACK = "/oidc/callback"
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _BROWSER = re.compile(r"[A-Za-z0-9_-]{43}\Z")
 BROWSER_BYTES = 32
 
@@ -72,19 +70,6 @@ def redirect_uri(request: web.Request) -> str:
     return str(base).rstrip("/") + CALLBACK
 
 
-async def _pending(ctx: Context, request_id: str | None) -> LoginRequest:
-    found = None
-    if request_id is not None and _ID.match(request_id):
-        found = await ctx.store.login_requests.get(request_id)
-    if found is None:
-        raise PageError(404, UNKNOWN, "No such login request")
-    if not found.pending:
-        if found.state == EXPIRED:
-            raise PageError(410, not_pending(found), "Login request expired")
-        raise PageError(409, not_pending(found), "Login request closed")
-    return found
-
-
 async def _refused(
     ctx: Context, request: web.Request, reason: str, status: int = 403, user: str | None = None
 ) -> PageError:
@@ -107,7 +92,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     """GET /oidc/start?request=ID: off to the identity provider."""
     ctx, client = _oidc(request)
     rate_limit(request)
-    login_request = await _pending(ctx, request.query.get("request"))
+    login_request = await pending_request(request, request.query.get("request"))
     try:
         metadata = await client.metadata()
     except OidcError as e:
@@ -155,7 +140,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     code = request.query.get("code", "")
     if not code or len(code) > 2048:
         raise await _refused(ctx, request, "the identity provider sent no authorization code", 400)
-    login_request = await _pending(ctx, pending.request_id)
+    login_request = await pending_request(request, pending.request_id)
     try:
         tokens = await client.exchange(code, pending.verifier, redirect_uri(request))
         claims = await client.verify(tokens.get("id_token"), pending.nonce, ctx.clock())
@@ -202,8 +187,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
 @page
 async def approve(request: web.Request) -> web.StreamResponse:
     """POST /oidc/approve/{id}: the signed-in user connects the device."""
-    ctx = context(request)
-    return await connect_device(request, lambda: _pending(ctx, request.match_info["id"]), "oidc")
+    return await connect_device(request, "oidc")
 
 
 def add_routes(app: web.Application) -> None:

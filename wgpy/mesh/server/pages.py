@@ -23,6 +23,7 @@ import asyncio
 import functools
 import importlib.resources
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,8 @@ from multidict import MultiDict, MultiDictProxy
 from .audit import note
 from .auth import RateLimiter, source_key
 from .errors import MeshError
-from .models import LoginRequest
+from .models import EXPIRED, LoginRequest
+from .store.login_requests import UNKNOWN, not_pending
 from .store.sessions import WebSession
 from .web import context
 
@@ -49,6 +51,7 @@ __all__ = [
     "form_token",
     "message_page",
     "page",
+    "pending_request",
     "read_form",
     "redirect",
     "render",
@@ -359,13 +362,27 @@ def page(handler: Handler) -> Handler:
 # Routes
 
 
-async def connect_device(
-    request: web.Request,
-    pending: Callable[[], Awaitable[LoginRequest]],
-    default_method: str,
-) -> web.StreamResponse:
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")  # a login request's id in a page's URL
+
+
+async def pending_request(request: web.Request, request_id: str | None) -> LoginRequest:
+    """The login request ``request_id`` names, if it is still pending; a page that says why
+    not (404 unknown, 410 expired, 409 closed)."""
+    found = None
+    if request_id is not None and REQUEST_ID.match(request_id):
+        found = await context(request).store.login_requests.get(request_id)
+    if found is None:
+        raise PageError(404, UNKNOWN, "No such login request")
+    if not found.pending:
+        if found.state == EXPIRED:
+            raise PageError(410, not_pending(found), "Login request expired")
+        raise PageError(409, not_pending(found), "Login request closed")
+    return found
+
+
+async def connect_device(request: web.Request, default_method: str) -> web.StreamResponse:
     """The confirm form's POST (``/login/ID/approve``, ``/oidc/approve/ID``): once the form
-    token holds, the signed-in user approves the login request ``pending`` finds
+    token holds, the signed-in user approves the pending login request the URL names
     (store.login_requests.approve, the session's sign-in method), in the audit log either
     way, and sees the connected page."""
     form = await read_form(request)
@@ -376,7 +393,7 @@ async def connect_device(
     if form.get("answer") != "connect":
         raise PageError(400, "choose Connect to connect the device")
     ctx = context(request)
-    login_request = await pending()
+    login_request = await pending_request(request, request.match_info["id"])
     method = session.method or default_method
     try:
         node = await ctx.store.login_requests.approve(login_request.id, session.user_id, method)
