@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oidc.browser import chromium
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -54,7 +55,9 @@ class Walk:
         self.wait_for(heading)
 
     def wait_for(self, heading: str) -> None:
-        WebDriverWait(self.driver, WAIT).until(
+        # while the next page loads, Chromium may answer a lookup with "node does not belong
+        # to the document": try again until the heading is there (or WAIT passes)
+        WebDriverWait(self.driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
             ec.text_to_be_present_in_element((By.TAG_NAME, "h1"), heading)
         )
 
