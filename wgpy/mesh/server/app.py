@@ -233,8 +233,10 @@ async def node_map(request: web.Request) -> web.StreamResponse:
     sending: asyncio.Future[None] | None = None
     try:
         async with ctx.full_map_slots:
-            if node.id not in ctx.hub.index.entries:
-                await ctx.hub.flush()  # a node that just registered: bring it into the index
+            # Every change committed before now (this node's registration, a peer's that
+            # came just before) is in the index the full map is taken from: a client reads
+            # its own writes, and does not get a peer first as a delta a moment later.
+            await ctx.hub.flush()
             stream, full = ctx.hub.open_stream(node.id, stream_id)
             await response.prepare(request)
             _bound_buffers(request, ctx.config.stream_send_buffer)
