@@ -147,3 +147,21 @@ def test_a_failed_flush_counts_as_a_database_error_and_not_as_a_flush() -> None:
     assert value(samples, "wgpy_server_map_changed_nodes_total") == 3
     assert value(samples, "wgpy_server_map_deltas_sent_total") == 7
     assert "wgpy_server_nodes" not in metrics.text().decode()  # no hub followed yet
+
+
+async def test_stun_drops_are_read_at_scrape_time(config: ServerConfig) -> None:
+    options = with_(config, metrics_listen=("127.0.0.1", 0), stun_listen=(("127.0.0.1", 0),))
+    async with running(options) as r:
+        url = r.server.metrics_url
+        assert url is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"\x00\x01 not a STUN message", r.server.stun_addresses[0])
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while not sum(r.server.stun.drops.values()):
+            assert asyncio.get_running_loop().time() < deadline, "the datagram was not dropped"
+            await asyncio.sleep(0.02)
+        samples = await scrape(r.session, url)
+        dropped = {
+            s.labels["reason"]: s.value for s in samples if s.name == "wgpy_server_stun_drops_total"
+        }
+        assert dropped == dict(r.server.stun.drops) and sum(dropped.values()) == 1

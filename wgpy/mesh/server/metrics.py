@@ -7,7 +7,7 @@ counted as it happens: request latencies by route (:func:`middleware`), authenti
 results where the audit log is written (audit.py), map flushes and the deltas they fan out
 (the hub's ``on_flush``), database errors. Nothing is counted per packet or per map line.
 
-:func:`start_listener` serves ``GET /metrics`` on its own address, apart from the API, so
+service.py serves the registry with wgpy/metrics.py, on its own address apart from the API, so
 the API's address need not be reachable from the monitoring network and the other way round.
 Imports: this module imports no other server module but db.py; web.py and service.py import it.
 """
@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .db import DatabaseUnavailable
@@ -36,7 +35,7 @@ from .db import DatabaseUnavailable
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["ServerMetrics", "database_error", "middleware", "start_listener"]
+__all__ = ["ServerMetrics", "database_error", "middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,13 +99,14 @@ class ServerMetrics:
             self.database_errors.labels(where)
         self._hub: _HubCollector | None = None
 
-    def follow(self, hub: Hub) -> None:
-        """Read the hub's nodes and streams at each scrape (and count its flushes)."""
+    def follow(self, hub: Hub, stun_drops: Mapping[str, int] | None = None) -> None:
+        """Read the hub's nodes and streams, and the STUN responder's drops by reason, at
+        each scrape (and count the hub's flushes)."""
         if self._hub is None:
-            self._hub = _HubCollector(hub)
+            self._hub = _HubCollector(hub, {} if stun_drops is None else stun_drops)
             self.registry.register(self._hub)
         else:
-            self._hub.hub = hub
+            self._hub.hub, self._hub.stun_drops = hub, {} if stun_drops is None else stun_drops
         hub.on_flush = self.flushed
 
     def flushed(self, seconds: float, changed: int, lines: int, failed: bool) -> None:
@@ -126,8 +126,9 @@ class ServerMetrics:
 
 
 class _HubCollector(Collector):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, stun_drops: Mapping[str, int]) -> None:
         self.hub = hub
+        self.stun_drops = stun_drops
 
     def collect(self) -> Iterator[Metric]:
         entries = list(self.hub.index.entries.values())
@@ -143,6 +144,14 @@ class _HubCollector(Collector):
             "Map streams open on this server (nodes connected to this replica).",
             value=len(self.hub.streams),
         )
+        drops = CounterMetricFamily(
+            "wgpy_server_stun_drops",
+            "STUN datagrams the server's responder dropped, by reason (stun.py).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.stun_drops.items()):
+            drops.add_metric([reason], count)
+        yield drops
 
 
 def middleware(metrics: ServerMetrics) -> Middleware:
@@ -174,26 +183,3 @@ def middleware(metrics: ServerMetrics) -> Middleware:
             )
 
     return timing
-
-
-async def _scrape(request: web.Request) -> web.Response:
-    metrics: ServerMetrics = request.app[METRICS]
-    return web.Response(body=metrics.text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-METRICS = web.AppKey("wgpy_metrics", ServerMetrics)
-
-
-async def start_listener(metrics: ServerMetrics, host: str, port: int) -> web.AppRunner:
-    """Serve ``GET /metrics`` on ``host:port`` (0: any free port); OSError if it cannot bind."""
-    app = web.Application()
-    app[METRICS] = metrics
-    app.router.add_get("/metrics", _scrape)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner

@@ -26,7 +26,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 
-from wgpy import machinecert
+from wgpy import machinecert, metrics
 from wgpy.log import get_logger
 
 from . import guard, nat, statedir
@@ -35,7 +35,7 @@ from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
 from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
-from .metrics import ServerMetrics, start_listener
+from .metrics import ServerMetrics
 from .models import ApiKey
 from .oidc_client import OidcClient, OidcConfigError, settings_of
 from .store import Store, open_store
@@ -148,11 +148,7 @@ class MeshServer:
     @property
     def metrics_url(self) -> str | None:
         """Where Prometheus scrapes, e.g. ``http://127.0.0.1:9090/metrics``; None: nowhere."""
-        if self._metrics_runner is None:
-            return None
-        host, port = self._metrics_runner.addresses[0][:2]
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/metrics"
+        return None if self._metrics_runner is None else metrics.url_of(self._metrics_runner)
 
     @property
     def stun_addresses(self) -> list[tuple[str, int]]:
@@ -209,7 +205,7 @@ class MeshServer:
             context.machine_ca = machine_ca
             context.oidc = oidc
             context.metrics = self.metrics
-            self.metrics.follow(hub)
+            self.metrics.follow(hub, self.stun.drops)
             app = create_app(context)
             # aiohttp's keep-alive timeout runs from the connection's start too: a
             # connection must complete a request's headers within it (guard.py).
@@ -243,7 +239,7 @@ class MeshServer:
             if config.metrics_listen is not None:
                 host, port = config.metrics_listen
                 try:
-                    self._metrics_runner = await start_listener(self.metrics, host, port)
+                    self._metrics_runner = await metrics.serve(self.metrics.registry, host, port)
                 except OSError as e:
                     raise ServerError(
                         f"cannot serve metrics on {show(host, port)}: {e.strerror or e}; "
