@@ -6,10 +6,17 @@ each fill a registry; this module only serves one. It imports nothing of wgpy.
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-__all__ = ["serve", "url_of"]
+__all__ = ["ListenError", "serve", "url_of"]
+
+
+class ListenError(Exception):
+    """The metrics cannot be served where asked; the message is one sentence for the user."""
+
 
 REGISTRY = web.AppKey("wgpy_metrics_registry", CollectorRegistry)
 
@@ -21,7 +28,7 @@ async def _scrape(request: web.Request) -> web.Response:
 
 async def serve(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
     """Serve ``GET /metrics`` on ``host:port`` (0: any free port) until the runner's
-    cleanup(); OSError if it cannot listen there."""
+    cleanup(); ListenError if it cannot listen there."""
     app = web.Application()
     app[REGISTRY] = registry
     app.router.add_get("/metrics", _scrape)
@@ -29,6 +36,13 @@ async def serve(registry: CollectorRegistry, host: str, port: int) -> web.AppRun
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+    except OSError as e:
+        await runner.cleanup()
+        why = os.strerror(e.errno) if e.errno else str(e)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ListenError(
+            f"cannot serve metrics on {where}: {why}; choose another --metrics-listen address"
+        ) from None
     except BaseException:
         await runner.cleanup()
         raise

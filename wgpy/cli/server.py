@@ -51,6 +51,7 @@ from wgpy.mesh.server.service import ServerError, create_api_key
 
 from .admin import parse_duration
 from .environment import PROG, CommandError, Environment, ExitStatus
+from .listen import listen_address
 
 DATABASE_ENV = "WGPY_DATABASE_URL"
 API_KEY_DAYS = 90
@@ -224,17 +225,6 @@ def _add_database_arguments(parser: argparse.ArgumentParser, default: object) ->
     )
 
 
-def _listen(text: str, option: str = "--listen", example: int = 8080) -> tuple[str, int]:
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", text)
-    if match is None or not 0 <= int(match[2] or match[4]) <= 65535:
-        raise CommandError(
-            f"{option} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:{example} or [::]:{example}",
-            ExitStatus.USAGE,
-        )
-    host = match[1] or match[3] or "0.0.0.0"
-    return host, int(match[2] or match[4])
-
-
 def _stun_listen(texts: list[str] | None) -> tuple[tuple[str, int], ...]:
     """``HOST:PORT`` (HOST an IP address, IPv6 in brackets; none: every address) or
     ``off``."""
@@ -340,7 +330,7 @@ def _database_url(args: argparse.Namespace, env: Environment) -> str | None:
 
 
 def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
-    host, port = _listen(getattr(args, "listen", f"127.0.0.1:{DEFAULT_PORT}"))
+    host, port = listen_address(getattr(args, "listen", f"127.0.0.1:{DEFAULT_PORT}"))
     grace = getattr(args, "ephemeral_grace", 2.0)
     if not grace >= 0:
         raise CommandError("--ephemeral-grace must be 0 or more seconds", ExitStatus.USAGE)
@@ -371,7 +361,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
 
 
 def _metrics_listen(text: str | None) -> tuple[str, int] | None:
-    return None if text is None else _listen(text, "--metrics-listen", 9090)
+    return None if text is None else listen_address(text, "--metrics-listen", 9090)
 
 
 def _key_expiry(text: str) -> float | None:

@@ -240,11 +240,8 @@ class MeshServer:
                 host, port = config.metrics_listen
                 try:
                     self._metrics_runner = await metrics.serve(self.metrics.registry, host, port)
-                except OSError as e:
-                    raise ServerError(
-                        f"cannot serve metrics on {show(host, port)}: {e.strerror or e}; "
-                        "choose another --metrics-listen address"
-                    ) from None
+                except metrics.ListenError as e:
+                    raise ServerError(str(e)) from None
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         except BaseException:
             await self.stop()
