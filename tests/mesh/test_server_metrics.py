@@ -17,6 +17,7 @@ from wgpy.cli.environment import CommandError
 from wgpy.cli.server import _metrics_listen
 from wgpy.mesh.server import MeshServer
 from wgpy.mesh.server.db import DatabaseUnavailable
+from wgpy.mesh.server.hub import Flushed
 from wgpy.mesh.server.metrics import ServerMetrics, database_error
 from wgpy.mesh.server.service import ServerError
 
@@ -73,6 +74,11 @@ async def test_scrape_counts_nodes_streams_requests_and_registrations(
             assert value(samples, requests, route="unmatched", status="404") == 1
             assert not [s for s in samples if "1234" in str(s.labels)]  # no label per path
             assert value(samples, "wgpy_server_map_flush_duration_seconds_count") >= 1
+            changes = value(samples, "wgpy_server_map_change_latency_seconds_count")
+            assert changes == value(samples, "wgpy_server_map_flush_duration_seconds_count")
+            # each (but the load at start) waited the coalescing time, not seconds on an idle server
+            waited = value(samples, "wgpy_server_map_change_latency_seconds_sum")
+            assert 0.8 * config.coalesce * (changes - 1) <= waited < 2.0 * changes
             assert value(samples, "wgpy_server_map_changed_nodes_total") >= 2
             assert value(samples, "wgpy_server_map_deltas_sent_total") >= 1
             assert value(samples, "wgpy_server_database_errors_total") == 0
@@ -134,8 +140,8 @@ def test_database_errors_are_told_from_others() -> None:
 
 def test_a_failed_flush_counts_as_a_database_error_and_not_as_a_flush() -> None:
     metrics = ServerMetrics()
-    metrics.flushed(0.5, 0, 0, failed=True)
-    metrics.flushed(0.002, 3, 7, failed=False)
+    metrics.flushed(Flushed(0.5, 0.0, 0, 0, failed=True))
+    metrics.flushed(Flushed(0.002, 0.07, 3, 7))
     samples = [
         s
         for family in text_string_to_metric_families(metrics.text().decode())
@@ -146,6 +152,10 @@ def test_a_failed_flush_counts_as_a_database_error_and_not_as_a_flush() -> None:
     assert value(samples, "wgpy_server_map_flush_duration_seconds_count") == 1
     assert value(samples, "wgpy_server_map_changed_nodes_total") == 3
     assert value(samples, "wgpy_server_map_deltas_sent_total") == 7
+    latency = "wgpy_server_map_change_latency_seconds"
+    assert value(samples, latency + "_sum") == 0.07
+    assert value(samples, latency + "_bucket", le="0.05") == 0
+    assert value(samples, latency + "_bucket", le="0.1") == 1
     assert "wgpy_server_nodes" not in metrics.text().decode()  # no hub followed yet
 
 

@@ -19,6 +19,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from wgpy.log import get_logger
@@ -94,6 +95,17 @@ class MapStream:
         return lines
 
 
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """One flush, as the hub's ``on_flush`` hears of it."""
+
+    seconds: float  # reloading the changes and writing the deltas
+    waited: float  # from the oldest change noticed to its deltas written (coalescing too)
+    changed: int  # nodes whose entry changed
+    lines: int  # delta lines written to the streams
+    failed: bool = False  # the database failed: the changes are retried
+
+
 class Hub:
     def __init__(
         self,
@@ -112,9 +124,10 @@ class Hub:
         self.index = NetIndex()
         self.streams: dict[int, MapStream] = {}
         self.last_flush_seconds = 0.0
-        # Called after each flush with (seconds, nodes changed, delta lines sent, failed):
-        # the metrics (metrics.py) count flushes without the hub knowing of them.
-        self.on_flush: Callable[[float, int, int, bool], None] | None = None
+        # Called after each flush: the metrics (metrics.py) count flushes without the hub
+        # knowing of them.
+        self.on_flush: Callable[[Flushed], None] | None = None
+        self._pending_since: float | None = None  # perf_counter() of the oldest pending change
         self.log = get_logger(component="hub", replica=store.replica)
         self._pending = Change()
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -135,6 +148,8 @@ class Hub:
 
     def notify(self, change: Change) -> None:
         self._pending = self._pending | change
+        if self._pending_since is None:
+            self._pending_since = time.perf_counter()
         if self._flush_timer is None and not self._stopping:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(self.coalesce, self._flush_soon)
@@ -154,23 +169,28 @@ class Hub:
     async def _flush(self) -> None:
         async with self._flush_lock:
             change, self._pending = self._pending, Change()
+            since, self._pending_since = self._pending_since, None
             if not change:
                 return
             started = time.perf_counter()
+            since = started if since is None else since
             try:
                 changed, lines = await self._apply(change)
             except Exception:
                 self.log.exception("reloading changes failed; retrying")
                 if self.on_flush is not None:
-                    self.on_flush(time.perf_counter() - started, 0, 0, True)
+                    self.on_flush(Flushed(time.perf_counter() - started, 0.0, 0, 0, failed=True))
                 self._pending = self._pending | change
+                if self._pending_since is None or since < self._pending_since:
+                    self._pending_since = since
                 if self._flush_timer is None and not self._stopping:
                     loop = asyncio.get_running_loop()
                     self._flush_timer = loop.call_later(RETRY_DELAY, self._flush_soon)
                 return
             self.last_flush_seconds = time.perf_counter() - started
             if self.on_flush is not None:
-                self.on_flush(self.last_flush_seconds, changed, lines, False)
+                waited = time.perf_counter() - since
+                self.on_flush(Flushed(self.last_flush_seconds, waited, changed, lines))
 
     async def _apply(self, change: Change) -> tuple[int, int]:
         """Apply ``change``; the nodes that changed and the delta lines sent."""

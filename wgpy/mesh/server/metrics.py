@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from .db import DatabaseUnavailable
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .hub import Flushed, Hub
 
 __all__ = ["ServerMetrics", "database_error", "middleware"]
 
@@ -85,6 +85,13 @@ class ServerMetrics:
             buckets=FLUSH_BUCKETS,
             registry=self.registry,
         )
+        self.change_latency = Histogram(
+            "wgpy_server_map_change_latency_seconds",
+            "From a change noticed (a write here, or a notification from another replica) to "
+            "its deltas written to the streams: the coalescing wait and the flush.",
+            buckets=FLUSH_BUCKETS,
+            registry=self.registry,
+        )
         self.changes = Counter(
             "wgpy_server_map_changed_nodes",
             "Nodes whose map entry changed, summed over the flushes.",
@@ -109,13 +116,14 @@ class ServerMetrics:
             self._hub.hub, self._hub.stun_drops = hub, {} if stun_drops is None else stun_drops
         hub.on_flush = self.flushed
 
-    def flushed(self, seconds: float, changed: int, lines: int, failed: bool) -> None:
-        if failed:
+    def flushed(self, flush: Flushed) -> None:
+        if flush.failed:
             self.database_errors.labels("map").inc()
             return
-        self.flushes.observe(seconds)
-        self.changes.inc(changed)
-        self.deltas.inc(lines)
+        self.flushes.observe(flush.seconds)
+        self.change_latency.observe(flush.waited)
+        self.changes.inc(flush.changed)
+        self.deltas.inc(flush.lines)
 
     def noted(self, event: str, method: str | None, result: str) -> None:
         self.auth.labels(event, method or "", result).inc()
