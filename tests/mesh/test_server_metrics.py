@@ -5,14 +5,20 @@ SQLite and PostgreSQL; off unless asked for; a taken address is a clear error.""
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 import socket
 import sqlite3
+import subprocess
+import urllib.request
+from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from wgpy.cli import ExitStatus
 from wgpy.cli.environment import CommandError
 from wgpy.cli.server import _metrics_listen
 from wgpy.mesh.server import MeshServer
@@ -22,6 +28,7 @@ from wgpy.mesh.server.metrics import ServerMetrics, database_error
 from wgpy.mesh.server.service import ServerError
 
 from .conftest import ApiError, ServerConfig, open_map, register, running, with_
+from .support import WGPY, run
 
 Samples = list[Sample]
 
@@ -175,3 +182,34 @@ async def test_stun_drops_are_read_at_scrape_time(config: ServerConfig) -> None:
             s.labels["reason"]: s.value for s in samples if s.name == "wgpy_server_stun_drops_total"
         }
         assert dropped == dict(r.server.stun.drops) and sum(dropped.values()) == 1
+
+
+def test_the_server_command_serves_metrics_where_asked(tmp_path: Path) -> None:
+    status, _, err = run("server", "--state-dir", str(tmp_path), "--metrics-listen", "nine")
+    assert status == ExitStatus.USAGE
+    assert "--metrics-listen 'nine': expected HOST:PORT, e.g. 127.0.0.1:9090" in err
+    process = subprocess.Popen(
+        [str(WGPY), "server", "--state-dir", str(tmp_path), "--listen", "127.0.0.1:0",
+         "--stun-listen", "off", "--metrics-listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("wgpy server: listening on http://127.0.0.1:")
+        line = process.stdout.readline()
+        match = re.fullmatch(
+            r"wgpy server: serving metrics on (http://127\.0\.0\.1:\d+/metrics)\n", line
+        )
+        assert match, line
+        with urllib.request.urlopen(match[1], timeout=5) as response:
+            text = response.read().decode()
+        names = {family.name for family in text_string_to_metric_families(text)}
+        assert {"wgpy_server_nodes", "wgpy_server_map_streams", "wgpy_server_auth_events"} <= names
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
