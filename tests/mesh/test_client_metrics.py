@@ -72,6 +72,7 @@ async def test_a_node_exposes_its_peers_path_and_drops(
             await until(lambda: b.public in node_a.device.peers, 3.0, "laptop sees phone")
             peer = node_a.device.peers[b.public]
             peer.rx_bytes, peer.tx_bytes, peer.last_handshake_ns = 1234, 5678, 1_700_000_000 * 10**9
+            peer.keepalives_sent = 3
             # two datagrams no peer sent: too short, and an unknown message type
             now = asyncio.get_running_loop().time()
             source = Endpoint("192.0.2.99", 4000)
@@ -85,6 +86,7 @@ async def test_a_node_exposes_its_peers_path_and_drops(
             assert one(samples, "wgpy_node_peer_sent_bytes_total", **labels) == 5678
             handshake = "wgpy_node_peer_last_handshake_timestamp_seconds"
             assert one(samples, handshake, **labels) == 1_700_000_000
+            assert one(samples, "wgpy_node_peer_keepalives_sent_total", **labels) == 3
             assert one(samples, "wgpy_node_peer_path", kind="none", **labels) == 1
             assert one(samples, "wgpy_node_peer_path", kind="direct", **labels) == 0
             wireguard = {

@@ -76,6 +76,11 @@ class _NodeCollector(Collector):
             "When the latest handshake with the peer completed (Unix time; 0: never).",
             labels=PEER_LABELS,
         )
+        keepalives = CounterMetricFamily(
+            "wgpy_node_peer_keepalives_sent",
+            "Keepalives (empty packets) WireGuard's timers sent to the peer.",
+            labels=PEER_LABELS,
+        )
         keepalive = GaugeMetricFamily(
             "wgpy_node_peer_persistent_keepalive_seconds",
             "The peer's persistent keepalive interval (0: off).",
@@ -101,13 +106,14 @@ class _NodeCollector(Collector):
             sent.add_metric(labels, peer.tx_bytes)
             handshake.add_metric(labels, peer.last_handshake_ns / 1e9)
             keepalive.add_metric(labels, peer.persistent_keepalive)
+            keepalives.add_metric(labels, peer.keepalives_sent)
             state = paths.path(key) if paths is not None else None
             kind = state.kind if state is not None else "none"
             for each in PATH_KINDS:
                 path.add_metric([*labels, each], 1 if each == kind else 0)
             if state is not None and state.rtt is not None:
                 rtt.add_metric(labels, state.rtt)
-        yield from (received, sent, handshake, keepalive, path, rtt)
+        yield from (received, sent, handshake, keepalives, keepalive, path, rtt)
 
     def _drops(self) -> Iterator[Metric]:
         node = self.node
