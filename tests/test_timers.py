@@ -233,3 +233,20 @@ def test_pooled_rng_serves_small_draws_from_one_call_in_order() -> None:
     assert out == stream[:16] and calls == [16]
     assert draw(2) == stream[16:18] and calls == [16, 16]  # the pool was refilled
     assert draw(40) == stream[32:72] and calls == [16, 16, 40]  # larger than the pool
+
+
+def test_keepalives_sent_are_counted_per_peer_and_data_is_not() -> None:
+    wire, a, b = establish()
+    peer_a, peer_b = b.device.peers[a.public], a.device.peers[b.public]
+    counted_a, counted_b = peer_a.keepalives_sent, peer_b.keepalives_sent
+    wire.send(a, [ipv4_packet(a.inner, b.inner, b"data")], 40.0)
+    wire.run(40.0)
+    assert peer_b.keepalives_sent == counted_b  # data is not a keepalive
+    deadline = b.device.get_timer()
+    assert deadline == 40.0 + KEEPALIVE_TIMEOUT
+    b.device.handle_timer(deadline)
+    wire.run(deadline)
+    assert peer_a.keepalives_sent == counted_a + 1  # the passive keepalive
+    a.device.set_persistent_keepalive(peer_b, 25, 60.0)
+    wire.run(60.0)
+    assert peer_b.keepalives_sent == counted_b + 1  # the persistent one, sent at once

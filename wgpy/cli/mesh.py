@@ -12,7 +12,8 @@
     the first map applied, or says in one sentence why not; while it waits it says so every
     few seconds, and Ctrl-C stops the daemon (nothing is left registering in the
     background). ``--foreground`` keeps the node attached, logging to stderr; otherwise the
-    daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info). A plain
+    daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
+    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there. A plain
     ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
@@ -60,6 +61,7 @@ from wgpy.uapi import client as uapi_client
 
 from . import mesh_daemon, mesh_login
 from .environment import PROG, CommandError, Environment, ExitStatus
+from .listen import listen_address
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
@@ -124,6 +126,11 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--machine-key",
         metavar="FILE",
         help="the machine certificate's private key (mode 0600; it never leaves this machine)",
+    )
+    group.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
@@ -254,8 +261,15 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         machine_cert=machine_cert,
         machine_key=machine_key,
     )
+    metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(
-        state_dir=state.path.resolve(), server_url=server_url, node=node, ca_cert=ca_cert
+        state_dir=state.path.resolve(),
+        server_url=server_url,
+        node=node,
+        ca_cert=ca_cert,
+        metrics_listen=None
+        if metrics_listen is None
+        else listen_address(metrics_listen, "--metrics-listen", 9091),
     )
     return options, state
 

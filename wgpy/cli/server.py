@@ -3,7 +3,7 @@
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
 [--machine-ca CERT] [--key-expiry DURATION|never] [--totp-enrolment sign-in|admin]
-[--public-url URL] [--oidc-issuer URL
+[--public-url URL] [--metrics-listen HOST:PORT] [--oidc-issuer URL
 --oidc-client-id ID --oidc-client-secret FILE [--oidc-allowed-domains D,...]
 [--oidc-allowed-users EMAIL,...] [--oidc-allowed-groups G,...] [--oidc-groups-claim NAME]]``
     Serve the API until SIGINT or SIGTERM; print where it listens. Answer STUN Binding
@@ -17,7 +17,8 @@
     days); ``--totp-enrolment admin`` leaves setting up their TOTP to an admin. With
     ``--oidc-issuer`` people can connect devices by single sign-on through that
     OpenID provider (the redirect URI to register there is ``SERVER/oidc/callback``); the
-    allowed lists (each that is given must match) say who may join. Logs go to stderr
+    allowed lists (each that is given must match) say who may join. With
+    ``--metrics-listen`` it serves Prometheus metrics on that address. Logs go to stderr
     (``LOG_LEVEL``, default info).
 
 ``wgpy server apikey create [--expiration SECONDS]``
@@ -50,6 +51,7 @@ from wgpy.mesh.server.service import ServerError, create_api_key
 
 from .admin import parse_duration
 from .environment import PROG, CommandError, Environment, ExitStatus
+from .listen import listen_address
 
 DATABASE_ENV = "WGPY_DATABASE_URL"
 API_KEY_DAYS = 90
@@ -109,6 +111,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="URL",
         help="the URL people's browsers reach this server at, for the login URLs nodes show "
         "(default: the scheme and host the node used)",
+    )
+    server.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     server.add_argument(
         "--stun-listen",
@@ -218,17 +225,6 @@ def _add_database_arguments(parser: argparse.ArgumentParser, default: object) ->
     )
 
 
-def _listen(text: str) -> tuple[str, int]:
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", text)
-    if match is None or not 0 <= int(match[2] or match[4]) <= 65535:
-        raise CommandError(
-            f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or [::]:8080",
-            ExitStatus.USAGE,
-        )
-    host = match[1] or match[3] or "0.0.0.0"
-    return host, int(match[2] or match[4])
-
-
 def _stun_listen(texts: list[str] | None) -> tuple[tuple[str, int], ...]:
     """``HOST:PORT`` (HOST an IP address, IPv6 in brackets; none: every address) or
     ``off``."""
@@ -334,7 +330,7 @@ def _database_url(args: argparse.Namespace, env: Environment) -> str | None:
 
 
 def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
-    host, port = _listen(getattr(args, "listen", f"127.0.0.1:{DEFAULT_PORT}"))
+    host, port = listen_address(getattr(args, "listen", f"127.0.0.1:{DEFAULT_PORT}"))
     grace = getattr(args, "ephemeral_grace", 2.0)
     if not grace >= 0:
         raise CommandError("--ephemeral-grace must be 0 or more seconds", ExitStatus.USAGE)
@@ -360,7 +356,12 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         public_url=_public_url(getattr(args, "public_url", None)),
         totp_enrolment=getattr(args, "totp_enrolment", "sign-in"),
         oidc=_oidc(args),
+        metrics_listen=_metrics_listen(getattr(args, "metrics_listen", None)),
     )
+
+
+def _metrics_listen(text: str | None) -> tuple[str, int] | None:
+    return None if text is None else listen_address(text, "--metrics-listen", 9090)
 
 
 def _key_expiry(text: str) -> float | None:
@@ -400,6 +401,8 @@ async def _serve(config: ServerConfig, env: Environment) -> None:
             else f"SQLite {config.state_dir / 'wgpy.db' if config.state_dir else ''}"
         )
         env.stdout.write(f"{PROG} server: listening on {server.url} ({where})\n")
+        if server.metrics_url:
+            env.stdout.write(f"{PROG} server: serving metrics on {server.metrics_url}\n")
         if server.stun_addresses:
             where = ", ".join(stun.show(h, p) for h, p in server.stun_addresses)
             env.stdout.write(f"{PROG} server: answering STUN on udp {where}\n")

@@ -441,6 +441,7 @@ class Device:
         """Send the staged packets, or an empty one; start a handshake if needed."""
         if not peer.staged:
             peer.staged.append(b"")
+            peer.keepalives_sent += 1
         self._send_staged(peer, now)
 
     # ----------------------------------------------------------------- network -> TUN

@@ -44,6 +44,7 @@ class Peer:
         "endpoint",
         "handshake",
         "inbound_filter",
+        "keepalives_sent",
         "last_handshake_ns",
         "next",
         "previous",
@@ -69,6 +70,7 @@ class Peer:
         self.tx_bytes = 0
         self.rx_bytes = 0
         self.last_handshake_ns = 0  # wall-clock time of the last completed handshake, 0 = never
+        self.keepalives_sent = 0  # empty packets the timers sent (passive and persistent)
         self.removed = False
         # set when policy lets us reach this peer but not the peer reach us
         self.inbound_filter: ReplyOnlyFilter | None = None

@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from aiohttp import web
+
+from ... import metrics
 from ...device.interface import Interface
 from ...log import configure as configure_logging
 from ...log import get_logger
@@ -44,6 +47,7 @@ from ...uapi import client as uapi_client
 from ...uapi.paths import SOCKET_DIR
 from ...uapi.server import UapiServer, serve_uapi
 from .api import MeshClientError, NodeClient
+from .metrics import NodeMetrics
 from .node import MeshError, MeshInterface, MeshNode, NodeConfig
 from .state import (
     Settings,
@@ -79,6 +83,7 @@ class DaemonOptions:
     ca_cert: str | None = None
     run_dir: Path | None = None  # default: RUN_DIR
     socket_directory: str = str(SOCKET_DIR)
+    metrics_listen: tuple[str, int] | None = None  # where Prometheus scrapes; None: nowhere
 
     def to_json(self) -> dict[str, Any]:
         """What ``wgpy up`` hands the daemon process through a pipe (never its command line
@@ -90,6 +95,7 @@ class DaemonOptions:
             "ca_cert": self.ca_cert,
             "run_dir": None if self.run_dir is None else str(self.run_dir),
             "socket_directory": self.socket_directory,
+            "metrics_listen": None if self.metrics_listen is None else list(self.metrics_listen),
             "node": {
                 "interface": node.interface,
                 "listen_port": node.listen_port,
@@ -125,6 +131,7 @@ class DaemonOptions:
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),
                 socket_directory=str(data["socket_directory"]),
+                metrics_listen=_address(data.get("metrics_listen")),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"the daemon's options are incomplete: {e}") from None
@@ -132,6 +139,13 @@ class DaemonOptions:
 
 def _optional(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, port = value
+    return str(host), int(port)
 
 
 def summary(node: MeshNode) -> str:
@@ -165,6 +179,7 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
     servers: list[UapiServer] = []
     reported = False
     node: MeshNode | None = None
+    scraped: web.AppRunner | None = None  # the metrics listener
 
     interrupted = False
 
@@ -226,6 +241,14 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                 interface_factory=interface_factory,
                 host=host or IpCommand(),
             )
+            if options.metrics_listen is not None:  # before the server hears of the node
+                where, port = options.metrics_listen
+                try:
+                    scraped = await metrics.serve(NodeMetrics(node).registry, where, port)
+                except metrics.ListenError as e:
+                    report(str(e), "")
+                    return 1
+                log.info("serving metrics", url=metrics.url_of(scraped))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop_by_signal, sig)
             try:
@@ -245,6 +268,8 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         for server in servers:
             server.close()
             await server.wait_closed()
+        if scraped is not None:
+            await scraped.cleanup()
         unregister_interface(options.node.interface, state.path, options.run_dir)
         state.remove_pid(pid)
     if not reported:

@@ -16,7 +16,18 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from . import admin, audit, login_pages, logins, machines, nat, oidc_routes, pages, schemas
+from . import (
+    admin,
+    audit,
+    login_pages,
+    logins,
+    machines,
+    metrics,
+    nat,
+    oidc_routes,
+    pages,
+    schemas,
+)
 from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Forbidden, MeshError, Unauthorized
 from .hub import KEEPALIVE
@@ -315,7 +326,10 @@ def _abort(request: web.Request) -> None:
 
 
 def create_app(ctx: Context) -> web.Application:
-    app = web.Application(client_max_size=ctx.config.max_body, middlewares=[errors_middleware])
+    app = web.Application(
+        client_max_size=ctx.config.max_body,
+        middlewares=[errors_middleware, metrics.middleware(ctx.metrics)],
+    )
     app[CONTEXT] = ctx
     api = "/api/v1"
     app.router.add_post(f"{api}/register", register)

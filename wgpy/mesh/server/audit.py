@@ -29,6 +29,7 @@ async def note(
 ) -> None:
     """Record ``event`` from ``request``'s client (see store/audit.py for the fields)."""
     ctx = context(request)
+    ctx.metrics.noted(event, method, result)
     try:
         await ctx.store.audit.record(
             event,
@@ -40,4 +41,5 @@ async def note(
             detail=detail,
         )
     except Exception as e:  # the database failed: the request's own work stands
+        ctx.metrics.database_errors.labels("audit").inc()
         ctx.log.error("could not write the audit log", audit_event=event, error=str(e))

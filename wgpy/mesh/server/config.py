@@ -86,3 +86,5 @@ class ServerConfig:
     machine_ca: Path | None = None
     # Single sign-on for people connecting devices (/oidc/start); None: none.
     oidc: OidcConfig | None = None
+    # Where Prometheus scrapes GET /metrics (metrics.py), apart from the API; None: nowhere.
+    metrics_listen: tuple[str, int] | None = None

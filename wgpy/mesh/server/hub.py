@@ -19,6 +19,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from wgpy.log import get_logger
@@ -94,6 +95,17 @@ class MapStream:
         return lines
 
 
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """One flush, as the hub's ``on_flush`` hears of it."""
+
+    seconds: float  # reloading the changes and writing the deltas
+    waited: float  # from the oldest change noticed to its deltas written (coalescing too)
+    changed: int  # nodes whose entry changed
+    lines: int  # delta lines written to the streams
+    failed: bool = False  # the database failed: the changes are retried
+
+
 class Hub:
     def __init__(
         self,
@@ -112,6 +124,10 @@ class Hub:
         self.index = NetIndex()
         self.streams: dict[int, MapStream] = {}
         self.last_flush_seconds = 0.0
+        # Called after each flush: the metrics (metrics.py) count flushes without the hub
+        # knowing of them.
+        self.on_flush: Callable[[Flushed], None] | None = None
+        self._pending_since: float | None = None  # perf_counter() of the oldest pending change
         self.log = get_logger(component="hub", replica=store.replica)
         self._pending = Change()
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -132,6 +148,8 @@ class Hub:
 
     def notify(self, change: Change) -> None:
         self._pending = self._pending | change
+        if self._pending_since is None:
+            self._pending_since = time.perf_counter()
         if self._flush_timer is None and not self._stopping:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(self.coalesce, self._flush_soon)
@@ -151,21 +169,31 @@ class Hub:
     async def _flush(self) -> None:
         async with self._flush_lock:
             change, self._pending = self._pending, Change()
+            since, self._pending_since = self._pending_since, None
             if not change:
                 return
             started = time.perf_counter()
+            since = started if since is None else since
             try:
-                await self._apply(change)
+                changed, lines = await self._apply(change)
             except Exception:
                 self.log.exception("reloading changes failed; retrying")
+                if self.on_flush is not None:
+                    self.on_flush(Flushed(time.perf_counter() - started, 0.0, 0, 0, failed=True))
                 self._pending = self._pending | change
+                if self._pending_since is None or since < self._pending_since:
+                    self._pending_since = since
                 if self._flush_timer is None and not self._stopping:
                     loop = asyncio.get_running_loop()
                     self._flush_timer = loop.call_later(RETRY_DELAY, self._flush_soon)
                 return
             self.last_flush_seconds = time.perf_counter() - started
+            if self.on_flush is not None:
+                waited = time.perf_counter() - since
+                self.on_flush(Flushed(self.last_flush_seconds, waited, changed, lines))
 
-    async def _apply(self, change: Change) -> None:
+    async def _apply(self, change: Change) -> tuple[int, int]:
+        """Apply ``change``; the nodes that changed and the delta lines sent."""
         # A new policy is applied to every node, and its deltas may reach every stream: that
         # work is done a slice at a time, giving the event loop back in between, so requests
         # and other streams go on being served however large the policy or the mesh.
@@ -189,17 +217,20 @@ class Hub:
             now = self.clock()
             removed = set(ids) - {n.id for n in nodes}
             batch = self.index.apply(nodes, removed=removed, policy=policy, now=now, masks=masks)
-        await self._dispatch(batch, now)
+        lines = await self._dispatch(batch, now)
         self._schedule_expiry(now)
+        return len(batch.changed), lines
 
-    async def _dispatch(self, batch: Batch, now: float) -> None:
+    async def _dispatch(self, batch: Batch, now: float) -> int:
         # The streams open now, each kept: one replaced meanwhile ignores what it is sent,
         # and one opened meanwhile got its full map from the index as it is after the batch.
         streams = list(self.streams.items())
+        sent = 0
         for start in range(0, len(streams), VIEWERS_AT_ONCE):
             part = dict(streams[start : start + VIEWERS_AT_ONCE])
             for node_id, lines in self.index.deltas(batch, list(part), now).items():
                 part[node_id].send_all(lines)
+                sent += len(lines)
             if start + VIEWERS_AT_ONCE < len(streams):
                 await asyncio.sleep(0)
         for node_id in batch.changed:
@@ -211,6 +242,7 @@ class Hub:
                 own.close()  # the node was deleted
             elif entry.node.stream_replica not in (None, self.store.replica):
                 own.close()  # a newer stream of this node, on another replica
+        return sent
 
     def _schedule_expiry(self, now: float) -> None:
         if self._expiry_timer is not None:

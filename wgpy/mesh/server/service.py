@@ -26,7 +26,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 
-from wgpy import machinecert
+from wgpy import machinecert, metrics
 from wgpy.log import get_logger
 
 from . import guard, nat, statedir
@@ -35,6 +35,7 @@ from .auth import Credential, RateLimiter, Rng
 from .config import ServerConfig
 from .db import DATABASE_FILE, DatabaseUnavailable
 from .hub import Hub
+from .metrics import ServerMetrics
 from .models import ApiKey
 from .oidc_client import OidcClient, OidcConfigError, settings_of
 from .store import Store, open_store
@@ -122,6 +123,8 @@ class MeshServer:
         self.stun = StunResponder(rate=config.stun_rate, burst=config.stun_burst)
         self._stun: list[tuple[asyncio.DatagramTransport, tuple[str, int]]] = []
         self._oidc: OidcClient | None = None
+        self.metrics = ServerMetrics()
+        self._metrics_runner: web.AppRunner | None = None
 
     @property
     def store(self) -> Store:
@@ -141,6 +144,11 @@ class MeshServer:
         scheme = "https" if self.config.tls_cert else "http"
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes, e.g. ``http://127.0.0.1:9090/metrics``; None: nowhere."""
+        return None if self._metrics_runner is None else metrics.url_of(self._metrics_runner)
 
     @property
     def stun_addresses(self) -> list[tuple[str, int]]:
@@ -196,6 +204,8 @@ class MeshServer:
             context.stun, context.turn = self.stun_addresses, turn
             context.machine_ca = machine_ca
             context.oidc = oidc
+            context.metrics = self.metrics
+            self.metrics.follow(hub, self.stun.drops)
             app = create_app(context)
             # aiohttp's keep-alive timeout runs from the connection's start too: a
             # connection must complete a request's headers within it (guard.py).
@@ -226,6 +236,12 @@ class MeshServer:
             except OSError as e:
                 where = f"{config.host}:{config.port}"
                 raise ServerError(f"cannot listen on {where}: {e.strerror or e}") from None
+            if config.metrics_listen is not None:
+                host, port = config.metrics_listen
+                try:
+                    self._metrics_runner = await metrics.serve(self.metrics.registry, host, port)
+                except metrics.ListenError as e:
+                    raise ServerError(str(e)) from None
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         except BaseException:
             await self.stop()
@@ -292,6 +308,9 @@ class MeshServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         for transport, _ in self._stun:
             transport.close()
         self._stun = []

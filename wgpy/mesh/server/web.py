@@ -33,6 +33,7 @@ from .errors import (
 )
 from .guard import UnreadStreams
 from .hub import Hub
+from .metrics import ServerMetrics
 from .models import ApiKey, Node
 from .nat import TurnSettings
 from .oidc_client import OidcClient
@@ -96,6 +97,8 @@ class Context:
     signin: SignIn | None = None
     # Single sign-on's identity provider (config.oidc, set up at start); None: no OIDC.
     oidc: OidcClient | None = None
+    # Counted whether or not they are served (config.metrics_listen): counting is cheap.
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
     # Bound when the app is made: after the command line has configured logging.
     log: Any = field(default_factory=lambda: get_logger(component="api"))
 
