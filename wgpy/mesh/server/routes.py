@@ -15,14 +15,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import BadRequest
-from .models import IPV4_POOL, IPV6_POOL
+from .models import IPV4_POOL, IPV6_POOL, iso
 
 __all__ = [
     "EXIT_ROUTES",
     "MAX_ROUTES",
     "Prefix",
+    "Route",
     "Router",
     "is_exit",
     "parse_prefix",
@@ -91,6 +93,53 @@ def sort_prefixes(prefixes: Iterable[Prefix]) -> tuple[Prefix, ...]:
 def is_exit(approved: Iterable[Prefix]) -> bool:
     """Whether a node with these approved prefixes is an exit node (both default routes)."""
     return set(approved) >= EXIT_ROUTES
+
+
+@dataclass(frozen=True)
+class Route:
+    """One node's prefix as the store keeps it (migration 11): advertised (since when), approved
+    (when, by whom: an admin's name or ``policy``), and whether the node is its primary router.
+    It is served (peers may route it through the node) while advertised and approved."""
+
+    node_id: int
+    node: str  # the node's hostname
+    user: str  # the node's user
+    prefix: Prefix
+    advertised_at: float | None
+    approved_at: float | None
+    approved_by: str | None
+    primary: bool = False
+
+    @property
+    def advertised(self) -> bool:
+        return self.advertised_at is not None
+
+    @property
+    def approved(self) -> bool:
+        return self.approved_at is not None
+
+    @property
+    def served(self) -> bool:
+        return self.advertised and self.approved
+
+    @property
+    def exit(self) -> bool:
+        return self.prefix in EXIT_ROUTES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "name": self.node,
+            "user": self.user,
+            "prefix": str(self.prefix),
+            "advertised": self.advertised,
+            "advertised_at": iso(self.advertised_at),
+            "approved": self.approved,
+            "approved_at": iso(self.approved_at),
+            "approved_by": self.approved_by,
+            "primary": self.primary,
+            "exit": self.exit,
+        }
 
 
 @dataclass(frozen=True)
