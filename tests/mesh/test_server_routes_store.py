@@ -184,3 +184,37 @@ async def test_changes_of_what_is_served_are_announced(backend: str, database: D
         assert seen[-1] == Change(frozenset({a.id}))
         await store.routes.revoke(a.id, [LAN])
         assert len(seen) == 3
+
+
+async def test_the_policy_auto_approves_what_it_names(backend: str, database: Database) -> None:
+    clock = Clock()
+    async with opened(database, clock=clock) as store:
+        a = await node(store, "router")
+        await store.streams.opened(a.id, "s")
+        await store.policy.set(
+            {
+                "acls": [],
+                "autoApprovers": {"routes": {"192.168.0.0/16": ["user:alice"]}, "exitNode": []},
+            }
+        )
+        got = await store.routes.advertise(a.id, [LAN, LAN6, net("0.0.0.0/0"), net("::/0")])
+        assert shown(got) == [
+            ("0.0.0.0/0", True, False, False),
+            ("192.168.1.0/24", True, True, True),  # inside 192.168.0.0/16, user:alice
+            ("::/0", True, False, False),
+            ("fd00:1::/64", True, False, False),
+        ]
+        assert got[1].approved_by == "policy" and got[1].approved_at == clock.now
+        assert not got[0].primary and got[0].exit  # exit routes: no primary
+
+        # the policy changes: the next advertisement approves what it names now
+        await store.policy.set(
+            {"acls": [], "autoApprovers": {"routes": {}, "exitNode": ["user:alice"]}}
+        )
+        got = await store.routes.advertise(a.id, [LAN, LAN6, net("0.0.0.0/0"), net("::/0")])
+        assert [(str(r.prefix), r.approved_by) for r in got] == [
+            ("0.0.0.0/0", "policy"),
+            ("192.168.1.0/24", "policy"),  # an approval is not taken back by a policy
+            ("::/0", "policy"),
+            ("fd00:1::/64", None),
+        ]

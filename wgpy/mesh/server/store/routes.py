@@ -16,9 +16,10 @@ from collections.abc import Iterable, Sequence
 
 from ..db import Row, Tx
 from ..errors import Conflict, Forbidden, NotFound
+from ..models import Node
 from ..routes import Prefix, Route, Router, primaries, sort_prefixes
 from .nodes import NODE_EXPIRED
-from .rows import Repository
+from .rows import NODES_FROM, Repository, load_policy, node_from
 
 _ROUTES_FROM = (
     "SELECT r.node_id, n.hostname, u.name AS user_name, r.prefix, r.advertised_at,"
@@ -58,12 +59,14 @@ class RouteRepository(Repository):
 
     async def advertise(self, node_id: int, prefixes: Sequence[Prefix]) -> list[Route]:
         """The node now advertises exactly ``prefixes`` (checked by routes.parse_routes); its
-        routes afterwards. A prefix advertised before keeps its advertised_at."""
+        routes afterwards. A prefix advertised before keeps its advertised_at. Advertised
+        prefixes not yet approved that the policy's autoApprovers approve for the node are
+        approved, ``approved_by`` ``policy``."""
         now = self.clock()
         wanted = {str(p) for p in prefixes}
         async with self.db.transaction() as tx:
-            node = await tx.fetchrow("SELECT expires_at FROM nodes WHERE id = ?", node_id)
-            if node is None or (node["expires_at"] is not None and node["expires_at"] <= now):
+            row = await tx.fetchrow(f"{NODES_FROM} WHERE n.id = ?", node_id)
+            if row is None or node_from(row).expired(now):
                 raise Forbidden(NODE_EXPIRED)
             before = {str(r.prefix): r for r in await self._of(tx, node_id)}
             served_before = {p for p, r in before.items() if r.served}
@@ -94,6 +97,7 @@ class RouteRepository(Repository):
                     )
                 else:
                     await self._drop(tx, node_id, text)
+            await self._auto_approve(tx, node_from(row), now)
             served = {str(r.prefix) for r in await self._of(tx, node_id) if r.served}
             if served != served_before:
                 tx.changed([node_id])
@@ -211,6 +215,21 @@ class RouteRepository(Repository):
         if touched:
             tx.changed(touched)
         return chosen
+
+    async def _auto_approve(self, tx: Tx, node: Node, now: float) -> None:
+        pending = [r for r in await self._of(tx, node.id) if r.advertised and not r.approved]
+        if not pending:
+            return
+        _, policy = await load_policy(tx)
+        for route in pending:
+            if policy.auto_approves(node, route.prefix):
+                await tx.execute(
+                    "UPDATE node_routes SET approved_at = ?, approved_by = 'policy'"
+                    " WHERE node_id = ? AND prefix = ?",
+                    now,
+                    node.id,
+                    str(route.prefix),
+                )
 
     async def _of(self, tx: Tx, node_id: int, *, must_exist: bool = False) -> list[Route]:
         if must_exist and await tx.fetchval("SELECT id FROM nodes WHERE id = ?", node_id) is None:
