@@ -32,7 +32,9 @@ def test_prefixes_are_parsed_in_network_form() -> None:
     ("text", "words"),
     [
         ("192.168.1.7/24", "host bits set; advertise the network 192.168.1.0/24"),
-        ("10.0.0.1", "no prefix length"),
+        ("10.0.0.1", "no prefix length; write it as 10.0.0.1/32 for the one address"),
+        ("fd00::1", "write it as fd00::1/128"),
+        ("banana", '"banana" is not a prefix'),
         ("banana/24", "is not a prefix"),
         ("10.0.0.0/33", "is not a prefix"),
         ("100.64.0.0/10", "overlaps the mesh's own range 100.64.0.0/10"),

@@ -50,7 +50,15 @@ def parse_prefix(text: object) -> Prefix:
     if not isinstance(text, str) or not text or len(text) > MAX_PREFIX_TEXT:
         raise BadRequest("each route must be a prefix such as 192.168.1.0/24 or fd00:1::/64")
     if "/" not in text:
-        raise BadRequest(f'the route "{text}" has no prefix length; write it as {text}/32 or /128')
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            raise BadRequest(
+                f'the route "{text}" has no prefix length; write it as {address}/'
+                f"{address.max_prefixlen} for the one address"
+            )
     try:
         prefix: Prefix = ipaddress.ip_network(text, strict=True)
     except ValueError:
