@@ -218,3 +218,48 @@ async def test_the_policy_auto_approves_what_it_names(backend: str, database: Da
             ("::/0", "policy"),
             ("fd00:1::/64", None),
         ]
+
+
+async def test_the_primary_follows_the_streams_without_being_asked(
+    backend: str, database: Database
+) -> None:
+    """Streams opening and closing, a replica taken for dead, a node deleted: the primary is
+    chosen again in the same transaction (store/primaries.py)."""
+    clock = Clock()
+    async with (
+        opened(database, replica="r1", clock=clock) as one,
+        opened(database, replica="r2", clock=clock) as two,
+    ):
+        a = await node(one, "a")
+        b = await node(one, "b")
+        for n in (a, b):
+            await one.routes.advertise(n.id, [LAN])
+            await one.routes.approve(n.id, [LAN], by="admin")
+            clock.now += 1
+
+        def primary(routes: list[Route]) -> list[int]:
+            return [r.node_id for r in routes if r.primary]
+
+        assert primary(await one.routes.all()) == []  # both offline
+        await one.streams.opened(b.id, "sb")
+        assert primary(await one.routes.all()) == [b.id]
+        await two.streams.heartbeat()
+        await two.streams.opened(a.id, "sa")
+        assert primary(await one.routes.all()) == [b.id]  # b keeps it
+        await one.streams.closed(b.id, "sb")
+        assert primary(await one.routes.all()) == [a.id]
+        await one.streams.opened(b.id, "sb2")
+        # replica r2 (a's stream) is silent: taken for dead, a goes offline, b takes over
+        await one.streams.heartbeat()
+        clock.now += 31
+        await one.streams.heartbeat()
+        await one.streams.sweep(dead_after=30, ephemeral_idle=3600)
+        assert not (await one.nodes.get(a.id)).online
+        assert primary(await one.routes.all()) == [b.id]
+        # b is deleted; a comes back online and takes over
+        await two.streams.heartbeat()
+        await two.streams.opened(a.id, "sa2")
+        await one.nodes.delete(b.id)
+        assert primary(await one.routes.all()) == [a.id]
+        await two.streams.leave()  # r2 stops: a is offline
+        assert primary(await one.routes.all()) == []

@@ -16,6 +16,7 @@ from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from ..models import MAX_ADDR_INDEX, MachineRecord, Node
 from ..policy import Policy, PolicyError
+from .primaries import elect_in
 from .rows import (
     NODE_COLUMNS,
     NODES_FROM,
@@ -479,6 +480,8 @@ class NodeRepository(Repository):
             if not await tx.execute("DELETE FROM nodes WHERE id = ?", node_id):
                 raise NotFound(f"there is no node {node_id}")
             tx.changed([node_id])
+            # its routes went with it (ON DELETE CASCADE): another router may take over
+            await elect_in(tx, self.clock())
 
     async def rename(self, node_id: int, hostname: str) -> Node:
         try:

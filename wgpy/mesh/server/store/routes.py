@@ -17,8 +17,9 @@ from collections.abc import Iterable, Sequence
 from ..db import Row, Tx
 from ..errors import Conflict, Forbidden, NotFound
 from ..models import Node
-from ..routes import Prefix, Route, Router, primaries, sort_prefixes
+from ..routes import Prefix, Route
 from .nodes import NODE_EXPIRED
+from .primaries import elect_in
 from .rows import NODES_FROM, Repository, load_policy, node_from
 
 _ROUTES_FROM = (
@@ -101,7 +102,7 @@ class RouteRepository(Repository):
             served = {str(r.prefix) for r in await self._of(tx, node_id) if r.served}
             if served != served_before:
                 tx.changed([node_id])
-                await self._elect(tx, now)
+                await elect_in(tx, now)
             return await self._of(tx, node_id)
 
     async def approve(self, node_id: int, prefixes: Sequence[Prefix], by: str) -> list[Route]:
@@ -131,7 +132,7 @@ class RouteRepository(Repository):
                 changed = True
             if changed:
                 tx.changed([node_id])
-                await self._elect(tx, now)
+                await elect_in(tx, now)
             return await self._of(tx, node_id)
 
     async def revoke(self, node_id: int, prefixes: Sequence[Prefix]) -> list[Route]:
@@ -156,7 +157,7 @@ class RouteRepository(Repository):
                     await self._drop(tx, node_id, text)
             if names:
                 tx.changed([node_id])
-                await self._elect(tx, now)
+                await elect_in(tx, now)
             return await self._of(tx, node_id)
 
     async def all(self, node_id: int | None = None) -> list[Route]:
@@ -173,48 +174,7 @@ class RouteRepository(Repository):
         change. Called when what is served changes here, and when a router goes online or
         offline."""
         async with self.db.transaction() as tx:
-            return await self._elect(tx, self.clock())
-
-    async def _elect(self, tx: Tx, now: float) -> dict[Prefix, int]:
-        rows = await tx.fetch(
-            "SELECT r.node_id, r.prefix, r.advertised_at, n.stream_id, n.expires_at"
-            " FROM node_routes r JOIN nodes n ON n.id = r.node_id"
-            " WHERE r.advertised_at IS NOT NULL AND r.approved_at IS NOT NULL"
-        )
-        routers = [
-            Router(
-                node_id=int(r["node_id"]),
-                prefix=ipaddress.ip_network(r["prefix"]),
-                advertised_at=float(r["advertised_at"]),
-                online=r["stream_id"] is not None
-                and (r["expires_at"] is None or r["expires_at"] > now),
-            )
-            for r in rows
-        ]
-        previous: dict[Prefix, int] = {
-            ipaddress.ip_network(r["prefix"]): int(r["node_id"])
-            for r in await tx.fetch("SELECT prefix, node_id FROM route_primaries")
-        }
-        chosen = primaries(routers, previous)
-        touched: set[int] = set()
-        for prefix in sort_prefixes(set(previous) | set(chosen)):
-            old, new = previous.get(prefix), chosen.get(prefix)
-            if old == new:
-                continue
-            if old is not None:
-                touched.add(old)
-                await tx.execute("DELETE FROM route_primaries WHERE prefix = ?", str(prefix))
-            if new is not None:
-                touched.add(new)
-                await tx.execute(
-                    "INSERT INTO route_primaries (prefix, node_id, since) VALUES (?, ?, ?)",
-                    str(prefix),
-                    new,
-                    now,
-                )
-        if touched:
-            tx.changed(touched)
-        return chosen
+            return await elect_in(tx, self.clock())
 
     async def _auto_approve(self, tx: Tx, node: Node, now: float) -> None:
         pending = [r for r in await self._of(tx, node.id) if r.advertised and not r.approved]
