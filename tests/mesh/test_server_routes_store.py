@@ -207,11 +207,14 @@ async def test_the_policy_auto_approves_what_it_names(backend: str, database: Da
         assert got[1].approved_by == "policy" and got[1].approved_at == clock.now
         assert not got[0].primary and got[0].exit  # exit routes: no primary
 
-        # the policy changes: the next advertisement approves what it names now
+        # the policy changes: what it names now is approved at once, as Headscale does
+        seen: list[Change] = []
+        store.db.on_change = seen.append
         await store.policy.set(
             {"acls": [], "autoApprovers": {"routes": {}, "exitNode": ["user:alice"]}}
         )
-        got = await store.routes.advertise(a.id, [LAN, LAN6, net("0.0.0.0/0"), net("::/0")])
+        assert seen == [Change(frozenset({a.id}), policy=True)]
+        got = await store.routes.all(a.id)
         assert [(str(r.prefix), r.approved_by) for r in got] == [
             ("0.0.0.0/0", "policy"),
             ("192.168.1.0/24", "policy"),  # an approval is not taken back by a policy

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 
 from ..db import Row, Tx
 from ..errors import Conflict, Forbidden, NotFound
-from ..models import Node
 from ..routes import Prefix, Route
+from .approvals import auto_approve
 from .nodes import NODE_EXPIRED
 from .primaries import elect_in
 from .rows import NODES_FROM, Repository, load_policy, node_from
@@ -98,7 +98,8 @@ class RouteRepository(Repository):
                     )
                 else:
                     await self._drop(tx, node_id, text)
-            await self._auto_approve(tx, node_from(row), now)
+            _, policy = await load_policy(tx)
+            await auto_approve(tx, policy, now, node_id)
             served = {str(r.prefix) for r in await self._of(tx, node_id) if r.served}
             if served != served_before:
                 tx.changed([node_id])
@@ -175,21 +176,6 @@ class RouteRepository(Repository):
         offline."""
         async with self.db.transaction() as tx:
             return await elect_in(tx, self.clock())
-
-    async def _auto_approve(self, tx: Tx, node: Node, now: float) -> None:
-        pending = [r for r in await self._of(tx, node.id) if r.advertised and not r.approved]
-        if not pending:
-            return
-        _, policy = await load_policy(tx)
-        for route in pending:
-            if policy.auto_approves(node, route.prefix):
-                await tx.execute(
-                    "UPDATE node_routes SET approved_at = ?, approved_by = 'policy'"
-                    " WHERE node_id = ? AND prefix = ?",
-                    now,
-                    node.id,
-                    str(route.prefix),
-                )
 
     async def _of(self, tx: Tx, node_id: int, *, must_exist: bool = False) -> list[Route]:
         if must_exist and await tx.fetchval("SELECT id FROM nodes WHERE id = ?", node_id) is None:
