@@ -266,3 +266,23 @@ async def test_the_primary_follows_the_streams_without_being_asked(
         assert primary(await one.routes.all()) == [a.id]
         await two.streams.leave()  # r2 stops: a is offline
         assert primary(await one.routes.all()) == []
+
+
+async def test_an_expired_or_logged_out_primary_hands_over(
+    backend: str, database: Database
+) -> None:
+    clock = Clock()
+    async with opened(database, clock=clock) as store:
+        a, b = await node(store, "a"), await node(store, "b")
+        for n in (a, b):
+            await store.streams.opened(n.id, f"s{n.id}")
+            await store.routes.advertise(n.id, [LAN])
+            await store.routes.approve(n.id, [LAN], by="admin")
+            clock.now += 1
+        assert [r.node_id for r in await store.routes.all() if r.primary] == [a.id]
+        await store.nodes.expire(a.id)
+        assert [r.node_id for r in await store.routes.all() if r.primary] == [b.id]
+        await store.nodes.set_expiry(a.id, None)  # a is back, b keeps it
+        assert [r.node_id for r in await store.routes.all() if r.primary] == [b.id]
+        await store.nodes.logout(b.id)  # b's token stops working and it expires
+        assert [r.node_id for r in await store.routes.all() if r.primary] == [a.id]

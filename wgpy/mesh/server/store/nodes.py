@@ -16,7 +16,7 @@ from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from ..models import MAX_ADDR_INDEX, MachineRecord, Node
 from ..policy import Policy, PolicyError
-from .primaries import elect_in
+from .primaries import elect_if_routers, elect_in
 from .rows import (
     NODE_COLUMNS,
     NODES_FROM,
@@ -427,6 +427,7 @@ class NodeRepository(Repository):
                     node_id,
                 )
             tx.changed([node_id])
+            await elect_in(tx, now)  # deleted or expired: another router may take over
 
     # ------------------------------------------------------------------------------------
     # Admin
@@ -461,6 +462,7 @@ class NodeRepository(Repository):
             if not node.expired(now):
                 await tx.execute("UPDATE nodes SET expires_at = ? WHERE id = ?", now, node_id)
                 tx.changed([node_id])
+                await elect_if_routers(tx, [node_id], now)
             return await self._node(tx, node_id)
 
     async def set_expiry(self, node_id: int, expires_at: float | None) -> Node:
@@ -473,6 +475,7 @@ class NodeRepository(Repository):
                     "UPDATE nodes SET expires_at = ? WHERE id = ?", expires_at, node_id
                 )
                 tx.changed([node_id])
+                await elect_if_routers(tx, [node_id], self.clock())
             return await self._node(tx, node_id)
 
     async def delete(self, node_id: int) -> None:
