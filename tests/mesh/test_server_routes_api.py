@@ -10,7 +10,7 @@ import json
 from wgpy.cli.environment import ExitStatus
 from wgpy.mesh.server import ServerConfig
 
-from .conftest import register, running
+from .conftest import register, running, with_
 from .test_server_machines import wgpy
 
 
@@ -123,3 +123,19 @@ async def test_admin_routes_on_the_command_line(config: ServerConfig) -> None:
         assert run.status == 0, run.err
         routes = (await admin.call("GET", "/routes"))["routes"]
         assert not any(x["approved"] for x in routes)
+
+
+async def test_route_reports_are_rate_limited_per_node(config: ServerConfig) -> None:
+    """They share the budget of endpoint and candidate reports (report_burst, report_rate)."""
+    async with running(with_(config, report_burst=3.0, report_rate=0.01)) as r:
+        admin = r.admin
+        await admin.user("alice")
+        router = await register(admin, await admin.auth_key("alice"), "router")
+        other = await register(admin, await admin.auth_key("alice"), "other")
+        for _ in range(3):
+            await router.client.call("POST", "/node/routes", {"routes": ["10.1.0.0/16"]})
+        message = await router.client.error(
+            "POST", "/node/routes", {"routes": ["10.1.0.0/16"]}, status=429
+        )
+        assert message.startswith("too many endpoint, candidate or route reports from this node")
+        await other.client.call("POST", "/node/routes", {"routes": []})  # another node's budget
