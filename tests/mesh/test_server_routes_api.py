@@ -113,6 +113,10 @@ async def test_admin_routes_on_the_command_line(config: ServerConfig) -> None:
             ("192.168.1.0/24", False, False),
             ("::/0", True, True),
         ]
+        run = await call(wgpy, *cli, "routes", "list", "--node", str(router.id + 1), "--json")
+        assert run.status == ExitStatus.ERROR and f"there is no node {router.id + 1}" in run.err
+        run = await call(wgpy, *cli, "routes", "list", "--node", str(router.id), "--json")
+        assert json.loads(run.out) == routes
         run = await call(wgpy, *cli, "routes", "approve", str(router.id), "10.0.0.0/8")
         assert run.status == ExitStatus.ERROR and "does not advertise 10.0.0.0/8" in run.err
         run = await call(wgpy, *cli, "routes", "approve", str(router.id), "banana")

@@ -143,7 +143,9 @@ def register(commands: Subparsers) -> None:
     routes = groups.add_parser(
         "routes", help="subnet and exit routes nodes advertise"
     ).add_subparsers(dest="action", metavar="ACTION", required=True)
-    action(routes, "list", routes_list, "list the routes nodes advertise or have approved")
+    action(
+        routes, "list", routes_list, "list the routes nodes advertise or have approved"
+    ).add_argument("--node", metavar="NODE", help="only this node's (its id)")
     approve_routes = action(
         routes,
         "approve",
@@ -631,7 +633,7 @@ ROUTE_COLUMNS = [
 
 
 async def routes_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
-    routes = await client.list_routes()
+    routes = await client.list_routes(args.node)
     _show(env, args, routes, format_table(ROUTE_COLUMNS, routes))
 
 
