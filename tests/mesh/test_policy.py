@@ -89,8 +89,8 @@ def rule(src: list[Any], dst: list[Any], **extra: Any) -> dict[str, Any]:
         ({}, 'acls: missing; a policy needs "acls", a list of rules (it may be empty)'),
         (
             {"acls": [], "hosts": {}},
-            'hosts: unknown field; a policy has "acls", "tagOwners", "groups" and '
-            '"machineCertificates"',
+            'hosts: unknown field; a policy has "acls", "tagOwners", "groups", '
+            '"machineCertificates" and "autoApprovers"',
         ),
         ({"acls": {}}, "acls: expected a list of rules"),
         ({"acls": [7]}, 'acls[0]: expected an object with "action", "src" and "dst"'),

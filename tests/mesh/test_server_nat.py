@@ -137,7 +137,7 @@ async def test_a_node_that_reports_too_often_gets_429_and_others_do_not(
         assert codes.count(200) in (burst, burst + 1)  # + what refilled meanwhile
         assert set(codes[burst + 1 :]) == {429}
         message = await a.client.error("POST", "/node/candidates", ice(), status=429)
-        assert message.startswith("too many endpoint or candidate reports from this node")
+        assert message.startswith("too many endpoint, candidate or route reports from this node")
         assert await b.client.call("POST", "/node/candidates", ice()) == {}
 
 

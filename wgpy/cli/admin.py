@@ -1,6 +1,6 @@
 """``wgpy admin --server URL --api-key KEY OBJECT ACTION``: the admin API of docs/mesh-api.md
-on the command line (users, pre-auth keys, nodes, login requests, the policy, admin API keys,
-machine certificates, the audit log). A password is
+on the command line (users, pre-auth keys, nodes, routes, login requests, the policy, admin API
+keys, machine certificates, the audit log). A password is
 typed twice without echo, or read from stdin with ``--password-stdin``; it is never printed.
 
 ``wgpy admin ca init`` works without a server: it makes the operator's machine CA in a
@@ -139,6 +139,29 @@ def register(commands: Subparsers) -> None:
     tag = action(nodes, "tag", nodes_tag, "set a node's tags (an empty TAGS clears them)")
     tag.add_argument("id")
     tag.add_argument("tags", metavar="TAGS", type=_tags)
+
+    routes = groups.add_parser(
+        "routes", help="subnet and exit routes nodes advertise"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    action(
+        routes, "list", routes_list, "list the routes nodes advertise or have approved"
+    ).add_argument("--node", metavar="NODE", help="only this node's (its id)")
+    approve_routes = action(
+        routes,
+        "approve",
+        routes_approve,
+        "approve routes a node advertises (exit node: 0.0.0.0/0 ::/0)",
+    )
+    approve_routes.add_argument("id", metavar="NODE", help="the node's id")
+    approve_routes.add_argument("prefixes", metavar="PREFIX", nargs="+")
+    revoke_routes = action(
+        routes,
+        "revoke",
+        routes_revoke,
+        "take back the approval of a node's routes (all: no PREFIX)",
+    )
+    revoke_routes.add_argument("id", metavar="NODE", help="the node's id")
+    revoke_routes.add_argument("prefixes", metavar="PREFIX", nargs="*")
 
     login = groups.add_parser(
         "login", help="login requests: nodes waiting for a person to approve them"
@@ -595,6 +618,33 @@ async def nodes_rename(client: AdminClient, args: argparse.Namespace, env: Envir
 async def nodes_tag(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
     node = await client.tag_node(args.id, args.tags)
     _show(env, args, node, f"node {args.id} now has tags {_cell(node.get('tags', args.tags))}\n")
+
+
+ROUTE_COLUMNS = [
+    ("NODE", "node"),
+    ("NAME", "name"),
+    ("USER", "user"),
+    ("PREFIX", "prefix"),
+    ("ADVERTISED", "advertised"),
+    ("APPROVED", "approved"),
+    ("PRIMARY", "primary"),
+    ("APPROVED BY", "approved_by"),
+]
+
+
+async def routes_list(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    routes = await client.list_routes(args.node)
+    _show(env, args, routes, format_table(ROUTE_COLUMNS, routes))
+
+
+async def routes_approve(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    routes = await client.approve_routes(args.id, args.prefixes)
+    _show(env, args, routes, format_table(ROUTE_COLUMNS, routes))
+
+
+async def routes_revoke(client: AdminClient, args: argparse.Namespace, env: Environment) -> None:
+    routes = await client.revoke_routes(args.id, args.prefixes)
+    _show(env, args, routes, format_table(ROUTE_COLUMNS, routes))
 
 
 DEFAULT_POLICY = (

@@ -155,6 +155,21 @@ class AdminClient(Client):
         reply = await self.call("POST", f"/nodes/{_segment(node_id)}/tags", {"tags": tags})
         return _one(reply, "node")
 
+    # -- subnet and exit routes
+
+    async def list_routes(self, node_id: str | None = None) -> list[Record]:
+        params = {"node": node_id} if node_id else None
+        return _items(await self.call("GET", "/routes", params=params), "routes")
+
+    async def approve_routes(self, node_id: str, prefixes: list[str]) -> list[Record]:
+        path = f"/nodes/{_segment(node_id)}/routes/approve"
+        return _items(await self.call("POST", path, {"routes": prefixes}), "routes")
+
+    async def revoke_routes(self, node_id: str, prefixes: list[str]) -> list[Record]:
+        """Take back the approval of ``prefixes`` (all of the node's when empty)."""
+        path = f"/nodes/{_segment(node_id)}/routes/revoke"
+        return _items(await self.call("POST", path, {"routes": prefixes}), "routes")
+
     # -- login requests (nodes waiting for a person to approve them)
 
     async def list_login_requests(self, every: bool = False) -> list[Record]:

@@ -25,6 +25,7 @@ from .web import admin_key, context, read_json, reply, signin_of
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 AUDIT_USER = web.RequestKey("wgpy_audit_user", str)  # the user an admin action was about
 AUDIT_DETAIL = web.RequestKey("wgpy_audit_detail", str)  # what it did (never a secret)
+ADMIN_KEY = web.RequestKey("wgpy_admin_key", ApiKey)  # the API key of an action (_action)
 
 
 async def _admin_key(request: web.Request) -> ApiKey:
@@ -57,6 +58,7 @@ def _action(event: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.Response:
             key = await _admin_key(request)
+            request[ADMIN_KEY] = key
             try:
                 response = await handler(request)
             except MeshError as e:

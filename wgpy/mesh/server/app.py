@@ -32,6 +32,7 @@ from .auth import Credential, bearer_token, parse_credential, source_key
 from .errors import Forbidden, MeshError, Unauthorized
 from .hub import KEEPALIVE
 from .models import MachineRecord
+from .routes_api import add_routes as routes_api_add_routes
 from .web import (
     CONTEXT,
     Context,
@@ -342,6 +343,7 @@ def create_app(ctx: Context) -> web.Application:
     logins.add_routes(app, api)
     machines.add_routes(app, api)
     admin.add_routes(app, api)
+    routes_api_add_routes(app, api)
     pages.add_routes(app)
     login_pages.add_routes(app)
     oidc_routes.add_routes(app)

@@ -259,6 +259,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_log_user ON audit_log (user_name, at)",
         ),
     ),
+    Migration(
+        11,
+        "nodes' subnet routes and exit routes, their approvals, the primary router per prefix",
+        # One row per node and prefix (store/routes.py, server/routes.py), the prefix in its
+        # network form: advertised_at while the node advertises it (since when, without a
+        # gap), approved_at/approved_by once an admin or the policy's autoApprovers approved
+        # it. An approval outlives a pause in advertising; a row neither advertised nor
+        # approved is deleted. Exit nodes: 0.0.0.0/0 and ::/0. route_primaries: the router
+        # chosen for each prefix, kept so every replica serves the same one.
+        (
+            """CREATE TABLE node_routes (
+                node_id BIGINT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+                prefix TEXT NOT NULL,
+                advertised_at DOUBLE PRECISION,
+                approved_at DOUBLE PRECISION,
+                approved_by TEXT,
+                PRIMARY KEY (node_id, prefix))""",
+            "CREATE INDEX node_routes_prefix ON node_routes (prefix)",
+            """CREATE TABLE route_primaries (
+                prefix TEXT PRIMARY KEY,
+                node_id BIGINT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+                since DOUBLE PRECISION NOT NULL)""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -23,6 +23,10 @@ policy set, :data:`DEFAULT` applies: nodes of one user reach each other, nothing
 changes of the nodes it names prove a machine certificate (server/machines.py); WHO is ``*``
 (everyone), ``user:NAME``, ``tag:NAME`` (declared in ``tagOwners``) or ``group:NAME``.
 
+``"autoApprovers": {"routes": {PREFIX: [WHO, ...]}, "exitNode": [WHO, ...]}`` (optional, as
+Headscale's): the subnet and exit routes that nodes get approved without an admin
+(server/autoapprovers.py).
+
 Errors are :class:`PolicyError` whose message starts with the path of the offending part,
 ``acls[1].dst[0]: unknown user "bob"``. For fast evaluation over many nodes, :meth:`Policy.masks`
 gives a node two bit sets (the rules whose ``src``, and whose ``dst``, match it):
@@ -37,6 +41,8 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from .autoapprovers import AutoApprovers, parse_auto_approvers
 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
 HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -139,6 +145,7 @@ class Policy:
     groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # machineCertificates.require: "*", "user:NAME", "tag:NAME", "group:NAME"
     machine_required_for: frozenset[str] = frozenset()
+    auto_approvers: AutoApprovers = field(default_factory=AutoApprovers)
     # DEFAULT's masks: one implicit rule "user:X -> user:X" per user, numbered on first sight.
     _user_bits: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     # The rules as look-ups, made on first use of masks().
@@ -176,6 +183,7 @@ class Policy:
             for members in self.document.get("groups", {}).values():
                 names |= set(members)
         names |= {n[5:] for n in self.machine_required_for if n.startswith("user:")}
+        names |= self.auto_approvers.users_named()
         for rule in self.rules:
             for sel in rule.src + rule.dst:
                 if isinstance(sel, UserSelector):
@@ -211,6 +219,12 @@ class Policy:
             or any(tag in required for tag in tags)
             or any(group in required for group in groups)
             or any(g.startswith("group:") and self.in_group(user, g) for g in required)
+        )
+
+    def auto_approves(self, s: Subject, prefix: IPNetwork) -> bool:
+        """Whether the policy's autoApprovers approve ``prefix`` advertised by ``s``."""
+        return self.auto_approvers.approves(
+            prefix, s.user, s.tags, lambda group: self.in_group(s.user, group)
         )
 
     def may_carry(self, user: str, tag: str) -> bool:
@@ -308,10 +322,10 @@ def parse_policy(
     if not isinstance(document, dict):
         raise PolicyError('the policy must be a JSON object with "acls" and optionally "tagOwners"')
     for key in document:
-        if key not in ("acls", "tagOwners", "groups", "machineCertificates"):
+        if key not in ("acls", "tagOwners", "groups", "machineCertificates", "autoApprovers"):
             raise PolicyError(
-                f'{_key(key)}: unknown field; a policy has "acls", "tagOwners", "groups" and '
-                '"machineCertificates"'
+                f'{_key(key)}: unknown field; a policy has "acls", "tagOwners", "groups", '
+                '"machineCertificates" and "autoApprovers"'
             )
     if "acls" not in document:
         raise PolicyError('acls: missing; a policy needs "acls", a list of rules (it may be empty)')
@@ -321,12 +335,17 @@ def parse_policy(
     tag_owners = parser.tag_owners(document.get("tagOwners", {}))
     rules = parser.rules(document["acls"], tag_owners)
     required = parser.machine_certificates(document.get("machineCertificates", {}), tag_owners)
+    try:
+        approvers = parse_auto_approvers(document.get("autoApprovers", {}), parser.user, tag_owners)
+    except ValueError as e:
+        raise PolicyError(str(e)) from None
     return Policy(
         rules=rules,
         tag_owners=tag_owners,
         document=document,
         groups=members,
         machine_required_for=required,
+        auto_approvers=approvers,
     )
 
 

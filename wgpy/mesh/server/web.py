@@ -247,14 +247,16 @@ def signin_of(ctx: Context) -> SignIn:
 
 
 def report_limit(request: web.Request, node: Node) -> None:
-    """Endpoint and candidate reports, per node (``config.report_rate``, ``report_burst``)."""
+    """Endpoint, candidate and route reports, per node (``config.report_rate``,
+    ``report_burst``)."""
     ctx = context(request)
     if ctx.reports is None:
         ctx.reports = RateLimiter(ctx.config.report_rate, ctx.config.report_burst)
     wait = ctx.reports.take(f"node:{node.id}")
     if wait > 0:
         raise TooManyRequests(
-            f"too many endpoint or candidate reports from this node; retry in {math.ceil(wait)} s",
+            "too many endpoint, candidate or route reports from this node; "
+            f"retry in {math.ceil(wait)} s",
             wait,
         )
 

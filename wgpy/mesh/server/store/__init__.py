@@ -7,7 +7,8 @@ class over that database: ``users``, ``api_keys``, ``preauth_keys``, ``policy``,
 (users' passwords and TOTP, failed sign-ins), ``machines`` (machine certificates),
 ``login_requests`` (nodes waiting for a person to sign in and approve them), ``sessions``
 (the sign-in pages' web sessions and form tokens), ``oidc`` (OIDC sign-ins in progress,
-OIDC users and their groups) and ``audit`` (the audit log of authentication events). A new
+OIDC users and their groups), ``audit`` (the audit log of authentication events) and
+``routes`` (nodes' subnet and exit routes, their approvals and primary routers). A new
 part is one more module and one more attribute. What several repositories share (SQL, rows
 to records, a user's id, the policy in force) is in rows.py. Errors are the API's
 (errors.py), with the sentence the client sees.
@@ -32,6 +33,7 @@ from .machines import MachineRepository
 from .nodes import NodeRepository
 from .oidc import OidcRepository
 from .policy import PolicyRepository
+from .routes import RouteRepository
 from .sessions import SessionRepository
 from .streams import StreamRepository
 from .users import UserRepository
@@ -60,6 +62,7 @@ class Store:
         self.sessions = SessionRepository(db, clock=clock, rng=rng)
         self.oidc = OidcRepository(db, clock=clock, rng=rng)
         self.audit = AuditRepository(db, clock=clock)
+        self.routes = RouteRepository(db, clock=clock)
 
     @property
     def replica(self) -> str:

@@ -16,6 +16,7 @@ from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
 from ..models import MAX_ADDR_INDEX, MachineRecord, Node
 from ..policy import Policy, PolicyError
+from .primaries import elect_if_routers, elect_in
 from .rows import (
     NODE_COLUMNS,
     NODES_FROM,
@@ -426,6 +427,7 @@ class NodeRepository(Repository):
                     node_id,
                 )
             tx.changed([node_id])
+            await elect_in(tx, now)  # deleted or expired: another router may take over
 
     # ------------------------------------------------------------------------------------
     # Admin
@@ -460,6 +462,7 @@ class NodeRepository(Repository):
             if not node.expired(now):
                 await tx.execute("UPDATE nodes SET expires_at = ? WHERE id = ?", now, node_id)
                 tx.changed([node_id])
+                await elect_if_routers(tx, [node_id], now)
             return await self._node(tx, node_id)
 
     async def set_expiry(self, node_id: int, expires_at: float | None) -> Node:
@@ -472,6 +475,7 @@ class NodeRepository(Repository):
                     "UPDATE nodes SET expires_at = ? WHERE id = ?", expires_at, node_id
                 )
                 tx.changed([node_id])
+                await elect_if_routers(tx, [node_id], self.clock())
             return await self._node(tx, node_id)
 
     async def delete(self, node_id: int) -> None:
@@ -479,6 +483,8 @@ class NodeRepository(Repository):
             if not await tx.execute("DELETE FROM nodes WHERE id = ?", node_id):
                 raise NotFound(f"there is no node {node_id}")
             tx.changed([node_id])
+            # its routes went with it (ON DELETE CASCADE): another router may take over
+            await elect_in(tx, self.clock())
 
     async def rename(self, node_id: int, hostname: str) -> Node:
         try:

@@ -11,6 +11,8 @@ from ..db import Tx, placeholders
 from ..errors import BadRequest
 from ..models import PolicyRecord, TagsRemoved
 from ..policy import Policy, PolicyError, parse_policy
+from .approvals import auto_approve
+from .primaries import elect_in
 from .rows import NODES_FROM, Repository, dump_list, load_groups, load_policy, node_from
 
 
@@ -49,7 +51,8 @@ class PolicyRepository(Repository):
         Nodes carrying a tag that the new policy does not let their user carry lose it, in
         the same transaction (as Headscale counts such tags invalid): a tag's rights follow
         ``tagOwners`` as it is now, not as it was when the tag was given. The record says
-        which nodes lost which tags."""
+        which nodes lost which tags. Advertised routes the new policy's autoApprovers name are
+        approved (store/approvals.py)."""
         now = self.clock()
         removed: tuple[TagsRemoved, ...] = ()
         async with self.db.transaction() as tx:
@@ -65,7 +68,11 @@ class PolicyRepository(Repository):
                 None if node_ids is None else json.dumps(node_ids),
             )
             tx.changed(policy=True)
-            record, _ = await load_policy(tx)
+            record, policy = await load_policy(tx)
+            approved = await auto_approve(tx, policy, now)
+            if approved:
+                tx.changed(approved)
+                await elect_in(tx, now)
         return dataclasses.replace(record, tags_removed=removed)
 
     async def _drop_unowned_tags(self, tx: Tx, policy: Policy) -> tuple[TagsRemoved, ...]:

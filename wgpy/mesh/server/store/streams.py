@@ -8,11 +8,14 @@ db.py), as in nodes.py.
 
 from __future__ import annotations
 
+from .primaries import elect_if_routers, elect_in
 from .rows import Repository
 
 
 class StreamRepository(Repository):
-    """Streams and replicas, for the replica named by the database (``db.replica``)."""
+    """Streams and replicas, for the replica named by the database (``db.replica``). A
+    router going online or offline chooses the primary routers again in the same
+    transaction (store/primaries.py)."""
 
     @property
     def replica(self) -> str:
@@ -29,6 +32,7 @@ class StreamRepository(Repository):
                 node_id,
             )
             tx.changed([node_id])
+            await elect_if_routers(tx, [node_id], self.clock())
 
     async def closed(self, node_id: int, stream_id: str) -> bool:
         """The stream ended; the node is offline unless a newer stream took over. Whether it
@@ -43,6 +47,7 @@ class StreamRepository(Repository):
             )
             if rows:
                 tx.changed([node_id])
+                await elect_if_routers(tx, [node_id], self.clock())
         return bool(rows) and bool(rows[0]["ephemeral"])
 
     async def delete_if_offline_ephemeral(self, node_id: int) -> bool:
@@ -52,6 +57,7 @@ class StreamRepository(Repository):
             )
             if deleted:
                 tx.changed([node_id])
+                await elect_in(tx, self.clock())
         return bool(deleted)
 
     async def heartbeat(self) -> bool:
@@ -90,6 +96,10 @@ class StreamRepository(Repository):
                 now - ephemeral_idle,
             )
             tx.changed(int(r["id"]) for r in [*offline, *deleted])
+            if deleted:
+                await elect_in(tx, now)
+            else:
+                await elect_if_routers(tx, (int(r["id"]) for r in offline), now)
 
     async def leave(self) -> None:
         """This replica stops: its streams are gone, and so is its row."""
@@ -101,3 +111,4 @@ class StreamRepository(Repository):
             )
             await tx.execute("DELETE FROM replicas WHERE id = ?", self.replica)
             tx.changed(int(r["id"]) for r in rows)
+            await elect_if_routers(tx, (int(r["id"]) for r in rows), self.clock())
