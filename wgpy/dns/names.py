@@ -1,0 +1,141 @@
+"""The mesh's names: ``HOST.USER.BASE`` per node, and the table the resolver answers from.
+
+Pure: no I/O. A host name and a user name become one DNS label each (lowercase; characters
+other than letters, digits and ``-`` become ``-``; at most 63 characters), so a user
+``alice@example.com`` is the label ``alice-example-com``. The base domain is checked by
+:func:`check_base_domain`.
+
+Besides the full name, the table answers ``HOST.BASE`` (the short ``HOST`` form, with the base
+domain as the search domain): when two users have a host of that name, the viewer's own user's
+host wins, and otherwise the short name is left out (ambiguous). Two nodes with the same full
+name are both left out (the server gives names; the table does not guess).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_BASE_DOMAIN = "mesh.internal"
+MAX_NAME = 253  # characters in a name, without the final dot (RFC 1035 2.3.4)
+MAX_LABEL = 63
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NOT_LABEL_CHAR = re.compile(r"[^a-z0-9-]+")
+
+
+def label(text: str) -> str:
+    """``text`` as one DNS label: lowercase, other characters as ``-``, at most 63 long.
+    An empty result (nothing usable in ``text``) is ``""``."""
+    out = _NOT_LABEL_CHAR.sub("-", text.lower())[:MAX_LABEL].strip("-")
+    return out
+
+
+def check_base_domain(text: str) -> str:
+    """The base domain in canonical form (lowercase, no final dot), or ValueError."""
+    name = text.strip().lower().rstrip(".")
+    if not name:
+        raise ValueError("The base domain is empty; give a domain such as mesh.internal.")
+    if len(name) > MAX_NAME - 2 * (MAX_LABEL + 1):
+        raise ValueError(
+            f"The base domain {text!r} is too long to hold HOST.USER in front of it; "
+            "give a shorter domain."
+        )
+    labels = name.split(".")
+    if len(labels) < 2:
+        raise ValueError(
+            f"The base domain {text!r} has one label; give at least two (e.g. mesh.internal) "
+            "so that it cannot be taken for a host or a top-level domain."
+        )
+    for part in labels:
+        if not _LABEL.match(part):
+            raise ValueError(
+                f"The base domain {text!r} has the label {part!r}, which is not a host-name "
+                "label (letters, digits and inner '-', 1 to 63 characters); fix the domain."
+            )
+    if labels[-1].isdigit():
+        raise ValueError(f"The base domain {text!r} ends in a number; give a domain name.")
+    return name
+
+
+def node_name(hostname: str, user: str, base_domain: str) -> str:
+    """``HOST.USER.BASE`` for a node, or ValueError when either part has no usable
+    characters."""
+    host, owner = label(hostname), label(user)
+    if not host or not owner:
+        raise ValueError(
+            f"The node {hostname!r} of {user!r} has no name: its host or user name holds no "
+            "letters or digits."
+        )
+    return f"{host}.{owner}.{base_domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One node as the name table needs it."""
+
+    hostname: str
+    user: str
+    addresses: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class NameTable:
+    """Names under ``base_domain`` and their addresses; lookups take lowercase names without
+    the final dot."""
+
+    base_domain: str
+    names: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
+    # names that exist only because a longer name ends in them (``USER.BASE``, ``BASE``):
+    # an empty non-terminal answers NOERROR with no records, not NXDOMAIN (RFC 8020)
+    parents: frozenset[str] = frozenset()
+    left_out: tuple[str, ...] = ()  # names left out: ambiguous, or without a usable label
+
+    def under_base(self, name: str) -> bool:
+        return name == self.base_domain or name.endswith("." + self.base_domain)
+
+    def lookup(self, name: str) -> tuple[IPAddress, ...] | None:
+        """The addresses of ``name``; an empty tuple for a name that exists with no addresses
+        of its own, None for a name that does not exist."""
+        found = self.names.get(name)
+        if found is not None:
+            return found
+        return () if name in self.parents else None
+
+
+def build_table(base_domain: str, hosts: Iterable[Host], *, self_user: str = "") -> NameTable:
+    """The table for ``hosts`` (this node among them); ``self_user`` wins ambiguous short
+    names."""
+    full: dict[str, list[Host]] = defaultdict(list)
+    left_out: list[str] = []
+    for host in hosts:
+        try:
+            full[node_name(host.hostname, host.user, base_domain)].append(host)
+        except ValueError:
+            left_out.append(f"{host.hostname}.{host.user}")
+    names: dict[str, tuple[IPAddress, ...]] = {}
+    short: dict[str, list[Host]] = defaultdict(list)
+    for name, holders in full.items():
+        if len(holders) > 1:
+            left_out.append(name)
+            continue
+        names[name] = holders[0].addresses
+        short[f"{label(holders[0].hostname)}.{base_domain}"].append(holders[0])
+    mine = label(self_user)
+    for name, holders in short.items():
+        if name in names:
+            continue  # a full name wins (HOST.USER.BASE with a one-label BASE part)
+        chosen = holders if len(holders) == 1 else [h for h in holders if label(h.user) == mine]
+        if len(chosen) == 1:
+            names[name] = chosen[0].addresses
+        else:
+            left_out.append(name)
+    parents = {base_domain}
+    for name in full:
+        parents.add(name.split(".", 1)[1])
+    return NameTable(base_domain, names, frozenset(parents - set(names)), tuple(sorted(left_out)))
