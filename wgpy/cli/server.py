@@ -3,6 +3,7 @@
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
 [--machine-ca CERT] [--key-expiry DURATION|never] [--totp-enrolment sign-in|admin]
+[--base-domain DOMAIN]
 [--public-url URL] [--oidc-issuer URL
 --oidc-client-id ID --oidc-client-secret FILE [--oidc-allowed-domains D,...]
 [--oidc-allowed-users EMAIL,...] [--oidc-allowed-groups G,...] [--oidc-groups-claim NAME]]``
@@ -17,8 +18,9 @@
     days); ``--totp-enrolment admin`` leaves setting up their TOTP to an admin. With
     ``--oidc-issuer`` people can connect devices by single sign-on through that
     OpenID provider (the redirect URI to register there is ``SERVER/oidc/callback``); the
-    allowed lists (each that is given must match) say who may join. Logs go to stderr
-    (``LOG_LEVEL``, default info).
+    allowed lists (each that is given must match) say who may join. Each node's map gives
+    every node's DNS name, ``HOST.USER.DOMAIN`` (``--base-domain``, default mesh.internal).
+    Logs go to stderr (``LOG_LEVEL``, default info).
 
 ``wgpy server apikey create [--expiration SECONDS]``
     Make an admin API key directly in the database (the bootstrap: no server needed) and
@@ -35,6 +37,7 @@ import signal
 from pathlib import Path
 
 from wgpy import log
+from wgpy.dns.names import DEFAULT_BASE_DOMAIN, check_base_domain
 from wgpy.mesh.client.api import check_server_url
 from wgpy.mesh.server import MeshServer, ServerConfig, nat, stun
 from wgpy.mesh.server.config import (
@@ -109,6 +112,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="URL",
         help="the URL people's browsers reach this server at, for the login URLs nodes show "
         "(default: the scheme and host the node used)",
+    )
+    server.add_argument(
+        "--base-domain",
+        default=DEFAULT_BASE_DOMAIN,
+        metavar="DOMAIN",
+        help=f"the DNS domain of the nodes' names, HOST.USER.DOMAIN (default "
+        f"{DEFAULT_BASE_DOMAIN}; at least two labels)",
     )
     server.add_argument(
         "--stun-listen",
@@ -360,7 +370,15 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         public_url=_public_url(getattr(args, "public_url", None)),
         totp_enrolment=getattr(args, "totp_enrolment", "sign-in"),
         oidc=_oidc(args),
+        base_domain=_base_domain(getattr(args, "base_domain", DEFAULT_BASE_DOMAIN)),
     )
+
+
+def _base_domain(text: str) -> str:
+    try:
+        return check_base_domain(text)
+    except ValueError as e:
+        raise CommandError(f"--base-domain: {e}", ExitStatus.USAGE) from None
 
 
 def _key_expiry(text: str) -> float | None:
