@@ -34,7 +34,9 @@ from wgpy.dns.server import Address, DNSServer
 
 def hosts(count: int) -> list[Host]:
     return [
-        Host(f"host{i}", f"user{i % 10}", (ipaddress.IPv4Address(0x64400001 + i),))
+        Host.of(
+            f"host{i}", f"user{i % 10}", "mesh.internal", (ipaddress.IPv4Address(0x64400001 + i),)
+        )
         for i in range(count)
     ]
 
@@ -51,7 +53,8 @@ def serve(names: int) -> tuple[Address, Resolver, Callable[[], None]]:
         upstream = DNSServer(
             Resolver(
                 build_table(
-                    "example.com", [Host("www", "site", (ipaddress.IPv4Address("192.0.2.80"),))]
+                    "example.com",
+                    [Host.of("www", "site", "example.com", (ipaddress.IPv4Address("192.0.2.80"),))],
                 )
             ),
             [],

@@ -6,14 +6,16 @@ import ipaddress
 
 import pytest
 
-from wgpy.dns.names import Host, build_table, check_base_domain, label, node_name
+from wgpy.dns.names import Host, build_table, check_base_domain, check_name, label, node_name
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
 
 
 def host(hostname: str, user: str, n: int) -> Host:
-    return Host(hostname, user, (V4(f"100.64.0.{n}"), V6(f"fd7a:115c:a1e0::{n}")))
+    return Host.of(
+        hostname, user, "mesh.internal", (V4(f"100.64.0.{n}"), V6(f"fd7a:115c:a1e0::{n}"))
+    )
 
 
 def test_label_lowercases_and_replaces_other_characters() -> None:
@@ -91,7 +93,18 @@ def test_table_same_full_name_twice_is_left_out() -> None:
     assert "box.alice.mesh.internal" in table.left_out
 
 
-def test_table_leaves_out_unnameable_nodes() -> None:
-    table = build_table("mesh.internal", [host("???", "alice", 1)])
-    assert table.names == {}
-    assert table.left_out == ("???.alice",)
+def test_table_leaves_out_names_it_cannot_use() -> None:
+    addresses = (V4("100.64.0.1"),)
+    bad = ["???.alice.mesh.internal", "laptop.mesh.internal", "a.b.c.mesh.internal", "x.y.other"]
+    table = build_table("mesh.internal", [Host(name, addresses) for name in bad])
+    assert table.names == {} and table.parents == {"mesh.internal"}
+    assert set(table.left_out) == set(bad)
+    with pytest.raises(ValueError, match="no name"):
+        Host.of("???", "alice", "mesh.internal", addresses)
+
+
+def test_check_name() -> None:
+    assert check_name("Laptop.Alice.mesh.internal.") == "laptop.alice.mesh.internal"
+    for text in ("", "a..b", "a b.c", "-a.b", "a" * 64 + ".b", ("a" * 63 + ".") * 4 + "b"):
+        with pytest.raises(ValueError, match="not a DNS name"):
+            check_name(text)

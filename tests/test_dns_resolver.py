@@ -14,12 +14,13 @@ from wgpy.dns.names import Host, build_table
 from wgpy.dns.resolver import MAX_QUERY, Drop, DropReason, Forward, Reply, Resolver, servfail
 
 HOSTS = [
-    Host(
+    Host.of(
         "laptop",
         "alice",
+        "mesh.internal",
         (ipaddress.ip_address("100.64.0.1"), ipaddress.ip_address("fd7a:115c:a1e0::1")),
     ),
-    Host("nas", "bob", (ipaddress.ip_address("100.64.0.2"),)),
+    Host.of("nas", "bob", "mesh.internal", (ipaddress.ip_address("100.64.0.2"),)),
 ]
 
 
@@ -126,7 +127,10 @@ def test_update_swaps_the_table() -> None:
     r = resolver()
     assert ask(r, "tv.carol.mesh.internal").header.rcode == RCODE.NXDOMAIN
     r.update(
-        build_table("mesh.internal", [Host("tv", "carol", (ipaddress.ip_address("100.64.0.9"),))])
+        build_table(
+            "mesh.internal",
+            [Host.of("tv", "carol", "mesh.internal", (ipaddress.ip_address("100.64.0.9"),))],
+        )
     )
     assert [str(rr.rdata) for rr in ask(r, "tv.carol.mesh.internal").rr] == ["100.64.0.9"]
     assert ask(r, "nas.mesh.internal").header.rcode == RCODE.NXDOMAIN

@@ -21,8 +21,8 @@ from wgpy.dns.ratelimit import RateLimiter
 from wgpy.dns.resolver import DropReason, Resolver
 from wgpy.dns.server import Address, DNSServer
 
-MESH = [Host("laptop", "alice", (ipaddress.ip_address("100.64.0.1"),))]
-WORLD = [Host("www", "site", (ipaddress.ip_address("192.0.2.80"),))]
+MESH = [Host.of("laptop", "alice", "mesh.internal", (ipaddress.ip_address("100.64.0.1"),))]
+WORLD = [Host.of("www", "site", "example.com", (ipaddress.ip_address("192.0.2.80"),))]
 
 
 @asynccontextmanager

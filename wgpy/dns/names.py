@@ -5,7 +5,9 @@ other than letters, digits and ``-`` become ``-``; at most 63 characters), so a 
 ``alice@example.com`` is the label ``alice-example-com``. The base domain is checked by
 :func:`check_base_domain`.
 
-Besides the full name, the table answers ``HOST.BASE`` (the short ``HOST`` form, with the base
+The table takes the names the map gives (the server makes them, with :func:`node_name`): a
+name that is not two labels in front of the base domain is left out. Besides the full name,
+the table answers ``HOST.BASE`` (the short ``HOST`` form, with the base
 domain as the search domain): when two users have a host of that name, the viewer's own user's
 host wins, and otherwise the short name is left out (ambiguous). Two nodes with the same full
 name are both left out (the server gives names; the table does not guess).
@@ -75,13 +77,28 @@ def node_name(hostname: str, user: str, base_domain: str) -> str:
     return f"{host}.{owner}.{base_domain}"
 
 
+def check_name(text: str) -> str:
+    """A DNS name in canonical form (lowercase, no final dot), or ValueError."""
+    name = text.lower().rstrip(".")
+    if not name or len(name) > MAX_NAME or not all(_LABEL.match(p) for p in name.split(".")):
+        raise ValueError(f"{text[:80]!r} is not a DNS name of host-name labels.")
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Host:
-    """One node as the name table needs it."""
+    """One node as the name table needs it: its full name (``HOST.USER.BASE``, from the map)
+    and its addresses."""
 
-    hostname: str
-    user: str
+    name: str
     addresses: tuple[IPAddress, ...]
+
+    @classmethod
+    def of(
+        cls, hostname: str, user: str, base_domain: str, addresses: tuple[IPAddress, ...]
+    ) -> Host:
+        """A node named from its host and user names (as the server names it)."""
+        return cls(node_name(hostname, user, base_domain), addresses)
 
 
 @dataclass(frozen=True)
@@ -109,30 +126,37 @@ class NameTable:
 
 
 def build_table(base_domain: str, hosts: Iterable[Host], *, self_user: str = "") -> NameTable:
-    """The table for ``hosts`` (this node among them); ``self_user`` wins ambiguous short
-    names."""
+    """The table for ``hosts`` (this node among them); ``self_user`` (a user name, or its
+    label) wins ambiguous short names."""
+    suffix = "." + base_domain
     full: dict[str, list[Host]] = defaultdict(list)
     left_out: list[str] = []
     for host in hosts:
         try:
-            full[node_name(host.hostname, host.user, base_domain)].append(host)
+            name = check_name(host.name)
         except ValueError:
-            left_out.append(f"{host.hostname}.{host.user}")
+            left_out.append(host.name[:80])
+            continue
+        if not name.endswith(suffix) or name[: -len(suffix)].count(".") != 1:
+            left_out.append(name)  # not HOST.USER in front of the base domain
+            continue
+        full[name].append(host)
     names: dict[str, tuple[IPAddress, ...]] = {}
-    short: dict[str, list[Host]] = defaultdict(list)
+    short: dict[str, list[tuple[str, Host]]] = defaultdict(list)
     for name, holders in full.items():
         if len(holders) > 1:
             left_out.append(name)
             continue
         names[name] = holders[0].addresses
-        short[f"{label(holders[0].hostname)}.{base_domain}"].append(holders[0])
+        host_label, user_label = name[: -len(suffix)].split(".")
+        short[host_label + suffix].append((user_label, holders[0]))
     mine = label(self_user)
-    for name, holders in short.items():
+    for name, owners in short.items():
         if name in names:
-            continue  # a full name wins (HOST.USER.BASE with a one-label BASE part)
-        chosen = holders if len(holders) == 1 else [h for h in holders if label(h.user) == mine]
+            continue  # a full name wins
+        chosen = owners if len(owners) == 1 else [o for o in owners if o[0] == mine]
         if len(chosen) == 1:
-            names[name] = chosen[0].addresses
+            names[name] = chosen[0][1].addresses
         else:
             left_out.append(name)
     parents = {base_domain}
