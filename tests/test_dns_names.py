@@ -6,7 +6,15 @@ import ipaddress
 
 import pytest
 
-from wgpy.dns.names import Host, build_table, check_base_domain, check_name, label, node_name
+from wgpy.dns.names import (
+    Host,
+    build_table,
+    check_base_domain,
+    check_name,
+    label,
+    node_name,
+    reverse_address,
+)
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
@@ -108,3 +116,30 @@ def test_check_name() -> None:
     for text in ("", "a..b", "a b.c", "-a.b", "a" * 64 + ".b", ("a" * 63 + ".") * 4 + "b"):
         with pytest.raises(ValueError, match="not a DNS name"):
             check_name(text)
+
+
+def test_reverse_address_reads_whole_reverse_names_only() -> None:
+    assert reverse_address("1.0.64.100.in-addr.arpa") == V4("100.64.0.1")
+    nibbles = ".".join(reversed(V6("fd7a:115c:a1e0::1").exploded.replace(":", "")))
+    assert reverse_address(nibbles + ".ip6.arpa") == V6("fd7a:115c:a1e0::1")
+    for zone in (
+        "64.100.in-addr.arpa",
+        "1.0.64.100.200.in-addr.arpa",
+        "300.0.64.100.in-addr.arpa",
+        "x.0.64.100.in-addr.arpa",
+        "a.ip6.arpa",
+        nibbles.replace("1", "g", 1) + ".ip6.arpa",
+        "laptop.mesh.internal",
+    ):
+        assert reverse_address(zone) is None
+
+
+def test_table_pointers_for_unique_full_names_in_its_networks() -> None:
+    hosts = [host("laptop", "alice", 1), host("box", "bob", 2), host("Box", "bob", 3)]
+    networks = (ipaddress.ip_network("100.64.0.0/10"),)
+    table = build_table("mesh.internal", hosts, networks=networks)
+    assert table.pointers[V4("100.64.0.1")] == "laptop.alice.mesh.internal"
+    assert table.pointers[V6("fd7a:115c:a1e0::1")] == "laptop.alice.mesh.internal"
+    assert V4("100.64.0.2") not in table.pointers  # box.bob is ambiguous: no name
+    assert table.covers(V4("100.127.0.1")) and not table.covers(V4("192.0.2.1"))
+    assert not table.covers(V6("fd7a:115c:a1e0::1"))  # not in the networks given

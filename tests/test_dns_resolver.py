@@ -24,8 +24,11 @@ HOSTS = [
 ]
 
 
+OVERLAY = (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd7a:115c:a1e0::/48"))
+
+
 def resolver() -> Resolver:
-    return Resolver(build_table("mesh.internal", HOSTS))
+    return Resolver(build_table("mesh.internal", HOSTS, networks=OVERLAY))
 
 
 def ask(r: Resolver, name: str, qtype: str = "A") -> DNSRecord:
@@ -154,3 +157,18 @@ def test_damaged_queries_never_raise(noise: bytes, at: int) -> None:
     good = bytes(DNSRecord.question("laptop.alice.mesh.internal", "AAAA").pack())
     data = good[:at] + noise + good[at + len(noise) :]
     assert isinstance(resolver().handle(data), (Reply, Forward, Drop))
+
+
+def test_reverse_lookups_of_overlay_addresses() -> None:
+    r = resolver()
+    ptr = ask(r, "1.0.64.100.in-addr.arpa", "PTR")
+    assert ptr.header.aa == 1 and [str(rr.rdata) for rr in ptr.rr] == [
+        "laptop.alice.mesh.internal."
+    ]
+    v6 = ipaddress.ip_address("fd7a:115c:a1e0::1").reverse_pointer
+    assert [str(rr.rdata) for rr in ask(r, v6, "PTR").rr] == ["laptop.alice.mesh.internal."]
+    assert ask(r, "1.0.64.100.in-addr.arpa", "A").rr == []  # the name exists, no A
+    assert ask(r, "9.9.64.100.in-addr.arpa", "PTR").header.rcode == RCODE.NXDOMAIN
+    # outside the overlay, and zones rather than addresses: the upstream's to answer
+    for name in ("1.2.0.192.in-addr.arpa", "64.100.in-addr.arpa"):
+        assert isinstance(r.handle(bytes(DNSRecord.question(name, "PTR").pack())), Forward)

@@ -90,6 +90,8 @@ def test_name_table_from_the_map() -> None:
         ipaddress.ip_address("fd7a:115c:a1e0::3"),
     )
     assert table.left_out == ("x.y.elsewhere.example",)
+    assert table.pointers[ipaddress.ip_address("100.64.0.2")] == "nas.bob.corp.example"
+    assert table.covers(ipaddress.ip_address("fd7a:115c:a1e0::99"))
 
 
 def test_no_table_without_a_name_of_its_own() -> None:

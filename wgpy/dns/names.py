@@ -26,6 +26,7 @@ MAX_NAME = 253  # characters in a name, without the final dot (RFC 1035 2.3.4)
 MAX_LABEL = 63
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _NOT_LABEL_CHAR = re.compile(r"[^a-z0-9-]+")
@@ -112,6 +113,14 @@ class NameTable:
     # an empty non-terminal answers NOERROR with no records, not NXDOMAIN (RFC 8020)
     parents: frozenset[str] = frozenset()
     left_out: tuple[str, ...] = ()  # names left out: ambiguous, or without a usable label
+    # reverse lookups (PTR): an address's full name, for addresses in ``networks`` (the
+    # overlay ranges), where an address without a name is NXDOMAIN rather than forwarded
+    pointers: Mapping[IPAddress, str] = field(default_factory=dict)
+    networks: tuple[IPNetwork, ...] = ()
+
+    def covers(self, address: IPAddress) -> bool:
+        """Whether reverse lookups of ``address`` are this table's to answer."""
+        return any(address in network for network in self.networks)
 
     def under_base(self, name: str) -> bool:
         return name == self.base_domain or name.endswith("." + self.base_domain)
@@ -125,9 +134,15 @@ class NameTable:
         return () if name in self.parents else None
 
 
-def build_table(base_domain: str, hosts: Iterable[Host], *, self_user: str = "") -> NameTable:
+def build_table(
+    base_domain: str,
+    hosts: Iterable[Host],
+    *,
+    self_user: str = "",
+    networks: Iterable[IPNetwork] = (),
+) -> NameTable:
     """The table for ``hosts`` (this node among them); ``self_user`` (a user name, or its
-    label) wins ambiguous short names."""
+    label) wins ambiguous short names; reverse lookups in ``networks`` are answered."""
     suffix = "." + base_domain
     full: dict[str, list[Host]] = defaultdict(list)
     left_out: list[str] = []
@@ -162,4 +177,34 @@ def build_table(base_domain: str, hosts: Iterable[Host], *, self_user: str = "")
     parents = {base_domain}
     for name in full:
         parents.add(name.split(".", 1)[1])
-    return NameTable(base_domain, names, frozenset(parents - set(names)), tuple(sorted(left_out)))
+    pointers: dict[IPAddress, str] = {}
+    for name, holders in sorted(full.items()):
+        if len(holders) == 1:
+            for address in holders[0].addresses:
+                pointers.setdefault(address, name)
+    return NameTable(
+        base_domain,
+        names,
+        frozenset(parents - set(names)),
+        tuple(sorted(left_out)),
+        pointers,
+        tuple(networks),
+    )
+
+
+def reverse_address(name: str) -> IPAddress | None:
+    """The address a whole reverse name stands for (``1.0.64.100.in-addr.arpa``, 32 nibbles
+    under ``ip6.arpa``), or None for any other name (a shorter one is a zone, not an
+    address)."""
+    if name.endswith(".in-addr.arpa"):
+        parts = name[: -len(".in-addr.arpa")].split(".")
+        if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
+            try:
+                return ipaddress.IPv4Address(".".join(reversed(parts)))
+            except ValueError:
+                return None
+    elif name.endswith(".ip6.arpa"):
+        parts = name[: -len(".ip6.arpa")].split(".")
+        if len(parts) == 32 and all(len(p) == 1 and p in "0123456789abcdef" for p in parts):
+            return ipaddress.IPv6Address(int("".join(reversed(parts)), 16))
+    return None

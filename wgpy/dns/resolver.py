@@ -7,6 +7,8 @@ packet is parsed here by hand.
 
 - A and AAAA (and ANY) for a mesh name: its addresses, authoritative; another type: NOERROR
   with no records. A name under the base domain that does not exist: NXDOMAIN.
+- PTR for an address in the table's networks (the overlay ranges): its full name, or
+  NXDOMAIN; other reverse names are forwarded.
 - An opcode other than QUERY: NOTIMP. Not one question: FORMERR. A class other than IN under
   the base domain: REFUSED.
 - A message that does not parse, is larger than a query can be, has the TC bit, or is a
@@ -20,9 +22,9 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dnslib import AAAA, CLASS, OPCODE, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
+from dnslib import AAAA, CLASS, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSRecord
 
-from .names import NameTable
+from .names import NameTable, reverse_address
 
 MAX_QUERY = 512  # bytes: a query (one question, maybe an OPT record) is far smaller
 MIN_MESSAGE = 12  # the header
@@ -104,6 +106,9 @@ class Resolver:
             # a label holding a dot would read as two: never let it pass for a mesh name
             return self.drop(DropReason.MALFORMED)
         name = ".".join(labels)
+        address = reverse_address(name)
+        if address is not None and self.table.covers(address):
+            return self._pointer(query, self.table.pointers.get(address))
         if not self.table.under_base(name):
             self.forwarded += 1
             return Forward(query, header.id, name)
@@ -119,6 +124,19 @@ class Resolver:
                 reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(str(address)), ttl=TTL))
             elif isinstance(address, ipaddress.IPv6Address) and qtype in (QTYPE.AAAA, QTYPE.ANY):
                 reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(str(address)), ttl=TTL))
+        self.answered += 1
+        return Reply(bytes(reply.pack()))
+
+    def _pointer(self, query: DNSRecord, target: str | None) -> Reply:
+        """A reverse lookup of an overlay address: its name, or NXDOMAIN."""
+        question = query.q
+        if question.qclass != CLASS.IN:
+            return self._reply(query, RCODE.REFUSED)
+        if target is None:
+            return self._reply(query, RCODE.NXDOMAIN, authoritative=True)
+        reply = self._response(query, authoritative=True)
+        if question.qtype in (QTYPE.PTR, QTYPE.ANY):
+            reply.add_answer(RR(question.qname, QTYPE.PTR, rdata=PTR(target + "."), ttl=TTL))
         self.answered += 1
         return Reply(bytes(reply.pack()))
 

@@ -25,7 +25,7 @@ def name_table(node: NodeRecord, peers: Iterable[PeerRecord]) -> NameTable | Non
     _, user, base_domain = parts
     hosts = [Host(node.name, tuple(a.ip for a in node.addresses))]
     hosts.extend(Host(p.name, overlay_addresses(p)) for p in peers if p.name)
-    return build_table(base_domain, hosts, self_user=user)
+    return build_table(base_domain, hosts, self_user=user, networks=OVERLAY_NETWORKS)
 
 
 def overlay_addresses(peer: PeerRecord) -> tuple[IPAddress, ...]:
