@@ -180,3 +180,17 @@ async def test_tcp_connections_are_bounded() -> None:
         writer.close()
         first.close()
         assert server.resolver.drops[DropReason.BUSY] == 1
+
+
+async def test_close_ends_open_tcp_connections() -> None:
+    server = node([], idle_timeout=20.0)
+    address = await server.start("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*address)
+    for _ in range(200):  # until the server has taken the connection (at most 2 s)
+        if server.connections == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert server.connections == 1
+    await asyncio.wait_for(server.close(), 5)
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    writer.close()

@@ -61,6 +61,7 @@ class DNSServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()  # open TCP connections
         self.address: Address | None = None
 
     async def start(self, host: str, port: int = 53) -> Address:
@@ -85,6 +86,8 @@ class DNSServer:
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
+            for writer in list(self._writers):
+                writer.close()  # (Python 3.12's wait_closed waits for them)
             await self._tcp.wait_closed()
         for task in list(self._tasks):
             task.cancel()
@@ -172,6 +175,7 @@ class DNSServer:
             writer.close()
             return
         self.connections += 1
+        self._writers.add(writer)
         source = str(writer.get_extra_info("peername")[0])
         try:
             while True:
@@ -189,6 +193,7 @@ class DNSServer:
             pass
         finally:
             self.connections -= 1
+            self._writers.discard(writer)
             writer.close()
 
 
