@@ -32,7 +32,7 @@ TIMEOUT = 2.0  # seconds per upstream
 MAX_OUTSTANDING = 256
 IDLE_TIMEOUT = 10.0  # seconds a TCP connection may wait between queries
 MAX_CONNECTIONS = 64
-MAX_TCP_REPLY = 65535
+BIND_ATTEMPTS = 10  # with port 0: UDP ports tried until TCP's twin is free
 
 
 class DNSServer:
@@ -65,18 +65,23 @@ class DNSServer:
         self.address: Address | None = None
 
     async def start(self, host: str, port: int = 53) -> Address:
-        """Listen on ``host``:``port`` (UDP and TCP; port 0 picks one, the same for both)."""
+        """Listen on ``host``:``port`` (UDP and TCP; port 0 picks one, the same for both:
+        when TCP's is taken, another is tried, up to BIND_ATTEMPTS times)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UDP(self), local_addr=(host, port)
-        )
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UDP(self), local_addr=(host, port)
+            )
+            bound = transport.get_extra_info("sockname")
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, host, bound[1])
+            except OSError:
+                transport.close()
+                if port != 0 or attempt == BIND_ATTEMPTS:
+                    raise
+                continue
+            break
         self._udp = transport
-        bound = transport.get_extra_info("sockname")
-        try:
-            self._tcp = await asyncio.start_server(self._serve_tcp, host, bound[1])
-        except OSError:
-            transport.close()
-            raise
         self.address = (bound[0], bound[1])
         self.log.info("dns_listening", address=f"{bound[0]}:{bound[1]}")
         return self.address
