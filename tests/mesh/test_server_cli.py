@@ -62,6 +62,13 @@ def test_apikey_create_on_postgresql_from_the_environment(postgres: PostgresClus
             "wgpy server: --expiration must be a positive number of seconds\n",
         ),
         (
+            ["server", "--base-domain", "internal"],
+            ExitStatus.USAGE,
+            "wgpy server: --base-domain: The base domain 'internal' has one label; give at "
+            "least two (e.g. mesh.internal) so that it cannot be taken for a host or a "
+            "top-level domain.\n",
+        ),
+        (
             ["server", "--max-nodes-per-user", "-1"],
             ExitStatus.USAGE,
             "wgpy server: --max-nodes-per-user must be 0 (no limit) or more\n",

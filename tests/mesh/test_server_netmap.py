@@ -129,6 +129,27 @@ def test_a_self_message_when_the_node_itself_changes() -> None:
     assert json.loads(index.full(1, NOW))["peers"] == []
 
 
+def test_the_map_names_every_node() -> None:
+    index = NetIndex(
+        P.parse_policy({"acls": [{"action": "accept", "src": ["*"], "dst": ["*"]}]}),
+        base_domain="corp.example",
+    )
+    index.apply([node(1), node(2, "Bob@Example.com"), node(3, hostname="???")], now=NOW)
+    full = json.loads(index.full(1, NOW))
+    assert full["self"]["name"] == "h1.alice.corp.example"
+    names = {p["hostname"]: p.get("name") for p in full["peers"]}
+    # no usable label: no name
+    assert names == {"h2": "h2.bob-example-com.corp.example", "???": None}
+    # a renamed node reaches every viewer with its new name, itself in its self message
+    batch = index.apply([node(2, "Bob@Example.com", hostname="Build Box")], now=NOW)
+    deltas = index.deltas(batch, [1, 2], NOW)
+    (upsert,) = [json.loads(line) for line in deltas[1]]
+    assert upsert["peer"]["name"] == "build-box.bob-example-com.corp.example"
+    (self_message,) = [json.loads(line) for line in deltas[2]]
+    assert self_message["self"]["name"] == "build-box.bob-example-com.corp.example"
+    assert NetIndex().base_domain == "mesh.internal"
+
+
 def test_a_change_reaches_1000_viewers() -> None:
     index = NetIndex()
     population = [

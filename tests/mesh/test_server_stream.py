@@ -40,6 +40,7 @@ async def test_full_map_then_deltas_for_every_kind_of_change(
             "public_key": b.public_key,
             "hostname": "b",
             "user": "alice",
+            "name": "b.alice.mesh.internal",
             "addresses": ["100.64.0.2/32", "fd7a:115c:a1e0::2/128"],
             "endpoints": [],
             "tags": [],
@@ -79,6 +80,21 @@ async def test_full_map_then_deltas_for_every_kind_of_change(
         print({k: f"{v * 1000:.0f} ms" for k, v in times.items()})
         assert max(times.values()) < LIMIT
         assert not any(msg["type"] == "full" for msg in m.messages[1:])
+        m.close()
+
+
+async def test_names_in_the_map_under_the_base_domain(backend: str, config: ServerConfig) -> None:
+    async with running(with_(config, base_domain="corp.example")) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        a, b = await register(r.admin, key, "Laptop"), await register(r.admin, key, "nas")
+        m = await open_map(a)
+        assert m.self_node["name"] == "laptop.alice.corp.example"
+        assert m.peers[b.public_key]["name"] == "nas.alice.corp.example"
+        await r.admin.call("POST", f"/nodes/{b.id}/rename", {"hostname": "files"})
+        await m.until(lambda m: m.peers[b.public_key]["name"] == "files.alice.corp.example")
+        await r.admin.call("POST", f"/nodes/{a.id}/rename", {"hostname": "desk"})
+        await m.until(lambda m: m.self_node["name"] == "desk.alice.corp.example")
         m.close()
 
 

@@ -57,7 +57,8 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
     assert "offline; no handshake yet" in lines[2]
     status, out, _ = run("status", "--json", "--state-dir", str(state.path))
     report = json.loads(out)
-    assert report["self"] == {"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
+    assert report["self"] == {"hostname": "laptop", "user": "alice", "name": None,
+                              "ipv4": "100.64.0.1",
                               "ipv6": "fd7a:115c:a1e0::1", "interface": "wgpy0",
                               "server": "https://mesh.example", "running": False,
                               "control": None, "problem": None, "expires_at": None,
@@ -418,3 +419,21 @@ def test_key_expiry_is_warned_about_in_its_last_week(tmp_path: Path) -> None:
             assert "# this node's key expire" in out and when in out and says in out
             assert says in report["expiry_warning"]
     assert status_module.expiry_warning("not a time", now) is None
+
+
+def test_json_gives_the_names_the_map_gave(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    node = state.read_node()
+    assert node is not None
+    state.write_node({**node, "name": "laptop.alice.mesh.internal"})
+    peers = state.read_peers()
+    peers[0]["name"] = "pi.alice.mesh.internal"
+    state.write_peers(peers)
+    status, out, err = run("status", "--json", "--state-dir", str(state.path))
+    assert status == ExitStatus.SUCCESS, err
+    report = json.loads(out)
+    assert report["self"]["name"] == "laptop.alice.mesh.internal"
+    assert {p["hostname"]: p["name"] for p in report["peers"]} == {
+        "pi": "pi.alice.mesh.internal",
+        "nas": None,  # no name saved (a server before names)
+    }

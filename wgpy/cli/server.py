@@ -3,6 +3,7 @@
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
 [--machine-ca CERT] [--key-expiry DURATION|never] [--totp-enrolment sign-in|admin]
+[--base-domain DOMAIN]
 [--public-url URL] [--metrics-listen HOST:PORT] [--oidc-issuer URL
 --oidc-client-id ID --oidc-client-secret FILE [--oidc-allowed-domains D,...]
 [--oidc-allowed-users EMAIL,...] [--oidc-allowed-groups G,...] [--oidc-groups-claim NAME]]``
@@ -17,10 +18,10 @@
     days); ``--totp-enrolment admin`` leaves setting up their TOTP to an admin. With
     ``--oidc-issuer`` people can connect devices by single sign-on through that
     OpenID provider (the redirect URI to register there is ``SERVER/oidc/callback``); the
-    allowed lists (each that is given must match) say who may join. With
-    ``--metrics-listen`` it serves Prometheus metrics on that address. Logs go to stderr
+    allowed lists (each that is given must match) say who may join. Each node's map gives
+    every node's DNS name, ``HOST.USER.DOMAIN`` (``--base-domain``, default mesh.internal).
+    With ``--metrics-listen`` it serves Prometheus metrics on that address. Logs go to stderr
     (``LOG_LEVEL``, default info).
-
 ``wgpy server apikey create [--expiration SECONDS]``
     Make an admin API key directly in the database (the bootstrap: no server needed) and
     print it, once.
@@ -36,6 +37,7 @@ import signal
 from pathlib import Path
 
 from wgpy import log
+from wgpy.dns.names import DEFAULT_BASE_DOMAIN, check_base_domain
 from wgpy.mesh.client.api import check_server_url
 from wgpy.mesh.server import MeshServer, ServerConfig, nat, stun
 from wgpy.mesh.server.config import (
@@ -116,6 +118,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--metrics-listen",
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    server.add_argument(
+        "--base-domain",
+        default=DEFAULT_BASE_DOMAIN,
+        metavar="DOMAIN",
+        help=f"the DNS domain of the nodes' names, HOST.USER.DOMAIN (default "
+        f"{DEFAULT_BASE_DOMAIN}; at least two labels)",
     )
     server.add_argument(
         "--stun-listen",
@@ -357,11 +366,19 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         totp_enrolment=getattr(args, "totp_enrolment", "sign-in"),
         oidc=_oidc(args),
         metrics_listen=_metrics_listen(getattr(args, "metrics_listen", None)),
+        base_domain=_base_domain(getattr(args, "base_domain", DEFAULT_BASE_DOMAIN)),
     )
 
 
 def _metrics_listen(text: str | None) -> tuple[str, int] | None:
     return None if text is None else listen_address(text, "--metrics-listen", 9090)
+
+
+def _base_domain(text: str) -> str:
+    try:
+        return check_base_domain(text)
+    except ValueError as e:
+        raise CommandError(f"--base-domain: {e}", ExitStatus.USAGE) from None
 
 
 def _key_expiry(text: str) -> float | None:

@@ -96,6 +96,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
             "self": {
                 "hostname": node.get("hostname"),
                 "user": node.get("user"),
+                "name": node.get("name") or None,  # HOST.USER.BASE; None from older servers
                 "ipv4": node.get("ipv4"),
                 "ipv6": node.get("ipv6"),
                 "interface": settings.interface,
@@ -408,6 +409,7 @@ def _peer_row(peer: dict[str, Any], state: PeerState | None, running: bool) -> d
         "public_key": peer.get("public_key"),
         "hostname": str(peer.get("hostname") or "-"),
         "user": str(peer.get("user") or "-"),
+        "name": peer.get("name") or None,
         "ipv4": ipv4,
         "addresses": addresses,
         "online": bool(peer.get("online")),

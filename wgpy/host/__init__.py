@@ -1,5 +1,5 @@
 """The host's network configuration, as wg-quick does it: addresses, links, routes, policy
-rules, nftables, sysctl and resolvconf.
+rules, nftables, sysctl, resolvconf and systemd-resolved (resolved.py, split DNS).
 
 Each module builds the commands (argv lists, and the scripts some of them read on stdin) from
 plain values, and runs nothing: ``wgpy up CONFIG`` (:mod:`wgpy.cli.quick`) and the mesh

@@ -4,7 +4,8 @@ The server is trusted to say who the peers are, but what it sends is still input
 that does not parse raises :class:`MapError` (a ValueError) saying which field is wrong, and
 the node skips that record instead of stopping. Unknown fields are ignored, so a newer server
 can add some. A peer's ICE candidates come from another node: unusable ones are dropped (the
-record keeps its other fields) and ``PeerRecord.dropped_candidates`` says why.
+record keeps its other fields) and ``PeerRecord.dropped_candidates`` says why. A ``name``
+that is not a DNS name is ignored (the record stays, without a name).
 
 """
 
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ... import candidates as ice
+from ...dns.names import check_name
 from ...endpoint import Endpoint
 from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
@@ -91,6 +93,7 @@ class NodeRecord:
     expired_flag: bool
     ephemeral: bool
     raw: dict[str, Any]
+    name: str = ""  # HOST.USER.BASE, canonical; "" when the server gave none
 
     def expired(self, now: float) -> bool:
         """Whether the node's key has expired at wall-clock time ``now`` (seconds)."""
@@ -133,7 +136,19 @@ def parse_node(data: Any) -> NodeRecord:
         expired_flag=_field(data, "expired", bool, False),
         ephemeral=_field(data, "ephemeral", bool, False),
         raw=data,
+        name=_name(data),
     )
+
+
+def _name(data: dict[str, Any]) -> str:
+    """The record's DNS name, canonical, or "" (absent, or not a DNS name)."""
+    text = data.get("name")
+    if not isinstance(text, str):
+        return ""
+    try:
+        return check_name(text)
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,7 @@ class PeerRecord:
     candidates: tuple[str, ...] = ()
     ice_ufrag: str = ""
     dropped_candidates: tuple[str, ...] = ()  # why each unusable candidate was dropped
+    name: str = ""  # HOST.USER.BASE, canonical; "" when the server gave none
 
     @property
     def endpoint(self) -> tuple[str, int] | None:
@@ -193,6 +209,7 @@ def parse_peer(data: Any) -> PeerRecord:
         # a missing direction is a denied one
         can_reach=_field(data, "can_reach", bool, False),
         reachable_from=_field(data, "reachable_from", bool, False),
+        name=_name(data),
         **_ice(data),
     )
 

@@ -541,6 +541,7 @@ class MeshNode:
                 "public_key": key_to_base64(p.public_key),
                 "hostname": p.hostname,
                 "user": p.user,
+                "name": p.name,
                 "addresses": [str(n) for n in p.allowed_ips],
                 "endpoints": list(p.endpoints),
                 "tags": list(p.tags),

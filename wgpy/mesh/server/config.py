@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from wgpy.dns.names import DEFAULT_BASE_DOMAIN
+
 from .nat import DEFAULT_TURN_TTL
 
 DEFAULT_PORT = 8080
@@ -88,3 +90,6 @@ class ServerConfig:
     oidc: OidcConfig | None = None
     # Where Prometheus scrapes GET /metrics (metrics.py), apart from the API; None: nowhere.
     metrics_listen: tuple[str, int] | None = None
+    # The DNS domain of the nodes' names in the map, HOST.USER.BASE (wgpy/dns/names.py;
+    # check_base_domain's canonical form).
+    base_domain: str = DEFAULT_BASE_DOMAIN

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from wgpy.dns.names import DEFAULT_BASE_DOMAIN
 from wgpy.log import get_logger
 
 from .db import Change
@@ -115,13 +116,14 @@ class Hub:
         ephemeral_grace: float = 2.0,
         max_backlog: int = 10_000,
         clock: Callable[[], float] = time.time,
+        base_domain: str = DEFAULT_BASE_DOMAIN,
     ) -> None:
         self.store = store
         self.coalesce = coalesce
         self.ephemeral_grace = ephemeral_grace
         self.max_backlog = max_backlog
         self.clock = clock
-        self.index = NetIndex()
+        self.index = NetIndex(base_domain=base_domain)
         self.streams: dict[int, MapStream] = {}
         self.last_flush_seconds = 0.0
         # Called after each flush: the metrics (metrics.py) count flushes without the hub

@@ -14,11 +14,14 @@ changed. Only a viewer whose own masks or expiry changed is compared against eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from wgpy.dns.names import DEFAULT_BASE_DOMAIN, node_name
 
 from .models import Node
 from .policy import DEFAULT, Policy
@@ -52,8 +55,18 @@ def encode(message: dict[str, Any]) -> Line:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def self_line(node: Node, now: float) -> Line:
-    return encode({"type": "self", "self": node.to_json(now, online=True)})
+def named(data: dict[str, Any], node: Node, base_domain: str) -> dict[str, Any]:
+    """``data`` (a node's NODE or PEER) with the node's DNS ``name`` (HOST.USER.BASE,
+    wgpy/dns/names.py), or without one when its host or user name has no usable characters."""
+    with contextlib.suppress(ValueError):
+        data["name"] = node_name(node.hostname, node.user, base_domain)
+    return data
+
+
+def self_line(node: Node, now: float, base_domain: str = DEFAULT_BASE_DOMAIN) -> Line:
+    return encode(
+        {"type": "self", "self": named(node.to_json(now, online=True), node, base_domain)}
+    )
 
 
 @dataclass
@@ -66,8 +79,15 @@ class Batch:
 
 
 class NetIndex:
-    def __init__(self, policy: Policy = DEFAULT, policy_version: int = 0) -> None:
+    def __init__(
+        self,
+        policy: Policy = DEFAULT,
+        policy_version: int = 0,
+        *,
+        base_domain: str = DEFAULT_BASE_DOMAIN,
+    ) -> None:
         self.policy = policy
+        self.base_domain = base_domain  # names in the map: HOST.USER.BASE
         self.policy_version = policy_version
         self.entries: dict[int, Entry] = {}
         # PEER as JSON, per node and relation: every viewer with that relation shares it.
@@ -118,7 +138,8 @@ class NetIndex:
         key = (peer.id, rel)
         cached = self._peer_json.get(key)
         if cached is None:
-            cached = json.dumps(peer.peer_json(*rel), separators=(",", ":")).encode()
+            data = named(peer.peer_json(*rel), peer, self.base_domain)
+            cached = json.dumps(data, separators=(",", ":")).encode()
             self._peer_json[key] = cached
         return cached
 
@@ -134,7 +155,7 @@ class NetIndex:
             {
                 "type": "full",
                 "version": self.policy_version,
-                "self": viewer.node.to_json(now, online=True),
+                "self": named(viewer.node.to_json(now, online=True), viewer.node, self.base_domain),
                 "peers": [],
             }
         )
@@ -172,7 +193,7 @@ class NetIndex:
             if v in changed and (
                 ov is None or ov.node.self_view() != nv.node.self_view() or ov.expired != nv.expired
             ):
-                head.append(self_line(nv.node, now))
+                head.append(self_line(nv.node, now, self.base_domain))
             if not batch.policy_changed and (ov is None or not ov.same_relations(nv)):
                 # The viewer's own relations moved: compare it with every node.
                 for p in everyone:

@@ -192,6 +192,7 @@ class MeshServer:
                 coalesce=config.coalesce,
                 ephemeral_grace=config.ephemeral_grace,
                 clock=self.clock,
+                base_domain=config.base_domain,
             )
             await store.db.listen()  # before the hub loads all, so nothing falls between
             await hub.start()
