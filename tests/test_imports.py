@@ -193,18 +193,22 @@ MAY_IMPORT: dict[str, set[str]] = {
     "wgpy.keys": set(),
     "wgpy.machinecert": set(),  # sans-IO machine certificates: admin CLI, node and server
     "wgpy.log": set(),
+    "wgpy.metrics": set(),  # the /metrics listener: node and server
+    "wgpy.dns": {"wgpy.log"},  # names and the resolver: node and server
     "wgpy.protocol": set(),
     "wgpy.config": {"wgpy.endpoint", "wgpy.keys"},
     "wgpy.host": {"wgpy.config"},
     "wgpy.device": {"wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.uapi": {"wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.server": {
-        *("wgpy.candidates", "wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.machinecert")
+        *("wgpy.candidates", "wgpy.endpoint", "wgpy.keys", "wgpy.log", "wgpy.machinecert"),
+        *("wgpy.dns", "wgpy.metrics"),
     },
     "wgpy.nat": {"wgpy.candidates", "wgpy.device", "wgpy.endpoint", "wgpy.log", "wgpy.protocol"},
     "wgpy.mesh.client": {
         *("wgpy.candidates", "wgpy.device", "wgpy.endpoint", "wgpy.host", "wgpy.keys"),
         *("wgpy.log", "wgpy.nat", "wgpy.protocol", "wgpy.uapi", "wgpy.machinecert"),
+        *("wgpy.dns", "wgpy.metrics"),
     },
     "wgpy.api": {"wgpy.config", "wgpy.device", "wgpy.endpoint", "wgpy.keys", "wgpy.protocol"}
     | {"wgpy.uapi"},
