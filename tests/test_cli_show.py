@@ -455,7 +455,9 @@ def same_output(ns: Netns, *argv: str, env: dict[str, str] | None = None, tries:
     """Run `wgpy ARGV` and `wg ARGV` until they print the same, but for the order of peers
     that wireguard-go itself changes (see canonical), as a second may tick between them;
     return what `wg` printed."""
-    for _ in range(tries):
+    for attempt in range(tries):
+        if attempt:  # start again just after a second ticks: both then read the same second
+            time.sleep(1.02 - time.time() % 1)
         ours = ns.wgpy(*argv, env=env)
         theirs = ns.run("wg", *argv, env=env)
         if (canonical(ours.stdout), ours.returncode) == (
@@ -464,7 +466,6 @@ def same_output(ns: Netns, *argv: str, env: dict[str, str] | None = None, tries:
         ):
             assert theirs.returncode == 0, theirs.stderr
             return theirs.stdout
-        time.sleep(0.3)
     assert canonical(ours.stdout) == canonical(theirs.stdout), argv
     assert ours.returncode == theirs.returncode
     return ours.stdout
