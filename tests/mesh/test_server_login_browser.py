@@ -27,6 +27,7 @@ from wgpy.mesh.server import ServerConfig, login
 
 from .conftest import new_public_key, running
 
+TEST_TIMEOUT = 120.0  # seconds for a whole walk by Chromium on a busy machine (others: 30)
 WAIT = 10  # seconds, for each page
 PASSWORD = "correct horse battery"
 

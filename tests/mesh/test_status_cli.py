@@ -198,6 +198,7 @@ def test_each_peer_says_its_path_its_latency_or_why_it_has_none(
         PeerState(keys["e"], endpoint="198.51.100.7:41641", last_handshake_time_sec=int(now)),
     ]  # fmt: skip
     monkeypatch.setattr(status_module, "uapi_get", lambda name: DeviceState(name, peers=live))
+    monkeypatch.setattr(time, "time", lambda: now)  # no second ticks between here and there
     status, out, err = run("status", "--state-dir", str(running.path))
     assert status == ExitStatus.SUCCESS, err
     lines = {line.split()[1]: line for line in out.splitlines()[1:]}
