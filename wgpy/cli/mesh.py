@@ -13,7 +13,9 @@
     few seconds, and Ctrl-C stops the daemon (nothing is left registering in the
     background). ``--foreground`` keeps the node attached, logging to stderr; otherwise the
     daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
-    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there. A plain
+    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there.
+    ``--accept-dns[=BOOL]`` (default true, kept for the next up) points the host's resolver
+    at the node's, which answers mesh names (:mod:`wgpy.mesh.client.nameservice`). A plain
     ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
@@ -133,6 +135,17 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     group.add_argument(
+        "--accept-dns",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        help="point this host's resolver at the node's (at 100.100.100.100) so that mesh names "
+        "resolve: systemd-resolved's split DNS, else resolvconf, else /etc/resolv.conf, all "
+        "put back at down (default true; =false leaves the host's DNS alone); kept for the "
+        "next up",
+    )
+    group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
     )
 
@@ -171,6 +184,15 @@ def _keepalive(text: str) -> float:
     if not 1 <= seconds <= 3600:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 1 to 3600")
     return seconds
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _port(text: str) -> int:
@@ -260,6 +282,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         measure_lifetime=args.nat_keepalive is None,  # the user's interval wins
         machine_cert=machine_cert,
         machine_key=machine_key,
+        accept_dns=_accept_dns(args, previous),
     )
     metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(
@@ -272,6 +295,14 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         else listen_address(metrics_listen, "--metrics-listen", 9091),
     )
     return options, state
+
+
+def _accept_dns(args: argparse.Namespace, previous: Settings | None) -> bool:
+    """--accept-dns as given, else as the last up had it, else on (as Tailscale's)."""
+    given = getattr(args, "accept_dns", None)
+    if given is not None:
+        return bool(given)
+    return previous.accept_dns if previous is not None else True
 
 
 def _machine_identity(

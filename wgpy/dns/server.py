@@ -3,9 +3,10 @@
 
 Bounds: at most ``max_outstanding`` forwarded queries at a time (more are dropped as BUSY);
 each upstream is tried in turn with ``timeout`` seconds each, then the client gets SERVFAIL;
-each source is rate limited (:mod:`wgpy.dns.ratelimit`); a TCP connection is closed after
-``idle_timeout`` seconds without a query, and at most ``max_connections`` are open. The clock
-is ``loop.time()``.
+each source is rate limited (:mod:`wgpy.dns.ratelimit`), and with ``allow`` only the sources
+it accepts are answered (the rest are dropped as SOURCE, a TCP connection closed); a TCP
+connection is closed after ``idle_timeout`` seconds without a query, and at most
+``max_connections`` are open. The clock is ``loop.time()``.
 
 Forwarding sends the client's own bytes (its EDNS size included) from a fresh socket (a new
 random source port per query) and returns the upstream's bytes once their id and question
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dnslib import DNSError, DNSRecord
@@ -46,8 +47,10 @@ class DNSServer:
         max_outstanding: int = MAX_OUTSTANDING,
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        allow: Callable[[str], bool] | None = None,
     ) -> None:
         self.resolver = resolver
+        self.allow = allow  # which source addresses are answered (None: all)
         self.upstreams = list(upstreams)
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.timeout = timeout
@@ -102,6 +105,9 @@ class DNSServer:
     # -- one query, from either transport -------------------------------------------------
 
     def _admit(self, source: str) -> bool:
+        if self.allow is not None and not self.allow(source):
+            self.resolver.drop(DropReason.SOURCE)
+            return False
         if self.limiter.allow(source, asyncio.get_running_loop().time()):
             return True
         self.resolver.drop(DropReason.RATE_LIMITED)
@@ -179,9 +185,13 @@ class DNSServer:
             self.resolver.drop(DropReason.BUSY)
             writer.close()
             return
+        source = str(writer.get_extra_info("peername")[0])
+        if self.allow is not None and not self.allow(source):
+            self.resolver.drop(DropReason.SOURCE)
+            writer.close()
+            return
         self.connections += 1
         self._writers.add(writer)
-        source = str(writer.get_extra_info("peername")[0])
         try:
             while True:
                 async with asyncio.timeout(self.idle_timeout):

@@ -58,6 +58,7 @@ from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .hostnet import HostNet
 from .machine import MachineIdentity
+from .nameservice import NameService
 from .netmap import MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
@@ -129,6 +130,8 @@ class NodeConfig:
     measure_lifetime: bool = True
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
+    # point the host's resolver at the node's (nameservice.py); `wgpy up`'s default is on
+    accept_dns: bool = False
     healthy_stream: float = HEALTHY_STREAM
 
 
@@ -150,6 +153,7 @@ class MeshNode:
         host: HostNetwork,
         backoff: Backoff | None = None,
         wall_clock: Callable[[], float] = time.time,
+        names: NameService | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -160,6 +164,7 @@ class MeshNode:
         self.host = host
         self.backoff = backoff or Backoff()
         self.wall_clock = wall_clock
+        self.names = names  # the node's resolver, fed on every map change (None: none)
         self.log = get_logger(component="mesh", interface=config.interface)
 
         self.iface: MeshInterface | None = None
@@ -258,6 +263,8 @@ class MeshNode:
                 )
             if ready not in done:
                 return  # stopped while starting
+            if self.names is not None and self.self_node is not None:
+                await self.names.start(self.self_node, self.peers.values())
             self.log.info(
                 "mesh node up",
                 addresses=[str(a) for a in hostnet.addresses],
@@ -283,6 +290,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if self.names is not None:
+                await self.names.close()  # the host's DNS put back while the link exists
             if self.traversal is not None:
                 await self.traversal.close()
             if self.iface is not None:
@@ -526,6 +535,8 @@ class MeshNode:
         if self.iface is not None:
             self.iface.flush()
         await self._sync_routes(strict=not self.ready.is_set())
+        if self.names is not None:
+            self.names.update(self.self_node, self.peers.values())
         self._peers_changed()
 
     def _peers_changed(self) -> None:

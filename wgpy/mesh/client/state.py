@@ -16,6 +16,10 @@ file               mode  holds
 ``daemon.pid``     0644  ``PID START`` of the running daemon (START: its start time in
                          clock ticks, so a recycled PID is never mistaken for it)
 ``wgpy.log``       0600  the daemon's log
+``resolv.conf.pre-wgpy``
+                   0600  /etc/resolv.conf as it was before the node wrote it (direct DNS
+                         mode, :mod:`wgpy.mesh.client.hostdns`); put back and removed at
+                         ``wgpy down``, or at the next ``wgpy up`` after a crash
 =================  ====  ==========================================================
 
 Files are written whole (a temporary file, then a rename), created with their final mode.
@@ -66,6 +70,7 @@ CONTROL_FILE = "control.json"  # the control plane's state as the daemon last sa
 NAT_FILE = "nat.json"  # the NAT's mapping lifetime, the keepalive, the STUN mux's "drops"
 PID_FILE = "daemon.pid"
 LOG_FILE = "wgpy.log"
+RESOLV_BACKUP_FILE = "resolv.conf.pre-wgpy"  # not forgotten by logout: it is the host's
 _FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, PID_FILE,
            NAT_FILE)  # fmt: skip
 _PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, LOG_FILE,
@@ -100,6 +105,7 @@ class Settings:
     # the machine certificate and key (absolute paths) the node proves itself with
     machine_cert: str | None = None
     machine_key: str | None = None
+    accept_dns: bool = True  # the host resolves mesh names through the node's resolver
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -115,6 +121,7 @@ class Settings:
             ca_cert=None if ca_cert is None else str(ca_cert),
             machine_cert=None if machine_cert is None else str(machine_cert),
             machine_key=None if machine_key is None else str(machine_key),
+            accept_dns=bool(data.get("accept_dns", True)),
         )
 
 
@@ -319,6 +326,24 @@ class StateDir:
     def write_nat(self, nat: dict[str, Any]) -> None:
         data = json.dumps(nat, indent=1).encode() + b"\n"
         self._write_private(NAT_FILE, data, "the NAT state")
+
+    def read_resolv_backup(self) -> bytes | None:
+        """The host's resolv.conf as it was before the node wrote it (None: not written)."""
+        try:
+            return self.file(RESOLV_BACKUP_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StateError(
+                f"cannot read {self.file(RESOLV_BACKUP_FILE)}: {e.strerror or e}"
+            ) from None
+
+    def write_resolv_backup(self, data: bytes) -> None:
+        self._write_private(RESOLV_BACKUP_FILE, data, "the host's previous resolv.conf")
+
+    def remove_resolv_backup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.file(RESOLV_BACKUP_FILE).unlink()
 
     def _read_json(self, name: str) -> Any:
         try:
