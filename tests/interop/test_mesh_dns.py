@@ -6,7 +6,8 @@ the "direct" mode and edits that file).
 Through the host's own resolver path (glibc's getaddrinfo inside the namespace): every node
 resolves the others' full names (HOST.USER.BASE), HOST.USER and short names (the base domain
 searched); a name outside the mesh is forwarded to the upstream resolver the namespace had
-(dnslib's zone resolver, in the hub namespace); a query from the underlay gets no answer,
+(dnslib's zone resolver, in the hub namespace); `ping c`, `wgpy ping c.bob` and `wgpy
+status` use the names; a query from the underlay gets no answer,
 though the address answers pings; after `wgpy down` each resolv.conf is back byte for byte.
 
 The resolver's answer time, seen from a client in the node's namespace asking
@@ -16,6 +17,7 @@ The resolver's answer time, seen from a client in the node's namespace asking
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from .mesh_lab import HUB4, Mesh, MeshNode
+from .mesh_lab import HUB4, WGPY, Mesh, MeshNode
 from .netns import Lab, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -154,6 +156,14 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
         assert resolve(node, "www.example.test") == "192.0.2.80"
         assert resolve(node, f"nobody.{BASE}").startswith("error")
 
+    # names where users type them: the system's ping, `wgpy ping` and `wgpy status` on a
+    a, c = nodes["a"], nodes["c"]
+    assert a.ns.run(["ping", "-c", "1", "-W", "3", "c"], check=False).returncode == 0
+    pong = a.ns.run([WGPY, "ping", "c.bob", "--state-dir", str(a.state_dir)]).stdout
+    assert pong.startswith(f"pong from c ({c.ipv4}) via direct "), pong
+    table = a.ns.run([WGPY, "status", "--state-dir", str(a.state_dir)]).stdout
+    assert re.search(rf"{re.escape(c.ipv4)}\s+c\s+bob\s+c\.bob\.{re.escape(BASE)}\s", table)
+
     # the upstream was asked by the nodes (their underlay addresses), never for a mesh name
     # (glibc's search list makes nobody.mesh.internal.lab.example, which is not one)
     log = upstream.output()
@@ -161,7 +171,6 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
 
     # the underlay gets no answer: the hub routes to node a's resolver through its underlay
     # address; the address answers pings, the resolver stays silent
-    a = nodes["a"]
     mesh.hub.ip("route", "add", "100.100.100.100/32", "via", a.underlay)
     mesh.hub.ip("route", "add", f"{a.ipv4}/32", "via", a.underlay)
     for target in ("100.100.100.100", a.ipv4):

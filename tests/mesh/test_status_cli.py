@@ -437,3 +437,18 @@ def test_json_gives_the_names_the_map_gave(tmp_path: Path) -> None:
         "pi": "pi.alice.mesh.internal",
         "nas": None,  # no name saved (a server before names)
     }
+
+
+def test_the_table_has_each_dns_name(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    state.write_node({"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
+                      "name": "laptop.alice.mesh.internal"})  # fmt: skip
+    peers = state.read_peers()
+    peers[1]["name"] = "nas.alice.mesh.internal"  # pi has none (a server before names)
+    state.write_peers(peers)
+    status, out, err = run("status", "--state-dir", str(state.path))
+    assert status == ExitStatus.SUCCESS, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["100.64.0.1", "laptop", "alice", "laptop.alice.mesh.internal"]
+    assert lines[1].split()[:4] == ["100.64.0.2", "nas", "alice", "nas.alice.mesh.internal"]
+    assert lines[2].split()[:4] == ["100.64.0.10", "pi", "alice", "-"]

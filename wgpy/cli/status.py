@@ -123,16 +123,17 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         "ipv4": str(node.get("ipv4") or "-"),
         "hostname": str(node.get("hostname") or "-"),
         "user": str(node.get("user") or "-"),
+        "name": str(node.get("name") or "-"),
     }
     ordered = sorted(rows, key=lambda r: _address_key(r["ipv4"]))
     widths = {
-        column: min(limit, max(len(r[column]) for r in [me, *ordered]))
+        column: min(limit, max(len(r[column] or "-") for r in [me, *ordered]))
         for column, limit in COLUMN_LIMITS.items()
     }
     lines = [(me, f"this node: {settings.interface}, {running}, server {settings.server_url}")]
     lines += [(row, _describe(row, now)) for row in ordered]
     for row, text in lines:
-        cells = [_fit(row[column], width) for column, width in widths.items()]
+        cells = [_fit(row[column] or "-", width) for column, width in widths.items()]
         env.stdout.write("  ".join(cells) + "  " + text + "\n")
     if problem is not None:
         env.stdout.write(f"# {problem}\n")
@@ -151,8 +152,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 # columns of the table and their widest (a longer name is cut, with "…" as its last mark;
-# --json has it whole)
-COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16}
+# --json has it whole); name: the DNS name, HOST.USER.BASE ("-" from a server without names)
+COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16, "name": 48}
 KEY_EXPIRY_WARNING = 7 * 86400  # seconds before the node's key expires that status warns
 
 
