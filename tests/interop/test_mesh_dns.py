@@ -8,7 +8,8 @@ resolves the others' full names (HOST.USER.BASE), HOST.USER and short names (the
 searched); a name outside the mesh is forwarded to the upstream resolver the namespace had
 (dnslib's zone resolver, in the hub namespace); `ping c`, `wgpy ping c.bob` and `wgpy
 status` use the names; a query from the underlay gets no answer,
-though the address answers pings; after `wgpy down` each resolv.conf is back byte for byte.
+though the address answers pings; after `wgpy down` each resolv.conf is back byte for byte,
+also after a daemon was killed (SIGKILL): put back by `wgpy down`, or by the next `wgpy up`.
 
 The resolver's answer time, seen from a client in the node's namespace asking
 100.100.100.100 one query at a time, is printed (p50/p99; `pytest -s` shows it).
@@ -17,8 +18,10 @@ The resolver's answer time, seen from a client in the node's namespace asking
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 from collections.abc import Iterator
@@ -196,7 +199,26 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
             f"p99 {percentile(times, 0.99) * 1e3:.2f} ms ({len(times)} queries)"
         )
 
+    # a daemon killed outright leaves the file as it wrote it: `wgpy down` puts it back (a),
+    # and so does the next `wgpy up`, which then writes it again (b)
+    for name in ("a", "b"):
+        node = nodes[name]
+        pid = node.daemon_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(
+            lambda pid=pid, node=node: pid not in node.ns.pids(),  # type: ignore[misc]
+            timeout=10,
+            what=f"{name}'s daemon to die",
+        )
+        assert confs[name].read_text() != RESOLV_CONF
+    mesh.down(nodes["a"])
+    assert confs["a"].read_text() == RESOLV_CONF
+    mesh.up(nodes["b"])
+    assert confs["b"].read_text() == written.replace(a.ifname, nodes["b"].ifname)
+
     for name, node in nodes.items():
-        mesh.down(node)
+        if name != "a":
+            mesh.down(node)
         assert confs[name].read_text() == RESOLV_CONF
         assert not (node.state_dir / "resolv.conf.pre-wgpy").exists()

@@ -21,7 +21,9 @@
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
     settings are kept, nothing is sent to the server), so the next ``wgpy up`` without a key
-    brings it back with the same name and addresses.
+    brings it back with the same name and addresses. The host's DNS settings are put back by
+    the daemon as it stops; those of a daemon that did not stop cleanly (its copy of
+    /etc/resolv.conf in the state directory), by ``down``.
 
 ``wgpy logout [--state-dir DIR]``
     Stop the daemon if it runs, log out at the server if it answers, and delete the node
@@ -46,7 +48,7 @@ from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
 from wgpy.machinecert import MachineCertError
-from wgpy.mesh.client import daemon
+from wgpy.mesh.client import daemon, hostdns
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
 from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.node import NodeConfig
@@ -438,8 +440,26 @@ def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
     except StateError as e:
         raise CommandError(e.message) from None
     if not daemon.stop(state, settings, lambda text: _echo(env, text)):
+        if _put_back_dns(state, settings, env):  # a node that did not stop cleanly
+            return ExitStatus.SUCCESS
         raise CommandError(f"no mesh node is up on {state.path}")
     return ExitStatus.SUCCESS
+
+
+def _put_back_dns(state: StateDir, settings: Settings | None, env: Environment) -> bool:
+    """Write back the resolv.conf a node that did not stop cleanly kept; whether it had."""
+    if settings is None:
+        return False
+    try:
+        done = hostdns.put_back(state, settings.interface, hostdns.RESOLV_CONF)
+    except (OSError, StateError) as e:
+        raise CommandError(
+            f"cannot put back {hostdns.RESOLV_CONF} as it was before the node: "
+            f"{getattr(e, 'message', None) or e}"
+        ) from None
+    if done:
+        _echo(env, f"put back {hostdns.RESOLV_CONF} as it was before the node")
+    return done
 
 
 def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -447,7 +467,8 @@ def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     try:
         settings = state.read_settings()
         token = state.read_token()
-        daemon.stop(state, settings, lambda text: _echo(env, text))
+        if not daemon.stop(state, settings, lambda text: _echo(env, text)):
+            _put_back_dns(state, settings, env)
         if token is not None and settings is not None:
             _logout(settings, token, env, "logout")
         removed = state.forget()

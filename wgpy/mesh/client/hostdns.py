@@ -37,11 +37,12 @@ from ...host import resolvconf, resolved, resolvfile
 from ...host.run import HostNetworkError, run_async
 from .state import StateDir, StateError
 
-__all__ = ["HostDNS", "Mode", "choose_mode"]
+__all__ = ["RESOLV_CONF", "HostDNS", "Mode", "choose_mode", "put_back", "shared_with_host"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Runner = Callable[..., Awaitable[str]]
 INTERFACE_ORDER = Path("/etc/resolvconf/interface-order")
+RESOLV_CONF = Path(resolvfile.PATH)
 
 
 class Mode(StrEnum):
@@ -88,6 +89,27 @@ def shared_with_host(
     return None
 
 
+def put_back(state: StateDir, interface: str, path: Path, log: Any | None = None) -> bool:
+    """After a node that did not stop cleanly: write back the resolv.conf it kept in
+    ``state`` if the file is still the one it wrote (a file changed since is left as it is),
+    and forget the copy; whether there was one. OSError or StateError if that fails."""
+    backup = state.read_resolv_backup()
+    if backup is None:
+        return False
+    mine = resolvfile.writer(_read(path) or "") == interface
+    if mine:
+        _write_in_place(path, backup)
+    if log is not None:
+        log.warning(
+            "resolv.conf put back as it was before a node that did not stop cleanly"
+            if mine
+            else "resolv.conf was changed since the node wrote it: left as it is",
+            path=str(path),
+        )
+    state.remove_resolv_backup()
+    return True
+
+
 class HostDNS:
     """One interface's DNS settings on the host; :meth:`apply` once, :meth:`revert` at the
     end."""
@@ -98,7 +120,7 @@ class HostDNS:
         state: StateDir,
         log: Any,
         *,
-        path: Path = Path(resolvfile.PATH),
+        path: Path = RESOLV_CONF,
         run: Runner = run_async,
         which: Callable[[str], str | None] = shutil.which,
     ) -> None:
@@ -125,24 +147,12 @@ class HostDNS:
         resolv.conf written back (if the file is still the one it wrote), a resolvconf
         registration dropped."""
         try:
-            backup = self.state.read_resolv_backup()
-        except StateError as e:
-            self.log.warning("cannot read the previous resolv.conf", error=e.message)
-            backup = None
-        if backup is not None:
-            current = self.read()
-            if resolvfile.writer(current) == self.interface:
-                self._write_in_place(backup)
-                self.log.warning(
-                    "resolv.conf put back as it was before a node that did not stop cleanly",
-                    path=str(self.path),
-                )
-            else:
-                self.log.info(
-                    "resolv.conf was changed since the node wrote it: left as it is",
-                    path=str(self.path),
-                )
-            self.state.remove_resolv_backup()
+            put_back(self.state, self.interface, self.path, self.log)
+        except (OSError, StateError) as e:
+            self.log.warning(
+                "cannot put back the previous resolv.conf",
+                error=getattr(e, "message", None) or str(e),
+            )
         if self.which(resolvconf.RESOLVCONF):
             name = resolvconf.interface_name(self.interface, _read(INTERFACE_ORDER))
             with contextlib.suppress(HostNetworkError):  # nothing registered: the usual case
@@ -202,7 +212,7 @@ class HostDNS:
                 backup = self.state.read_resolv_backup()
                 if backup is not None:
                     if resolvfile.writer(self.read()) == self.interface:
-                        self._write_in_place(backup)
+                        _write_in_place(self.path, backup)
                     else:
                         self.log.warning(
                             "resolv.conf was changed since the node wrote it: left as it is",
@@ -242,20 +252,23 @@ class HostDNS:
             return False
         previous = self.path.read_bytes()
         self.state.write_resolv_backup(previous)  # first: a crash after it is undone
-        self._write_in_place(resolvfile.render(self.interface, servers, domains, text).encode())
+        _write_in_place(
+            self.path, resolvfile.render(self.interface, servers, domains, text).encode()
+        )
         return True
 
-    def _write_in_place(self, data: bytes) -> None:
-        """Replace the file's bytes, keeping the file (a bind mount, a link's target, its
-        mode and owner)."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Replace the file's bytes, keeping the file (a bind mount, a link's target, its mode and
+    owner)."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read(path: Path) -> str | None:
