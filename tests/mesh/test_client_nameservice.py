@@ -174,9 +174,9 @@ async def test_resolvconf_and_resolved_modes_as_commands(tmp_path: Path) -> None
     ]
 
 
-async def ask(port: int, name: str) -> DNSRecord:
+async def ask(port: int, name: str, host: str = "127.0.0.1") -> DNSRecord:
     query = DNSRecord.question(name)
-    data = await asyncio.to_thread(query.send, "127.0.0.1", port, timeout=5)
+    data = await asyncio.to_thread(query.send, host, port, timeout=5)
     return DNSRecord.parse(data)
 
 
@@ -222,3 +222,32 @@ async def test_accept_dns_false_leaves_the_host_alone(tmp_path: Path) -> None:
         assert [str(r.rdata) for r in answer.rr] == ["100.64.0.1"]
     finally:
         await service.close()
+
+
+async def test_a_new_base_domain_and_new_addresses_are_taken_up(tmp_path: Path) -> None:
+    """The server restarted with another --base-domain: the host searches the new one; the
+    node's overlay address changed: the resolver listens there (here: loopback addresses)."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_bytes(PREVIOUS)
+    loopback = ipaddress.ip_interface("127.0.0.1/32")
+    service = NameService(
+        "wgpy0", FakeHost(), LOG, host_dns=host_dns(tmp_path), port=0, service_addresses=[loopback]
+    )
+    await service.start(NODE, [])
+    try:
+        assert "search mesh.internal example.com" in conf.read_text()
+        moved = parse_node(
+            {"public_key": key(1), "hostname": "laptop", "ipv4": "127.0.0.2",
+             "name": "laptop.alice.corp.example"}
+        )  # fmt: skip
+        service.update(moved, [])
+        await service.settled()
+        assert "search corp.example example.com" in conf.read_text()
+        assert ipaddress.ip_address("127.0.0.2") in {
+            ipaddress.ip_address(host) for host, _ in service.listening
+        }
+        answer = await ask(service.listening[-1][1], "laptop.corp.example", "127.0.0.2")
+        assert [str(r.rdata) for r in answer.rr] == ["127.0.0.2"]
+    finally:
+        await service.close()
+    assert conf.read_bytes() == PREVIOUS

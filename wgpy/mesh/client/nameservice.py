@@ -11,17 +11,20 @@ servers the host's resolv.conf named before the node changed it (read after a cr
 leftovers are undone).
 
 :meth:`NameService.start` runs once the first map is in (the base domain comes with the
-node's name); :meth:`NameService.update` after each map change; :meth:`NameService.close`
-at the end puts the host's DNS back. Nothing here is fatal to the node: what fails is logged.
+node's name); :meth:`NameService.update` after each map change (new overlay addresses or a
+new base domain are taken up); :meth:`NameService.close` at the end puts the host's DNS
+back. Nothing here is fatal to the node: what fails is logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...dns.names import DEFAULT_BASE_DOMAIN, NameTable, build_table
+from ...dns.ratelimit import RateLimiter
 from ...dns.resolver import Resolver
 from ...dns.server import Address, DNSServer
 from ...dns.upstreams import nameservers
@@ -71,9 +74,15 @@ class NameService:
         self.port = port
         self.service_addresses = tuple(service_addresses)
         self.resolver = Resolver(build_table(DEFAULT_BASE_DOMAIN, []))
-        self.servers: list[DNSServer] = []
         self.upstreams: list[Address] = []
-        self.listening: list[Address] = []
+        self.listening: list[Address] = []  # (host, port) as bound, in order
+        self._listeners: dict[IPAddress, DNSServer] = {}
+        self._limiter = RateLimiter()  # one per node: a source's queries count on every address
+        self._service: list[IPAddress] = []  # the service addresses put on the interface
+        self._own: list[IPAddress] = []  # the node's overlay addresses, listened on
+        self._started = False
+        self._pointed: str | None = None  # the base domain the host was pointed at
+        self._refresh: asyncio.Future[None] | None = None
 
     @property
     def table(self) -> NameTable:
@@ -82,26 +91,39 @@ class NameService:
     async def start(self, node: NodeRecord, peers: Iterable[PeerRecord]) -> None:
         """Listen, and point the host's resolver here."""
         self.update(node, peers)
-        own = [a.ip for a in node.addresses]
-        service: list[IPAddress] = []
+        own = self._own = [a.ip for a in node.addresses]
         for address in self.service_addresses:
             try:
                 await self.host.add_address(self.interface, address)
             except HostNetworkError as e:
                 self.log.warning("cannot add the resolver's service address", error=str(e))
                 continue
-            service.append(address.ip)
+            self._service.append(address.ip)
         if self.host_dns is not None:
             await self.host_dns.recover()
             text = self.host_dns.read()
         else:
             text = _read_resolv_conf()
-        self.upstreams = nameservers(text, exclude=[*service, *own])
-        for where in [*service, *own]:
+        self.upstreams = nameservers(text, exclude=[*self._service, *own])
+        await self._listen([*self._service, *own])
+        self.log.info(
+            "resolver up",
+            listening=[f"{a}:{p}" for a, p in self.listening],
+            upstreams=[f"{a}:{p}" for a, p in self.upstreams],
+            base_domain=self.table.base_domain,
+        )
+        self._started = True
+        await self._point_host(node)
+
+    async def _listen(self, addresses: Sequence[IPAddress]) -> None:
+        """Listen on each of ``addresses`` not listened on yet (failures are logged)."""
+        for where in addresses:
+            if where in self._listeners:
+                continue
             server = DNSServer(
                 self.resolver,
                 self.upstreams,
-                limiter=self.servers[0].limiter if self.servers else None,
+                limiter=self._limiter,
                 allow=overlay_or_loopback,
             )
             try:
@@ -113,34 +135,68 @@ class NameService:
                     error=e.strerror or str(e),
                 )
                 continue
-            self.servers.append(server)
-        self.log.info(
-            "resolver up",
-            listening=[f"{a}:{p}" for a, p in self.listening],
-            upstreams=[f"{a}:{p}" for a, p in self.upstreams],
-            base_domain=self.table.base_domain,
-        )
-        if self.host_dns is None or not self.servers or not node.name:
-            return  # nothing to point the host at, or told not to
-        answering = [a for a in service if any(s.address and s.address[0] == str(a)
-                                                for s in self.servers)]  # fmt: skip
-        await self.host_dns.apply(answering or [own[0]], [self.table.base_domain])
+            self._listeners[where] = server
+
+    async def _point_host(self, node: NodeRecord) -> None:
+        """Point the host's resolver at a listening address, for the table's base domain."""
+        if self.host_dns is None or not self._listeners or not node.name:
+            return  # told not to, nothing listens, or no names (a server before them)
+        answering = [a for a in self._service if a in self._listeners]
+        servers = answering or list(self._listeners)[:1]
+        self._pointed = self.table.base_domain
+        await self.host_dns.apply(servers, [self.table.base_domain])
+
+    @property
+    def servers(self) -> list[DNSServer]:
+        return list(self._listeners.values())
 
     def update(self, node: NodeRecord | None, peers: Iterable[PeerRecord]) -> None:
-        """The map changed: answer from its names from now on."""
+        """The map changed: answer from its names from now on. A new base domain (the server
+        restarted with another) or new overlay addresses are taken up in a task."""
         if node is None:
             return
         table = name_table(node, peers)
         if table is not None:
             self.resolver.update(table)
+        if not self._started:
+            return
+        moved = [a.ip for a in node.addresses] != self._own
+        renamed = self._pointed is not None and self._pointed != self.table.base_domain
+        if (moved or renamed) and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.ensure_future(self._take_up(node))
+
+    async def _take_up(self, node: NodeRecord) -> None:
+        """Listen on the node's new overlay addresses (and no longer on its old ones); point
+        the host at the new base domain."""
+        own = self._own = [a.ip for a in node.addresses]
+        for where in [a for a in self._listeners if a not in self._service and a not in own]:
+            await self._listeners.pop(where).close()
+        await self._listen(own)
+        if self._pointed is not None and self._pointed != self.table.base_domain:
+            assert self.host_dns is not None
+            await self.host_dns.revert()
+            await self._point_host(node)
+        self.log.info(
+            "resolver changed",
+            listening=[str(a) for a in self._listeners],
+            base_domain=self.table.base_domain,
+        )
+
+    async def settled(self) -> None:
+        """Return once what :meth:`update` started is done (tests, and the daemon's end)."""
+        if self._refresh is not None:
+            await asyncio.gather(self._refresh, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop answering; the host's DNS put back."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
         if self.host_dns is not None:
             await self.host_dns.revert()
-        for server in self.servers:
+        for server in self._listeners.values():
             await server.close()
-        self.servers.clear()
+        self._listeners.clear()
 
 
 def _read_resolv_conf() -> str:
