@@ -237,10 +237,13 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         return 1
     status = 0
     try:
+        # a crashed run's resolv.conf put back first: the server's name may need the host's
+        # own resolvers again
+        host_dns = HostDNS(options.node.interface, state, log)
+        await host_dns.recover()
         async with NodeClient(options.server_url, token=token, ca_cert=options.ca_cert) as client:
             host = host or IpCommand()
             name = options.node.interface
-            host_dns = HostDNS(name, state, log) if options.node.accept_dns else None
             node = MeshNode(
                 options.node,
                 client,
@@ -248,7 +251,9 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                 private_key,
                 interface_factory=interface_factory,
                 host=host,
-                names=NameService(name, host, log, host_dns=host_dns),
+                names=NameService(
+                    name, host, log, host_dns=host_dns if options.node.accept_dns else None
+                ),
             )
             if options.metrics_listen is not None:  # before the server hears of the node
                 where, port = options.metrics_listen
