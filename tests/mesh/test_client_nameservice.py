@@ -251,3 +251,33 @@ async def test_a_new_base_domain_and_new_addresses_are_taken_up(tmp_path: Path) 
     finally:
         await service.close()
     assert conf.read_bytes() == PREVIOUS
+
+
+async def test_split_domains_from_the_server_are_routed_to_the_node(tmp_path: Path) -> None:
+    """With systemd-resolved, the admin's split domains become routing-only domains of the
+    link; the resolver sends their names to their own resolvers."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.53\n")
+    run = Commands()
+
+    async def fetch() -> Any:
+        return {"base_domain": "mesh.internal", "domains": {"corp.example": ["10.1.0.53"]}}
+
+    service = NameService(
+        "wgpy0",
+        FakeHost(),
+        LOG,
+        host_dns=host_dns(tmp_path, run=run, which=lambda p: f"/usr/bin/{p}"),
+        fetch=fetch,
+        port=0,
+        service_addresses=[ipaddress.ip_interface("127.0.0.1/32")],
+    )
+    await service.start(NODE, [])
+    try:
+        assert service.split == {"corp.example": [("10.1.0.53", 53)]}
+        assert service.servers[0].upstreams_for("db.corp.example") == [("10.1.0.53", 53)]
+        assert ["resolvectl", "domain", "wgpy0", "mesh.internal", "~corp.example"] in [
+            argv for argv, _ in run.ran
+        ]
+    finally:
+        await service.close()

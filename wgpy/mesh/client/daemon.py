@@ -252,7 +252,11 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                 interface_factory=interface_factory,
                 host=host,
                 names=NameService(
-                    name, host, log, host_dns=host_dns if options.node.accept_dns else None
+                    name,
+                    host,
+                    log,
+                    host_dns=host_dns if options.node.accept_dns else None,
+                    fetch=client.dns_config,
                 ),
             )
             if options.metrics_listen is not None:  # before the server hears of the node

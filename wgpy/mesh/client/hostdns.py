@@ -160,9 +160,13 @@ class HostDNS:
 
     # -------------------------------------------------------------- apply and revert
 
-    async def apply(self, servers: Sequence[IPAddress], domains: Sequence[str]) -> Mode | None:
-        """Send the host's lookups of ``domains`` (the base domain first) to ``servers``
-        (the node's resolver); the mode used, or None if nothing was changed."""
+    async def apply(
+        self, servers: Sequence[IPAddress], domains: Sequence[str], routing: Sequence[str] = ()
+    ) -> Mode | None:
+        """Send the host's lookups of ``domains`` (the base domain, searched) and ``routing``
+        (the admin's split domains, not searched) to ``servers`` (the node's resolver); the
+        mode used, or None if nothing was changed. With resolvconf and direct the node takes
+        every lookup, so ``routing`` needs nothing there."""
         namespace = shared_with_host(self.path)
         if namespace is not None:
             self.log.warning(
@@ -179,7 +183,7 @@ class HostDNS:
         )
         try:
             if mode is Mode.RESOLVED:
-                await self._apply_resolved(servers[0], domains)
+                await self._apply_resolved(servers[0], domains, routing)
             elif mode is Mode.RESOLVCONF:
                 await self._apply_resolvconf(servers, domains)
             elif not self._apply_direct(servers, domains, text):
@@ -196,7 +200,11 @@ class HostDNS:
             return None
         self.mode = mode
         self.log.info(
-            "host DNS set", mode=str(mode), servers=[str(s) for s in servers], domains=domains
+            "host DNS set",
+            mode=str(mode),
+            servers=[str(s) for s in servers],
+            domains=list(domains),
+            routing=list(routing),
         )
         return mode
 
@@ -229,9 +237,11 @@ class HostDNS:
         if mode is not None:
             self.log.info("host DNS put back", mode=str(mode))
 
-    async def _apply_resolved(self, server: IPAddress, domains: Sequence[str]) -> None:
+    async def _apply_resolved(
+        self, server: IPAddress, domains: Sequence[str], routing: Sequence[str]
+    ) -> None:
         await self.run(resolved.dns(self.interface, server))
-        await self.run(resolved.domains(self.interface, [], list(domains)))
+        await self.run(resolved.domains(self.interface, list(routing), list(domains)))
         await self.run(resolved.default_route(self.interface, False))
 
     async def _apply_resolvconf(self, servers: Sequence[IPAddress], domains: Sequence[str]) -> None:

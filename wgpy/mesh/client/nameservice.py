@@ -8,7 +8,9 @@ the node's overlay addresses. Only queries from overlay or loopback sources are 
 (:func:`overlay_or_loopback`): a host on the underlay that routes to those addresses gets
 nothing, so the node is no open resolver. Names outside the base domain are forwarded to the
 servers the host's resolv.conf named before the node changed it (read after a crashed run's
-leftovers are undone).
+leftovers are undone), but names under the admin's split DNS domains (``wgpy server
+--dns-domain``, read from ``GET /api/v1/node/dns`` as the node starts), which go to their own
+resolvers.
 
 :meth:`NameService.start` runs once the first map is in (the base domain comes with the
 node's name); :meth:`NameService.update` after each map change (new overlay addresses or a
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ...dns.names import DEFAULT_BASE_DOMAIN, NameTable, build_table
@@ -28,7 +30,8 @@ from ...dns.ratelimit import RateLimiter
 from ...dns.resolver import Resolver
 from ...dns.server import Address, DNSServer
 from ...dns.upstreams import nameservers
-from .dns import name_table
+from .api import MeshClientError
+from .dns import name_table, split_domains
 from .hostdns import HostDNS
 from .netmap import IPInterface, NodeRecord, PeerRecord
 from .system import OVERLAY_NETWORKS, HostNetwork, HostNetworkError
@@ -64,6 +67,7 @@ class NameService:
         log: Any,
         *,
         host_dns: HostDNS | None,
+        fetch: Callable[[], Awaitable[Any]] | None = None,
         port: int = PORT,
         service_addresses: Sequence[IPInterface] = SERVICE_ADDRESSES,
     ) -> None:
@@ -71,6 +75,8 @@ class NameService:
         self.host = host
         self.log = log
         self.host_dns = host_dns  # None: --accept-dns=false, the host's DNS is left alone
+        self.fetch = fetch  # the server's DNS settings (NodeClient.dns_config): split domains
+        self.split: dict[str, list[Address]] = {}  # split domain -> its resolvers
         self.port = port
         self.service_addresses = tuple(service_addresses)
         self.resolver = Resolver(build_table(DEFAULT_BASE_DOMAIN, []))
@@ -105,12 +111,14 @@ class NameService:
         else:
             text = _read_resolv_conf()
         self.upstreams = nameservers(text, exclude=[*self._service, *own])
+        await self._read_split_domains()
         await self._listen([*self._service, *own])
         self.log.info(
             "resolver up",
             listening=[f"{a}:{p}" for a, p in self.listening],
             upstreams=[f"{a}:{p}" for a, p in self.upstreams],
             base_domain=self.table.base_domain,
+            split_domains={d: [a for a, _ in r] for d, r in self.split.items()},
         )
         self._started = True
         await self._point_host(node)
@@ -125,6 +133,7 @@ class NameService:
                 self.upstreams,
                 limiter=self._limiter,
                 allow=overlay_or_loopback,
+                routes=self.split,
             )
             try:
                 self.listening.append(await server.start(str(where), self.port))
@@ -144,7 +153,20 @@ class NameService:
         answering = [a for a in self._service if a in self._listeners]
         servers = answering or list(self._listeners)[:1]
         self._pointed = self.table.base_domain
-        await self.host_dns.apply(servers, [self.table.base_domain])
+        await self.host_dns.apply(servers, [self.table.base_domain], list(self.split))
+
+    async def _read_split_domains(self) -> None:
+        """The admin's split DNS domains, from the server (none from a server before them,
+        or if they cannot be read: logged)."""
+        if self.fetch is None:
+            return
+        try:
+            self.split = split_domains(await self.fetch(), self.table.base_domain)
+        except (MeshClientError, ValueError) as e:
+            self.log.info(
+                "no split DNS domains from the server",
+                error=getattr(e, "message", None) or str(e),
+            )
 
     @property
     def servers(self) -> list[DNSServer]:
