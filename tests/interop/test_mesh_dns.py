@@ -1,15 +1,15 @@
-"""Names on real mesh nodes: `wgpy server` and three nodes joined with `wgpy up` (nodes a and b
-of user alice, c of bob), each in a network namespace with a resolv.conf of its own
+"""Names on real mesh nodes: `wgpy server` and three nodes joined with `wgpy up` (nodes a and b of
+user alice, c of bob), each in a network namespace with a resolv.conf of its own
 (/etc/netns/NS/resolv.conf, which `ip netns exec` mounts over /etc/resolv.conf: the node takes
-the "direct" mode and edits that file).
-
-Through the host's own resolver path (glibc's getaddrinfo inside the namespace): every node
-resolves the others' full names (HOST.USER.BASE), HOST.USER and short names (the base domain
-searched); a name outside the mesh is forwarded to the upstream resolver the namespace had
-(dnslib's zone resolver, in the hub namespace); `ping c`, `wgpy ping c.bob` and `wgpy
-status` use the names; a query from the underlay gets no answer,
-though the address answers pings; after `wgpy down` each resolv.conf is back byte for byte,
-also after a daemon was killed (SIGKILL): put back by `wgpy down`, or by the next `wgpy up`.
+the "direct" mode and edits that file). Through the host's own resolver path (glibc's
+getaddrinfo inside the namespace): every node resolves the others' full names (HOST.USER.BASE),
+HOST.USER and short names (the base domain searched); a name outside the mesh is forwarded to
+the upstream resolver the namespace had (dnslib's zone resolver, in the hub namespace), and one
+under the server's split DNS domain (`wgpy server --dns-domain corp.example=ADDRESS`) to that
+domain's resolver; `ping c`, `wgpy ping c.bob` and `wgpy status` use the names; a query from the
+underlay gets no answer, though the address answers pings; after `wgpy down` each resolv.conf is
+back byte for byte, also after a daemon was killed (SIGKILL): put back by `wgpy down`, or by the
+next `wgpy up`.
 
 The resolver's answer time, seen from a client in the node's namespace asking
 100.100.100.100 one query at a time, is printed (p50/p99; `pytest -s` shows it).
@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 BASE = "mesh.internal"
 UPSTREAM_ZONE = "www.example.test. 60 IN A 192.0.2.80\n"
+CORP = "10.99.0.2"  # the split domain's resolver (another address of the hub)
+CORP_ZONE = "db.corp.example. 60 IN A 10.1.0.7\n"
 # what each namespace's resolv.conf holds before `wgpy up`: the upstream, a search domain and
 # options, so that "byte for byte" covers every kind of line
 RESOLV_CONF = (
@@ -86,7 +88,7 @@ except TimeoutError:
 
 @pytest.fixture
 def mesh(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Mesh]:
-    mesh = Mesh(lab)
+    mesh = Mesh(lab, server_args=("--dns-domain", f"corp.example={CORP}"))
     request.node.mesh = mesh
     yield mesh
 
@@ -121,7 +123,20 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
          "--address", HUB4, "--port", "53", "--tcp"],
         log="upstream",
     )  # fmt: skip
-    wait_for(lambda: "Starting Zone Resolver" in upstream.output(), timeout=20, what="upstream")
+    mesh.hub.ip("addr", "add", f"{CORP}/24", "dev", "br0")
+    corp_zone = tmp_path / "corp.zone"
+    corp_zone.write_text(CORP_ZONE)
+    corp = mesh.hub.spawn(
+        [sys.executable, "-m", "dnslib.zoneresolver", "--zone", str(corp_zone),
+         "--address", CORP, "--port", "53"],
+        log="corp",
+    )  # fmt: skip
+    for process in (upstream, corp):
+        wait_for(
+            lambda process=process: "Starting Zone Resolver" in process.output(),  # type: ignore[misc]
+            timeout=20,
+            what="the upstream resolvers",
+        )
 
     alice, bob = mesh.auth_key("alice", "--reusable"), mesh.auth_key("bob")
     policy = tmp_path / "policy.json"  # everyone reaches everyone (two users)
@@ -155,8 +170,10 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
             full = f"{other}.{users[other]}.{BASE}"
             for name in (full, f"{other}.{users[other]}", other):
                 assert resolve(node, name) == expected, f"{me} resolving {name}"
-        # a name outside the mesh: forwarded to the namespace's upstream
+        # a name outside the mesh: forwarded to the namespace's upstream; one under the split
+        # domain (wgpy server --dns-domain) to that domain's resolver
         assert resolve(node, "www.example.test") == "192.0.2.80"
+        assert resolve(node, "db.corp.example") == "10.1.0.7"
         assert resolve(node, f"nobody.{BASE}").startswith("error")
 
     # names where users type them: the system's ping, `wgpy ping` and `wgpy status` on a
@@ -171,6 +188,7 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
     # (glibc's search list makes nobody.mesh.internal.lab.example, which is not one)
     log = upstream.output()
     assert "www.example.test" in log and f".{BASE}.'" not in log
+    assert "'db.corp.example.'" not in log and "'db.corp.example.'" in corp.output()
 
     # the underlay gets no answer: the hub routes to node a's resolver through its underlay
     # address; the address answers pings, the resolver stays silent
