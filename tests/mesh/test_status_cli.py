@@ -452,3 +452,8 @@ def test_the_table_has_each_dns_name(tmp_path: Path) -> None:
     assert lines[0].split()[:4] == ["100.64.0.1", "laptop", "alice", "laptop.alice.mesh.internal"]
     assert lines[1].split()[:4] == ["100.64.0.2", "nas", "alice", "nas.alice.mesh.internal"]
     assert lines[2].split()[:4] == ["100.64.0.10", "pi", "alice", "-"]
+    # from a server without names, no column for them
+    state.write_node({"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1"})
+    state.write_peers([{k: v for k, v in p.items() if k != "name"} for p in peers])
+    _, out, _ = run("status", "--state-dir", str(state.path))
+    assert out.splitlines()[1].split()[:4] == ["100.64.0.2", "nas", "alice", "online;"]

@@ -126,9 +126,11 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         "name": str(node.get("name") or "-"),
     }
     ordered = sorted(rows, key=lambda r: _address_key(r["ipv4"]))
+    named = any(r["name"] not in (None, "-") for r in [me, *ordered])  # a server with names
     widths = {
         column: min(limit, max(len(r[column] or "-") for r in [me, *ordered]))
         for column, limit in COLUMN_LIMITS.items()
+        if column != "name" or named
     }
     lines = [(me, f"this node: {settings.interface}, {running}, server {settings.server_url}")]
     lines += [(row, _describe(row, now)) for row in ordered]
@@ -152,7 +154,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 # columns of the table and their widest (a longer name is cut, with "…" as its last mark;
-# --json has it whole); name: the DNS name, HOST.USER.BASE ("-" from a server without names)
+# --json has it whole); name: the DNS name, HOST.USER.BASE ("-" for a node without one; no
+# column at all from a server without names)
 COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16, "name": 48}
 KEY_EXPIRY_WARNING = 7 * 86400  # seconds before the node's key expires that status warns
 
