@@ -19,7 +19,9 @@ What each message asks of the node (which peers to add, change or remove, whethe
 expired) is worked out without I/O by :mod:`wgpy.mesh.client.reconcile`, one function per
 message type; this module keeps the lifecycle (login, the stream, backoff, endpoints) and
 applies the operations, the device's in one place (:meth:`MeshNode._apply_to_device`); the
-host's addresses and routes are :mod:`wgpy.mesh.client.hostnet`'s.
+host's addresses and routes are :mod:`wgpy.mesh.client.hostnet`'s, and the node's resolver
+(``names``, :mod:`wgpy.mesh.client.nameservice`) starts once the first map is applied and
+hears of every change after it.
 
 Each peer's policy flags are kept: :meth:`MeshNode.inbound_allowed` says whether a peer may
 start flows to this node, and a peer that may not gets a reply-only inbound filter in the
