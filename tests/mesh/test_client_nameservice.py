@@ -281,3 +281,28 @@ async def test_split_domains_from_the_server_are_routed_to_the_node(tmp_path: Pa
         ]
     finally:
         await service.close()
+
+
+async def test_a_service_address_a_node_holds_stays_that_nodes(tmp_path: Path) -> None:
+    """A node registered before the addresses were reserved may have fd7a:115c:a1e0::53 (its
+    index was 83): the resolver does not take it from that peer."""
+    host = FakeHost()
+    held = parse_peer(
+        {"public_key": key(83), "hostname": "old", "user": "bob",
+         "name": "old.bob.mesh.internal",
+         "addresses": ["100.64.0.83/32", "fd7a:115c:a1e0::53/128"]}
+    )  # fmt: skip
+    loopback = ipaddress.ip_interface("127.0.0.1/32")
+    service = NameService(
+        "wgpy0",
+        host,
+        LOG,
+        host_dns=None,
+        port=0,
+        service_addresses=[loopback, ipaddress.ip_interface("fd7a:115c:a1e0::53/128")],
+    )
+    await service.start(NODE, [held])
+    try:
+        assert host.addresses == [loopback]
+    finally:
+        await service.close()

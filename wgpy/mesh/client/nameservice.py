@@ -31,7 +31,7 @@ from ...dns.resolver import Resolver
 from ...dns.server import Address, DNSServer
 from ...dns.upstreams import nameservers
 from .api import MeshClientError
-from .dns import name_table, split_domains
+from .dns import name_table, overlay_addresses, split_domains
 from .hostdns import HostDNS
 from .netmap import IPInterface, NodeRecord, PeerRecord
 from .system import OVERLAY_NETWORKS, HostNetwork, HostNetworkError
@@ -96,9 +96,19 @@ class NameService:
 
     async def start(self, node: NodeRecord, peers: Iterable[PeerRecord]) -> None:
         """Listen, and point the host's resolver here."""
+        peers = list(peers)
         self.update(node, peers)
         own = self._own = [a.ip for a in node.addresses]
+        # a node registered before the service addresses were reserved may hold one (index
+        # 83: fd7a:115c:a1e0::53): then it stays that node's, and the resolver does without
+        held = {*own, *(a for p in peers for a in overlay_addresses(p))}
         for address in self.service_addresses:
+            if address.ip in held:
+                self.log.warning(
+                    "a node of the mesh has the resolver's service address: not used",
+                    address=str(address.ip),
+                )
+                continue
             try:
                 await self.host.add_address(self.interface, address)
             except HostNetworkError as e:
