@@ -9,7 +9,7 @@ under the server's split DNS domain (`wgpy server --dns-domain corp.example=ADDR
 domain's resolver; `ping c`, `wgpy ping c.bob` and `wgpy status` use the names; a query from the
 underlay gets no answer, though the address answers pings; after `wgpy down` each resolv.conf is
 back byte for byte, also after a daemon was killed (SIGKILL): put back by `wgpy down`, or by the
-next `wgpy up`.
+next `wgpy up`; a fourth node with `--accept-dns=false` leaves its resolv.conf alone.
 
 The resolver's answer time, seen from a client in the node's namespace asking
 100.100.100.100 one query at a time, is printed (p50/p99; `pytest -s` shows it).
@@ -216,6 +216,20 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
             f"\nresolver answer time, {what}: p50 {statistics.median(times) * 1e3:.2f} ms, "
             f"p99 {percentile(times, 0.99) * 1e3:.2f} ms ({len(times)} queries)"
         )
+
+    # --accept-dns=false: the host's resolver is left alone; the node's still answers
+    d = mesh.add_node("d")
+    d_conf = own_resolv_conf(lab, d)
+    d.ns.run(
+        [WGPY, "up", "--login-server", mesh.url(), "--state-dir", str(d.state_dir),
+         "--interface", d.ifname, "--hostname", "d", "--auth-key", alice, "--accept-dns=false"],
+        timeout=90,
+    )  # fmt: skip
+    assert d_conf.read_text() == RESOLV_CONF
+    answer = d.ns.run([sys.executable, "-c", TIMING, f"a.alice.{BASE}", "1", "100.100.100.100"])
+    assert len(json.loads(answer.stdout)) == 1
+    mesh.down(d)
+    assert d_conf.read_text() == RESOLV_CONF
 
     # a daemon killed outright leaves the file as it wrote it: `wgpy down` puts it back (a),
     # and so does the next `wgpy up`, which then writes it again (b)
