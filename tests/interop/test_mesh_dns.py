@@ -183,6 +183,10 @@ def test_names_resolve_on_every_node_and_the_host_resolver_is_put_back(
     assert pong.startswith(f"pong from c ({c.ipv4}) via direct "), pong
     table = a.ns.run([WGPY, "status", "--state-dir", str(a.state_dir)]).stdout
     assert re.search(rf"{re.escape(c.ipv4)}\s+c\s+bob\s+c\.bob\.{re.escape(BASE)}\s", table)
+    assert (
+        f"# DNS: names under {BASE} answered at 100.100.100.100 (also corp.example, "
+        "forwarded); /etc/resolv.conf sends every name here\n"
+    ) in table
 
     # the upstream was asked by the nodes (their underlay addresses), never for a mesh name
     # (glibc's search list makes nobody.mesh.internal.lab.example, which is not one)

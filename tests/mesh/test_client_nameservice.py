@@ -186,10 +186,23 @@ async def test_the_service_answers_from_the_map_and_sets_the_host_up(tmp_path: P
     host = FakeHost()
     loopback = ipaddress.ip_interface("127.0.0.1/32")
     service = NameService(
-        "wgpy0", host, LOG, host_dns=host_dns(tmp_path), port=0, service_addresses=[loopback]
+        "wgpy0",
+        host,
+        LOG,
+        host_dns=host_dns(tmp_path),
+        state=StateDir(tmp_path / "state"),
+        port=0,
+        service_addresses=[loopback],
     )
     await service.start(NODE, [peer(2, "nas")])
     try:
+        assert StateDir(tmp_path / "state").read_dns() == {
+            "listening": ["127.0.0.1"],
+            "base_domain": "mesh.internal",
+            "split_domains": {},
+            "accept_dns": True,
+            "host": "direct",
+        }
         assert host.addresses == [loopback]  # the service address, put on the interface
         assert service.upstreams == [("192.0.2.53", 53)]  # read before the file was changed
         port = service.listening[0][1]

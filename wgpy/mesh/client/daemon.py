@@ -257,6 +257,7 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     log,
                     host_dns=host_dns if options.node.accept_dns else None,
                     fetch=client.dns_config,
+                    state=state,
                 ),
             )
             if options.metrics_listen is not None:  # before the server hears of the node

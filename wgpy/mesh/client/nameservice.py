@@ -34,6 +34,7 @@ from .api import MeshClientError
 from .dns import name_table, overlay_addresses, split_domains
 from .hostdns import HostDNS
 from .netmap import IPInterface, NodeRecord, PeerRecord
+from .state import StateDir, StateError
 from .system import OVERLAY_NETWORKS, HostNetwork, HostNetworkError
 
 __all__ = ["SERVICE_ADDRESSES", "NameService", "overlay_or_loopback"]
@@ -68,6 +69,7 @@ class NameService:
         *,
         host_dns: HostDNS | None,
         fetch: Callable[[], Awaitable[Any]] | None = None,
+        state: StateDir | None = None,
         port: int = PORT,
         service_addresses: Sequence[IPInterface] = SERVICE_ADDRESSES,
     ) -> None:
@@ -77,6 +79,7 @@ class NameService:
         self.host_dns = host_dns  # None: --accept-dns=false, the host's DNS is left alone
         self.fetch = fetch  # the server's DNS settings (NodeClient.dns_config): split domains
         self.split: dict[str, list[Address]] = {}  # split domain -> its resolvers
+        self.state = state  # where dns.json tells `wgpy status` what the resolver does
         self.port = port
         self.service_addresses = tuple(service_addresses)
         self.resolver = Resolver(build_table(DEFAULT_BASE_DOMAIN, []))
@@ -132,6 +135,7 @@ class NameService:
         )
         self._started = True
         await self._point_host(node)
+        self._save()
 
     async def _listen(self, addresses: Sequence[IPAddress]) -> None:
         """Listen on each of ``addresses`` not listened on yet (failures are logged)."""
@@ -164,6 +168,24 @@ class NameService:
         servers = answering or list(self._listeners)[:1]
         self._pointed = self.table.base_domain
         await self.host_dns.apply(servers, [self.table.base_domain], list(self.split))
+
+    def _save(self) -> None:
+        """Tell `wgpy status` where the resolver answers and how the host points at it."""
+        if self.state is None:
+            return
+        mode = self.host_dns.mode if self.host_dns is not None else None
+        try:
+            self.state.write_dns(
+                {
+                    "listening": [str(a) for a in self._listeners],
+                    "base_domain": self.table.base_domain,
+                    "split_domains": {d: [a for a, _ in r] for d, r in self.split.items()},
+                    "accept_dns": self.host_dns is not None,
+                    "host": None if mode is None else str(mode),
+                }
+            )
+        except StateError as e:
+            self.log.warning("cannot save the resolver's state", error=e.message)
 
     async def _read_split_domains(self) -> None:
         """The admin's split DNS domains, from the server (none from a server before them,
@@ -208,6 +230,7 @@ class NameService:
             assert self.host_dns is not None
             await self.host_dns.revert()
             await self._point_host(node)
+        self._save()
         self.log.info(
             "resolver changed",
             listening=[str(a) for a in self._listeners],

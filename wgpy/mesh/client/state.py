@@ -16,6 +16,8 @@ file               mode  holds
 ``daemon.pid``     0644  ``PID START`` of the running daemon (START: its start time in
                          clock ticks, so a recycled PID is never mistaken for it)
 ``wgpy.log``       0600  the daemon's log
+``dns.json``       0600  the node's resolver as the daemon runs it (``wgpy status``):
+                         ``{"listening", "base_domain", "split_domains", "host"}``
 ``resolv.conf.pre-wgpy``
                    0600  /etc/resolv.conf as it was before the node wrote it (direct DNS
                          mode, :mod:`wgpy.mesh.client.hostdns`); put back and removed at
@@ -68,13 +70,14 @@ NODE_FILE = "node.json"
 PEERS_FILE = "peers.json"  # the netmap's peers as the daemon last applied them (wgpy status)
 CONTROL_FILE = "control.json"  # the control plane's state as the daemon last saw it
 NAT_FILE = "nat.json"  # the NAT's mapping lifetime, the keepalive, the STUN mux's "drops"
+DNS_FILE = "dns.json"  # the node's resolver: where it answers, and how the host points at it
 PID_FILE = "daemon.pid"
 LOG_FILE = "wgpy.log"
 RESOLV_BACKUP_FILE = "resolv.conf.pre-wgpy"  # not forgotten by logout: it is the host's
 _FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, PID_FILE,
-           NAT_FILE)  # fmt: skip
+           NAT_FILE, DNS_FILE)  # fmt: skip
 _PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, LOG_FILE,
-            NAT_FILE)  # fmt: skip
+            NAT_FILE, DNS_FILE)  # fmt: skip
 
 # the control plane's states (control.json)
 CONNECTING = "connecting"  # logging in, before the first map
@@ -326,6 +329,14 @@ class StateDir:
     def write_nat(self, nat: dict[str, Any]) -> None:
         data = json.dumps(nat, indent=1).encode() + b"\n"
         self._write_private(NAT_FILE, data, "the NAT state")
+
+    def read_dns(self) -> dict[str, Any] | None:
+        data = self._read_json(DNS_FILE)
+        return data if isinstance(data, dict) else None
+
+    def write_dns(self, dns: dict[str, Any]) -> None:
+        data = json.dumps(dns, indent=1).encode() + b"\n"
+        self._write_private(DNS_FILE, data, "the resolver's state")
 
     def read_resolv_backup(self) -> bytes | None:
         """The host's resolv.conf as it was before the node wrote it (None: not written)."""
