@@ -40,3 +40,14 @@ def test_split_dns_commands() -> None:
 )
 def test_which_hosts_resolved_manages(text: str, stub: bool) -> None:
     assert resolved.manages_resolv_conf(text) is stub
+
+
+def test_search_domains_are_plain_and_not_repeated_as_routing_ones() -> None:
+    assert resolved.domains("wg0", ["mesh.internal", "corp.example"], ["mesh.internal."]) == [
+        "resolvectl",
+        "domain",
+        "wg0",
+        "mesh.internal",
+        "~corp.example",
+    ]
+    assert resolved.domains("wg0", [], ["mesh.internal"])[3:] == ["mesh.internal"]

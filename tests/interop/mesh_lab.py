@@ -96,6 +96,7 @@ class Mesh:
     lab: Lab
     database_url: str | None = None
     replicas: int = 1
+    server_args: tuple[str, ...] = ()  # more options for `wgpy server`
     hub: Namespace = field(init=False)
     servers: dict[int, Process] = field(init=False, default_factory=dict)
     nodes: dict[str, MeshNode] = field(init=False, default_factory=dict)
@@ -129,7 +130,7 @@ class Mesh:
     def start_server(self, replica: int = 0) -> Process:
         listen = f"{HUB4}:{SERVER_PORT + replica}"
         process = self.hub.spawn(
-            [WGPY, "server", "--listen", listen, *self._database_args()],
+            [WGPY, "server", "--listen", listen, *self._database_args(), *self.server_args],
             log=f"server{replica}",
         )
         self.servers[replica] = process

@@ -114,7 +114,11 @@ def test_three_nodes_ping_each_other_and_a_policy_separates_one_pair(
         assert peers[node.name]["latest_handshake"] and peers[node.name]["rx_bytes"] > 0
     table = a.ns.run([WGPY, "status", "--state-dir", str(a.state_dir)]).stdout
     assert f"this node: {a.ifname}, running" in table
-    assert re.search(rf"{re.escape(b.ipv4)}\s+b\s+alice\s+online; direct {b.underlay}:41641", table)
+    assert re.search(
+        rf"{re.escape(b.ipv4)}\s+b\s+alice\s+b\.alice\.mesh\.internal\s+online; direct "
+        rf"{b.underlay}:41641",
+        table,
+    )
     # `wgpy ping b` on a: the pong came over the direct path, which ends the run
     pong = a.ns.run([WGPY, "ping", "b", "--state-dir", str(a.state_dir)]).stdout
     assert re.fullmatch(

@@ -135,6 +135,30 @@ def test_up_takes_a_shorter_nat_keepalive(tmp_path: Path) -> None:
     assert not options.node.measure_lifetime  # the user's interval wins
 
 
+def test_up_accepts_dns_unless_told_not_to_and_remembers(tmp_path: Path) -> None:
+    base = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
+    cases: list[tuple[list[str], bool]] = [
+        ([], True),
+        (["--accept-dns"], True),
+        (["--accept-dns=false"], False),
+        (["--accept-dns", "no"], False),
+        (["--accept-dns=1"], True),
+    ]
+    for given, expected in cases:
+        options, _ = mesh.prepare_up(up_args(*base, "--auth-key", "k", *given), environment())
+        assert options.node.accept_dns is expected, given
+    # kept for the next up, which is told nothing
+    StateDir(tmp_path / "s").write_settings(
+        Settings("https://mesh.example", "wgm7", 5000, "box", accept_dns=False)
+    )
+    options, _ = mesh.prepare_up(up_args(*base, "--auth-key", "k"), environment())
+    assert options.node.accept_dns is False
+    assert Settings.from_json({"server_url": "u", "interface": "i", "listen_port": 1,
+                               "hostname": "h"}).accept_dns  # fmt: skip
+    with pytest.raises(SystemExit):
+        up_args(*base, "--accept-dns=maybe")
+
+
 # ------------------------------------------------------------------ down and logout
 
 

@@ -7,6 +7,7 @@ The client is dnslib's (``DNSRecord.send``), run in a thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -194,3 +195,19 @@ async def test_close_ends_open_tcp_connections() -> None:
     await asyncio.wait_for(server.close(), 5)
     assert await asyncio.wait_for(reader.read(), 2) == b""
     writer.close()
+
+
+async def test_sources_it_does_not_allow_get_nothing_and_are_counted() -> None:
+    """With ``allow`` (the node's: overlay and loopback sources), any other source is
+    dropped over UDP, and its TCP connection closed before a query is read."""
+    server = node([], allow=lambda source: source != "127.0.0.1")
+    async with serving(server) as address:
+        query = bytes(DNSRecord.question("laptop.alice.mesh.internal").pack())
+        assert await udp_send(address, [query, query], wait=0.3) == []
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(struct.pack("!H", len(query)) + query)
+        with contextlib.suppress(ConnectionResetError):  # closed with the query unread
+            assert await reader.read(2) == b""  # closed
+        writer.close()
+        assert server.resolver.drops[DropReason.SOURCE] == 3
+        assert server.resolver.answered == 0

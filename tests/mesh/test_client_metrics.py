@@ -5,12 +5,14 @@ registry scraped over HTTP and parsed with prometheus-client's text parser."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import socket
 from pathlib import Path
 
 import aiohttp
+from dnslib import DNSRecord
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -18,14 +20,16 @@ from prometheus_client.samples import Sample
 from wgpy import metrics
 from wgpy.endpoint import Endpoint
 from wgpy.keys import key_to_base64
+from wgpy.log import get_logger
 from wgpy.mesh.client.daemon import DaemonOptions, options_pipe, read_options, serve
 from wgpy.mesh.client.metrics import NodeMetrics
+from wgpy.mesh.client.nameservice import NameService
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import StateDir
 from wgpy.mesh.server.metrics import ServerMetrics
 
 from .conftest import ServerConfig, running
-from .fakes import until
+from .fakes import FakeHost, until
 from .test_client_real_server import Node
 
 
@@ -99,6 +103,51 @@ async def test_a_node_exposes_its_peers_path_and_drops(
             }
             assert sum(wireguard.values()) == 2
         finally:
+            await runner.cleanup()
+            await a.stop()
+            await b.stop()
+
+
+async def test_the_resolvers_queries_and_drops(config: ServerConfig, tmp_path: Path) -> None:
+    """The node's resolver (nameservice.py, here on loopback): its answers, its forwards and
+    its drops by reason, as the node's metrics."""
+    async with running(config) as r:
+        await r.admin.user("alice")
+        auth = await r.admin.auth_key("alice", reusable=True)
+        a, b = Node(r.url, tmp_path, "laptop", auth), Node(r.url, tmp_path, "phone", auth)
+        node_a = await a.start()
+        await b.start()
+        names = node_a.names = NameService(
+            "wgm0",
+            FakeHost(),
+            get_logger(),
+            host_dns=None,
+            port=0,
+            service_addresses=[ipaddress.ip_interface("127.0.0.1/32")],
+        )
+        runner = await metrics.serve(NodeMetrics(node_a).registry, "127.0.0.1", 0)
+        try:
+            await until(lambda: b.public in node_a.device.peers, 3.0, "laptop sees phone")
+            assert node_a.self_node is not None
+            await names.start(node_a.self_node, node_a.peers.values())
+            address = names.listening[0]
+            query = DNSRecord.question("phone.alice.mesh.internal")
+            reply = await asyncio.to_thread(query.send, *address, timeout=5)
+            assert [str(rr.rdata) for rr in DNSRecord.parse(reply).rr] == [
+                str(node_a.peers[b.public].allowed_ips[0].network_address)
+            ]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"\x00" * 5, address)  # too short to be a query
+                sock.sendto(b"\x00" * 600, address)  # longer than a query can be
+            await until(lambda: sum(names.resolver.drops.values()) == 2, 3.0, "two drops")
+            samples = await scrape(r.session, metrics.url_of(runner))
+            assert one(samples, "wgpy_node_dns_queries_total", outcome="answered") == 1
+            assert one(samples, "wgpy_node_dns_queries_total", outcome="forwarded") == 0
+            assert one(samples, "wgpy_node_dns_names") == len(names.table.names) >= 4
+            for reason in ("malformed", "oversized"):
+                assert one(samples, "wgpy_node_drops_total", layer="dns", reason=reason) == 1
+        finally:
+            await names.close()
             await runner.cleanup()
             await a.stop()
             await b.stop()

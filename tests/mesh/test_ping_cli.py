@@ -187,3 +187,27 @@ def test_the_path_of_a_pong_is_the_one_the_node_uses_at_that_moment(
     assert pinger.no_pong_reason(dict(PEERS[0], online=False)) == ": peer offline"
     state.write_control({"state": "unreachable", "since": time.time(), "error": None})
     assert pinger.no_pong_reason(online) == ": the coordination server is unreachable"
+
+
+NAMED: list[dict[str, Any]] = [
+    {"public_key": "N" * 43 + "=", "hostname": "laptop", "user": "alice",
+     "name": "laptop.alice.mesh.internal", "addresses": ["100.64.0.7/32"]},
+    {"public_key": "M" * 43 + "=", "hostname": "laptop", "user": "bob",
+     "name": "laptop.bob.mesh.internal", "addresses": ["100.64.0.8/32"]},
+    {"public_key": "L" * 43 + "=", "hostname": "nas", "user": "bob",
+     "name": "nas.bob.mesh.internal", "addresses": ["100.64.0.9/32"]},
+]  # fmt: skip
+
+
+def test_a_peer_is_found_by_its_dns_name_as_the_resolver_answers_it() -> None:
+    """Full name, HOST.USER, or the short HOST (of two users' hosts, this node's user's)."""
+    assert find_peer(NAMED, "laptop.bob.mesh.internal") is NAMED[1]
+    assert find_peer(NAMED, "Laptop.Bob.Mesh.Internal.") is NAMED[1]
+    assert find_peer(NAMED, "laptop.alice") is NAMED[0]
+    assert find_peer(NAMED, "nas") is NAMED[2]
+    assert find_peer(NAMED, "laptop", "alice") is NAMED[0]
+    assert find_peer(NAMED, "laptop", "bob") is NAMED[1]
+    with pytest.raises(CommandError, match="2 peers are called laptop"):
+        find_peer(NAMED, "laptop", "carol")
+    with pytest.raises(CommandError, match=r"no peer called laptop\.carol"):
+        find_peer(NAMED, "laptop.carol")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from wgpy.mesh.server import migrations
 from wgpy.mesh.server.auth import Credential, parse_credential
 from wgpy.mesh.server.db import Change, DatabaseUnavailable
 from wgpy.mesh.server.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from wgpy.mesh.server.models import MAX_ADDR_INDEX
+from wgpy.mesh.server.models import MAX_ADDR_INDEX, RESERVED_ADDR_INDEXES
 from wgpy.mesh.server.store import Store, open_store
 from wgpy.mesh.server.store.users import UserRepository
 
@@ -241,6 +242,36 @@ async def test_a_deleted_nodes_address_is_not_reused_soon(backend: str, database
             )
         d, _ = await store.nodes.register(key, new_public_key(), "d")
         assert d.addr_index == 2
+
+
+async def test_the_resolvers_service_addresses_are_never_a_nodes(
+    backend: str, database: Database
+) -> None:
+    """100.100.100.100 and fd7a:115c:a1e0::53 are every node's own resolver: the counter
+    steps over their indexes, and so does the search for a gap at the pool's end."""
+    v6_index, v4_index = sorted(RESERVED_ADDR_INDEXES)
+    async with opened(database) as store:
+        await store.users.create("alice")
+        key = await new_key(store, reusable=True)
+        for before in (v6_index - 1, v4_index - 1):
+            async with store.db.transaction() as tx:
+                await tx.execute("UPDATE counters SET value = ? WHERE name = 'addr_index'", before)
+            node, _ = await store.nodes.register(key, new_public_key(), f"n{before}")
+            assert node.addr_index == before + 2
+        assert str(node.ipv4) == "100.100.100.101"
+        assert node.ipv6 != ipaddress.IPv6Address("fd7a:115c:a1e0::53")
+        async with store.db.transaction() as tx:  # a node just below a reserved index
+            await tx.execute("UPDATE nodes SET addr_index = ? WHERE hostname = ?", 1, node.hostname)
+            await tx.execute(
+                "UPDATE nodes SET addr_index = ? WHERE hostname = ?",
+                v6_index - 1,
+                f"n{v6_index - 1}",
+            )
+            await tx.execute(
+                "UPDATE counters SET value = ? WHERE name = 'addr_index'", MAX_ADDR_INDEX
+            )
+        gap, _ = await store.nodes.register(key, new_public_key(), "gap")
+        assert gap.addr_index == 2
 
 
 async def test_login_refuses_another_nodes_key_and_expired_nodes(

@@ -13,6 +13,7 @@ import pytest
 
 from wgpy.cli import Environment, ExitStatus, main
 from wgpy.cli import status as status_module
+from wgpy.cli.status import dns_line
 from wgpy.keys import key_to_base64
 from wgpy.mesh.client.state import Settings, StateDir
 from wgpy.uapi.client import DeviceState, PeerState
@@ -62,7 +63,7 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
                               "ipv6": "fd7a:115c:a1e0::1", "interface": "wgpy0",
                               "server": "https://mesh.example", "running": False,
                               "control": None, "problem": None, "expires_at": None,
-                              "expiry_warning": None, "nat": None,
+                              "expiry_warning": None, "nat": None, "dns": None,
                               "relay": None, "relay_problem": None}  # fmt: skip
     assert [p["hostname"] for p in report["peers"]] == ["pi", "nas"]
     assert report["peers"][0]["latest_handshake"] is None
@@ -438,3 +439,46 @@ def test_json_gives_the_names_the_map_gave(tmp_path: Path) -> None:
         "pi": "pi.alice.mesh.internal",
         "nas": None,  # no name saved (a server before names)
     }
+
+
+def test_the_table_has_each_dns_name(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    state.write_node({"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1",
+                      "name": "laptop.alice.mesh.internal"})  # fmt: skip
+    peers = state.read_peers()
+    peers[1]["name"] = "nas.alice.mesh.internal"  # pi has none (a server before names)
+    state.write_peers(peers)
+    status, out, err = run("status", "--state-dir", str(state.path))
+    assert status == ExitStatus.SUCCESS, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["100.64.0.1", "laptop", "alice", "laptop.alice.mesh.internal"]
+    assert lines[1].split()[:4] == ["100.64.0.2", "nas", "alice", "nas.alice.mesh.internal"]
+    assert lines[2].split()[:4] == ["100.64.0.10", "pi", "alice", "-"]
+    # from a server without names, no column for them
+    state.write_node({"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1"})
+    state.write_peers([{k: v for k, v in p.items() if k != "name"} for p in peers])
+    _, out, _ = run("status", "--state-dir", str(state.path))
+    assert out.splitlines()[1].split()[:4] == ["100.64.0.2", "nas", "alice", "online;"]
+
+
+def test_the_resolver_in_one_line() -> None:
+    dns = {"listening": ["100.100.100.100", "100.64.0.1"], "base_domain": "mesh.internal",
+           "split_domains": {}, "accept_dns": True, "host": "direct"}  # fmt: skip
+    assert dns_line(dns) == (
+        "DNS: names under mesh.internal answered at 100.100.100.100; /etc/resolv.conf sends "
+        "every name here"
+    )
+    split = {**dns, "split_domains": {"corp.example": ["10.1.0.53"]}, "host": "resolved"}
+    assert dns_line(split) == (
+        "DNS: names under mesh.internal answered at 100.100.100.100 (also corp.example, "
+        "forwarded); systemd-resolved sends them here (split DNS)"
+    )
+    assert dns_line({**dns, "accept_dns": False, "host": None}) == (
+        "DNS: names under mesh.internal answered at 100.100.100.100; the host's DNS left alone "
+        "(--accept-dns=false)"
+    )
+    assert dns_line({**dns, "host": None}).endswith("the host's DNS not changed (see the log)")
+    assert dns_line({**dns, "listening": []}) == (
+        "DNS: the node's resolver listens nowhere (see the log)"
+    )
+    assert dns_line(None) is None and dns_line({"listening": "x"}) is None

@@ -13,13 +13,17 @@
     few seconds, and Ctrl-C stops the daemon (nothing is left registering in the
     background). ``--foreground`` keeps the node attached, logging to stderr; otherwise the
     daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
-    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there. A plain
+    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there.
+    ``--accept-dns[=BOOL]`` (default true, kept for the next up) points the host's resolver
+    at the node's, which answers mesh names (:mod:`wgpy.mesh.client.nameservice`). A plain
     ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
     settings are kept, nothing is sent to the server), so the next ``wgpy up`` without a key
-    brings it back with the same name and addresses.
+    brings it back with the same name and addresses. The host's DNS settings are put back by
+    the daemon as it stops; those of a daemon that did not stop cleanly (its copy of
+    /etc/resolv.conf in the state directory), by ``down``.
 
 ``wgpy logout [--state-dir DIR]``
     Stop the daemon if it runs, log out at the server if it answers, and delete the node
@@ -44,7 +48,7 @@ from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
 from wgpy.machinecert import MachineCertError
-from wgpy.mesh.client import daemon
+from wgpy.mesh.client import daemon, hostdns
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
 from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.node import NodeConfig
@@ -133,6 +137,17 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     group.add_argument(
+        "--accept-dns",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        help="point this host's resolver at the node's (at 100.100.100.100) so that mesh names "
+        "resolve: systemd-resolved's split DNS, else resolvconf, else /etc/resolv.conf, all "
+        "put back at down (default true; =false leaves the host's DNS alone); kept for the "
+        "next up",
+    )
+    group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
     )
 
@@ -171,6 +186,15 @@ def _keepalive(text: str) -> float:
     if not 1 <= seconds <= 3600:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 1 to 3600")
     return seconds
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _port(text: str) -> int:
@@ -260,6 +284,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         measure_lifetime=args.nat_keepalive is None,  # the user's interval wins
         machine_cert=machine_cert,
         machine_key=machine_key,
+        accept_dns=_accept_dns(args, previous),
     )
     metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(
@@ -272,6 +297,14 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         else listen_address(metrics_listen, "--metrics-listen", 9091),
     )
     return options, state
+
+
+def _accept_dns(args: argparse.Namespace, previous: Settings | None) -> bool:
+    """--accept-dns as given, else as the last up had it, else on (as Tailscale's)."""
+    given = getattr(args, "accept_dns", None)
+    if given is not None:
+        return bool(given)
+    return previous.accept_dns if previous is not None else True
 
 
 def _machine_identity(
@@ -407,8 +440,26 @@ def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
     except StateError as e:
         raise CommandError(e.message) from None
     if not daemon.stop(state, settings, lambda text: _echo(env, text)):
+        if _put_back_dns(state, settings, env):  # a node that did not stop cleanly
+            return ExitStatus.SUCCESS
         raise CommandError(f"no mesh node is up on {state.path}")
     return ExitStatus.SUCCESS
+
+
+def _put_back_dns(state: StateDir, settings: Settings | None, env: Environment) -> bool:
+    """Write back the resolv.conf a node that did not stop cleanly kept; whether it had."""
+    if settings is None:
+        return False
+    try:
+        done = hostdns.put_back(state, settings.interface, hostdns.RESOLV_CONF)
+    except (OSError, StateError) as e:
+        raise CommandError(
+            f"cannot put back {hostdns.RESOLV_CONF} as it was before the node: "
+            f"{getattr(e, 'message', None) or e}"
+        ) from None
+    if done:
+        _echo(env, f"put back {hostdns.RESOLV_CONF} as it was before the node")
+    return done
 
 
 def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -416,7 +467,8 @@ def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     try:
         settings = state.read_settings()
         token = state.read_token()
-        daemon.stop(state, settings, lambda text: _echo(env, text))
+        if not daemon.stop(state, settings, lambda text: _echo(env, text)):
+            _put_back_dns(state, settings, env)
         if token is not None and settings is not None:
             _logout(settings, token, env, "logout")
         removed = state.forget()

@@ -1,14 +1,16 @@
 """``wgpy ping PEER``: ping a mesh peer through the tunnel and say which path each pong took,
 as ``tailscale ping`` does.
 
-PEER is a peer's hostname, one of its mesh addresses, or the start of its public key (at
-least 4 characters, unambiguous). Each ping is an ICMP echo to the peer's mesh address: it
-goes into this node's interface, through WireGuard, to the peer, and the pong comes back the
-same way. The path is read the moment each pong arrives, from the running node: where
-WireGuard sends to the peer now (the interface's control socket) and what the node's path
-manager selected (the peer list the daemon keeps, ``peers.json``). Where the two disagree
-(the manager changed the path less than half a second ago and has not saved it yet), the
-peer list is read again until it catches up, for up to a second.
+PEER is a peer's DNS name from the node's map (``HOST.USER.BASE``, ``HOST.USER`` or the
+short ``HOST``; of two users' hosts of one name, this node's user's), its hostname, one of
+its mesh addresses, or the start of its public key (at least 4 characters, unambiguous).
+Each ping is an ICMP echo to the peer's mesh address: it goes into this node's interface,
+through WireGuard, to the peer, and the pong comes back the same way. The path is read the
+moment each pong arrives, from the running node: where WireGuard sends to the peer now (the
+interface's control socket) and what the node's path manager selected (the peer list the
+daemon keeps, ``peers.json``). Where the two disagree (the manager changed the path less
+than half a second ago and has not saved it yet), the peer list is read again until it
+catches up, for up to a second.
 
 By default (``--until-direct``, as tailscale's) pinging stops at the first pong over a
 direct path, and a run that saw none after ``-c`` pings fails with "direct connection not
@@ -47,7 +49,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "say for each pong which path it came through: direct ADDRESS:PORT, or the relay. "
         "Stops at the first direct pong unless --no-until-direct.",
     )
-    parser.add_argument("peer", metavar="PEER", help="hostname, mesh address or public key start")
+    parser.add_argument(
+        "peer",
+        metavar="PEER",
+        help="name (HOST.USER.BASE, HOST.USER or HOST), mesh address or public key start",
+    )
     parser.add_argument(
         "-c", "--count", type=int, default=10, help="send at most this many pings (default 10)"
     )
@@ -78,13 +84,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=ping_command)
 
 
-def find_peer(peers: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
-    """The one peer ``wanted`` names (hostname, mesh address, or public key start); a
-    CommandError says why there is none."""
+def find_peer(peers: list[dict[str, Any]], wanted: str, own_user: str = "") -> dict[str, Any]:
+    """The one peer ``wanted`` names (its DNS name in full, HOST.USER or HOST, hostname, mesh
+    address, or public key start); a CommandError says why there is none. Two users' hosts
+    of one name: ``own_user``'s wins, as the node's resolver answers the short name."""
     text = wanted.strip()
     by_name = [p for p in peers if p.get("hostname") == text]
+    if len(by_name) > 1 and own_user:
+        mine = [p for p in by_name if p.get("user") == own_user]
+        by_name = mine if len(mine) == 1 else by_name
     if len(by_name) == 1:
         return by_name[0]
+    named = _by_dns_name(peers, text)
+    if named is not None:
+        return named
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -110,6 +123,22 @@ def find_peer(peers: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
         f"this node has no peer called {text} (a hostname, mesh address or public key "
         "start): see `wgpy status`"
     )
+
+
+def _by_dns_name(peers: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
+    """The peer whose DNS name (HOST.USER.BASE, from the map) is ``text`` in full or starts
+    with ``text`` as HOST.USER (case and a final dot do not matter)."""
+    name = text.lower().rstrip(".")
+    if not name:
+        return None
+    found = [p for p in peers if isinstance(p.get("name"), str) and p["name"] == name]
+    if not found and name.count(".") == 1:
+        found = [
+            p
+            for p in peers
+            if isinstance(p.get("name"), str) and p["name"].split(".", 2)[:2] == name.split(".")
+        ]
+    return found[0] if len(found) == 1 else None
 
 
 def _address(text: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -141,7 +170,7 @@ def ping_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         raise CommandError(
             f"this mesh node ({settings.interface}) is not running: start it with `wgpy up`"
         )
-    peer = find_peer(peers, args.peer)
+    peer = find_peer(peers, args.peer, str(node.get("user") or ""))
     name = str(peer.get("hostname") or str(peer.get("public_key", "?"))[:8])
     if peer.get("can_reach") is False:
         raise CommandError(

@@ -3,7 +3,7 @@
 ``wgpy server [--listen HOST:PORT] [--state-dir DIR | --database-url URL] [--tls-cert F ...]
 [--stun-listen HOST:PORT|off ...] [--turn URL ... --turn-secret FILE [--turn-ttl SECONDS]]
 [--machine-ca CERT] [--key-expiry DURATION|never] [--totp-enrolment sign-in|admin]
-[--base-domain DOMAIN]
+[--base-domain DOMAIN] [--dns-domain DOMAIN=ADDRESS[,ADDRESS...] ...]
 [--public-url URL] [--metrics-listen HOST:PORT] [--oidc-issuer URL
 --oidc-client-id ID --oidc-client-secret FILE [--oidc-allowed-domains D,...]
 [--oidc-allowed-users EMAIL,...] [--oidc-allowed-groups G,...] [--oidc-groups-claim NAME]]``
@@ -19,7 +19,9 @@
     ``--oidc-issuer`` people can connect devices by single sign-on through that
     OpenID provider (the redirect URI to register there is ``SERVER/oidc/callback``); the
     allowed lists (each that is given must match) say who may join. Each node's map gives
-    every node's DNS name, ``HOST.USER.DOMAIN`` (``--base-domain``, default mesh.internal).
+    every node's DNS name, ``HOST.USER.DOMAIN`` (``--base-domain``, default mesh.internal);
+    ``--dns-domain`` adds split DNS domains, each resolved by the resolvers given, through
+    every node's resolver.
     With ``--metrics-listen`` it serves Prometheus metrics on that address. Logs go to stderr
     (``LOG_LEVEL``, default info).
 ``wgpy server apikey create [--expiration SECONDS]``
@@ -39,7 +41,7 @@ from pathlib import Path
 from wgpy import log
 from wgpy.dns.names import DEFAULT_BASE_DOMAIN, check_base_domain
 from wgpy.mesh.client.api import check_server_url
-from wgpy.mesh.server import MeshServer, ServerConfig, nat, stun
+from wgpy.mesh.server import MeshServer, ServerConfig, dns_api, nat, stun
 from wgpy.mesh.server.config import (
     DEFAULT_KEY_EXPIRY,
     DEFAULT_MAX_NODES_PER_USER,
@@ -125,6 +127,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="DOMAIN",
         help=f"the DNS domain of the nodes' names, HOST.USER.DOMAIN (default "
         f"{DEFAULT_BASE_DOMAIN}; at least two labels)",
+    )
+    server.add_argument(
+        "--dns-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN=ADDRESS[,ADDRESS...]",
+        help="split DNS: nodes resolve names under DOMAIN with these resolvers (say, a "
+        "company's DNS server behind a subnet router), and their hosts send those names to "
+        "the node's resolver (repeatable)",
     )
     server.add_argument(
         "--stun-listen",
@@ -347,6 +358,7 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
     if max_nodes < 0:
         raise CommandError("--max-nodes-per-user must be 0 (no limit) or more", ExitStatus.USAGE)
     turn_urls, turn_secret, turn_ttl = _turn(args)
+    base_domain = _base_domain(getattr(args, "base_domain", DEFAULT_BASE_DOMAIN))
     return ServerConfig(
         stun_listen=_stun_listen(getattr(args, "stun_listen", ["off"])),
         turn_urls=turn_urls,
@@ -366,12 +378,20 @@ def _config(args: argparse.Namespace, env: Environment) -> ServerConfig:
         totp_enrolment=getattr(args, "totp_enrolment", "sign-in"),
         oidc=_oidc(args),
         metrics_listen=_metrics_listen(getattr(args, "metrics_listen", None)),
-        base_domain=_base_domain(getattr(args, "base_domain", DEFAULT_BASE_DOMAIN)),
+        base_domain=base_domain,
+        dns_domains=_dns_domains(getattr(args, "dns_domain", []), base_domain),
     )
 
 
 def _metrics_listen(text: str | None) -> tuple[str, int] | None:
     return None if text is None else listen_address(text, "--metrics-listen", 9090)
+
+
+def _dns_domains(texts: list[str], base_domain: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    try:
+        return dns_api.check_dns_domains([dns_api.parse_dns_domain(t, base_domain) for t in texts])
+    except ValueError as e:
+        raise CommandError(f"--dns-domain: {e}", ExitStatus.USAGE) from None
 
 
 def _base_domain(text: str) -> str:

@@ -24,6 +24,10 @@ errors) (``self.relay_problem``).
 What the node measured of its NAT (``nat.json``, ``self.nat`` in ``--json``) is one line: how
 long its mappings last and the keepalive interval that follows, and, when the STUN
 demultiplexer on the WireGuard port dropped datagrams (``drops``), how many and why.
+
+The node's resolver (``dns.json``, ``self.dns`` in ``--json``) is one line: the base domain
+it answers and where, and how the host's resolver sends names to it (systemd-resolved,
+resolvconf, /etc/resolv.conf, or left alone).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         peers = state.read_peers()
         control = state.read_control()
         nat = state.read_nat()
+        dns = state.read_dns()
         pid = state.daemon_pid()
     except StateError as e:
         raise CommandError(e.message) from None
@@ -110,6 +115,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 "expiry_warning": expiry,
                 # the NAT's measured mapping lifetime and the keepalive (a running node's)
                 "nat": nat if pid is not None else None,
+                # the node's resolver: where it answers, how the host points at it
+                "dns": dns if pid is not None else None,
                 "relay": relay,
                 # the sentences of the text view, in one
                 "relay_problem": "; ".join(relay_trouble) if relay_trouble else None,
@@ -123,16 +130,19 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         "ipv4": str(node.get("ipv4") or "-"),
         "hostname": str(node.get("hostname") or "-"),
         "user": str(node.get("user") or "-"),
+        "name": str(node.get("name") or "-"),
     }
     ordered = sorted(rows, key=lambda r: _address_key(r["ipv4"]))
+    named = any(r["name"] not in (None, "-") for r in [me, *ordered])  # a server with names
     widths = {
-        column: min(limit, max(len(r[column]) for r in [me, *ordered]))
+        column: min(limit, max(len(r[column] or "-") for r in [me, *ordered]))
         for column, limit in COLUMN_LIMITS.items()
+        if column != "name" or named
     }
     lines = [(me, f"this node: {settings.interface}, {running}, server {settings.server_url}")]
     lines += [(row, _describe(row, now)) for row in ordered]
     for row, text in lines:
-        cells = [_fit(row[column], width) for column, width in widths.items()]
+        cells = [_fit(row[column] or "-", width) for column, width in widths.items()]
         env.stdout.write("  ".join(cells) + "  " + text + "\n")
     if problem is not None:
         env.stdout.write(f"# {problem}\n")
@@ -142,6 +152,9 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         env.stdout.write(f"# {line}\n")
     for line in nat_lines(nat if pid is not None else None):
         env.stdout.write(f"# {line}\n")
+    dns_text = dns_line(dns if pid is not None else None)
+    if dns_text is not None:
+        env.stdout.write(f"# {dns_text}\n")
     if not rows:
         if pid is not None and problem is None:
             env.stdout.write("(no peers: the policy lets this node reach no one yet)\n")
@@ -151,8 +164,9 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 # columns of the table and their widest (a longer name is cut, with "…" as its last mark;
-# --json has it whole)
-COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16}
+# --json has it whole); name: the DNS name, HOST.USER.BASE ("-" for a node without one; no
+# column at all from a server without names)
+COLUMN_LIMITS = {"ipv4": 15, "hostname": 24, "user": 16, "name": 48}
 KEY_EXPIRY_WARNING = 7 * 86400  # seconds before the node's key expires that status warns
 
 
@@ -332,6 +346,32 @@ def _url_transport(url: str) -> str:
 def _or(words: list[str]) -> str:
     """``UDP``, ``UDP or TCP``, ``UDP, TCP or TLS``."""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+HOST_DNS = {
+    "resolved": "systemd-resolved sends them here (split DNS)",
+    "resolvconf": "resolvconf sends every name here",
+    "direct": "/etc/resolv.conf sends every name here",
+}
+
+
+def dns_line(dns: dict[str, Any] | None) -> str | None:
+    """The node's resolver in one sentence (None: none running, or an old daemon)."""
+    if not isinstance(dns, dict) or not isinstance(dns.get("listening"), list):
+        return None
+    where = [str(a) for a in dns["listening"]]
+    if not where:
+        return "DNS: the node's resolver listens nowhere (see the log)"
+    text = f"DNS: names under {dns.get('base_domain')} answered at {where[0]}"
+    split = dns.get("split_domains")
+    if isinstance(split, dict) and split:
+        text += f" (also {', '.join(sorted(str(d) for d in split))}, forwarded)"
+    host = dns.get("host")
+    if not dns.get("accept_dns"):
+        return text + "; the host's DNS left alone (--accept-dns=false)"
+    if host in HOST_DNS:
+        return f"{text}; {HOST_DNS[str(host)]}"
+    return text + "; the host's DNS not changed (see the log)"
 
 
 def nat_lines(nat: dict[str, Any] | None) -> list[str]:

@@ -38,6 +38,7 @@ class DropReason(StrEnum):
     NOT_QUERY = "not_query"  # a response, sent to a resolver
     RATE_LIMITED = "rate_limited"  # the source sent too many (counted by the shell)
     BUSY = "busy"  # too many forwarded queries outstanding (counted by the shell)
+    SOURCE = "source"  # from an address the shell does not answer (the underlay)
 
 
 @dataclass(frozen=True, slots=True)

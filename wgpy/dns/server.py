@@ -3,21 +3,23 @@
 
 Bounds: at most ``max_outstanding`` forwarded queries at a time (more are dropped as BUSY);
 each upstream is tried in turn with ``timeout`` seconds each, then the client gets SERVFAIL;
-each source is rate limited (:mod:`wgpy.dns.ratelimit`); a TCP connection is closed after
-``idle_timeout`` seconds without a query, and at most ``max_connections`` are open. The clock
-is ``loop.time()``.
+each source is rate limited (:mod:`wgpy.dns.ratelimit`), and with ``allow`` only the sources
+it accepts are answered (the rest are dropped as SOURCE, a TCP connection closed); a TCP
+connection is closed after ``idle_timeout`` seconds without a query, and at most
+``max_connections`` are open. The clock is ``loop.time()``.
 
 Forwarding sends the client's own bytes (its EDNS size included) from a fresh socket (a new
 random source port per query) and returns the upstream's bytes once their id and question
 match; a UDP answer with TC is passed on, and the client retries over TCP, which is forwarded
-over TCP.
+over TCP. With ``routes`` (split DNS), names under one of its domains go to that domain's
+upstreams instead (the longest domain that matches).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dnslib import DNSError, DNSRecord
@@ -46,8 +48,13 @@ class DNSServer:
         max_outstanding: int = MAX_OUTSTANDING,
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        allow: Callable[[str], bool] | None = None,
+        routes: Mapping[str, Sequence[Address]] | None = None,
     ) -> None:
         self.resolver = resolver
+        self.allow = allow  # which source addresses are answered (None: all)
+        # split DNS: names under each domain go to its own upstreams, not to ``upstreams``
+        self.routes = {d.lower().rstrip("."): list(u) for d, u in (routes or {}).items()}
         self.upstreams = list(upstreams)
         self.limiter = limiter if limiter is not None else RateLimiter()
         self.timeout = timeout
@@ -102,6 +109,9 @@ class DNSServer:
     # -- one query, from either transport -------------------------------------------------
 
     def _admit(self, source: str) -> bool:
+        if self.allow is not None and not self.allow(source):
+            self.resolver.drop(DropReason.SOURCE)
+            return False
         if self.limiter.allow(source, asyncio.get_running_loop().time()):
             return True
         self.resolver.drop(DropReason.RATE_LIMITED)
@@ -115,11 +125,20 @@ class DNSServer:
             return None
         return await self._forward(outcome, data, tcp=True)
 
+    def upstreams_for(self, name: str) -> list[Address]:
+        """Where a query for ``name`` (lowercase, no final dot) goes: the upstreams of the
+        longest split domain it is in, else the default ones."""
+        best = ""
+        for domain in self.routes:
+            if (name == domain or name.endswith("." + domain)) and len(domain) > len(best):
+                best = domain
+        return self.routes[best] if best else self.upstreams
+
     async def _forward(self, outcome: Forward, data: bytes, *, tcp: bool) -> bytes | None:
         """The upstream's answer, or SERVFAIL; the caller has reserved a slot
         (:meth:`_reserve`), given back here."""
         try:
-            for upstream in self.upstreams:
+            for upstream in self.upstreams_for(outcome.qname):
                 try:
                     async with asyncio.timeout(self.timeout):
                         if tcp:
@@ -179,9 +198,13 @@ class DNSServer:
             self.resolver.drop(DropReason.BUSY)
             writer.close()
             return
+        source = str(writer.get_extra_info("peername")[0])
+        if self.allow is not None and not self.allow(source):
+            self.resolver.drop(DropReason.SOURCE)
+            writer.close()
+            return
         self.connections += 1
         self._writers.add(writer)
-        source = str(writer.get_extra_info("peername")[0])
         try:
             while True:
                 async with asyncio.timeout(self.idle_timeout):

@@ -1,5 +1,6 @@
 """The host's network configuration, as wg-quick does it: addresses, links, routes, policy
-rules, nftables, sysctl, resolvconf and systemd-resolved (resolved.py, split DNS).
+rules, nftables, sysctl, resolvconf, systemd-resolved (resolved.py, split DNS) and
+/etc/resolv.conf itself (resolvfile.py, the mesh node's "direct" DNS mode).
 
 Each module builds the commands (argv lists, and the scripts some of them read on stdin) from
 plain values, and runs nothing: ``wgpy up CONFIG`` (:mod:`wgpy.cli.quick`) and the mesh

@@ -41,12 +41,18 @@ def dns(
     return [RESOLVECTL, "dns", link, text]
 
 
-def domains(link: str, routing: list[str]) -> list[str]:
-    """``resolvectl domain LINK ~D ...``: routing-only domains (a ``~`` before each), so these
-    names, and only these, go to the link's server; no search domains are added."""
-    if not routing:
+def domains(link: str, routing: list[str], search: list[str] | None = None) -> list[str]:
+    """``resolvectl domain LINK D ... ~R ...``: the ``search`` domains (a search domain is a
+    routing domain too, so ``laptop`` and ``laptop.mesh.internal`` both go to the link's
+    server, as Tailscale sets its base domain) and routing-only domains (a ``~`` before
+    each): these names, and only these, go to the link's server."""
+    plain = [d.strip("~").rstrip(".") for d in search or []]
+    tilde = [
+        f"~{d.strip('~').rstrip('.')}" for d in routing if d.strip("~").rstrip(".") not in plain
+    ]
+    if not plain and not tilde:
         raise ValueError("Split DNS needs at least one domain to route; give the base domain.")
-    return [RESOLVECTL, "domain", link, *(f"~{d.strip('~').rstrip('.')}" for d in routing)]
+    return [RESOLVECTL, "domain", link, *plain, *tilde]
 
 
 def default_route(link: str, on: bool = False) -> list[str]:

@@ -276,6 +276,11 @@ class NodeClient(Client):
         except ValueError as e:
             raise ApiError(200, f"the server's NAT settings are unusable: {e}") from None
 
+    async def dns_config(self) -> Any:
+        """The server's DNS settings (``GET /api/v1/node/dns``) as JSON; a server before
+        them answers 404 (ApiError)."""
+        return await self.request("GET", "/api/v1/node/dns")
+
     async def logout(self) -> None:
         await self.request("POST", "/api/v1/logout", {})
 

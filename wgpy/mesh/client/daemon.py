@@ -47,7 +47,9 @@ from ...uapi import client as uapi_client
 from ...uapi.paths import SOCKET_DIR
 from ...uapi.server import UapiServer, serve_uapi
 from .api import MeshClientError, NodeClient
+from .hostdns import HostDNS
 from .metrics import NodeMetrics
+from .nameservice import NameService
 from .node import MeshError, MeshInterface, MeshNode, NodeConfig
 from .state import (
     Settings,
@@ -105,6 +107,7 @@ class DaemonOptions:
                 "measure_lifetime": node.measure_lifetime,
                 "machine_cert": node.machine_cert,
                 "machine_key": node.machine_key,
+                "accept_dns": node.accept_dns,
             },
         }
 
@@ -127,6 +130,7 @@ class DaemonOptions:
                     measure_lifetime=bool(node.get("measure_lifetime", True)),
                     machine_cert=_optional(node.get("machine_cert")),
                     machine_key=_optional(node.get("machine_key")),
+                    accept_dns=bool(node.get("accept_dns", False)),
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),
@@ -216,6 +220,7 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     ca_cert=options.ca_cert,
                     machine_cert=options.node.machine_cert,
                     machine_key=options.node.machine_key,
+                    accept_dns=options.node.accept_dns,
                 )
             )
         except StateError as e:
@@ -232,14 +237,28 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         return 1
     status = 0
     try:
+        # a crashed run's resolv.conf put back first: the server's name may need the host's
+        # own resolvers again
+        host_dns = HostDNS(options.node.interface, state, log)
+        await host_dns.recover()
         async with NodeClient(options.server_url, token=token, ca_cert=options.ca_cert) as client:
+            host = host or IpCommand()
+            name = options.node.interface
             node = MeshNode(
                 options.node,
                 client,
                 state,
                 private_key,
                 interface_factory=interface_factory,
-                host=host or IpCommand(),
+                host=host,
+                names=NameService(
+                    name,
+                    host,
+                    log,
+                    host_dns=host_dns if options.node.accept_dns else None,
+                    fetch=client.dns_config,
+                    state=state,
+                ),
             )
             if options.metrics_listen is not None:  # before the server hears of the node
                 where, port = options.metrics_listen

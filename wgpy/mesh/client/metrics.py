@@ -6,7 +6,8 @@ handshake and persistent keepalive (wgpy/protocol/peer.py), and the path ICE cho
 relay or none, with its round-trip time; wgpy/nat/paths.py); for the node, the device's drops
 by reason (wgpy/protocol/device.py), the STUN demultiplexer's and the ICE checks' drops
 (traversal.py, as ``nat.json`` has them), the relay link's, the keepalive kept under the NAT's
-mapping lifetime, and whether the map stream is up. Nothing is counted on the packet path: a
+mapping lifetime, and whether the map stream is up; the resolver's queries and drops
+(nameservice.py). Nothing is counted on the packet path: a
 scrape reads the numbers the node keeps anyway. wgpy/metrics.py serves the registry.
 
 Imports: the node's modules by type only; nothing imports this one but the daemon.
@@ -24,6 +25,7 @@ from prometheus_client.registry import Collector
 from ...keys import key_to_base64
 
 if TYPE_CHECKING:
+    from .nameservice import NameService
     from .node import MeshNode
 
 __all__ = ["PATH_KINDS", "NodeMetrics"]
@@ -121,7 +123,7 @@ class _NodeCollector(Collector):
             "wgpy_node_drops",
             "Datagrams and packets dropped, by layer (wireguard: the device; stun: the STUN "
             "demultiplexer on the WireGuard port; ice: ICE checks refused; relay: the TURN "
-            "link) and reason.",
+            "link; dns: queries the node's resolver dropped) and reason.",
             labels=["layer", "reason"],
         )
         if node.iface is not None:
@@ -140,4 +142,33 @@ class _NodeCollector(Collector):
             for layer, counts in sources:
                 for reason, count in sorted(counts.items()):
                     drops.add_metric([layer, reason], count)
+        names = node.names
+        if names is not None:
+            for dns_drop, count in sorted(names.resolver.drops.items()):
+                drops.add_metric(["dns", dns_drop.value], count)
         yield drops
+        if names is not None:
+            yield from self._dns(names)
+
+    def _dns(self, names: NameService) -> Iterator[Metric]:
+        resolver = names.resolver
+        queries = CounterMetricFamily(
+            "wgpy_node_dns_queries",
+            "Queries the node's resolver answered itself (mesh names, NXDOMAIN, errors) or "
+            "forwarded upstream.",
+            labels=["outcome"],
+        )
+        queries.add_metric(["answered"], resolver.answered)
+        queries.add_metric(["forwarded"], resolver.forwarded)
+        yield queries
+        yield CounterMetricFamily(
+            "wgpy_node_dns_upstream_failures",
+            "Forwarded queries an upstream did not answer in time, or answered with a "
+            "message that was not the answer.",
+            value=sum(server.upstream_failures for server in names.servers),
+        )
+        yield GaugeMetricFamily(
+            "wgpy_node_dns_names",
+            "Names the node's resolver answers.",
+            value=len(resolver.table.names),
+        )

@@ -19,7 +19,9 @@ What each message asks of the node (which peers to add, change or remove, whethe
 expired) is worked out without I/O by :mod:`wgpy.mesh.client.reconcile`, one function per
 message type; this module keeps the lifecycle (login, the stream, backoff, endpoints) and
 applies the operations, the device's in one place (:meth:`MeshNode._apply_to_device`); the
-host's addresses and routes are :mod:`wgpy.mesh.client.hostnet`'s.
+host's addresses and routes are :mod:`wgpy.mesh.client.hostnet`'s, and the node's resolver
+(``names``, :mod:`wgpy.mesh.client.nameservice`) starts once the first map is applied and
+hears of every change after it.
 
 Each peer's policy flags are kept: :meth:`MeshNode.inbound_allowed` says whether a peer may
 start flows to this node, and a peer that may not gets a reply-only inbound filter in the
@@ -58,6 +60,7 @@ from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .hostnet import HostNet
 from .machine import MachineIdentity
+from .nameservice import NameService
 from .netmap import MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
@@ -129,6 +132,8 @@ class NodeConfig:
     measure_lifetime: bool = True
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
+    # point the host's resolver at the node's (nameservice.py); `wgpy up`'s default is on
+    accept_dns: bool = False
     healthy_stream: float = HEALTHY_STREAM
 
 
@@ -150,6 +155,7 @@ class MeshNode:
         host: HostNetwork,
         backoff: Backoff | None = None,
         wall_clock: Callable[[], float] = time.time,
+        names: NameService | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -160,6 +166,7 @@ class MeshNode:
         self.host = host
         self.backoff = backoff or Backoff()
         self.wall_clock = wall_clock
+        self.names = names  # the node's resolver, fed on every map change (None: none)
         self.log = get_logger(component="mesh", interface=config.interface)
 
         self.iface: MeshInterface | None = None
@@ -258,6 +265,8 @@ class MeshNode:
                 )
             if ready not in done:
                 return  # stopped while starting
+            if self.names is not None and self.self_node is not None:
+                await self.names.start(self.self_node, self.peers.values())
             self.log.info(
                 "mesh node up",
                 addresses=[str(a) for a in hostnet.addresses],
@@ -283,6 +292,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if self.names is not None:
+                await self.names.close()  # the host's DNS put back while the link exists
             if self.traversal is not None:
                 await self.traversal.close()
             if self.iface is not None:
@@ -526,6 +537,8 @@ class MeshNode:
         if self.iface is not None:
             self.iface.flush()
         await self._sync_routes(strict=not self.ready.is_set())
+        if self.names is not None:
+            self.names.update(self.self_node, self.peers.values())
         self._peers_changed()
 
     def _peers_changed(self) -> None:

@@ -16,6 +16,12 @@ file               mode  holds
 ``daemon.pid``     0644  ``PID START`` of the running daemon (START: its start time in
                          clock ticks, so a recycled PID is never mistaken for it)
 ``wgpy.log``       0600  the daemon's log
+``dns.json``       0600  the node's resolver as the daemon runs it (``wgpy status``):
+                         ``{"listening", "base_domain", "split_domains", "host"}``
+``resolv.conf.pre-wgpy``
+                   0600  /etc/resolv.conf as it was before the node wrote it (direct DNS
+                         mode, :mod:`wgpy.mesh.client.hostdns`); put back and removed at
+                         ``wgpy down``, or at the next ``wgpy up`` after a crash
 =================  ====  ==========================================================
 
 Files are written whole (a temporary file, then a rename), created with their final mode.
@@ -64,12 +70,14 @@ NODE_FILE = "node.json"
 PEERS_FILE = "peers.json"  # the netmap's peers as the daemon last applied them (wgpy status)
 CONTROL_FILE = "control.json"  # the control plane's state as the daemon last saw it
 NAT_FILE = "nat.json"  # the NAT's mapping lifetime, the keepalive, the STUN mux's "drops"
+DNS_FILE = "dns.json"  # the node's resolver: where it answers, and how the host points at it
 PID_FILE = "daemon.pid"
 LOG_FILE = "wgpy.log"
+RESOLV_BACKUP_FILE = "resolv.conf.pre-wgpy"  # not forgotten by logout: it is the host's
 _FORGET = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, PID_FILE,
-           NAT_FILE)  # fmt: skip
+           NAT_FILE, DNS_FILE)  # fmt: skip
 _PRIVATE = (KEY_FILE, TOKEN_FILE, SETTINGS_FILE, NODE_FILE, PEERS_FILE, CONTROL_FILE, LOG_FILE,
-            NAT_FILE)  # fmt: skip
+            NAT_FILE, DNS_FILE)  # fmt: skip
 
 # the control plane's states (control.json)
 CONNECTING = "connecting"  # logging in, before the first map
@@ -100,6 +108,7 @@ class Settings:
     # the machine certificate and key (absolute paths) the node proves itself with
     machine_cert: str | None = None
     machine_key: str | None = None
+    accept_dns: bool = True  # the host resolves mesh names through the node's resolver
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -115,6 +124,7 @@ class Settings:
             ca_cert=None if ca_cert is None else str(ca_cert),
             machine_cert=None if machine_cert is None else str(machine_cert),
             machine_key=None if machine_key is None else str(machine_key),
+            accept_dns=bool(data.get("accept_dns", True)),
         )
 
 
@@ -319,6 +329,32 @@ class StateDir:
     def write_nat(self, nat: dict[str, Any]) -> None:
         data = json.dumps(nat, indent=1).encode() + b"\n"
         self._write_private(NAT_FILE, data, "the NAT state")
+
+    def read_dns(self) -> dict[str, Any] | None:
+        data = self._read_json(DNS_FILE)
+        return data if isinstance(data, dict) else None
+
+    def write_dns(self, dns: dict[str, Any]) -> None:
+        data = json.dumps(dns, indent=1).encode() + b"\n"
+        self._write_private(DNS_FILE, data, "the resolver's state")
+
+    def read_resolv_backup(self) -> bytes | None:
+        """The host's resolv.conf as it was before the node wrote it (None: not written)."""
+        try:
+            return self.file(RESOLV_BACKUP_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StateError(
+                f"cannot read {self.file(RESOLV_BACKUP_FILE)}: {e.strerror or e}"
+            ) from None
+
+    def write_resolv_backup(self, data: bytes) -> None:
+        self._write_private(RESOLV_BACKUP_FILE, data, "the host's previous resolv.conf")
+
+    def remove_resolv_backup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.file(RESOLV_BACKUP_FILE).unlink()
 
     def _read_json(self, name: str) -> Any:
         try:

@@ -17,6 +17,7 @@ SQLite or PostgreSQL store, with map streams pushed to nodes as deltas.
 | ``app``, ``admin`` | the routes: nodes (and the app joining all routes), admins |
 | ``stun`` | the STUN responder: Binding requests answered, hostile datagrams counted |
 | ``nat`` | what ``/node/nat`` says: STUN addresses, TURN relays and credentials (coturn's) |
+| ``dns_api`` | what ``/node/dns`` says: the base domain and the admin's split DNS domains |
 | ``service`` | configuration and the server's life cycle |
 """
 

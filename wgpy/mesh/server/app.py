@@ -19,6 +19,7 @@ from aiohttp import web
 from . import (
     admin,
     audit,
+    dns_api,
     login_pages,
     logins,
     machines,
@@ -338,6 +339,7 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_post(f"{api}/node/endpoints", set_endpoints)
     app.router.add_post(f"{api}/node/candidates", set_candidates)
     app.router.add_get(f"{api}/node/nat", nat_config)
+    dns_api.add_routes(app, api)
     app.router.add_get(f"{api}/node/map", node_map)
     app.router.add_post(f"{api}/logout", logout)
     logins.add_routes(app, api)

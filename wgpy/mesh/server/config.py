@@ -93,3 +93,5 @@ class ServerConfig:
     # The DNS domain of the nodes' names in the map, HOST.USER.BASE (wgpy/dns/names.py;
     # check_base_domain's canonical form).
     base_domain: str = DEFAULT_BASE_DOMAIN
+    # Split DNS (dns_api.py): (domain, its resolvers' addresses), as GET /node/dns tells nodes.
+    dns_domains: tuple[tuple[str, tuple[str, ...]], ...] = ()

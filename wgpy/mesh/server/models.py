@@ -3,7 +3,9 @@
 Overlay addresses come from one number per node, ``addr_index`` (1 .. 2^22 - 2): the IPv4
 address is 100.64.0.0 + index, the IPv6 address fd7a:115c:a1e0:: + index. The index is
 allocated once, when the node is created, and kept for the node's life (restarts, re-logins,
-key changes). Times are seconds since the epoch (floats); the API shows them in ISO 8601 UTC.
+key changes). The indexes of every node's resolver service addresses, 100.100.100.100 and
+fd7a:115c:a1e0::53 (:data:`RESERVED_ADDR_INDEXES`), are never allocated.
+Times are seconds since the epoch (floats); the API shows them in ISO 8601 UTC.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ IPV6_POOL = ipaddress.IPv6Network("fd7a:115c:a1e0::/48")
 MAX_ADDR_INDEX = IPV4_POOL.num_addresses - 2  # not the pool's first or last address
 _V4_BASE = int(IPV4_POOL.network_address)
 _V6_BASE = int(IPV6_POOL.network_address)
+# each node's own resolver listens on these (Tailscale's MagicDNS addresses): no node has them
+DNS_SERVICE_ADDRESSES = (
+    ipaddress.IPv4Address("100.100.100.100"),
+    ipaddress.IPv6Address("fd7a:115c:a1e0::53"),
+)
+RESERVED_ADDR_INDEXES = frozenset(
+    int(a) - (_V4_BASE if a.version == 4 else _V6_BASE) for a in DNS_SERVICE_ADDRESSES
+)
 
 
 def iso(ts: float | None) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ..auth import Credential, hash_secret, new_credential, secret_matches
 from ..db import IntegrityConflict, Tx, placeholders
 from ..errors import BadRequest, Conflict, Forbidden, NotAllowed, NotFound, Unauthorized
-from ..models import MAX_ADDR_INDEX, MachineRecord, Node
+from ..models import MAX_ADDR_INDEX, RESERVED_ADDR_INDEXES, MachineRecord, Node
 from ..policy import Policy, PolicyError
 from .primaries import elect_if_routers, elect_in
 from .rows import (
@@ -579,20 +579,27 @@ class NodeRepository(Repository):
 
     async def _free_addr_index(self, tx: Tx) -> int:
         """The next address never handed out (a counter, so a deleted node's address is not
-        reused soon); once the pool's end is reached, the lowest free one."""
-        index = int(
-            await tx.fetchval(
-                "UPDATE counters SET value = value + 1 WHERE name = 'addr_index' RETURNING value"
+        reused soon); once the pool's end is reached, the lowest free one. Never one of
+        RESERVED_ADDR_INDEXES (the resolver's service addresses)."""
+        index = 0
+        while index == 0 or index in RESERVED_ADDR_INDEXES:
+            index = int(
+                await tx.fetchval(
+                    "UPDATE counters SET value = value + 1 WHERE name = 'addr_index'"
+                    " RETURNING value"
+                )
             )
-        )
         if index <= MAX_ADDR_INDEX:
             return index
         if not await tx.fetchval("SELECT id FROM nodes WHERE addr_index = 1"):
             return 1
+        reserved = sorted(RESERVED_ADDR_INDEXES)
         gap = await tx.fetchval(
-            "SELECT MIN(a.addr_index) + 1 FROM nodes a WHERE a.addr_index < ? AND NOT EXISTS"
+            "SELECT MIN(a.addr_index) + 1 FROM nodes a WHERE a.addr_index < ?"
+            f" AND a.addr_index + 1 NOT IN ({placeholders(reserved)}) AND NOT EXISTS"
             " (SELECT 1 FROM nodes b WHERE b.addr_index = a.addr_index + 1)",
             MAX_ADDR_INDEX,
+            *reserved,
         )
         if gap is None:
             raise Conflict("the overlay address pool is full; delete unused nodes")
