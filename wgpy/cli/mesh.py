@@ -62,6 +62,7 @@ from wgpy.uapi import client as uapi_client
 from . import mesh_daemon, mesh_login
 from .environment import PROG, CommandError, Environment, ExitStatus
 from .listen import listen_address
+from .route_options import add_route_arguments, route_settings
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
@@ -132,6 +133,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
+    add_route_arguments(group)
     group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
     )
@@ -251,6 +253,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         if not os.path.isfile(ca_cert):
             raise CommandError(f"the CA certificate {ca_cert} does not exist")
     machine_cert, machine_key = _machine_identity(args, previous)
+    advertise_routes, snat_subnet_routes, accept_routes = route_settings(args, previous)
     node = NodeConfig(
         interface=name,
         listen_port=args.listen_port or (previous.listen_port if previous else DEFAULT_LISTEN_PORT),
@@ -260,6 +263,9 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         measure_lifetime=args.nat_keepalive is None,  # the user's interval wins
         machine_cert=machine_cert,
         machine_key=machine_key,
+        advertise_routes=advertise_routes,
+        snat_subnet_routes=snat_subnet_routes,
+        accept_routes=accept_routes,
     )
     metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(

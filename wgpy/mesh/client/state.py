@@ -100,6 +100,10 @@ class Settings:
     # the machine certificate and key (absolute paths) the node proves itself with
     machine_cert: str | None = None
     machine_key: str | None = None
+    # subnet routes (wgpy up --advertise-routes, --snat-subnet-routes, --accept-routes)
+    advertise_routes: tuple[str, ...] = ()
+    snat_subnet_routes: bool = True
+    accept_routes: bool = True
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -115,6 +119,9 @@ class Settings:
             ca_cert=None if ca_cert is None else str(ca_cert),
             machine_cert=None if machine_cert is None else str(machine_cert),
             machine_key=None if machine_key is None else str(machine_key),
+            advertise_routes=tuple(str(r) for r in data.get("advertise_routes") or ()),
+            snat_subnet_routes=bool(data.get("snat_subnet_routes", True)),
+            accept_routes=bool(data.get("accept_routes", True)),
         )
 
 
