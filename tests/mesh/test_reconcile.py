@@ -619,3 +619,15 @@ def test_routes_and_exit_node_are_read_and_a_default_route_refused() -> None:
         parse_peer(entry(2, routes=["0.0.0.0/0"]))
     with pytest.raises(ValueError, match="wrong type"):
         parse_peer(entry(2, exit_node="yes"))
+
+
+def test_a_router_keeps_its_own_subnets_out_of_its_peers_allowed_ips() -> None:
+    routes = ["192.168.1.0/24", "10.9.0.0/16"]
+    other = entry(2, addresses=[*entry(2)["addresses"], *routes], routes=routes)
+    router = dataclasses.replace(state(), own_routes=frozenset({net("192.168.0.0/16")}))
+    (add,) = [
+        op for op in reconcile.full_map(full(other), router).operations if isinstance(op, AddPeer)
+    ]
+    # the LAN it routes itself stays on its own link; the other subnet goes through the peer
+    assert net("192.168.1.0/24") not in add.allowed_ips
+    assert net("10.9.0.0/16") in add.allowed_ips

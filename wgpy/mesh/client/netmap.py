@@ -7,14 +7,17 @@ can add some. A peer's ICE candidates come from another node: unusable ones are 
 record keeps its other fields) and ``PeerRecord.dropped_candidates`` says why. A ``name``
 that is not a DNS name is ignored (the record stays, without a name). A peer's ``routes`` (the
 subnets it routes for this node, also in its ``addresses``) are kept out of its allowed IPs
-when the node does not accept routes (``wgpy up --accept-routes=false``); ``exit_node`` says
-the peer may be this node's exit node.
+when the node does not accept routes (``wgpy up --accept-routes=false``), and so are those
+inside a prefix the node advertises itself (a router keeps its own subnets on its own link,
+also while another router of the prefix is primary); ``exit_node`` says the peer may be this
+node's exit node.
 
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -204,15 +207,20 @@ def _networks(data: dict[str, Any], name: str) -> list[IPNetwork]:
     return networks
 
 
-def parse_peer(data: Any, *, accept_routes: bool = True) -> PeerRecord:
+def parse_peer(
+    data: Any, *, accept_routes: bool = True, own_routes: Collection[IPNetwork] = ()
+) -> PeerRecord:
     """A PEER; with ``accept_routes`` False, its ``routes`` are left out of its allowed IPs
-    (only its own addresses stay)."""
+    (only its own addresses stay), and so are those inside one of ``own_routes`` (the
+    prefixes this node advertises)."""
     if not isinstance(data, dict):
         raise MapError("a peer is not a JSON object")
     networks = _networks(data, "addresses")
     routes = tuple(_networks(data, "routes"))
     if not accept_routes:
         networks = [n for n in networks if n not in routes]
+    elif own_routes:
+        networks = [n for n in networks if n not in routes or not _inside(n, own_routes)]
     return PeerRecord(
         public_key=_public_key(data),
         hostname=_field(data, "hostname", str, ""),
@@ -228,6 +236,13 @@ def parse_peer(data: Any, *, accept_routes: bool = True) -> PeerRecord:
         routes=routes,
         exit_node=_field(data, "exit_node", bool, False),
         **_ice(data),
+    )
+
+
+def _inside(network: IPNetwork, prefixes: Collection[IPNetwork]) -> bool:
+    return any(
+        network.version == p.version and network.subnet_of(p)  # type: ignore[arg-type]
+        for p in prefixes
     )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -184,6 +185,9 @@ class MeshNode:
         self.traversal: Traversal | None = None
         self.hostnet: HostNet | None = None  # addresses and routes on the host (interface open)
         self.subnets: SubnetRoutes | None = None  # the routes this node advertises (logged in)
+        self._own_routes = frozenset(
+            ipaddress.ip_network(r, strict=False) for r in config.advertise_routes
+        )
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
@@ -611,6 +615,7 @@ class MeshNode:
             expired=self.expired,
             now=self.wall_clock(),
             accept_routes=self.config.accept_routes,
+            own_routes=self._own_routes,
         )
 
     async def _apply(self, plan: reconcile.Plan) -> None:

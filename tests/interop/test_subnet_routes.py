@@ -1,0 +1,151 @@
+"""Subnet routers end to end in network namespaces: a real `wgpy server`, real `wgpy up`
+nodes, and a LAN with a plain host (no wgpy) behind two routers.
+
+    hub (server) --- router a, router b, node c         (underlay 10.99.0.0/24)
+    lan: br1 192.168.77.10/24 --- a 192.168.77.1, b 192.168.77.2
+
+Node c cannot reach the LAN host before an admin approves a's route, can after, cannot
+while the policy does not give it that prefix; b advertises the same prefix (the standby);
+a's daemon is killed (SIGKILL) and c's pings come back through b within 5 s (the seconds it
+took are printed: the failover figure of the issue's note). Both routers masquerade (the
+default), so the LAN host needs no route back into the mesh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from .mesh_lab import NODE_ENV, WGPY, Mesh, MeshNode
+from .netns import Lab, Namespace, run, wait_for
+
+pytestmark = pytest.mark.root
+
+LAN = "192.168.77.0/24"
+LAN_HOST = "192.168.77.10"
+FAILOVER_LIMIT = 5.0  # seconds, the issue's
+
+
+class RouteMesh(Mesh):
+    """The mesh lab, with extra `wgpy up` options per node."""
+
+    def up_with(self, node: MeshNode, auth_key: str, *options: str) -> None:
+        args = [WGPY, "up", "--login-server", self.url(), "--state-dir", str(node.state_dir)]
+        args += ["--interface", node.ifname, "--hostname", node.name, "--auth-key", auth_key]
+        env_args = ["env", *(f"{k}={v}" for k, v in NODE_ENV.items())]
+        result = node.ns.run([*env_args, *args, *options], check=False, timeout=90)
+        assert result.returncode == 0, f"wgpy up on {node.name}: {result.stderr}\n{node.log()}"
+        node.joined = True
+        m = re.search(r" is up as ([\d.]+), ([0-9a-f:]+)", result.stdout)
+        assert m, result.stdout
+        node.ipv4, node.ipv6 = m.group(1), m.group(2)
+        me = self.server_nodes()[node.name]
+        node.public_key, node.id = me["public_key"], me["id"]
+
+    def set_policy(self, policy: object) -> None:
+        self.hub.run(
+            [WGPY, "admin", "--server", self.url(), "--api-key", self.api_key,
+             "policy", "set", "-"],
+            input=json.dumps(policy),
+        )  # fmt: skip
+
+
+@pytest.fixture
+def mesh(lab: Lab, request: pytest.FixtureRequest) -> Iterator[RouteMesh]:
+    mesh = RouteMesh(lab)
+    yield mesh
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed:
+        print(f"\n===== node logs\n{mesh.logs()}")
+
+
+def lan_behind(lab: Lab, routers: Sequence[tuple[MeshNode, str]]) -> Namespace:
+    """The LAN: a namespace with a bridge (the plain host's address on it) and a veth from
+    each router, whose end gets the router's LAN address."""
+    lan = lab.namespace("lan")
+    lan.add_bridge("br1")
+    lan.ip("addr", "add", f"{LAN_HOST}/24", "dev", "br1")
+    lan.ip("link", "set", "br1", "up")
+    for i, (router, address) in enumerate(routers):
+        here, there = f"l{i}", f"lan{i}"
+        run(["ip", "link", "add", here, "netns", lan.name, "type", "veth",
+             "peer", "name", there, "netns", router.ns.name])  # fmt: skip
+        lan.ip("link", "set", here, "master", "br1", "up")
+        router.ns.ip("addr", "add", f"{address}/24", "dev", there)
+        router.ns.ip("link", "set", there, "up")
+    return lan
+
+
+def reaches(node: MeshNode, address: str, wait: float = 1) -> bool:
+    result = node.ns.run(
+        ["ping", "-n", "-q", "-c", "1", "-W", f"{wait:g}", address], check=False, timeout=10
+    )
+    return result.returncode == 0
+
+
+def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, lab: Lab) -> None:
+    key = mesh.auth_key("alice", "--reusable")
+    a, b, c = (mesh.add_node(name) for name in ("a", "b", "c"))
+    lan = lan_behind(lab, [(a, "192.168.77.1"), (b, "192.168.77.2")])
+    assert lan.ping("192.168.77.1") == 1 and lan.ping("192.168.77.2") == 1
+    mesh.up_with(a, key, "--advertise-routes", LAN)
+    mesh.up_with(c, key)
+    mesh.wait_ping(c, a)
+    # advertised, not approved: nothing through a; a says what awaits approval
+    assert not reaches(c, LAN_HOST)
+    status = json.loads(
+        a.ns.run([WGPY, "status", "--json", "--state-dir", str(a.state_dir)]).stdout
+    )
+    assert status["self"]["routes_awaiting_approval"] == [LAN]
+    assert a.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+
+    mesh.admin("routes", "approve", str(a.id), LAN)
+    wait_for(lambda: reaches(c, LAN_HOST), timeout=15, what="c to reach the LAN host through a")
+    peers = json.loads(c.ns.run([WGPY, "status", "--json", "--state-dir", str(c.state_dir)]).stdout)
+    assert {p["hostname"]: p["routes"] for p in peers["peers"]}["a"] == [LAN]
+
+    # a policy that lets alice's nodes reach each other but not the LAN: the route goes
+    mesh.set_policy({"acls": [{"action": "accept", "src": ["user:alice"], "dst": ["user:alice"]}]})
+    wait_for(lambda: not reaches(c, LAN_HOST), timeout=10, what="the policy to take the LAN")
+    assert c.ping(a) == 1  # a itself is still reachable
+    mesh.set_policy(
+        {"acls": [{"action": "accept", "src": ["user:alice"], "dst": ["user:alice", LAN]}]}
+    )
+    wait_for(lambda: reaches(c, LAN_HOST), timeout=10, what="the policy to give the LAN back")
+
+    # a second router for the LAN: the standby
+    mesh.up_with(b, key, "--advertise-routes", LAN)
+    mesh.admin("routes", "approve", str(b.id), LAN)
+    routes = {(r["name"], r["primary"]) for r in mesh.admin("routes", "list")}
+    assert routes == {("a", True), ("b", False)}
+    mesh.wait_ping(c, b)
+    assert reaches(c, LAN_HOST)
+
+    # a dies (SIGKILL: no goodbye to the server): c's pings come back through b
+    pid = a.daemon_pid()
+    assert pid is not None
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    back = wait_for(
+        lambda: reaches(c, LAN_HOST, wait=0.2) and time.monotonic(),
+        timeout=30,
+        interval=0.05,
+        what="c to reach the LAN host through b",
+    )
+    failover = back - killed
+    print(f"\nfailover from a to b: {failover:.2f} s (SIGKILL of a to c's first reply)")
+    assert failover <= FAILOVER_LIMIT
+    routes = {(r["name"], r["primary"]) for r in mesh.admin("routes", "list")}
+    assert routes == {("a", False), ("b", True)}
+    for node in (b, c):
+        mesh.down(node)
+    # b put its forwarding switch back at down (the namespace had it off)
+    assert b.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+    tables = b.ns.run(["nft", "list", "tables"]).stdout
+    assert "wgpy-nat" not in tables
