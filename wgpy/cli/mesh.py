@@ -14,7 +14,9 @@
     background). ``--foreground`` keeps the node attached, logging to stderr; otherwise the
     daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
     ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there. A plain
-    ``http://`` server that is not on this host is warned about.
+    ``http://`` server that is not on this host is warned about. ``--advertise-routes``,
+    ``--snat-subnet-routes`` and ``--accept-routes`` make the node a subnet router or keep
+    peers' routes out (:mod:`wgpy.cli.route_options`).
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
