@@ -149,3 +149,48 @@ def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, l
     assert b.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
     tables = b.ns.run(["nft", "list", "tables"]).stdout
     assert "wgpy-nat" not in tables
+
+
+def test_without_snat_the_lan_sees_the_node_and_routes_back(mesh: RouteMesh, lab: Lab) -> None:
+    """--snat-subnet-routes=false: the LAN host sees c's own mesh address and needs a route
+    back; --accept-routes=false on a node keeps it off the LAN; --advertise-routes= withdraws
+    the routes and a plain `wgpy up` keeps the saved options."""
+    key = mesh.auth_key("alice", "--reusable")
+    a, c, d = (mesh.add_node(name) for name in ("a", "c", "d"))
+    lan = lan_behind(lab, [(a, "192.168.77.1")])
+    mesh.up_with(a, key, "--advertise-routes", LAN, "--snat-subnet-routes=false")
+    mesh.up_with(c, key)
+    mesh.up_with(d, key, "--accept-routes=false")
+    mesh.admin("routes", "approve", str(a.id), LAN)
+    assert "wgpy-nat" not in a.ns.run(["nft", "list", "tables"]).stdout
+    mesh.wait_ping(c, a)
+    # a forwards, but the LAN host has no way back to the mesh yet
+    time.sleep(1)
+    assert not reaches(c, LAN_HOST)
+    lan.ip("route", "add", "100.64.0.0/10", "via", "192.168.77.1")
+    wait_for(lambda: reaches(c, LAN_HOST), timeout=15, what="c to reach the LAN host unmasked")
+    # the LAN host sees c's own address: it answers c's ping back to 100.64.x.y
+    assert lan.ping(c.ipv4) == 1
+    # d refuses routes: a is its peer, the LAN is not through it
+    mesh.wait_ping(d, a)
+    assert "192.168.77.0/24" not in d.routes()
+    assert not reaches(d, LAN_HOST)
+    # withdrawn at the next up; the other saved options stay (no NAT table appears)
+    mesh.down(a)
+    mesh.up_with(a, key, "--advertise-routes=")
+    listed = mesh.admin("routes", "list")
+    assert [(r["prefix"], r["advertised"], r["approved"]) for r in listed] == [(LAN, False, True)]
+    wait_for(lambda: not reaches(c, LAN_HOST, wait=0.3), timeout=10, what="the route to go")
+    assert a.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+    mesh.down(a)
+    # a plain up with the saved list (empty now) and saved SNAT choice: nothing comes back
+    result = a.ns.run(
+        [WGPY, "up", "--login-server", mesh.url(), "--state-dir", str(a.state_dir),
+         "--interface", a.ifname],
+        check=False,
+        timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert mesh.admin("routes", "list")[0]["advertised"] is False
+    for node in (a, c, d):
+        mesh.down(node)
