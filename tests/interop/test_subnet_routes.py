@@ -7,8 +7,9 @@ nodes, and a LAN with a plain host (no wgpy) behind two routers.
 Node c cannot reach the LAN host before an admin approves a's route, can after, cannot
 while the policy does not give it that prefix; b advertises the same prefix (the standby);
 a's daemon is killed (SIGKILL) and c's pings come back through b within 5 s (the seconds it
-took are printed: the failover figure of the issue's note). Both routers masquerade (the
-default), so the LAN host needs no route back into the mesh.
+took are printed: the failover figure of the issue's note); a's next `wgpy up` puts back the
+forwarding and NAT its killed daemon left. Both routers masquerade (the default), so the LAN
+host needs no route back into the mesh.
 """
 
 from __future__ import annotations
@@ -143,7 +144,19 @@ def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, l
     assert failover <= FAILOVER_LIMIT
     routes = {(r["name"], r["primary"]) for r in mesh.admin("routes", "list")}
     assert routes == {("a", False), ("b", True)}
-    for node in (b, c):
+    # a, killed, left forwarding on and its NAT table; its next up (without routes now)
+    # puts both back
+    assert "wgpy-nat" in a.ns.run(["nft", "list", "tables"]).stdout
+    result = a.ns.run(
+        [WGPY, "up", "--login-server", mesh.url(), "--state-dir", str(a.state_dir),
+         "--interface", a.ifname, "--advertise-routes="],
+        check=False,
+        timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stderr}\n{a.log()}"
+    assert a.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+    assert "wgpy-nat" not in a.ns.run(["nft", "list", "tables"]).stdout
+    for node in (a, b, c):
         mesh.down(node)
     # b put its forwarding switch back at down (the namespace had it off)
     assert b.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"

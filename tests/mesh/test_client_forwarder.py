@@ -4,7 +4,9 @@ what it changed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -78,9 +80,36 @@ async def test_a_failing_undo_is_logged_and_the_rest_still_put_back() -> None:
         await Forwarder("wgpy0", _Log(), run=host).apply({4}, masquerade=False)
 
 
+async def test_a_killed_run_is_put_back_at_the_next_start(tmp_path: Path) -> None:
+    host = Host()
+    host.values = {V4: "0", V6: "0"}
+    record = tmp_path / "forwarding.json"
+    fw = Forwarder("wgpy0", _Log(), run=host, record=record)
+    await fw.apply({4}, masquerade=True)
+    assert json.loads(record.read_text()) == {"turned_on": [V4], "masquerading": True}
+    assert oct(record.stat().st_mode & 0o777) == "0o600"
+    # killed here: nothing put back. The next run takes over what the file lists...
+    again = Forwarder("wgpy0", _Log(), run=host, record=record)
+    assert (again.turned_on, again.masquerading) == ([V4], True)
+    await again.apply({4}, masquerade=True)
+    # ...so that its close puts the host back as it was before the first run
+    await again.close()
+    assert host.values == {V4: "0", V6: "0"} and not record.exists()
+    assert host.commands[-2][-1].endswith("delete table inet wgpy-nat\n")
+    # a damaged record is ignored (said in the log), not a failure
+    record.write_text("{")
+    log = _Log()
+    assert Forwarder("wgpy0", log, run=host, record=record).turned_on == []
+    assert log.warnings == ["cannot read what an earlier run changed"]
+
+
 class _Log:
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.warnings.append(event)
 
     def info(self, event: str, **fields: object) -> None:
         pass

@@ -44,6 +44,27 @@ async def test_advertises_forwards_and_withdraws(config: ServerConfig) -> None:
             assert (await r.admin.call("GET", f"/routes?node={node.id}"))["routes"] == []
 
 
+async def test_a_start_without_routes_puts_back_what_a_killed_router_left(
+    config: ServerConfig, tmp_path: Path
+) -> None:
+    async with running(config) as r:
+        await r.admin.user("alice")
+        node = await register(r.admin, await r.admin.auth_key("alice"), "router")
+        host = Host()
+        host.values = {"net.ipv4.ip_forward": "0"}
+        record = tmp_path / "forwarding.json"
+        async with NodeClient(r.url, token=node.token) as client:
+            killed = SubnetRoutes("wgpy0", ["10.1.0.0/16"], snat=True, log=_Log(), run=host,
+                                  record=record)  # fmt: skip
+            await killed.start(client)  # ... and never closed
+            assert host.values["net.ipv4.ip_forward"] == "1"
+            await SubnetRoutes("wgpy0", [], snat=True, log=_Log(), run=host, record=record).start(
+                client
+            )
+            assert host.values["net.ipv4.ip_forward"] == "0" and not record.exists()
+            assert host.commands[-2][-1].endswith("delete table inet wgpy-nat\n")
+
+
 def test_a_refused_list_stops_the_node_with_the_server_s_reason(
     config: ServerConfig, tmp_path: Path
 ) -> None:

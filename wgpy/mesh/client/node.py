@@ -61,7 +61,7 @@ from .hostnet import HostNet
 from .machine import MachineIdentity
 from .netmap import MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
-from .subnets import SubnetRoutes
+from .subnets import FORWARDING_FILE, SubnetRoutes
 from .system import HostNetwork, HostNetworkError
 from .traversal import Traversal
 
@@ -404,7 +404,11 @@ class MeshNode:
         last one); MeshError if the host cannot forward or the server refuses the list."""
         config = self.config
         self.subnets = SubnetRoutes(
-            interface, config.advertise_routes, snat=config.snat_subnet_routes, log=self.log
+            interface,
+            config.advertise_routes,
+            snat=config.snat_subnet_routes,
+            log=self.log,
+            record=self.state.path / FORWARDING_FILE,
         )
         try:
             await self.subnets.start(self.client)

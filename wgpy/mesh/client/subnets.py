@@ -2,19 +2,25 @@
 (``POST /api/v1/node/routes`` once it is logged in, the whole list each start: an empty one
 withdraws the last), then the forwarding they need on the host (:mod:`.forwarder`: IP
 forwarding for the families advertised, the masquerade unless ``--snat-subnet-routes=false``),
-put back when the node stops. The server checks the prefixes and says why it refuses one.
+put back when the node stops (or, after a crash, at its next start: ``forwarding.json`` in the
+state directory lists what is to be put back). The server checks the prefixes and says why
+it refuses one.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from ...host.run import run_async
 from .api import ApiError, NodeClient
 from .forwarder import Forwarder, Runner
 
-__all__ = ["SubnetRoutes"]
+__all__ = ["FORWARDING_FILE", "SubnetRoutes"]
+
+FORWARDING_FILE = "forwarding.json"  # in the state directory: what to put back
 
 NOT_FOUND = 404
 
@@ -28,13 +34,12 @@ class SubnetRoutes:
         snat: bool,
         log: Any,
         run: Runner | None = None,
+        record: Path | None = None,
     ) -> None:
         self.routes = list(routes)
         self.snat = snat
         self.log = log
-        self.forwarder = (
-            Forwarder(interface, log) if run is None else Forwarder(interface, log, run)
-        )
+        self.forwarder = Forwarder(interface, log, run or run_async, record)
 
     @property
     def versions(self) -> set[int]:
@@ -53,6 +58,7 @@ class SubnetRoutes:
                 return  # a server before routes: nothing to withdraw there
             raise
         if not self.routes:
+            await self.forwarder.close()  # what a killed run left, if anything
             return
         await self.forwarder.apply(self.versions, masquerade=self.snat)
         pending = [r.get("prefix") for r in reply if not r.get("approved")]
