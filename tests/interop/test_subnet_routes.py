@@ -26,7 +26,7 @@ import pytest
 from .mesh_lab import NODE_ENV, WGPY, Mesh, MeshNode
 from .netns import Lab, Namespace, run, wait_for
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 LAN = "192.168.77.0/24"
 LAN_HOST = "192.168.77.10"
