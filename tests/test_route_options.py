@@ -33,6 +33,7 @@ def test_prefixes_in_order_without_duplicates() -> None:
         ("192.168.1.7", "has no prefix length"),
         ("lan", "is not a prefix"),
         ("10.0.0.0/33", "is not a prefix"),
+        ("::/0", "is a default route; offer this node as an exit node with --advertise-exit"),
     ],
 )
 def test_a_wrong_prefix_says_what_to_write(text: str, words: str) -> None:

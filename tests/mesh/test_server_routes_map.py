@@ -5,6 +5,7 @@ the primary goes offline or expires by time; a policy that denies the prefix tak
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from wgpy.mesh.server import ServerConfig
@@ -69,3 +70,27 @@ async def test_routes_reach_the_maps_and_move_to_the_standby(
         await mc.until(lambda m: through(m, a) == [LAN] and b.public_key not in m.peers, 5.0)
         for m in (ma, mb, mc):
             m.close()
+
+
+async def test_an_approved_exit_node_is_flagged_without_default_routes(
+    backend: str, config: ServerConfig
+) -> None:
+    async with running(config) as r:
+        await r.admin.user("alice")
+        key = await r.admin.auth_key("alice", reusable=True)
+        exit_node, user = [await register(r.admin, key, name) for name in ("exit", "laptop")]
+        m = await open_map(user)
+        await exit_node.client.call("POST", "/node/routes", {"routes": ["0.0.0.0/0", "::/0"]})
+        await r.admin.call(
+            "POST", f"/nodes/{exit_node.id}/routes/approve", {"routes": ["0.0.0.0/0"]}
+        )
+        await asyncio.sleep(0.2)  # one of the two: not an exit node yet
+        await m.until(lambda m: exit_node.public_key in m.peers)
+        assert "exit_node" not in m.peers[exit_node.public_key]
+        await r.admin.call("POST", f"/nodes/{exit_node.id}/routes/approve", {"routes": ["::/0"]})
+        await m.until(lambda m: m.peers[exit_node.public_key].get("exit_node") is True)
+        peer = m.peers[exit_node.public_key]
+        assert "routes" not in peer and all(not a.endswith("/0") for a in peer["addresses"])
+        await r.admin.call("POST", f"/nodes/{exit_node.id}/routes/revoke", {"routes": []})
+        await m.until(lambda m: "exit_node" not in m.peers[exit_node.public_key])
+        m.close()

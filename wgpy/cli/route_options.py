@@ -44,6 +44,11 @@ def prefixes(text: str) -> tuple[str, ...]:
             ) from None
         if ipaddress.ip_interface(item).ip != network.network_address:
             raise argparse.ArgumentTypeError(f"{item!r} has host bits set; advertise {network}")
+        if network.prefixlen == 0:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is a default route; offer this node as an exit node with "
+                "--advertise-exit-node instead"
+            )
         out.add(network)
     ordered = sorted(out, key=lambda n: (n.version, n.network_address.packed, n.prefixlen))
     return tuple(str(n) for n in ordered)
