@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 LAN = "192.168.77.0/24"
 LAN_HOST = "192.168.77.10"
+LAN6 = "fd00:77::/64"
+LAN6_HOST = "fd00:77::10"
 FAILOVER_LIMIT = 5.0  # seconds, the issue's
 
 
@@ -72,6 +74,7 @@ def lan_behind(lab: Lab, routers: Sequence[tuple[MeshNode, str]]) -> Namespace:
     lan = lab.namespace("lan")
     lan.add_bridge("br1")
     lan.ip("addr", "add", f"{LAN_HOST}/24", "dev", "br1")
+    lan.ip("addr", "add", f"{LAN6_HOST}/64", "dev", "br1", "nodad")
     lan.ip("link", "set", "br1", "up")
     for i, (router, address) in enumerate(routers):
         here, there = f"l{i}", f"lan{i}"
@@ -79,6 +82,7 @@ def lan_behind(lab: Lab, routers: Sequence[tuple[MeshNode, str]]) -> Namespace:
              "peer", "name", there, "netns", router.ns.name])  # fmt: skip
         lan.ip("link", "set", here, "master", "br1", "up")
         router.ns.ip("addr", "add", f"{address}/24", "dev", there)
+        router.ns.ip("addr", "add", f"fd00:77::{i + 1}/64", "dev", there, "nodad")
         router.ns.ip("link", "set", there, "up")
     return lan
 
@@ -95,7 +99,7 @@ def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, l
     a, b, c = (mesh.add_node(name) for name in ("a", "b", "c"))
     lan = lan_behind(lab, [(a, "192.168.77.1"), (b, "192.168.77.2")])
     assert lan.ping("192.168.77.1") == 1 and lan.ping("192.168.77.2") == 1
-    mesh.up_with(a, key, "--advertise-routes", LAN)
+    mesh.up_with(a, key, "--advertise-routes", f"{LAN},{LAN6}")
     mesh.up_with(c, key)
     mesh.wait_ping(c, a)
     # advertised, not approved: nothing through a; a says what awaits approval
@@ -103,13 +107,15 @@ def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, l
     status = json.loads(
         a.ns.run([WGPY, "status", "--json", "--state-dir", str(a.state_dir)]).stdout
     )
-    assert status["self"]["routes_awaiting_approval"] == [LAN]
+    assert status["self"]["routes_awaiting_approval"] == [LAN, LAN6]
     assert a.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+    assert a.ns.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
 
-    mesh.admin("routes", "approve", str(a.id), LAN)
+    mesh.admin("routes", "approve", str(a.id), LAN, LAN6)
     wait_for(lambda: reaches(c, LAN_HOST), timeout=15, what="c to reach the LAN host through a")
+    wait_for(lambda: reaches(c, LAN6_HOST), timeout=10, what="c to reach it over IPv6 too")
     peers = json.loads(c.ns.run([WGPY, "status", "--json", "--state-dir", str(c.state_dir)]).stdout)
-    assert {p["hostname"]: p["routes"] for p in peers["peers"]}["a"] == [LAN]
+    assert {p["hostname"]: p["routes"] for p in peers["peers"]}["a"] == [LAN, LAN6]
 
     # a policy that lets alice's nodes reach each other but not the LAN: the route goes
     mesh.set_policy({"acls": [{"action": "accept", "src": ["user:alice"], "dst": ["user:alice"]}]})
@@ -155,6 +161,7 @@ def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, l
     )  # fmt: skip
     assert result.returncode == 0, f"{result.stderr}\n{a.log()}"
     assert a.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+    assert a.ns.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "0"
     assert "wgpy-nat" not in a.ns.run(["nft", "list", "tables"]).stdout
     for node in (a, b, c):
         mesh.down(node)
