@@ -221,6 +221,23 @@ def test_a_change_reaches_1000_viewers() -> None:
     for v in viewers:
         index.full(v, NOW)
     timings["1000 full maps"] = time.perf_counter() - started
+
+    # a router among them: its approval, then a change elsewhere with the router in place
+    index.apply([], policy=(P.DEFAULT, 2), now=NOW)
+    started = time.perf_counter()
+    batch = index.apply([], now=NOW, routes=[route(population[4], LAN)])
+    out = index.deltas(batch, viewers, NOW)
+    timings["route approved"] = time.perf_counter() - started
+    assert len(out) == 500  # alice's other nodes get the route, the router its self NODE
+    started = time.perf_counter()
+    batch = index.apply(
+        [replace(population[10], endpoints=("192.0.2.7:7",))],
+        now=NOW,
+        routes=[route(population[4], LAN)],
+    )
+    out = index.deltas(batch, viewers, NOW)
+    timings["endpoints, with a router"] = time.perf_counter() - started
+    assert len(out) == 500
     print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()})
     # (speed is judged by benchmarks on this shared machine, not asserted here)
 
