@@ -214,3 +214,34 @@ def test_without_snat_the_lan_sees_the_node_and_routes_back(mesh: RouteMesh, lab
     assert mesh.admin("routes", "list")[0]["advertised"] is False
     for node in (a, c, d):
         mesh.down(node)
+
+
+def test_a_router_whose_link_dies_hands_over_within_5_s(mesh: RouteMesh, lab: Lab) -> None:
+    """A router that vanishes without closing its connection (its underlay link goes down):
+    the server's probes of a router's stream find it dead within seconds (not when TCP stops
+    retransmitting, minutes later) and the standby takes over."""
+    key = mesh.auth_key("alice", "--reusable")
+    a, b, c = (mesh.add_node(name) for name in ("a", "b", "c"))
+    lan_behind(lab, [(a, "192.168.77.1"), (b, "192.168.77.2")])
+    for router in (a, b):
+        mesh.up_with(router, key, "--advertise-routes", LAN)
+        mesh.admin("routes", "approve", str(router.id), LAN)
+    mesh.up_with(c, key)
+    wait_for(lambda: reaches(c, LAN_HOST), timeout=15, what="c to reach the LAN host")
+    assert {(r["name"], r["primary"]) for r in mesh.admin("routes", "list")} == {
+        ("a", True),
+        ("b", False),
+    }
+    cut = time.monotonic()
+    a.ns.ip("link", "set", "eth0", "down")  # a's underlay: no FIN, no RST, just silence
+    back = wait_for(
+        lambda: reaches(c, LAN_HOST, wait=0.3) and time.monotonic(),
+        timeout=60,
+        interval=0.05,
+        what="c to reach the LAN host through b",
+    )
+    failover = back - cut
+    print(f"\nfailover from a to b after a's link went down: {failover:.2f} s")
+    assert failover <= FAILOVER_LIMIT
+    for node in (b, c):
+        mesh.down(node)
