@@ -43,6 +43,8 @@ def test_a_config_means_wg_quick_and_a_login_server_a_mesh() -> None:
         ({"foreground": True}, "--foreground"),
         ({"machine_cert": "desk.crt"}, "--machine-cert"),
         ({"machine_key": "desk.key"}, "--machine-key"),
+        ({"advertise_routes": ("10.0.0.0/8",)}, "--advertise-routes"),
+        ({"accept_routes": True}, "--accept-routes"),
     ],
 )
 def test_a_mesh_option_without_a_login_server_is_refused(

@@ -586,3 +586,48 @@ def test_peer_ice_compares_the_two_fields() -> None:
 
 def test_a_peer_without_ice_fields_has_them_empty() -> None:
     assert (record(2).ice_ufrag, record(2).candidates) == ("", ())
+
+
+# ---------------------------------------------------------------------- subnet routes
+
+
+def test_a_peer_s_routes_are_in_its_allowed_ips_unless_the_node_refuses_routes() -> None:
+    lan = entry(2, addresses=[*entry(2)["addresses"], "192.168.1.0/24"], routes=["192.168.1.0/24"])
+    plan = reconcile.full_map(full(lan), state())
+    (add,) = [op for op in plan.operations if isinstance(op, AddPeer)]
+    assert net("192.168.1.0/24") in add.allowed_ips
+    refusing = dataclasses.replace(state(), accept_routes=False)
+    plan = reconcile.full_map(full(lan), refusing)
+    (add,) = [op for op in plan.operations if isinstance(op, AddPeer)]
+    assert add.allowed_ips == (net("100.64.0.2/32"), net("fd7a:115c:a1e0::2/128"))
+    # the route moves to the standby: the peer that had it keeps its own addresses only
+    after = applied(state(), reconcile.full_map(full(lan), state()))
+    plan = reconcile.peer_upsert({"peer": entry(2)}, after)
+    assert [op for op in plan.operations if isinstance(op, SetAllowedIPs)] == [
+        SetAllowedIPs(key(2), (net("100.64.0.2/32"), net("fd7a:115c:a1e0::2/128")))
+    ]
+    plan = reconcile.peer_upsert({"peer": lan}, refusing)
+    (add,) = [op for op in plan.operations if isinstance(op, AddPeer)]
+    assert net("192.168.1.0/24") not in add.allowed_ips
+
+
+def test_routes_and_exit_node_are_read_and_a_default_route_refused() -> None:
+    peer = parse_peer(entry(2, routes=["192.168.1.0/24"], exit_node=True))
+    assert peer.routes == (net("192.168.1.0/24"),) and peer.exit_node
+    assert parse_peer(entry(2)).routes == () and not parse_peer(entry(2)).exit_node
+    with pytest.raises(ValueError, match="default route"):
+        parse_peer(entry(2, routes=["0.0.0.0/0"]))
+    with pytest.raises(ValueError, match="wrong type"):
+        parse_peer(entry(2, exit_node="yes"))
+
+
+def test_a_router_keeps_its_own_subnets_out_of_its_peers_allowed_ips() -> None:
+    routes = ["192.168.1.0/24", "10.9.0.0/16"]
+    other = entry(2, addresses=[*entry(2)["addresses"], *routes], routes=routes)
+    router = dataclasses.replace(state(), own_routes=frozenset({net("192.168.0.0/16")}))
+    (add,) = [
+        op for op in reconcile.full_map(full(other), router).operations if isinstance(op, AddPeer)
+    ]
+    # the LAN it routes itself stays on its own link; the other subnet goes through the peer
+    assert net("192.168.1.0/24") not in add.allowed_ips
+    assert net("10.9.0.0/16") in add.allowed_ips

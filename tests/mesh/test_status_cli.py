@@ -64,7 +64,10 @@ def test_a_stopped_node_shows_its_saved_peers(tmp_path: Path) -> None:
                               "server": "https://mesh.example", "running": False,
                               "control": None, "problem": None, "expires_at": None,
                               "expiry_warning": None, "nat": None, "dns": None,
-                              "relay": None, "relay_problem": None}  # fmt: skip
+                              "relay": None, "relay_problem": None,
+                              "advertised_routes": [], "approved_routes": [],
+                              "routes_awaiting_approval": [],
+                              "accept_routes": True}  # fmt: skip
     assert [p["hostname"] for p in report["peers"]] == ["pi", "nas"]
     assert report["peers"][0]["latest_handshake"] is None
     assert oct((state.path / "peers.json").stat().st_mode & 0o777) == "0o600"
@@ -482,3 +485,37 @@ def test_the_resolver_in_one_line() -> None:
         "DNS: the node's resolver listens nowhere (see the log)"
     )
     assert dns_line(None) is None and dns_line({"listening": "x"}) is None
+
+
+def test_routes_of_peers_and_those_of_this_node_awaiting_approval(tmp_path: Path) -> None:
+    state = populated(tmp_path)
+    node = state.read_node()
+    assert node is not None
+    state.write_node(
+        {
+            **node,
+            "advertised_routes": ["10.1.0.0/16", "192.168.1.0/24"],
+            "approved_routes": ["192.168.1.0/24"],
+        }
+    )
+    peers = state.read_peers()
+    peers[1]["routes"] = ["192.168.9.0/24"]
+    state.write_peers(peers)
+    status, out, err = run("status", "--state-dir", str(state.path))
+    assert status == ExitStatus.SUCCESS, err
+    assert "routes 192.168.9.0/24" in next(line for line in out.splitlines() if " nas " in line)
+    assert "# routes advertised and approved: 192.168.1.0/24\n" in out
+    assert "# routes awaiting approval: 10.1.0.0/16 (an admin approves them with" in out
+    status, out, err = run("status", "--json", "--state-dir", str(state.path))
+    report = json.loads(out)
+    assert report["self"]["routes_awaiting_approval"] == ["10.1.0.0/16"]
+    assert {p["hostname"]: p["routes"] for p in report["peers"]} == {
+        "pi": [],
+        "nas": ["192.168.9.0/24"],
+    }
+    # a node that refuses routes says the peer's are not used
+    state.write_settings(
+        Settings("https://mesh.example", "wgpy0", 41641, "laptop", accept_routes=False)
+    )
+    status, out, err = run("status", "--state-dir", str(state.path))
+    assert "routes 192.168.9.0/24 (not used: --accept-routes=false)" in out

@@ -15,7 +15,9 @@
     daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
     ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there.
     ``--accept-dns[=BOOL]`` (default true, kept for the next up) points the host's resolver
-    at the node's, which answers mesh names (:mod:`wgpy.mesh.client.nameservice`). A plain
+    at the node's, which answers mesh names (:mod:`wgpy.mesh.client.nameservice`).
+    ``--advertise-routes``, ``--snat-subnet-routes`` and ``--accept-routes`` make the node a
+    subnet router or keep peers' routes out (:mod:`wgpy.cli.route_options`). A plain
     ``http://`` server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
@@ -66,6 +68,7 @@ from wgpy.uapi import client as uapi_client
 from . import mesh_daemon, mesh_login
 from .environment import PROG, CommandError, Environment, ExitStatus
 from .listen import listen_address
+from .route_options import add_route_arguments, route_settings
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
@@ -136,6 +139,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
+    add_route_arguments(group)
     group.add_argument(
         "--accept-dns",
         metavar="BOOL",
@@ -275,6 +279,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         if not os.path.isfile(ca_cert):
             raise CommandError(f"the CA certificate {ca_cert} does not exist")
     machine_cert, machine_key = _machine_identity(args, previous)
+    advertise_routes, snat_subnet_routes, accept_routes = route_settings(args, previous)
     node = NodeConfig(
         interface=name,
         listen_port=args.listen_port or (previous.listen_port if previous else DEFAULT_LISTEN_PORT),
@@ -285,6 +290,9 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         machine_cert=machine_cert,
         machine_key=machine_key,
         accept_dns=_accept_dns(args, previous),
+        advertise_routes=advertise_routes,
+        snat_subnet_routes=snat_subnet_routes,
+        accept_routes=accept_routes,
     )
     metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(

@@ -96,6 +96,11 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     expiry = expiry_warning(node.get("expires_at"), now)
     relay = relay_state(control)
     relay_trouble = relay_problem(relay)
+    advertised, approved = (
+        _strings(node.get("advertised_routes")),
+        _strings(node.get("approved_routes")),
+    )
+    awaiting = [r for r in advertised if r not in approved]
     if args.json:
         report = {
             "self": {
@@ -120,6 +125,11 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 "relay": relay,
                 # the sentences of the text view, in one
                 "relay_problem": "; ".join(relay_trouble) if relay_trouble else None,
+                # subnet routes this node advertises, those approved, those still waiting
+                "advertised_routes": advertised,
+                "approved_routes": approved,
+                "routes_awaiting_approval": awaiting,
+                "accept_routes": settings.accept_routes,
             },
             "peers": rows,
         }
@@ -140,7 +150,7 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         if column != "name" or named
     }
     lines = [(me, f"this node: {settings.interface}, {running}, server {settings.server_url}")]
-    lines += [(row, _describe(row, now)) for row in ordered]
+    lines += [(row, _describe(row, now, settings.accept_routes)) for row in ordered]
     for row, text in lines:
         cells = [_fit(row[column] or "-", width) for column, width in widths.items()]
         env.stdout.write("  ".join(cells) + "  " + text + "\n")
@@ -155,6 +165,8 @@ def status_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
     dns_text = dns_line(dns if pid is not None else None)
     if dns_text is not None:
         env.stdout.write(f"# {dns_text}\n")
+    for line in route_lines(advertised, awaiting):
+        env.stdout.write(f"# {line}\n")
     if not rows:
         if pid is not None and problem is None:
             env.stdout.write("(no peers: the policy lets this node reach no one yet)\n")
@@ -455,6 +467,7 @@ def _peer_row(peer: dict[str, Any], state: PeerState | None, running: bool) -> d
         "online": bool(peer.get("online")),
         "can_reach": bool(peer.get("can_reach")),
         "reachable_from": bool(peer.get("reachable_from")),
+        "routes": _strings(peer.get("routes")),  # subnets it routes for this node
         "endpoint": None,
         "latest_handshake": None,
         "rx_bytes": 0,
@@ -517,10 +530,31 @@ def peer_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _describe(row: dict[str, Any], now: float) -> str:
+def route_lines(advertised: list[str], awaiting: list[str]) -> list[str]:
+    """What the node says of the routes it advertises."""
+    if not advertised:
+        return []
+    served = [r for r in advertised if r not in awaiting]
+    lines = [f"routes advertised and approved: {', '.join(served)}"] if served else []
+    if awaiting:
+        lines.append(
+            f"routes awaiting approval: {', '.join(awaiting)} (an admin approves them with "
+            "`wgpy admin routes approve NODE PREFIX...`)"
+        )
+    return lines
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _describe(row: dict[str, Any], now: float, accept_routes: bool = True) -> str:
     parts = ["online" if row["online"] else "offline"]
     if not row["can_reach"]:
         parts.append("replies only (the policy lets it reach us, not us it)")
+    if row["routes"]:
+        refused = "" if accept_routes else " (not used: --accept-routes=false)"
+        parts.append(f"routes {', '.join(row['routes'])}{refused}")
     path = row["path"]
     where = path_text(path, row["endpoint"]) if row["latest_handshake"] or path else None
     if where is not None:

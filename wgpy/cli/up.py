@@ -26,6 +26,9 @@ _MESH_UP_OPTIONS = (
     "ca_cert",
     "machine_cert",
     "machine_key",
+    "advertise_routes",
+    "snat_subnet_routes",
+    "accept_routes",
 )
 
 

@@ -258,6 +258,15 @@ class NodeClient(Client):
     async def report_endpoints(self, endpoints: list[str]) -> None:
         await self.request("POST", "/api/v1/node/endpoints", {"endpoints": endpoints})
 
+    async def advertise_routes(self, routes: list[str]) -> list[dict[str, Any]]:
+        """The subnet routes this node advertises (replacing the last list); its routes as
+        the server keeps them (ROUTE objects: approved or not)."""
+        reply = await self.request("POST", "/api/v1/node/routes", {"routes": routes})
+        routes_out = reply.get("routes") if isinstance(reply, dict) else None
+        return (
+            [r for r in routes_out if isinstance(r, dict)] if isinstance(routes_out, list) else []
+        )
+
     async def report_candidates(self, ice_ufrag: str, candidates: list[str]) -> None:
         """This node's ICE ufrag and candidates (as ``Candidate.to_sdp()`` writes them, at
         most 16), for its peers' maps. No password: the checks' keys are per pair of nodes,

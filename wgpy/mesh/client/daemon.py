@@ -108,6 +108,9 @@ class DaemonOptions:
                 "machine_cert": node.machine_cert,
                 "machine_key": node.machine_key,
                 "accept_dns": node.accept_dns,
+                "advertise_routes": list(node.advertise_routes),
+                "snat_subnet_routes": node.snat_subnet_routes,
+                "accept_routes": node.accept_routes,
             },
         }
 
@@ -131,6 +134,9 @@ class DaemonOptions:
                     machine_cert=_optional(node.get("machine_cert")),
                     machine_key=_optional(node.get("machine_key")),
                     accept_dns=bool(node.get("accept_dns", False)),
+                    advertise_routes=tuple(str(r) for r in node.get("advertise_routes") or ()),
+                    snat_subnet_routes=bool(node.get("snat_subnet_routes", True)),
+                    accept_routes=bool(node.get("accept_routes", True)),
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),
@@ -221,6 +227,9 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     machine_cert=options.node.machine_cert,
                     machine_key=options.node.machine_key,
                     accept_dns=options.node.accept_dns,
+                    advertise_routes=options.node.advertise_routes,
+                    snat_subnet_routes=options.node.snat_subnet_routes,
+                    accept_routes=options.node.accept_routes,
                 )
             )
         except StateError as e:

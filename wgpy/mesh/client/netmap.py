@@ -5,13 +5,19 @@ that does not parse raises :class:`MapError` (a ValueError) saying which field i
 the node skips that record instead of stopping. Unknown fields are ignored, so a newer server
 can add some. A peer's ICE candidates come from another node: unusable ones are dropped (the
 record keeps its other fields) and ``PeerRecord.dropped_candidates`` says why. A ``name``
-that is not a DNS name is ignored (the record stays, without a name).
+that is not a DNS name is ignored (the record stays, without a name). A peer's ``routes`` (the
+subnets it routes for this node, also in its ``addresses``) are kept out of its allowed IPs
+when the node does not accept routes (``wgpy up --accept-routes=false``), and so are those
+inside a prefix the node advertises itself (a router keeps its own subnets on its own link,
+also while another router of the prefix is primary); ``exit_node`` says the peer may be this
+node's exit node.
 
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -169,6 +175,8 @@ class PeerRecord:
     ice_ufrag: str = ""
     dropped_candidates: tuple[str, ...] = ()  # why each unusable candidate was dropped
     name: str = ""  # HOST.USER.BASE, canonical; "" when the server gave none
+    routes: tuple[IPNetwork, ...] = ()  # subnets the peer routes for this node
+    exit_node: bool = False  # the peer may be this node's exit node
 
     @property
     def endpoint(self) -> tuple[str, int] | None:
@@ -184,20 +192,35 @@ class PeerRecord:
         return None
 
 
-def parse_peer(data: Any) -> PeerRecord:
-    if not isinstance(data, dict):
-        raise MapError("a peer is not a JSON object")
+def _networks(data: dict[str, Any], name: str) -> list[IPNetwork]:
     networks: list[IPNetwork] = []
-    for text in _strings(data, "addresses"):
+    for text in _strings(data, name):
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise MapError(f"'addresses' holds {text!r}, which is not a network") from None
+            raise MapError(f"{name!r} holds {text!r}, which is not a network") from None
         if network.prefixlen == 0:
             # a default route through a peer (an exit node) needs policy routing; never
             # let a map take over this machine's traffic by accident
-            raise MapError(f"'addresses' holds the default route {text!r}")
+            raise MapError(f"{name!r} holds the default route {text!r}")
         networks.append(network)
+    return networks
+
+
+def parse_peer(
+    data: Any, *, accept_routes: bool = True, own_routes: Collection[IPNetwork] = ()
+) -> PeerRecord:
+    """A PEER; with ``accept_routes`` False, its ``routes`` are left out of its allowed IPs
+    (only its own addresses stay), and so are those inside one of ``own_routes`` (the
+    prefixes this node advertises)."""
+    if not isinstance(data, dict):
+        raise MapError("a peer is not a JSON object")
+    networks = _networks(data, "addresses")
+    routes = tuple(_networks(data, "routes"))
+    if not accept_routes:
+        networks = [n for n in networks if n not in routes]
+    elif own_routes:
+        networks = [n for n in networks if n not in routes or not _inside(n, own_routes)]
     return PeerRecord(
         public_key=_public_key(data),
         hostname=_field(data, "hostname", str, ""),
@@ -210,7 +233,16 @@ def parse_peer(data: Any) -> PeerRecord:
         can_reach=_field(data, "can_reach", bool, False),
         reachable_from=_field(data, "reachable_from", bool, False),
         name=_name(data),
+        routes=routes,
+        exit_node=_field(data, "exit_node", bool, False),
         **_ice(data),
+    )
+
+
+def _inside(network: IPNetwork, prefixes: Collection[IPNetwork]) -> bool:
+    return any(
+        network.version == p.version and network.subnet_of(p)  # type: ignore[arg-type]
+        for p in prefixes
     )
 
 

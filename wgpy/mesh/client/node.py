@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from .machine import MachineIdentity
 from .nameservice import NameService
 from .netmap import MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
+from .subnets import FORWARDING_FILE, SubnetRoutes
 from .system import HostNetwork, HostNetworkError
 from .traversal import Traversal
 
@@ -135,6 +137,11 @@ class NodeConfig:
     # point the host's resolver at the node's (nameservice.py); `wgpy up`'s default is on
     accept_dns: bool = False
     healthy_stream: float = HEALTHY_STREAM
+    # subnet routes: the prefixes this node offers to forward to (checked by the server),
+    # whether what it forwards leaves with its own address, whether it takes peers' routes
+    advertise_routes: tuple[str, ...] = ()
+    snat_subnet_routes: bool = True
+    accept_routes: bool = True
 
 
 def _short(key: bytes) -> str:
@@ -184,6 +191,10 @@ class MeshNode:
         self.candidates = CandidateReporter(client, self.ice, self.log)
         self.traversal: Traversal | None = None
         self.hostnet: HostNet | None = None  # addresses and routes on the host (interface open)
+        self.subnets: SubnetRoutes | None = None  # the routes this node advertises (logged in)
+        self._own_routes = frozenset(
+            ipaddress.ip_network(r, strict=False) for r in config.advertise_routes
+        )
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
@@ -244,6 +255,7 @@ class MeshNode:
                 return  # stopped (Ctrl-C, SIGTERM) while logging in: nothing more is sent
             await self._configure_host(hostnet, node)
             await self._report_endpoints()
+            await self._advertise_routes(iface.name)
             stream = asyncio.create_task(self._stream_loop())
             stopped = asyncio.create_task(self._stop.wait())
             closed = asyncio.create_task(iface.closed.wait())
@@ -296,6 +308,8 @@ class MeshNode:
                 await self.names.close()  # the host's DNS put back while the link exists
             if self.traversal is not None:
                 await self.traversal.close()
+            if self.subnets is not None:
+                await self.subnets.close()
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
 
@@ -395,6 +409,26 @@ class MeshNode:
         except HostNetworkError as e:
             raise MeshError(str(e)) from None
         self.self_node = node
+
+    async def _advertise_routes(self, interface: str) -> None:
+        """Forward for and advertise ``--advertise-routes`` (an empty list withdraws the
+        last one); MeshError if the host cannot forward or the server refuses the list."""
+        config = self.config
+        self.subnets = SubnetRoutes(
+            interface,
+            config.advertise_routes,
+            snat=config.snat_subnet_routes,
+            log=self.log,
+            record=self.state.path / FORWARDING_FILE,
+        )
+        try:
+            await self.subnets.start(self.client)
+        except HostNetworkError as e:
+            raise MeshError(f"cannot forward for the advertised routes: {e}") from None
+        except ApiError as e:
+            raise MeshError(f"the server refused the advertised routes: {e.message}") from None
+        except MeshClientError as e:
+            raise MeshError(e.message) from None
 
     # ------------------------------------------------------------------ the map stream
 
@@ -561,6 +595,8 @@ class MeshNode:
                 "online": p.online,
                 "can_reach": p.can_reach,
                 "reachable_from": p.reachable_from,
+                "routes": [str(n) for n in p.routes],
+                "exit_node": p.exit_node,
                 **(self.traversal.path_json(p.public_key) if self.traversal else {}),
             }
             for p in self.peers.values()
@@ -595,6 +631,8 @@ class MeshNode:
             device=_DeviceView(self.device),
             expired=self.expired,
             now=self.wall_clock(),
+            accept_routes=self.config.accept_routes,
+            own_routes=self._own_routes,
         )
 
     async def _apply(self, plan: reconcile.Plan) -> None:

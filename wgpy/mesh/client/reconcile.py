@@ -100,6 +100,8 @@ class Current:
     device: Mapping[bytes, DevicePeer]  # the device's peers, by public key
     expired: bool = False  # expired or refused by the server: no peers
     now: float = 0.0  # wall-clock seconds, for the node's expiry time
+    accept_routes: bool = True  # False: peers' subnet routes stay out of their allowed IPs
+    own_routes: frozenset[IPNetwork] = frozenset()  # advertised here: never through a peer
 
 
 # ---------------------------------------------------------------------- operations
@@ -269,7 +271,9 @@ def full_map(message: Mapping[str, Any], current: Current) -> Plan:
     entries = message.get("peers")
     for entry in entries if isinstance(entries, list) else []:
         try:
-            peer = parse_peer(entry)
+            peer = parse_peer(
+                entry, accept_routes=current.accept_routes, own_routes=current.own_routes
+            )
         except MapError as e:
             skipped.append(Skipped("unusable peer in the map: skipped", str(e)))
             continue
@@ -292,7 +296,9 @@ def peer_upsert(message: Mapping[str, Any], current: Current) -> Plan:
     if current.expired:
         return Plan()
     try:
-        peer = parse_peer(message.get("peer"))
+        peer = parse_peer(
+            message.get("peer"), accept_routes=current.accept_routes, own_routes=current.own_routes
+        )
     except MapError as e:
         return Plan(skipped=(Skipped("unusable peer in the map: skipped", str(e)),))
     return Plan(tuple(_upsert(peer, current)), tuple(_dropped_candidates(peer)))

@@ -109,6 +109,10 @@ class Settings:
     machine_cert: str | None = None
     machine_key: str | None = None
     accept_dns: bool = True  # the host resolves mesh names through the node's resolver
+    # subnet routes (wgpy up --advertise-routes, --snat-subnet-routes, --accept-routes)
+    advertise_routes: tuple[str, ...] = ()
+    snat_subnet_routes: bool = True
+    accept_routes: bool = True
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -125,6 +129,9 @@ class Settings:
             machine_cert=None if machine_cert is None else str(machine_cert),
             machine_key=None if machine_key is None else str(machine_key),
             accept_dns=bool(data.get("accept_dns", True)),
+            advertise_routes=tuple(str(r) for r in data.get("advertise_routes") or ()),
+            snat_subnet_routes=bool(data.get("snat_subnet_routes", True)),
+            accept_routes=bool(data.get("accept_routes", True)),
         )
 
 
