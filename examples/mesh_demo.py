@@ -6,14 +6,18 @@
       +-- relay host  203.0.113.3: coturn (examples/coturn.conf: UDP/TCP 3478, TLS 443)
       +-- cloud       203.0.113.5: a node on an open network
       +-- home router 203.0.113.101, an "easy" NAT (keeps a socket's public port)
-      |     +-- home    192.168.1.10
+      |     +-- home    192.168.1.10 (a subnet router for its LAN)
+      |     +-- printer 192.168.1.11 (no wgpy)
       +-- phone router 203.0.113.102, a "hard" NAT (a new public port for every destination)
             +-- phone   192.168.2.10
 
 Each node joins with `wgpy up --login-server --auth-key`, learns where it is with STUN from
 its WireGuard port, reports its candidates, and runs ICE checks with every peer. The demo
 then shows which path each node chose for each peer (direct, relay, or none yet), pings over
-every pair that has a path, and prints `wgpy status` on each node. cloud-home and
+every pair that has a path, calls nodes by their names (HOST.USER.mesh.internal through each
+node's resolver, `ping home`, `wgpy ping phone`), shows a subnet route (home advertises its
+LAN; cloud reaches the printer once an admin approves it, not before) and prints `wgpy status`
+on each node. cloud-home and
 cloud-phone end direct; home-phone cannot (the hard NAT's ports cannot be predicted and
 both routers drop what they did not ask for): it goes through the relay where the node
 speaks TURN, and is shown as without a path otherwise. Everything is removed at the end,
@@ -28,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -51,6 +56,8 @@ NODE_PORT = 41641
 NODES = ("cloud", "home", "phone")
 PATH_WAIT = 8.0  # seconds to wait for the pairs' paths to settle
 EXPECTED_DIRECT = {("cloud", "home"), ("cloud", "phone")}
+BASE_DOMAIN = "mesh.internal"  # wgpy server's default --base-domain
+ROUTE_WAIT = 10.0  # seconds for an approved route to reach a map
 
 
 def step(text: str) -> None:
@@ -74,6 +81,10 @@ class Demo:
         self.ifnames = {name: f"wgm{TAG}{name[0]}" for name in NODES}
         self.addresses: dict[str, str] = {}
         self.states = {name: lab.workdir / name for name in NODES}
+        self.printer = ""  # the LAN host behind home, which runs no wgpy
+        self.lan = ""  # home's LAN, which home routes for the mesh
+        self.ids: dict[str, str] = {}
+        self.ipv6: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -101,13 +112,27 @@ class Demo:
         cloud = nat.host("cloud")
         home_router, phone_router = nat.router("easy"), nat.router("hard")
         home, phone = nat.node("home", home_router), nat.node("phone", phone_router)
+        printer = nat.node("printer", home_router)
         self.spaces = {"cloud": cloud.ns, "home": home.ns, "phone": phone.ns}
+        self.printer, self.lan = printer.ipv4, str(home_router.lan4)
+        for ns in self.spaces.values():
+            self.own_resolv_conf(ns)
         say(f"  server   {nat.server.ipv4}")
         say(f"  relay    {nat.relay.ipv4}")
         say(f"  cloud    {cloud.ipv4} (open network)")
         say(f"  home     {home.ipv4} behind {home_router.wan4} (easy NAT: masquerade)")
         say(f"  phone    {phone.ipv4} behind {phone_router.wan4} "
             "(hard NAT: masquerade fully-random)")  # fmt: skip
+        say(f"  printer  {printer.ipv4} on home's LAN (runs no wgpy)")
+
+    def own_resolv_conf(self, ns: Namespace) -> None:
+        """/etc/netns/NS/resolv.conf, which `ip netns exec` mounts over /etc/resolv.conf: the
+        node's own, for it to point at its resolver (without it the node leaves DNS alone,
+        as that file would be the host's); removed at the end."""
+        directory = Path("/etc/netns") / ns.name
+        directory.mkdir(parents=True, exist_ok=True)
+        self.lab.callback(shutil.rmtree, directory, True)
+        (directory / "resolv.conf").write_text("# the demo's namespace: no resolver of its own\n")
 
     def start_relay_and_server(self) -> None:
         step("coturn on the relay host (examples/coturn.conf, REST credentials)")
@@ -146,13 +171,17 @@ class Demo:
         say(f"  key {key.split('_')[2]}... for user demo (shown once, stored hashed)")
         step("each node joins: wgpy up --login-server URL --auth-key KEY")
         for name in NODES:
+            routes = ["--advertise-routes", self.lan] if name == "home" else []
             out = self.run(self.spaces[name], WGPY, "up", "--login-server", self.url,
                            "--auth-key", key, "--hostname", name, "--interface",
                            self.ifnames[name], "--state-dir", str(self.states[name]),
-                           "--listen-port", str(NODE_PORT))  # fmt: skip
+                           "--listen-port", str(NODE_PORT), *routes)  # fmt: skip
             say(f"  {name:6s} {out.strip()}")
+        say(f"  (home: wgpy up ... --advertise-routes {self.lan})")
         found = {n["hostname"]: n for n in self.admin("nodes", "list")}
         self.addresses = {name: str(found[name]["ipv4"]) for name in NODES}
+        self.ipv6 = {name: str(found[name].get("ipv6")) for name in NODES}
+        self.ids = {name: str(found[name]["id"]) for name in NODES}
 
     # ------------------------------------------------------------------ paths
 
@@ -214,6 +243,61 @@ class Demo:
             ok = ok and ((a, b) not in EXPECTED_DIRECT or self.settled(a, b))
         return ok
 
+    # ------------------------------------------------------------------ names and routes
+
+    def names(self) -> bool:
+        step(f"names: every node is HOST.USER.{BASE_DOMAIN}, answered by each node's resolver")
+        cloud = self.spaces["cloud"]
+        ok = True
+        for name in ("home", "phone"):
+            full = f"{name}.demo.{BASE_DOMAIN}"
+            out = self.run(cloud, "getent", "hosts", full, check=False).split()
+            got = out[0] if out else "nothing"
+            say(f"  cloud$ getent hosts {full:28s} -> {got}")
+            ok = ok and got in (self.addresses[name], self.ipv6[name])
+        got = cloud.run(["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", "home"], check=False)
+        match = re.search(r"PING [^\s(]+ ?\(([\da-f.:]+)\)", got.stdout)
+        replies = re.search(r"(\d+) received", got.stdout)
+        received = int(replies.group(1)) if replies else 0
+        say(f"  cloud$ ping home -> {match.group(1) if match else '?'}: {received}/2 replies "
+            "(the short name, through the search domain)")  # fmt: skip
+        ok = ok and received == 2
+        out = self.run(cloud, WGPY, "ping", "--state-dir", str(self.states["cloud"]),
+                       "-c", "2", "phone", check=False)  # fmt: skip
+        for line in out.strip().splitlines()[:2]:
+            say(f"  cloud$ wgpy ping phone: {line}")
+        return ok
+
+    def routes_of(self, name: str, peer: str) -> list[str]:
+        with contextlib.suppress(OSError, ValueError):
+            for entry in json.loads((self.states[name] / "peers.json").read_text()):
+                if entry.get("hostname") == peer:
+                    return [str(r) for r in entry.get("routes") or []]
+        return []
+
+    def subnet_route(self) -> bool:
+        step(f"a subnet route: home advertises its LAN {self.lan}; the printer runs no wgpy")
+        cloud = self.spaces["cloud"]
+        before = cloud.ping(self.printer, count=2, wait=1, interval=0.2)
+        say(f"  before approval: cloud -> printer {self.printer}: {before}/2 replies")
+        listed = self.admin("routes", "list") or []
+        for route in listed if isinstance(listed, list) else []:
+            state = "approved" if route.get("approved") else "awaiting approval"
+            say(f"  wgpy admin routes list: {route.get('name')} {route.get('prefix')}: {state}")
+        step(f"wgpy admin routes approve {self.ids['home']} {self.lan}")
+        self.admin("routes", "approve", self.ids["home"], self.lan)
+        start = time.monotonic()
+        while self.lan not in self.routes_of("cloud", "home"):
+            if time.monotonic() - start > ROUTE_WAIT:
+                say(f"  the route did not reach cloud's map in {ROUTE_WAIT:g} s")
+                return False
+            time.sleep(0.1)
+        say(f"  in cloud's map after {time.monotonic() - start:.2f} s: home routes {self.lan}")
+        after = cloud.ping(self.printer, count=3, wait=2, interval=0.2)
+        say(f"  cloud -> printer {self.printer}: {after}/3 replies, through home "
+            "(forwarding on, masqueraded: the printer needs no route back)")  # fmt: skip
+        return before == 0 and after == 3
+
     def show_status(self) -> None:
         for name in NODES:
             step(f"{name}: wgpy status")
@@ -251,6 +335,8 @@ def main() -> int:
                 demo.wait_paths()
                 demo.show_paths()
                 ok = demo.ping_all()
+                ok = demo.names() and ok
+                ok = demo.subnet_route() and ok
                 demo.show_status()
                 step("the mesh works" if ok else "some pairs failed")
                 return 0 if ok else 1

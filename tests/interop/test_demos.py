@@ -27,6 +27,8 @@ def run_demo(script: str) -> subprocess.CompletedProcess[str]:
     tag = str(pid % 100000)
     assert not namespaces_matching(lambda n: f"-{tag}-" in n)
     assert not [s for s in sockets() if s.startswith((f"wgd{tag}", f"wgm{tag}"))]
+    netns_etc = Path("/etc/netns")  # the namespaces' own resolv.conf files are gone too
+    assert not [d for d in netns_etc.glob(f"*-{tag}-*")] if netns_etc.exists() else True
     return result
 
 
@@ -43,6 +45,15 @@ def test_the_mesh_demo() -> None:
     for name in ("cloud", "home", "phone"):
         assert f"==> {name}: wgpy status" in out
     assert out.count("this node: ") == 3
+    # names through each node's resolver, and a subnet route that works only once approved
+    assert "cloud$ ping home -> 100.64.0.2: 2/2 replies" in out or (
+        "cloud$ ping home -> fd7a:115c:a1e0::2: 2/2 replies" in out
+    ), out[-3000:]
+    assert "cloud$ wgpy ping phone: pong from phone" in out
+    assert "before approval: cloud -> printer 192.168.1.11: 0/2 replies" in out
+    assert "wgpy admin routes list: home 192.168.1.0/24: awaiting approval" in out
+    assert "cloud -> printer 192.168.1.11: 3/3 replies, through home" in out
+    assert "routes 192.168.1.0/24; direct" in out  # cloud's status: home's route
     assert "==> the mesh works" in out and "namespaces, processes and files removed" in out
 
 
