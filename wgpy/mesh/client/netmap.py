@@ -23,6 +23,7 @@ from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
 
 __all__ = [
+    "DEFAULT_ROUTES",
     "MapError",
     "NodeRecord",
     "PeerRecord",
@@ -32,6 +33,11 @@ __all__ = [
 ]
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+# what a peer that is this node's exit node gets on top of the map's prefixes (never from the map)
+DEFAULT_ROUTES: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("0.0.0.0/0"),
+    ipaddress.ip_network("::/0"),
+)
 
 
 class MapError(ValueError):
@@ -169,6 +175,7 @@ class PeerRecord:
     ice_ufrag: str = ""
     dropped_candidates: tuple[str, ...] = ()  # why each unusable candidate was dropped
     name: str = ""  # HOST.USER.BASE, canonical; "" when the server gave none
+    exit_node: bool = False  # an approved exit node this node may send all its traffic to
 
     @property
     def endpoint(self) -> tuple[str, int] | None:
@@ -210,6 +217,7 @@ def parse_peer(data: Any) -> PeerRecord:
         can_reach=_field(data, "can_reach", bool, False),
         reachable_from=_field(data, "reachable_from", bool, False),
         name=_name(data),
+        exit_node=_field(data, "exit_node", bool, False),
         **_ice(data),
     )
 

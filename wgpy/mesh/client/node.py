@@ -56,6 +56,8 @@ from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
+from .exitnode import choose as choose_exit_node
+from .exitroute import ExitRouting, Runner, control_plane_hosts, resolve, versions_of
 from .hostnet import HostNet
 from .machine import MachineIdentity
 from .netmap import MapError, NodeRecord, PeerRecord, parse_node
@@ -130,6 +132,10 @@ class NodeConfig:
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     startup_timeout: float = STARTUP_TIMEOUT
     healthy_stream: float = HEALTHY_STREAM
+    # the peer to send all traffic through (exitnode.check_exit_node's form; "": none), and
+    # whether the directly connected networks stay reachable meanwhile
+    exit_node: str = ""
+    exit_node_allow_lan_access: bool = False
 
 
 def _short(key: bytes) -> str:
@@ -150,6 +156,7 @@ class MeshNode:
         host: HostNetwork,
         backoff: Backoff | None = None,
         wall_clock: Callable[[], float] = time.time,
+        exit_runner: Runner | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -177,6 +184,11 @@ class MeshNode:
         self.candidates = CandidateReporter(client, self.ice, self.log)
         self.traversal: Traversal | None = None
         self.hostnet: HostNet | None = None  # addresses and routes on the host (interface open)
+        # the exit node (--exit-node): the peer used now, why none is, the policy routing
+        self.exit_key: bytes | None = None
+        self.exit_problem: str | None = None
+        self.exit_routing: ExitRouting | None = None
+        self._exit_runner = exit_runner
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
@@ -229,6 +241,8 @@ class MeshNode:
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
             hostnet = self.hostnet = HostNet(iface.name, iface.device, self.host, self.log)
+            if self.config.exit_node:
+                self.exit_routing = self._exit_routing(iface)
             self.traversal = self._traversal(iface)
             self.traversal.open()
             self._set_control(CONNECTING)
@@ -258,6 +272,8 @@ class MeshNode:
                 )
             if ready not in done:
                 return  # stopped while starting
+            if self.exit_problem is not None:
+                raise MeshError(f"cannot use the exit node: {self.exit_problem}")
             self.log.info(
                 "mesh node up",
                 addresses=[str(a) for a in hostnet.addresses],
@@ -283,6 +299,8 @@ class MeshNode:
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
+            if self.exit_routing is not None:
+                await self.exit_routing.remove()
             if self.traversal is not None:
                 await self.traversal.close()
             if self.iface is not None:
@@ -526,6 +544,7 @@ class MeshNode:
         if self.iface is not None:
             self.iface.flush()
         await self._sync_routes(strict=not self.ready.is_set())
+        await self._sync_exit_node(strict=not self.ready.is_set())
         self._peers_changed()
 
     def _peers_changed(self) -> None:
@@ -582,6 +601,7 @@ class MeshNode:
             device=_DeviceView(self.device),
             expired=self.expired,
             now=self.wall_clock(),
+            exit_node=self.exit_key,
         )
 
     async def _apply(self, plan: reconcile.Plan) -> None:
@@ -715,6 +735,56 @@ class MeshNode:
         except HostNetworkError as e:  # strict only: logged otherwise
             raise MeshError(str(e)) from None
 
+    # ------------------------------------------------------------------ exit node
+
+    def _exit_routing(self, iface: MeshInterface) -> ExitRouting:
+        def set_fwmark(mark: int) -> None:
+            setter = getattr(iface, "set_fwmark", None)
+            if setter is not None:
+                setter(mark)
+
+        if self._exit_runner is None:
+            return ExitRouting(iface.name, set_fwmark, self.log)
+        return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner)
+
+    async def _sync_exit_node(self, *, strict: bool) -> None:
+        """Use the exit node while the map has it as one for this node (its allowed IPs gain
+        the default routes, the host's policy routing sends everything there), and stop when
+        it leaves the map or is no longer one; MeshError if the routing cannot be set up and
+        ``strict``, else it is logged and tried again after the next change."""
+        routing = self.exit_routing
+        if routing is None:
+            return
+        choice = choose_exit_node(self.config.exit_node, self.peers)
+        if choice.problem != self.exit_problem and choice.problem is not None:
+            self.log.warning("the exit node cannot be used now", reason=choice.problem)
+        self.exit_problem = choice.problem
+        if choice.public_key != self.exit_key:
+            old, self.exit_key = self.exit_key, choice.public_key
+            if choice.public_key is None:
+                await routing.remove()
+            await self._apply(reconcile.exit_node_changed(old, self._current()))
+            if choice.public_key is not None:
+                self.log.info("exit node chosen", peer=_short(choice.public_key), name=choice.name)
+        if self.exit_key is None or routing.active or self.hostnet is None:
+            return
+        nat = self.candidates.nat
+        hosts = control_plane_hosts(
+            self.client.base_url,
+            [e.host for e in nat.stun],
+            [u.host for server in nat.turn for u in server.urls],
+        )
+        try:
+            await routing.apply(
+                versions_of(self.hostnet.addresses),
+                await resolve(hosts),
+                self.config.exit_node_allow_lan_access,
+            )
+        except HostNetworkError as e:
+            if strict:
+                raise MeshError(str(e)) from None
+            self.log.error("cannot route through the exit node; will try again", error=str(e))
+
     # ------------------------------------------------------------------ endpoints
 
     async def _endpoint_loop(self) -> None:
@@ -727,6 +797,7 @@ class MeshNode:
             if plan.operations:
                 await self._apply(plan)
                 await self._sync_routes(strict=False)
+                await self._sync_exit_node(strict=False)
             await self._report_endpoints()
 
     async def _report_endpoints(self) -> None:

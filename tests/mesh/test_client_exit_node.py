@@ -1,0 +1,278 @@
+"""The exit node on the node's side without root: which peer ``--exit-node`` names
+(wgpy/mesh/client/exitnode.py), how the reconcile step gives it the default routes, and the
+order in which ExitRouting adds and deletes the host's policy routing (its commands recorded
+by a runner that answers as ``ip`` does; tests/interop/test_exit_node.py runs them for real)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from wgpy.host.run import HostNetworkError
+from wgpy.keys import key_to_base64
+from wgpy.mesh.client import reconcile
+from wgpy.mesh.client.exitnode import check_exit_node, choose
+from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, resolve
+from wgpy.mesh.client.netmap import PeerRecord, parse_peer
+from wgpy.mesh.client.reconcile import Current, DevicePeer, SendStaged, SetAllowedIPs
+
+ME = bytes([1]) * 32
+DEFAULTS = {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
+
+
+def key(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+def peer(i: int, hostname: str, **fields: Any) -> PeerRecord:
+    return parse_peer(
+        {
+            "public_key": key_to_base64(key(i)),
+            "hostname": hostname,
+            "user": "alice",
+            "name": f"{hostname}.alice.mesh.internal",
+            "addresses": [f"100.64.0.{i}/32", f"fd7a:115c:a1e0::{i}/128"],
+            "can_reach": True,
+            "reachable_from": True,
+            **fields,
+        }
+    )
+
+
+def peers(*records: PeerRecord) -> dict[bytes, PeerRecord]:
+    return {r.public_key: r for r in records}
+
+
+# ------------------------------------------------------------------ choosing the peer
+
+
+def test_the_map_field_is_read_and_defaults_to_false() -> None:
+    assert peer(2, "exit", exit_node=True).exit_node
+    assert not peer(2, "exit").exit_node
+    with pytest.raises(ValueError, match="exit_node"):
+        peer(2, "exit", exit_node="yes")
+
+
+def test_an_exit_node_is_named_by_full_or_short_name_host_name_or_address() -> None:
+    exit_peer = peer(2, "exit", exit_node=True)
+    mesh = peers(exit_peer, peer(3, "laptop"))
+    for wanted in (
+        "exit.alice.mesh.internal",
+        "EXIT.alice.mesh.internal.",
+        "exit",
+        "exit.alice",
+        "100.64.0.2",
+        "fd7a:115c:a1e0::2",
+    ):
+        choice = choose(check_exit_node(wanted), mesh)
+        assert choice.public_key == key(2) and choice.problem is None, wanted
+        assert choice.name == "exit.alice.mesh.internal"
+    assert choose("", mesh).public_key is None and choose("", mesh).problem is None
+
+
+def test_a_peer_that_is_missing_ambiguous_or_no_exit_node_is_refused_with_a_sentence() -> None:
+    mesh = peers(peer(2, "exit", exit_node=True), peer(3, "laptop"))
+    missing = choose("nosuch", mesh)
+    assert missing.public_key is None
+    assert missing.problem is not None and "no peer called nosuch" in missing.problem
+    assert choose("100.64.0.9", mesh).problem is not None
+    # a trailing part of a name is no name of a peer
+    assert "no peer called alice.mesh.internal" in str(choose("alice.mesh.internal", mesh).problem)
+    not_exit = choose("laptop", mesh)
+    assert not_exit.public_key is None and "is not an exit node" in str(not_exit.problem)
+    twins = peers(peer(2, "box", exit_node=True), peer(3, "box", user="bob"))
+    assert "more than one" in str(choose("box", twins).problem)
+
+
+def test_the_option_takes_a_name_or_an_address() -> None:
+    assert check_exit_node(" Exit.Alice. ") == "exit.alice"
+    assert check_exit_node("fd7a:115c:a1e0:0::2") == "fd7a:115c:a1e0::2"
+    assert check_exit_node("") == ""
+    for bad in ("exit node", "-exit", "a..b", "x" * 300):
+        with pytest.raises(ValueError, match="neither a peer's name nor an IP address"):
+            check_exit_node(bad)
+
+
+# ------------------------------------------------------------------ the device's allowed IPs
+
+
+def current(records: dict[bytes, PeerRecord], exit_node: bytes | None, **device: Any) -> Current:
+    return Current(
+        public_key=ME,
+        peers=records,
+        device={
+            k: DevicePeer(device.get(f"p{k[0]}", frozenset(r.allowed_ips)), reply_only=False)
+            for k, r in records.items()
+        },
+        exit_node=exit_node,
+    )
+
+
+def test_the_exit_node_gains_the_default_routes_and_loses_them_again() -> None:
+    records = peers(peer(2, "exit", exit_node=True), peer(3, "other", exit_node=True))
+    plan = reconcile.exit_node_changed(None, current(records, key(2)))
+    assert plan.operations[1] == SendStaged(key(2))
+    op = plan.operations[0]
+    assert isinstance(op, SetAllowedIPs) and op.public_key == key(2)
+    assert set(op.allowed_ips) == set(records[key(2)].allowed_ips) | DEFAULTS
+    # from one exit node to another: the old one loses them, the new one gains them
+    with_defaults = frozenset(op.allowed_ips)
+    moved = reconcile.exit_node_changed(key(2), current(records, key(3), p2=with_defaults))
+    changed = {
+        o.public_key: set(o.allowed_ips) for o in moved.operations if isinstance(o, SetAllowedIPs)
+    }
+    assert changed == {
+        key(2): set(records[key(2)].allowed_ips),
+        key(3): set(records[key(3)].allowed_ips) | DEFAULTS,
+    }
+    # nothing to do when the device already has it so
+    assert not reconcile.exit_node_changed(
+        key(2), current(records, key(2), p2=with_defaults)
+    ).operations
+
+
+def test_a_map_update_of_the_exit_node_keeps_its_default_routes() -> None:
+    records = peers(peer(2, "exit", exit_node=True))
+    with_defaults = frozenset(records[key(2)].allowed_ips) | DEFAULTS
+    now = current(records, key(2), p2=with_defaults)
+    same = {"type": "peer_upsert", "peer": {**_entry(2), "online": True}}
+    ops = reconcile.peer_upsert(same, now).operations
+    assert not [o for o in ops if isinstance(o, SetAllowedIPs)]
+    # a change of its addresses keeps them too
+    moved = {"type": "peer_upsert", "peer": {**_entry(2), "addresses": ["100.64.0.9/32"]}}
+    changed = [
+        o for o in reconcile.peer_upsert(moved, now).operations if isinstance(o, SetAllowedIPs)
+    ]
+    assert set(changed[0].allowed_ips) == {ipaddress.ip_network("100.64.0.9/32")} | DEFAULTS
+    # a new peer that is the exit node is added with them
+    fresh = reconcile.full_map({"type": "full", "peers": [_entry(2)]}, current({}, key(2)))
+    added = [o for o in fresh.operations if isinstance(o, reconcile.AddPeer)]
+    assert set(added[0].allowed_ips) >= DEFAULTS
+
+
+def _entry(i: int) -> dict[str, Any]:
+    return {
+        "public_key": key_to_base64(key(i)),
+        "hostname": "exit",
+        "name": "exit.alice.mesh.internal",
+        "addresses": [f"100.64.0.{i}/32", f"fd7a:115c:a1e0::{i}/128"],
+        "exit_node": True,
+    }
+
+
+def test_the_map_can_never_hand_out_a_default_route_itself() -> None:
+    with pytest.raises(ValueError, match="default route"):
+        parse_peer({**_entry(2), "addresses": ["0.0.0.0/0"]})
+
+
+# ------------------------------------------------------------------ the host's routing
+
+
+class FakeIp:
+    """Answers the reading commands as ``ip -json`` does on a host with one LAN link; records
+    the changing ones."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    async def __call__(self, argv: Sequence[str]) -> str:
+        argv = list(argv)
+        text = " ".join(argv)
+        if self.fail is not None and self.fail in text:
+            raise HostNetworkError(f"`{text}' failed: RTNETLINK answers: File exists")
+        if "show" in argv:
+            if "rule" in argv and "-json" not in argv:
+                return "0:\tfrom all lookup local\n5330:\tnot from all fwmark 0x1 lookup 7\n"
+            if "all" in argv and "route" in argv:
+                return json.dumps([{"dst": "default", "dev": "x", "table": "51820"}])
+            if "main" in argv:
+                return json.dumps(
+                    [
+                        {"dst": "default", "gateway": "192.168.1.1", "dev": "eth0"},
+                        {
+                            "dst": "192.168.1.0/24",
+                            "dev": "eth0",
+                            "protocol": "kernel",
+                            "scope": "link",
+                        },
+                    ]
+                )
+            return "[]"
+        self.calls.append(argv)
+        return ""
+
+
+class Marks:
+    def __init__(self) -> None:
+        self.marks: list[int] = []
+
+    def __call__(self, mark: int) -> None:
+        self.marks.append(mark)
+
+
+def sysctl_tree(tmp_path: Path, value: str) -> Path:
+    path = tmp_path / "net/ipv4/conf/all/src_valid_mark"
+    path.parent.mkdir(parents=True)
+    path.write_text(value + "\n")
+    return tmp_path
+
+
+async def test_routing_is_added_in_order_and_deleted_exactly_in_reverse(tmp_path: Path) -> None:
+    ip, marks = FakeIp(), Marks()
+    proc = sysctl_tree(tmp_path, "0")
+    routing = ExitRouting("wgpy0", marks, structlog.get_logger(), run=ip, proc_sys=proc)
+    server = ipaddress.ip_network("10.0.0.1/32")
+    routes = await routing.apply((4,), [server], allow_lan=False)
+    assert routing.active and routes.table == 51821  # 51820 holds a route
+    assert marks.marks == [51821]
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
+    added = [" ".join(argv) for argv in ip.calls]
+    assert added == [
+        "ip -4 rule del pref 5330 not from all fwmark 0x1 lookup 7",  # a killed node's
+        "ip -4 route add default dev wgpy0 table 51821",
+        "ip -4 rule add pref 5300 to 10.0.0.1/32 lookup main",
+        "ip -4 rule add pref 5310 not fwmark 51821 to 192.168.1.0/24 lookup 51821",
+        "ip -4 rule add pref 5320 lookup main suppress_prefixlength 0",
+        "ip -4 rule add pref 5330 not fwmark 51821 lookup 51821",
+    ]
+    ip.calls.clear()
+    await routing.remove()
+    assert [" ".join(argv) for argv in ip.calls] == [
+        a.replace(" add ", " del ") for a in reversed(added[1:])
+    ]
+    assert not routing.active and marks.marks == [51821, 0]
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "0\n"
+    ip.calls.clear()
+    await routing.remove()  # twice: nothing more
+    assert ip.calls == []
+
+
+async def test_a_failure_half_way_undoes_what_was_added(tmp_path: Path) -> None:
+    ip = FakeIp(fail="pref 5320")
+    proc = sysctl_tree(tmp_path, "1")
+    routing = ExitRouting("wgpy0", Marks(), structlog.get_logger(), run=ip, proc_sys=proc)
+    with pytest.raises(HostNetworkError, match="File exists"):
+        await routing.apply((4,), [], allow_lan=True)
+    assert not routing.active
+    deleted = [" ".join(a) for a in ip.calls if " del " in " ".join(a)]
+    assert deleted[-2:] == [
+        "ip -4 rule del pref 5300 to 192.168.1.0/24 lookup main",
+        "ip -4 route del default dev wgpy0 table 51821",
+    ]
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"  # not ours
+
+
+async def test_the_control_plane_hosts_are_resolved_to_host_prefixes() -> None:
+    hosts = control_plane_hosts(
+        "https://localhost:8443/", ["10.0.0.2", "10.0.0.2"], ["turn.invalid"]
+    )
+    assert hosts == ["localhost", "10.0.0.2", "turn.invalid"]
+    found = await resolve(["10.0.0.2", "[2001:db8::1]", "localhost", "turn.invalid"], timeout=2)
+    assert found == [ipaddress.ip_network("10.0.0.2/32"), ipaddress.ip_network("2001:db8::1/128")]

@@ -1,0 +1,187 @@
+"""The exit node's policy routing on this host (``wgpy up --exit-node``): set up while the
+exit peer is in the map, taken away when it leaves it and at ``wgpy down``.
+
+:class:`ExitRouting` runs the commands :mod:`wgpy.host.policyroute` builds: it picks a free
+table, marks the WireGuard socket with it (the relays follow the mark), turns on
+``src_valid_mark`` (the reverse-path check then sees the mark, as wg-quick does), deletes
+rules a killed node left at its priorities, adds the default routes and the rules, and
+remembers each deletion, so that :meth:`ExitRouting.remove` takes away exactly what was added:
+``ip rule`` and every routing table are then as they were. Commands go through a runner
+(``run``, :func:`wgpy.host.run.run_async` by default) that tests replace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...host import policyroute, sysctl
+from ...host.policyroute import ExitRoutes, IPNetwork
+from ...host.run import HostNetworkError, run_async
+
+__all__ = ["ExitRouting", "Runner", "control_plane_hosts", "resolve", "versions_of"]
+
+Runner = Callable[[Sequence[str]], Awaitable[str]]
+RESOLVE_TIMEOUT = 5.0  # seconds to resolve the control plane's names
+
+
+async def _run(argv: Sequence[str]) -> str:
+    return await run_async(argv)
+
+
+def control_plane_hosts(server_url: str, stun: Iterable[str], turn: Iterable[str]) -> list[str]:
+    """The hosts (names or addresses) the node talks to outside the tunnel: the coordination
+    server's, the STUN servers', the relays'."""
+    hosts = [urlsplit(server_url).hostname or "", *stun, *turn]
+    return [host for host in dict.fromkeys(hosts) if host]
+
+
+async def resolve(hosts: Iterable[str], timeout: float = RESOLVE_TIMEOUT) -> list[IPNetwork]:
+    """Each host's addresses as host prefixes; a name that does not resolve in time is left
+    out (its traffic is still marked if it is a relay's or a probe's)."""
+    loop = asyncio.get_running_loop()
+    found: list[IPNetwork] = []
+    for host in hosts:
+        network = policyroute.host_network(host)
+        if network is not None:
+            found.append(network)
+            continue
+        with contextlib.suppress(OSError, TimeoutError, UnicodeError):
+            async with asyncio.timeout(timeout):
+                infos = await loop.getaddrinfo(host, None)
+            for info in infos:
+                network = policyroute.host_network(str(info[4][0]))
+                if network is not None and network not in found:
+                    found.append(network)
+    return found
+
+
+class ExitRouting:
+    """The policy routing of one interface; see the module docstring."""
+
+    def __init__(
+        self,
+        interface: str,
+        set_fwmark: Callable[[int], None],
+        log: Any,
+        *,
+        run: Runner = _run,
+        proc_sys: Path = sysctl.PROC_SYS,
+    ) -> None:
+        self.interface = interface
+        self.set_fwmark = set_fwmark
+        self.log = log
+        self.run = run
+        self.proc_sys = proc_sys
+        self.routes: ExitRoutes | None = None  # what is set up now
+        self._undo: list[list[str]] = []  # deletions, in the order they are to run
+        self._src_valid_mark: str | None = None  # its value before, when this changed it
+
+    @property
+    def active(self) -> bool:
+        return self.routes is not None
+
+    async def apply(
+        self, versions: tuple[int, ...], bypass: Sequence[IPNetwork], allow_lan: bool
+    ) -> ExitRoutes:
+        """Send everything through the interface but the exceptions; HostNetworkError if
+        that fails (what was done is undone)."""
+        if self.routes is not None:
+            return self.routes
+        try:
+            routes = await self._plan(versions, bypass, allow_lan)
+            self.set_fwmark(routes.table)
+            self._set_src_valid_mark()
+            for _version, add, delete in routes.routes():
+                await self.run(add)
+                self._undo.insert(0, delete)
+            for rule in routes.rules():
+                await self.run(rule.add())
+                self._undo.insert(0, rule.delete())
+        except (HostNetworkError, OSError) as e:
+            await self.remove()
+            if isinstance(e, OSError):
+                raise HostNetworkError(f"cannot set up the exit node's routing: {e}") from None
+            raise
+        self.routes = routes
+        self.log.info(
+            "all traffic goes through the exit node",
+            table=routes.table,
+            bypass=[str(n) for n in routes.bypass],
+            lan=[str(n) for n in routes.lan],
+            lan_access=allow_lan,
+        )
+        return routes
+
+    async def _plan(
+        self, versions: tuple[int, ...], bypass: Sequence[IPNetwork], allow_lan: bool
+    ) -> ExitRoutes:
+        used_routes, used_rules, lan = [], [], []
+        for version in versions:
+            for stale in policyroute.stale_rules(
+                version, await self.run(["ip", f"-{version}", "rule", "show"])
+            ):
+                self.log.warning("deleting a rule a stopped node left", rule=" ".join(stale[6:]))
+                with contextlib.suppress(HostNetworkError):
+                    await self.run(stale)
+            used_routes.append(await self.run(policyroute.routes_show(version)))
+            used_rules.append(await self.run(policyroute.rules_show(version)))
+            main = await self.run(["ip", "-json", f"-{version}", "route", "show", "table", "main"])
+            lan += policyroute.connected_prefixes(main, self.interface)
+        table = policyroute.free_table(policyroute.used_tables(used_routes, used_rules))
+        return ExitRoutes(
+            self.interface,
+            table,
+            versions,
+            bypass=tuple(n for n in bypass if n.version in versions),
+            lan=tuple(lan),
+            allow_lan=allow_lan,
+        )
+
+    def _set_src_valid_mark(self) -> None:
+        path = sysctl.proc_path(sysctl.SRC_VALID_MARK)
+        path = self.proc_sys.joinpath(path.relative_to(sysctl.PROC_SYS))
+        before = path.read_text().strip()
+        if before != "1":
+            path.write_text("1\n")
+            self._src_valid_mark = before
+
+    async def remove(self) -> None:
+        """Take away what :meth:`apply` added, in the reverse order; a deletion that fails is
+        logged (an interface already gone takes its routes with it)."""
+        undo, self._undo = self._undo, []
+        for argv in undo:
+            try:
+                await self.run(argv)
+            except HostNetworkError as e:
+                if " route del " not in f" {' '.join(argv)} ":
+                    self.log.warning("cannot delete the exit node's routing", error=str(e))
+        if self._src_valid_mark is not None:
+            path = sysctl.proc_path(sysctl.SRC_VALID_MARK)
+            with contextlib.suppress(OSError):
+                self.proc_sys.joinpath(path.relative_to(sysctl.PROC_SYS)).write_text(
+                    self._src_valid_mark + "\n"
+                )
+            self._src_valid_mark = None
+        if self.routes is not None:
+            self.log.info("traffic no longer goes through the exit node")
+        self.routes = None
+        with contextlib.suppress(Exception):
+            self.set_fwmark(0)
+
+
+def versions_of(
+    addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
+) -> tuple[int, ...]:
+    """The address families the node has an overlay address in (IPv6 only where the host has
+    IPv6 at all)."""
+    found = {a.version for a in addresses}
+    if not os.path.exists("/proc/sys/net/ipv6"):
+        found.discard(6)
+    return tuple(sorted(found))
