@@ -3,6 +3,7 @@ always give the map a full rebuild would, and a change costs little with 1,000 v
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from dataclasses import replace
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from wgpy.mesh.server import policy as P
 from wgpy.mesh.server.models import Node
 from wgpy.mesh.server.netmap import NetIndex
+from wgpy.mesh.server.routes import Route
 
 from .support import NOW, USERS, node
 
@@ -31,7 +33,33 @@ POLICIES = [
             "tagOwners": {"tag:web": ["user:alice"], "tag:ci": ["user:bob"]},
         }
     ),
+    # routes: bob reaches one LAN (and alice's nodes), tag:ci uses exit nodes
+    P.parse_policy(
+        {
+            "acls": [
+                {"action": "accept", "src": ["user:bob"], "dst": ["192.168.1.0/24", "user:alice"]},
+                {"action": "accept", "src": ["tag:ci"], "dst": ["0.0.0.0/0", "::/0", "*"]},
+            ],
+            "tagOwners": {"tag:ci": ["user:bob"]},
+        }
+    ),
 ]
+LAN = "192.168.1.0/24"
+ROUTE_SETS = [(), (LAN,), (LAN, "10.9.0.0/16"), ("0.0.0.0/0", "::/0"), (LAN, "0.0.0.0/0", "::/0")]
+
+
+def route(n: Node, prefix: str, *, approved: bool = True, primary: bool = True) -> Route:
+    """Node ``n``'s advertised ``prefix``, approved (and primary) unless told otherwise."""
+    return Route(
+        node_id=n.id,
+        node=n.hostname,
+        user=n.user,
+        prefix=ipaddress.ip_network(prefix),
+        advertised_at=NOW,
+        approved_at=NOW if approved else None,
+        approved_by="admin" if approved else None,
+        primary=primary and approved,
+    )
 
 
 def peers_of(index: NetIndex, viewer: int) -> dict[str, dict[str, Any]]:
@@ -70,24 +98,34 @@ operation = st.one_of(
     st.tuples(st.just("upsert"), st.integers(1, 8), node_changes),
     st.tuples(st.just("remove"), st.integers(1, 8), st.just({})),
     st.tuples(st.just("policy"), st.integers(0, len(POLICIES) - 1), st.just({})),
+    st.tuples(st.just("routes"), st.integers(1, 8), st.integers(0, len(ROUTE_SETS) - 1)),
 )
 
 
 @settings(max_examples=200, deadline=None)
 @given(batches=st.lists(st.lists(operation, min_size=1, max_size=4), min_size=1, max_size=6))
 def test_deltas_give_every_viewer_the_full_map(
-    batches: list[list[tuple[str, int, dict[str, Any]]]],
+    batches: list[list[tuple[str, int, Any]]],
 ) -> None:
     index = NetIndex()
     current: dict[int, Node] = {}
+    routed: dict[int, tuple[str, ...]] = {}
     version = 0
     views: dict[int, dict[str, dict[str, Any]]] = {}
     for batch in batches:
         upserts: dict[int, Node] = {}
         removed: set[int] = set()
         policy = None
+        routes = None
         for kind, n, changes in batch:
-            if kind == "policy":
+            if kind == "routes":
+                routed[n] = ROUTE_SETS[changes]
+                routes = [
+                    route(current.get(i) or node(i), prefix)
+                    for i, prefixes in sorted(routed.items())
+                    for prefix in prefixes
+                ]
+            elif kind == "policy":
                 version += 1
                 policy = (POLICIES[n], version)
             elif kind == "remove":
@@ -102,7 +140,9 @@ def test_deltas_give_every_viewer_the_full_map(
                 current[n] = replace(current.get(n) or node(n), **changes)
                 upserts[n] = current[n]
                 removed.discard(n)
-        result = index.apply(upserts.values(), removed=removed, policy=policy, now=NOW)
+        result = index.apply(
+            upserts.values(), removed=removed, policy=policy, now=NOW, routes=routes
+        )
         deltas = index.deltas(result, list(views), NOW)
         for viewer in list(views):
             if viewer not in index.entries:
@@ -183,3 +223,54 @@ def test_a_change_reaches_1000_viewers() -> None:
     timings["1000 full maps"] = time.perf_counter() - started
     print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()})
     # (speed is judged by benchmarks on this shared machine, not asserted here)
+
+
+def test_a_router_s_routes_reach_the_viewers_the_policy_lets_use_them() -> None:
+    policy = POLICIES[4]
+    index = NetIndex(policy)
+    router, bob, carol, ci = node(1), node(2, "bob"), node(3, "carol"), node(4, "bob")
+    ci = replace(ci, tags=("tag:ci",))
+    index.apply([router, bob, carol, ci], now=NOW)
+    assert "routes" not in peers_of(index, 2)[router.public_key]
+    # approved and primary: bob gets the LAN in the router's allowed IPs; tag:ci reaches
+    # everything, the LAN too; carol is not in the policy for it
+    batch = index.apply([], now=NOW, routes=[route(router, LAN), route(router, "10.9.0.0/16")])
+    deltas = index.deltas(batch, [1, 2, 3, 4], NOW)
+    (upsert,) = [json.loads(line) for line in deltas[2]]
+    assert upsert["peer"]["routes"] == [LAN]
+    assert upsert["peer"]["addresses"][2:] == [LAN]
+    assert "exit_node" not in upsert["peer"]
+    assert peers_of(index, 4)[router.public_key]["routes"] == ["10.9.0.0/16", LAN]
+    assert 3 not in deltas  # carol: nothing through the router, and it is not her peer
+    assert [json.loads(line)["type"] for line in deltas[1]] == ["self"]
+    self_message = json.loads(deltas[1][0])["self"]
+    assert self_message["advertised_routes"] == ["10.9.0.0/16", LAN]
+    assert self_message["approved_routes"] == ["10.9.0.0/16", LAN]
+    # an exit node: only tag:ci may use it, and the default routes stay out of addresses
+    batch = index.apply([], now=NOW, routes=[route(router, "0.0.0.0/0"), route(router, "::/0")])
+    deltas = index.deltas(batch, [1, 2, 3, 4], NOW)
+    peer = peers_of(index, 4)[router.public_key]
+    assert peer["exit_node"] is True and "routes" not in peer
+    assert all(not a.endswith("/0") for a in peer["addresses"])
+    (upsert,) = [json.loads(line) for line in deltas[2]]
+    assert "routes" not in upsert["peer"] and "exit_node" not in upsert["peer"]
+    # an advertised route not yet approved: only in the router's own NODE
+    batch = index.apply([], now=NOW, routes=[route(router, LAN, approved=False)])
+    deltas = index.deltas(batch, [1, 2, 3, 4], NOW)
+    full = json.loads(index.full(1, NOW))["self"]
+    assert (full["advertised_routes"], full["approved_routes"]) == ([LAN], [])
+    assert all("routes" not in p for p in peers_of(index, 2).values())
+
+
+def test_a_primary_moving_to_the_standby_is_one_upsert_for_each() -> None:
+    index = NetIndex()
+    a, b, c = node(1), node(2), node(3)
+    index.apply([a, b, c], now=NOW, routes=[route(a, LAN), route(b, LAN, primary=False)])
+    assert peers_of(index, 3)[a.public_key]["routes"] == [LAN]
+    batch = index.apply([], now=NOW, routes=[route(a, LAN, primary=False), route(b, LAN)])
+    deltas = [json.loads(line) for line in index.deltas(batch, [3], NOW)[3]]
+    moved = {m["peer"]["hostname"]: m["peer"].get("routes") for m in deltas}
+    assert moved == {"h1": None, "h2": [LAN]}
+    # the same routes again: nothing to send
+    batch = index.apply([], now=NOW, routes=[route(a, LAN, primary=False), route(b, LAN)])
+    assert index.deltas(batch, [1, 2, 3], NOW) == {}

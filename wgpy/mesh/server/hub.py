@@ -6,7 +6,9 @@ reloads just the changed rows (and the policy if it changed), applies them to th
 sends each open stream the deltas it needs. Flushes take turns, each runs to its end as the
 hub's own task even if who awaits it is cancelled, and a failed reload is retried.
 
-Also here: expiry (a timer at the next node's ``expires_at`` turns into a change), the
+Each flush also reloads every node's routes (netmap.py puts what a viewer may use through a
+router in its map). Also here: expiry (a timer at the next node's ``expires_at`` turns into
+a change, and a router that expired has its prefixes' primaries chosen again), the
 ephemeral grace (a stream that closes leaves an ephemeral node offline; after ``grace``
 seconds, if no stream came back on any replica, the node is deleted), and ending streams
 whose node was deleted or which another stream of the same node replaced.
@@ -203,11 +205,15 @@ class Hub:
         if change.policy or change.everything:
             record, parsed = await self.store.policy.current()
             policy = (parsed, record.version)
+        # Every node's routes, again (a small table: only what nodes advertise or had approved).
+        routes = await self.store.routes.all()
         if change.everything:
             nodes = await self.store.nodes.all()
             masks = await _masks(policy, nodes) if policy is not None else None
             now = self.clock()
-            batch = self.index.apply(nodes, policy=policy, now=now, replace_all=True, masks=masks)
+            batch = self.index.apply(
+                nodes, policy=policy, now=now, replace_all=True, masks=masks, routes=routes
+            )
         else:
             ids = sorted(change.nodes)
             nodes = await self.store.nodes.by_id(ids) if ids else []
@@ -218,7 +224,9 @@ class Hub:
                 masks = await _masks(policy, everyone.values())
             now = self.clock()
             removed = set(ids) - {n.id for n in nodes}
-            batch = self.index.apply(nodes, removed=removed, policy=policy, now=now, masks=masks)
+            batch = self.index.apply(
+                nodes, removed=removed, policy=policy, now=now, masks=masks, routes=routes
+            )
         lines = await self._dispatch(batch, now)
         self._schedule_expiry(now)
         return len(batch.changed), lines
@@ -260,6 +268,11 @@ class Hub:
         due = self.index.due_to_expire(self.clock())
         if due:
             self.notify(Change(frozenset(due)))
+            if any(r.served for i in due for r in self.index.routes.get(i, ())):
+                # A router expired by time: another one takes its prefixes over (the
+                # election counts an expired router as offline; each replica may run it,
+                # the second finds nothing to change).
+                self.spawn(self.store.routes.elect())
         else:
             self._schedule_expiry(self.clock())
 

@@ -10,6 +10,17 @@ two ANDs. A batch of changes (some nodes, maybe the policy) costs, per open stre
 nodes) plus O(classes) when the policy changed: nodes whose masks and expiry are the same
 before and after form one class, and a class is only walked when its relation to the viewer
 changed. Only a viewer whose own masks or expiry changed is compared against every node.
+
+Routes (subnet routers, exit nodes): the index also holds every node's routes (routes.Route,
+as store/routes.py gives them) and what each router offers (route_access.offered). A router's
+PEER then depends on the viewer too: ``routes`` holds the prefixes the viewer may use through
+it (route_access.routes_for), also appended to ``addresses`` (its allowed IPs), and
+``exit_node`` says the viewer may use it as its exit node (the default routes themselves are
+never in ``addresses``: the node that chooses an exit node adds them). A PEER without routes,
+the common case, is cached per relation as before; one with routes per relation and granted
+prefixes. A batch whose routes or policy changed sends each viewer the routers whose grant to
+it changed: O(viewers x routers) then, nothing more when no node routes anything. The self
+NODE carries the node's ``advertised_routes`` and ``approved_routes``.
 """
 
 from __future__ import annotations
@@ -25,10 +36,14 @@ from wgpy.dns.names import DEFAULT_BASE_DOMAIN, node_name
 
 from .models import Node
 from .policy import DEFAULT, Policy
+from .route_access import offered, routes_for
+from .routes import EXIT_ROUTES, Prefix, Route, sort_prefixes
 
 Line = bytes  # one NDJSON message, newline included
 Relation = tuple[bool, bool]  # (can_reach, reachable_from), from the viewer's side
 Masks = Mapping[int, tuple[int, int]]  # node id -> (src mask, dst mask), policy.Policy.masks
+Offers = Mapping[int, tuple[Prefix, ...]]  # router id -> offered prefixes (route_access.offered)
+Granted = tuple[Prefix, ...]  # what one viewer may use through one router
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +78,37 @@ def named(data: dict[str, Any], node: Node, base_domain: str) -> dict[str, Any]:
     return data
 
 
-def self_line(node: Node, now: float, base_domain: str = DEFAULT_BASE_DOMAIN) -> Line:
-    return encode(
-        {"type": "self", "self": named(node.to_json(now, online=True), node, base_domain)}
-    )
+def self_json(
+    node: Node,
+    now: float,
+    base_domain: str = DEFAULT_BASE_DOMAIN,
+    routes: Iterable[Route] = (),
+) -> dict[str, Any]:
+    """NODE as the node's own map shows it: named, online, with the prefixes it advertises
+    and those approved (``wgpy status`` shows what awaits approval)."""
+    data = named(node.to_json(now, online=True), node, base_domain)
+    advertised, approved = _own(routes)
+    data["advertised_routes"] = list(advertised)
+    data["approved_routes"] = list(approved)
+    return data
+
+
+def self_line(
+    node: Node, now: float, base_domain: str = DEFAULT_BASE_DOMAIN, routes: Iterable[Route] = ()
+) -> Line:
+    return encode({"type": "self", "self": self_json(node, now, base_domain, routes)})
+
+
+def granted_json(data: dict[str, Any], granted: Granted) -> dict[str, Any]:
+    """``data`` (a PEER) with what the viewer may use through the node: ``routes`` (also in
+    ``addresses``) and ``exit_node`` (the default routes, which are not)."""
+    routes = [str(p) for p in granted if p not in EXIT_ROUTES]
+    if routes:
+        data["routes"] = routes
+        data["addresses"] = [*data["addresses"], *routes]
+    if len(routes) != len(granted):
+        data["exit_node"] = True
+    return data
 
 
 @dataclass
@@ -76,6 +118,9 @@ class Batch:
     old: dict[int, Entry]
     changed: set[int]
     policy_changed: bool
+    old_policy: Policy = DEFAULT
+    old_offers: Offers | None = None  # None: the routes did not change
+    own_routes: frozenset[int] = frozenset()  # nodes whose own routes (self NODE) changed
 
 
 class NetIndex:
@@ -92,6 +137,11 @@ class NetIndex:
         self.entries: dict[int, Entry] = {}
         # PEER as JSON, per node and relation: every viewer with that relation shares it.
         self._peer_json: dict[tuple[int, Relation], bytes] = {}
+        # Routes: each node's (for its self NODE) and what each router offers.
+        self.routes: dict[int, tuple[Route, ...]] = {}
+        self.offers: dict[int, tuple[Prefix, ...]] = {}
+        # A router's PEER, per relation and what the viewer is granted.
+        self._routed_json: dict[int, dict[tuple[Relation, Granted], bytes]] = {}
 
     def entry(self, node: Node, now: float, masks: Masks | None = None) -> Entry:
         known = None if masks is None else masks.get(node.id)
@@ -107,13 +157,32 @@ class NetIndex:
         now: float,
         replace_all: bool = False,
         masks: Masks | None = None,
+        routes: Iterable[Route] | None = None,
     ) -> Batch:
         """Put ``nodes`` in (replacing the same ids), take ``removed`` out (with
         ``replace_all``, everything not in ``nodes``), maybe switch to a new policy.
         ``masks``: the nodes' masks under the (new) policy, if the caller worked them out
-        already (hub.py does, a slice at a time)."""
+        already (hub.py does, a slice at a time). ``routes``: every node's routes now (None:
+        as they were)."""
         old = dict(self.entries)
         nodes = list(nodes)
+        old_policy = self.policy
+        old_offers: Offers | None = None
+        own_routes: frozenset[int] = frozenset()
+        if routes is not None:
+            by_node: dict[int, list[Route]] = {}
+            for route in routes:
+                by_node.setdefault(route.node_id, []).append(route)
+            new_routes = {i: tuple(rs) for i, rs in by_node.items()}
+            own_routes = frozenset(
+                i
+                for i in set(new_routes) | set(self.routes)
+                if _own(new_routes.get(i, ())) != _own(self.routes.get(i, ()))
+            )
+            new_offers = offered(r for rs in new_routes.values() for r in rs)
+            if new_offers != self.offers:
+                old_offers = self.offers
+            self.routes, self.offers = new_routes, new_offers
         policy_changed = policy is not None and policy[1] != self.policy_version
         if policy is not None:
             self.policy, self.policy_version = policy
@@ -132,9 +201,25 @@ class NetIndex:
         for node_id in changed:
             for rel in _RELATIONS:
                 self._peer_json.pop((node_id, rel), None)
-        return Batch(old, changed, policy_changed)
+            self._routed_json.pop(node_id, None)
+        for node_id in list(self._routed_json):
+            if node_id not in self.offers:
+                del self._routed_json[node_id]
+        return Batch(old, changed, policy_changed, old_policy, old_offers, own_routes)
 
-    def peer_json(self, peer: Node, rel: Relation) -> bytes:
+    def granted(self, viewer: Node, router: Node) -> Granted:
+        """What ``viewer`` may use through ``router`` (nothing for a node that routes none)."""
+        return _granted(self.policy, self.offers, viewer, router)
+
+    def peer_json(self, peer: Node, rel: Relation, granted: Granted = ()) -> bytes:
+        if granted:
+            per_node = self._routed_json.setdefault(peer.id, {})
+            cached = per_node.get((rel, granted))
+            if cached is None:
+                data = granted_json(named(peer.peer_json(*rel), peer, self.base_domain), granted)
+                cached = json.dumps(data, separators=(",", ":")).encode()
+                per_node[(rel, granted)] = cached
+            return cached
         key = (peer.id, rel)
         cached = self._peer_json.get(key)
         if cached is None:
@@ -143,11 +228,19 @@ class NetIndex:
             self._peer_json[key] = cached
         return cached
 
+    def self_line(self, node: Node, now: float) -> Line:
+        return self_line(node, now, self.base_domain, self.routes.get(node.id, ()))
+
     def full(self, viewer_id: int, now: float) -> Line:
         """The ``full`` message for a viewer."""
         viewer = self.entries[viewer_id]
+        offers = self.offers
         peers = [
-            self.peer_json(peer.node, rel)
+            self.peer_json(
+                peer.node,
+                rel,
+                self.granted(viewer.node, peer.node) if peer.node.id in offers else (),
+            )
             for peer in self.entries.values()
             if peer.node.id != viewer_id and (rel := relation(viewer, peer)) is not None
         ]
@@ -155,7 +248,9 @@ class NetIndex:
             {
                 "type": "full",
                 "version": self.policy_version,
-                "self": named(viewer.node.to_json(now, online=True), viewer.node, self.base_domain),
+                "self": self_json(
+                    viewer.node, now, self.base_domain, self.routes.get(viewer_id, ())
+                ),
                 "peers": [],
             }
         )
@@ -177,34 +272,73 @@ class NetIndex:
         """The lines each of ``viewers`` (ids with an open stream) needs after ``batch``."""
         old, new, changed = batch.old, self.entries, batch.changed
         view_changed = {i: _view_change(old.get(i), new.get(i)) for i in changed}
-        lines = _Lines(self)
-        classes = _classes(old, new, changed) if batch.policy_changed else []
+        old_offers = self.offers if batch.old_offers is None else batch.old_offers
+        lines = _Lines(self, batch.old_policy, old_offers)
+        routers = set(old_offers) | set(self.offers)
+        # Routers whose grant to any viewer may have changed (besides changed nodes).
+        if batch.policy_changed:
+            route_check = routers
+        else:
+            route_check = {i for i in routers if old_offers.get(i) != self.offers.get(i)}
+        route_check_changed = route_check | (changed & routers)
+        # Routers are walked one by one, never by class: their PEER depends on the viewer.
+        classes = _classes(old, new, changed | routers) if batch.policy_changed else []
         everyone = set(old) | set(new)
         out: dict[int, list[Line]] = {}
         for v in viewers:
             ov, nv = old.get(v), new.get(v)
             if nv is None:
                 continue  # deleted: the hub ends its stream
+            if not routers:  # the common case: no node routes anything
+                check = route_check
+            elif v in changed:
+                check = route_check | routers
+            else:
+                check = route_check_changed
+
             # The node itself first, then removals, then upserts (a public key may move from
             # a deleted node to a new one in one batch).
             head: list[Line] = []
             removes: list[Line] = []
             messages: list[Line] = []
-            if v in changed and (
-                ov is None or ov.node.self_view() != nv.node.self_view() or ov.expired != nv.expired
-            ):
-                head.append(self_line(nv.node, now, self.base_domain))
+            if (
+                v in changed
+                and (
+                    ov is None
+                    or ov.node.self_view() != nv.node.self_view()
+                    or ov.expired != nv.expired
+                )
+            ) or v in batch.own_routes:
+                head.append(self.self_line(nv.node, now))
             if not batch.policy_changed and (ov is None or not ov.same_relations(nv)):
                 # The viewer's own relations moved: compare it with every node.
                 for p in everyone:
                     if p != v:
                         changed_view = view_changed[p] if p in changed else _SAME
-                        lines.pair(messages, removes, ov, nv, old.get(p), new.get(p), changed_view)
-            else:
-                for p in changed:
-                    if p != v:
+                        op, np = old.get(p), new.get(p)
                         lines.pair(
-                            messages, removes, ov, nv, old.get(p), new.get(p), view_changed[p]
+                            messages,
+                            removes,
+                            ov,
+                            nv,
+                            op,
+                            np,
+                            changed_view,
+                            lines.grants(check, ov, nv, p, op, np) if routers else _NONE,
+                        )
+            else:
+                for p in changed | check if check else changed:
+                    if p != v:
+                        op, np = old.get(p), new.get(p)
+                        lines.pair(
+                            messages,
+                            removes,
+                            ov,
+                            nv,
+                            op,
+                            np,
+                            view_changed.get(p, _SAME),
+                            lines.grants(check, ov, nv, p, op, np) if routers else _NONE,
                         )
                 # The policy changed: unchanged nodes by class (every node is in one).
                 for (old_rep, new_rep), members in classes:
@@ -216,6 +350,22 @@ class NetIndex:
         return out
 
 
+def _own(routes: Iterable[Route]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a node's self NODE shows of its routes: advertised, approved."""
+    routes = list(routes)
+    return (
+        tuple(str(p) for p in sort_prefixes(r.prefix for r in routes if r.advertised)),
+        tuple(str(p) for p in sort_prefixes(r.prefix for r in routes if r.approved)),
+    )
+
+
+def _granted(policy: Policy, offers: Offers, viewer: Node, router: Node) -> Granted:
+    if router.id not in offers:
+        return ()
+    return routes_for(policy, viewer, [router], offers).get(router.id, ())
+
+
+_NONE: tuple[Granted, Granted] = ((), ())
 _RELATIONS: tuple[Relation, ...] = ((True, True), (True, False), (False, True))
 
 # How a peer's PEER changed: not at all, only its online state (a short ``peer_online`` line
@@ -236,19 +386,43 @@ def _view_change(old: Entry | None, new: Entry | None) -> int:
 class _Lines:
     """The delta lines of one batch, each encoded once however many viewers get it."""
 
-    def __init__(self, index: NetIndex) -> None:
+    def __init__(self, index: NetIndex, old_policy: Policy, old_offers: Offers) -> None:
         self.index = index
-        self._upserts: dict[tuple[int, Relation], Line] = {}
+        self.old_policy = old_policy
+        self.old_offers = old_offers
+        self._upserts: dict[tuple[int, Relation, Granted], Line] = {}
         self._removes: dict[str, Line] = {}
         self._online: dict[int, Line] = {}
 
-    def upsert(self, peer: Node, rel: Relation) -> Line:
-        key = (peer.id, rel)
+    def upsert(self, peer: Node, rel: Relation, granted: Granted = ()) -> Line:
+        key = (peer.id, rel, granted)
         line = self._upserts.get(key)
         if line is None:
-            line = b'{"type":"peer_upsert","peer":' + self.index.peer_json(peer, rel) + b"}\n"
+            body = self.index.peer_json(peer, rel, granted)
+            line = b'{"type":"peer_upsert","peer":' + body + b"}\n"
             self._upserts[key] = line
         return line
+
+    def grants(
+        self,
+        check: set[int],
+        ov: Entry | None,
+        nv: Entry,
+        p: int,
+        op: Entry | None,
+        np: Entry | None,
+    ) -> tuple[Granted, Granted]:
+        """What viewer ``nv`` may use through peer ``p``, before and after the batch (only
+        worked out before for the routers in ``check``: the others' grants did not move)."""
+        index = self.index
+        after: Granted = ()
+        if np is not None and p in index.offers:
+            after = _granted(index.policy, index.offers, nv.node, np.node)
+        if p not in check:
+            return after, after
+        if ov is None or op is None or p not in self.old_offers:
+            return (), after
+        return _granted(self.old_policy, self.old_offers, ov.node, op.node), after
 
     def online(self, peer: Node) -> Line:
         line = self._online.get(peer.id)
@@ -275,8 +449,10 @@ class _Lines:
         op: Entry | None,
         np: Entry | None,
         view_change: int,
+        grants: tuple[Granted, Granted] = ((), ()),
     ) -> None:
-        """The line (if any) that moves the viewer's entry for one peer from old to new."""
+        """The line (if any) that moves the viewer's entry for one peer from old to new
+        (``grants``: what the viewer may use through the peer, before and after)."""
         before = relation(ov, op)
         after = relation(nv, np)
         if after is None or np is None:
@@ -286,12 +462,12 @@ class _Lines:
         if before is not None and op is not None:
             if op.node.public_key != np.node.public_key:
                 removes.append(self.remove(op.node))
-            elif before == after:
+            elif before == after and grants[0] == grants[1]:
                 if view_change == _ONLINE:
                     out.append(self.online(np.node))
                 if view_change != _OTHER:
                     return
-        out.append(self.upsert(np.node, after))
+        out.append(self.upsert(np.node, after, grants[1]))
 
     def group(
         self, out: list[Line], viewer: int, members: list[int], after: Relation | None

@@ -71,6 +71,7 @@ class RouteRepository(Repository):
                 raise Forbidden(NODE_EXPIRED)
             before = {str(r.prefix): r for r in await self._of(tx, node_id)}
             served_before = {p for p, r in before.items() if r.served}
+            advertised_before = {p for p, r in before.items() if r.advertised}
             for text in sorted(wanted - {p for p, r in before.items() if r.advertised}):
                 if text in before:
                     await tx.execute(
@@ -100,10 +101,13 @@ class RouteRepository(Repository):
                     await self._drop(tx, node_id, text)
             _, policy = await load_policy(tx)
             await auto_approve(tx, policy, now, node_id)
-            served = {str(r.prefix) for r in await self._of(tx, node_id) if r.served}
+            after = await self._of(tx, node_id)
+            served = {str(r.prefix) for r in after if r.served}
             if served != served_before:
                 tx.changed([node_id])
                 await elect_in(tx, now)
+            elif {str(r.prefix) for r in after if r.advertised} != advertised_before:
+                tx.changed([node_id])  # the node's own map says what it advertises
             return await self._of(tx, node_id)
 
     async def approve(self, node_id: int, prefixes: Sequence[Prefix], by: str) -> list[Route]:
