@@ -5,6 +5,9 @@ by a runner that answers as ``ip`` does; tests/interop/test_exit_node.py runs th
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import io
 import ipaddress
 import json
 from collections.abc import Sequence
@@ -14,13 +17,16 @@ from typing import Any
 import pytest
 import structlog
 
+from wgpy.cli import mesh
+from wgpy.cli.environment import Environment
 from wgpy.host.run import HostNetworkError
 from wgpy.keys import key_to_base64
-from wgpy.mesh.client import reconcile
+from wgpy.mesh.client import daemon, reconcile
 from wgpy.mesh.client.exitnode import check_exit_node, choose
 from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, resolve
 from wgpy.mesh.client.netmap import PeerRecord, parse_peer
 from wgpy.mesh.client.reconcile import Current, DevicePeer, SendStaged, SetAllowedIPs
+from wgpy.mesh.client.state import Settings
 
 ME = bytes([1]) * 32
 DEFAULTS = {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
@@ -276,3 +282,51 @@ async def test_the_control_plane_hosts_are_resolved_to_host_prefixes() -> None:
     assert hosts == ["localhost", "10.0.0.2", "turn.invalid"]
     found = await resolve(["10.0.0.2", "[2001:db8::1]", "localhost", "turn.invalid"], timeout=2)
     assert found == [ipaddress.ip_network("10.0.0.2/32"), ipaddress.ip_network("2001:db8::1/128")]
+
+
+# ------------------------------------------------------------------ the options
+
+
+def up_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    mesh.add_up_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def environment() -> Environment:
+    return Environment(stdin=io.BytesIO(), stdout=io.StringIO(), stderr=io.StringIO(), env={})
+
+
+def test_the_options_are_kept_for_the_next_up_and_cleared_with_an_empty_value(
+    tmp_path: Path,
+) -> None:
+    server = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
+    args = up_args(*server, "--exit-node", "Exit.Alice", "--exit-node-allow-lan-access")
+    options, state = mesh.prepare_up(args, environment())
+    node = options.node
+    assert (node.exit_node, node.exit_node_allow_lan_access, node.advertise_exit_node) == (
+        "exit.alice",
+        True,
+        False,
+    )
+    assert daemon.DaemonOptions.from_json(options.to_json()) == options
+    settings = Settings("https://mesh.example", "wgpy0", 41641, "box", exit_node="exit.alice")
+    state.write_settings(dataclasses.replace(settings, exit_node_allow_lan_access=True))
+    again, _ = mesh.prepare_up(up_args(*server), environment())
+    assert again.node.exit_node == "exit.alice" and again.node.exit_node_allow_lan_access
+    cleared, _ = mesh.prepare_up(
+        up_args(*server, "--exit-node=", "--exit-node-allow-lan-access=false"), environment()
+    )
+    assert cleared.node.exit_node == "" and not cleared.node.exit_node_allow_lan_access
+    offer = up_args(*server, "--advertise-exit-node")
+    assert mesh.prepare_up(offer, environment())[0].node.advertise_exit_node
+    # settings written before these options existed
+    old = {"server_url": "https://x", "interface": "wg0", "listen_port": 1, "hostname": "h"}
+    assert Settings.from_json(old).exit_node == ""
+
+
+def test_bad_option_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--exit-node", "two words"], ["--advertise-exit-node=maybe"]):
+        with pytest.raises(SystemExit):
+            up_args(*argv)
+    assert "neither true nor false" in capsys.readouterr().err

@@ -39,13 +39,14 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
 from wgpy.machinecert import MachineCertError
 from wgpy.mesh.client import daemon
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
+from wgpy.mesh.client.exitnode import check_exit_node
 from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import (
@@ -133,6 +134,34 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
     )
     group.add_argument(
+        "--advertise-exit-node",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        help="offer this node as an exit node: it advertises the default routes (an admin "
+        "approves them as any route) and forwards and masquerades what peers send through it "
+        "(kept for the next up; =false stops)",
+    )
+    group.add_argument(
+        "--exit-node",
+        metavar="NAME|IP",
+        type=_exit_node,
+        help="send all traffic through this peer (its mesh name, host name or overlay address; "
+        "it must be an exit node for this node), but for the coordination server, the relays "
+        "and, with --exit-node-allow-lan-access, the local networks (kept for the next up; "
+        "--exit-node= stops)",
+    )
+    group.add_argument(
+        "--exit-node-allow-lan-access",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        help="while an exit node is used, reach the networks this host is directly connected "
+        "to without it (default: false, as Tailscale)",
+    )
+    group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
     )
 
@@ -171,6 +200,22 @@ def _keepalive(text: str) -> float:
     if not 1 <= seconds <= 3600:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 1 to 3600")
     return seconds
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
+
+
+def _exit_node(text: str) -> str:
+    try:
+        return check_exit_node(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _port(text: str) -> int:
@@ -260,6 +305,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         measure_lifetime=args.nat_keepalive is None,  # the user's interval wins
         machine_cert=machine_cert,
         machine_key=machine_key,
+        **_exit_options(args, previous),
     )
     metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(
@@ -272,6 +318,19 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         else listen_address(metrics_listen, "--metrics-listen", 9091),
     )
     return options, state
+
+
+def _exit_options(args: argparse.Namespace, previous: Settings | None) -> dict[str, Any]:
+    """The exit node options: those given, else the last up's."""
+    out: dict[str, Any] = {}
+    for name, default in (
+        ("advertise_exit_node", False),
+        ("exit_node", ""),
+        ("exit_node_allow_lan_access", False),
+    ):
+        given = getattr(args, name, None)
+        out[name] = given if given is not None else getattr(previous, name, default)
+    return out
 
 
 def _machine_identity(

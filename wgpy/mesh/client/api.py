@@ -258,6 +258,11 @@ class NodeClient(Client):
     async def report_endpoints(self, endpoints: list[str]) -> None:
         await self.request("POST", "/api/v1/node/endpoints", {"endpoints": endpoints})
 
+    async def report_routes(self, routes: list[str]) -> None:
+        """The subnet routes this node advertises (both default routes: an exit node),
+        replacing the last list (``POST /api/v1/node/routes``)."""
+        await self.request("POST", "/api/v1/node/routes", {"routes": routes})
+
     async def report_candidates(self, ice_ufrag: str, candidates: list[str]) -> None:
         """This node's ICE ufrag and candidates (as ``Candidate.to_sdp()`` writes them, at
         most 16), for its peers' maps. No password: the checks' keys are per pair of nodes,

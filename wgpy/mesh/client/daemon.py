@@ -105,6 +105,9 @@ class DaemonOptions:
                 "measure_lifetime": node.measure_lifetime,
                 "machine_cert": node.machine_cert,
                 "machine_key": node.machine_key,
+                "advertise_exit_node": node.advertise_exit_node,
+                "exit_node": node.exit_node,
+                "exit_node_allow_lan_access": node.exit_node_allow_lan_access,
             },
         }
 
@@ -127,6 +130,9 @@ class DaemonOptions:
                     measure_lifetime=bool(node.get("measure_lifetime", True)),
                     machine_cert=_optional(node.get("machine_cert")),
                     machine_key=_optional(node.get("machine_key")),
+                    advertise_exit_node=node.get("advertise_exit_node") is True,
+                    exit_node=str(node.get("exit_node") or ""),
+                    exit_node_allow_lan_access=node.get("exit_node_allow_lan_access") is True,
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),
@@ -216,6 +222,9 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     ca_cert=options.ca_cert,
                     machine_cert=options.node.machine_cert,
                     machine_key=options.node.machine_key,
+                    advertise_exit_node=options.node.advertise_exit_node,
+                    exit_node=options.node.exit_node,
+                    exit_node_allow_lan_access=options.node.exit_node_allow_lan_access,
                 )
             )
         except StateError as e:

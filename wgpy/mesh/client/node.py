@@ -60,7 +60,7 @@ from .exitnode import choose as choose_exit_node
 from .exitroute import ExitRouting, Runner, control_plane_hosts, resolve, versions_of
 from .hostnet import HostNet
 from .machine import MachineIdentity
-from .netmap import MapError, NodeRecord, PeerRecord, parse_node
+from .netmap import DEFAULT_ROUTES, MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .system import HostNetwork, HostNetworkError
 from .traversal import Traversal
@@ -136,6 +136,7 @@ class NodeConfig:
     # whether the directly connected networks stay reachable meanwhile
     exit_node: str = ""
     exit_node_allow_lan_access: bool = False
+    advertise_exit_node: bool = False  # offer this node as an exit node (the default routes)
 
 
 def _short(key: bytes) -> str:
@@ -179,6 +180,7 @@ class MeshNode:
         self.connected = False  # a map stream is open and has delivered its full map
         self.full_maps = 0  # full maps applied (1 + the resyncs)
         self.reported_endpoints: list[str] | None = None
+        self.reported_routes: list[str] | None = None  # advertised, as the server last took them
         # NAT traversal (made once the interface is open): ICE credentials for this run
         self.ice = IceCredentials.generate()
         self.candidates = CandidateReporter(client, self.ice, self.log)
@@ -250,6 +252,7 @@ class MeshNode:
             if node is None:
                 return  # stopped (Ctrl-C, SIGTERM) while logging in: nothing more is sent
             await self._configure_host(hostnet, node)
+            await self._report_routes()
             await self._report_endpoints()
             stream = asyncio.create_task(self._stream_loop())
             stopped = asyncio.create_task(self._stop.wait())
@@ -798,7 +801,32 @@ class MeshNode:
                 await self._apply(plan)
                 await self._sync_routes(strict=False)
                 await self._sync_exit_node(strict=False)
+            await self._report_routes()
             await self._report_endpoints()
+
+    def advertised_routes(self) -> list[str]:
+        """The routes this node advertises: both default routes when it offers to be an exit
+        node (an empty list withdraws an earlier advertisement)."""
+        return [str(n) for n in DEFAULT_ROUTES] if self.config.advertise_exit_node else []
+
+    async def _report_routes(self) -> None:
+        """Tell the server the advertised routes once per run, unless the node's record says
+        it has them (failures: the next time the endpoints are looked at)."""
+        routes = self.advertised_routes()
+        if routes == self.reported_routes:
+            return
+        known = self.self_node.raw.get("advertised_routes") if self.self_node else None
+        if isinstance(known, list) and sorted(map(str, known)) == sorted(routes):
+            self.reported_routes = routes  # the server has them already
+            return
+        try:
+            await self.client.report_routes(routes)
+        except MeshClientError as e:
+            self.log.warning("cannot report the advertised routes; will try again", error=e.message)
+            return
+        self.reported_routes = routes
+        if routes:
+            self.log.info("routes advertised", routes=routes)
 
     async def _report_endpoints(self) -> None:
         """Tell the server this node's endpoints if they changed (failures: next time)."""

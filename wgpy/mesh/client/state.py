@@ -100,6 +100,11 @@ class Settings:
     # the machine certificate and key (absolute paths) the node proves itself with
     machine_cert: str | None = None
     machine_key: str | None = None
+    # exit nodes: offer to be one; the peer to send all traffic through ("": none), and
+    # whether the local networks stay reachable meanwhile
+    advertise_exit_node: bool = False
+    exit_node: str = ""
+    exit_node_allow_lan_access: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -115,6 +120,9 @@ class Settings:
             ca_cert=None if ca_cert is None else str(ca_cert),
             machine_cert=None if machine_cert is None else str(machine_cert),
             machine_key=None if machine_key is None else str(machine_key),
+            advertise_exit_node=data.get("advertise_exit_node") is True,
+            exit_node=str(data.get("exit_node") or ""),
+            exit_node_allow_lan_access=data.get("exit_node_allow_lan_access") is True,
         )
 
 
