@@ -17,8 +17,8 @@ def test_the_rules_in_order_with_lan_through_the_exit_node() -> None:
     routes = ExitRoutes("wgpy0", 51820, (4,), bypass=(SERVER,), lan=(LAN,))
     assert [rule.add() for rule in routes.rules()] == [
         ["ip", "-4", "rule", "add", "pref", "5300", "to", "10.0.0.1/32", "lookup", "main"],
-        ["ip", "-4", "rule", "add", "pref", "5310",
-         "not", "fwmark", "51820", "to", "192.168.1.0/24", "lookup", "51820"],
+        ["ip", "-4", "rule", "add", "pref", "5305", "fwmark", "51820", "lookup", "main"],
+        ["ip", "-4", "rule", "add", "pref", "5310", "to", "192.168.1.0/24", "lookup", "51820"],
         ["ip", "-4", "rule", "add", "pref", "5320", "lookup", "main", "suppress_prefixlength", "0"],
         ["ip", "-4", "rule", "add", "pref", "5330", "not", "fwmark", "51820", "lookup", "51820"],
     ]  # fmt: skip
@@ -99,6 +99,18 @@ def test_connected_prefixes_are_the_kernels_link_routes_of_other_links() -> None
     assert policyroute.connected_prefixes(v6, "wgpy0") == [ipaddress.ip_network("fd00:9::/64")]
     assert policyroute.connected_prefixes("garbage", "wgpy0") == []
     assert policyroute.connected_prefixes('{"not": "a list"}', "wgpy0") == []
+
+
+def test_an_exit_node_masquerades_out_of_its_default_routes_interfaces() -> None:
+    text = (
+        '[{"dst":"default","gateway":"10.9.0.254","dev":"eth0","flags":[]},'
+        '{"dst":"default","dev":"wgpy0","flags":[]},'
+        '{"dst":"default","flags":[],"nexthops":[{"gateway":"10.8.0.1","dev":"eth1"},'
+        '{"gateway":"10.9.0.1","dev":"eth0"}]}]'
+    )
+    assert policyroute.default_interfaces(text, "wgpy0") == ["eth0", "eth1"]
+    assert policyroute.default_interfaces("", "wgpy0") == []
+    assert policyroute.default_route_show(6) == ["ip", "-json", "-6", "route", "show", "default"]
 
 
 def test_stale_rules_at_our_priorities_are_deleted_one_line_at_a_time() -> None:

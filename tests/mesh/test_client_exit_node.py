@@ -244,7 +244,8 @@ async def test_routing_is_added_in_order_and_deleted_exactly_in_reverse(tmp_path
         "ip -4 rule del pref 5330 not from all fwmark 0x1 lookup 7",  # a killed node's
         "ip -4 route add default dev wgpy0 table 51821",
         "ip -4 rule add pref 5300 to 10.0.0.1/32 lookup main",
-        "ip -4 rule add pref 5310 not fwmark 51821 to 192.168.1.0/24 lookup 51821",
+        "ip -4 rule add pref 5305 fwmark 51821 lookup main",
+        "ip -4 rule add pref 5310 to 192.168.1.0/24 lookup 51821",
         "ip -4 rule add pref 5320 lookup main suppress_prefixlength 0",
         "ip -4 rule add pref 5330 not fwmark 51821 lookup 51821",
     ]

@@ -10,9 +10,12 @@ priority of its own (a lower one is read first), per address family:
     the coordination server's addresses, the STUN and TURN servers' (and, with
     ``--exit-node-allow-lan-access``, each directly connected prefix) keep the host's own
     routes: the control plane never depends on the tunnel it sets up;
-``5310 not fwmark M to PREFIX lookup T``
+``5305 fwmark M lookup main`` and ``5310 to PREFIX lookup T``
     without LAN access, the directly connected prefixes go through the exit node too
-    (Tailscale's default: the local network is not reachable while an exit node is used);
+    (Tailscale's default: the local network is not reachable while an exit node is used),
+    but WireGuard's own packets (marked) still go to peers on the LAN directly. Two rules:
+    ``ip rule``'s ``not`` inverts the whole selector, so ``not fwmark M to PREFIX`` would
+    also send marked packets to any other address into the tunnel;
 ``5320 lookup main suppress_prefixlength 0``
     wg-quick's: the main table's routes still win, but its default route;
 ``5330 not fwmark M lookup T``
@@ -37,10 +40,11 @@ IP = "ip"
 FIRST_TABLE = 51820  # wg-quick's first choice; the next free one if it is taken
 DEFAULT_ROUTES = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 BYPASS_PRIORITY = 5300
+MARK_PRIORITY = 5305
 LAN_PRIORITY = 5310
 SUPPRESS_PRIORITY = 5320
 TABLE_PRIORITY = 5330
-PRIORITIES = (BYPASS_PRIORITY, LAN_PRIORITY, SUPPRESS_PRIORITY, TABLE_PRIORITY)
+PRIORITIES = (BYPASS_PRIORITY, MARK_PRIORITY, LAN_PRIORITY, SUPPRESS_PRIORITY, TABLE_PRIORITY)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,6 +54,8 @@ __all__ = [
     "ExitRoutes",
     "Rule",
     "connected_prefixes",
+    "default_interfaces",
+    "default_route_show",
     "free_table",
     "host_network",
     "routes_show",
@@ -113,9 +119,10 @@ class ExitRoutes:
                 mine += [n for n in lan if n not in mine]
             for network in sorted(set(mine), key=_order):
                 out.append(Rule(version, BYPASS_PRIORITY, ("to", str(network), "lookup", "main")))
-            if not self.allow_lan:
+            if lan and not self.allow_lan:
+                out.append(Rule(version, MARK_PRIORITY, ("fwmark", mark, "lookup", "main")))
                 for network in lan:
-                    words = ("not", "fwmark", mark, "to", str(network), "lookup", table)
+                    words = ("to", str(network), "lookup", table)
                     out.append(Rule(version, LAN_PRIORITY, words))
             suppress = ("lookup", "main", "suppress_prefixlength", "0")
             out.append(Rule(version, SUPPRESS_PRIORITY, suppress))
@@ -206,6 +213,23 @@ def connected_prefixes(text: str, exclude: str) -> list[IPNetwork]:
             continue
         if network not in found:
             found.append(network)
+    return found
+
+
+def default_route_show(version: int) -> list[str]:
+    return [IP, "-json", _proto(version), "route", "show", "default"]
+
+
+def default_interfaces(text: str, exclude: str) -> list[str]:
+    """The interfaces of the default routes in ``ip -json -4|-6 route show default`` output
+    (multipath ones too), but ``exclude``: where an exit node's traffic leaves the host."""
+    found: list[str] = []
+    for entry in _json_list(text):
+        hops = entry.get("nexthops")
+        for hop in [entry, *(hops if isinstance(hops, list) else [])]:
+            dev = hop.get("dev") if isinstance(hop, dict) else None
+            if isinstance(dev, str) and dev and dev != exclude and dev not in found:
+                found.append(dev)
     return found
 
 

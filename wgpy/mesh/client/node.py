@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ...endpoint import Endpoint
+from ...host import policyroute
+from ...host.run import run_async
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...machinecert import MachineCertError
@@ -58,6 +60,7 @@ from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .exitnode import choose as choose_exit_node
 from .exitroute import ExitRouting, Runner, control_plane_hosts, resolve, versions_of
+from .forwarder import Forwarder
 from .hostnet import HostNet
 from .machine import MachineIdentity
 from .netmap import DEFAULT_ROUTES, MapError, NodeRecord, PeerRecord, parse_node
@@ -190,6 +193,7 @@ class MeshNode:
         self.exit_key: bytes | None = None
         self.exit_problem: str | None = None
         self.exit_routing: ExitRouting | None = None
+        self.forwarder: Forwarder | None = None  # an exit node's forwarding and masquerade
         self._exit_runner = exit_runner
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
@@ -252,6 +256,8 @@ class MeshNode:
             if node is None:
                 return  # stopped (Ctrl-C, SIGTERM) while logging in: nothing more is sent
             await self._configure_host(hostnet, node)
+            if self.config.advertise_exit_node:
+                await self._forward_as_exit_node(iface.name)
             await self._report_routes()
             await self._report_endpoints()
             stream = asyncio.create_task(self._stream_loop())
@@ -304,6 +310,8 @@ class MeshNode:
                 self._save_peers()
             if self.exit_routing is not None:
                 await self.exit_routing.remove()
+            if self.forwarder is not None:
+                await self.forwarder.close()
             if self.traversal is not None:
                 await self.traversal.close()
             if self.iface is not None:
@@ -749,6 +757,29 @@ class MeshNode:
         if self._exit_runner is None:
             return ExitRouting(iface.name, set_fwmark, self.log)
         return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner)
+
+    async def _forward_as_exit_node(self, name: str) -> None:
+        """Forward what peers send through this node, masqueraded out of the interfaces of
+        the host's default routes (IPv4, and IPv6 where it has a default route); MeshError
+        if that cannot be done."""
+        forwarder = self.forwarder = Forwarder(name, self.log)
+        try:
+            versions, out = [], []
+            for version in (4, 6):
+                text = await run_async(policyroute.default_route_show(version))
+                found = policyroute.default_interfaces(text, name)
+                if found:
+                    versions.append(version)
+                    out += [dev for dev in found if dev not in out]
+            if not versions:
+                raise MeshError(
+                    "this host has no default route, so it cannot be an exit node; give it "
+                    "one or leave out --advertise-exit-node"
+                )
+            await forwarder.apply(versions, masquerade=True, out_interfaces=out)
+        except (HostNetworkError, ValueError) as e:
+            raise MeshError(f"cannot forward as an exit node: {e}") from None
+        self.log.info("forwarding as an exit node", out=out, versions=versions)
 
     async def _sync_exit_node(self, *, strict: bool) -> None:
         """Use the exit node while the map has it as one for this node (its allowed IPs gain
