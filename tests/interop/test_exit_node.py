@@ -9,8 +9,9 @@ nothing else can reach, and a laptop that sends all its traffic through it (`wgp
 
 The far end (a TCP echo in "inet" that answers with the address it sees) sees the exit
 node's address; the coordination server stays on the laptop's own routes; the LAN goes
-through the exit node unless --exit-node-allow-lan-access; and `ip rule` and every routing
-table are as before once the node is down, or up again with --exit-node=.
+through the exit node unless --exit-node-allow-lan-access; a revoked exit node stops being
+used at once, and is used again once approved; and `ip rule` and every routing table are as
+before once the node is down, or up again with --exit-node=.
 """
 
 from __future__ import annotations
@@ -125,6 +126,23 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     assert f"dev {laptop.ifname}" not in marked
     assert mesh.server_nodes()["laptop"]["online"]
     mesh.wait_ping(laptop, exit_node)
+
+    # revoked: the running node stops using it (the host's routing as before); approved
+    # again: it uses it again
+    mesh.admin("routes", "revoke", str(exit_node.id))
+    wait_for(
+        lambda: routing(laptop.ns, without=laptop.ifname) == before,
+        timeout=10,
+        what="the laptop to stop using the revoked exit node",
+    )
+    assert seen_by_the_far_end(laptop.ns, link.b4) is None
+    mesh.wait_ping(laptop, exit_node)
+    mesh.admin("routes", "approve", str(exit_node.id), "0.0.0.0/0", "::/0")
+    wait_for(
+        lambda: seen_by_the_far_end(laptop.ns, link.b4) == link.a4,
+        timeout=15,
+        what="the laptop to use the exit node again",
+    )
     mesh.down(laptop)
     assert routing(laptop.ns) == before
     assert seen_by_the_far_end(laptop.ns, link.b4) is None
