@@ -13,8 +13,11 @@
     few seconds, and Ctrl-C stops the daemon (nothing is left registering in the
     background). ``--foreground`` keeps the node attached, logging to stderr; otherwise the
     daemon logs to ``STATE_DIR/wgpy.log`` (``LOG_LEVEL``, default info).
-    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there. A plain
-    ``http://`` server that is not on this host is warned about.
+    ``--metrics-listen HOST:PORT`` serves the node's Prometheus metrics there.
+    ``--advertise-exit-node`` offers the node as an exit node; ``--exit-node NAME|IP``
+    sends all traffic through one (``--exit-node-allow-lan-access``: not the LAN's), see
+    *Exit nodes* in docs/mesh-api.md; these are kept for the next up. A plain ``http://``
+    server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
