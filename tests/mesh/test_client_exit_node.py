@@ -6,6 +6,7 @@ by a runner that answers as ``ip`` does; tests/interop/test_exit_node.py runs th
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import io
 import ipaddress
@@ -20,13 +21,17 @@ import structlog
 from wgpy.cli import mesh
 from wgpy.cli.environment import Environment
 from wgpy.host.run import HostNetworkError
-from wgpy.keys import key_to_base64
+from wgpy.keys import key_from_base64, key_to_base64
 from wgpy.mesh.client import daemon, reconcile
+from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.exitnode import check_exit_node, choose
 from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, resolve
 from wgpy.mesh.client.netmap import PeerRecord, parse_peer
+from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
 from wgpy.mesh.client.reconcile import Current, DevicePeer, SendStaged, SetAllowedIPs
-from wgpy.mesh.client.state import Settings
+from wgpy.mesh.client.state import Settings, StateDir
+
+from .fakes import FakeHost, FakeInterface, FakeServer, new_keypair, until
 
 ME = bytes([1]) * 32
 DEFAULTS = {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
@@ -331,3 +336,91 @@ def test_bad_option_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) 
         with pytest.raises(SystemExit):
             up_args(*argv)
     assert "neither true nor false" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the node, end to end
+
+
+def test_the_node_routes_through_the_exit_node_while_the_map_offers_it(tmp_path: Path) -> None:
+    """Against the fake server, a real Device, recorded host commands: the exit peer gets
+    the default routes on the device (never as routes in the main table), the policy routing
+    is set up; when the map stops offering it, both go; a first map that does not offer it
+    stops the node in one sentence."""
+    with FakeServer() as server:
+        _, pub_exit = new_keypair()
+        exit_node = server.add_node("exit", pub_exit, ["192.0.2.2:41641"])
+        exit_node.exit_node = True
+        auth = server.add_auth_key()
+        ip = FakeIp()
+        proc = sysctl_tree(tmp_path, "0")
+
+        async def main() -> None:
+            state = StateDir(tmp_path / "state")
+            private = state.load_or_create_key()
+            config = NodeConfig(
+                "wgtest0", 41641, "a", auth_key=auth, exit_node="exit", endpoint_interval=0.05
+            )
+            host = FakeHost()
+
+            async def factory(name: str, key: bytes, port: int) -> FakeInterface:
+                return FakeInterface(name, key, port)
+
+            client = NodeClient(server.url, timeout=2.0)
+            node = MeshNode(
+                config, client, state, private, interface_factory=factory, host=host,
+                exit_runner=ip,
+            )  # fmt: skip
+            node_module_proc(node, proc)
+            task = asyncio.create_task(node.run())
+            try:
+                await asyncio.wait_for(node.ready.wait(), 5)
+                exit_key = key_from_base64(pub_exit)
+                prefixes = set(node.device.allowed_ips.prefixes(node.device.peers[exit_key]))
+                assert prefixes >= DEFAULTS and node.exit_key == exit_key
+                assert node.exit_routing is not None and node.exit_routing.active
+                assert all(n.prefixlen for n in node.hostnet.routes)  # type: ignore[union-attr]
+                assert "ip -4 rule add pref 5330 not fwmark 51821 lookup 51821" in [
+                    " ".join(a) for a in ip.calls
+                ]
+                # the approval is revoked: the map no longer offers it
+                exit_node.exit_node = False
+                me = server.node_by_key(key_to_base64(node.public_key))
+                server.push(me.id, {"type": "peer_upsert", "peer": exit_node.peer_json()})
+                await until(lambda: not node.exit_routing.active, 2.0)  # type: ignore[union-attr]
+                prefixes = set(node.device.allowed_ips.prefixes(node.device.peers[exit_key]))
+                assert not prefixes & DEFAULTS and node.exit_key is None
+                assert node.exit_problem is not None and "not an exit node" in node.exit_problem
+            finally:
+                node.stop()
+                await asyncio.wait_for(task, 5)
+                await client.close()
+            # the node down: every rule and route it added deleted, in reverse
+            ours = [" ".join(a) for a in ip.calls if "51821" in a or "wgtest0" in a]
+            added = [a for a in ours if " add " in a]
+            deleted = [a for a in ours if " del " in a]
+            assert deleted == [a.replace(" add ", " del ") for a in reversed(added)]
+
+            # a first map that does not offer it: the node does not start
+            again = MeshNode(
+                dataclasses.replace(config, auth_key=None), NodeClient(
+                    server.url, token=state.read_token(), timeout=2.0
+                ), state, private, interface_factory=factory, host=FakeHost(), exit_runner=ip,
+            )  # fmt: skip
+            node_module_proc(again, proc)
+            with pytest.raises(MeshError, match="cannot use the exit node: the peer exit"):
+                await asyncio.wait_for(again.run(), 10)
+            await again.client.close()
+
+        asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def node_module_proc(node: MeshNode, proc: Path) -> None:
+    """Let the node's exit routing write the src_valid_mark of ``proc``, not the host's."""
+    make = node._exit_routing
+
+    def with_proc(iface: Any) -> ExitRouting:
+        routing = make(iface)
+        routing.proc_sys = proc
+        return routing
+
+    node._exit_routing = with_proc  # type: ignore[method-assign]
