@@ -16,13 +16,15 @@ before once the node is down, or up again with --exit-node=.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from .mesh_lab import HUB4, Mesh, MeshNode
-from .netns import Lab, Namespace, wait_for
+from .netns import SOCKET_DIR, Lab, Namespace, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -150,6 +152,23 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     # the exit node is kept for the next up; with LAN access the LAN stays direct
     mesh.up(laptop, extra=["--exit-node-allow-lan-access"])
     assert f"dev {laptop.ifname}" not in route_get(laptop, exit_node.underlay)
+    assert seen_by_the_far_end(laptop.ns, link.b4) == link.a4
+    mesh.down(laptop)
+    assert routing(laptop.ns) == before
+
+    # a node killed while it used the exit node leaves its rules; the next start deletes them
+    mesh.up(laptop)
+    pid = laptop.daemon_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: pid not in laptop.ns.pids(), timeout=10, what="the killed daemon to go")
+    assert "lookup 51820" in laptop.ns.ip("rule", "show").stdout
+    (SOCKET_DIR / f"{laptop.ifname}.sock").unlink(missing_ok=True)
+    mesh.up(laptop)
+    rules = laptop.ns.ip("rule", "show").stdout.splitlines()
+    assert (
+        len(rules) == len(set(rules)) and "5330:\tnot from all fwmark 0xca6c lookup 51820" in rules
+    )
     assert seen_by_the_far_end(laptop.ns, link.b4) == link.a4
     mesh.down(laptop)
     assert routing(laptop.ns) == before
