@@ -789,6 +789,9 @@ class MeshNode:
         routing = self.exit_routing
         if routing is None:
             return
+        kept = self.peers.get(self.exit_key) if self.exit_key is not None else None
+        if kept is not None and kept.exit_node and routing.active:
+            return  # still offered: no need to look through the whole map on every change
         choice = choose_exit_node(self.config.exit_node, self.peers)
         if choice.problem != self.exit_problem and choice.problem is not None:
             self.log.warning("the exit node cannot be used now", reason=choice.problem)
