@@ -9,9 +9,11 @@ nothing else can reach, and a laptop that sends all its traffic through it (`wgp
 
 The far end (a TCP echo in "inet" that answers with the address it sees) sees the exit
 node's address; the coordination server stays on the laptop's own routes; the LAN goes
-through the exit node unless --exit-node-allow-lan-access; a revoked exit node stops being
-used at once, and is used again once approved; and `ip rule` and every routing table are as
-before once the node is down, or up again with --exit-node=.
+through the exit node unless --exit-node-allow-lan-access (with a strict reverse-path check
+on the laptop: its replies get their mark back from their connection); a revoked exit node
+stops being used at once, and is used again once approved; and `ip rule`, every routing
+table and the nftables tables are as before once the node is down, or up again with
+--exit-node=.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ def seen_by_the_far_end(ns: Namespace, address: str) -> str | None:
 
 def routing(ns: Namespace, without: str = "") -> str:
     """`ip rule show` and `ip route show table all`, both families (lines of the interface
-    ``without`` left out)."""
-    text = ""
+    ``without`` left out), and the nftables tables."""
+    text = ns.run(["nft", "list", "tables"]).stdout
     for family in ("-4", "-6"):
         for what in (["rule", "show"], ["route", "show", "table", "all"]):
             out = ns.ip(family, *what).stdout
@@ -97,6 +99,9 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     wait_for(lambda: internet.tcp_listening(ECHO_PORT) or not echo.alive, timeout=10, what="echo")
     laptop = mesh.add_node("laptop")
     laptop.ns.ip("route", "add", "default", "via", HUB4)
+    # a strict reverse-path check, as some distributions have: replies must get their mark
+    # back (wg-quick's connection-mark rules) or the tunnel's routes would reject them
+    laptop.ns.sysctl("net.ipv4.conf.all.rp_filter", 1)
     wait_for(lambda: settled(laptop.ns), timeout=10, what="the laptop's IPv6 link-local address")
     before = routing(laptop.ns)
     forward_before = exit_node.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip()
@@ -113,6 +118,7 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     mesh.admin("routes", "approve", str(exit_node.id), "0.0.0.0/0", "::/0")
 
     mesh.up(laptop, auth_key=key, extra=["--exit-node", "exit"])
+    assert f"wg-quick-{laptop.ifname}" in laptop.ns.run(["nft", "list", "tables"]).stdout
     # the far end sees the exit node's address, for IPv4 and IPv6
     assert seen_by_the_far_end(laptop.ns, link.b4) == link.a4
     assert seen_by_the_far_end(laptop.ns, link.b6) == link.a6

@@ -189,15 +189,21 @@ class FakeIp:
     """Answers the reading commands as ``ip -json`` does on a host with one LAN link; records
     the changing ones."""
 
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, nft: bool = True) -> None:
         self.calls: list[list[str]] = []
+        self.scripts: list[str] = []  # what nft read on stdin
         self.fail = fail
+        self.nft = nft
 
-    async def __call__(self, argv: Sequence[str]) -> str:
+    async def __call__(self, argv: Sequence[str], stdin: str | None = None) -> str:
         argv = list(argv)
         text = " ".join(argv)
         if self.fail is not None and self.fail in text:
             raise HostNetworkError(f"`{text}' failed: RTNETLINK answers: File exists")
+        if argv[0] == "nft" and not self.nft:
+            raise HostNetworkError("cannot run `nft': No such file or directory")
+        if argv[:3] == ["ip", "-o", "address"]:
+            return "7: wgpy0    inet 100.64.0.2/32 scope global wgpy0\n"
         if "show" in argv:
             if "rule" in argv and "-json" not in argv:
                 return "0:\tfrom all lookup local\n5330:\tnot from all fwmark 0x1 lookup 7\n"
@@ -217,6 +223,8 @@ class FakeIp:
                 )
             return "[]"
         self.calls.append(argv)
+        if stdin is not None:
+            self.scripts.append(stdin)
         return ""
 
 
@@ -247,6 +255,7 @@ async def test_routing_is_added_in_order_and_deleted_exactly_in_reverse(tmp_path
     added = [" ".join(argv) for argv in ip.calls]
     assert added == [
         "ip -4 rule del pref 5330 not from all fwmark 0x1 lookup 7",  # a killed node's
+        "nft -f /dev/stdin",  # wg-quick's table: the replies' mark, the overlay's addresses
         "ip -4 route add default dev wgpy0 table 51821",
         "ip -4 rule add pref 5300 to 10.0.0.1/32 lookup main",
         "ip -4 rule add pref 5305 fwmark 51821 lookup main",
@@ -254,11 +263,16 @@ async def test_routing_is_added_in_order_and_deleted_exactly_in_reverse(tmp_path
         "ip -4 rule add pref 5320 lookup main suppress_prefixlength 0",
         "ip -4 rule add pref 5330 not fwmark 51821 lookup 51821",
     ]
+    table = ip.scripts[0]
+    assert table.startswith("add table ip wg-quick-wgpy0\n")
+    assert "ip daddr 100.64.0.2 fib saddr type != local drop" in table
+    assert "meta l4proto udp mark 51821 ct mark set mark" in table
     ip.calls.clear()
     await routing.remove()
     assert [" ".join(argv) for argv in ip.calls] == [
         a.replace(" add ", " del ") for a in reversed(added[1:])
     ]
+    assert ip.scripts[-1] == "delete table ip wg-quick-wgpy0\n"
     assert not routing.active and marks.marks == [51821, 0]
     assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "0\n"
     ip.calls.clear()
@@ -279,6 +293,17 @@ async def test_a_failure_half_way_undoes_what_was_added(tmp_path: Path) -> None:
         "ip -4 route del default dev wgpy0 table 51821",
     ]
     assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"  # not ours
+
+
+async def test_without_nft_the_routing_is_set_up_all_the_same(tmp_path: Path) -> None:
+    ip = FakeIp(nft=False)
+    proc = sysctl_tree(tmp_path, "1")
+    routing = ExitRouting("wgpy0", Marks(), structlog.get_logger(), run=ip, proc_sys=proc)
+    await routing.apply((4, 6), [], allow_lan=True)
+    assert routing.active and not ip.scripts
+    assert [a[1] for a in ip.calls if "route" in a] == ["-4", "-6"]
+    await routing.remove()
+    assert not routing.active
 
 
 async def test_the_control_plane_hosts_are_resolved_to_host_prefixes() -> None:

@@ -3,7 +3,8 @@ exit peer is in the map, taken away when it leaves it and at ``wgpy down``.
 
 :class:`ExitRouting` runs the commands :mod:`wgpy.host.policyroute` builds: it picks a free
 table, marks the WireGuard socket with it (the relays follow the mark), turns on
-``src_valid_mark`` (the reverse-path check then sees the mark, as wg-quick does), deletes
+``src_valid_mark`` (the reverse-path check then sees the mark, as wg-quick does) and
+wg-quick's nftables table (the replies get the mark back), deletes
 rules a killed node left at its priorities, adds the default routes and the rules, and
 remembers each deletion, so that :meth:`ExitRouting.remove` takes away exactly what was added:
 ``ip rule`` and every routing table are then as they were. Commands go through a runner
@@ -21,18 +22,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...host import policyroute, sysctl
+from ...host import firewall, ip, policyroute, sysctl
 from ...host.policyroute import ExitRoutes, IPNetwork
 from ...host.run import HostNetworkError, run_async
 
 __all__ = ["ExitRouting", "Runner", "control_plane_hosts", "resolve", "versions_of"]
 
-Runner = Callable[[Sequence[str]], Awaitable[str]]
+Runner = Callable[..., Awaitable[str]]  # run_async(argv, stdin=...)
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve the control plane's names
 
 
-async def _run(argv: Sequence[str]) -> str:
-    return await run_async(argv)
+async def _run(argv: Sequence[str], stdin: str | None = None) -> str:
+    return await run_async(argv, stdin=stdin)
 
 
 def control_plane_hosts(server_url: str, stun: Iterable[str], turn: Iterable[str]) -> list[str]:
@@ -80,7 +81,8 @@ class ExitRouting:
         self.run = run
         self.proc_sys = proc_sys
         self.routes: ExitRoutes | None = None  # what is set up now
-        self._undo: list[list[str]] = []  # deletions, in the order they are to run
+        # deletions (argv, stdin), in the order they are to run
+        self._undo: list[tuple[list[str], str | None]] = []
         self._src_valid_mark: str | None = None  # its value before, when this changed it
 
     @property
@@ -98,12 +100,13 @@ class ExitRouting:
             routes = await self._plan(versions, bypass, allow_lan)
             self.set_fwmark(routes.table)
             self._set_src_valid_mark()
+            await self._firewall(routes)
             for _version, add, delete in routes.routes():
                 await self.run(add)
-                self._undo.insert(0, delete)
+                self._undo.insert(0, (delete, None))
             for rule in routes.rules():
                 await self.run(rule.add())
-                self._undo.insert(0, rule.delete())
+                self._undo.insert(0, (rule.delete(), None))
         except (HostNetworkError, OSError) as e:
             await self.remove()
             if isinstance(e, OSError):
@@ -144,6 +147,29 @@ class ExitRouting:
             allow_lan=allow_lan,
         )
 
+    async def _firewall(self, routes: ExitRoutes) -> None:
+        """wg-quick's ``wg-quick-IFNAME`` nftables table (:mod:`wgpy.host.firewall`): the
+        replies to WireGuard's marked packets get the mark back from their connection, so
+        that a strict reverse-path check (``rp_filter=1``) finds them on the host's routes,
+        not in the tunnel; and packets to the overlay addresses from outside are dropped.
+        Without ``nft`` this is skipped with a warning (hosts with a loose or no reverse-path
+        check do not need it)."""
+        shown = await self.run(["ip", "-o", "address", "show", "dev", self.interface])
+        addresses = ip.parse_addresses(shown)
+        for version in routes.versions:
+            mine = [a for a in addresses if ipaddress.ip_address(a).version == version]
+            script = firewall.nft_table(self.interface, routes.table, mine, v6=version == 6)
+            try:
+                await self.run(firewall.NFT_APPLY, stdin=script)
+            except HostNetworkError as e:
+                if "cannot run" not in str(e):
+                    raise
+                self.log.warning("no nft: replies are not marked for the reverse-path check")
+                return
+            family = "ip6" if version == 6 else "ip"
+            delete = f"delete table {family} {firewall.table_name(self.interface)}\n"
+            self._undo.insert(0, (firewall.NFT_APPLY, delete))
+
     def _set_src_valid_mark(self) -> None:
         path = sysctl.proc_path(sysctl.SRC_VALID_MARK)
         path = self.proc_sys.joinpath(path.relative_to(sysctl.PROC_SYS))
@@ -156,9 +182,12 @@ class ExitRouting:
         """Take away what :meth:`apply` added, in the reverse order; a deletion that fails is
         logged (an interface already gone takes its routes with it)."""
         undo, self._undo = self._undo, []
-        for argv in undo:
+        for argv, stdin in undo:
             try:
-                await self.run(argv)
+                if stdin is None:
+                    await self.run(argv)
+                else:
+                    await self.run(argv, stdin=stdin)
             except HostNetworkError as e:
                 if " route del " not in f" {' '.join(argv)} ":
                     self.log.warning("cannot delete the exit node's routing", error=str(e))
