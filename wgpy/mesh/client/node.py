@@ -78,6 +78,7 @@ HEALTHY_STREAM = 10.0
 PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy status` once
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
 PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
+NOT_FOUND = 404  # a server without the routes API
 
 T = TypeVar("T")
 
@@ -855,6 +856,12 @@ class MeshNode:
             return
         try:
             await self.client.report_routes(routes)
+        except ApiError as e:
+            if e.status == NOT_FOUND and not routes:
+                self.reported_routes = routes  # a server before routes: nothing to withdraw
+                return
+            self.log.warning("cannot report the advertised routes; will try again", error=e.message)
+            return
         except MeshClientError as e:
             self.log.warning("cannot report the advertised routes; will try again", error=e.message)
             return
