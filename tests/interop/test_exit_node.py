@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .mesh_lab import HUB4, Mesh, MeshNode
+from .mesh_lab import HUB4, WGPY, Mesh, MeshNode
 from .netns import SOCKET_DIR, Lab, Namespace, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -82,6 +82,10 @@ def settled(ns: Namespace) -> bool:
     return "scope link" in text and "tentative" not in text
 
 
+def status_text(node: MeshNode) -> str:
+    return node.ns.run([WGPY, "status", "--state-dir", str(node.state_dir)]).stdout
+
+
 def route_get(node: MeshNode, address: str) -> str:
     return node.ns.ip("route", "get", address).stdout
 
@@ -119,6 +123,11 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
 
     mesh.up(laptop, auth_key=key, extra=["--exit-node", "exit"])
     assert f"wg-quick-{laptop.ifname}" in laptop.ns.run(["nft", "list", "tables"]).stdout
+    wait_for(
+        lambda: "exit node: all traffic goes through it" in status_text(laptop),
+        timeout=5,
+        what="wgpy status to name the exit node",
+    )
     # the far end sees the exit node's address, for IPv4 and IPv6
     assert seen_by_the_far_end(laptop.ns, link.b4) == link.a4
     assert seen_by_the_far_end(laptop.ns, link.b6) == link.a6

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import structlog
 
-from wgpy.cli import mesh
+from wgpy.cli import main, mesh
 from wgpy.cli.environment import Environment
 from wgpy.host.run import HostNetworkError
 from wgpy.keys import key_from_base64, key_to_base64
@@ -452,3 +452,34 @@ def node_module_proc(node: MeshNode, proc: Path) -> None:
         return routing
 
     node._exit_routing = with_proc  # type: ignore[method-assign]
+
+
+def test_status_says_which_peer_is_the_exit_node(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    state.write_settings(Settings("https://mesh.example", "wgpy0", 41641, "laptop"))
+    state.write_node({"hostname": "laptop", "user": "alice", "ipv4": "100.64.0.1"})
+    peer = {"user": "alice", "online": True, "can_reach": True, "reachable_from": True}
+    state.write_peers(
+        [
+            {**peer, "public_key": "A" * 43 + "=", "hostname": "exit",
+             "addresses": ["100.64.0.2/32"], "exit_node": True, "exit_node_in_use": True},
+            {**peer, "public_key": "B" * 43 + "=", "hostname": "other",
+             "addresses": ["100.64.0.3/32"], "exit_node": True},
+            {**peer, "public_key": "C" * 43 + "=", "hostname": "pi",
+             "addresses": ["100.64.0.4/32"]},
+        ]
+    )  # fmt: skip
+    out = io.StringIO()
+    env = Environment(stdin=io.BytesIO(), stdout=out, stderr=io.StringIO(), env={})
+    assert main(["status", "--state-dir", str(state.path)], env) == 0
+    lines = {line.split()[1]: line for line in out.getvalue().splitlines()[1:]}
+    assert "exit node: all traffic goes through it" in lines["exit"]
+    assert "offers to be an exit node" in lines["other"]
+    assert "exit node" not in lines["pi"]
+    out.seek(0)
+    out.truncate()
+    assert main(["status", "--json", "--state-dir", str(state.path)], env) == 0
+    rows = {p["hostname"]: p for p in json.loads(out.getvalue())["peers"]}
+    assert (rows["exit"]["exit_node"], rows["exit"]["exit_node_in_use"]) == (True, True)
+    assert (rows["pi"]["exit_node"], rows["pi"]["exit_node_in_use"]) == (False, False)

@@ -579,6 +579,8 @@ class MeshNode:
                 "online": p.online,
                 "can_reach": p.can_reach,
                 "reachable_from": p.reachable_from,
+                "exit_node": p.exit_node,  # it offers to be this node's exit node
+                "exit_node_in_use": p.public_key == self.exit_key,
                 **(self.traversal.path_json(p.public_key) if self.traversal else {}),
             }
             for p in self.peers.values()
