@@ -428,16 +428,34 @@ def test_the_node_routes_through_the_exit_node_while_the_map_offers_it(tmp_path:
             deleted = [a for a in ours if " del " in a]
             assert deleted == [a.replace(" add ", " del ") for a in reversed(added)]
 
+            def restart(wait: float) -> MeshNode:
+                again = MeshNode(
+                    dataclasses.replace(config, auth_key=None, exit_node_wait=wait), NodeClient(
+                        server.url, token=state.read_token(), timeout=2.0
+                    ), state, private, interface_factory=factory, host=FakeHost(), exit_runner=ip,
+                )  # fmt: skip
+                node_module_proc(again, proc)
+                return again
+
             # a first map that does not offer it: the node does not start
-            again = MeshNode(
-                dataclasses.replace(config, auth_key=None), NodeClient(
-                    server.url, token=state.read_token(), timeout=2.0
-                ), state, private, interface_factory=factory, host=FakeHost(), exit_runner=ip,
-            )  # fmt: skip
-            node_module_proc(again, proc)
+            refused = restart(0.3)
             with pytest.raises(MeshError, match="cannot use the exit node: the peer exit"):
-                await asyncio.wait_for(again.run(), 10)
-            await again.client.close()
+                await asyncio.wait_for(refused.run(), 10)
+            await refused.client.close()
+            # offered just after the first map: the start waits for it
+            waiting = restart(5.0)
+            up = asyncio.Event()
+            task = asyncio.create_task(waiting.run(lambda _: up.set()))
+            await asyncio.wait_for(waiting.ready.wait(), 5)
+            assert not up.is_set() and waiting.exit_key is None
+            exit_node.exit_node = True
+            me = server.node_by_key(key_to_base64(waiting.public_key))
+            server.push(me.id, {"type": "peer_upsert", "peer": exit_node.peer_json()})
+            await asyncio.wait_for(up.wait(), 3)
+            assert waiting.exit_routing is not None and waiting.exit_routing.active
+            waiting.stop()
+            await asyncio.wait_for(task, 5)
+            await waiting.client.close()
 
         asyncio.run(asyncio.wait_for(main(), 30))
 

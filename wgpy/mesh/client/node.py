@@ -79,6 +79,8 @@ PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy s
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
 PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
 NOT_FOUND = 404  # a server without the routes API
+# seconds the start waits after the first map for --exit-node's peer to be offered in it
+EXIT_NODE_WAIT = 5.0
 
 T = TypeVar("T")
 
@@ -141,6 +143,7 @@ class NodeConfig:
     exit_node: str = ""
     exit_node_allow_lan_access: bool = False
     advertise_exit_node: bool = False  # offer this node as an exit node (the default routes)
+    exit_node_wait: float = EXIT_NODE_WAIT
 
 
 def _short(key: bytes) -> str:
@@ -196,6 +199,7 @@ class MeshNode:
         self.exit_routing: ExitRouting | None = None
         self.forwarder: Forwarder | None = None  # an exit node's forwarding and masquerade
         self._exit_runner = exit_runner
+        self._exit_found = asyncio.Event()  # an exit node was chosen (the start waits for it)
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
@@ -282,7 +286,9 @@ class MeshNode:
                 )
             if ready not in done:
                 return  # stopped while starting
-            if self.exit_problem is not None:
+            if not await self._exit_node_found(stream, stopped, closed):
+                if self._stop.is_set() or iface.closed.is_set():
+                    return
                 raise MeshError(f"cannot use the exit node: {self.exit_problem}")
             self.log.info(
                 "mesh node up",
@@ -784,6 +790,26 @@ class MeshNode:
             raise MeshError(f"cannot forward as an exit node: {e}") from None
         self.log.info("forwarding as an exit node", out=out, versions=versions)
 
+    async def _exit_node_found(self, *tasks: asyncio.Task[Any]) -> bool:
+        """Whether the exit node ``--exit-node`` names is in use (True without one), waiting
+        up to ``exit_node_wait`` seconds for the map to offer it (a delta just behind the
+        first map, an approval a moment ago) while the stream runs; False when stopped."""
+        if self.exit_routing is None or self.exit_key is not None:
+            return True
+        self.log.info("waiting for the exit node to appear in the map", reason=self.exit_problem)
+        found = asyncio.create_task(self._exit_found.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [found, *tasks], timeout=self.config.exit_node_wait,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            found.cancel()
+        for task in done:
+            if task is not found and not task.cancelled() and task.exception() is not None:
+                task.result()  # the stream's MeshError, or a bug
+        return self.exit_key is not None
+
     async def _sync_exit_node(self, *, strict: bool) -> None:
         """Use the exit node while the map has it as one for this node (its allowed IPs gain
         the default routes, the host's policy routing sends everything there), and stop when
@@ -806,6 +832,7 @@ class MeshNode:
             await self._apply(reconcile.exit_node_changed(old, self._current()))
             if choice.public_key is not None:
                 self.log.info("exit node chosen", peer=_short(choice.public_key), name=choice.name)
+                self._exit_found.set()
         if self.exit_key is None or routing.active or self.hostnet is None:
             return
         nat = self.candidates.nat
