@@ -19,7 +19,7 @@ import pytest
 import structlog
 
 from wgpy.cli import main, mesh
-from wgpy.cli.environment import Environment
+from wgpy.cli.environment import CommandError, Environment
 from wgpy.host.run import HostNetworkError
 from wgpy.keys import key_from_base64, key_to_base64
 from wgpy.mesh.client import daemon, reconcile
@@ -349,8 +349,16 @@ def test_the_options_are_kept_for_the_next_up_and_cleared_with_an_empty_value(
         up_args(*server, "--exit-node=", "--exit-node-allow-lan-access=false"), environment()
     )
     assert cleared.node.exit_node == "" and not cleared.node.exit_node_allow_lan_access
-    offer = up_args(*server, "--advertise-exit-node")
+    offer = up_args(*server, "--advertise-exit-node", "--exit-node=")
     assert mesh.prepare_up(offer, environment())[0].node.advertise_exit_node
+    # offering and using at once: refused, also when one of them is kept from the last up
+    with pytest.raises(CommandError, match="cannot offer to be an exit node and use one"):
+        mesh.prepare_up(
+            up_args(*server, "--advertise-exit-node", "--exit-node", "x"), environment()
+        )
+    state.write_settings(dataclasses.replace(settings, advertise_exit_node=True))
+    with pytest.raises(CommandError, match="--advertise-exit-node=false or --exit-node="):
+        mesh.prepare_up(up_args(*server), environment())
     # settings written before these options existed
     old = {"server_url": "https://x", "interface": "wg0", "listen_port": 1, "hostname": "h"}
     assert Settings.from_json(old).exit_node == ""

@@ -324,7 +324,8 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
 
 
 def _exit_options(args: argparse.Namespace, previous: Settings | None) -> dict[str, Any]:
-    """The exit node options: those given, else the last up's."""
+    """The exit node options: those given, else the last up's; a node cannot offer to be an
+    exit node and use one (as Tailscale)."""
     out: dict[str, Any] = {}
     for name, default in (
         ("advertise_exit_node", False),
@@ -333,6 +334,11 @@ def _exit_options(args: argparse.Namespace, previous: Settings | None) -> dict[s
     ):
         given = getattr(args, name, None)
         out[name] = given if given is not None else getattr(previous, name, default)
+    if out["advertise_exit_node"] and out["exit_node"]:
+        raise CommandError(
+            "a node cannot offer to be an exit node and use one at the same time; give "
+            "--advertise-exit-node=false or --exit-node="
+        )
     return out
 
 
