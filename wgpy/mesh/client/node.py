@@ -791,10 +791,11 @@ class MeshNode:
         self.log.info("forwarding as an exit node", out=out, versions=versions)
 
     async def _exit_node_found(self, *tasks: asyncio.Task[Any]) -> bool:
-        """Whether the exit node ``--exit-node`` names is in use (True without one), waiting
+        """Whether the exit node ``--exit-node`` names is in use, its routing set up (True
+        without one), waiting
         up to ``exit_node_wait`` seconds for the map to offer it (a delta just behind the
         first map, an approval a moment ago) while the stream runs; False when stopped."""
-        if self.exit_routing is None or self.exit_key is not None:
+        if self.exit_routing is None or self.exit_routing.active:
             return True
         self.log.info("waiting for the exit node to appear in the map", reason=self.exit_problem)
         found = asyncio.create_task(self._exit_found.wait())
@@ -808,7 +809,7 @@ class MeshNode:
         for task in done:
             if task is not found and not task.cancelled() and task.exception() is not None:
                 task.result()  # the stream's MeshError, or a bug
-        return self.exit_key is not None
+        return self.exit_routing.active
 
     async def _sync_exit_node(self, *, strict: bool) -> None:
         """Use the exit node while the map has it as one for this node (its allowed IPs gain
@@ -832,7 +833,6 @@ class MeshNode:
             await self._apply(reconcile.exit_node_changed(old, self._current()))
             if choice.public_key is not None:
                 self.log.info("exit node chosen", peer=_short(choice.public_key), name=choice.name)
-                self._exit_found.set()
         if self.exit_key is None or routing.active or self.hostnet is None:
             return
         nat = self.candidates.nat
@@ -850,7 +850,10 @@ class MeshNode:
         except HostNetworkError as e:
             if strict:
                 raise MeshError(str(e)) from None
+            self.exit_problem = f"the routing through it cannot be set up: {e}"
             self.log.error("cannot route through the exit node; will try again", error=str(e))
+            return
+        self._exit_found.set()
 
     # ------------------------------------------------------------------ endpoints
 
