@@ -1,14 +1,15 @@
-"""The exit node's policy routing on this host (``wgpy up --exit-node``): set up while the
-exit peer is in the map, taken away when it leaves it and at ``wgpy down``.
+"""Exit nodes on this host: using one (``wgpy up --exit-node``: the policy routing, set up
+while the exit peer is in the map, taken away when it leaves it and at ``wgpy down``) and
+being one (``--advertise-exit-node``: :func:`forward_as_exit_node`).
 
 :class:`ExitRouting` runs the commands :mod:`wgpy.host.policyroute` builds: it picks a free
 table, marks the WireGuard socket with it (the relays follow the mark), turns on
 ``src_valid_mark`` (the reverse-path check then sees the mark, as wg-quick does) and
-wg-quick's nftables table (the replies get the mark back), deletes
-rules a killed node left at its priorities, adds the default routes and the rules, and
-remembers each deletion, so that :meth:`ExitRouting.remove` takes away exactly what was added:
-``ip rule`` and every routing table are then as they were. Commands go through a runner
-(``run``, :func:`wgpy.host.run.run_async` by default) that tests replace.
+wg-quick's nftables table (the replies get the mark back), deletes rules a killed node left
+at its priorities, adds the default routes and the rules, and remembers each deletion, so
+that :meth:`ExitRouting.remove` takes away exactly what was added: ``ip rule`` and every
+routing table are then as they were. Commands go through a runner (``run``,
+:func:`wgpy.host.run.run_async` by default) that tests replace.
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from urllib.parse import urlsplit
 from ...host import firewall, ip, policyroute, sysctl
 from ...host.policyroute import ExitRoutes, IPNetwork
 from ...host.run import HostNetworkError, run_async
+from .forwarder import Forwarder
 
-__all__ = ["ExitRouting", "Runner", "control_plane_hosts", "resolve", "versions_of"]
+__all__ = [
+    "ExitRouting",
+    "Runner",
+    "control_plane_hosts",
+    "forward_as_exit_node",
+    "resolve",
+    "versions_of",
+]
 
 Runner = Callable[..., Awaitable[str]]  # run_async(argv, stdin=...)
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve the control plane's names
@@ -203,6 +212,30 @@ class ExitRouting:
         self.routes = None
         with contextlib.suppress(Exception):
             self.set_fwmark(0)
+
+
+async def forward_as_exit_node(forwarder: Forwarder, name: str, log: Any) -> None:
+    """Forward what peers send through ``name``, masqueraded out of the interfaces of the
+    host's default routes (IPv4, and IPv6 where the host has a default route: the families
+    the exit node can carry); HostNetworkError if that cannot be done, or if the host has no
+    default route."""
+    versions, out = [], []
+    for version in (4, 6):
+        text = await run_async(policyroute.default_route_show(version))
+        found = policyroute.default_interfaces(text, name)
+        if found:
+            versions.append(version)
+            out += [dev for dev in found if dev not in out]
+    if not versions:
+        raise HostNetworkError(
+            "this host has no default route, so it cannot be an exit node; give it one or "
+            "leave out --advertise-exit-node"
+        )
+    try:
+        await forwarder.apply(versions, masquerade=True, out_interfaces=out)
+    except ValueError as e:  # an interface name nft would not take
+        raise HostNetworkError(str(e)) from None
+    log.info("forwarding as an exit node", out=out, versions=versions)
 
 
 def versions_of(

@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ...endpoint import Endpoint
-from ...host import policyroute
-from ...host.run import run_async
 from ...keys import key_from_base64, key_to_base64
 from ...log import get_logger
 from ...machinecert import MachineCertError
@@ -59,7 +57,14 @@ from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .exitnode import choose as choose_exit_node
-from .exitroute import ExitRouting, Runner, control_plane_hosts, resolve, versions_of
+from .exitroute import (
+    ExitRouting,
+    Runner,
+    control_plane_hosts,
+    forward_as_exit_node,
+    resolve,
+    versions_of,
+)
 from .forwarder import Forwarder
 from .hostnet import HostNet
 from .machine import MachineIdentity
@@ -768,33 +773,19 @@ class MeshNode:
         return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner)
 
     async def _forward_as_exit_node(self, name: str) -> None:
-        """Forward what peers send through this node, masqueraded out of the interfaces of
-        the host's default routes (IPv4, and IPv6 where it has a default route); MeshError
-        if that cannot be done."""
-        forwarder = self.forwarder = Forwarder(name, self.log)
+        """Forward and masquerade as an exit node (:func:`.exitroute.forward_as_exit_node`);
+        MeshError if that cannot be done."""
+        self.forwarder = Forwarder(name, self.log)
         try:
-            versions, out = [], []
-            for version in (4, 6):
-                text = await run_async(policyroute.default_route_show(version))
-                found = policyroute.default_interfaces(text, name)
-                if found:
-                    versions.append(version)
-                    out += [dev for dev in found if dev not in out]
-            if not versions:
-                raise MeshError(
-                    "this host has no default route, so it cannot be an exit node; give it "
-                    "one or leave out --advertise-exit-node"
-                )
-            await forwarder.apply(versions, masquerade=True, out_interfaces=out)
-        except (HostNetworkError, ValueError) as e:
+            await forward_as_exit_node(self.forwarder, name, self.log)
+        except HostNetworkError as e:
             raise MeshError(f"cannot forward as an exit node: {e}") from None
-        self.log.info("forwarding as an exit node", out=out, versions=versions)
 
     async def _exit_node_found(self, *tasks: asyncio.Task[Any]) -> bool:
         """Whether the exit node ``--exit-node`` names is in use, its routing set up (True
-        without one), waiting
-        up to ``exit_node_wait`` seconds for the map to offer it (a delta just behind the
-        first map, an approval a moment ago) while the stream runs; False when stopped."""
+        without one), waiting up to ``exit_node_wait`` seconds for the map to offer it (a
+        delta just behind the first map, an approval a moment ago) while the stream runs;
+        False when stopped."""
         if self.exit_routing is None or self.exit_routing.active:
             return True
         self.log.info("waiting for the exit node to appear in the map", reason=self.exit_problem)
