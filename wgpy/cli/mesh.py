@@ -211,7 +211,7 @@ def _boolean(text: str) -> bool:
         return True
     if value in ("false", "no", "off", "0"):
         return False
-    raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _exit_node(text: str) -> str:
