@@ -53,22 +53,27 @@ def control_plane_hosts(server_url: str, stun: Iterable[str], turn: Iterable[str
 
 
 async def resolve(hosts: Iterable[str], timeout: float = RESOLVE_TIMEOUT) -> list[IPNetwork]:
-    """Each host's addresses as host prefixes; a name that does not resolve in time is left
-    out (its traffic is still marked if it is a relay's or a probe's)."""
+    """Each host's addresses as host prefixes, the names looked up together within
+    ``timeout`` seconds; a name that does not resolve in time is left out (its traffic is
+    still marked if it is a relay's or a probe's)."""
     loop = asyncio.get_running_loop()
-    found: list[IPNetwork] = []
-    for host in hosts:
+
+    async def lookup(host: str) -> list[str]:
         network = policyroute.host_network(host)
         if network is not None:
-            found.append(network)
-            continue
+            return [str(network.network_address)]
         with contextlib.suppress(OSError, TimeoutError, UnicodeError):
             async with asyncio.timeout(timeout):
                 infos = await loop.getaddrinfo(host, None)
-            for info in infos:
-                network = policyroute.host_network(str(info[4][0]))
-                if network is not None and network not in found:
-                    found.append(network)
+            return [str(info[4][0]) for info in infos]
+        return []
+
+    found: list[IPNetwork] = []
+    for addresses in await asyncio.gather(*(lookup(host) for host in hosts)):
+        for address in addresses:
+            network = policyroute.host_network(address)
+            if network is not None and network not in found:
+                found.append(network)
     return found
 
 
