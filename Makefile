@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat bench-login demo demo-login demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat bench-login bench-exit demo demo-login demo-wg demo-core clean
 
 setup: apt venv oidc-provider
 
@@ -122,6 +122,11 @@ bench-nat: setup
 # nodes each (default 5): URL printed, `wgpy up` returned, first ping; writes benchmarks/results/.
 bench-login: setup
 	$(BIN)/python benchmarks/login.py --trials $(or $(TRIALS),5)
+
+# TCP throughput through an exit node against node to node direct (root): a real `wgpy server`,
+# an approved exit node and a node using it; median of ROUNDS (default 3); writes benchmarks/results/.
+bench-exit: setup
+	$(BIN)/python benchmarks/exit_node.py --rounds $(or $(ROUNDS),3)
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).

@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,10 +190,11 @@ class Mesh:
         auth_key: str | None = None,
         replica: int = 0,
         check: bool = True,
+        extra: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         args = [WGPY, "up", "--login-server", self.url(replica)]
         args += ["--state-dir", str(node.state_dir), "--interface", node.ifname]
-        args += ["--hostname", node.name]
+        args += ["--hostname", node.name, *extra]
         if auth_key:
             args += ["--auth-key", auth_key]
         env_args = ["env", *(f"{k}={v}" for k, v in NODE_ENV.items())]

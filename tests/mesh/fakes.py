@@ -64,6 +64,7 @@ class FakeNode:
     candidates: list[str] = field(default_factory=list)
     ice_ufrag: str = ""
     ice_pwd: str = ""
+    exit_node: bool = False  # an approved exit node: its PEER says so
 
     @property
     def ipv4(self) -> str:
@@ -112,6 +113,7 @@ class FakeNode:
             "online": self.online,
             "can_reach": can_reach,
             "reachable_from": reachable_from,
+            **({"exit_node": True} if self.exit_node else {}),
         }
 
 

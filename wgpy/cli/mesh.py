@@ -17,8 +17,11 @@
     ``--accept-dns[=BOOL]`` (default true, kept for the next up) points the host's resolver
     at the node's, which answers mesh names (:mod:`wgpy.mesh.client.nameservice`).
     ``--advertise-routes``, ``--snat-subnet-routes`` and ``--accept-routes`` make the node a
-    subnet router or keep peers' routes out (:mod:`wgpy.cli.route_options`). A plain
-    ``http://`` server that is not on this host is warned about.
+    subnet router or keep peers' routes out (:mod:`wgpy.cli.route_options`).
+    ``--advertise-exit-node`` offers the node as an exit node; ``--exit-node NAME|IP``
+    sends all traffic through one (``--exit-node-allow-lan-access``: not the LAN's), see
+    *Exit nodes* in docs/mesh-api.md; these are kept for the next up. A plain ``http://``
+    server that is not on this host is warned about.
 
 ``wgpy down --state-dir DIR`` (or ``wgpy down IFNAME`` of a mesh interface)
     Stop the daemon, as ``tailscale down`` does: the node stays logged in (its key, token and
@@ -45,13 +48,14 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from wgpy import config as wgconfig
 from wgpy.machinecert import MachineCertError
 from wgpy.mesh.client import daemon, hostdns
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
+from wgpy.mesh.client.exitnode import check_exit_node
 from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import (
@@ -152,6 +156,34 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "next up",
     )
     group.add_argument(
+        "--advertise-exit-node",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        help="offer this node as an exit node: it advertises the default routes (an admin "
+        "approves them as any route) and forwards and masquerades what peers send through it "
+        "(kept for the next up; =false stops)",
+    )
+    group.add_argument(
+        "--exit-node",
+        metavar="NAME|IP",
+        type=_exit_node,
+        help="send all traffic through this peer (its mesh name, host name or overlay address; "
+        "it must be an exit node for this node), but for the coordination server, the relays "
+        "and, with --exit-node-allow-lan-access, the local networks (kept for the next up; "
+        "--exit-node= stops)",
+    )
+    group.add_argument(
+        "--exit-node-allow-lan-access",
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        help="while an exit node is used, reach the networks this host is directly connected "
+        "to without it (default: false, as Tailscale)",
+    )
+    group.add_argument(
         "--foreground", action="store_true", help="run the node in this process, logging to stderr"
     )
 
@@ -199,6 +231,13 @@ def _boolean(text: str) -> bool:
     if value in ("false", "no", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _exit_node(text: str) -> str:
+    try:
+        return check_exit_node(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _port(text: str) -> int:
@@ -293,6 +332,7 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         advertise_routes=advertise_routes,
         snat_subnet_routes=snat_subnet_routes,
         accept_routes=accept_routes,
+        **_exit_options(args, previous),
     )
     metrics_listen = getattr(args, "metrics_listen", None)
     options = daemon.DaemonOptions(
@@ -313,6 +353,25 @@ def _accept_dns(args: argparse.Namespace, previous: Settings | None) -> bool:
     if given is not None:
         return bool(given)
     return previous.accept_dns if previous is not None else True
+
+
+def _exit_options(args: argparse.Namespace, previous: Settings | None) -> dict[str, Any]:
+    """The exit node options: those given, else the last up's; a node cannot offer to be an
+    exit node and use one (as Tailscale)."""
+    out: dict[str, Any] = {}
+    for name, default in (
+        ("advertise_exit_node", False),
+        ("exit_node", ""),
+        ("exit_node_allow_lan_access", False),
+    ):
+        given = getattr(args, name, None)
+        out[name] = given if given is not None else getattr(previous, name, default)
+    if out["advertise_exit_node"] and out["exit_node"]:
+        raise CommandError(
+            "a node cannot offer to be an exit node and use one at the same time; give "
+            "--advertise-exit-node=false or --exit-node="
+        )
+    return out
 
 
 def _machine_identity(

@@ -468,6 +468,9 @@ def _peer_row(peer: dict[str, Any], state: PeerState | None, running: bool) -> d
         "can_reach": bool(peer.get("can_reach")),
         "reachable_from": bool(peer.get("reachable_from")),
         "routes": _strings(peer.get("routes")),  # subnets it routes for this node
+        # an exit node for this node, and whether all traffic goes through it now
+        "exit_node": bool(peer.get("exit_node")),
+        "exit_node_in_use": bool(peer.get("exit_node_in_use")),
         "endpoint": None,
         "latest_handshake": None,
         "rx_bytes": 0,
@@ -555,6 +558,10 @@ def _describe(row: dict[str, Any], now: float, accept_routes: bool = True) -> st
     if row["routes"]:
         refused = "" if accept_routes else " (not used: --accept-routes=false)"
         parts.append(f"routes {', '.join(row['routes'])}{refused}")
+    if row.get("exit_node_in_use"):
+        parts.append("exit node: all traffic goes through it")
+    elif row.get("exit_node"):
+        parts.append("offers to be an exit node (wgpy up --exit-node)")
     path = row["path"]
     where = path_text(path, row["endpoint"]) if row["latest_handshake"] or path else None
     if where is not None:

@@ -111,6 +111,9 @@ class DaemonOptions:
                 "advertise_routes": list(node.advertise_routes),
                 "snat_subnet_routes": node.snat_subnet_routes,
                 "accept_routes": node.accept_routes,
+                "advertise_exit_node": node.advertise_exit_node,
+                "exit_node": node.exit_node,
+                "exit_node_allow_lan_access": node.exit_node_allow_lan_access,
             },
         }
 
@@ -137,6 +140,9 @@ class DaemonOptions:
                     advertise_routes=tuple(str(r) for r in node.get("advertise_routes") or ()),
                     snat_subnet_routes=bool(node.get("snat_subnet_routes", True)),
                     accept_routes=bool(node.get("accept_routes", True)),
+                    advertise_exit_node=node.get("advertise_exit_node") is True,
+                    exit_node=str(node.get("exit_node") or ""),
+                    exit_node_allow_lan_access=node.get("exit_node_allow_lan_access") is True,
                 ),
                 ca_cert=None if ca_cert is None else str(ca_cert),
                 run_dir=None if run_dir is None else Path(str(run_dir)),
@@ -230,6 +236,9 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     advertise_routes=options.node.advertise_routes,
                     snat_subnet_routes=options.node.snat_subnet_routes,
                     accept_routes=options.node.accept_routes,
+                    advertise_exit_node=options.node.advertise_exit_node,
+                    exit_node=options.node.exit_node,
+                    exit_node_allow_lan_access=options.node.exit_node_allow_lan_access,
                 )
             )
         except StateError as e:

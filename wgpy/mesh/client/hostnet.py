@@ -69,12 +69,19 @@ class HostNet:
         self.addresses = current
 
     async def sync_routes(self, *, strict: bool) -> None:
-        """Route every allowed IP of the device's peers through the interface, no more;
+        """Route every allowed IP of the device's peers through the interface (but a
+        default route: an exit node's is in a table of its own), no more;
         HostNetworkError if that fails and ``strict``, else it is logged and tried again
         next time."""
         async with self._routes_lock:
             device = self.device
-            wanted = {n for p in device.peers.values() for n in device.allowed_ips.prefixes(p)}
+            # the default routes of an exit node are the policy routing's (exitroute.py)
+            wanted = {
+                n
+                for p in device.peers.values()
+                for n in device.allowed_ips.prefixes(p)
+                if n.prefixlen
+            }
             changes = reconcile.route_changes(wanted, self.routes)
             if not changes:
                 return

@@ -29,6 +29,7 @@ from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
 
 __all__ = [
+    "DEFAULT_ROUTES",
     "MapError",
     "NodeRecord",
     "PeerRecord",
@@ -38,6 +39,11 @@ __all__ = [
 ]
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+# what a peer that is this node's exit node gets on top of the map's prefixes (never from the map)
+DEFAULT_ROUTES: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("0.0.0.0/0"),
+    ipaddress.ip_network("::/0"),
+)
 
 
 class MapError(ValueError):

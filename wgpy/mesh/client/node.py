@@ -59,10 +59,19 @@ from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
+from .exitnode import choose as choose_exit_node
+from .exitroute import (
+    ExitRouting,
+    Runner,
+    check_exit_node_host,
+    control_plane_hosts,
+    resolve,
+    versions_of,
+)
 from .hostnet import HostNet
 from .machine import MachineIdentity
 from .nameservice import NameService
-from .netmap import MapError, NodeRecord, PeerRecord, parse_node
+from .netmap import DEFAULT_ROUTES, MapError, NodeRecord, PeerRecord, parse_node
 from .state import CONNECTED, CONNECTING, EXPIRED, REFUSED, UNREACHABLE, StateDir, StateError
 from .subnets import FORWARDING_FILE, SubnetRoutes
 from .system import HostNetwork, HostNetworkError
@@ -78,6 +87,8 @@ HEALTHY_STREAM = 10.0
 PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy status` once
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
 PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
+# seconds the start waits after the first map for --exit-node's peer to be offered in it
+EXIT_NODE_WAIT = 5.0
 
 T = TypeVar("T")
 
@@ -142,6 +153,12 @@ class NodeConfig:
     advertise_routes: tuple[str, ...] = ()
     snat_subnet_routes: bool = True
     accept_routes: bool = True
+    # the peer to send all traffic through (exitnode.check_exit_node's form; "": none), and
+    # whether the directly connected networks stay reachable meanwhile
+    exit_node: str = ""
+    exit_node_allow_lan_access: bool = False
+    advertise_exit_node: bool = False  # offer this node as an exit node (the default routes)
+    exit_node_wait: float = EXIT_NODE_WAIT
 
 
 def _short(key: bytes) -> str:
@@ -163,6 +180,7 @@ class MeshNode:
         backoff: Backoff | None = None,
         wall_clock: Callable[[], float] = time.time,
         names: NameService | None = None,
+        exit_runner: Runner | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -195,6 +213,12 @@ class MeshNode:
         self._own_routes = frozenset(
             ipaddress.ip_network(r, strict=False) for r in config.advertise_routes
         )
+        # the exit node (--exit-node): the peer used now, why none is, the policy routing
+        self.exit_key: bytes | None = None
+        self.exit_problem: str | None = None
+        self.exit_routing: ExitRouting | None = None
+        self._exit_runner = exit_runner
+        self._exit_found = asyncio.Event()  # an exit node was chosen (the start waits for it)
         self._connected_at = 0.0
         self._endpoints_due = asyncio.Event()
         self._stop = asyncio.Event()
@@ -247,6 +271,8 @@ class MeshNode:
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
             hostnet = self.hostnet = HostNet(iface.name, iface.device, self.host, self.log)
+            if self.config.exit_node:
+                self.exit_routing = self._exit_routing(iface)
             self.traversal = self._traversal(iface)
             self.traversal.open()
             self._set_control(CONNECTING)
@@ -279,6 +305,10 @@ class MeshNode:
                 return  # stopped while starting
             if self.names is not None and self.self_node is not None:
                 await self.names.start(self.self_node, self.peers.values())
+            if not await self._exit_node_found(stream, stopped, closed):
+                if self._stop.is_set() or iface.closed.is_set():
+                    return
+                raise MeshError(f"cannot use the exit node: {self.exit_problem}")
             self.log.info(
                 "mesh node up",
                 addresses=[str(a) for a in hostnet.addresses],
@@ -306,6 +336,8 @@ class MeshNode:
                 self._save_peers()
             if self.names is not None:
                 await self.names.close()  # the host's DNS put back while the link exists
+            if self.exit_routing is not None:
+                await self.exit_routing.remove()
             if self.traversal is not None:
                 await self.traversal.close()
             if self.subnets is not None:
@@ -414,10 +446,17 @@ class MeshNode:
         """Forward for and advertise ``--advertise-routes`` (an empty list withdraws the
         last one); MeshError if the host cannot forward or the server refuses the list."""
         config = self.config
+        routes = list(config.advertise_routes)
+        if config.advertise_exit_node:  # both default routes, forwarded and masqueraded
+            try:
+                await check_exit_node_host(interface)
+            except HostNetworkError as e:
+                raise MeshError(f"cannot forward as an exit node: {e}") from None
+            routes += [str(n) for n in DEFAULT_ROUTES]
         self.subnets = SubnetRoutes(
             interface,
-            config.advertise_routes,
-            snat=config.snat_subnet_routes,
+            routes,
+            snat=config.snat_subnet_routes or config.advertise_exit_node,
             log=self.log,
             record=self.state.path / FORWARDING_FILE,
         )
@@ -573,6 +612,7 @@ class MeshNode:
         await self._sync_routes(strict=not self.ready.is_set())
         if self.names is not None:
             self.names.update(self.self_node, self.peers.values())
+        await self._sync_exit_node(strict=not self.ready.is_set())
         self._peers_changed()
 
     def _peers_changed(self) -> None:
@@ -596,7 +636,8 @@ class MeshNode:
                 "can_reach": p.can_reach,
                 "reachable_from": p.reachable_from,
                 "routes": [str(n) for n in p.routes],
-                "exit_node": p.exit_node,
+                "exit_node": p.exit_node,  # it offers to be this node's exit node
+                "exit_node_in_use": p.public_key == self.exit_key,
                 **(self.traversal.path_json(p.public_key) if self.traversal else {}),
             }
             for p in self.peers.values()
@@ -633,6 +674,7 @@ class MeshNode:
             now=self.wall_clock(),
             accept_routes=self.config.accept_routes,
             own_routes=self._own_routes,
+            exit_node=self.exit_key,
         )
 
     async def _apply(self, plan: reconcile.Plan) -> None:
@@ -766,6 +808,83 @@ class MeshNode:
         except HostNetworkError as e:  # strict only: logged otherwise
             raise MeshError(str(e)) from None
 
+    # ------------------------------------------------------------------ exit node
+
+    def _exit_routing(self, iface: MeshInterface) -> ExitRouting:
+        def set_fwmark(mark: int) -> None:
+            setter = getattr(iface, "set_fwmark", None)
+            if setter is not None:
+                setter(mark)
+
+        if self._exit_runner is None:
+            return ExitRouting(iface.name, set_fwmark, self.log)
+        return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner)
+
+    async def _exit_node_found(self, *tasks: asyncio.Task[Any]) -> bool:
+        """Whether the exit node ``--exit-node`` names is in use, its routing set up (True
+        without one), waiting up to ``exit_node_wait`` seconds for the map to offer it (a
+        delta just behind the first map, an approval a moment ago) while the stream runs;
+        False when stopped."""
+        if self.exit_routing is None or self.exit_routing.active:
+            return True
+        self.log.info("waiting for the exit node to appear in the map", reason=self.exit_problem)
+        found = asyncio.create_task(self._exit_found.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [found, *tasks], timeout=self.config.exit_node_wait,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+        finally:
+            found.cancel()
+        for task in done:
+            if task is not found and not task.cancelled() and task.exception() is not None:
+                task.result()  # the stream's MeshError, or a bug
+        return self.exit_routing.active
+
+    async def _sync_exit_node(self, *, strict: bool) -> None:
+        """Use the exit node while the map has it as one for this node (its allowed IPs gain
+        the default routes, the host's policy routing sends everything there), and stop when
+        it leaves the map or is no longer one; MeshError if the routing cannot be set up and
+        ``strict``, else it is logged and tried again after the next change."""
+        routing = self.exit_routing
+        if routing is None:
+            return
+        kept = self.peers.get(self.exit_key) if self.exit_key is not None else None
+        if kept is not None and kept.exit_node and routing.active:
+            return  # still offered: no need to look through the whole map on every change
+        choice = choose_exit_node(self.config.exit_node, self.peers)
+        if choice.problem != self.exit_problem and choice.problem is not None:
+            self.log.warning("the exit node cannot be used now", reason=choice.problem)
+        self.exit_problem = choice.problem
+        if choice.public_key != self.exit_key:
+            old, self.exit_key = self.exit_key, choice.public_key
+            if choice.public_key is None:
+                await routing.remove()
+            await self._apply(reconcile.exit_node_changed(old, self._current()))
+            if choice.public_key is not None:
+                self.log.info("exit node chosen", peer=_short(choice.public_key), name=choice.name)
+        if self.exit_key is None or routing.active or self.hostnet is None:
+            return
+        nat = self.candidates.nat
+        hosts = control_plane_hosts(
+            self.client.base_url,
+            [e.host for e in nat.stun],
+            [u.host for server in nat.turn for u in server.urls],
+        )
+        try:
+            await routing.apply(
+                versions_of(self.hostnet.addresses),
+                await resolve(hosts),
+                self.config.exit_node_allow_lan_access,
+            )
+        except HostNetworkError as e:
+            if strict:
+                raise MeshError(str(e)) from None
+            self.exit_problem = f"the routing through it cannot be set up: {e}"
+            self.log.error("cannot route through the exit node; will try again", error=str(e))
+            return
+        self._exit_found.set()
+
     # ------------------------------------------------------------------ endpoints
 
     async def _endpoint_loop(self) -> None:
@@ -778,6 +897,7 @@ class MeshNode:
             if plan.operations:
                 await self._apply(plan)
                 await self._sync_routes(strict=False)
+                await self._sync_exit_node(strict=False)
             await self._report_endpoints()
 
     async def _report_endpoints(self) -> None:

@@ -35,7 +35,15 @@ from typing import Any, Literal
 
 from ...keys import key_from_base64
 from ...protocol.allowedips import IPNetwork
-from .netmap import IPInterface, MapError, NodeRecord, PeerRecord, parse_node, parse_peer
+from .netmap import (
+    DEFAULT_ROUTES,
+    IPInterface,
+    MapError,
+    NodeRecord,
+    PeerRecord,
+    parse_node,
+    parse_peer,
+)
 
 __all__ = [
     "AddPeer",
@@ -60,6 +68,7 @@ __all__ = [
     "SetVersion",
     "Skipped",
     "StorePeer",
+    "exit_node_changed",
     "full_map",
     "key_expired",
     "peer_ice",
@@ -69,6 +78,7 @@ __all__ = [
     "route_changes",
     "self_update",
     "tear_down",
+    "wanted_allowed_ips",
 ]
 
 # an endpoint as the netmap gives it (the type of PeerRecord.endpoint): numeric host, port
@@ -102,6 +112,7 @@ class Current:
     now: float = 0.0  # wall-clock seconds, for the node's expiry time
     accept_routes: bool = True  # False: peers' subnet routes stay out of their allowed IPs
     own_routes: frozenset[IPNetwork] = frozenset()  # advertised here: never through a peer
+    exit_node: bytes | None = None  # the peer this node sends all its traffic to (exitnode.py)
 
 
 # ---------------------------------------------------------------------- operations
@@ -339,6 +350,21 @@ def self_update(message: Mapping[str, Any], current: Current) -> Plan:
 # ---------------------------------------------------------------------- outside the stream
 
 
+def exit_node_changed(old: bytes | None, current: Current) -> Plan:
+    """The exit node changed from ``old`` to ``current.exit_node`` (either may be None): the
+    old one's allowed IPs lose the default routes, the new one's gain them."""
+    ops: list[Operation] = []
+    for key in dict.fromkeys((old, current.exit_node)):
+        record = None if key is None else current.peers.get(key)
+        device = None if key is None else current.device.get(key)
+        if record is None or device is None:
+            continue
+        wanted = wanted_allowed_ips(record, current)
+        if device.allowed_ips != frozenset(wanted):
+            ops += [SetAllowedIPs(record.public_key, wanted), SendStaged(record.public_key)]
+    return Plan(tuple(ops))
+
+
 def tear_down(current: Current, why: str, control_error: str | None = None) -> Plan:
     """No peers until the node logs in again: ``why`` starts the sentence in the log."""
     return Plan(tuple(_tear_down(current, why, control_error)))
@@ -376,6 +402,14 @@ def _route_order(network: IPNetwork) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------- the rules
 
 
+def wanted_allowed_ips(peer: PeerRecord, current: Current) -> tuple[IPNetwork, ...]:
+    """The peer's allowed IPs on the device: the map's, and the default routes for the exit
+    node (the map never carries those: the node that chose the exit node adds them)."""
+    if peer.public_key != current.exit_node:
+        return peer.allowed_ips
+    return peer.allowed_ips + tuple(n for n in DEFAULT_ROUTES if n not in peer.allowed_ips)
+
+
 def _upsert(peer: PeerRecord, current: Current) -> list[Operation]:
     key = peer.public_key
     if key == current.public_key:
@@ -383,15 +417,16 @@ def _upsert(peer: PeerRecord, current: Current) -> list[Operation]:
     endpoint = peer.endpoint
     device = current.device.get(key)
     ops: list[Operation] = []
+    allowed_ips = wanted_allowed_ips(peer, current)
     if device is None:
-        ops.append(AddPeer(key, endpoint, peer.allowed_ips, peer.hostname))
+        ops.append(AddPeer(key, endpoint, allowed_ips, peer.hostname))
         if not peer.reachable_from:
             ops.append(SetInboundFilter(key, reply_only=True))
         ops.append(StorePeer(peer))
         ice = peer_ice(peer, None)
         return ops if ice is None else [*ops, ice]
-    if device.allowed_ips != frozenset(peer.allowed_ips):
-        ops.append(SetAllowedIPs(key, peer.allowed_ips))
+    if device.allowed_ips != frozenset(allowed_ips):
+        ops.append(SetAllowedIPs(key, allowed_ips))
     applied = current.peers.get(key)
     if endpoint is not None and (applied.endpoint if applied else None) != endpoint:
         ops.append(SetEndpoint(key, endpoint))

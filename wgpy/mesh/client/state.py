@@ -113,6 +113,11 @@ class Settings:
     advertise_routes: tuple[str, ...] = ()
     snat_subnet_routes: bool = True
     accept_routes: bool = True
+    # exit nodes: offer to be one; the peer to send all traffic through ("": none), and
+    # whether the local networks stay reachable meanwhile
+    advertise_exit_node: bool = False
+    exit_node: str = ""
+    exit_node_allow_lan_access: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -132,6 +137,9 @@ class Settings:
             advertise_routes=tuple(str(r) for r in data.get("advertise_routes") or ()),
             snat_subnet_routes=bool(data.get("snat_subnet_routes", True)),
             accept_routes=bool(data.get("accept_routes", True)),
+            advertise_exit_node=data.get("advertise_exit_node") is True,
+            exit_node=str(data.get("exit_node") or ""),
+            exit_node_allow_lan_access=data.get("exit_node_allow_lan_access") is True,
         )
 
 
