@@ -101,6 +101,20 @@ def test_the_mesh_nodes_addresses_replace_and_v6_skips_dad() -> None:
     assert ip.addresses_json() == ["ip", "-json", "address", "show"]
 
 
+def test_the_resolvers_service_addresses_are_never_a_source() -> None:
+    v4, v6 = (
+        ipaddress.ip_interface("100.100.100.100/32"),
+        ipaddress.ip_interface("fd7a:115c:a1e0::53/128"),
+    )
+    assert ip.service_address_replace("wgpy0", v4) == [
+        "ip", "address", "replace", "100.100.100.100/32", "dev", "wgpy0", "scope", "host"
+    ]  # fmt: skip
+    assert ip.service_address_replace("wgpy0", v6) == [
+        "ip", "address", "replace", "fd7a:115c:a1e0::53/128", "dev", "wgpy0", "nodad",
+        "preferred_lft", "0",
+    ]  # fmt: skip
+
+
 def test_route_batch_removes_then_adds_in_one_ip() -> None:
     add = [ipaddress.ip_network("100.64.0.2/32"), ipaddress.ip_network("fd7a:115c:a1e0::2/128")]
     remove = [ipaddress.ip_network("100.64.0.3/32")]

@@ -732,6 +732,7 @@ class FakeHost:
 
     def __init__(self, addresses: list[str] | None = None) -> None:
         self.addresses: list[Any] = []  # on the interface
+        self.service_addresses: list[Any] = []  # of those, the resolver's (not a source)
         self.routes: set[Any] = set()
         self.route_calls = 0
         self.link: tuple[str, int] | None = None
@@ -739,6 +740,10 @@ class FakeHost:
 
     async def add_address(self, name: str, address: Any) -> None:
         self.addresses.append(address)
+
+    async def add_service_address(self, name: str, address: Any) -> None:
+        self.addresses.append(address)
+        self.service_addresses.append(address)
 
     async def remove_address(self, name: str, address: Any) -> None:
         self.addresses.remove(address)

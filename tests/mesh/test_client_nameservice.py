@@ -204,6 +204,7 @@ async def test_the_service_answers_from_the_map_and_sets_the_host_up(tmp_path: P
             "host": "direct",
         }
         assert host.addresses == [loopback]  # the service address, put on the interface
+        assert host.service_addresses == [loopback]  # as one that is never a source
         assert service.upstreams == [("192.0.2.53", 53)]  # read before the file was changed
         port = service.listening[0][1]
         assert [str(r.rdata) for r in (await ask(port, "nas.bob.mesh.internal")).rr] == [

@@ -45,6 +45,14 @@ def address_add(name: str, address: IPInterface) -> list[str]:
     return [IP, proto, "address", "add", format_network(address), "dev", name]
 
 
+def service_address_replace(name: str, address: IPInterface) -> list[str]:
+    """An address only for answering on ``name`` (the resolver's 100.100.100.100), never a
+    source the kernel picks for what leaves: IPv4 with host scope, IPv6 deprecated at once
+    (preferred lifetime 0; still local, and taken last when a source is chosen)."""
+    extra = ["nodad", "preferred_lft", "0"] if address.version == 6 else ["scope", "host"]
+    return [IP, "address", "replace", str(address), "dev", name, *extra]
+
+
 def address_replace(name: str, address: IPInterface) -> list[str]:
     """Set ``address`` on ``name`` whether or not it is there (the mesh node's, which applies
     its map more than once); an IPv6 address without duplicate detection, usable at once."""

@@ -113,7 +113,9 @@ class NameService:
                 )
                 continue
             try:
-                await self.host.add_address(self.interface, address)
+                # never the source of what leaves (a packet from fd7a:115c:a1e0::53 would
+                # come from every node at once): host scope, or deprecated for IPv6
+                await self.host.add_service_address(self.interface, address)
             except HostNetworkError as e:
                 self.log.warning("cannot add the resolver's service address", error=str(e))
                 continue

@@ -32,6 +32,8 @@ IP_TIMEOUT = 10.0  # seconds for one run of `ip`
 class HostNetwork(Protocol):
     async def add_address(self, name: str, address: IPInterface) -> None: ...
 
+    async def add_service_address(self, name: str, address: IPInterface) -> None: ...
+
     async def remove_address(self, name: str, address: IPInterface) -> None: ...
 
     async def link_up(self, name: str, mtu: int) -> None: ...
@@ -58,6 +60,9 @@ class IpCommand:
 
     async def add_address(self, name: str, address: IPInterface) -> None:
         await self._run(ip.address_replace(name, address))
+
+    async def add_service_address(self, name: str, address: IPInterface) -> None:
+        await self._run(ip.service_address_replace(name, address))
 
     async def remove_address(self, name: str, address: IPInterface) -> None:
         await self._run(ip.address_delete(name, address))
