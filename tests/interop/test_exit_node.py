@@ -8,7 +8,8 @@ nothing else can reach, and a laptop that sends all its traffic through it (`wgp
       +-- laptop  10.99.0.12 (its own default route: the hub, which forwards nothing)
 
 The far end (a TCP echo in "inet" that answers with the address it sees) sees the exit
-node's address; the coordination server stays on the laptop's own routes; the LAN goes
+node's address; a name only the internet's resolver knows resolves at the laptop's resolver
+(DNS follows the exit node); the coordination server stays on the laptop's own routes; the LAN goes
 through the exit node unless --exit-node-allow-lan-access (with a strict reverse-path check
 on the laptop: its replies get their mark back from their connection); a revoked exit node
 stops being used at once, and is used again once approved; and `ip rule`, every routing
@@ -19,9 +20,11 @@ table and the nftables tables are as before once the node is down, or up again w
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +42,15 @@ while True:
     host = peer[0].removeprefix("::ffff:")
     conn.sendall(host.encode() + b"\\n")
     conn.close()
+"""
+# a name only the "internet" resolver knows: the laptop resolves it through the exit node's
+# resolver while it uses the exit node (DNS follows the traffic)
+ZONE = "www.internet.example. 60 IN A 198.51.100.80\n"
+LOOKUP = """
+import sys
+from dnslib import DNSRecord
+reply = DNSRecord.parse(DNSRecord.question(sys.argv[1]).send("100.100.100.100", 53, timeout=5))
+print(" ".join(str(r.rdata) for r in reply.rr) or "none")
 """
 ASK = """
 import socket, sys
@@ -86,6 +98,13 @@ def status_text(node: MeshNode) -> str:
     return node.ns.run([WGPY, "status", "--state-dir", str(node.state_dir)]).stdout
 
 
+def exit_node_ipv4(node: MeshNode) -> str:
+    """The node's overlay IPv4 address (not the resolver's 100.100.100.100 beside it)."""
+    out = node.ns.ip("-4", "-o", "addr", "show", "dev", node.ifname).stdout
+    found = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    return next(a for a in found if a != "100.100.100.100")
+
+
 def route_get(node: MeshNode, address: str) -> str:
     return node.ns.ip("route", "get", address).stdout
 
@@ -100,6 +119,18 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     exit_node.ns.ip("route", "add", "default", "via", link.b4)
     exit_node.ns.ip("-6", "route", "add", "default", "via", link.b6)
     echo = internet.spawn([sys.executable, "-c", ECHO], log="echo")
+    zone = lab.workdir / "internet.zone"
+    zone.write_text(ZONE)
+    resolver = internet.spawn(
+        [sys.executable, "-m", "dnslib.zoneresolver", "--zone", str(zone),
+         "--address", link.b4, "--port", "53"],
+        log="internet-dns",
+    )  # fmt: skip
+    # the exit node's own resolv.conf (`ip netns exec` mounts it): the internet's resolver
+    etc = Path("/etc/netns") / exit_node.ns.name
+    etc.mkdir(parents=True)
+    lab.callback(shutil.rmtree, etc, True)
+    (etc / "resolv.conf").write_text(f"nameserver {link.b4}\n")
     wait_for(lambda: internet.tcp_listening(ECHO_PORT) or not echo.alive, timeout=10, what="echo")
     laptop = mesh.add_node("laptop")
     laptop.ns.ip("route", "add", "default", "via", HUB4)
@@ -131,6 +162,14 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     # the far end sees the exit node's address, for IPv4 and IPv6
     assert seen_by_the_far_end(laptop.ns, link.b4) == link.a4
     assert seen_by_the_far_end(laptop.ns, link.b6) == link.a6
+    # DNS follows: a name only the internet's resolver knows, asked of the laptop's resolver,
+    # is answered through the exit node's
+    wait_for(lambda: "Starting Zone Resolver" in resolver.output(), timeout=20, what="dns")
+    looked_up = laptop.ns.run([sys.executable, "-c", LOOKUP, "www.internet.example"])
+    assert looked_up.stdout.strip() == "198.51.100.80", looked_up.stdout + looked_up.stderr
+    assert f"other names by the exit node's resolver at {exit_node_ipv4(exit_node)}" in (
+        status_text(laptop)
+    )
     assert laptop.ns.ping(link.b4, count=2, wait=2) == 2
     # the coordination server stays on the host's own routes; the internet and (without
     # LAN access) the LAN go through the tunnel

@@ -202,6 +202,7 @@ async def test_the_service_answers_from_the_map_and_sets_the_host_up(tmp_path: P
             "split_domains": {},
             "accept_dns": True,
             "host": "direct",
+            "exit_node_resolver": None,
         }
         assert host.addresses == [loopback]  # the service address, put on the interface
         assert host.service_addresses == [loopback]  # as one that is never a source
@@ -318,5 +319,48 @@ async def test_a_service_address_a_node_holds_stays_that_nodes(tmp_path: Path) -
     await service.start(NODE, [held])
     try:
         assert host.addresses == [loopback]
+    finally:
+        await service.close()
+
+
+async def test_other_names_follow_the_exit_node_in_use(tmp_path: Path) -> None:
+    """While an exit node is used the names that are not the mesh's go to its resolver (the
+    host's may sit on a LAN the exit node does not reach), systemd-resolved sends the link
+    every lookup (``~.``, default route), and both go back when it is not used any more."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.53\n")
+    run = Commands()
+    service = NameService(
+        "wgpy0",
+        FakeHost(),
+        LOG,
+        host_dns=host_dns(tmp_path, run=run, which=lambda p: f"/usr/bin/{p}"),
+        state=StateDir(tmp_path / "state"),
+        port=0,
+        service_addresses=[ipaddress.ip_interface("127.0.0.1/32")],
+    )
+    await service.start(NODE, [peer(2, "exit")])
+    try:
+        host_resolvers = service.servers[0].upstreams
+        assert host_resolvers == [("127.0.0.53", 53)]
+        run.ran.clear()
+        service.follow_exit_node(ipaddress.ip_address("100.64.0.2"))
+        assert service.servers[0].upstreams_for("example.org") == [("100.64.0.2", 53)]
+        assert service.servers[0].upstreams_for("nas.bob.mesh.internal") == [("100.64.0.2", 53)]
+        await asyncio.wait_for(asyncio.shield(service._refresh), 5)  # type: ignore[arg-type]
+        assert [argv for argv, _ in run.ran] == [
+            ["resolvectl", "dns", "wgpy0", "127.0.0.1"],
+            ["resolvectl", "domain", "wgpy0", "mesh.internal", "~."],
+            ["resolvectl", "default-route", "wgpy0", "true"],
+        ]
+        assert StateDir(tmp_path / "state").read_dns()["exit_node_resolver"] == "100.64.0.2"
+        run.ran.clear()
+        service.follow_exit_node(ipaddress.ip_address("100.64.0.2"))  # the same: nothing
+        assert run.ran == [] and service._refresh is not None
+        service.follow_exit_node(None)
+        assert service.servers[0].upstreams == host_resolvers
+        await asyncio.wait_for(asyncio.shield(service._refresh), 5)  # type: ignore[arg-type]
+        assert ["resolvectl", "default-route", "wgpy0", "false"] in [a for a, _ in run.ran]
+        assert StateDir(tmp_path / "state").read_dns()["exit_node_resolver"] is None
     finally:
         await service.close()

@@ -485,6 +485,10 @@ def test_the_resolver_in_one_line() -> None:
         "DNS: the node's resolver listens nowhere (see the log)"
     )
     assert dns_line(None) is None and dns_line({"listening": "x"}) is None
+    assert dns_line({**dns, "exit_node_resolver": "100.64.0.9"}) == (
+        "DNS: names under mesh.internal answered at 100.100.100.100, other names by the exit "
+        "node's resolver at 100.64.0.9; /etc/resolv.conf sends every name here"
+    )
 
 
 def test_routes_of_peers_and_those_of_this_node_awaiting_approval(tmp_path: Path) -> None:

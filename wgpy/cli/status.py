@@ -378,6 +378,8 @@ def dns_line(dns: dict[str, Any] | None) -> str | None:
     split = dns.get("split_domains")
     if isinstance(split, dict) and split:
         text += f" (also {', '.join(sorted(str(d) for d in split))}, forwarded)"
+    if isinstance(dns.get("exit_node_resolver"), str):
+        text += f", other names by the exit node's resolver at {dns['exit_node_resolver']}"
     host = dns.get("host")
     if not dns.get("accept_dns"):
         return text + "; the host's DNS left alone (--accept-dns=false)"

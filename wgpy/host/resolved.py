@@ -47,8 +47,11 @@ def domains(link: str, routing: list[str], search: list[str] | None = None) -> l
     server, as Tailscale sets its base domain) and routing-only domains (a ``~`` before
     each): these names, and only these, go to the link's server."""
     plain = [d.strip("~").rstrip(".") for d in search or []]
+    # "." routes every name to the link (``~.``: an exit node's resolver takes them all)
     tilde = [
-        f"~{d.strip('~').rstrip('.')}" for d in routing if d.strip("~").rstrip(".") not in plain
+        f"~{d.strip('~').rstrip('.') or '.'}"
+        for d in routing
+        if d.strip("~").rstrip(".") not in plain
     ]
     if not plain and not tilde:
         raise ValueError("Split DNS needs at least one domain to route; give the base domain.")

@@ -161,12 +161,18 @@ class HostDNS:
     # -------------------------------------------------------------- apply and revert
 
     async def apply(
-        self, servers: Sequence[IPAddress], domains: Sequence[str], routing: Sequence[str] = ()
+        self,
+        servers: Sequence[IPAddress],
+        domains: Sequence[str],
+        routing: Sequence[str] = (),
+        *,
+        route_all: bool = False,
     ) -> Mode | None:
         """Send the host's lookups of ``domains`` (the base domain, searched) and ``routing``
-        (the admin's split domains, not searched) to ``servers`` (the node's resolver); the
-        mode used, or None if nothing was changed. With resolvconf and direct the node takes
-        every lookup, so ``routing`` needs nothing there."""
+        (the admin's split domains, not searched) to ``servers`` (the node's resolver), and
+        with ``route_all`` (an exit node in use) every lookup; the mode used, or None if
+        nothing was changed. With resolvconf and direct the node takes every lookup, so
+        ``routing`` and ``route_all`` need nothing there."""
         namespace = shared_with_host(self.path)
         if namespace is not None:
             self.log.warning(
@@ -183,7 +189,8 @@ class HostDNS:
         )
         try:
             if mode is Mode.RESOLVED:
-                await self._apply_resolved(servers[0], domains, routing)
+                everything = [*routing, "."] if route_all else routing
+                await self._apply_resolved(servers[0], domains, everything, route_all)
             elif mode is Mode.RESOLVCONF:
                 await self._apply_resolvconf(servers, domains)
             elif not self._apply_direct(servers, domains, text):
@@ -238,11 +245,15 @@ class HostDNS:
             self.log.info("host DNS put back", mode=str(mode))
 
     async def _apply_resolved(
-        self, server: IPAddress, domains: Sequence[str], routing: Sequence[str]
+        self,
+        server: IPAddress,
+        domains: Sequence[str],
+        routing: Sequence[str],
+        default_route: bool = False,
     ) -> None:
         await self.run(resolved.dns(self.interface, server))
         await self.run(resolved.domains(self.interface, list(routing), list(domains)))
-        await self.run(resolved.default_route(self.interface, False))
+        await self.run(resolved.default_route(self.interface, default_route))
 
     async def _apply_resolvconf(self, servers: Sequence[IPAddress], domains: Sequence[str]) -> None:
         self._resolvconf_name = resolvconf.interface_name(self.interface, _read(INTERFACE_ORDER))

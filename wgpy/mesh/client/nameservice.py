@@ -32,7 +32,7 @@ from ...dns.server import Address, DNSServer
 from ...dns.upstreams import nameservers
 from .api import MeshClientError
 from .dns import name_table, overlay_addresses, split_domains
-from .hostdns import HostDNS
+from .hostdns import HostDNS, Mode
 from .netmap import IPInterface, NodeRecord, PeerRecord
 from .state import StateDir, StateError
 from .system import OVERLAY_NETWORKS, HostNetwork, HostNetworkError
@@ -84,6 +84,10 @@ class NameService:
         self.service_addresses = tuple(service_addresses)
         self.resolver = Resolver(build_table(DEFAULT_BASE_DOMAIN, []))
         self.upstreams: list[Address] = []
+        # while an exit node is used, the other names go to its resolver instead (DNS
+        # follows the traffic: the host's resolvers may be on a LAN it no longer reaches)
+        self.exit_resolver: Address | None = None
+        self._node: NodeRecord | None = None
         self.listening: list[Address] = []  # (host, port) as bound, in order
         self._listeners: dict[IPAddress, DNSServer] = {}
         self._limiter = RateLimiter()  # one per node: a source's queries count on every address
@@ -146,7 +150,7 @@ class NameService:
                 continue
             server = DNSServer(
                 self.resolver,
-                self.upstreams,
+                self._forward_to(),
                 limiter=self._limiter,
                 allow=overlay_or_loopback,
                 routes=self.split,
@@ -162,14 +166,46 @@ class NameService:
                 continue
             self._listeners[where] = server
 
+    def _forward_to(self) -> list[Address]:
+        return [self.exit_resolver] if self.exit_resolver is not None else list(self.upstreams)
+
+    def follow_exit_node(self, address: IPAddress | None, port: int = PORT) -> None:
+        """Send the names that are not the mesh's to the resolver of the exit node in use
+        (at ``address``, one of its overlay addresses), or back to the host's resolvers
+        (None), as Tailscale's DNS follows its exit node; with systemd-resolved the link
+        then takes every lookup, not only the mesh's."""
+        wanted = None if address is None else (str(address), port)
+        if wanted == self.exit_resolver:
+            return
+        self.exit_resolver = wanted
+        for server in self._listeners.values():
+            server.upstreams = self._forward_to()
+        self.log.info(
+            "other names go to the exit node's resolver"
+            if wanted is not None
+            else "other names go to the host's resolvers again",
+            upstreams=[f"{a}:{p}" for a, p in self._forward_to()],
+        )
+        if self._started:
+            self._save()
+            resolved = self.host_dns is not None and self.host_dns.mode is Mode.RESOLVED
+            if self._node is not None and resolved:
+                self._refresh = asyncio.ensure_future(self._point_host(self._node))
+
     async def _point_host(self, node: NodeRecord) -> None:
         """Point the host's resolver at a listening address, for the table's base domain."""
+        self._node = node
         if self.host_dns is None or not self._listeners or not node.name:
             return  # told not to, nothing listens, or no names (a server before them)
         answering = [a for a in self._service if a in self._listeners]
         servers = answering or list(self._listeners)[:1]
         self._pointed = self.table.base_domain
-        await self.host_dns.apply(servers, [self.table.base_domain], list(self.split))
+        await self.host_dns.apply(
+            servers,
+            [self.table.base_domain],
+            list(self.split),
+            route_all=self.exit_resolver is not None,
+        )
 
     def _save(self) -> None:
         """Tell `wgpy status` where the resolver answers and how the host points at it."""
@@ -184,6 +220,9 @@ class NameService:
                     "split_domains": {d: [a for a, _ in r] for d, r in self.split.items()},
                     "accept_dns": self.host_dns is not None,
                     "host": None if mode is None else str(mode),
+                    "exit_node_resolver": None
+                    if self.exit_resolver is None
+                    else self.exit_resolver[0],
                 }
             )
         except StateError as e:

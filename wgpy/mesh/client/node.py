@@ -59,6 +59,7 @@ from . import reconcile
 from .api import STREAM_IDLE_TIMEOUT, ApiError, MeshClientError, NodeClient
 from .backoff import Backoff
 from .candidates import CANDIDATE_INTERVAL, CandidateReporter
+from .dns import overlay_addresses
 from .exitnode import choose as choose_exit_node
 from .exitroute import (
     ExitRouting,
@@ -309,6 +310,7 @@ class MeshNode:
                 if self._stop.is_set() or iface.closed.is_set():
                     return
                 raise MeshError(f"cannot use the exit node: {self.exit_problem}")
+            self._dns_follows_exit_node()
             self.log.info(
                 "mesh node up",
                 addresses=[str(a) for a in hostnet.addresses],
@@ -613,6 +615,7 @@ class MeshNode:
         if self.names is not None:
             self.names.update(self.self_node, self.peers.values())
         await self._sync_exit_node(strict=not self.ready.is_set())
+        self._dns_follows_exit_node()
         self._peers_changed()
 
     def _peers_changed(self) -> None:
@@ -885,6 +888,17 @@ class MeshNode:
             return
         self._exit_found.set()
 
+    def _dns_follows_exit_node(self) -> None:
+        """While the exit node is in use, the resolver forwards the names that are not the
+        mesh's to the exit node's resolver (at its overlay address); else to the host's."""
+        if self.names is None:
+            return
+        peer = self.peers.get(self.exit_key) if self.exit_key is not None else None
+        active = self.exit_routing is not None and self.exit_routing.active
+        addresses = overlay_addresses(peer) if peer is not None and active else ()
+        ordered = sorted(addresses, key=lambda a: a.version)  # its IPv4 address first
+        self.names.follow_exit_node(ordered[0] if ordered else None)
+
     # ------------------------------------------------------------------ endpoints
 
     async def _endpoint_loop(self) -> None:
@@ -898,6 +912,7 @@ class MeshNode:
                 await self._apply(plan)
                 await self._sync_routes(strict=False)
                 await self._sync_exit_node(strict=False)
+                self._dns_follows_exit_node()
             await self._report_endpoints()
 
     async def _report_endpoints(self) -> None:
