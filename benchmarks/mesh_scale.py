@@ -184,7 +184,8 @@ async def settle(server: ServerProcess, timeout: float = 30) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="wgpy-mesh-scale-"))
-    server = ServerProcess(workdir, args.database_url)
+    # every node is one user's: no per-user quota
+    server = ServerProcess(workdir, args.database_url, ["--max-nodes-per-user", "0"])
     results: dict[str, Any] = {"nodes": args.nodes, "rounds": args.rounds}
     sources = [f"127.0.1.{1 + i}" for i in range((args.nodes + PER_SOURCE) // PER_SOURCE + 1)]
     sessions = [

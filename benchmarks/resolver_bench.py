@@ -10,7 +10,7 @@ client in the main thread sends one query at a time and times each round trip:
   second resolver, authoritative for example.com) and passed back;
 - **core only**: ``Resolver.handle`` on the query's bytes, no sockets.
 
-    .venv/bin/python benchmarks/dns.py [--queries 2000] [--names 1000]
+    .venv/bin/python benchmarks/resolver_bench.py [--queries 2000] [--names 1000]
 """
 
 from __future__ import annotations
