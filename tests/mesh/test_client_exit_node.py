@@ -368,7 +368,7 @@ def test_bad_option_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) 
     for argv in (["--exit-node", "two words"], ["--advertise-exit-node=maybe"]):
         with pytest.raises(SystemExit):
             up_args(*argv)
-    assert "is not true or false" in capsys.readouterr().err
+    assert "is neither true nor false" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the node, end to end

@@ -72,7 +72,7 @@ from wgpy.uapi import client as uapi_client
 from . import mesh_daemon, mesh_login
 from .environment import PROG, CommandError, Environment, ExitStatus
 from .listen import listen_address
-from .route_options import add_route_arguments, route_settings
+from .route_options import add_route_arguments, boolean, route_settings
 
 DEFAULT_INTERFACE = "wgpy0"
 DEFAULT_LISTEN_PORT = 41641
@@ -149,7 +149,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         nargs="?",
         const=True,
-        type=_boolean,
+        type=boolean,
         help="point this host's resolver at the node's (at 100.100.100.100) so that mesh names "
         "resolve: systemd-resolved's split DNS, else resolvconf, else /etc/resolv.conf, all "
         "put back at down (default true; =false leaves the host's DNS alone); kept for the "
@@ -160,7 +160,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         nargs="?",
         const=True,
-        type=_boolean,
+        type=boolean,
         help="offer this node as an exit node: it advertises the default routes (an admin "
         "approves them as any route) and forwards and masquerades what peers send through it "
         "(kept for the next up; =false stops)",
@@ -179,7 +179,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         nargs="?",
         const=True,
-        type=_boolean,
+        type=boolean,
         help="while an exit node is used, reach the networks this host is directly connected "
         "to without it (default: false, as Tailscale)",
     )
@@ -222,15 +222,6 @@ def _keepalive(text: str) -> float:
     if not 1 <= seconds <= 3600:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 1 to 3600")
     return seconds
-
-
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "yes", "on", "1"):
-        return True
-    if value in ("false", "no", "off", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
 
 
 def _exit_node(text: str) -> str:
