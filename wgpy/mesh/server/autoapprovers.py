@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
+from .principals import principal
 from .routes import EXIT_ROUTES, Prefix
 
 __all__ = ["AutoApprovers", "parse_auto_approvers"]
 
-_TAG = re.compile(r"tag:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_GROUP = re.compile(r"group:[a-z0-9][a-z0-9._-]{0,62}\Z")
 MAX_ENTRIES = 1000
 
 
@@ -115,19 +113,6 @@ def _approvers(
             f'{where}: expected a list of "user:NAME", "tag:NAME" or "group:NAME" '
             f"(at most {MAX_ENTRIES})"
         )
-    names = set()
-    for i, name in enumerate(value):
-        at = f"{where}[{i}]"
-        if isinstance(name, str) and name.startswith("user:"):
-            names.add(f"user:{user(at, name[5:])}")
-        elif isinstance(name, str) and name.startswith("tag:"):
-            if not _TAG.match(name):
-                raise ValueError(f'{at}: "{name[:70]}" is not a tag; expected tag:NAME')
-            if name not in tag_owners:
-                raise ValueError(f'{at}: tag "{name}" is not declared in tagOwners')
-            names.add(name)
-        elif isinstance(name, str) and _GROUP.match(name):
-            names.add(name)
-        else:
-            raise ValueError(f'{at}: expected "user:NAME", "tag:NAME" or "group:NAME"')
-    return frozenset(names)
+    return frozenset(
+        principal(f"{where}[{i}]", name, tag_owners, user) for i, name in enumerate(value)
+    )

@@ -42,7 +42,8 @@ from joserfc.errors import (
 from joserfc.jwk import KeySet
 
 from .auth import Rng
-from .policy import GROUP, USER_NAME
+from .policy import USER_NAME
+from .principals import GROUP
 
 DEFAULT_GROUPS_CLAIM = "groups"
 LEEWAY = 60  # seconds of clock difference allowed on exp and iat

@@ -43,11 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .autoapprovers import AutoApprovers, parse_auto_approvers
+from .principals import GROUP, TAG, principal
 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
 HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-TAG = re.compile(r"tag:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-GROUP = re.compile(r"group:[a-z0-9][a-z0-9._-]{0,62}\Z")
 MAX_RULES = 1000
 MAX_SELECTORS = 1000
 
@@ -420,24 +419,12 @@ class _Parser:
                 f'{path}.require: expected a list of "*", "user:NAME", "tag:NAME" or '
                 f'"group:NAME" (at most {MAX_SELECTORS})'
             )
-        required = set()
-        for i, name in enumerate(names):
-            where = f"{path}.require[{i}]"
-            if name == "*":
-                required.add(name)
-            elif isinstance(name, str) and name.startswith("user:"):
-                required.add(f"user:{self.user(where, name[5:])}")
-            elif isinstance(name, str) and name.startswith("tag:"):
-                if not TAG.match(name):
-                    raise PolicyError(f'{where}: "{name[:70]}" is not a tag; expected tag:NAME')
-                if name not in tag_owners:
-                    raise PolicyError(f'{where}: tag "{name}" is not declared in tagOwners')
-                required.add(name)
-            elif isinstance(name, str) and GROUP.match(name):
-                required.add(name)
-            else:
-                raise PolicyError(f'{where}: expected "*", "user:NAME", "tag:NAME" or "group:NAME"')
-        return frozenset(required)
+        return frozenset(
+            principal(
+                f"{path}.require[{i}]", name, tag_owners, self.user, star=True, error=PolicyError
+            )
+            for i, name in enumerate(names)
+        )
 
     def rules(self, value: object, tag_owners: Mapping[str, object]) -> tuple[Rule, ...]:
         if not isinstance(value, list):

@@ -19,7 +19,8 @@ from wgpy.endpoint import Endpoint
 
 from . import login
 from .errors import BadRequest
-from .policy import HOSTNAME, TAG, USER_NAME
+from .policy import HOSTNAME, USER_NAME
+from .principals import TAG
 
 MAX_ENDPOINTS = 16
 MAX_TAGS = 32
