@@ -159,6 +159,24 @@ def test_up_accepts_dns_unless_told_not_to_and_remembers(tmp_path: Path) -> None
         up_args(*base, "--accept-dns=maybe")
 
 
+def test_up_keeps_the_metrics_listener_for_the_next_up(tmp_path: Path) -> None:
+    base = ["--login-server", "https://mesh.example", "--state-dir", str(tmp_path / "s")]
+    options, _ = mesh.prepare_up(up_args(*base, "--auth-key", "k"), environment())
+    assert options.metrics_listen is None  # off by default
+    given = up_args(*base, "--auth-key", "k", "--metrics-listen", "[::1]:9191")
+    assert mesh.prepare_up(given, environment())[0].metrics_listen == ("::1", 9191)
+    assert daemon._listen_text(("::1", 9191)) == "[::1]:9191"
+    state = StateDir(tmp_path / "s")
+    state.write_settings(
+        Settings("https://mesh.example", "wgm7", 5000, "box", metrics_listen="127.0.0.1:9191")
+    )
+    options, _ = mesh.prepare_up(up_args(*base), environment())  # told nothing: as last time
+    assert options.metrics_listen == ("127.0.0.1", 9191)
+    options, _ = mesh.prepare_up(up_args(*base, "--metrics-listen="), environment())
+    assert options.metrics_listen is None  # stopped
+    assert state.read_settings() is not None
+
+
 # ------------------------------------------------------------------ down and logout
 
 

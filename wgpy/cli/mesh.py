@@ -141,7 +141,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
-        help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+        help="serve the node's Prometheus metrics at http://HOST:PORT/metrics (default: off; "
+        "kept for the next up; --metrics-listen= stops)",
     )
     add_route_arguments(group)
     group.add_argument(
@@ -326,6 +327,10 @@ def prepare_up(args: argparse.Namespace, env: Environment) -> tuple[daemon.Daemo
         **_exit_options(args, previous),
     )
     metrics_listen = getattr(args, "metrics_listen", None)
+    if metrics_listen is None and previous is not None:
+        metrics_listen = previous.metrics_listen  # as the last up had it
+    if metrics_listen in ("", "off"):
+        metrics_listen = None
     options = daemon.DaemonOptions(
         state_dir=state.path.resolve(),
         server_url=server_url,

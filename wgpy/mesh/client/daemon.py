@@ -239,6 +239,7 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
                     advertise_exit_node=options.node.advertise_exit_node,
                     exit_node=options.node.exit_node,
                     exit_node_allow_lan_access=options.node.exit_node_allow_lan_access,
+                    metrics_listen=_listen_text(options.metrics_listen),
                 )
             )
         except StateError as e:
@@ -567,3 +568,11 @@ def stop(state: StateDir, settings: Settings | None, say: Say) -> bool:
     if settings is not None:
         uapi_client.has_interface(settings.interface)  # removes a socket left behind
     return True
+
+
+def _listen_text(address: tuple[str, int] | None) -> str:
+    """HOST:PORT as `wgpy up --metrics-listen` takes it ("" for none)."""
+    if address is None:
+        return ""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -118,6 +118,7 @@ class Settings:
     advertise_exit_node: bool = False
     exit_node: str = ""
     exit_node_allow_lan_access: bool = False
+    metrics_listen: str = ""  # HOST:PORT of the node's Prometheus metrics ("": none)
 
     @classmethod
     def from_json(cls, data: Any) -> Settings:
@@ -140,6 +141,7 @@ class Settings:
             advertise_exit_node=data.get("advertise_exit_node") is True,
             exit_node=str(data.get("exit_node") or ""),
             exit_node_allow_lan_access=data.get("exit_node_allow_lan_access") is True,
+            metrics_listen=str(data.get("metrics_listen") or ""),
         )
 
 
