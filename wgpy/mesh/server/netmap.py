@@ -27,8 +27,9 @@ The other direction, for the router's packet filter: in a router's own map each 
 route_access.routes_for, with the peer as the viewer). Only a viewer that offers routes has
 it; such a viewer's PEERs are cached per relation, grant and ``routed_for``. When the
 router's side moves (the policy, its offers, its own user or tags) its stream compares every
-node (O(nodes) for each router viewer, by node rather than by class); a changed peer is
-compared as usual. Viewers that route nothing cost what they did.
+node (O(nodes) for each router viewer, by node rather than by class; each node's answer comes
+from its masks, route_access.usable, a few ANDs); a changed peer is compared as usual.
+Viewers that route nothing cost what they did.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from wgpy.dns.names import DEFAULT_BASE_DOMAIN, node_name
 
 from .models import Node
 from .policy import DEFAULT, Policy
-from .route_access import offered, routes_for
+from .route_access import UseTable, offered, routes_for, usable, use_table
 from .routes import EXIT_ROUTES, Prefix, Route, sort_prefixes
 
 Line = bytes  # one NDJSON message, newline included
@@ -160,6 +161,8 @@ class NetIndex:
         # A PEER with routes in it, per relation, what the viewer is granted through the
         # peer and what the peer may use through the viewer (``routed_for``).
         self._routed_json: dict[int, dict[tuple[Relation, Granted, Granted], bytes]] = {}
+        # Per router: what it takes to use each of its prefixes (route_access.use_table).
+        self._use_tables: dict[int, UseTable] = {}
 
     def entry(self, node: Node, now: float, masks: Masks | None = None) -> Entry:
         known = None if masks is None else masks.get(node.id)
@@ -222,15 +225,16 @@ class NetIndex:
             self._routed_json.pop(node_id, None)
         if old_offers is not None or policy_changed:
             self._routed_json.clear()  # keyed by what it says, but grants that moved are stale
+            self._use_tables = {}
         return Batch(old, changed, policy_changed, old_policy, old_offers, own_routes)
 
     def granted(self, viewer: Node, router: Node) -> Granted:
         """What ``viewer`` may use through ``router`` (nothing for a node that routes none)."""
         return _granted(self.policy, self.offers, viewer, router)
 
-    def routed_for(self, peer: Node, viewer: Node) -> Granted:
+    def routed_for(self, peer: Entry, viewer: Entry) -> Granted:
         """What ``peer`` may use through ``viewer`` (nothing when the viewer routes none)."""
-        return _granted(self.policy, self.offers, peer, viewer)
+        return _routed(self.policy, self.offers, self._use_tables, peer, viewer)
 
     def peer_json(
         self, peer: Node, rel: Relation, granted: Granted = (), routed: Granted = ()
@@ -266,7 +270,7 @@ class NetIndex:
                 peer.node,
                 rel,
                 self.granted(viewer.node, peer.node) if peer.node.id in offers else (),
-                self.routed_for(peer.node, viewer.node) if router else (),
+                self.routed_for(peer, viewer) if router else (),
             )
             for peer in self.entries.values()
             if peer.node.id != viewer_id and (rel := relation(viewer, peer)) is not None
@@ -412,6 +416,20 @@ def _granted(policy: Policy, offers: Offers, viewer: Node, router: Node) -> Gran
     return routes_for(policy, viewer, [router], offers).get(router.id, ())
 
 
+def _routed(
+    policy: Policy, offers: Offers, tables: dict[int, UseTable], peer: Entry, router: Entry
+) -> Granted:
+    """What ``peer`` may use through ``router`` (``routed_for``), from the peer's masks:
+    route_access.usable, with each router's use_table made once in ``tables``."""
+    offer = offers.get(router.node.id)
+    if offer is None:
+        return ()
+    table = tables.get(router.node.id)
+    if table is None:
+        table = tables[router.node.id] = use_table(policy, offer)
+    return usable(policy, router.node, table, peer.node, (peer.src, peer.dst))
+
+
 _NONE: Grants = ((), ())
 _RELATIONS: tuple[Relation, ...] = ((True, True), (True, False), (False, True))
 
@@ -438,6 +456,7 @@ class _Lines:
         self.old_policy = old_policy
         self.old_offers = old_offers
         self._upserts: dict[tuple[int, Relation, Granted, Granted], Line] = {}
+        self._old_tables: dict[int, UseTable] = {}  # use_table under the old policy and offers
         self._removes: dict[str, Line] = {}
         self._online: dict[int, Line] = {}
 
@@ -489,12 +508,13 @@ class _Lines:
         v = nv.node.id
         after: Granted = ()
         if np is not None and v in index.offers:
-            after = _granted(index.policy, index.offers, np.node, nv.node)
+            after = index.routed_for(np, nv)
         if not recheck:
             return after, after
         if ov is None or op is None or v not in self.old_offers:
             return (), after
-        return _granted(self.old_policy, self.old_offers, op.node, ov.node), after
+        before = _routed(self.old_policy, self.old_offers, self._old_tables, op, ov)
+        return before, after
 
     def online(self, peer: Node) -> Line:
         line = self._online.get(peer.id)
