@@ -290,10 +290,23 @@ def test_a_primary_moving_to_the_standby_is_one_upsert_for_each() -> None:
     a, b, c = node(1), node(2), node(3)
     index.apply([a, b, c], now=NOW, routes=[route(a, LAN), route(b, LAN, primary=False)])
     assert peers_of(index, 3)[a.public_key]["routes"] == [LAN]
+    assert peers_of(index, 1)[c.public_key]["routed_for"] == [LAN]
     batch = index.apply([], now=NOW, routes=[route(a, LAN, primary=False), route(b, LAN)])
-    deltas = [json.loads(line) for line in index.deltas(batch, [3], NOW)[3]]
+    out = index.deltas(batch, [1, 2, 3], NOW)
+    deltas = [json.loads(line) for line in out[3]]
     moved = {m["peer"]["hostname"]: m["peer"].get("routes") for m in deltas}
     assert moved == {"h1": None, "h2": [LAN]}
+    # the routers' own maps: c may now use the LAN through b, no longer through a
+    upserts = {
+        v: {
+            m["peer"]["hostname"]: m["peer"]
+            for m in map(json.loads, out[v])
+            if m["type"] == "peer_upsert"
+        }
+        for v in (1, 2)
+    }
+    assert "routed_for" not in upserts[1]["h3"] and upserts[1]["h2"]["routes"] == [LAN]
+    assert upserts[2]["h3"]["routed_for"] == [LAN] and upserts[2]["h1"]["routed_for"] == [LAN]
     # the same routes again: nothing to send
     batch = index.apply([], now=NOW, routes=[route(a, LAN, primary=False), route(b, LAN)])
     assert index.deltas(batch, [1, 2, 3], NOW) == {}
