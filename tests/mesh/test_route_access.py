@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wgpy.mesh.server import policy as P
-from wgpy.mesh.server.route_access import offered, routes_for
+from wgpy.mesh.server.route_access import offered, routes_for, usable, use_table
 from wgpy.mesh.server.routes import Route
 
 from .conftest import Database
@@ -119,6 +119,44 @@ def test_the_default_policy_gives_the_routes_of_ones_own_user() -> None:
     offers = {1: (LAN,), 2: (LAN6, V4, V6)}
     assert routes_for(P.DEFAULT, N(10, "alice"), routers, offers) == {1: (LAN,)}
     assert routes_for(P.DEFAULT, N(11, "bob"), routers, offers) == {2: (LAN6, V4, V6)}
+
+
+def test_the_router_s_side_gives_what_routes_for_gives() -> None:
+    """usable (from a node's masks, for a router's map of every peer) and routes_for agree,
+    for every policy above, node and router."""
+    policies = [
+        P.DEFAULT,
+        P.parse_policy(POLICY, USERS),
+        P.parse_policy({"acls": [{"action": "accept", "src": ["*"], "dst": ["*"]}]}, USERS),
+        P.parse_policy(
+            {
+                "acls": [
+                    {"action": "accept", "src": ["user:alice"], "dst": ["0.0.0.0/0"]},
+                    {"action": "accept", "src": ["192.168.1.7/32"], "dst": ["tag:db"]},
+                    {"action": "accept", "src": ["user:bob"], "dst": ["0.0.0.0/1", "::/0"]},
+                ],
+                "tagOwners": {"tag:db": ["user:bob"]},
+            },
+            USERS,
+        ),
+    ]
+    routers = [N(1, "bob"), N(2, "alice"), N(3, "bob", ("tag:exit",))]
+    offers = {1: (LAN, LAN6), 2: (LAN, V4, V6), 3: (V4, V6)}
+    nodes = [
+        N(i, user, tags)
+        for i, (user, tags) in enumerate(
+            [(u, t) for u in USERS for t in ((), ("tag:db",), ("tag:exit",))], start=1
+        )
+    ]
+    seen = set()
+    for policy in policies:
+        for router in routers:
+            table = use_table(policy, offers[router.id])
+            for n in nodes:
+                expected = routes_for(policy, n, [router], offers).get(router.id, ())
+                assert usable(policy, router, table, n, policy.masks(n)) == expected
+                seen.add(len(expected))
+    assert seen == {0, 1, 2, 3}  # the cases above give nothing, some and all
 
 
 async def test_map_routes_from_the_store_and_failover(backend: str, database: Database) -> None:

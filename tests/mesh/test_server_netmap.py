@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from wgpy.mesh.server import policy as P
 from wgpy.mesh.server.models import Node
-from wgpy.mesh.server.netmap import NetIndex
+from wgpy.mesh.server.netmap import Batch, NetIndex
 from wgpy.mesh.server.routes import Route
 
 from .support import NOW, USERS, node
@@ -259,8 +259,14 @@ def test_a_router_s_routes_reach_the_viewers_the_policy_lets_use_them() -> None:
     assert "exit_node" not in upsert["peer"]
     assert peers_of(index, 4)[router.public_key]["routes"] == ["10.9.0.0/16", LAN]
     assert 3 not in deltas  # carol: nothing through the router, and it is not her peer
-    assert [json.loads(line)["type"] for line in deltas[1]] == ["self"]
-    self_message = json.loads(deltas[1][0])["self"]
+    # the router hears what each peer may use through it (routed_for, for its packet filter)
+    router_lines = [json.loads(line) for line in deltas[1]]
+    assert [m["type"] for m in router_lines] == ["self", "peer_upsert", "peer_upsert"]
+    assert {m["peer"]["hostname"]: m["peer"]["routed_for"] for m in router_lines[1:]} == {
+        "h2": [LAN],
+        "h4": ["10.9.0.0/16", LAN],
+    }
+    self_message = router_lines[0]["self"]
     assert self_message["advertised_routes"] == ["10.9.0.0/16", LAN]
     assert self_message["approved_routes"] == ["10.9.0.0/16", LAN]
     # an exit node: only tag:ci may use it, and the default routes stay out of addresses
@@ -284,10 +290,83 @@ def test_a_primary_moving_to_the_standby_is_one_upsert_for_each() -> None:
     a, b, c = node(1), node(2), node(3)
     index.apply([a, b, c], now=NOW, routes=[route(a, LAN), route(b, LAN, primary=False)])
     assert peers_of(index, 3)[a.public_key]["routes"] == [LAN]
+    assert peers_of(index, 1)[c.public_key]["routed_for"] == [LAN]
     batch = index.apply([], now=NOW, routes=[route(a, LAN, primary=False), route(b, LAN)])
-    deltas = [json.loads(line) for line in index.deltas(batch, [3], NOW)[3]]
+    out = index.deltas(batch, [1, 2, 3], NOW)
+    deltas = [json.loads(line) for line in out[3]]
     moved = {m["peer"]["hostname"]: m["peer"].get("routes") for m in deltas}
     assert moved == {"h1": None, "h2": [LAN]}
+    # the routers' own maps: c may now use the LAN through b, no longer through a
+    upserts = {
+        v: {
+            m["peer"]["hostname"]: m["peer"]
+            for m in map(json.loads, out[v])
+            if m["type"] == "peer_upsert"
+        }
+        for v in (1, 2)
+    }
+    assert "routed_for" not in upserts[1]["h3"] and upserts[1]["h2"]["routes"] == [LAN]
+    assert upserts[2]["h3"]["routed_for"] == [LAN] and upserts[2]["h1"]["routed_for"] == [LAN]
     # the same routes again: nothing to send
     batch = index.apply([], now=NOW, routes=[route(a, LAN, primary=False), route(b, LAN)])
     assert index.deltas(batch, [1, 2, 3], NOW) == {}
+
+
+def test_a_router_s_map_says_what_each_peer_may_use_through_it() -> None:
+    # bob reaches the LAN (and alice's nodes), carol only alice's nodes, tag:ci everything
+    policy = P.parse_policy(
+        {
+            "acls": [
+                {"action": "accept", "src": ["user:bob"], "dst": [LAN, "user:alice"]},
+                {"action": "accept", "src": ["user:carol"], "dst": ["user:alice"]},
+                {"action": "accept", "src": ["tag:ci"], "dst": ["*"]},
+            ],
+            "tagOwners": {"tag:ci": ["user:bob"]},
+        }
+    )
+    index = NetIndex(policy, 1)
+    router, bob, carol, bob2 = node(1), node(2, "bob"), node(3, "carol"), node(5, "bob")
+    ci = replace(node(4, "bob"), tags=("tag:ci",))
+    routes = [route(router, LAN), route(router, "0.0.0.0/0"), route(router, "::/0")]
+    index.apply([router, bob, carol, ci, bob2], now=NOW, routes=routes)
+    mine = peers_of(index, 1)
+    assert mine[bob.public_key]["routed_for"] == [LAN]
+    assert "routed_for" not in mine[carol.public_key]  # a peer, but the LAN is denied to her
+    assert mine[ci.public_key]["routed_for"] == ["0.0.0.0/0", LAN, "::/0"]  # an exit node too
+    # only a router's map has it; a router's PEER in another map keeps routes/exit_node
+    assert all("routed_for" not in p for v in (2, 3, 4, 5) for p in peers_of(index, v).values())
+    assert peers_of(index, 4)[router.public_key]["exit_node"] is True
+
+    def router_upserts(batch: Batch) -> dict[str, list[str] | None]:
+        lines = [json.loads(line) for line in index.deltas(batch, [1, 2, 3, 4, 5], NOW)[1]]
+        return {
+            m["peer"]["hostname"]: m["peer"].get("routed_for")
+            for m in lines
+            if m["type"] == "peer_upsert"
+        }
+
+    # a peer's tags change: the router hears of it
+    batch = index.apply([replace(bob2, tags=("tag:ci",))], now=NOW, routes=routes)
+    assert router_upserts(batch) == {"h5": ["0.0.0.0/0", LAN, "::/0"]}
+    # a policy that takes the LAN from bob: one upsert, for bob (carol and tag:ci unchanged)
+    lan_denied = P.parse_policy(
+        {
+            "acls": [
+                {"action": "accept", "src": ["user:bob", "user:carol"], "dst": ["user:alice"]},
+                {"action": "accept", "src": ["tag:ci"], "dst": ["*"]},
+            ],
+            "tagOwners": {"tag:ci": ["user:bob"]},
+        }
+    )
+    batch = index.apply([], policy=(lan_denied, 2), now=NOW, routes=routes)
+    assert router_upserts(batch) == {"h2": None}
+    # the exit node revoked: the tag:ci nodes keep only the LAN
+    batch = index.apply([], now=NOW, routes=routes[:1])
+    assert router_upserts(batch) == {"h4": [LAN], "h5": [LAN]}
+    # the LAN revoked too: the router routes nothing, and no PEER in its map says otherwise
+    batch = index.apply([], now=NOW, routes=[route(router, LAN, approved=False)])
+    assert router_upserts(batch) == {"h4": None, "h5": None}
+    assert all("routed_for" not in p for p in peers_of(index, 1).values())
+    # approved again: back in the same flush
+    batch = index.apply([], now=NOW, routes=routes[:1])
+    assert router_upserts(batch) == {"h4": [LAN], "h5": [LAN]}

@@ -21,6 +21,15 @@ the common case, is cached per relation as before; one with routes per relation 
 prefixes. A batch whose routes or policy changed sends each viewer the routers whose grant to
 it changed: O(viewers x routers) then, nothing more when no node routes anything. The self
 NODE carries the node's ``advertised_routes`` and ``approved_routes``.
+
+The other direction, for the router's packet filter: in a router's own map each PEER carries
+``routed_for``, the router's offered prefixes that peer may use through it (the same
+route_access.routes_for, with the peer as the viewer). Only a viewer that offers routes has
+it; such a viewer's PEERs are cached per relation, grant and ``routed_for``. When the
+router's side moves (the policy, its offers, its own user or tags) its stream compares every
+node (O(nodes) for each router viewer, by node rather than by class; each node's answer comes
+from its masks, route_access.usable, a few ANDs); a changed peer is compared as usual.
+Viewers that route nothing cost what they did.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from wgpy.dns.names import DEFAULT_BASE_DOMAIN, node_name
 
 from .models import Node
 from .policy import DEFAULT, Policy
-from .route_access import offered, routes_for
+from .route_access import UseTable, offered, routes_for, usable, use_table
 from .routes import EXIT_ROUTES, Prefix, Route, sort_prefixes
 
 Line = bytes  # one NDJSON message, newline included
@@ -44,6 +53,7 @@ Relation = tuple[bool, bool]  # (can_reach, reachable_from), from the viewer's s
 Masks = Mapping[int, tuple[int, int]]  # node id -> (src mask, dst mask), policy.Policy.masks
 Offers = Mapping[int, tuple[Prefix, ...]]  # router id -> offered prefixes (route_access.offered)
 Granted = tuple[Prefix, ...]  # what one viewer may use through one router
+Grants = tuple[Granted, Granted]  # before and after a batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,14 @@ def granted_json(data: dict[str, Any], granted: Granted) -> dict[str, Any]:
     return data
 
 
+def routed_for_json(data: dict[str, Any], routed: Granted) -> dict[str, Any]:
+    """``data`` (a PEER in a router's map) with ``routed_for``: the router's own prefixes
+    (default routes too) that the peer may use through it, for the router's packet filter."""
+    if routed:
+        data["routed_for"] = [str(p) for p in routed]
+    return data
+
+
 @dataclass
 class Batch:
     """What :meth:`NetIndex.apply` changed: the entries before, and which ids moved."""
@@ -140,8 +158,11 @@ class NetIndex:
         # Routes: each node's (for its self NODE) and what each router offers.
         self.routes: dict[int, tuple[Route, ...]] = {}
         self.offers: dict[int, tuple[Prefix, ...]] = {}
-        # A router's PEER, per relation and what the viewer is granted.
-        self._routed_json: dict[int, dict[tuple[Relation, Granted], bytes]] = {}
+        # A PEER with routes in it, per relation, what the viewer is granted through the
+        # peer and what the peer may use through the viewer (``routed_for``).
+        self._routed_json: dict[int, dict[tuple[Relation, Granted, Granted], bytes]] = {}
+        # Per router: what it takes to use each of its prefixes (route_access.use_table).
+        self._use_tables: dict[int, UseTable] = {}
 
     def entry(self, node: Node, now: float, masks: Masks | None = None) -> Entry:
         known = None if masks is None else masks.get(node.id)
@@ -202,23 +223,31 @@ class NetIndex:
             for rel in _RELATIONS:
                 self._peer_json.pop((node_id, rel), None)
             self._routed_json.pop(node_id, None)
-        for node_id in list(self._routed_json):
-            if node_id not in self.offers:
-                del self._routed_json[node_id]
+        if old_offers is not None or policy_changed:
+            self._routed_json.clear()  # keyed by what it says, but grants that moved are stale
+            self._use_tables = {}
         return Batch(old, changed, policy_changed, old_policy, old_offers, own_routes)
 
     def granted(self, viewer: Node, router: Node) -> Granted:
         """What ``viewer`` may use through ``router`` (nothing for a node that routes none)."""
         return _granted(self.policy, self.offers, viewer, router)
 
-    def peer_json(self, peer: Node, rel: Relation, granted: Granted = ()) -> bytes:
-        if granted:
+    def routed_for(self, peer: Entry, viewer: Entry) -> Granted:
+        """What ``peer`` may use through ``viewer`` (nothing when the viewer routes none)."""
+        return _routed(self.policy, self.offers, self._use_tables, peer, viewer)
+
+    def peer_json(
+        self, peer: Node, rel: Relation, granted: Granted = (), routed: Granted = ()
+    ) -> bytes:
+        """PEER as a viewer sees it: ``granted``, what the viewer may use through the peer;
+        ``routed``, what the peer may use through the viewer."""
+        if granted or routed:
             per_node = self._routed_json.setdefault(peer.id, {})
-            cached = per_node.get((rel, granted))
+            cached = per_node.get((rel, granted, routed))
             if cached is None:
                 data = granted_json(named(peer.peer_json(*rel), peer, self.base_domain), granted)
-                cached = json.dumps(data, separators=(",", ":")).encode()
-                per_node[(rel, granted)] = cached
+                cached = json.dumps(routed_for_json(data, routed), separators=(",", ":")).encode()
+                per_node[(rel, granted, routed)] = cached
             return cached
         key = (peer.id, rel)
         cached = self._peer_json.get(key)
@@ -235,11 +264,13 @@ class NetIndex:
         """The ``full`` message for a viewer."""
         viewer = self.entries[viewer_id]
         offers = self.offers
+        router = viewer_id in offers
         peers = [
             self.peer_json(
                 peer.node,
                 rel,
                 self.granted(viewer.node, peer.node) if peer.node.id in offers else (),
+                self.routed_for(peer, viewer) if router else (),
             )
             for peer in self.entries.values()
             if peer.node.id != viewer_id and (rel := relation(viewer, peer)) is not None
@@ -295,6 +326,15 @@ class NetIndex:
                 check = route_check | routers
             else:
                 check = route_check_changed
+            # A router viewer: what each peer may use through it (``routed_for``) may have
+            # moved for every peer when the policy, its offers or what the policy knows of it
+            # (its user, under the default policy) did.
+            router = v in routers
+            reverse = router and (
+                batch.policy_changed
+                or old_offers.get(v) != self.offers.get(v)
+                or (v in changed and _identity(ov) != _identity(nv))
+            )
 
             # The node itself first, then removals, then upserts (a public key may move from
             # a deleted node to a new one in one batch).
@@ -310,8 +350,8 @@ class NetIndex:
                 )
             ) or v in batch.own_routes:
                 head.append(self.self_line(nv.node, now))
-            if not batch.policy_changed and (ov is None or not ov.same_relations(nv)):
-                # The viewer's own relations moved: compare it with every node.
+            if reverse or (not batch.policy_changed and (ov is None or not ov.same_relations(nv))):
+                # The viewer's own relations (or routed_for) moved: compare it with every node.
                 for p in everyone:
                     if p != v:
                         changed_view = view_changed[p] if p in changed else _SAME
@@ -325,6 +365,7 @@ class NetIndex:
                             np,
                             changed_view,
                             lines.grants(check, ov, nv, p, op, np) if routers else _NONE,
+                            lines.routed(True, ov, nv, p, op, np) if reverse else _NONE,
                         )
             else:
                 for p in changed | check if check else changed:
@@ -339,6 +380,7 @@ class NetIndex:
                             np,
                             view_changed.get(p, _SAME),
                             lines.grants(check, ov, nv, p, op, np) if routers else _NONE,
+                            lines.routed(p in changed, ov, nv, p, op, np) if router else _NONE,
                         )
                 # The policy changed: unchanged nodes by class (every node is in one).
                 for (old_rep, new_rep), members in classes:
@@ -359,13 +401,36 @@ def _own(routes: Iterable[Route]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
+def _identity(entry: Entry | None) -> tuple[object, ...] | None:
+    """What the policy may know of a node (policy.Subject), for telling whether a router's
+    grants to its peers may have moved with the router itself."""
+    if entry is None:
+        return None
+    n = entry.node
+    return (n.user, n.hostname, n.tags, n.ip_addresses)
+
+
 def _granted(policy: Policy, offers: Offers, viewer: Node, router: Node) -> Granted:
     if router.id not in offers:
         return ()
     return routes_for(policy, viewer, [router], offers).get(router.id, ())
 
 
-_NONE: tuple[Granted, Granted] = ((), ())
+def _routed(
+    policy: Policy, offers: Offers, tables: dict[int, UseTable], peer: Entry, router: Entry
+) -> Granted:
+    """What ``peer`` may use through ``router`` (``routed_for``), from the peer's masks:
+    route_access.usable, with each router's use_table made once in ``tables``."""
+    offer = offers.get(router.node.id)
+    if offer is None:
+        return ()
+    table = tables.get(router.node.id)
+    if table is None:
+        table = tables[router.node.id] = use_table(policy, offer)
+    return usable(policy, router.node, table, peer.node, (peer.src, peer.dst))
+
+
+_NONE: Grants = ((), ())
 _RELATIONS: tuple[Relation, ...] = ((True, True), (True, False), (False, True))
 
 # How a peer's PEER changed: not at all, only its online state (a short ``peer_online`` line
@@ -390,15 +455,18 @@ class _Lines:
         self.index = index
         self.old_policy = old_policy
         self.old_offers = old_offers
-        self._upserts: dict[tuple[int, Relation, Granted], Line] = {}
+        self._upserts: dict[tuple[int, Relation, Granted, Granted], Line] = {}
+        self._old_tables: dict[int, UseTable] = {}  # use_table under the old policy and offers
         self._removes: dict[str, Line] = {}
         self._online: dict[int, Line] = {}
 
-    def upsert(self, peer: Node, rel: Relation, granted: Granted = ()) -> Line:
-        key = (peer.id, rel, granted)
+    def upsert(
+        self, peer: Node, rel: Relation, granted: Granted = (), routed: Granted = ()
+    ) -> Line:
+        key = (peer.id, rel, granted, routed)
         line = self._upserts.get(key)
         if line is None:
-            body = self.index.peer_json(peer, rel, granted)
+            body = self.index.peer_json(peer, rel, granted, routed)
             line = b'{"type":"peer_upsert","peer":' + body + b"}\n"
             self._upserts[key] = line
         return line
@@ -411,7 +479,7 @@ class _Lines:
         p: int,
         op: Entry | None,
         np: Entry | None,
-    ) -> tuple[Granted, Granted]:
+    ) -> Grants:
         """What viewer ``nv`` may use through peer ``p``, before and after the batch (only
         worked out before for the routers in ``check``: the others' grants did not move)."""
         index = self.index
@@ -423,6 +491,30 @@ class _Lines:
         if ov is None or op is None or p not in self.old_offers:
             return (), after
         return _granted(self.old_policy, self.old_offers, ov.node, op.node), after
+
+    def routed(
+        self,
+        recheck: bool,
+        ov: Entry | None,
+        nv: Entry,
+        p: int,
+        op: Entry | None,
+        np: Entry | None,
+    ) -> Grants:
+        """What peer ``p`` may use through viewer ``nv`` (a router: ``routed_for``), before
+        and after the batch (worked out before only with ``recheck``: the peer or the
+        router's side changed)."""
+        index = self.index
+        v = nv.node.id
+        after: Granted = ()
+        if np is not None and v in index.offers:
+            after = index.routed_for(np, nv)
+        if not recheck:
+            return after, after
+        if ov is None or op is None or v not in self.old_offers:
+            return (), after
+        before = _routed(self.old_policy, self.old_offers, self._old_tables, op, ov)
+        return before, after
 
     def online(self, peer: Node) -> Line:
         line = self._online.get(peer.id)
@@ -449,10 +541,12 @@ class _Lines:
         op: Entry | None,
         np: Entry | None,
         view_change: int,
-        grants: tuple[Granted, Granted] = ((), ()),
+        grants: Grants = _NONE,
+        routed: Grants = _NONE,
     ) -> None:
         """The line (if any) that moves the viewer's entry for one peer from old to new
-        (``grants``: what the viewer may use through the peer, before and after)."""
+        (``grants``: what the viewer may use through the peer, before and after; ``routed``:
+        what the peer may use through the viewer)."""
         before = relation(ov, op)
         after = relation(nv, np)
         if after is None or np is None:
@@ -462,12 +556,12 @@ class _Lines:
         if before is not None and op is not None:
             if op.node.public_key != np.node.public_key:
                 removes.append(self.remove(op.node))
-            elif before == after and grants[0] == grants[1]:
+            elif before == after and grants[0] == grants[1] and routed[0] == routed[1]:
                 if view_change == _ONLINE:
                     out.append(self.online(np.node))
                 if view_change != _OTHER:
                     return
-        out.append(self.upsert(np.node, after, grants[1]))
+        out.append(self.upsert(np.node, after, grants[1], routed[1]))
 
     def group(
         self, out: list[Line], viewer: int, members: list[int], after: Relation | None

@@ -17,6 +17,9 @@ apply to node addresses:
 - with no policy set (the default: nodes of one user reach each other), a viewer gets the
   routes of its own user's routers.
 
+The same answer from the other side, for a router's map of every peer (:func:`use_table` once
+per router, then :func:`usable` per peer, from the peer's policy masks: two ANDs a prefix).
+
 A node never gets its own routes. Node selectors (``user:``, ``tag:``, ``group:``, ``node:``)
 in ``dst`` mean nodes, not the networks behind them: reaching a router does not by itself let
 a node reach its subnets.
@@ -29,7 +32,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from .policy import AnyNode, Policy, PrefixSelector, Selector, Subject
 from .routes import EXIT_ROUTES, Prefix, Route, is_exit, sort_prefixes
 
-__all__ = ["offered", "routes_for"]
+__all__ = ["UseTable", "offered", "routes_for", "usable", "use_table"]
+
+# Per offered prefix: the rules whose dst covers it, the rules whose src covers it (bit sets)
+UseTable = tuple[tuple[Prefix, int, int], ...]
 
 
 def offered(routes: Iterable[Route]) -> dict[int, tuple[Prefix, ...]]:
@@ -71,6 +77,37 @@ def routes_for(
         if prefixes:
             out[router.id] = prefixes
     return out
+
+
+def use_table(policy: Policy, prefixes: Sequence[Prefix]) -> UseTable:
+    """What it takes to use each of a router's ``prefixes``: the rules whose ``dst`` covers it
+    (a node their ``src`` matches may use it) and those whose ``src`` covers it (a node their
+    ``dst`` matches), as bit sets numbered as policy.Policy.masks numbers the rules."""
+    out = []
+    for prefix in prefixes:
+        via_dst = via_src = 0
+        if not policy.is_default:
+            for i, rule in enumerate(policy.rules):
+                if _covers(rule.dst, prefix):
+                    via_dst |= 1 << i
+                if _covers(rule.src, prefix):
+                    via_src |= 1 << i
+        out.append((prefix, via_dst, via_src))
+    return tuple(out)
+
+
+def usable(
+    policy: Policy, router: Subject, table: UseTable, viewer: Subject, masks: tuple[int, int]
+) -> tuple[Prefix, ...]:
+    """What ``viewer`` (its masks under ``policy``: policy.Policy.masks) may use of what
+    ``router`` offers (``table``: :func:`use_table` of the same policy): as
+    ``routes_for(policy, viewer, [router], offers)``, without a test per selector."""
+    if viewer.id == router.id:
+        return ()
+    if policy.is_default:
+        return tuple(p for p, _, _ in table) if viewer.user == router.user else ()
+    src, dst = masks
+    return tuple(p for p, via_dst, via_src in table if src & via_dst or dst & via_src)
 
 
 def _may_use(policy: Policy, viewer: Subject, router: Subject, prefix: Prefix) -> bool:
