@@ -87,6 +87,9 @@ def lan_behind(lab: Lab, routers: Sequence[tuple[MeshNode, str]]) -> Namespace:
     return lan
 
 
+INTERNET_HOST = "198.51.100.9"  # an address a can reach but does not advertise
+
+
 def reaches(node: MeshNode, address: str, wait: float = 1) -> bool:
     result = node.ns.run(
         ["ping", "-n", "-q", "-c", "1", "-W", f"{wait:g}", address], check=False, timeout=10
@@ -121,6 +124,23 @@ def test_a_subnet_router_its_approval_the_policy_and_failover(mesh: RouteMesh, l
     mesh.set_policy({"acls": [{"action": "accept", "src": ["user:alice"], "dst": ["user:alice"]}]})
     wait_for(lambda: not reaches(c, LAN_HOST), timeout=10, what="the policy to take the LAN")
     assert c.ping(a) == 1  # a itself is still reachable
+    # c routes the LAN through a on its own (its device, its host): a forwards nothing from
+    # c that the policy does not grant it (a's forward filter), and a is no exit node either
+    lan.ip("addr", "add", f"{INTERNET_HOST}/32", "dev", "br1")  # a reaches it, not advertised
+    a.ns.ip("route", "add", f"{INTERNET_HOST}/32", "via", LAN_HOST)
+    assert a.ns.ping(INTERNET_HOST) == 1
+    own = f"{a.ipv4}/32,{a.ipv6}/128"
+    forced = f"{own},{LAN},{INTERNET_HOST}/32"
+    c.ns.run(["wg", "set", c.ifname, "peer", a.public_key, "allowed-ips", forced])
+    c.ns.ip("route", "replace", LAN, "dev", c.ifname)
+    c.ns.ip("route", "replace", INTERNET_HOST + "/32", "dev", c.ifname)
+    assert not reaches(c, LAN_HOST, wait=2)
+    assert not reaches(c, INTERNET_HOST, wait=2)
+    dropped = a.ns.run(["nft", "list", "table", "inet", "wgpy-filter"]).stdout
+    assert "counter packets 0 " not in dropped, dropped  # a dropped them, and counted
+    c.ns.ip("route", "del", LAN, "dev", c.ifname)
+    c.ns.ip("route", "del", INTERNET_HOST + "/32", "dev", c.ifname)
+    c.ns.run(["wg", "set", c.ifname, "peer", a.public_key, "allowed-ips", own])
     mesh.set_policy(
         {"acls": [{"action": "accept", "src": ["user:alice"], "dst": ["user:alice", LAN]}]}
     )

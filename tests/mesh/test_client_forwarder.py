@@ -4,6 +4,7 @@ what it changed."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,7 +87,11 @@ async def test_a_killed_run_is_put_back_at_the_next_start(tmp_path: Path) -> Non
     record = tmp_path / "forwarding.json"
     fw = Forwarder("wgpy0", _Log(), run=host, record=record)
     await fw.apply({4}, masquerade=True)
-    assert json.loads(record.read_text()) == {"turned_on": [V4], "masquerading": True}
+    assert json.loads(record.read_text()) == {
+        "turned_on": [V4],
+        "masquerading": True,
+        "filtering": False,
+    }
     assert oct(record.stat().st_mode & 0o777) == "0o600"
     # killed here: nothing put back. The next run takes over what the file lists...
     again = Forwarder("wgpy0", _Log(), run=host, record=record)
@@ -101,6 +106,38 @@ async def test_a_killed_run_is_put_back_at_the_next_start(tmp_path: Path) -> Non
     log = _Log()
     assert Forwarder("wgpy0", log, run=host, record=record).turned_on == []
     assert log.warnings == ["cannot read what an earlier run changed"]
+
+
+async def test_forwarding_from_the_mesh_only_as_granted_and_the_filter_removed(
+    tmp_path: Path,
+) -> None:
+    """What a peer may send through the router: its overlay addresses to the prefixes the
+    map grants it, the rest dropped; nothing re-run for the same grants; the table deleted
+    at close, and by the next run after a kill."""
+    host = Host()
+    host.values = {V4: "0", V6: "0"}
+    record = tmp_path / "forwarding.json"
+    fw = Forwarder("wgpy0", _Log(), run=host, record=record)
+    await fw.restrict([])  # before the first map: nothing from the mesh is forwarded
+    script = host.commands[-1][-1]
+    assert script.endswith('add rule inet wgpy-filter forward iifname "wgpy0" counter drop\n')
+    assert " accept\n" not in script  # no rule lets anything through
+    c4, c6 = ipaddress.ip_address("100.64.0.3"), ipaddress.ip_address("fd7a:115c:a1e0::3")
+    lan, lan6 = ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("fd00:1::/64")
+    await fw.restrict([([c4, c6], [lan, lan6])])
+    script = host.commands[-1][-1]
+    assert 'iifname "wgpy0" ip saddr { 100.64.0.3 } ip daddr { 192.168.1.0/24 } accept\n' in script
+    assert "ip6 saddr { fd7a:115c:a1e0::3 } ip6 daddr { fd00:1::/64 } accept\n" in script
+    assert script.index(" accept\n") < script.index("counter drop")
+    runs = len(host.commands)
+    await fw.restrict([([c6, c4], [lan6, lan])])  # the same grants: nothing run
+    assert len(host.commands) == runs
+    assert json.loads(record.read_text())["filtering"] is True
+    again = Forwarder("wgpy0", _Log(), run=host, record=record)  # after a kill
+    assert again.filtering
+    await again.close()
+    assert host.commands[-1][-1].endswith("delete table inet wgpy-filter\n")
+    assert not record.exists()
 
 
 class _Log:

@@ -39,6 +39,8 @@ class Forwarder:
         self.record = record
         self.turned_on: list[str] = []  # sysctl keys this node turned on, to turn off at close
         self.masquerading = False
+        self.filtering = False  # the wgpy-filter table is there
+        self._grants: list[tuple[list[Any], list[Any]]] | None = None  # as last applied
         self._load()
 
     def _load(self) -> None:
@@ -57,7 +59,8 @@ class Forwarder:
             keys = data.get("turned_on")
             self.turned_on = [k for k in keys if k in known] if isinstance(keys, list) else []
             self.masquerading = data.get("masquerading") is True
-        if self.turned_on or self.masquerading:
+            self.filtering = data.get("filtering") is True
+        if self.turned_on or self.masquerading or self.filtering:
             self.log.info(
                 "an earlier run did not put the host back; doing it",
                 turned_on=self.turned_on,
@@ -68,11 +71,17 @@ class Forwarder:
         if self.record is None:
             return
         try:
-            if not self.turned_on and not self.masquerading:
+            if not self.turned_on and not self.masquerading and not self.filtering:
                 with contextlib.suppress(FileNotFoundError):
                     self.record.unlink()
                 return
-            data = json.dumps({"turned_on": self.turned_on, "masquerading": self.masquerading})
+            data = json.dumps(
+                {
+                    "turned_on": self.turned_on,
+                    "masquerading": self.masquerading,
+                    "filtering": self.filtering,
+                }
+            )
             temporary = self.record.with_name(f".{self.record.name}.{os.getpid()}.tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -119,8 +128,36 @@ class Forwarder:
             await self._run(forwarding.NFT_APPLY, stdin=forwarding.nat_delete_script())
             self.masquerading = False
 
+    async def restrict(self, grants: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> None:
+        """Forward from the mesh only what ``grants`` allow: (a peer's overlay addresses, the
+        prefixes it may use through this node), from the map; the rest is dropped. Nothing
+        is run when the grants are as last applied. HostNetworkError if nft fails."""
+        wanted = sorted(
+            ([*map(str, sorted(a, key=str))], [*map(str, sorted(p, key=str))]) for a, p in grants
+        )
+        if wanted == self._grants:
+            return
+        script = forwarding.filter_script(self.interface, [(list(a), list(p)) for a, p in grants])
+        if not self.filtering:
+            self.filtering = True
+            self._save()
+        await self._run(forwarding.NFT_APPLY, stdin=script)
+        self._grants = wanted
+        self.log.info(
+            "forwarding from the mesh limited to what the policy grants",
+            table=forwarding.FILTER_TABLE,
+            peers=len(wanted),
+        )
+
     async def close(self) -> None:
         """Put back what :meth:`apply` changed (each step tried, failures logged)."""
+        if self.filtering:
+            try:
+                await self._run(forwarding.NFT_APPLY, stdin=forwarding.filter_delete_script())
+                self.filtering = False
+                self._grants = None
+            except HostNetworkError as e:
+                self.log.error("cannot delete the forwarding filter table", error=str(e))
         if self.masquerading:
             try:
                 await self._run(forwarding.NFT_APPLY, stdin=forwarding.nat_delete_script())

@@ -183,6 +183,9 @@ class PeerRecord:
     name: str = ""  # HOST.USER.BASE, canonical; "" when the server gave none
     routes: tuple[IPNetwork, ...] = ()  # subnets the peer routes for this node
     exit_node: bool = False  # the peer may be this node's exit node
+    # of this node's own routes (default routes too, for an exit node), those the policy
+    # lets the peer use through it: all that the router forwards from it (forwarder.py)
+    routed_for: tuple[IPNetwork, ...] = ()
 
     @property
     def endpoint(self) -> tuple[str, int] | None:
@@ -213,6 +216,18 @@ def _networks(data: dict[str, Any], name: str) -> list[IPNetwork]:
     return networks
 
 
+def _prefixes(data: dict[str, Any], name: str) -> tuple[IPNetwork, ...]:
+    """Networks, default routes allowed (they only widen what this node forwards for the
+    peer, never where this node sends its own traffic)."""
+    found = []
+    for text in _strings(data, name):
+        try:
+            found.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise MapError(f"{name!r} holds {text!r}, which is not a network") from None
+    return tuple(found)
+
+
 def parse_peer(
     data: Any, *, accept_routes: bool = True, own_routes: Collection[IPNetwork] = ()
 ) -> PeerRecord:
@@ -241,6 +256,7 @@ def parse_peer(
         name=_name(data),
         routes=routes,
         exit_node=_field(data, "exit_node", bool, False),
+        routed_for=_prefixes(data, "routed_for"),
         **_ice(data),
     )
 

@@ -616,6 +616,7 @@ class MeshNode:
             self.names.update(self.self_node, self.peers.values())
         await self._sync_exit_node(strict=not self.ready.is_set())
         self._dns_follows_exit_node()
+        await self._restrict_forwarding()
         self._peers_changed()
 
     def _peers_changed(self) -> None:
@@ -887,6 +888,19 @@ class MeshNode:
             self.log.error("cannot route through the exit node; will try again", error=str(e))
             return
         self._exit_found.set()
+
+    async def _restrict_forwarding(self) -> None:
+        """A router forwards from each peer only to the routes the map says it may use
+        through this node (PEER ``routed_for``); the rest from the mesh is dropped."""
+        if self.subnets is None:
+            return
+        grants = [(overlay_addresses(p), p.routed_for) for p in self.peers.values() if p.routed_for]
+        try:
+            await self.subnets.restrict(grants)
+        except HostNetworkError as e:
+            self.log.error(
+                "cannot update what this router forwards; the last rules stay", error=str(e)
+            )
 
     def _dns_follows_exit_node(self) -> None:
         """While the exit node is in use, the resolver forwards the names that are not the

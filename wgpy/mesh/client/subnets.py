@@ -60,9 +60,17 @@ class SubnetRoutes:
         if not self.routes:
             await self.forwarder.close()  # what a killed run left, if anything
             return
+        # nothing from the mesh is forwarded until the map says who may use which route
+        await self.forwarder.restrict([])
         await self.forwarder.apply(self.versions, masquerade=self.snat)
         pending = [r.get("prefix") for r in reply if not r.get("approved")]
         self.log.info("routes advertised", routes=self.routes, awaiting_approval=pending)
+
+    async def restrict(self, grants: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> None:
+        """Forward from each peer only to the prefixes the map grants it (PEER
+        ``routed_for``); nothing for a node that advertises no routes."""
+        if self.routes:
+            await self.forwarder.restrict(grants)
 
     async def close(self) -> None:
         await self.forwarder.close()
