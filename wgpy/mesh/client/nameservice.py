@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from ...dns.names import DEFAULT_BASE_DOMAIN, NameTable, build_table
@@ -190,7 +190,7 @@ class NameService:
             self._save()
             resolved = self.host_dns is not None and self.host_dns.mode is Mode.RESOLVED
             if self._node is not None and resolved:
-                self._refresh = asyncio.ensure_future(self._point_host(self._node))
+                self._after_refresh(self._point_host(self._node))
 
     async def _point_host(self, node: NodeRecord) -> None:
         """Point the host's resolver at a listening address, for the table's base domain."""
@@ -257,8 +257,25 @@ class NameService:
             return
         moved = [a.ip for a in node.addresses] != self._own
         renamed = self._pointed is not None and self._pointed != self.table.base_domain
-        if (moved or renamed) and (self._refresh is None or self._refresh.done()):
-            self._refresh = asyncio.ensure_future(self._take_up(node))
+        if moved or renamed:
+            self._after_refresh(self._take_up(node))
+
+    def _after_refresh(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` once the change before it is done: one change of the host's DNS at a
+        time, in order, and :meth:`close` cancels the whole chain (the last one awaits the
+        others)."""
+        previous = self._refresh
+
+        async def in_turn() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.gather(previous, return_exceptions=True)
+            except asyncio.CancelledError:
+                work.close()  # never started: no "never awaited" warning
+                raise
+            await work
+
+        self._refresh = asyncio.ensure_future(in_turn())
 
     async def _take_up(self, node: NodeRecord) -> None:
         """Listen on the node's new overlay addresses (and no longer on its old ones); point
