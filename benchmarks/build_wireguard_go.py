@@ -148,6 +148,15 @@ def check_tree(tree: Path, main: GoMod, sums: dict[tuple[str, str], str]) -> tup
     return module, version
 
 
+def require_go(main: GoMod, have: tuple[int, ...], go: str) -> None:
+    """Refuse a Go older than the `go` line of ``main``'s go.mod."""
+    if have < main.go:
+        raise BuildError(
+            f"{main.module} needs Go {'.'.join(map(str, main.go))} or newer and {go} is "
+            f"{'.'.join(map(str, have))}: pass a newer one with --go."
+        )
+
+
 def go_version(go: str) -> tuple[int, ...]:
     try:
         out = subprocess.run(
@@ -163,12 +172,7 @@ def build(go: str, source: Path, trees: list[Path], output: Path) -> str:
     first line."""
     main = parse_go_mod((source / "go.mod").read_text())
     sums = go_sum_hashes((source / "go.sum").read_text())
-    have = go_version(go)
-    if have < main.go:
-        raise BuildError(
-            f"{main.module} needs Go {'.'.join(map(str, main.go))} or newer and {go} is "
-            f"{'.'.join(map(str, have))}: pass a newer one with --go."
-        )
+    require_go(main, go_version(go), go)
     given = {}
     for tree in trees:
         module, version = check_tree(tree.resolve(), main, sums)

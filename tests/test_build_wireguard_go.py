@@ -21,6 +21,7 @@ from build_wireguard_go import (
     module_hash,
     parse_go_mod,
     parse_version,
+    require_go,
 )
 
 # wireguard-go 0.0.20250522's go.mod and the first lines of its go.sum.
@@ -94,6 +95,18 @@ def test_versions_compare_as_numbers() -> None:
     assert parse_version("1.19.8") < parse_version("1.23.1") < parse_version("1.27")
     with pytest.raises(BuildError, match="not a Go version"):
         parse_version("devel")
+
+
+def test_a_go_older_than_go_mod_asks_is_refused() -> None:
+    mod = parse_go_mod(GO_MOD)
+    require_go(mod, (1, 23, 1), "go")
+    require_go(mod, (1, 27, 3), "go")
+    with pytest.raises(BuildError) as info:
+        require_go(mod, (1, 19, 8), "/usr/bin/go")
+    assert str(info.value) == (
+        "golang.zx2c4.com/wireguard needs Go 1.23.1 or newer and /usr/bin/go is 1.19.8: "
+        "pass a newer one with --go."
+    )
 
 
 def test_go_sum_keeps_module_hashes_not_go_mod_hashes() -> None:
