@@ -116,20 +116,24 @@ def tun_tx_dropped(side: WgInterface) -> int:
 
 def measure_tcp(pair: Pair, seconds: float, streams: int) -> dict[str, float]:
     """iperf3 a -> b with ``streams`` TCP streams: Mbit/s received ("mbps"), CPU seconds per
-    GB of both daemons, the sender's retransmits and both TUNs' transmit-queue drops."""
+    GB of both daemons, the sender's retransmits and both TUNs' transmit-queue drops
+    ("tun_drops"; "tun_drops_a" at the sending end, "tun_drops_b" at the receiving end)."""
     pids = daemon_pids(pair)
     cpu0 = sum(cpu_seconds(p) for p in pids)
-    drops0 = tun_tx_dropped(pair.a) + tun_tx_dropped(pair.b)
+    drops0 = (tun_tx_dropped(pair.a), tun_tx_dropped(pair.b))
     extra = ["-P", str(streams)] if streams > 1 else []
     data = iperf3_run(pair.a.ns, pair.b.ns, TUN4[1], seconds, *extra)
     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    drops = tun_tx_dropped(pair.a) + tun_tx_dropped(pair.b) - drops0
+    drops_a = tun_tx_dropped(pair.a) - drops0[0]
+    drops_b = tun_tx_dropped(pair.b) - drops0[1]
     gigabytes = data["end"]["sum_received"]["bytes"] / 1e9
     return {
         "mbps": received_mbits(data),
         "cpu_s_per_gb": cpu / gigabytes if gigabytes else float("inf"),
         "retransmits": float(data["end"].get("sum_sent", {}).get("retransmits", 0)),
-        "tun_drops": float(drops),
+        "tun_drops": float(drops_a + drops_b),
+        "tun_drops_a": float(drops_a),
+        "tun_drops_b": float(drops_b),
     }
 
 
@@ -190,7 +194,8 @@ def run_pairing(
                 cpu = f", {tcp['cpu_s_per_gb']:.1f} CPU s/GB"
             label = "TCP 1 stream " if streams == 1 else f"TCP {streams} streams"
             say(f"      {label} {tcp['mbps']:8.0f} Mbit/s ({tcp['retransmits']:.0f} "
-                f"retransmits, {tcp['tun_drops']:.0f} TUN drops{cpu})")  # fmt: skip
+                f"retransmits, TUN drops {tcp['tun_drops_a']:.0f} sending, "
+                f"{tcp['tun_drops_b']:.0f} receiving{cpu})")  # fmt: skip
         figures["udp_mbps"], figures["udp_loss_pct"] = measure_udp(pair, seconds)
         say(f"      UDP           {figures['udp_mbps']:8.0f} Mbit/s delivered, "
             f"{figures['udp_loss_pct']:.1f} % lost")  # fmt: skip
