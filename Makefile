@@ -100,6 +100,7 @@ bench-mesh: venv
 
 # wgpy beside wireguard-go through real tunnels in namespaces (root): throughput, latency,
 # CPU per GB, RSS, with ratios from the same run; writes benchmarks/results/.
+# WIREGUARD_GO_NEWEST=/path/to/wireguard-go (one built from source) adds it beside Debian's.
 bench: setup
 	$(BIN)/python benchmarks/tunnel.py
 
@@ -107,6 +108,7 @@ bench: setup
 # run with wireguard-go beside them: make bench-ab BASE=HEAD~1 TESTS=latency,tcp1
 # MUX=1 runs both with the STUN demux on their binds (as mesh nodes have it); MUX=compare
 # runs the working tree without and with it (what the demux costs the data path).
+# WIREGUARD_GO_NEWEST=/path/to/wireguard-go adds it as a second reference beside Debian's.
 bench-ab: setup
 	$(BIN)/python benchmarks/ab.py --base $(or $(BASE),HEAD) --tests $(or $(TESTS),latency,tcp1) \
 	  $(if $(MUX),--mux $(if $(filter 1 on yes,$(MUX)),on,$(MUX)))

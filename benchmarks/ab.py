@@ -18,12 +18,18 @@ each wgpy interface's bind, as a mesh node has it (benchmarks/mux_userspace.py):
 both base and new with it (the base revision must have wgpy.nat.stunmux); `compare` runs the
 working tree twice instead, without the mux ("new") and with it ("new+mux"), beside
 wireguard-go, and prints new+mux/new: what the demux costs, from the same rounds.
+
+`--newest PATH` (default: $WIREGUARD_GO_NEWEST), a wireguard-go built from source, adds a
+second reference pair beside Debian's: both run in every round, and each test prints
+new/wireguard-go and new/wireguard-go-newest too. The TCP tests also print, per pair, the
+drops of both TUNs' transmit queues (tx_dropped) and iperf3's retransmits, summed over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import statistics
 import subprocess
@@ -35,7 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tunnel import measure_tcp, measure_udp, percentile, ping_times, say  # noqa: E402
+from tunnel import (  # noqa: E402
+    NEWEST_ENV,
+    measure_tcp,
+    measure_udp,
+    percentile,
+    ping_times,
+    say,
+    wireguard_go_version,
+)
+from tunnel_figures import DEBIAN, NEWEST  # noqa: E402
 
 from tests.interop.netns import (  # noqa: E402
     IMPLEMENTATIONS,
@@ -79,13 +94,24 @@ def start_pair(lab: Lab, impl: str, pythonpath: str | None) -> Pair:
     return pair
 
 
-def measure(pair: Pair, test: str, seconds: float, pings: int) -> list[float]:
+def measure(
+    pair: Pair, test: str, seconds: float, pings: int, counts: dict[str, float]
+) -> list[float]:
+    """The test's figures for one pair and round; a TCP test adds its TUN drops and
+    retransmits to ``counts``."""
     if test == "latency":  # what the tunnel adds to each ping: minus the bare veth's p50
         bare = percentile(ping_times(pair, pair.link.b4, 20), 0.5)
         return [t - bare for t in ping_times(pair, TUN4[1], pings)]
     if test == "udp":
         return [measure_udp(pair, seconds)[0]]
-    return [measure_tcp(pair, seconds, 4 if test == "tcp4" else 1)[0]]
+    tcp = measure_tcp(pair, seconds, 4 if test == "tcp4" else 1)
+    for key in ("tun_drops", "retransmits"):
+        counts[key] = counts.get(key, 0.0) + tcp[key]
+    return [tcp["mbps"]]
+
+
+def quotient(x: float, y: float) -> str:
+    return f"{x / y:.3f}" if y else "-"
 
 
 def spread(a: list[float], b: list[float]) -> str:
@@ -130,10 +156,23 @@ def main(argv: list[str]) -> int:
         default="off",
         help="the STUN demux on wgpy's binds: on (base and new), compare (new without and with)",
     )
+    parser.add_argument(
+        "--newest",
+        metavar="PATH",
+        default=os.environ.get(NEWEST_ENV) or None,
+        help=f"a wireguard-go built from source, a second reference (default: ${NEWEST_ENV})",
+    )
     args = parser.parse_args(argv)
     tests = args.tests.split(",")
     if unknown := set(tests) - set(TESTS):
         parser.error(f"unknown tests {sorted(unknown)}; choose from {', '.join(TESTS)}")
+    if args.newest:
+        try:
+            wireguard_go_version(args.newest)
+        except ValueError as e:
+            say(f"bench-ab: {e}")
+            return 2
+        IMPLEMENTATIONS[NEWEST] = str(Path(args.newest).resolve())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
 
     with contextlib.ExitStack() as stack:
@@ -153,39 +192,49 @@ def main(argv: list[str]) -> int:
         plan: tuple[tuple[str, str, str | None], ...] = (
             ("base", wgpy, str(base_tree)),
             ("new", wgpy, None),
-            ("wireguard-go", "wireguard-go", None),
+            (DEBIAN, DEBIAN, None),
         )
         if args.mux == "compare":
             plan = (plan[1], ("new+mux", MUXED, None), plan[2])
+        if args.newest:
+            plan += ((NEWEST, NEWEST, None),)
         pairs = {}
         for label, impl, path in plan:
             lab = stack.enter_context(Lab(tmp / label.replace("+", "-")))
             pairs[label] = start_pair(lab, impl, path)
+        refs = " and ".join(label for label in (DEBIAN, NEWEST) if label in pairs)
         if args.mux == "compare":
-            say("A/B: the working tree without the STUN demux and with it, wireguard-go for "
+            say(f"A/B: the working tree without the STUN demux and with it, {refs} for "
                 "reference")  # fmt: skip
         else:
             mux = " (both with the STUN demux)" if args.mux == "on" else ""
-            say(f"A/B: base {args.base} against the working tree{mux}, wireguard-go for "
+            say(f"A/B: base {args.base} against the working tree{mux}, {refs} for "
                 "reference")  # fmt: skip
         results: dict[str, dict[str, list[float]]] = {t: {k: [] for k in pairs} for t in tests}
         per_round: dict[str, dict[str, list[float]]] = {t: {k: [] for k in pairs} for t in tests}
+        counts: dict[str, dict[str, dict[str, float]]] = {t: {k: {} for k in pairs} for t in tests}
         for r in range(args.rounds):
             for test in tests:
                 for label, pair in pairs.items():
-                    values = measure(pair, test, args.seconds, args.pings)
+                    values = measure(pair, test, args.seconds, args.pings, counts[test][label])
                     results[test][label] += values
                     per_round[test][label].append(statistics.median(values))
             say(f"  round {r + 1}/{args.rounds} done")
     a, b = ("new", "new+mux") if args.mux == "compare" else ("base", "new")
+    references = [label for label in (DEBIAN, NEWEST) if label in pairs]
     for test in tests:
         figures = {k: statistics.median(v) for k, v in results[test].items()}
         unit = "ms added (p50)" if test == "latency" else "Mbit/s (median)"
-        say(
-            f"{test:8} {a} {figures[a]:8.3f}  {b} {figures[b]:8.3f}  "
-            f"wireguard-go {figures['wireguard-go']:8.3f}  {unit};  "
-            f"{b}/{a} {figures[b] / figures[a]:.3f}{spread(per_round[test][a], per_round[test][b])}"
-        )
+        shown = "  ".join(f"{k} {figures[k]:8.3f}" for k in (a, b, *references))
+        line = f"{test:8} {shown}  {unit}"
+        for ref in (a, *references):
+            line += f";  {b}/{ref} {quotient(figures[b], figures[ref])}"
+            line += spread(per_round[test][ref], per_round[test][b])
+        say(line)
+        if test.startswith("tcp"):
+            for key, label in (("tun_drops", "TUN drops"), ("retransmits", "retransmits")):
+                summed = ", ".join(f"{k} {counts[test][k][key]:.0f}" for k in pairs)
+                say(f"  {test} {label} (all rounds): {summed}")
     return 0
 
 

@@ -32,31 +32,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tests.interop.mesh_lab import HUB4, Mesh, MeshNode  # noqa: E402
-from tests.interop.netns import Lab, Namespace, iperf3_json, wait_for  # noqa: E402
+from tests.interop.netns import Lab, Namespace, iperf3_mbits, wait_for  # noqa: E402
 
-IPERF_PORT = 5201
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def iperf3(client: Namespace, server: Namespace, address: str, seconds: float) -> float:
-    """One TCP stream client -> address (served in ``server``): Mbit/s received."""
-    process = server.spawn(
-        ["iperf3", "-s", "-1", "-B", address, "-p", str(IPERF_PORT)], log="iperf3"
-    )
-    try:
-        wait_for(lambda: server.tcp_listening(IPERF_PORT), timeout=10, what="iperf3 -s")
-        result = client.run(
-            ["iperf3", "-c", address, "-p", str(IPERF_PORT), "-t", f"{seconds:g}", "-J",
-             "--connect-timeout", "5000"],
-            check=False,
-            timeout=seconds + 30,
-        )  # fmt: skip
-        data = iperf3_json(result)
-        if result.returncode != 0 or "error" in data:
-            raise RuntimeError(f"iperf3 failed: {data.get('error', result.stderr)}")
-        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
-    finally:
-        process.stop()
 
 
 def build(lab: Lab) -> tuple[MeshNode, MeshNode, Namespace, str]:
@@ -90,8 +68,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wgpy-bench-exit-") as tmp, Lab(Path(tmp)) as lab:
         laptop, exit_node, internet, far = build(lab)
         for n in range(args.rounds):
-            direct = iperf3(laptop.ns, exit_node.ns, exit_node.ipv4, args.seconds)
-            through = iperf3(laptop.ns, internet, far, args.seconds)
+            direct = iperf3_mbits(laptop.ns, exit_node.ns, exit_node.ipv4, args.seconds)
+            through = iperf3_mbits(laptop.ns, internet, far, args.seconds)
             runs["direct"].append(direct)
             runs["exit"].append(through)
             print(f"round {n + 1}: direct {direct:.0f} Mbit/s, through the exit node "

@@ -68,7 +68,7 @@ from tests.interop.netns import (  # noqa: E402
     Lab,
     Namespace,
     Process,
-    iperf3_json,
+    iperf3_mbits,
     unique_ifname,
     wait_for,
 )
@@ -79,7 +79,6 @@ WGPY = str(Path(sys.executable).parent / "wgpy")
 HTTP_PORT = 8080
 STUN_PORTS = (3478, 3479)
 NODE_PORT = 41641
-IPERF_PORT = 5201
 PING_INTERVAL = 0.02  # seconds between the pinger's requests: the first packet's resolution
 CONNECT_TIMEOUT = 20.0  # seconds after t0 without a reply: the trial did not connect
 SETTLE = 3.0  # seconds after the first packet for a path to become direct
@@ -363,23 +362,7 @@ class Bench:
 
     def iperf3(self, node_a: MeshNode, node_b: MeshNode, seconds: float) -> float:
         """TCP a -> b through the tunnel (Mbit/s received)."""
-        server = node_b.ns.spawn(["iperf3", "-s", "-1", "-B", node_b.ipv4, "-p",
-                                  str(IPERF_PORT)], log="iperf3")  # fmt: skip
-        try:
-            wait_for(lambda: node_b.ns.tcp_listening(IPERF_PORT), timeout=10,
-                     what="iperf3 -s to listen")  # fmt: skip
-            result = node_a.ns.run(
-                ["iperf3", "-c", node_b.ipv4, "-p", str(IPERF_PORT), "-t", f"{seconds:g}", "-J",
-                 "--connect-timeout", "5000"],
-                check=False,
-                timeout=seconds + 30,
-            )  # fmt: skip
-            data = iperf3_json(result)
-            if result.returncode != 0 or "error" in data:
-                raise RuntimeError(f"iperf3 failed: {data.get('error', result.stderr)}")
-            return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
-        finally:
-            server.stop()
+        return iperf3_mbits(node_a.ns, node_b.ns, node_b.ipv4, seconds)
 
 
 def describe(name: str, figures: dict[str, Any]) -> str:

@@ -1,11 +1,13 @@
 """`make bench`: wgpy beside wireguard-go through real tunnels, ratios from the same run.
 
 Two network namespaces joined by a veth pair, a userspace WireGuard interface in each. For
-every pairing (wgpy to wgpy, Debian's wireguard-go to itself, wgpy to wireguard-go), one after
-the other within each round, and several rounds:
+every pairing (wgpy to wgpy, Debian's wireguard-go to itself, wgpy to wireguard-go; with
+--newest PATH or WIREGUARD_GO_NEWEST=PATH also that wireguard-go, built from source, to itself
+and wgpy to it), one after the other within each round, and several rounds:
 
-  tcp1     iperf3, one TCP stream, a to b (Mbit/s received)
-  tcp4     iperf3, 4 TCP streams
+  tcp1     iperf3, one TCP stream, a to b (Mbit/s received; iperf3's retransmits; the drops
+           of both TUNs' transmit queues, tx_dropped, over the run)
+  tcp4     iperf3, 4 TCP streams (the same)
   udp      iperf3 UDP at the highest rate the sender manages (delivered Mbit/s and loss)
   latency  ping through the tunnel and over the bare veth; what the tunnel adds (p50, p99)
   cpu      CPU seconds both daemons spent per GB moved by the one-stream run
@@ -13,10 +15,11 @@ the other within each round, and several rounds:
 
 plus the sans-IO core's own figures (benchmarks/core.py). Results: a JSON file, a Markdown
 table and a PNG chart under benchmarks/results/, and on the terminal the ratios
-wgpy / wireguard-go with medians and spreads. Everything it creates (namespaces, processes,
-sockets) is removed at the end, also on Ctrl-C. Needs root.
+wgpy / each wireguard-go with medians and spreads (benchmarks/tunnel_figures.py), and each
+binary's --version. Everything it creates (namespaces, processes, sockets) is removed at the
+end, also on Ctrl-C. Needs root.
 
-    .venv/bin/python benchmarks/tunnel.py [--rounds 3] [--seconds 10] [--quick]
+    .venv/bin/python benchmarks/tunnel.py [--rounds 3] [--seconds 10] [--quick] [--newest PATH]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -40,42 +44,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.interop.netns import (  # noqa: E402  (the repository's namespace lab)
+    IMPLEMENTATIONS,
     TUN4,
     Lab,
     Pair,
+    WgInterface,
     b64,
-    iperf3_json,
+    iperf3_run,
     make_pair,
+    received_mbits,
     wait_for,
 )
 
-PAIRINGS = [("wgpy", "wgpy"), ("wireguard-go", "wireguard-go"), ("wgpy", "wireguard-go")]
-BASELINE = "wireguard-go/wireguard-go"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from tunnel_figures import (  # noqa: E402
+    DEBIAN,
+    NEWEST,
+    chart,
+    implementations,
+    markdown,
+    name_of,
+    pairings,
+    percentile,
+    ratio_lines,
+    summarize,
+)
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PORT = 5201
 UDP_PAYLOAD = 1392  # an inner MTU of 1420 less the IPv4 and UDP headers
 RESULTS = ROOT / "benchmarks" / "results"
-
-# metric -> (label, unit, higher is better)
-METRICS: dict[str, tuple[str, str, bool]] = {
-    "tcp1_mbps": ("TCP, 1 stream", "Mbit/s", True),
-    "tcp4_mbps": ("TCP, 4 streams", "Mbit/s", True),
-    "udp_mbps": ("UDP delivered", "Mbit/s", True),
-    "udp_loss_pct": ("UDP loss", "%", False),
-    "added_latency_p50_ms": ("latency added, p50", "ms", False),
-    "added_latency_p99_ms": ("latency added, p99", "ms", False),
-    "cpu_s_per_gb": ("CPU per GB (both daemons)", "s", False),
-    "peak_rss_mb": ("peak RSS (larger daemon)", "MB", False),
-}
+NEWEST_ENV = "WIREGUARD_GO_NEWEST"
 
 
 def say(text: str) -> None:
     with contextlib.suppress(BrokenPipeError):
         print(text, flush=True)
-
-
-def name_of(pairing: tuple[str, str]) -> str:
-    return f"{pairing[0]}/{pairing[1]}"
 
 
 # ------------------------------------------------------------------ per-process figures
@@ -104,41 +107,42 @@ def daemon_pids(pair: Pair) -> list[int]:
 # ------------------------------------------------------------------ measurements
 
 
-def iperf3(pair: Pair, seconds: float, *extra: str) -> dict[str, Any]:
-    server = pair.b.ns.spawn(["iperf3", "-s", "-1", "-B", TUN4[1], "-p", str(PORT)], log="iperf3")
-    try:
-        wait_for(lambda: pair.b.ns.tcp_listening(PORT), timeout=10, what="iperf3 -s to listen")
-        result = pair.a.ns.run(
-            ["iperf3", "-c", TUN4[1], "-p", str(PORT), "-t", f"{seconds:g}", "-J",
-             "--connect-timeout", "5000", *extra],
-            check=False,
-            timeout=seconds + 60,
-        )  # fmt: skip
-        data = iperf3_json(result)
-        if result.returncode != 0 or "error" in data:
-            raise RuntimeError(f"iperf3 failed: {data.get('error', result.stderr)}")
-        return data
-    finally:
-        server.stop()
+def tun_tx_dropped(side: WgInterface) -> int:
+    """The packets the kernel dropped at this TUN's transmit queue (a full queue: the daemon
+    did not read fast enough), read inside its namespace."""
+    path = f"/sys/class/net/{side.name}/statistics/tx_dropped"
+    return int(side.ns.run(["cat", path], timeout=10).stdout)
 
 
-def measure_tcp(pair: Pair, seconds: float, streams: int) -> tuple[float, float]:
-    """(Mbit/s received, CPU seconds per GB of both daemons)."""
+def measure_tcp(pair: Pair, seconds: float, streams: int) -> dict[str, float]:
+    """iperf3 a -> b with ``streams`` TCP streams: Mbit/s received ("mbps"), CPU seconds per
+    GB of both daemons, the sender's retransmits and both TUNs' transmit-queue drops
+    ("tun_drops"; "tun_drops_a" at the sending end, "tun_drops_b" at the receiving end)."""
     pids = daemon_pids(pair)
     cpu0 = sum(cpu_seconds(p) for p in pids)
+    drops0 = (tun_tx_dropped(pair.a), tun_tx_dropped(pair.b))
     extra = ["-P", str(streams)] if streams > 1 else []
-    data = iperf3(pair, seconds, *extra)
+    data = iperf3_run(pair.a.ns, pair.b.ns, TUN4[1], seconds, *extra)
     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    received = data["end"]["sum_received"]
-    gigabytes = received["bytes"] / 1e9
-    return received["bits_per_second"] / 1e6, cpu / gigabytes if gigabytes else float("inf")
+    drops_a = tun_tx_dropped(pair.a) - drops0[0]
+    drops_b = tun_tx_dropped(pair.b) - drops0[1]
+    gigabytes = data["end"]["sum_received"]["bytes"] / 1e9
+    return {
+        "mbps": received_mbits(data),
+        "cpu_s_per_gb": cpu / gigabytes if gigabytes else float("inf"),
+        "retransmits": float(data["end"].get("sum_sent", {}).get("retransmits", 0)),
+        "tun_drops": float(drops_a + drops_b),
+        "tun_drops_a": float(drops_a),
+        "tun_drops_b": float(drops_b),
+    }
 
 
 def measure_udp(pair: Pair, seconds: float) -> tuple[float, float]:
     """(delivered Mbit/s, loss %) with the sender as fast as it goes."""
-    data = iperf3(pair, seconds, "-u", "-b", "0", "-l", str(UDP_PAYLOAD))
+    data = iperf3_run(pair.a.ns, pair.b.ns, TUN4[1], seconds, "-u", "-b", "0", "-l",
+                      str(UDP_PAYLOAD))  # fmt: skip
     received = data["end"]["sum_received"]  # the receiver's view ("sum" is the sender's)
-    return received["bits_per_second"] / 1e6, float(received.get("lost_percent", 0.0))
+    return received_mbits(data), float(received.get("lost_percent", 0.0))
 
 
 PING_TIME = re.compile(r"time=([\d.]+) ms")
@@ -154,11 +158,6 @@ def ping_times(pair: Pair, target: str, count: int) -> list[float]:
     if len(times) < count * 0.9:
         raise RuntimeError(f"ping {target}: {len(times)} of {count} replies")
     return times
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure_latency(pair: Pair, count: int) -> tuple[float, float]:
@@ -183,11 +182,20 @@ def run_pairing(
             what="the tunnel to carry a ping",
         )
         figures: dict[str, float] = {}
-        figures["tcp1_mbps"], figures["cpu_s_per_gb"] = measure_tcp(pair, seconds, 1)
-        say(f"      TCP 1 stream  {figures['tcp1_mbps']:8.0f} Mbit/s "
-            f"({figures['cpu_s_per_gb']:.1f} CPU s/GB)")  # fmt: skip
-        figures["tcp4_mbps"], _ = measure_tcp(pair, seconds, 4)
-        say(f"      TCP 4 streams {figures['tcp4_mbps']:8.0f} Mbit/s")
+        for streams in (1, 4):
+            tcp = measure_tcp(pair, seconds, streams)
+            key = f"tcp{streams}"
+            figures[f"{key}_mbps"] = tcp["mbps"]
+            figures[f"{key}_retransmits"] = tcp["retransmits"]
+            figures[f"{key}_tun_drops"] = tcp["tun_drops"]
+            cpu = ""
+            if streams == 1:
+                figures["cpu_s_per_gb"] = tcp["cpu_s_per_gb"]
+                cpu = f", {tcp['cpu_s_per_gb']:.1f} CPU s/GB"
+            label = "TCP 1 stream " if streams == 1 else f"TCP {streams} streams"
+            say(f"      {label} {tcp['mbps']:8.0f} Mbit/s ({tcp['retransmits']:.0f} "
+                f"retransmits, TUN drops {tcp['tun_drops_a']:.0f} sending, "
+                f"{tcp['tun_drops_b']:.0f} receiving{cpu})")  # fmt: skip
         figures["udp_mbps"], figures["udp_loss_pct"] = measure_udp(pair, seconds)
         say(f"      UDP           {figures['udp_mbps']:8.0f} Mbit/s delivered, "
             f"{figures['udp_loss_pct']:.1f} % lost")  # fmt: skip
@@ -237,129 +245,48 @@ def measure_many_peers(impl: str, workdir: Path, peers: int) -> dict[str, float]
         }
 
 
-# ------------------------------------------------------------------ summary and output
+# ------------------------------------------------------------------ the binaries
 
 
-def summarize(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
-    pairings = [name_of(p) for p in PAIRINGS]
-    summary: dict[str, Any] = {}
-    for pairing in pairings:
-        summary[pairing] = {}
-        for metric in METRICS:
-            values = [r[pairing][metric] for r in rounds if pairing in r]
-            if values:
-                summary[pairing][metric] = {
-                    "median": statistics.median(values),
-                    "min": min(values),
-                    "max": max(values),
-                    "values": values,
-                }
-    ratios: dict[str, dict[str, float]] = {}
-    for pairing in pairings:
-        if pairing == BASELINE:
-            continue
-        ratios[pairing] = {}
-        for metric in METRICS:
-            # ratio of medians, and the spread of the per-round ratios (same round, same noise)
-            per_round = [
-                r[pairing][metric] / r[BASELINE][metric]
-                for r in rounds
-                if pairing in r and BASELINE in r and r[BASELINE][metric]
-            ]
-            if per_round:
-                ratios[pairing][metric] = statistics.median(per_round)
-                ratios[pairing][metric + "_min"] = min(per_round)
-                ratios[pairing][metric + "_max"] = max(per_round)
-    return {"summary": summary, "ratios": ratios}
+def version_of(path: str) -> str:
+    """The first line of ``path --version`` ("" when it prints nothing or fails)."""
+    try:
+        result = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = result.stdout.strip().splitlines()
+    return lines[0].strip() if result.returncode == 0 and lines else ""
 
 
-def num(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+def wireguard_go_version(path: str) -> str:
+    """The version line of the wireguard-go at ``path``; ValueError with one sentence when
+    ``path`` is not an executable wireguard-go."""
+    file = Path(path)
+    if not file.is_file() or not os.access(file, os.X_OK):
+        raise ValueError(
+            f"{NEWEST_ENV} / --newest {path} is not an executable file; give the path of a "
+            "wireguard-go binary (benchmarks/README.md says how to build one)."
+        )
+    version = version_of(str(file.resolve()))
+    if not version.startswith("wireguard-go "):
+        raise ValueError(
+            f"{path} is not a wireguard-go: `{path} --version` printed "
+            f"{version or 'nothing'!r} instead of a line starting with 'wireguard-go '."
+        )
+    return version
 
 
-def markdown(result: dict[str, Any]) -> str:
-    summary, ratios = result["summary"], result["ratios"]
-    pairings = list(summary)
-    lines = [
-        f"# wgpy beside wireguard-go, {result['date']}",
-        "",
-        f"{result['rounds']} rounds of {result['seconds']:g} s per test; medians (min-max). "
-        f"Command: `{result['command']}`.",
-        "",
-        "| metric | " + " | ".join(pairings) + " |",
-        "| --- |" + " --- |" * len(pairings),
-    ]
-    for metric, (label, unit, _) in METRICS.items():
-        cells = []
-        for pairing in pairings:
-            s = summary[pairing].get(metric)
-            cells.append(f"{num(s['median'])} ({num(s['min'])}-{num(s['max'])})" if s else "-")
-        lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
-    lines += ["", f"Ratios to {BASELINE} in the same rounds (median of per-round ratios):", ""]
-    lines.append("| metric | " + " | ".join(ratios) + " |")
-    lines.append("| --- |" + " --- |" * len(ratios))
-    for metric, (label, _, higher) in METRICS.items():
-        cells = []
-        for pairing in ratios:
-            r = ratios[pairing].get(metric)
-            better = "higher is better" if higher else "lower is better"
-            cells.append(
-                f"{r:.2f}x ({ratios[pairing][metric + '_min']:.2f}-"
-                f"{ratios[pairing][metric + '_max']:.2f}, {better})"
-                if r is not None
-                else "-"
-            )
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    many = result.get("many_peers")
-    if many:
-        lines += ["", "One interface with many peers configured:", "",
-                  "| implementation | peers | `wg setconf` | `wg show dump` | peak RSS |",
-                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
-        for impl, m in many.items():
-            lines.append(f"| {impl} | {m['peers']:,} | {m['setconf_s']:.2f} s | "
-                         f"{m['show_s']:.2f} s | {m['peak_rss_mb']:.0f} MB |")  # fmt: skip
-    core = result.get("core")
-    if core:
-        lines += ["", "The sans-IO core on one core (benchmarks/core.py):", ""]
-        for key, value in core.items():
-            lines.append(f"- {key}: {value['median']:,.0f}")
-    return "\n".join(lines) + "\n"
-
-
-def chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = result["summary"]
-    pairings = list(summary)
-    shown = ["tcp1_mbps", "tcp4_mbps", "udp_mbps", "added_latency_p50_ms", "peak_rss_mb"]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4))
-    for ax, metric in zip(axes, shown, strict=True):
-        label, unit, _ = METRICS[metric]
-        medians = [summary[p][metric]["median"] for p in pairings]
-        low = [m - summary[p][metric]["min"] for p, m in zip(pairings, medians, strict=True)]
-        high = [summary[p][metric]["max"] - m for p, m in zip(pairings, medians, strict=True)]
-        ax.bar(range(len(pairings)), medians, yerr=[low, high], capsize=4,
-               color=["#3b7dd8", "#888888", "#7fb3ee"][: len(pairings)])  # fmt: skip
-        ax.set_xticks(range(len(pairings)), [p.replace("/", "\n") for p in pairings], fontsize=8)
-        ax.set_title(f"{label} ({unit})", fontsize=10)
-    fig.suptitle(f"wgpy beside wireguard-go ({result['date']}, medians, min-max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def print_ratios(result: dict[str, Any]) -> None:
-    say(f"\nratios to {BASELINE}, same rounds (median, min-max):")
-    for pairing, ratios in result["ratios"].items():
-        say(f"  {pairing}")
-        for metric, (label, _, higher) in METRICS.items():
-            if metric in ratios:
-                mark = "higher is better" if higher else "lower is better"
-                low, high = ratios[metric + "_min"], ratios[metric + "_max"]
-                say(f"    {label:28s} {ratios[metric]:5.2f}x ({low:.2f}-{high:.2f}; {mark})")
+def versions(newest: str | None) -> dict[str, str]:
+    """Each implementation's --version line, as the results record them."""
+    found = {
+        "wgpy": version_of(IMPLEMENTATIONS["wgpy"]) or "?",
+        f"{DEBIAN} (Debian)": version_of(shutil.which(IMPLEMENTATIONS[DEBIAN]) or DEBIAN) or "?",
+    }
+    if newest:
+        found[f"{NEWEST} ({newest})"] = version_of(newest) or "?"
+    return found
 
 
 def core_figures(quick: bool) -> dict[str, Any]:
@@ -383,10 +310,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--peers", type=int, default=10_000, help="for the many-peers test")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s tests, a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--newest",
+        metavar="PATH",
+        default=os.environ.get(NEWEST_ENV) or None,
+        help=f"a second wireguard-go (built from source) measured beside Debian's "
+        f"(default: ${NEWEST_ENV})",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: this creates network namespaces; run it as root", file=sys.stderr)
         return 1
+    if args.newest:
+        try:
+            wireguard_go_version(args.newest)
+        except ValueError as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 2
+        args.newest = str(Path(args.newest).resolve())
+        IMPLEMENTATIONS[NEWEST] = args.newest
     if args.quick:
         args.rounds, args.seconds, args.pings, args.peers = 1, 2.0, 20, 1000
     if args.rounds < 1 or args.seconds <= 0 or args.pings < 10:
@@ -394,15 +336,18 @@ def main(argv: list[str]) -> int:
     # SIGTERM unwinds like Ctrl-C, so every namespace and daemon is removed on the way out
     signal.signal(signal.SIGTERM, _interrupted)
     command = "make bench" if not argv else "benchmarks/tunnel.py " + " ".join(argv)
+    if args.newest and "--newest" not in argv:
+        command += f" ({NEWEST_ENV}={os.environ[NEWEST_ENV]})"
+    measured = pairings(bool(args.newest))
     started = datetime.datetime.now(datetime.UTC)
     rounds: list[dict[str, dict[str, float]]] = []
-    total = args.rounds * len(PAIRINGS)
+    total = args.rounds * len(measured)
     done = 0
     with tempfile.TemporaryDirectory(prefix="wgpy-bench-") as tmp:
         try:
             for r in range(args.rounds):
                 figures: dict[str, dict[str, float]] = {}
-                for pairing in PAIRINGS:
+                for pairing in measured:
                     done += 1
                     say(f"[{done}/{total}] round {r + 1}: {name_of(pairing)}")
                     workdir = Path(tmp) / f"r{r}-{pairing[0]}-{pairing[1]}"
@@ -411,7 +356,7 @@ def main(argv: list[str]) -> int:
                     )
                 rounds.append(figures)
             many: dict[str, dict[str, float]] = {}
-            for impl in ("wgpy", "wireguard-go"):
+            for impl in implementations(bool(args.newest)):
                 say(f"{impl} with {args.peers:,} peers configured ...")
                 many[impl] = measure_many_peers(impl, Path(tmp) / f"many-{impl}", args.peers)
                 m = many[impl]
@@ -428,6 +373,7 @@ def main(argv: list[str]) -> int:
         "rounds": args.rounds,
         "seconds": args.seconds,
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        "versions": versions(args.newest),
         "per_round": rounds,
         "core": core,
         "many_peers": many,
@@ -443,7 +389,8 @@ def main(argv: list[str]) -> int:
         latest.unlink(missing_ok=True)
         latest.symlink_to(f"{stem}.{suffix}")
     say("\n" + markdown(result))
-    print_ratios(result)
+    for line in ratio_lines(result):
+        say(line)
     say(f"\nwritten: {args.out / stem}.json, .md, .png (and latest.*)")
     return 0
 

@@ -850,3 +850,44 @@ def iperf3_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise CommandError(f"iperf3 output is not JSON ({e}): {result.stdout[-2000:]!r}") from None
     return data
+
+
+IPERF3_PORT = 5201
+
+
+def iperf3_run(
+    client: Namespace,
+    server: Namespace,
+    address: str,
+    seconds: float,
+    *extra: str,
+    port: int = IPERF3_PORT,
+) -> dict[str, Any]:
+    """`iperf3 -c address` from ``client`` against a one-shot `iperf3 -s` bound to ``address``
+    in ``server``: the client's parsed JSON report (``extra``: more client options, e.g.
+    ``-P 4`` or ``-u``). Raises RuntimeError when iperf3 reports a failure."""
+    process = server.spawn(["iperf3", "-s", "-1", "-B", address, "-p", str(port)], log="iperf3")
+    try:
+        wait_for(lambda: server.tcp_listening(port), timeout=10, what="iperf3 -s to listen")
+        result = client.run(
+            ["iperf3", "-c", address, "-p", str(port), "-t", f"{seconds:g}", "-J",
+             "--connect-timeout", "5000", *extra],
+            check=False,
+            timeout=seconds + 60,
+        )  # fmt: skip
+        data = iperf3_json(result)
+        if result.returncode != 0 or "error" in data:
+            raise RuntimeError(f"iperf3 failed: {data.get('error', result.stderr)}")
+        return data
+    finally:
+        process.stop()
+
+
+def received_mbits(data: dict[str, Any]) -> float:
+    """Mbit/s as the receiver counted them, from iperf3's JSON report ("sum" is the sender's)."""
+    return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
+
+
+def iperf3_mbits(client: Namespace, server: Namespace, address: str, seconds: float) -> float:
+    """One TCP stream from ``client`` to ``address`` (served in ``server``): Mbit/s received."""
+    return received_mbits(iperf3_run(client, server, address, seconds))
