@@ -25,7 +25,7 @@ from wgpy.keys import key_from_base64, key_to_base64
 from wgpy.mesh.client import daemon, reconcile
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.exitnode import check_exit_node, choose
-from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, resolve
+from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, put_back, resolve
 from wgpy.mesh.client.netmap import PeerRecord, parse_peer
 from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
 from wgpy.mesh.client.reconcile import Current, DevicePeer, SendStaged, SetAllowedIPs
@@ -278,6 +278,48 @@ async def test_routing_is_added_in_order_and_deleted_exactly_in_reverse(tmp_path
     ip.calls.clear()
     await routing.remove()  # twice: nothing more
     assert ip.calls == []
+
+
+async def test_the_src_valid_mark_before_is_written_down_while_it_is_changed(
+    tmp_path: Path,
+) -> None:
+    proc = sysctl_tree(tmp_path / "proc", "0")
+    record = tmp_path / "exit-routing.json"
+    log = structlog.get_logger()
+    routing = ExitRouting("wgpy0", Marks(), log, run=FakeIp(), proc_sys=proc, record=record)
+    await routing.apply((4,), [], allow_lan=False)
+    assert json.loads(record.read_text()) == {"src_valid_mark": "0"}
+    assert record.stat().st_mode & 0o777 == 0o600
+    await routing.remove()
+    assert not record.exists()
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "0\n"
+    # already on: not ours, nothing written down
+    (proc / "net/ipv4/conf/all/src_valid_mark").write_text("1\n")
+    routing = ExitRouting("wgpy0", Marks(), log, run=FakeIp(), proc_sys=proc, record=record)
+    await routing.apply((4,), [], allow_lan=False)
+    assert not record.exists()
+    await routing.remove()
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
+
+
+async def test_a_killed_runs_src_valid_mark_is_put_back_from_its_record(tmp_path: Path) -> None:
+    proc = sysctl_tree(tmp_path / "proc", "0")
+    record = tmp_path / "exit-routing.json"
+    routing = ExitRouting(
+        "wgpy0", Marks(), structlog.get_logger(), run=FakeIp(), proc_sys=proc, record=record
+    )
+    await routing.apply((4,), [], allow_lan=False)  # and never removed: killed
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
+    assert put_back(record, proc) == "0"
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "0\n"
+    assert not record.exists()
+    assert put_back(record, proc) is None  # once
+    for junk in ("{", '{"src_valid_mark": "7"}', '{"src_valid_mark": 0}', "[]"):
+        record.write_text(junk)
+        (proc / "net/ipv4/conf/all/src_valid_mark").write_text("1\n")
+        assert put_back(record, proc) is None
+        assert not record.exists()
+        assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
 
 
 async def test_a_failure_half_way_undoes_what_was_added(tmp_path: Path) -> None:

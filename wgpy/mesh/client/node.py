@@ -62,10 +62,12 @@ from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .dns import overlay_addresses
 from .exitnode import choose as choose_exit_node
 from .exitroute import (
+    EXIT_ROUTING_FILE,
     ExitRouting,
     Runner,
     check_exit_node_host,
     control_plane_hosts,
+    put_back,
     resolve,
     versions_of,
 )
@@ -272,6 +274,7 @@ class MeshNode:
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
             hostnet = self.hostnet = HostNet(iface.name, iface.device, self.host, self.log)
+            self._put_back_exit_routing()
             if self.config.exit_node:
                 self.exit_routing = self._exit_routing(iface)
             self.traversal = self._traversal(iface)
@@ -820,9 +823,20 @@ class MeshNode:
             if setter is not None:
                 setter(mark)
 
+        record = self.state.path / EXIT_ROUTING_FILE
         if self._exit_runner is None:
-            return ExitRouting(iface.name, set_fwmark, self.log)
-        return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner)
+            return ExitRouting(iface.name, set_fwmark, self.log, record=record)
+        return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner, record=record)
+
+    def _put_back_exit_routing(self) -> None:
+        """The src_valid_mark a killed run that used an exit node turned on, put back."""
+        try:
+            value = put_back(self.state.path / EXIT_ROUTING_FILE)
+        except OSError as e:
+            self.log.warning("cannot put back the src_valid_mark of an earlier run", error=str(e))
+            return
+        if value is not None:
+            self.log.info("an earlier run did not put src_valid_mark back; done", value=value)
 
     async def _exit_node_found(self, *tasks: asyncio.Task[Any]) -> bool:
         """Whether the exit node ``--exit-node`` names is in use, its routing set up (True
