@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
+import structlog.testing
 
 from wgpy.cli import main, mesh
 from wgpy.cli.environment import CommandError, Environment
@@ -508,6 +509,59 @@ def test_the_node_routes_through_the_exit_node_while_the_map_offers_it(tmp_path:
             await waiting.client.close()
 
         asyncio.run(asyncio.wait_for(main(), 30))
+
+
+class HangingIp(FakeIp):
+    """Once ``hang`` is set, hangs on every deletion, as a command stuck on a wedged host
+    would without its own timeout."""
+
+    hang = False
+
+    async def __call__(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        if self.hang and " del " in f" {' '.join(argv)} ":
+            await asyncio.Event().wait()
+        return await super().__call__(argv, stdin)
+
+
+def test_a_stop_step_that_hangs_is_cut_short_and_logged(tmp_path: Path) -> None:
+    """The exit routing's removal hangs: the node stops all the same, within its bound, and
+    says which step it left unfinished."""
+    with FakeServer() as server:
+        _, pub_exit = new_keypair()
+        server.add_node("exit", pub_exit, ["192.0.2.2:41641"]).exit_node = True
+        auth = server.add_auth_key()
+        proc = sysctl_tree(tmp_path, "0")
+
+        async def main() -> None:
+            state = StateDir(tmp_path / "state")
+            config = NodeConfig("wgtest0", 41641, "a", auth_key=auth, exit_node="exit")
+
+            async def factory(name: str, key: bytes, port: int) -> FakeInterface:
+                return FakeInterface(name, key, port)
+
+            client, ip = NodeClient(server.url, timeout=2.0), HangingIp()
+            node = MeshNode(
+                config, client, state, state.load_or_create_key(), interface_factory=factory,
+                host=FakeHost(), exit_runner=ip,
+            )  # fmt: skip
+            node.stop_step_timeout = 0.3
+            node_module_proc(node, proc)
+            task = asyncio.create_task(node.run())
+            try:
+                await asyncio.wait_for(node.ready.wait(), 5)
+                assert node.exit_routing is not None and node.exit_routing.active
+                ip.hang = True
+                with structlog.testing.capture_logs() as logs:
+                    node.stop()
+                    await asyncio.wait_for(task, 2)
+            finally:
+                task.cancel()
+                await client.close()
+            unfinished = [e for e in logs if e["event"].startswith("a step of the node's stop")]
+            assert [e["step"] for e in unfinished] == ["the exit routing removed"]
+            assert node.iface is not None and node.iface.closed.is_set()
+
+        asyncio.run(asyncio.wait_for(main(), 20))
 
 
 def node_module_proc(node: MeshNode, proc: Path) -> None:
