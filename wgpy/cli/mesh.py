@@ -549,6 +549,7 @@ def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         settings = state.read_settings()
         token = state.read_token()
         if not daemon.stop(state, settings, lambda text: _echo(env, text)):
+            _put_back_src_valid_mark(state, env)
             _put_back_dns(state, settings, env)
         if token is not None and settings is not None:
             _logout(settings, token, env, "logout")
