@@ -14,7 +14,7 @@ routing table are then as they were. Commands go through a runner (``run``,
 The rules a killed node left are found by their priorities; the ``src_valid_mark`` it turned
 on is not, so its value before is written down first (``record``, :data:`EXIT_ROUTING_FILE`
 in the state directory, mode 0600) and the file removed once it is put back: after a crash
-the next ``wgpy up`` or ``wgpy down`` puts it back (:func:`put_back`).
+the next ``wgpy up``, ``wgpy down`` or ``wgpy logout`` puts it back (:func:`put_back`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ __all__ = [
 Runner = Callable[..., Awaitable[str]]  # run_async(argv, stdin=...)
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve the control plane's names
 EXIT_ROUTING_FILE = "exit-routing.json"  # in the state directory: what to put back
-_SYSCTL_VALUE = frozenset("012")  # src_valid_mark is 0 or 1; anything else is no record of ours
+_SYSCTL_VALUE = frozenset("01")  # src_valid_mark is 0 or 1; anything else is no record of ours
 
 
 async def _run(argv: Sequence[str], stdin: str | None = None) -> str:
