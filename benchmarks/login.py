@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,7 +50,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/interop imports tests/oidc as "
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from login_figures import METHODS, markdown, summarize  # noqa: E402
-from nat_figures import first_reply, ping_replies  # noqa: E402
+from report import RESULTS, first_reply, header, ping_replies, say, stop_on_sigterm, write  # noqa: E402
 
 from tests.interop.auth_lab import AuthMesh, browse, login_url  # noqa: E402
 from tests.interop.mesh_lab import HUB4, MeshNode  # noqa: E402
@@ -63,12 +61,6 @@ URL_POLL = 0.01  # seconds between looks at `wgpy up`'s output for the URL
 UP_TIMEOUT = 60.0  # seconds for `wgpy up` to return
 PING_TIMEOUT = 20.0  # seconds after `wgpy up` returned without a reply: the trial failed
 PASSWORD = "a long bench passphrase"
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def say(text: str) -> None:
-    with contextlib.suppress(BrokenPipeError):
-        print(text, flush=True)
 
 
 class TrialFailed(RuntimeError):
@@ -194,10 +186,6 @@ def describe(figures: dict[str, Any]) -> str:
     return ", ".join(f"{label} {figures[k]:.2f} s" for k, label in labels if k in figures)
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="per way to join (default 5)")
@@ -213,7 +201,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench-login: this creates network namespaces; run it as root", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _interrupted)
+    stop_on_sigterm()
     command = "make bench-login" if not argv else "benchmarks/login.py " + " ".join(argv)
     started = datetime.datetime.now(datetime.UTC)
     trials: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -235,24 +223,12 @@ def main(argv: list[str]) -> int:
             say("interrupted: cleaned up, nothing written")
             return 130
     result: dict[str, Any] = {
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command,
-        "trials": args.trials,
-        "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        **header(started, command, args.trials),
         "settings": {"ping_interval_s": PING_INTERVAL, "url_poll_s": URL_POLL},
         "methods": {m: summarize(m, t) for m, t in trials.items()},
         "per_trial": trials,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "login-" + started.strftime("%Y%m%dT%H%M%SZ")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
-    for suffix in ("json", "md"):
-        latest = args.out / f"login-latest.{suffix}"
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(f"{stem}.{suffix}")
-    say("\n" + markdown(result))
-    say(f"written: {args.out / stem}.json, .md (and login-latest.*)")
+    write(args.out, "login", started, result, markdown(result))
     return 0
 
 

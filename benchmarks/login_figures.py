@@ -1,6 +1,6 @@
 """The figures of `make bench-login` (benchmarks/login.py), without I/O: the ways to join it
 times, the summary per way (median / p90 / max) and the Markdown table.
-tests/test_bench_login.py tests this module; the percentiles are nat_figures.py's.
+tests/test_bench_login.py tests this module; the spreads are benchmarks/report.py's.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nat_figures import spread
+from report import seconds, spread
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,6 @@ def summarize(method: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": [str(t["error"]) for t in trials if t.get("error")],
         "times": {k: spread([t[k] for t in done if t.get(k) is not None]) for k in TIMES},
     }
-
-
-def seconds(s: dict[str, float] | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s['median']:.2f} / {s['p90']:.2f} / {s['max']:.2f}"
 
 
 def markdown(result: dict[str, Any]) -> str:

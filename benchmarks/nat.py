@@ -50,16 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from nat_figures import (  # noqa: E402
-    CELLS,
-    Cell,
-    first_path,
-    first_reply,
-    log_events,
-    markdown,
-    ping_replies,
-    summarize_cell,
-)
+from nat_figures import CELLS, Cell, first_path, log_events, markdown, summarize_cell  # noqa: E402
+from report import RESULTS, first_reply, header, ping_replies, say, stop_on_sigterm, write  # noqa: E402
 
 from tests.interop.coturn import Coturn  # noqa: E402
 from tests.interop.nat_lab import NatLab, Router  # noqa: E402
@@ -84,13 +76,7 @@ CONNECT_TIMEOUT = 20.0  # seconds after t0 without a reply: the trial did not co
 SETTLE = 3.0  # seconds after the first packet for a path to become direct
 FAILOVER_TIMEOUT = 12.0
 POLL = 0.05
-RESULTS = ROOT / "benchmarks" / "results"
 UP_ADDRESS = re.compile(r" is up as (\d+\.\d+\.\d+\.\d+)")
-
-
-def say(text: str) -> None:
-    with contextlib.suppress(BrokenPipeError):
-        print(text, flush=True)
 
 
 @dataclass(eq=False)
@@ -384,10 +370,6 @@ def describe(name: str, figures: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10, help="per cell (default 10)")
@@ -407,7 +389,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench-nat: this creates network namespaces; run it as root", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _interrupted)
+    stop_on_sigterm()
     command = "make bench-nat" if not argv else "benchmarks/nat.py " + " ".join(argv)
     started = datetime.datetime.now(datetime.UTC)
     trials: dict[str, list[dict[str, Any]]] = {}
@@ -434,10 +416,7 @@ def main(argv: list[str]) -> int:
             say("interrupted: cleaned up, nothing written")
             return 130
     result: dict[str, Any] = {
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command,
-        "trials": args.trials,
-        "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        **header(started, command, args.trials),
         "settings": {
             "ping_interval_s": PING_INTERVAL,
             "settle_s": SETTLE,
@@ -446,16 +425,7 @@ def main(argv: list[str]) -> int:
         "cells": {name: summarize_cell(name, t) for name, t in trials.items()},
         "per_trial": trials,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "nat-" + started.strftime("%Y%m%dT%H%M%SZ")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
-    for suffix in ("json", "md"):
-        latest = args.out / f"nat-latest.{suffix}"
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(f"{stem}.{suffix}")
-    say("\n" + markdown(result))
-    say(f"written: {args.out / stem}.json, .md (and nat-latest.*)")
+    write(args.out, "nat", started, result, markdown(result))
     return 0
 
 

@@ -1,16 +1,18 @@
 """The figures of `make bench-nat` (benchmarks/nat.py), without I/O: the lab's cells and the
 issue's targets, what a trial's ping and node log say, the summary per cell, and the
 Markdown table. benchmarks/nat.py runs the lab; tests/test_bench_nat.py tests this module.
+The ping output's parsing and the spreads are benchmarks/report.py's (login.py's too).
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from report import seconds, spread
 
 
 @dataclass(frozen=True)
@@ -88,33 +90,6 @@ TIMES: dict[str, str] = {
 
 # ------------------------------------------------------------------ what a trial's output says
 
-# `ping -D -n`: "[1733596496.123456] 64 bytes from 100.64.0.2: icmp_seq=5 ttl=64 time=1.23 ms"
-PING_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+) .*time=([\d.]+) ms")
-
-
-@dataclass(frozen=True)
-class Reply:
-    sent: float  # wall clock: when the request left (reply time less the round trip)
-    received: float
-    seq: int
-
-
-def ping_replies(text: str) -> list[Reply]:
-    """The echo replies in `ping -D -n` output (error lines and "no answer yet" skipped)."""
-    replies = []
-    for line in text.splitlines():
-        m = PING_REPLY.match(line)
-        if m:
-            received, rtt = float(m.group(1)), float(m.group(3)) / 1000
-            replies.append(Reply(received - rtt, received, int(m.group(2))))
-    return replies
-
-
-def first_reply(replies: Iterable[Reply], *, sent_after: float = 0.0) -> Reply | None:
-    """The first reply to a request sent after ``sent_after`` (wall clock)."""
-    return min((r for r in replies if r.sent > sent_after), key=lambda r: r.received, default=None)
-
-
 # a node's log (wgpy.log, structlog's console renderer):
 # "2026-12-07T18:31:56.123456Z [info     ] path selected   component=paths path=direct ..."
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z?) \[\s*(\w+)\s*\] (.+?)(?:\s{2,}(.*))?$")
@@ -159,22 +134,6 @@ def first_path(
 
 
 # ------------------------------------------------------------------ summary
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {
-        "median": statistics.median(values),
-        "p90": percentile(values, 0.9),
-        "max": max(values),
-        "n": len(values),
-    }
 
 
 def ends(trial: dict[str, Any]) -> str:
@@ -227,12 +186,6 @@ def summarize_cell(name: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ Markdown
-
-
-def seconds(s: dict[str, float] | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s['median']:.2f} / {s['p90']:.2f} / {s['max']:.2f}"
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -11,16 +11,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from nat_figures import (
-    CELLS,
-    Reply,
-    first_path,
-    first_reply,
-    log_events,
-    markdown,
-    ping_replies,
-    summarize_cell,
-)
+from nat_figures import CELLS, first_path, log_events, markdown, summarize_cell
+from report import Reply, first_reply, ping_replies
 
 PING = """\
 PING 100.64.0.2 (100.64.0.2) 56(84) bytes of data.

@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from wgpy.mesh.client.state import StateDir
 
 from .netns import (
     SOCKET_DIR,
+    STACKS_WAIT,
     CommandError,
     Lab,
     Namespace,
@@ -237,12 +239,17 @@ class Mesh:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
+        try:
             wait_for(
                 lambda: pid not in node.ns.pids(),
                 timeout=10,
                 what=f"{node.name}'s daemon to exit",
             )
+        except TimeoutError:  # where it hangs (wgpy/cli/stacks.py), into its log
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+            time.sleep(STACKS_WAIT)
+            print(f"\n===== {node.name}'s daemon did not stop after SIGTERM\n{node.log(200)}")
 
     # ------------------------------------------------------------------ assertions
 

@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 TRAFFIC = HERE / "traffic.py"  # helper programs (stdlib + cryptography) run in namespaces
 PYTHON = sys.executable
 SOCKET_DIR = Path("/var/run/wireguard")
+STACKS_WAIT = 3.0  # seconds for a hung wgpy process to write its stacks after SIGUSR1
+STACKS_DONE = "asyncio tasks ("  # what wgpy/cli/stacks.py writes last (the loop still runs)
 
 # The command that starts each implementation; both take wireguard-go's command line.
 IMPLEMENTATIONS: dict[str, str] = {
@@ -194,6 +196,27 @@ class Process:
 
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout=timeout)
+
+    def wait_stopped(self, timeout: float) -> int:
+        """The exit status of a wgpy node's process once it stops, within ``timeout``
+        seconds. If it does not: SIGUSR1 to it alone (it writes where each thread and task
+        is, wgpy/cli/stacks.py), then an AssertionError with that dump, where it hangs; the
+        process is killed when the namespace goes."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        before = len(self.output())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)  # not reaped: the pid is still ours
+        deadline = time.monotonic() + STACKS_WAIT
+        while STACKS_DONE not in self.output()[before:] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        raise AssertionError(
+            f"{' '.join(self.args[-12:])} did not stop within {timeout} s; where it was "
+            f"(SIGUSR1):\n{self.output()[before:][-20000:] or '(nothing written)'}\n"
+            f"----- its output before\n{self.output()[:before][-4000:]}"
+        )
 
     def stop(self, timeout: float = 5) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; always reaps; returns the exit status."""

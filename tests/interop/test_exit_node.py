@@ -68,6 +68,9 @@ def mesh(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Mesh]:
         print(f"\n===== node logs\n{mesh.logs()}")
 
 
+SRC_VALID_MARK = "net.ipv4.conf.all.src_valid_mark"
+
+
 def seen_by_the_far_end(ns: Namespace, address: str) -> str | None:
     """The address the echo in "inet" saw us come from (None: no answer)."""
     result = ns.run([sys.executable, "-c", ASK, address], check=False, timeout=15)
@@ -109,6 +112,19 @@ def route_get(node: MeshNode, address: str) -> str:
     return node.ns.ip("route", "get", address).stdout
 
 
+def src_valid_mark(ns: Namespace) -> str:
+    return ns.run(["sysctl", "-n", SRC_VALID_MARK]).stdout.strip()
+
+
+def kill_daemon(node: MeshNode) -> None:
+    """SIGKILL to the node's daemon: nothing of its own clean-up runs."""
+    pid = node.daemon_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: pid not in node.ns.pids(), timeout=10, what="the killed daemon to go")
+    (SOCKET_DIR / f"{node.ifname}.sock").unlink(missing_ok=True)
+
+
 def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     mesh: Mesh, lab: Lab
 ) -> None:
@@ -137,6 +153,7 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     # a strict reverse-path check, as some distributions have: replies must get their mark
     # back (wg-quick's connection-mark rules) or the tunnel's routes would reject them
     laptop.ns.sysctl("net.ipv4.conf.all.rp_filter", 1)
+    laptop.ns.sysctl(SRC_VALID_MARK, 0)  # the node turns it on while it uses the exit node
     wait_for(lambda: settled(laptop.ns), timeout=10, what="the laptop's IPv6 link-local address")
     before = routing(laptop.ns)
     forward_before = exit_node.ns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip()
@@ -210,20 +227,30 @@ def test_all_traffic_leaves_through_the_exit_node_and_everything_is_restored(
     mesh.down(laptop)
     assert routing(laptop.ns) == before
 
-    # a node killed while it used the exit node leaves its rules; the next start deletes them
+    # a node killed while it used the exit node leaves its rules and src_valid_mark on; the
+    # next start deletes the rules and puts src_valid_mark back (then on again, and off at
+    # down)
+    assert src_valid_mark(laptop.ns) == "0"
     mesh.up(laptop)
-    pid = laptop.daemon_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: pid not in laptop.ns.pids(), timeout=10, what="the killed daemon to go")
+    kill_daemon(laptop)
     assert "lookup 51820" in laptop.ns.ip("rule", "show").stdout
-    (SOCKET_DIR / f"{laptop.ifname}.sock").unlink(missing_ok=True)
+    assert src_valid_mark(laptop.ns) == "1"
     mesh.up(laptop)
     rules = laptop.ns.ip("rule", "show").stdout.splitlines()
     assert (
         len(rules) == len(set(rules)) and "5330:\tnot from all fwmark 0xca6c lookup 51820" in rules
     )
     assert seen_by_the_far_end(laptop.ns, link.b4) == link.a4
+    mesh.down(laptop)
+    assert routing(laptop.ns) == before
+    assert src_valid_mark(laptop.ns) == "0"
+    # killed again: `wgpy down` puts src_valid_mark back (the rules wait for the next start)
+    mesh.up(laptop)
+    kill_daemon(laptop)
+    assert src_valid_mark(laptop.ns) == "1"
+    mesh.down(laptop)
+    assert src_valid_mark(laptop.ns) == "0"
+    mesh.up(laptop)
     mesh.down(laptop)
     assert routing(laptop.ns) == before
 

@@ -87,7 +87,7 @@ def test_the_auth_key_is_in_no_command_line_nor_environment(mesh: Mesh) -> None:
     assert foreground.alive, foreground.output()
     assert processes_showing(key) == []
     foreground.signal(signal.SIGINT)
-    assert foreground.wait(10) in (0, 1), foreground.output()
+    assert foreground.wait_stopped(10) in (0, 1), foreground.output()
 
     # from the environment: not handed on to the daemon either
     c = mesh.add_node("c")
@@ -148,7 +148,7 @@ def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: 
         what="the foreground node to say it waits",
     )
     fg.signal(signal.SIGINT)
-    assert fg.wait(15) == 130, fg.output()
+    assert fg.wait_stopped(15) == 130, fg.output()
     wait_for(
         lambda: "waiting for the login server" in exec_fg.output() or not exec_fg.alive,
         timeout=10,
@@ -156,7 +156,7 @@ def test_ctrl_c_during_up_cancels_for_real_after_saying_what_it_waits_for(mesh: 
     )
     assert os.readlink(f"/proc/{exec_fg.pid}/cwd") == "/"  # its paths are absolute
     exec_fg.signal(signal.SIGINT)
-    assert exec_fg.wait(15) == 130, exec_fg.output()
+    assert exec_fg.wait_stopped(15) == 130, exec_fg.output()
     assert "stopped before it was up" not in exec_fg.output()
     # the server becomes reachable while a connection attempt would still be retrying
     # (TCP retries its SYN 1, 3, 7 and 15 s after the first, and no attempt starts before

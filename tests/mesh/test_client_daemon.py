@@ -152,3 +152,51 @@ def test_stop_says_whether_a_daemon_ran(tmp_path: Path) -> None:
     said: list[str] = []
     assert daemon.stop(state, None, said.append) is False
     assert said == []
+
+
+HUNG_DAEMON = """
+import asyncio, signal, sys
+from wgpy.cli.stacks import install
+
+install(sys.stderr)
+
+async def a_close_that_never_returns():
+    await asyncio.Event().wait()
+
+async def main():
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
+    print("up", flush=True)
+    await a_close_that_never_returns()
+
+asyncio.run(main())
+"""
+
+
+def test_a_daemon_that_does_not_stop_writes_where_it_hangs_before_it_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    program = tmp_path / "hung.py"
+    program.write_text(HUNG_DAEMON)
+    log = state.file("wgpy.log")
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(program)], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "up\n"
+        state.write_pid(process.pid)
+        monkeypatch.setattr(daemon, "STOP_TIMEOUT", 0.3)
+        monkeypatch.setattr(daemon, "STACKS_WAIT", 2.0)
+        said: list[str] = []
+        assert daemon.stop(state, None, said.append) is True
+        assert state.daemon_pid() is None  # SIGTERM ignored: killed
+    finally:
+        process.kill()
+        process.communicate()
+    assert said[-1] == (
+        f"the mesh daemon did not stop in time: kill -KILL {process.pid} (where it was is in {log})"
+    )
+    written = log.read_text()
+    assert "Task" in written and "in a_close_that_never_returns" in written

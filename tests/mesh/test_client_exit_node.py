@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
+import structlog.testing
 
 from wgpy.cli import main, mesh
 from wgpy.cli.environment import CommandError, Environment
@@ -25,7 +26,7 @@ from wgpy.keys import key_from_base64, key_to_base64
 from wgpy.mesh.client import daemon, reconcile
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.exitnode import check_exit_node, choose
-from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, resolve
+from wgpy.mesh.client.exitroute import ExitRouting, control_plane_hosts, put_back, resolve
 from wgpy.mesh.client.netmap import PeerRecord, parse_peer
 from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
 from wgpy.mesh.client.reconcile import Current, DevicePeer, SendStaged, SetAllowedIPs
@@ -280,6 +281,48 @@ async def test_routing_is_added_in_order_and_deleted_exactly_in_reverse(tmp_path
     assert ip.calls == []
 
 
+async def test_the_src_valid_mark_before_is_written_down_while_it_is_changed(
+    tmp_path: Path,
+) -> None:
+    proc = sysctl_tree(tmp_path / "proc", "0")
+    record = tmp_path / "exit-routing.json"
+    log = structlog.get_logger()
+    routing = ExitRouting("wgpy0", Marks(), log, run=FakeIp(), proc_sys=proc, record=record)
+    await routing.apply((4,), [], allow_lan=False)
+    assert json.loads(record.read_text()) == {"src_valid_mark": "0"}
+    assert record.stat().st_mode & 0o777 == 0o600
+    await routing.remove()
+    assert not record.exists()
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "0\n"
+    # already on: not ours, nothing written down
+    (proc / "net/ipv4/conf/all/src_valid_mark").write_text("1\n")
+    routing = ExitRouting("wgpy0", Marks(), log, run=FakeIp(), proc_sys=proc, record=record)
+    await routing.apply((4,), [], allow_lan=False)
+    assert not record.exists()
+    await routing.remove()
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
+
+
+async def test_a_killed_runs_src_valid_mark_is_put_back_from_its_record(tmp_path: Path) -> None:
+    proc = sysctl_tree(tmp_path / "proc", "0")
+    record = tmp_path / "exit-routing.json"
+    routing = ExitRouting(
+        "wgpy0", Marks(), structlog.get_logger(), run=FakeIp(), proc_sys=proc, record=record
+    )
+    await routing.apply((4,), [], allow_lan=False)  # and never removed: killed
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
+    assert put_back(record, proc) == "0"
+    assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "0\n"
+    assert not record.exists()
+    assert put_back(record, proc) is None  # once
+    for junk in ("{", '{"src_valid_mark": "7"}', '{"src_valid_mark": 0}', "[]"):
+        record.write_text(junk)
+        (proc / "net/ipv4/conf/all/src_valid_mark").write_text("1\n")
+        assert put_back(record, proc) is None
+        assert not record.exists()
+        assert (proc / "net/ipv4/conf/all/src_valid_mark").read_text() == "1\n"
+
+
 async def test_a_failure_half_way_undoes_what_was_added(tmp_path: Path) -> None:
     ip = FakeIp(fail="pref 5320")
     proc = sysctl_tree(tmp_path, "1")
@@ -466,6 +509,59 @@ def test_the_node_routes_through_the_exit_node_while_the_map_offers_it(tmp_path:
             await waiting.client.close()
 
         asyncio.run(asyncio.wait_for(main(), 30))
+
+
+class HangingIp(FakeIp):
+    """Once ``hang`` is set, hangs on every deletion, as a command stuck on a wedged host
+    would without its own timeout."""
+
+    hang = False
+
+    async def __call__(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        if self.hang and " del " in f" {' '.join(argv)} ":
+            await asyncio.Event().wait()
+        return await super().__call__(argv, stdin)
+
+
+def test_a_stop_step_that_hangs_is_cut_short_and_logged(tmp_path: Path) -> None:
+    """The exit routing's removal hangs: the node stops all the same, within its bound, and
+    says which step it left unfinished."""
+    with FakeServer() as server:
+        _, pub_exit = new_keypair()
+        server.add_node("exit", pub_exit, ["192.0.2.2:41641"]).exit_node = True
+        auth = server.add_auth_key()
+        proc = sysctl_tree(tmp_path, "0")
+
+        async def main() -> None:
+            state = StateDir(tmp_path / "state")
+            config = NodeConfig("wgtest0", 41641, "a", auth_key=auth, exit_node="exit")
+
+            async def factory(name: str, key: bytes, port: int) -> FakeInterface:
+                return FakeInterface(name, key, port)
+
+            client, ip = NodeClient(server.url, timeout=2.0), HangingIp()
+            node = MeshNode(
+                config, client, state, state.load_or_create_key(), interface_factory=factory,
+                host=FakeHost(), exit_runner=ip,
+            )  # fmt: skip
+            node.stop_step_timeout = 0.3
+            node_module_proc(node, proc)
+            task = asyncio.create_task(node.run())
+            try:
+                await asyncio.wait_for(node.ready.wait(), 5)
+                assert node.exit_routing is not None and node.exit_routing.active
+                ip.hang = True
+                with structlog.testing.capture_logs() as logs:
+                    node.stop()
+                    await asyncio.wait_for(task, 2)
+            finally:
+                task.cancel()
+                await client.close()
+            unfinished = [e for e in logs if e["event"].startswith("a step of the node's stop")]
+            assert [e["step"] for e in unfinished] == ["the exit routing removed"]
+            assert node.iface is not None and node.iface.closed.is_set()
+
+        asyncio.run(asyncio.wait_for(main(), 20))
 
 
 def node_module_proc(node: MeshNode, proc: Path) -> None:

@@ -10,11 +10,13 @@ import pytest
 from wgpy.mesh.server.errors import BadRequest
 from wgpy.mesh.server.routes import (
     MAX_ROUTES,
+    HostBitsSet,
     Router,
     is_exit,
     parse_prefix,
     parse_routes,
     primaries,
+    strict_prefix,
 )
 
 net = ipaddress.ip_network
@@ -56,6 +58,21 @@ def test_bad_prefixes_are_refused_with_the_reason(text: object, words: str) -> N
         parse_prefix(text)
     assert words in e.value.message
     assert e.value.status == 400
+
+
+def test_a_strict_prefix_is_in_network_form_or_raises_with_the_network() -> None:
+    assert strict_prefix("10.1.0.0/16") == net("10.1.0.0/16")
+    assert strict_prefix("fd00::1") == net("fd00::1/128")
+    with pytest.raises(HostBitsSet) as raised:
+        strict_prefix("10.1.2.3/16")
+    assert raised.value.network == net("10.1.0.0/16")
+    with pytest.raises(HostBitsSet) as raised:
+        strict_prefix("fd00::1/64")
+    assert raised.value.network == net("fd00::/64")
+    for text in ("10.1.2/33", "not a prefix", "", "10.1.2.3/-1"):
+        with pytest.raises(ValueError) as error:
+            strict_prefix(text)
+        assert not isinstance(error.value, HostBitsSet)
 
 
 def test_a_list_is_deduplicated_sorted_and_bounded() -> None:

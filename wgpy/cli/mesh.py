@@ -56,6 +56,7 @@ from wgpy.machinecert import MachineCertError
 from wgpy.mesh.client import daemon, hostdns
 from wgpy.mesh.client.api import MeshClientError, NodeClient, check_server_url
 from wgpy.mesh.client.exitnode import check_exit_node
+from wgpy.mesh.client.exitroute import EXIT_ROUTING_FILE, put_back
 from wgpy.mesh.client.machine import MachineIdentity
 from wgpy.mesh.client.node import NodeConfig
 from wgpy.mesh.client.state import (
@@ -503,10 +504,27 @@ def mesh_down(args: argparse.Namespace, env: Environment) -> ExitStatus:
     except StateError as e:
         raise CommandError(e.message) from None
     if not daemon.stop(state, settings, lambda text: _echo(env, text)):
-        if _put_back_dns(state, settings, env):  # a node that did not stop cleanly
+        # a node that did not stop cleanly: what it changed on the host, put back
+        marked = _put_back_src_valid_mark(state, env)
+        if _put_back_dns(state, settings, env) or marked:
             return ExitStatus.SUCCESS
         raise CommandError(f"no mesh node is up on {state.path}")
     return ExitStatus.SUCCESS
+
+
+def _put_back_src_valid_mark(state: StateDir, env: Environment) -> bool:
+    """Put back the src_valid_mark a node that used an exit node and did not stop cleanly
+    turned on; whether it had."""
+    try:
+        value = put_back(state.path / EXIT_ROUTING_FILE)
+    except OSError as e:
+        raise CommandError(
+            f"cannot put back net.ipv4.conf.all.src_valid_mark as it was before the node: "
+            f"{e.strerror or e}"
+        ) from None
+    if value is not None:
+        _echo(env, f"put back net.ipv4.conf.all.src_valid_mark={value} as it was before the node")
+    return value is not None
 
 
 def _put_back_dns(state: StateDir, settings: Settings | None, env: Environment) -> bool:
@@ -531,6 +549,7 @@ def logout_command(args: argparse.Namespace, env: Environment) -> ExitStatus:
         settings = state.read_settings()
         token = state.read_token()
         if not daemon.stop(state, settings, lambda text: _echo(env, text)):
+            _put_back_src_valid_mark(state, env)
             _put_back_dns(state, settings, env)
         if token is not None and settings is not None:
             _logout(settings, token, env, "logout")

@@ -6,7 +6,8 @@ and does the rest).
 In the background (``--report-fd FD``) it reports once through that pipe and logs to its
 stderr, which ``wgpy up`` points at ``STATE_DIR/wgpy.log``. With ``--foreground`` the node runs
 attached to the terminal: the summary on stdout, the log and any error on stderr (``wgpy up
---foreground`` becomes this process when the key was on its command line).
+--foreground`` becomes this process when the key was on its command line). Either way
+``kill -USR1 PID`` writes where it is (every thread's and task's stack, :mod:`.stacks`) there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TextIO
 from wgpy import log
 from wgpy.mesh.client import daemon
 
+from . import stacks
 from .environment import PROG, ExitStatus
 
 
@@ -45,7 +47,11 @@ def foreground(
             out.write(summary + "\n")
             out.flush()
 
-    status = daemon.run_loop(daemon.serve(options, report))
+    uninstall = stacks.install(err)
+    try:
+        status = daemon.run_loop(daemon.serve(options, report))
+    finally:
+        uninstall()
     if status == daemon.INTERRUPTED:
         return int(ExitStatus.INTERRUPTED)  # Ctrl-C before the node was up: nothing left
     if failed:
@@ -75,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.report_fd is None:
         return foreground(options, log_level)
+    stacks.install(sys.stderr)  # the log file; for the process's whole life
     return daemon.background(options, log_level, args.report_fd)
 
 

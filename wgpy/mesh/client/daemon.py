@@ -52,6 +52,7 @@ from .metrics import NodeMetrics
 from .nameservice import NameService
 from .node import MeshError, MeshInterface, MeshNode, NodeConfig
 from .state import (
+    LOG_FILE,
     Settings,
     StateDir,
     StateError,
@@ -429,6 +430,7 @@ def become(options: DaemonOptions, log_level: str, environ: Mapping[str, str]) -
 READY_TIMEOUT = 120.0  # seconds for the daemon to say it is up (it gives up sooner itself)
 PROGRESS_INTERVAL = 5.0  # seconds between words while `up` waits for the daemon
 STOP_TIMEOUT = 5.0  # seconds for the daemon to go after SIGTERM
+STACKS_WAIT = 0.5  # seconds for a daemon that did not stop to write its stacks, then SIGKILL
 MAX_LOG_BYTES = 10 * 1024 * 1024  # the daemon's log is rotated (to .1) past this at start
 
 Say = Callable[[str], None]  # one line for the user, from the command line's own output
@@ -518,8 +520,17 @@ def stop_child(process: subprocess.Popen[bytes], say: Say, why: str) -> None:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             say(f"the mesh daemon did not stop in time: kill -KILL {process.pid}")
+            _ask_where(process.pid)
             process.kill()
             process.wait()
+
+
+def _ask_where(pid: int) -> None:
+    """Ask a daemon that does not stop for where it hangs before it is killed: SIGUSR1 makes
+    it write every thread's and task's stack to its log (wgpy/cli/stacks.py)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(STACKS_WAIT)
 
 
 @contextlib.contextmanager
@@ -564,7 +575,14 @@ def stop(state: StateDir, settings: Settings | None, say: Say) -> bool:
             time.sleep(0.02)
         if process_start_time(pid) != start:
             break
-        say(f"the mesh daemon did not stop in time: kill -KILL {pid}")
+        if sig != signal.SIGTERM:
+            say(f"the mesh daemon did not stop in time: kill -KILL {pid}")
+            continue
+        say(
+            f"the mesh daemon did not stop in time: kill -KILL {pid} (where it was is in "
+            f"{state.file(LOG_FILE)})"
+        )
+        _ask_where(pid)
     if settings is not None:
         uapi_client.has_interface(settings.interface)  # removes a socket left behind
     return True

@@ -10,6 +10,11 @@ at its priorities, adds the default routes and the rules, and remembers each del
 that :meth:`ExitRouting.remove` takes away exactly what was added: ``ip rule`` and every
 routing table are then as they were. Commands go through a runner (``run``,
 :func:`wgpy.host.run.run_async` by default) that tests replace.
+
+The rules a killed node left are found by their priorities; the ``src_valid_mark`` it turned
+on is not, so its value before is written down first (``record``, :data:`EXIT_ROUTING_FILE`
+in the state directory, mode 0600) and the file removed once it is put back: after a crash
+the next ``wgpy up``, ``wgpy down`` or ``wgpy logout`` puts it back (:func:`put_back`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,16 +34,20 @@ from ...host.policyroute import ExitRoutes, IPNetwork
 from ...host.run import HostNetworkError, run_async
 
 __all__ = [
+    "EXIT_ROUTING_FILE",
     "ExitRouting",
     "Runner",
     "check_exit_node_host",
     "control_plane_hosts",
+    "put_back",
     "resolve",
     "versions_of",
 ]
 
 Runner = Callable[..., Awaitable[str]]  # run_async(argv, stdin=...)
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve the control plane's names
+EXIT_ROUTING_FILE = "exit-routing.json"  # in the state directory: what to put back
+_SYSCTL_VALUE = frozenset("01")  # src_valid_mark is 0 or 1; anything else is no record of ours
 
 
 async def _run(argv: Sequence[str], stdin: str | None = None) -> str:
@@ -87,12 +97,14 @@ class ExitRouting:
         *,
         run: Runner = _run,
         proc_sys: Path = sysctl.PROC_SYS,
+        record: Path | None = None,
     ) -> None:
         self.interface = interface
         self.set_fwmark = set_fwmark
         self.log = log
         self.run = run
         self.proc_sys = proc_sys
+        self.record = record  # the src_valid_mark before, while this has it changed
         self.routes: ExitRoutes | None = None  # what is set up now
         # deletions (argv, stdin), in the order they are to run
         self._undo: list[tuple[list[str], str | None]] = []
@@ -184,10 +196,11 @@ class ExitRouting:
             self._undo.insert(0, (firewall.NFT_APPLY, delete))
 
     def _set_src_valid_mark(self) -> None:
-        path = sysctl.proc_path(sysctl.SRC_VALID_MARK)
-        path = self.proc_sys.joinpath(path.relative_to(sysctl.PROC_SYS))
+        path = _src_valid_mark_path(self.proc_sys)
         before = path.read_text().strip()
         if before != "1":
+            if self.record is not None:  # written down before it is done
+                _write_record(self.record, before)
             path.write_text("1\n")
             self._src_valid_mark = before
 
@@ -205,17 +218,48 @@ class ExitRouting:
                 if " route del " not in f" {' '.join(argv)} ":
                     self.log.warning("cannot delete the exit node's routing", error=str(e))
         if self._src_valid_mark is not None:
-            path = sysctl.proc_path(sysctl.SRC_VALID_MARK)
             with contextlib.suppress(OSError):
-                self.proc_sys.joinpath(path.relative_to(sysctl.PROC_SYS)).write_text(
-                    self._src_valid_mark + "\n"
-                )
+                _src_valid_mark_path(self.proc_sys).write_text(self._src_valid_mark + "\n")
+                if self.record is not None:
+                    self.record.unlink(missing_ok=True)
             self._src_valid_mark = None
         if self.routes is not None:
             self.log.info("traffic no longer goes through the exit node")
         self.routes = None
         with contextlib.suppress(Exception):
             self.set_fwmark(0)
+
+
+def put_back(record: Path, proc_sys: Path = sysctl.PROC_SYS) -> str | None:
+    """Put back the ``src_valid_mark`` a node that did not stop cleanly turned on, as
+    ``record`` holds it, and remove the file; the value put back, or None when there was no
+    record (one that holds no such value is removed, nothing written). OSError if the
+    setting cannot be written."""
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        data = None
+    value = data.get("src_valid_mark") if isinstance(data, dict) else None
+    if isinstance(value, str) and len(value) == 1 and value in _SYSCTL_VALUE:
+        _src_valid_mark_path(proc_sys).write_text(value + "\n")
+    else:
+        value = None
+    record.unlink(missing_ok=True)
+    return value
+
+
+def _src_valid_mark_path(proc_sys: Path) -> Path:
+    return proc_sys.joinpath(sysctl.proc_path(sysctl.SRC_VALID_MARK).relative_to(sysctl.PROC_SYS))
+
+
+def _write_record(record: Path, before: str) -> None:
+    temporary = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"src_valid_mark": before}) + "\n")
+    os.replace(temporary, record)
 
 
 async def check_exit_node_host(name: str) -> None:

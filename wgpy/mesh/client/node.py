@@ -62,10 +62,12 @@ from .candidates import CANDIDATE_INTERVAL, CandidateReporter
 from .dns import overlay_addresses
 from .exitnode import choose as choose_exit_node
 from .exitroute import (
+    EXIT_ROUTING_FILE,
     ExitRouting,
     Runner,
     check_exit_node_host,
     control_plane_hosts,
+    put_back,
     resolve,
     versions_of,
 )
@@ -90,6 +92,10 @@ MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IP
 PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
 # seconds the start waits after the first map for --exit-node's peer to be offered in it
 EXIT_NODE_WAIT = 5.0
+# seconds for each step of the node's stop (its tasks' end, the host's DNS, the exit
+# routing, the relays, the forwarding): a step that takes longer is left unfinished and
+# logged, so a stop never hangs on one (`wgpy down` kills the node 5 s after SIGTERM)
+STOP_STEP_TIMEOUT = 3.0
 
 T = TypeVar("T")
 
@@ -194,6 +200,7 @@ class MeshNode:
         self.wall_clock = wall_clock
         self.names = names  # the node's resolver, fed on every map change (None: none)
         self.log = get_logger(component="mesh", interface=config.interface)
+        self.stop_step_timeout = STOP_STEP_TIMEOUT
 
         self.iface: MeshInterface | None = None
         self.self_node: NodeRecord | None = None
@@ -272,6 +279,7 @@ class MeshNode:
             # is taken or a port in use leaves nothing registered
             iface = self.iface = await self._open_interface()
             hostnet = self.hostnet = HostNet(iface.name, iface.device, self.host, self.log)
+            self._put_back_exit_routing()
             if self.config.exit_node:
                 self.exit_routing = self._exit_routing(iface)
             self.traversal = self._traversal(iface)
@@ -330,22 +338,52 @@ class MeshNode:
             if closed in done:
                 self.log.error("interface closed; mesh node stops", reason=_reason(iface))
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._end_tasks(tasks)
             if self._peers_save is not None:  # the last change, saved now
                 self._peers_save.cancel()
                 self._save_peers()
-            if self.names is not None:
-                await self.names.close()  # the host's DNS put back while the link exists
+            if self.names is not None:  # the host's DNS put back while the link exists
+                await self._stop_step("the host's DNS put back", self.names.close())
             if self.exit_routing is not None:
-                await self.exit_routing.remove()
+                await self._stop_step("the exit routing removed", self.exit_routing.remove())
             if self.traversal is not None:
-                await self.traversal.close()
+                await self._stop_step("the relays closed", self.traversal.close())
             if self.subnets is not None:
-                await self.subnets.close()
+                await self._stop_step("the forwarding put back", self.subnets.close())
             if self.iface is not None:
                 self.iface.close("mesh node stopped")
+
+    async def _end_tasks(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Cancel the node's tasks and wait for them, at most :attr:`stop_step_timeout`
+        seconds; those still running then are named in the log (a task that ignores its
+        cancellation is a bug, and the stop goes on without it)."""
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.stop_step_timeout)
+        for task in done:  # retrieved, as gather would: the run has said what went wrong
+            if not task.cancelled():
+                task.exception()
+        if pending:
+            self.log.error(
+                "tasks did not end when cancelled; the node stops without them",
+                tasks=sorted(t.get_name() for t in pending),
+                seconds=self.stop_step_timeout,
+            )
+
+    async def _stop_step(self, step: str, work: Awaitable[Any]) -> None:
+        """One step of the node's stop, given at most :attr:`stop_step_timeout` seconds;
+        what it still waits for then is cancelled and the step logged as unfinished."""
+        try:
+            async with asyncio.timeout(self.stop_step_timeout):
+                await work
+        except TimeoutError:
+            self.log.error(
+                "a step of the node's stop took too long; left unfinished",
+                step=step,
+                seconds=self.stop_step_timeout,
+            )
 
     async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None if :meth:`stop` came first (``work`` is cancelled: a
@@ -820,9 +858,20 @@ class MeshNode:
             if setter is not None:
                 setter(mark)
 
+        record = self.state.path / EXIT_ROUTING_FILE
         if self._exit_runner is None:
-            return ExitRouting(iface.name, set_fwmark, self.log)
-        return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner)
+            return ExitRouting(iface.name, set_fwmark, self.log, record=record)
+        return ExitRouting(iface.name, set_fwmark, self.log, run=self._exit_runner, record=record)
+
+    def _put_back_exit_routing(self) -> None:
+        """The src_valid_mark a killed run that used an exit node turned on, put back."""
+        try:
+            value = put_back(self.state.path / EXIT_ROUTING_FILE)
+        except OSError as e:
+            self.log.warning("cannot put back the src_valid_mark of an earlier run", error=str(e))
+            return
+        if value is not None:
+            self.log.info("an earlier run did not put src_valid_mark back; done", value=value)
 
     async def _exit_node_found(self, *tasks: asyncio.Task[Any]) -> bool:
         """Whether the exit node ``--exit-node`` names is in use, its routing set up (True

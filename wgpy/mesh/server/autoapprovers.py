@@ -12,13 +12,12 @@ entry.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from .principals import principal
-from .routes import EXIT_ROUTES, Prefix
+from .routes import EXIT_ROUTES, HostBitsSet, Prefix, strict_prefix
 
 __all__ = ["AutoApprovers", "parse_auto_approvers"]
 
@@ -95,14 +94,11 @@ def parse_auto_approvers(
 
 def _prefix(where: str, text: str) -> Prefix:
     try:
-        return ipaddress.ip_network(text)
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(text, strict=False)
+        return strict_prefix(text)
+    except HostBitsSet as e:
+        raise ValueError(f"{where}: host bits set; did you mean {e.network}?") from None
     except ValueError:
         raise ValueError(f"{where}: not an IP prefix such as 192.168.0.0/16") from None
-    raise ValueError(f"{where}: host bits set; did you mean {loose}?")
 
 
 def _approvers(

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from .autoapprovers import AutoApprovers, parse_auto_approvers
 from .principals import GROUP, TAG, principal
+from .routes import HostBitsSet, strict_prefix
 
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
 HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
@@ -503,11 +504,10 @@ def _prefix(path: str, value: str) -> IPNetwork:
             "group:NAME, node:USER/HOSTNAME or an IP prefix"
         )
     try:
-        return ipaddress.ip_network(value)
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(value, strict=False)
+        return strict_prefix(value)
+    except HostBitsSet as e:
+        raise PolicyError(
+            f'{path}: "{value}" has host bits set; did you mean {e.network}?'
+        ) from None
     except ValueError:
         raise PolicyError(f'{path}: "{value}" is not a valid IP prefix') from None
-    raise PolicyError(f'{path}: "{value}" has host bits set; did you mean {loose}?')

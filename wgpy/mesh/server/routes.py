@@ -23,6 +23,7 @@ from .models import IPV4_POOL, IPV6_POOL, iso
 __all__ = [
     "EXIT_ROUTES",
     "MAX_ROUTES",
+    "HostBitsSet",
     "Prefix",
     "Route",
     "Router",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_prefix",
     "parse_routes",
     "primaries",
+    "strict_prefix",
 ]
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -40,6 +42,28 @@ EXIT_ROUTES: frozenset[Prefix] = frozenset(
     {ipaddress.IPv4Network("0.0.0.0/0"), ipaddress.IPv6Network("::/0")}
 )
 _OVERLAY: tuple[Prefix, ...] = (IPV4_POOL, IPV6_POOL)
+
+
+class HostBitsSet(ValueError):
+    """A prefix written with host bits set (``192.168.1.7/24``); ``network`` is the network it
+    lies in (``192.168.1.0/24``), for a "did you mean" in the caller's own sentence."""
+
+    def __init__(self, text: str, network: Prefix) -> None:
+        super().__init__(f'"{text}" has host bits set; the network is {network}')
+        self.network = network
+
+
+def strict_prefix(text: str) -> Prefix:
+    """``text`` as an IP network in its network form (a bare address is its one-address
+    prefix). Raises :class:`HostBitsSet` (a ValueError) carrying the network when host bits are
+    set, and a plain ValueError when ``text`` is no prefix at all; callers word their own
+    errors."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    loose = ipaddress.ip_network(text, strict=False)  # a ValueError here: not a prefix at all
+    raise HostBitsSet(text, loose)
 
 
 def parse_prefix(text: object) -> Prefix:
@@ -60,16 +84,14 @@ def parse_prefix(text: object) -> Prefix:
                 f"{address.max_prefixlen} for the one address"
             )
     try:
-        prefix: Prefix = ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise BadRequest(
-                f'"{text}" is not a prefix; write one such as 192.168.1.0/24 or fd00:1::/64'
-            ) from None
+        prefix = strict_prefix(text)
+    except HostBitsSet as e:
         raise BadRequest(
-            f'the route "{text}" has host bits set; advertise the network {loose}'
+            f'the route "{text}" has host bits set; advertise the network {e.network}'
+        ) from None
+    except ValueError:
+        raise BadRequest(
+            f'"{text}" is not a prefix; write one such as 192.168.1.0/24 or fd00:1::/64'
         ) from None
     if prefix not in EXIT_ROUTES:
         for overlay in _OVERLAY:
