@@ -1,5 +1,5 @@
-"""The bounded poll after a lone packet (POLL_US): what it finds is handled at once, what it
-does not find holds the next poll back, and its setting is checked."""
+"""The bounded poll after a lone packet (POLL_US, off by default): what it finds is handled at
+once, what it does not find holds the next poll back, and its setting is checked."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_a_burst_polls_once_and_is_then_drained_in_batches() -> None:
     async def scenario() -> tuple[int, list[tuple[int, int]], list[int]]:
         tun = QueueTun()
         sent: list[int] = []
-        iface = interface(tun, POLL_US, sent)
+        iface = interface(tun, 300, sent)
         try:
             tun.push([LONE] * (BATCH + 72))
             for _ in range(500):

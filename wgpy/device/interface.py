@@ -39,25 +39,29 @@ calls of a lone packet (a ping, a keystroke), where latency is what counts. If m
 packet was waiting, the level-triggered poller wakes us again at once, now in a burst."""
 
 
-POLL_US = 300
+POLL_US = 0
 """After a wake-up that read one packet after a quiet spell (a ping, a keystroke, a request),
-keep looking for the answer for up to this many microseconds, without going back to sleep:
-on a VM, waking an idle vCPU costs more than the hop itself (61-178 us of CPU a lone packet
-against 4-10 us in a warm loop), and the answer usually comes within the round trip. Each pass
+keep looking for the answer for up to this many microseconds (``WGPY_POLL_US`` in the
+environment of the process that makes the interface) instead of going back to sleep. Each pass
 asks the kernel in one ``poll(2)`` whether the TUN or a socket has something, then gives the
 CPU away (``os.sched_yield()``: the other side may be on this very core); a yield that ran
-another task ends the poll (POLL_BUSY), so a busy machine never spins. A busy interface
-never polls (its wake-ups are not after a quiet spell), and a poll that found nothing holds the
-next one back for a while that doubles with each miss, so a stream of one-way packets costs at
-most a few per cent of a core. 0 turns it off. The environment variable ``WGPY_POLL_US`` sets
-it for the interfaces a process makes."""
+another task ends the poll (POLL_BUSY), so a busy machine never spins. A busy interface never
+polls (its wake-ups are not after a quiet spell), and a poll that found nothing holds the next
+one back for 6, 12, ... 192 times POLL_US, so a stream of one-way packets costs at most a few
+per cent of a core.
+
+Off by default, as measured (benchmarks/README.md, "A poll after a lone packet"): on this
+project's 2-vCPU VM a 300 us poll found the answer to most pings and still did not lower
+the added latency (0.644 against 0.632 ms, interleaved), because what a lone packet pays is
+every halted vCPU woken along its way (the peer's daemon, the ping itself), not only ours;
+only polling without pause between pings kept them warm (0.79x), for a whole core."""
 POLL_BUSY = 30e-6
 """A yield that took longer than this (seconds) ran another task: the CPU is wanted, and the
 poll ends at once. A task that keeps polling on a busy CPU loses the scheduler's wake-up
 preference (it is never asleep) and its answer would wait for a time slice, worse than the
 wake-up the poll was to save."""
 POLL_MISS_LIMIT = 6
-"""Back-off after fruitless polls: the next may start ``3 * 2**misses`` times POLL_US after."""
+"""Back-off after fruitless polls: the next may start ``3 * 2**misses`` poll lengths after."""
 
 
 def poll_us_from_environment(environ: Mapping[str, str] = os.environ) -> int:
