@@ -19,7 +19,7 @@ import signal
 import sys
 
 from .. import __version__, log
-from ..device.interface import Interface
+from ..device.interface import Interface, poll_us_from_environment
 from ..device.tun import TunError
 from ..uapi.server import serve_uapi
 
@@ -30,7 +30,10 @@ async def serve(name: str, ready: int | None = None) -> int:
     """Run one interface until it is stopped; write b"ok" or an error to ``ready``."""
     loop = asyncio.get_running_loop()
     try:
-        iface = Interface(name)
+        iface = Interface(name, poll_us=poll_us_from_environment())
+    except ValueError as e:
+        _report(ready, str(e))
+        return 1
     except (TunError, OSError) as e:
         _report(ready, e.strerror or str(e))
         return 1

@@ -8,6 +8,7 @@ for tests; NAT traversal will add a relayed one (TURN).
 The interface drives a bind like this, and nothing else::
 
     bind.watch(loop, on_readable)            # on_readable(reader) when a reader has datagrams
+    bind.readers()                           # [(fd, reader)] to poll after a lone packet
     datagrams = bind.read_batch(reader, n)   # [(data, endpoint key)], at most about n
     lost = bind.send_batch(datagrams)        # keys whose local source could not be used
     bind.open(port); bind.set_fwmark(mark)   # wg set ... listen-port / fwmark
@@ -85,6 +86,11 @@ class Bind(Protocol):
 
     def unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop the calls :meth:`watch` arranged."""
+        ...
+
+    def readers(self) -> list[tuple[int, Any]]:
+        """``(file descriptor, reader)`` for each reader that has a descriptor the interface
+        may poll (see :data:`wgpy.device.interface.POLL_US`); empty for a bind without."""
         ...
 
     def read_batch(self, reader: Any, limit: int) -> list[tuple[bytes, EndpointKey]]:

@@ -87,6 +87,9 @@ class MemoryBind:
     def unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = self._on_readable = None
 
+    def readers(self) -> list[tuple[int, Any]]:
+        return []  # datagrams arrive through the loop's call_soon, not a descriptor
+
     def receive(self, data: bytes, source: tuple[str, int]) -> None:
         """A datagram from ``source`` arrives (the network calls this)."""
         if len(self.queue) >= MAX_QUEUE:

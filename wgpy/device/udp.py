@@ -205,6 +205,9 @@ class UdpBind:
         for sock in self.sockets():
             loop.add_reader(sock.fileno(), on_readable, sock)
 
+    def readers(self) -> list[tuple[int, Any]]:
+        return [(sock.fileno(), sock) for sock in self.sockets()]
+
     def unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
         for sock in self.sockets():
             loop.remove_reader(sock.fileno())

@@ -40,7 +40,7 @@ from typing import Any, NoReturn, TextIO
 from aiohttp import web
 
 from ... import metrics
-from ...device.interface import Interface
+from ...device.interface import Interface, poll_us_from_environment
 from ...log import configure as configure_logging
 from ...log import get_logger
 from ...uapi import client as uapi_client
@@ -210,7 +210,7 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         stop()
 
     async def interface_factory(name: str, key: bytes, port: int) -> MeshInterface:
-        iface = Interface(name, listen_port=port, private_key=key)
+        iface = Interface(name, listen_port=port, private_key=key, poll_us=poll_us)
         try:
             server = await serve_uapi(
                 iface.name, iface, directory=options.socket_directory, on_socket_removed=stop
@@ -250,6 +250,11 @@ async def serve(options: DaemonOptions, report: Report, *, host: HostNetwork | N
         reported = True
         report(None, summary(ready))
 
+    try:
+        poll_us = poll_us_from_environment()
+    except ValueError as e:
+        report(str(e), "")
+        return 1
     try:
         state.write_pid(pid)
     except OSError as e:
