@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # running after the last test) fails the stage instead of stalling CI.
 BOUNDED := timeout --kill-after=30
 
-.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat bench-login bench-exit demo demo-login demo-wg demo-core clean
+.PHONY: setup apt coturn-service-off venv oidc-provider test lint typecheck unit interop interop-slow coverage bench bench-ab bench-core bench-mesh bench-nat bench-login bench-exit bench-poll demo demo-login demo-wg demo-core clean
 
 setup: apt venv oidc-provider
 
@@ -129,6 +129,12 @@ bench-login: setup
 # an approved exit node and a node using it; median of ROUNDS (default 3); writes benchmarks/results/.
 bench-exit: setup
 	$(BIN)/python benchmarks/exit_node.py --rounds $(or $(ROUNDS),3)
+
+# The ping latency wgpy adds for several WGPY_POLL_US (the poll after a lone packet), pairs
+# interleaved in ROUNDS (default 6); LOAD spinning processes beside (default 0) (root).
+bench-poll: setup
+	$(BIN)/python benchmarks/poll_latency.py --rounds $(or $(ROUNDS),6) --load $(or $(LOAD),0) \
+	  $(if $(SETTINGS),--settings $(SETTINGS))
 
 # The main job: a coordination server and three nodes in network namespaces join a mesh
 # and ping each other (needs root).

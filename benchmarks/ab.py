@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from report import percentile  # noqa: E402
 from tunnel import (  # noqa: E402
     NEWEST_ENV,
     measure_tcp,
     measure_udp,
-    percentile,
     ping_times,
     say,
     wireguard_go_version,

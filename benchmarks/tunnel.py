@@ -57,6 +57,7 @@ from tests.interop.netns import (  # noqa: E402  (the repository's namespace lab
 )
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import percentile  # noqa: E402
 from tunnel_figures import (  # noqa: E402
     DEBIAN,
     NEWEST,
@@ -65,7 +66,6 @@ from tunnel_figures import (  # noqa: E402
     markdown,
     name_of,
     pairings,
-    percentile,
     ratio_lines,
     summarize,
 )

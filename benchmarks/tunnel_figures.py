@@ -60,11 +60,6 @@ def implementations(newest: bool) -> list[str]:
     return ["wgpy", DEBIAN, NEWEST] if newest else ["wgpy", DEBIAN]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def ratios_to(
     rounds: list[dict[str, dict[str, float]]], names: list[str], reference: str
 ) -> dict[str, dict[str, float]]:
