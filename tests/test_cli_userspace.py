@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,14 @@ def test_version_from_the_installed_command() -> None:
         [str(command), "--version"], capture_output=True, text=True, timeout=30, check=False
     )
     assert (result.returncode, result.stdout) == (0, f"wgpy-userspace v{__version__}\n")
+
+
+def test_a_bad_poll_setting_is_refused_before_anything_is_made(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WGPY_POLL_US", "fast")
+    assert userspace.main(["-f", "wgpollbad0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("wgpy-userspace: WGPY_POLL_US='fast' is not a number of microseconds")
+    assert "set 0 to turn polling off" in err
+    assert not os.path.exists("/sys/class/net/wgpollbad0")

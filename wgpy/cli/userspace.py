@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     if not _NAME.match(name):
         print(f"wgpy-userspace: {name!r} is not a valid interface name", file=sys.stderr)
         return 1
+    try:
+        poll_us_from_environment()  # checked here too, so a daemon never starts with a bad one
+    except ValueError as e:
+        print(f"wgpy-userspace: {e}", file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("wgpy-userspace: creating an interface needs root; run it with sudo", file=sys.stderr)
         return 1
