@@ -45,6 +45,7 @@ from ..endpoint import Endpoint
 from ..log import get_logger
 from .discovery import resolve
 from .relay import marked_socket
+from .tasks import cancel_and_wait
 
 __all__ = [
     "KEEPALIVE_SHARE",
@@ -364,10 +365,7 @@ class LifetimeWatch:
                 await asyncio.wait([task, due], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 due.cancel()
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await cancel_and_wait(task)
             if not task.done() or task.cancelled():
                 continue  # the network changed meanwhile: start over
             result: Lifetime = task.result()

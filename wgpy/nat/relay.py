@@ -68,6 +68,7 @@ from ..endpoint import EndpointKey, RelayKey
 from ..log import get_logger
 from .ice import RelayedCandidate
 from .servers import TurnServer, TurnUrl
+from .tasks import cancel_and_wait
 
 __all__ = [
     "CHOOSE_GRACE",
@@ -204,10 +205,7 @@ async def _or_refused(protocol: TurnProtocol, transaction: Awaitable[_T]) -> _T:
         await asyncio.wait((waiting, failed), return_when=asyncio.FIRST_COMPLETED)
     finally:
         failed.cancel()
-        if not waiting.done():
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
+        await cancel_and_wait(waiting)
     if waiting.cancelled() and protocol.error is not None:
         raise protocol.error
     return waiting.result()
@@ -547,9 +545,7 @@ class RelayManager:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         links = self._old + ([self.link] if self.link is not None else [])
         self.link, self._old = None, []
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
