@@ -40,6 +40,9 @@ def new_keypair() -> tuple[bytes, str]:
     return private, key_to_base64(public_key(private))
 
 
+END_STREAM = {"type": "end of the stream (fakes only)"}  # a clean end, by identity
+
+
 @dataclass
 class Recorded:
     method: str
@@ -288,10 +291,15 @@ class FakeServer:
     def drop_streams(self) -> None:
         self.call(self._close_streams)
 
-    def _close_streams(self) -> None:
+    def end_streams(self) -> None:
+        """Finish every map stream's response, as the real server does when it deletes a
+        node (drop_streams cuts the connection instead)."""
+        self.call(lambda: self._close_streams(END_STREAM))
+
+    def _close_streams(self, how: Any = None) -> None:
         for queues in self.streams.values():
             for queue in queues:
-                queue.put_nowait(None)
+                queue.put_nowait(how)
 
     # ------------------------------------------------------------ test helpers
 
@@ -525,7 +533,7 @@ class FakeServer:
             return self._error(503, "The server is busy; try again.")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
         self.streams.setdefault(node.id, []).append(queue)
         node.online = True
         try:
@@ -537,6 +545,9 @@ class FakeServer:
                     message = {"type": "keepalive"}
                 if message is None:
                     break
+                if message is END_STREAM:
+                    await response.write_eof()  # a finished response, the connection kept
+                    return response
                 await response.write(json.dumps(message).encode() + b"\n")
         finally:
             self.streams[node.id].remove(queue)

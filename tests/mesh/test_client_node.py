@@ -24,7 +24,7 @@ from wgpy.keys import key_from_base64, key_to_base64
 from wgpy.mesh.client import node as node_module
 from wgpy.mesh.client.api import NodeClient
 from wgpy.mesh.client.backoff import Backoff
-from wgpy.mesh.client.node import MeshError, MeshNode, NodeConfig
+from wgpy.mesh.client.node import QUICK_RETRY_AFTER, MeshError, MeshNode, NodeConfig
 from wgpy.mesh.client.state import StateDir
 from wgpy.protocol.crypto import public_key
 from wgpy.protocol.flows import ReplyOnlyFilter
@@ -59,9 +59,11 @@ class Harness:
         *,
         auth_key: str | None = None,
         host: FakeHost | None = None,
+        backoff: Backoff | None = None,
         **config: Any,
     ) -> None:
         self.server = server
+        self.backoff = backoff or Backoff(0.05, 0.2)
         self.state = StateDir(directory / "state")
         self.private = self.state.load_or_create_key()
         self.public = key_to_base64(public_key(self.private))
@@ -92,7 +94,7 @@ class Harness:
             self.private,
             interface_factory=self.factory,
             host=self.host,
-            backoff=Backoff(0.05, 0.2),
+            backoff=self.backoff,
         )
         return self.node
 
@@ -368,6 +370,37 @@ def test_data_plane_stays_while_the_server_is_down_then_resyncs(tmp_path: Path) 
         run(main())
 
 
+def test_a_stream_the_server_ends_is_asked_for_again_soon_despite_an_earlier_outage(
+    tmp_path: Path,
+) -> None:
+    """A deleted node learns it at its next connection: after an outage has grown the
+    backoff, the server's own end of a stream it served a while is retried at the shortest
+    delay (a server that ends its streams at once still meets the backoff)."""
+    with FakeServer() as server:
+        auth = server.add_auth_key()
+
+        async def main() -> None:
+            h = Harness(server, tmp_path, auth_key=auth, backoff=Backoff(0.05, 5.0))
+            node = await h.start()
+            try:
+                server.go_down()
+                await until(lambda: node.backoff.failures >= 6, 10.0, "retries with backoff")
+                server.come_back()
+                await until(lambda: node.connected, 10.0, "the stream to come back")
+                await asyncio.sleep(QUICK_RETRY_AFTER + 0.1)
+                maps = node.full_maps
+                server.end_streams()  # as the server does when the node is deleted
+                await until(lambda: node.full_maps == maps + 1, 1.5, "a prompt reconnection")
+                maps = node.full_maps
+                server.end_streams()  # a stream ended at once: the backoff holds
+                await asyncio.sleep(1.0)
+                assert node.full_maps == maps and not node.connected
+            finally:
+                await h.stop()
+
+        run(main())
+
+
 def test_reconnect_after_a_refused_and_a_silent_stream(tmp_path: Path) -> None:
     with FakeServer() as server:
         auth = server.add_auth_key()
@@ -420,6 +453,17 @@ def test_backoff_delays_double_with_jitter_up_to_the_cap() -> None:
     assert len({round(d, 6) for d in seen[:6]}) == 6  # jittered: no two alike
     with pytest.raises(ValueError):
         Backoff(0, 1)
+
+
+def test_the_first_delay_is_the_shortest_with_jitter_upwards_and_counts_nothing() -> None:
+    values = iter([0.0, 0.999, 0.5])
+    backoff = Backoff(0.5, 30.0, uniform=lambda: next(values))
+    for _ in range(5):
+        backoff.failures += 1
+    assert backoff.first_delay() == 0.5
+    assert 0.62 < backoff.first_delay() < 0.625  # at most 1.25 times the shortest
+    assert backoff.first_delay() == 0.5625
+    assert backoff.failures == 5
 
 
 # ------------------------------------------------------------------ self, policy, endpoints

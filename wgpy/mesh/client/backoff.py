@@ -46,5 +46,10 @@ class Backoff:
         scale = 1.0 + self.jitter * (2.0 * self._uniform() - 1.0)
         return min(self.maximum, max(self.initial, base * scale))
 
+    def first_delay(self) -> float:
+        """The shortest delay, with jitter upwards, counting no failure: for a retry that is
+        due at once but must not come from every node in the same instant."""
+        return min(self.maximum, self.initial * (1.0 + self.jitter * self._uniform()))
+
     def reset(self) -> None:
         self.failures = 0

@@ -87,6 +87,9 @@ STARTUP_TIMEOUT = 30.0  # seconds from start to the first map applied
 # seconds a stream must have lasted for its loss to restart the backoff from the shortest
 # delay: a server that drops every stream at once is not hammered twice a second
 HEALTHY_STREAM = 10.0
+QUICK_RETRY_AFTER = 1.0
+"""A stream the server ended after serving it this many seconds is asked for again at the
+shortest delay: the end was the server's decision, not a failure to back off from."""
 PEERS_SAVE_DELAY = 0.5  # seconds: map changes within this are saved for `wgpy status` once
 MAX_ENDPOINTS = 16  # reported at most (the server's limit); IPv4 first, then IPv6
 PROGRESS_INTERVAL = 5.0  # seconds between log lines while the login server is silent
@@ -514,14 +517,14 @@ class MeshNode:
     async def _stream_loop(self) -> None:
         """Read the map stream forever; before the first map, fail with MeshError."""
         while True:
-            resync = False
+            resync = ended = False
             try:
                 async with contextlib.aclosing(
                     self.client.map_stream(self.config.stream_idle_timeout)
                 ) as stream:
                     async for message in stream:
                         await self._handle(message)
-                reason = "the server ended the map stream"
+                reason, ended = "the server ended the map stream", True
                 self._set_control(UNREACHABLE, reason)
             except _Resync:
                 reason, resync = "a fresh map is needed", True
@@ -541,10 +544,16 @@ class MeshNode:
                 was_connected, self.connected = self.connected, False
             if not self.ready.is_set():
                 raise MeshError(f"{reason} before sending the map")
-            lasted = asyncio.get_running_loop().time() - self._connected_at
-            if was_connected and lasted >= self.config.healthy_stream:
+            now = asyncio.get_running_loop().time()
+            if was_connected and now - self._connected_at >= self.config.healthy_stream:
                 self.backoff.reset()
             delay = 0.0 if resync else self.backoff.next_delay()
+            if ended and was_connected and now - self._connected_at >= QUICK_RETRY_AFTER:
+                # the server ended a stream it had served a while, for a reason of its own
+                # (this node deleted or expired, a replica stopping): ask again soon, not after
+                # the backoff an earlier outage left; a server that ends its streams at once
+                # still meets the backoff
+                delay = min(delay, self.backoff.first_delay())
             log = self.log.warning if was_connected else self.log.info
             log(
                 "map stream lost: the data plane stays as it is; reconnecting",
